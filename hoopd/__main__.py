@@ -1,0 +1,5 @@
+import sys
+
+from hoopd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,82 @@
+"""The protocol handler interface.
+
+A handler owns one listener for one configured connection. It decodes its
+protocol into the common command model and talks to the gateway only through
+the ``Gateway`` and ``Session`` objects it is given: identity, policy,
+approvals, masking, recording and metrics all live behind them, so a handler
+cannot skip recording a decision or forget to count a byte.
+
+Handlers are registered through the ``hoopd.protocols`` entry-point group.
+The smallest complete example is ``protocols.tcp``.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from hoopd.config import ConnectionConfig
+    from hoopd.configtypes import HostPort
+    from hoopd.gateway import Gateway
+
+Loc = tuple[str | int, ...]
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProtocolHandler(abc.ABC):
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    supports_masking: ClassVar[bool] = False
+    """Can this protocol mask what flows back? If not, a connection that asks
+    for masking is rejected at config time (fail closed)."""
+    supports_commands: ClassVar[bool] = False
+    """Does this protocol see individual commands that risk rules can judge?"""
+    upstream_model: ClassVar[type[BaseModel]]
+    options_model: ClassVar[type[BaseModel]] = NoOptions
+
+    @classmethod
+    def check_connection(cls, conn: ConnectionConfig) -> list[tuple[Loc, str]]:
+        """Protocol-specific checks after the upstream and options models have
+        validated. Return (key path relative to the connection, message)."""
+        problems: list[tuple[Loc, str]] = []
+        if conn.masking_requested and not cls.supports_masking:
+            problems.append(
+                (
+                    ("masking",),
+                    f"protocol {cls.name} cannot inspect its traffic, so it cannot mask; "
+                    "remove masking from this connection",
+                )
+            )
+        if conn.commands_requested and not cls.supports_commands:
+            problems.append(
+                (
+                    ("risk",),
+                    f"protocol {cls.name} does not see commands, so command rules "
+                    "cannot be enforced; remove risk from this connection",
+                )
+            )
+        return problems
+
+    def __init__(self, connection: ConnectionConfig, gateway: Gateway) -> None:
+        self.connection = connection
+        self.gateway = gateway
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Bind the listener and start accepting. Raise OSError if it cannot."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop accepting new clients. Live sessions keep running; the gateway
+        ends them itself when it shuts down."""
+
+    @property
+    @abc.abstractmethod
+    def bound_address(self) -> HostPort | None:
+        """Where the listener actually listens (port 0 resolved)."""

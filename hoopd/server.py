@@ -1,0 +1,266 @@
+"""The daemon: one listener per configured connection on a uvloop event loop,
+the admin listener, signal handling, reload and graceful shutdown.
+
+SIGTERM/SIGINT: stop accepting, let live sessions finish up to
+``gateway.drain_timeout``, end the rest with a message, flush recordings,
+exit 0.
+
+SIGHUP: load and validate the file again. If it is invalid, every problem is
+logged and the running config stays. Otherwise removed connections stop
+accepting, changed ones are restarted with the new settings, new ones start;
+live sessions keep the settings they started with and are never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from hoopd.admin import AdminServer
+from hoopd.config import ConfigError, ConnectionConfig, GatewayConfig, load_config
+from hoopd.gateway import Gateway
+from hoopd.handler import ProtocolHandler
+from hoopd.metrics import Metrics
+from hoopd.registry import Registry
+from hoopd.tls import ensure_tls_material
+
+log = logging.getLogger("hoopd.server")
+
+
+def build_recorder(config: GatewayConfig, metrics: Metrics) -> Any:
+    from recorder.keys import export_public_key, load_or_create_signing_key
+    from recorder.writer import Recorder, RecorderSettings
+
+    rec = config.recording
+    key = load_or_create_signing_key(config.recording_key_path)
+    recordings = config.recording_dir
+    recordings.mkdir(parents=True, exist_ok=True)
+    export_public_key(key, recordings)
+    settings = RecorderSettings(
+        dir=recordings,
+        rotate_bytes=rec.rotate_bytes,
+        rotate_seconds=rec.rotate_seconds,
+        fsync=rec.fsync,
+        fsync_interval=rec.fsync_interval,
+        checkpoint_frames=rec.checkpoint_frames,
+        checkpoint_seconds=rec.checkpoint_seconds,
+        queue_max_frames=rec.queue_max_frames,
+    )
+    return Recorder(settings, key, metrics)
+
+
+async def build_identity(config: GatewayConfig) -> tuple[Any, Any]:
+    """(authenticator, token issuer), or (None, None) if the identity modules
+    are absent."""
+    try:
+        from hoopd.identity.authenticator import Authenticator
+        from hoopd.identity.oidc import OIDCValidator
+        from hoopd.identity.tokens import GatewayTokens, load_or_create_token_key
+    except ImportError:  # pragma: no cover - identity ships with hoopd
+        return None, None
+    ident = config.identity
+    key = load_or_create_token_key(config.gateway.data_dir / "token-signing-key.pem")
+    tokens = GatewayTokens(key, issuer=config.gateway.id, max_ttl=ident.gateway_tokens.max_ttl_seconds)
+    oidc = OIDCValidator(ident.oidc) if ident.oidc is not None else None
+    return Authenticator(ident, tokens, oidc), tokens
+
+
+class Daemon:
+    def __init__(self, config: GatewayConfig, registry: Registry) -> None:
+        self.config = config
+        self.registry = registry
+        self.metrics = Metrics()
+        self.handlers: dict[str, ProtocolHandler] = {}
+        self.gateway: Gateway | None = None
+        self.admin: AdminServer | None = None
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self.ready = False
+
+    # -- start / stop --------------------------------------------------------
+    async def start(self) -> None:
+        config = self.config
+        config.gateway.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tls = ensure_tls_material(
+            config.gateway.data_dir,
+            config.gateway.tls.cert,
+            config.gateway.tls.key,
+            config.gateway.tls.hostnames,
+        )
+        recorder = build_recorder(config, self.metrics)
+        recorder.start()
+        authenticator, tokens = await build_identity(config)
+        approvals, notifier = await self._open_approvals(config)
+        self.gateway = Gateway(
+            config,
+            self.metrics,
+            recorder,
+            tls,
+            authenticator=authenticator,
+            approvals=approvals,
+            notifier=notifier,
+        )
+        self.gateway.tokens = tokens  # type: ignore[attr-defined]
+        if config.gateway.admin_listen is not None:
+            self.admin = AdminServer(self, config.gateway.admin_listen)
+            await self.admin.start()
+        failures = []
+        for conn in config.connections:
+            try:
+                await self._start_connection(conn)
+            except OSError as exc:
+                failures.append(f"{conn.name}: cannot listen on {conn.listen}: {exc.strerror}")
+        if failures:
+            await self.stop()
+            raise RuntimeError("; ".join(failures))
+        self.ready = True
+        log.info(
+            "hoopd ready: %d connection(s)%s",
+            len(self.handlers),
+            f", admin on {self.admin.bound}" if self.admin else "",
+        )
+
+    async def _open_approvals(self, config: GatewayConfig) -> tuple[Any, Any]:
+        try:
+            from hoopd.approvals.store import open_store
+        except ImportError:  # pragma: no cover
+            return None, None
+        try:
+            store = await open_store(config.gateway.state, config.gateway.data_dir)
+        except Exception as exc:
+            # Fail closed but keep serving: held commands are denied with the
+            # reason until the store can be reached (it retries by itself).
+            log.error("approval store unavailable: %s", exc)
+            return None, None
+        return store, None
+
+    async def _start_connection(self, conn: ConnectionConfig) -> None:
+        assert self.gateway is not None
+        handler_cls = self.registry.get(conn.protocol)
+        handler = handler_cls(conn, self.gateway)
+        await handler.start()
+        self.handlers[conn.name] = handler
+        self.gateway.connection_metrics(conn)
+        self.metrics.listeners_up.labels(conn.protocol).inc()
+        log.info("listening: %s (%s) on %s", conn.name, conn.protocol, handler.bound_address)
+
+    async def _stop_connection(self, name: str) -> None:
+        handler = self.handlers.pop(name)
+        await handler.stop()
+        self.metrics.listeners_up.labels(handler.connection.protocol).dec()
+        log.info("stopped listening: %s", name)
+
+    async def stop(self) -> None:
+        """Graceful shutdown (idempotent)."""
+        self.ready = False
+        for name in list(self.handlers):
+            await self._stop_connection(name)
+        gateway = self.gateway
+        if gateway is not None:
+            gateway.accepting = False
+            drained = await gateway.wait_sessions(self.config.gateway.drain_timeout)
+            if not drained:
+                log.warning(
+                    "drain timeout: ending %d live session(s)", len(gateway.sessions)
+                )
+                gateway.terminate_all("shutdown", "the gateway is shutting down")
+                await gateway.wait_sessions(5.0)
+            await asyncio.get_running_loop().run_in_executor(None, gateway.recorder.close)
+            if gateway.approvals is not None:
+                try:
+                    await gateway.approvals.close()
+                except Exception as exc:  # pragma: no cover - best effort at exit
+                    log.warning("closing approval store: %s", exc)
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+
+    def request_stop(self) -> None:
+        log.info("shutdown requested")
+        self._stop.set()
+
+    async def run_until_stopped(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        await self._stop.wait()
+        await self.stop()
+
+    # -- reload --------------------------------------------------------------
+    async def reload(self) -> bool:
+        async with self._reload_lock:
+            source = self.config.source
+            if source is None:
+                log.error("reload: this config has no file to reload from")
+                return False
+            try:
+                new = load_config(source, self.registry)
+            except ConfigError as exc:
+                self.metrics.config_reloads.labels("invalid").inc()
+                log.error("reload refused, keeping the running config; problems:")
+                for problem in exc.problems:
+                    log.error("  %s", problem)
+                return False
+            await self._apply(new)
+            self.metrics.config_reloads.labels("ok").inc()
+            return True
+
+    async def _apply(self, new: GatewayConfig) -> None:
+        assert self.gateway is not None
+        old = {c.name: c for c in self.config.connections}
+        fresh = {c.name: c for c in new.connections}
+        # Policy and approval settings apply to new sessions at once; the
+        # recorder, TLS and state store are process-wide and need a restart.
+        for section in ("gateway", "recording"):
+            if getattr(new, section) != getattr(self.config, section):
+                log.warning("reload: changes to %r take effect after a restart", section)
+        self.config = new.model_copy(
+            update={"gateway": self.config.gateway, "recording": self.config.recording}
+        )
+        self.gateway.config = self.config
+        for name in old.keys() - fresh.keys():
+            await self._stop_connection(name)
+        for name, conn in fresh.items():
+            if name in old and old[name] == conn:
+                continue
+            if name in old:
+                await self._stop_connection(name)
+            try:
+                await self._start_connection(conn)
+            except OSError as exc:
+                log.error("reload: %s cannot listen on %s: %s", name, conn.listen, exc.strerror)
+        log.info("config reloaded: %d connection(s)", len(self.handlers))
+
+
+def serve(config_path: Path, registry: Registry) -> int:
+    """Entry point of ``hoopd serve``. Returns the process exit code."""
+    import uvloop
+
+    try:
+        config = load_config(config_path, registry)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{config_path}: {problem}", flush=True)
+        return 2
+
+    from hoopd.log import setup_logging
+
+    setup_logging(config.gateway.log_format, config.gateway.log_level)
+
+    async def main() -> int:
+        daemon = Daemon(config, registry)
+        try:
+            await daemon.start()
+        except Exception as exc:
+            log.error("cannot start: %s", exc)
+            return 1
+        await daemon.run_until_stopped()
+        log.info("hoopd stopped")
+        return 0
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
