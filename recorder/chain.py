@@ -1,0 +1,245 @@
+"""Per-session hash chain and segment files (writer thread only).
+
+A ChainWriter owns the chain value, the current segment file and a list of
+encoded-but-unwritten frame pieces. Appending a frame is the hot path: it
+hashes and appends four byte strings to a list; ``flush`` turns the list into
+one write() syscall per batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hoopd.model import Event
+from recorder.codec import event_body, make_payload_packer
+from recorder.format import (
+    CHECKPOINT,
+    CK_CLOSE,
+    CK_PERIODIC,
+    CK_ROTATE,
+    EVENT,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    HASH_BIN_HEADER,
+    HASH_NAME,
+    HEADER,
+    TYPE_BYTES,
+    checkpoint_sig_input,
+    frame_head,
+    genesis_hash,
+    new_hash,
+    segment_name,
+    valid_session_id,
+)
+from recorder.segment import SegmentFile, fsync_dir
+
+FsyncMode = Literal["always", "interval", "never"]
+
+_FLUSH_BYTES = 1 << 20  # bound the memory a busy session buffers between flushes
+_HEAD_CACHE_MAX = 4096
+_EVENT_BYTE = TYPE_BYTES[EVENT]
+_HASH_OVERHEAD = len(HASH_BIN_HEADER) + 32
+
+
+class ChainWriter:
+    def __init__(
+        self,
+        *,
+        directory: Path,
+        session_id: str,
+        key: Ed25519PrivateKey,
+        key_fingerprint: str,
+        rotate_bytes: int,
+        checkpoint_frames: int,
+        fsync: FsyncMode,
+        dirty: list[ChainWriter],
+    ) -> None:
+        self.session_id = session_id
+        self.dir = directory / session_id
+        self._key = key
+        self._fingerprint = key_fingerprint
+        self._rotate_bytes = rotate_bytes
+        self._checkpoint_frames = max(1, checkpoint_frames)
+        self._fsync_mode = fsync
+        self._dirty = dirty  # shared with the Recorder: chains with unflushed frames
+        self._pack = make_payload_packer().pack
+        self._heads: dict[int, bytes] = {}  # payload length -> event frame head
+        self.prev = genesis_hash(session_id)
+        self.segment = 0
+        self.file: SegmentFile | None = None
+        self.failed = False
+        self.last_seq = 0  # seq of the last event appended
+        self.nframes = 0  # frames appended in the whole session
+        self.ckpt_frame = 0  # nframes at the last checkpoint
+        self.file_start_seq = 0  # last_seq when the current file was opened
+        self.flushed_frames = 0
+        self.size = 0  # bytes of the current file, including buffered ones
+        self.flushed_size = 0
+        self.buf: list[bytes] = []
+        self.opened_at = time.monotonic()
+        self.last_checkpoint = time.monotonic()
+        self.unsynced = False
+
+    # ------------------------------------------------------------ queries
+    @property
+    def unsigned_frames(self) -> int:
+        return self.nframes - self.ckpt_frame
+
+    @property
+    def events_in_file(self) -> int:
+        return self.last_seq - self.file_start_seq
+
+    # ----------------------------------------------------------- appending
+    def _append(self, frame_type: int, payload: bytes) -> None:
+        h = new_hash()
+        h.update(self.prev)
+        h.update(TYPE_BYTES[frame_type])
+        h.update(payload)
+        self.prev = digest = h.digest()
+        head = frame_head(frame_type, len(payload))
+        buf = self.buf
+        if not buf:
+            self._dirty.append(self)
+        buf += (head, payload, HASH_BIN_HEADER, digest)
+        self.nframes += 1
+        self.size += len(head) + len(payload) + _HASH_OVERHEAD
+
+    def append_event(self, seq: int, ts_ns: int, event: Event) -> None:
+        """Hot path: the same as _append(EVENT, ...) with everything inlined."""
+        payload = self._pack([seq, ts_ns, event_body(event)])
+        n = len(payload)
+        head = self._heads.get(n)
+        if head is None:
+            if len(self._heads) >= _HEAD_CACHE_MAX:
+                self._heads.clear()
+            head = self._heads[n] = frame_head(EVENT, n)
+        h = new_hash()
+        h.update(self.prev)
+        h.update(_EVENT_BYTE)
+        h.update(payload)
+        self.prev = digest = h.digest()
+        buf = self.buf
+        if not buf:
+            self._dirty.append(self)
+        buf += (head, payload, HASH_BIN_HEADER, digest)
+        self.last_seq = seq
+        self.nframes = nframes = self.nframes + 1
+        self.size = size = self.size + len(head) + n + _HASH_OVERHEAD
+        if nframes - self.ckpt_frame >= self._checkpoint_frames:
+            self.checkpoint(CK_PERIODIC)
+        if size >= self._rotate_bytes:
+            self.rotate()
+        elif size - self.flushed_size >= _FLUSH_BYTES:
+            self.flush()
+
+    def checkpoint(self, kind: str) -> None:
+        sig = self._key.sign(
+            checkpoint_sig_input(self.session_id, self.segment, self.last_seq, kind, self.prev)
+        )
+        body = {"kind": kind, "segment": self.segment, "sig": sig}
+        self._append(CHECKPOINT, self._pack([self.last_seq, time.time_ns(), body]))
+        self.ckpt_frame = self.nframes
+        self.last_checkpoint = time.monotonic()
+
+    def checkpoint_periodic(self) -> None:
+        self.checkpoint(CK_PERIODIC)
+
+    def _write_header(self, ts_ns: int) -> None:
+        body = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "session_id": self.session_id,
+            "segment": self.segment,
+            "prev_hash": self.prev,
+            "hash": HASH_NAME,
+            "key": self._fingerprint,
+        }
+        self._append(HEADER, self._pack([self.last_seq, ts_ns, body]))
+        self.file_start_seq = self.last_seq
+
+    # --------------------------------------------------------------- files
+    def open(self, ts_ns: int) -> None:
+        if not valid_session_id(self.session_id):
+            raise ValueError(f"invalid session id {self.session_id!r}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._open_segment(1, ts_ns)
+        if self._fsync_mode != "never":
+            fsync_dir(self.dir.parent)
+
+    def _open_segment(self, segment: int, ts_ns: int) -> None:
+        """Create the segment file and make its header durable immediately.
+
+        The header must reach the file before the previous segment's rotate
+        checkpoint does: then "segment N ends with a rotate checkpoint but
+        N+1 is missing" can only mean a file was removed (see the spec).
+        """
+        self.file = SegmentFile(self.dir / segment_name(segment))
+        self.segment = segment
+        self.size = self.flushed_size = 0
+        self.opened_at = time.monotonic()
+        self._write_header(ts_ns)
+        self.flush()
+        if self._fsync_mode != "never":
+            self.file.fsync()
+            fsync_dir(self.dir)
+
+    def rotate(self) -> None:
+        old = self.file
+        assert old is not None
+        self.flush()
+        self.checkpoint(CK_ROTATE)
+        pending, self.buf = self.buf, []  # the rotate checkpoint, for the old file
+        self._forget_dirty()
+        self._open_segment(self.segment + 1, time.time_ns())
+        old.write(b"".join(pending))
+        if self._fsync_mode != "never":
+            old.fsync()
+        old.close()
+
+    def flush(self) -> tuple[int, int]:
+        """Write buffered frames with one syscall; returns (frames, bytes)."""
+        if not self.buf or self.file is None:
+            return 0, 0
+        data = b"".join(self.buf)
+        self.buf.clear()
+        self._forget_dirty()
+        self.file.write(data)
+        frames = self.nframes - self.flushed_frames
+        self.flushed_frames = self.nframes
+        self.flushed_size = self.size
+        self.unsynced = True
+        return frames, len(data)
+
+    def _forget_dirty(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._dirty.remove(self)
+
+    def fsync(self) -> None:
+        if self.unsynced and self.file is not None and self._fsync_mode != "never":
+            self.file.fsync()
+        self.unsynced = False
+
+    def close(self) -> None:
+        if self.file is None:
+            return
+        self.checkpoint(CK_CLOSE)
+        self.flush()
+        if self._fsync_mode != "never":
+            self.file.fsync()
+        self.file.close()
+        self.file = None
+
+    def abandon(self) -> None:
+        """After an I/O error: drop buffered frames, close the fd, write nothing more."""
+        self.failed = True
+        self.buf.clear()
+        self._forget_dirty()
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
