@@ -51,7 +51,7 @@ class AdminServer:
             gateway.approvals,
             gateway.authenticator,
             reviewers_for,
-            getattr(gateway, "tokens", None),
+            gateway.tokens,
             gateway.notifier,
         )
 

@@ -14,13 +14,15 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hoopd.approvals.models import command_hash
 from hoopd.metrics import ConnectionMetrics, Metrics
 from hoopd.model import ApprovalEvent, Command, Decision, Identity, Verdict
 from hoopd.policy import authorize_session
-from hoopd.session import Session, command_hash
+from hoopd.session import Session
 
 if TYPE_CHECKING:
     import ssl
@@ -66,6 +68,7 @@ class Gateway:
         authenticator: Any = None,
         approvals: Any = None,
         notifier: Any = None,
+        tokens: Any = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
@@ -74,9 +77,13 @@ class Gateway:
         self.authenticator = authenticator
         self.approvals = approvals
         self.notifier = notifier
+        self.tokens = tokens
+        """Issues gateway tokens (admin API token exchange)."""
         self.sessions: dict[str, Session] = {}
         self._conn_metrics: dict[tuple[str, str], ConnectionMetrics] = {}
         self._ssl_contexts: dict[str, ssl.SSLContext] = {}
+        self._maskers: dict[tuple[str, int], Any] = {}
+        self._masking_key: bytes | None = None
         self.accepting = True
 
     def connection_metrics(self, conn: ConnectionConfig) -> ConnectionMetrics:
@@ -85,6 +92,33 @@ class Gateway:
         if cm is None:
             cm = self._conn_metrics[key] = ConnectionMetrics(self.metrics, *key)
         return cm
+
+    def masker(self, conn: ConnectionConfig) -> Any:
+        """The compiled masker for a connection (``masking.engine.Masker``),
+        built once per connection config: credential recognizers are on by
+        default even when the connection says nothing about masking."""
+        key = (conn.name, id(conn))
+        masker = self._maskers.get(key)
+        if masker is None:
+            from masking.engine import build_masker
+
+            from masking.config import MaskingConfig
+
+            masking = conn.masking if conn.masking is not None else MaskingConfig()
+            masker = self._maskers[key] = build_masker(masking, self.masking_key)
+        return masker
+
+    @property
+    def masking_key(self) -> bytes:
+        if self._masking_key is None:
+            configured = self.config.gateway.masking_key
+            if configured is not None:
+                self._masking_key = configured.reveal().encode()
+            else:
+                self._masking_key = load_or_create_secret(
+                    self.config.gateway.data_dir / "masking-key"
+                )
+        return self._masking_key
 
     def server_ssl_context(self, conn: ConnectionConfig) -> ssl.SSLContext:
         client_ca = conn.tls.client_ca if conn.tls else None
@@ -198,7 +232,7 @@ class Gateway:
         if not sessions:
             return True
         waiters = [asyncio.ensure_future(s.wait_ended()) for s in sessions]
-        done, pending = await asyncio.wait(waiters, timeout=timeout)
+        _, pending = await asyncio.wait(waiters, timeout=timeout)
         for w in pending:
             w.cancel()
         return not pending
@@ -209,7 +243,7 @@ class Gateway:
         session: Session,
         cmd: Command,
         decision: Decision,
-        params: bytes,
+        params: Sequence[Any] | Mapping[str, Any] | None,
         on_held: Callable[[str, str], Awaitable[None] | None] | None,
     ) -> Decision:
         """Create an approval, wait for a reviewer, consume it. Any failure of
@@ -224,8 +258,7 @@ class Gateway:
             )
         try:
             approval = await self.approvals.create(
-                requester=session.identity.subject,
-                requester_groups=sorted(session.identity.groups),
+                requester=session.identity,
                 connection=conn.name,
                 session_id=session.id,
                 command_text=cmd.text,
@@ -320,5 +353,15 @@ class AuthFailed(Exception):
         self.reason = reason
 
 
-def data_dir_ready(path: os.PathLike[str]) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
+def load_or_create_secret(path: Path, size: int = 32) -> bytes:
+    """A random key kept in a 0600 file, created on first use."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(size)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key

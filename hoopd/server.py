@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hoopd.admin import AdminServer
+from hoopd.aio import spawn
 from hoopd.config import ConfigError, ConnectionConfig, GatewayConfig, load_config
 from hoopd.gateway import Gateway
 from hoopd.handler import ProtocolHandler
@@ -53,19 +54,13 @@ def build_recorder(config: GatewayConfig, metrics: Metrics) -> Any:
 
 
 async def build_identity(config: GatewayConfig) -> tuple[Any, Any]:
-    """(authenticator, token issuer), or (None, None) if the identity modules
-    are absent."""
-    try:
-        from hoopd.identity.authenticator import Authenticator
-        from hoopd.identity.oidc import OIDCValidator
-        from hoopd.identity.tokens import GatewayTokens, load_or_create_token_key
-    except ImportError:  # pragma: no cover - identity ships with hoopd
-        return None, None
-    ident = config.identity
-    key = load_or_create_token_key(config.gateway.data_dir / "token-signing-key.pem")
-    tokens = GatewayTokens(key, issuer=config.gateway.id, max_ttl=ident.gateway_tokens.max_ttl_seconds)
-    oidc = OIDCValidator(ident.oidc) if ident.oidc is not None else None
-    return Authenticator(ident, tokens, oidc), tokens
+    """(authenticator, gateway token issuer) from the identity section."""
+    from hoopd.identity.authenticator import Authenticator
+
+    auth = Authenticator.from_data_dir(
+        config.identity, config.gateway.data_dir, gateway_id=config.gateway.id
+    )
+    return auth, auth.tokens
 
 
 class Daemon:
@@ -102,8 +97,8 @@ class Daemon:
             authenticator=authenticator,
             approvals=approvals,
             notifier=notifier,
+            tokens=tokens,
         )
-        self.gateway.tokens = tokens  # type: ignore[attr-defined]
         if config.gateway.admin_listen is not None:
             self.admin = AdminServer(self, config.gateway.admin_listen)
             await self.admin.start()
@@ -129,7 +124,7 @@ class Daemon:
         except ImportError:  # pragma: no cover
             return None, None
         try:
-            store = await open_store(config.gateway.state, config.gateway.data_dir)
+            store = open_store(config.gateway.state, config.gateway.data_dir)
         except Exception as exc:
             # Fail closed but keep serving: held commands are denied with the
             # reason until the store can be reached (it retries by itself).
@@ -186,7 +181,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: spawn(self.reload(), name="reload"))
         await self._stop.wait()
         await self.stop()
 

@@ -9,10 +9,9 @@ disagree and no handler can forget one of them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hoopd.log import SessionLogger
@@ -44,14 +43,6 @@ Terminator = Callable[[str, str], None]
 """Called with (reason, message) when the gateway ends a session from outside:
 shutdown, recorder failure, credential expiry. The handler tells the client
 in its protocol's terms and closes both sides."""
-
-
-def command_hash(text: str, params: bytes = b"") -> str:
-    """What an approval is bound to: the exact command text and parameters."""
-    h = hashlib.sha256(text.encode())
-    h.update(b"\0")
-    h.update(params)
-    return h.hexdigest()
 
 
 class Session:
@@ -233,7 +224,7 @@ class Session:
         cmd: Command,
         found: Assessment,
         *,
-        params: bytes = b"",
+        params: Sequence[Any] | Mapping[str, Any] | None = None,
         on_held: Callable[[str, str], Awaitable[None] | None] | None = None,
     ) -> Decision:
         """Judge a command; hold it for a reviewer when policy says so.

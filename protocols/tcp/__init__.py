@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from hoopd.aio import spawn
 from hoopd.configtypes import Duration, HostPort, Port
 from hoopd.gateway import SessionRefused
 from hoopd.handler import Loc, ProtocolHandler
@@ -70,7 +71,7 @@ class TcpHandler(ProtocolHandler):
 
     def __init__(self, connection: ConnectionConfig, gateway: Any) -> None:
         super().__init__(connection, gateway)
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self.upstream: TcpUpstream = connection.upstream
 
     async def start(self) -> None:
@@ -135,7 +136,7 @@ class _ClientSide(_Side):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self._setup_task = asyncio.ensure_future(self._setup())
+        self._setup_task = spawn(self._setup(), name="tcp-setup")
 
     def data_received(self, data: bytes) -> None:
         if self.upstream is None or self.upstream.transport is None:
@@ -203,7 +204,7 @@ class _ClientSide(_Side):
             self.resume("recorder")
             self.upstream.resume("recorder")
 
-        asyncio.ensure_future(wait())
+        spawn(wait(), name="tcp-recorder-wait")
 
     def identity(self) -> Identity:
         conn = self.handler.connection
@@ -249,7 +250,7 @@ class _ClientSide(_Side):
                 ),
                 handler.upstream.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             cm.upstream_errors.inc()
             reason = str(exc) or type(exc).__name__
             session.error(f"upstream unreachable: {reason}", "upstream_unreachable")
