@@ -1,0 +1,108 @@
+"""Regex backend: google-re2 (linear time, multi-pattern DFA) or Python ``re``.
+
+The engine talks to a :class:`Compiled` only: ``search``/``match`` return the
+list of group spans (``[(start, end), ...]``, ``(-1, -1)`` for a group that did
+not take part) or ``None``. With re2 this calls the extension directly, without
+the per-call generator and ``Match`` object of ``re2.search``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+try:
+    import re2 as _re2
+
+    HAVE_RE2 = True
+except ImportError:  # pragma: no cover - exercised only where re2 is missing
+    _re2 = None
+    HAVE_RE2 = False
+    warnings.warn(
+        "google-re2 is not installed: masking falls back to Python's re module, which is "
+        "much slower and not linear-time; install google-re2",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+Spans = list[tuple[int, int]]
+
+
+class Compiled:
+    """A compiled bytes pattern with span-returning search/match."""
+
+    __slots__ = ("_rx", "_search_anchor", "_match_anchor", "_full_anchor", "groups", "groupindex", "pattern", "_py")
+
+    def __init__(self, pattern: bytes, *, max_mem: int = 64 << 20, never_nl: bool = False) -> None:
+        self.pattern = pattern
+        self._py: Any = None
+        if HAVE_RE2:
+            assert _re2 is not None
+            opts = _re2.Options()
+            opts.max_mem = max_mem
+            opts.log_errors = False
+            opts.never_nl = never_nl
+            try:
+                compiled = _re2.compile(pattern, opts)
+            except _re2.error as exc:
+                msg = exc.args[0] if exc.args else "invalid RE2 pattern"
+                if isinstance(msg, bytes):
+                    msg = msg.decode("utf-8", "replace")
+                raise ValueError(str(msg)) from None
+            self._rx: Any = compiled._regexp
+            anchor = _re2._Anchor
+            self._search_anchor = anchor.UNANCHORED
+            self._match_anchor = anchor.ANCHOR_START
+            self._full_anchor = anchor.ANCHOR_BOTH
+            self.groups: int = compiled.groups
+            self.groupindex: dict[str, int] = {
+                (k.decode() if isinstance(k, bytes) else k): v for k, v in compiled.groupindex.items()
+            }
+        else:  # pragma: no cover
+            try:
+                self._py = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(str(exc)) from None
+            self.groups = self._py.groups
+            self.groupindex = dict(self._py.groupindex)
+
+    def search(self, data: bytes, pos: int, endpos: int) -> Spans | None:
+        if self._py is None:
+            spans: Spans = self._rx.Match(self._search_anchor, data, pos, endpos)
+            return None if spans[0][0] < 0 else spans
+        m = self._py.search(data, pos, endpos)  # pragma: no cover
+        return None if m is None else list(m.regs)  # pragma: no cover
+
+    def match(self, data: bytes, pos: int, endpos: int) -> Spans | None:
+        if self._py is None:
+            spans: Spans = self._rx.Match(self._match_anchor, data, pos, endpos)
+            return None if spans[0][0] < 0 else spans
+        m = self._py.match(data, pos, endpos)  # pragma: no cover
+        return None if m is None else list(m.regs)  # pragma: no cover
+
+    def first_byte_range(self) -> tuple[int, int]:
+        """Inclusive range that holds the first byte of every match (0..255 if unknown)."""
+        if self._py is None:
+            try:
+                ok, lo, hi = self._rx.PossibleMatchRange(1)
+            except Exception:  # pragma: no cover - defensive
+                return 0, 255
+            if ok and lo and hi:
+                return lo[0], hi[0]
+        return 0, 255
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise ValueError with a readable reason if ``pattern`` is unusable as a rule."""
+    compiled = Compiled(pattern.encode("utf-8"))
+    if compiled.search(b"", 0, 0) is not None:
+        raise ValueError("pattern matches the empty string")
+
+
+_NAMED_GROUP = re.compile(r"(?<!\\)\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
+
+
+def strip_group_names(pattern: str) -> str:
+    """``(?P<name>x)`` -> ``(x)``, keeping group numbers, so patterns can be joined."""
+    return _NAMED_GROUP.sub("(", pattern)

@@ -1,0 +1,420 @@
+"""The masking engine: one RE2 pass for every single-line rule, validators, replacements.
+
+How a buffer is scanned (``Masker._find``):
+
+* All single-line rules (built-in recognizers and custom regexes) are joined
+  into one RE2 alternation, one capturing group per rule, compiled with
+  ``never_nl`` so that no match crosses a newline. RE2 finds the leftmost
+  candidate in one DFA pass; the rule is the group whose span equals the match.
+* PEM private keys (the only multi-line recognizer) are found with
+  ``bytes.find(b"-----BEGIN ")`` and matched anchored there. A single-line match
+  never runs into a PEM header (the single-line search stops at it).
+* A candidate is confirmed in Python: boundary bytes (RE2 has no lookaround),
+  the validator (Luhn, mod-97, ...), already-masked values, allow-lists. If it
+  fails, the other rules are tried anchored at the same position, then the
+  scan restarts one byte later -- so an SSN inside a digit run that failed
+  Luhn as a card is still found.
+* Every match is computed inside a window of ``window`` bytes from its start;
+  this is what lets the stream masker hold back a bounded number of bytes and
+  still produce exactly the whole-buffer output.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._regex import Compiled, Spans, strip_group_names
+from .config import MaskingConfig, Replacement, Rule
+from .paths import PathSet, parse_path
+from .recognizers import BY_ID, EMPTY, Recognizer
+from .replacements import ReplacementSpec, looks_masked, make_replacer
+from .validators import Validator
+
+if TYPE_CHECKING:
+    from .jsonmask import JsonMasker
+    from .rows import Column, RowMasker
+    from .stream import StreamMasker
+
+Counts = dict[str, int]
+Edit = tuple[int, int, bytes, str]
+"""(start, end, replacement, rule id)"""
+
+PEM_START = b"-----BEGIN "
+PEM_ID = "pem_private_key"
+PEM_TAIL = 96
+"""A PEM candidate is settled once this many bytes follow it (longest header/END line)."""
+_CTX = 16
+_DIGITS = frozenset(b"0123456789")
+_SKIP = -1
+
+
+@dataclass(eq=False)
+class _Rule:
+    id: str
+    label: str
+    order: int
+    regex: Compiled
+    local_values: tuple[int, ...]
+    validator: Validator | None
+    left: frozenset[int]
+    right: frozenset[int]
+    dotted: bool
+    replace: Callable[[bytes], bytes]
+    allow_exact: frozenset[bytes]
+    allow_rx: Compiled | None
+    lo: int
+    hi: int
+    max_len: int
+    alt_group: int = 0
+    values: tuple[int, ...] = ()
+
+
+def _replacement_for(config: MaskingConfig, rid: str, category: str) -> ReplacementSpec:
+    for key in (rid, category, "default"):
+        r = config.replacements.get(key)
+        if r is not None:
+            return r.spec()
+    return ReplacementSpec()
+
+
+class Masker:
+    """A compiled per-connection masker. Thread-safe for ``mask_*``; streams are per use."""
+
+    def __init__(self, config: MaskingConfig, hmac_key: bytes) -> None:
+        self.config = config
+        self._hmac_key = hmac_key
+        self._rules: list[_Rule] = []
+        self._pem: _Rule | None = None
+        self._main: Compiled | None = None
+        self._by_group: list[_Rule | None] = []
+        self.window = 64
+        self.pem_window = 0
+        # field-name and path rules: (rule id, compiled glob regex, replacer)
+        self._field_rules: list[tuple[str, re.Pattern[str], Callable[[bytes], bytes]]] = []
+        self._value_replacers: dict[str, Callable[[bytes], bytes]] = {}
+        self._field_cache: dict[tuple[str, str | None], str | None] = {}
+        self.paths = PathSet([])
+        if config.enabled:
+            self._compile()
+
+    # ------------------------------------------------------------------ building
+    def _allow_for(self, rid: str) -> tuple[frozenset[bytes], Compiled | None]:
+        exact: set[bytes] = set()
+        pats: list[str] = []
+        for entry in self.config.allow:
+            if entry.rules and rid not in entry.rules:
+                continue
+            if entry.value is not None:
+                exact.add(entry.value.encode())
+            elif entry.pattern is not None:
+                pats.append(f"(?:{strip_group_names(entry.pattern)})")
+        rx = Compiled(("^(?:" + "|".join(pats) + ")$").encode()) if pats else None
+        return frozenset(exact), rx
+
+    def _make_rule(
+        self,
+        rid: str,
+        label: str,
+        pattern: str,
+        value_names: Callable[[str], bool],
+        spec: ReplacementSpec,
+        rec: Recognizer | None,
+        max_len: int,
+    ) -> _Rule:
+        try:
+            regex = Compiled(pattern.encode(), never_nl=rid != PEM_ID)
+        except ValueError as exc:
+            raise ValueError(f"masking rule {rid!r}: invalid RE2 pattern: {exc}") from None
+        local_values = tuple(sorted(i for n, i in regex.groupindex.items() if value_names(n)))
+        allow_exact, allow_rx = self._allow_for(rid)
+        lo, hi = regex.first_byte_range()
+        return _Rule(
+            id=rid,
+            label=label,
+            order=0,
+            regex=regex,
+            local_values=local_values,
+            validator=rec.validator if rec else None,
+            left=rec.left if rec else EMPTY,
+            right=rec.right if rec else EMPTY,
+            dotted=rec.dotted if rec else False,
+            replace=make_replacer(
+                spec,
+                label,
+                self._hmac_key,
+                rec.keep_first if rec else 0,
+                rec.keep_last if rec else 0,
+            ),
+            allow_exact=allow_exact,
+            allow_rx=allow_rx,
+            lo=lo,
+            hi=hi,
+            max_len=max_len,
+        )
+
+    def _compile(self) -> None:
+        cfg = self.config
+        for rid in cfg.recognizers.active_ids():
+            rec = BY_ID[rid]
+            rule = self._make_rule(
+                rid,
+                rec.label,
+                rec.pattern,
+                lambda n: n == "v" or (n.startswith("v") and n[1:].isdigit()),
+                _replacement_for(cfg, rid, rec.category),
+                rec,
+                rec.max_len,
+            )
+            if rid == PEM_ID:
+                self._pem = rule
+                self.pem_window = rec.max_len
+            else:
+                self._rules.append(rule)
+        for crule in cfg.rules:
+            spec = crule.replace.spec() if crule.replace else _replacement_for(cfg, crule.id, "custom")
+            if crule.pattern is not None:
+                pat = f"(?i:{crule.pattern})" if crule.ignore_case else crule.pattern
+                self._rules.append(
+                    self._make_rule(crule.id, crule.display_label, pat, lambda n: n == "value", spec, None, crule.max_length)
+                )
+            else:
+                self._add_structural(crule, spec)
+        if self._rules:
+            parts: list[str] = []
+            group = 1
+            self._by_group = [None]
+            for order, rule in enumerate(self._rules):
+                rule.order = order
+                rule.alt_group = group
+                rule.values = tuple(group + i for i in rule.local_values)
+                parts.append("(" + strip_group_names(rule.regex.pattern.decode()) + ")")
+                self._by_group.append(rule)
+                self._by_group.extend([None] * rule.regex.groups)
+                group += 1 + rule.regex.groups
+            self._main = Compiled("|".join(parts).encode(), never_nl=True)
+            if self._main.groups != group - 1:  # pragma: no cover - defensive
+                raise ValueError("internal error: group numbering mismatch while joining rules")
+            self.window = max(r.max_len for r in self._rules) + 1
+
+    def _add_structural(self, crule: Rule, spec: ReplacementSpec) -> None:
+        replacer = make_replacer(spec, crule.display_label, self._hmac_key)
+        self._value_replacers[crule.id] = replacer
+        if crule.fields:
+            rx = re.compile("|".join(fnmatch.translate(f.lower()) for f in crule.fields))
+            self._field_rules.append((crule.id, rx, replacer))
+        if crule.json_paths:
+            self.paths.paths.extend((crule.id, parse_path(p)) for p in crule.json_paths)
+
+    # ------------------------------------------------------------------ scanning
+    def _accept(
+        self, rule: _Rule, data: bytes, p: int, e: int, spans: Spans, values: tuple[int, ...]
+    ) -> tuple[int, int, int] | None:
+        """Confirm a candidate. Returns (value start, value end, match end); value
+        start == _SKIP means "leave it, continue after it"; None means rejected."""
+        if p and data[p - 1] in rule.left:
+            return None
+        if rule.validator is not None:
+            n = rule.validator(data[p:e])
+            if not n:
+                return None
+            e = p + n
+        if e < len(data):
+            c = data[e]
+            if c in rule.right:
+                return None
+            if rule.dotted and c == 46 and e + 1 < len(data) and data[e + 1] in _DIGITS:
+                return None
+        vs, ve = p, e
+        for g in values:
+            s = spans[g]
+            if s[0] >= 0:
+                vs, ve = s[0], min(s[1], e)
+                break
+        value = data[vs:ve]
+        if not value or looks_masked(value):
+            return _SKIP, 0, e
+        if value in rule.allow_exact or (
+            rule.allow_rx is not None and rule.allow_rx.match(value, 0, len(value)) is not None
+        ):
+            return _SKIP, 0, e
+        return vs, ve, e
+
+    def _pem_settled(self, data: bytes, q: int, spans: Spans | None) -> bool:
+        n = len(data)
+        if q + self.pem_window < n:
+            return True
+        if spans is None:
+            return q + PEM_TAIL < n
+        e = spans[0][1]
+        if e + PEM_TAIL < n:
+            return True
+        return e < n and data[e - 5 : e] == b"-----" and b"-----END" in data[q + 11 : e]
+
+    def _find(self, data: bytes, pos: int, final: bool, limit: int) -> tuple[list[Edit], int]:
+        """Edits for every match starting in [pos, limit); returns (edits, resume position).
+
+        ``final``: ``data`` ends the input. Otherwise only settled matches are
+        taken (the caller guarantees ``limit`` is settled for single-line rules)."""
+        n = len(data)
+        inf = n + 1
+        edits: list[Edit] = []
+        main = self._main
+        pem = self._pem
+        by_group = self._by_group
+        rules = self._rules
+        window = self.window
+        q = -1 if pem is not None else inf
+        while True:
+            if q < pos:
+                q = data.find(PEM_START, pos)
+                if q < 0:
+                    q = inf
+            endpos = q if q < n else n
+            spans = main.search(data, pos, endpos) if main is not None and pos < endpos else None
+            p = spans[0][0] if spans is not None else inf
+            if q <= p and q < inf:
+                assert pem is not None
+                pspans = pem.regex.match(data, q, min(n, q + self.pem_window))
+                if not final and not self._pem_settled(data, q, pspans):
+                    return edits, max(pos, q) if q < limit else max(pos, limit)
+                got = self._accept(pem, data, q, pspans[0][1], pspans, ()) if pspans else None
+                if got is None:
+                    q = data.find(PEM_START, q + 1)
+                    if q < 0:
+                        q = inf
+                    continue
+                vs, ve, e = got
+                if vs != _SKIP:
+                    edits.append((vs, ve, pem.replace(data[vs:ve]), pem.id))
+                pos = e
+                continue
+            if p >= limit or spans is None:
+                return edits, max(pos, limit)
+            g = spans.index(spans[0], 1)
+            rule = by_group[g]
+            assert rule is not None
+            e = spans[0][1]
+            if e - p >= window:
+                spans = main.search(data, p, min(endpos, p + window))  # type: ignore[union-attr]
+                if spans is None or spans[0][0] != p:
+                    pos = p + 1
+                    continue
+                g = spans.index(spans[0], 1)
+                rule = by_group[g]
+                assert rule is not None
+                e = spans[0][1]
+            got = self._accept(rule, data, p, e, spans, rule.values)
+            if got is None:
+                c = data[p]
+                wend = min(endpos, p + window)
+                for alt in rules[rule.order + 1 :]:
+                    if alt.lo <= c <= alt.hi:
+                        s2 = alt.regex.match(data, p, wend)
+                        if s2 is not None:
+                            got = self._accept(alt, data, p, s2[0][1], s2, alt.local_values)
+                            if got is not None:
+                                rule = alt
+                                break
+                if got is None:
+                    pos = p + 1
+                    continue
+            vs, ve, e = got
+            if vs != _SKIP:
+                edits.append((vs, ve, rule.replace(data[vs:ve]), rule.id))
+            pos = e if e > p else p + 1
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def active(self) -> bool:
+        """False when nothing at all could match (protocols may skip masking)."""
+        return bool(self._main is not None or self._pem is not None or self._field_rules or self.paths)
+
+    @property
+    def scans_content(self) -> bool:
+        return self._main is not None or self._pem is not None
+
+    def mask_bytes(self, data: bytes) -> tuple[bytes, Counts]:
+        if not self.scans_content or not data:
+            return data, {}
+        edits, _ = self._find(data, 0, True, len(data))
+        return apply_edits(data, edits, 0, len(data))
+
+    def mask_text(self, text: str) -> tuple[str, Counts]:
+        data = text.encode("utf-8", "surrogatepass")
+        out, counts = self.mask_bytes(data)
+        if not counts:
+            return text, counts
+        return out.decode("utf-8", "surrogatepass"), counts
+
+    def field_rule(self, name: str, table: str | None = None) -> str | None:
+        """Id of the first field rule matching a column/key name (``table.name`` too)."""
+        key = (name, table)
+        try:
+            return self._field_cache[key]
+        except KeyError:
+            pass
+        low = name.lower()
+        qual = f"{table.lower()}.{low}" if table else None
+        found: str | None = None
+        for rid, rx, _ in self._field_rules:
+            if rx.match(low) or (qual is not None and rx.match(qual)):
+                found = rid
+                break
+        if len(self._field_cache) < 65536:
+            self._field_cache[key] = found
+        return found
+
+    def replace_value(self, rule_id: str, value: bytes) -> bytes:
+        """Replace a whole value for a field/path rule (no content scan)."""
+        return self._value_replacers[rule_id](value)
+
+    def stream(self) -> StreamMasker:
+        from .stream import StreamMasker
+
+        return StreamMasker(self)
+
+    def rows(self, columns: Sequence[Column]) -> RowMasker:
+        from .rows import RowMasker
+
+        return RowMasker(self, columns)
+
+    def json(self) -> JsonMasker:
+        from .jsonmask import JsonMasker
+
+        return JsonMasker(self)
+
+    def rule_ids(self) -> list[str]:
+        ids = [r.id for r in self._rules]
+        if self._pem is not None:
+            ids.insert(0, self._pem.id)
+        return ids + [rid for rid, _, _ in self._field_rules] + [rid for rid, _ in self.paths.paths]
+
+
+def apply_edits(data: bytes, edits: list[Edit], start: int, end: int) -> tuple[bytes, Counts]:
+    """Output for data[start:end] with edits applied (edits sorted, inside the range)."""
+    counts: Counts = {}
+    if not edits:
+        return data[start:end], counts
+    out: list[bytes] = []
+    cur = start
+    for vs, ve, repl, rid in edits:
+        out.append(data[cur:vs])
+        out.append(repl)
+        cur = ve
+        counts[rid] = counts.get(rid, 0) + 1
+    out.append(data[cur:end])
+    return b"".join(out), counts
+
+
+def build_masker(config: MaskingConfig, hmac_key: bytes) -> Masker:
+    """Compile a masker once per connection. An invalid regex raises ValueError naming the rule."""
+    if not isinstance(hmac_key, bytes | bytearray) or len(hmac_key) < 16:
+        raise ValueError("hmac_key must be at least 16 bytes")
+    return Masker(config, bytes(hmac_key))
+
+
+__all__ = ["Counts", "Edit", "Masker", "Replacement", "apply_edits", "build_masker"]
