@@ -17,6 +17,7 @@ from typing import Any, BinaryIO
 
 import msgpack
 
+from hoopd.model import Event
 from recorder.codec import decode_body, unpack_payload
 from recorder.compat import upgrade_body
 from recorder.format import (
@@ -29,7 +30,6 @@ from recorder.format import (
     SEGMENT_RE,
     bin_header,
 )
-from hoopd.model import Event
 
 # Bigger than any frame the writer produces (Output chunks are small); a
 # corrupted length beyond it is rejected instead of buffered.

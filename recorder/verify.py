@@ -293,7 +293,7 @@ def verify_session(session_dir: Path, key: Ed25519PublicKey) -> SessionVerificat
         out.status = Status.INCOMPLETE
         out.notes.append("no segment files")
         return out
-    for expected, (number, path) in enumerate(segs, start=1):
+    for expected, (number, _path) in enumerate(segs, start=1):
         if number != expected:
             return _tampered(out, Finding(segment_name(expected), None, None, "segment file missing"))
     results = [_FileVerifier(path, sid, n, key).run() for n, path in segs]

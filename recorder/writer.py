@@ -94,7 +94,9 @@ class SessionRecording:
     def __init__(self, recorder: Recorder, session_id: str, loop: asyncio.AbstractEventLoop | None):
         self.session_id = session_id
         self.failed = False
-        self.on_failure: Callable[[str], None] | None = None
+        self._on_failure: Callable[[str], None] | None = None
+        self._failure_reason: str | None = None  # failed before on_failure was set
+        self._notify_lock = threading.Lock()
         self._recorder = recorder
         self._loop = loop
         self._seq = 0
@@ -131,11 +133,30 @@ class SessionRecording:
         rec._queue.append((self, self._seq, time.time_ns(), _CLOSE))
         rec._wake.set()
 
+    @property
+    def on_failure(self) -> Callable[[str], None] | None:
+        return self._on_failure
+
+    @on_failure.setter
+    def on_failure(self, cb: Callable[[str], None] | None) -> None:
+        # The gateway sets the callback right after open_session(); if the
+        # writer thread failed the session in between, deliver it now.
+        with self._notify_lock:
+            self._on_failure = cb
+            reason, self._failure_reason = self._failure_reason, None
+        if cb is not None and reason is not None:
+            self._deliver(cb, reason)
+
     def _notify_failure(self, reason: str) -> None:
         """Writer thread: run on_failure on the owning loop (fail closed)."""
-        cb = self.on_failure
-        if cb is None:
-            return
+        with self._notify_lock:
+            cb = self._on_failure
+            if cb is None:
+                self._failure_reason = reason
+                return
+        self._deliver(cb, reason)
+
+    def _deliver(self, cb: Callable[[str], None], reason: str) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # loop closed meanwhile
