@@ -32,7 +32,16 @@ Spans = list[tuple[int, int]]
 class Compiled:
     """A compiled bytes pattern with span-returning search/match."""
 
-    __slots__ = ("_rx", "_search_anchor", "_match_anchor", "_full_anchor", "groups", "groupindex", "pattern", "_py")
+    __slots__ = (
+        "_full_anchor",
+        "_match_anchor",
+        "_py",
+        "_rx",
+        "_search_anchor",
+        "groupindex",
+        "groups",
+        "pattern",
+    )
 
     def __init__(self, pattern: bytes, *, max_mem: int = 64 << 20, never_nl: bool = False) -> None:
         self.pattern = pattern
@@ -57,7 +66,8 @@ class Compiled:
             self._full_anchor = anchor.ANCHOR_BOTH
             self.groups: int = compiled.groups
             self.groupindex: dict[str, int] = {
-                (k.decode() if isinstance(k, bytes) else k): v for k, v in compiled.groupindex.items()
+                (k.decode() if isinstance(k, bytes) else k): v
+                for k, v in compiled.groupindex.items()
             }
         else:  # pragma: no cover
             try:

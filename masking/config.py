@@ -180,7 +180,9 @@ class Rule(BaseModel):
         if self.pattern is None and not self.fields and not self.json_paths:
             raise ValueError("a rule needs one of: pattern, fields, json_paths")
         if self.pattern is not None and (self.fields or self.json_paths):
-            raise ValueError("a pattern rule cannot also have fields or json_paths; split it in two rules")
+            raise ValueError(
+                "a pattern rule cannot also have fields or json_paths; split it in two rules"
+            )
         return self
 
     @property
@@ -249,14 +251,18 @@ class MaskingConfig(BaseModel):
         seen: set[str] = set()
         for i, rule in enumerate(self.rules):
             if rule.id in BY_ID:
-                raise ValueError(f"rules[{i}].id {rule.id!r} collides with a built-in recognizer id")
+                raise ValueError(
+                    f"rules[{i}].id {rule.id!r} collides with a built-in recognizer id"
+                )
             if rule.id in seen:
                 raise ValueError(f"rules[{i}].id {rule.id!r} is used twice")
             seen.add(rule.id)
         known = seen | set(BY_ID) | set(CATEGORY_KEYS)
         for key in self.replacements:
             if key not in known:
-                raise ValueError(f"replacements key {key!r} is not a rule id, recognizer id or one of {CATEGORY_KEYS}")
+                raise ValueError(
+                    f"replacements key {key!r} is not a rule id, recognizer id or one of {CATEGORY_KEYS}"
+                )
         for i, entry in enumerate(self.allow):
             bad = [r for r in entry.rules if r not in seen and r not in BY_ID]
             if bad:

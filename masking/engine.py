@@ -175,11 +175,21 @@ class Masker:
             else:
                 self._rules.append(rule)
         for crule in cfg.rules:
-            spec = crule.replace.spec() if crule.replace else _replacement_for(cfg, crule.id, "custom")
+            spec = (
+                crule.replace.spec() if crule.replace else _replacement_for(cfg, crule.id, "custom")
+            )
             if crule.pattern is not None:
                 pat = f"(?i:{crule.pattern})" if crule.ignore_case else crule.pattern
                 self._rules.append(
-                    self._make_rule(crule.id, crule.display_label, pat, lambda n: n == "value", spec, None, crule.max_length)
+                    self._make_rule(
+                        crule.id,
+                        crule.display_label,
+                        pat,
+                        lambda n: n == "value",
+                        spec,
+                        None,
+                        crule.max_length,
+                    )
                 )
             else:
                 self._add_structural(crule, spec)
@@ -331,7 +341,9 @@ class Masker:
     @property
     def active(self) -> bool:
         """False when nothing at all could match (protocols may skip masking)."""
-        return bool(self._main is not None or self._pem is not None or self._field_rules or self.paths)
+        return bool(
+            self._main is not None or self._pem is not None or self._field_rules or self.paths
+        )
 
     @property
     def scans_content(self) -> bool:

@@ -66,7 +66,9 @@ class PathSet:
     def start(self) -> frozenset[State]:
         return frozenset((n, 0) for n in range(len(self.paths)))
 
-    def child(self, states: frozenset[State], key: str | int) -> tuple[frozenset[State], str | None]:
+    def child(
+        self, states: frozenset[State], key: str | int
+    ) -> tuple[frozenset[State], str | None]:
         """States after stepping into ``key``; second item: rule id if a path ends here."""
         out: set[State] = set()
         hit: str | None = None

@@ -234,7 +234,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         ),
         max_len=4096,
         validator=v.key_value,
-        description="Generic key-values: password=…, secret: …, token=…, api_key=…, \"client_secret\": \"…\", PASSWORD '…'",
+        description='Generic key-values: password=…, secret: …, token=…, api_key=…, "client_secret": "…", PASSWORD \'…\'',
     ),
     # ---- personal data (off unless a connection turns them on) -----------------------
     Recognizer(

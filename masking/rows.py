@@ -1,0 +1,113 @@
+"""Masking of typed result rows (PostgreSQL DataRow values and the like).
+
+The plan is made once per result set from the column descriptions: a column
+whose name matches a field rule is replaced whole; a column of a type that
+cannot hold text (bool, dates, uuid, floats...) is passed through; every other
+column is content-scanned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .engine import Counts
+
+if TYPE_CHECKING:
+    from .engine import Masker
+
+# Types whose text form cannot carry a recognizable secret. Integer and numeric
+# types are still scanned (a card number stored as bigint is still a card number).
+OPAQUE_TYPES = frozenset(
+    {
+        "bool",
+        "boolean",
+        "date",
+        "time",
+        "timetz",
+        "time without time zone",
+        "time with time zone",
+        "timestamp",
+        "timestamptz",
+        "timestamp without time zone",
+        "timestamp with time zone",
+        "interval",
+        "uuid",
+        "float4",
+        "float8",
+        "real",
+        "double precision",
+        "oid",
+        "regclass",
+        "regtype",
+        "xid",
+        "cid",
+        "tid",
+        "pg_lsn",
+    }
+)
+
+_PASS, _SCAN, _REPLACE = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    table: str | None = None
+    type_name: str = "text"
+
+
+class RowMasker:
+    def __init__(self, masker: Masker, columns: Sequence[Column]) -> None:
+        self._m = masker
+        self.columns = tuple(columns)
+        plan: list[tuple[int, str]] = []
+        for col in self.columns:
+            rid = masker.field_rule(col.name, col.table)
+            if rid is not None:
+                plan.append((_REPLACE, rid))
+            elif masker.scans_content and col.type_name.lower() not in OPAQUE_TYPES:
+                plan.append((_SCAN, ""))
+            else:
+                plan.append((_PASS, ""))
+        self._plan = plan
+        self.active = any(kind != _PASS for kind, _ in plan)
+        self.counts: Counts = {}
+
+    def mask(self, values: Sequence[bytes | None]) -> tuple[list[bytes | None], bool, Counts]:
+        """Mask one row. Returns (values, changed, counts for this row); ``counts``
+        is also added to ``self.counts``."""
+        out = list(values)
+        if not self.active:
+            return out, False, {}
+        counts: Counts = {}
+        changed = False
+        m = self._m
+        for i, (kind, rid) in enumerate(self._plan):
+            if kind == _PASS:
+                continue
+            v = out[i]
+            if v is None:
+                continue
+            if kind == _REPLACE:
+                out[i] = m.replace_value(rid, bytes(v))
+                counts[rid] = counts.get(rid, 0) + 1
+                changed = True
+                continue
+            masked, c = m.mask_bytes(bytes(v))
+            if c:
+                out[i] = masked
+                changed = True
+                for k, n in c.items():
+                    counts[k] = counts.get(k, 0) + n
+        for k, n in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + n
+        return out, changed, counts
+
+    def mask_field(self, index: int, value: bytes | None) -> tuple[bytes | None, Counts]:
+        """Mask a single value of column ``index`` (for protocols that stream cells)."""
+        vals, _, counts = self.mask(
+            [None] * index + [value] + [None] * (len(self._plan) - index - 1)
+        )
+        return vals[index], counts
