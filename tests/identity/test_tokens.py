@@ -8,6 +8,8 @@ from pathlib import Path
 import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hoopd.identity import (
     AuthError,
@@ -174,3 +176,36 @@ def test_key_file_wrong_size(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(ValueError, match="32-byte"):
         load_or_create_token_key(path)
+
+
+_KEY = Ed25519PrivateKey.generate()
+_TOKENS = GatewayTokens(_KEY, clock=Clock())
+_TOKEN = _TOKENS.issue("alice", ["dev", "sre"], 600)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pos=st.integers(min_value=0, max_value=len(_TOKEN) - 1),
+    ch=st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ "),
+)
+def test_any_single_character_change_is_rejected(pos: int, ch: str) -> None:
+    forged = _TOKEN[:pos] + ch + _TOKEN[pos + 1 :]
+    if forged == _TOKEN:
+        return
+    with pytest.raises(AuthError):
+        _TOKENS.verify(forged)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    sub=st.text(min_size=1, max_size=64),
+    groups=st.lists(st.text(min_size=1, max_size=24), max_size=20),
+)
+def test_roundtrip_property(sub: str, groups: list[str]) -> None:
+    try:
+        token = _TOKENS.issue(sub, groups, 60)
+    except TokenTooLarge:
+        return  # e.g. 20 groups of 24 four-byte characters
+    assert len(token) < 1000
+    ident = _TOKENS.verify(token)
+    assert ident.subject == sub and ident.groups == set(groups)
