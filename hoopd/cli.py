@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,13 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SUBCOMMAND_MODULES = ("hoopd.cli_admin", "hoopd.ssh_cert", "hoopd.kubeconfig", "hoopd.demo")
+"""Modules that contribute subcommands through ``register(subparsers)``."""
+
+
 def _register_optional(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Subcommands contributed by hoopd's own optional modules."""
-    try:
-        from hoopd.cli_admin import register as register_admin
-    except ImportError:  # pragma: no cover
-        return
-    register_admin(sub)
+    for name in SUBCOMMAND_MODULES:
+        # Only skip modules that are absent; a module that exists but fails to
+        # import is a bug and must surface.
+        if importlib.util.find_spec(name) is None:
+            continue
+        importlib.import_module(name).register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

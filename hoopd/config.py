@@ -66,6 +66,19 @@ class GatewayTls(Strict):
         return self
 
 
+class WebhookSection(Strict):
+    """Where new and decided approvals and grants are announced."""
+
+    url: str = Field(pattern=r"^https?://")
+    format: Literal["json", "slack"] = "json"
+    retries: int = Field(default=5, ge=0, le=20)
+    backoff: Duration = 1.0
+    secret: SecretRef | None = None
+    """Signs each delivery (HMAC-SHA256 header) so the receiver can trust it."""
+    public_url: str = ""
+    """How reviewers reach this gateway's admin API, quoted in messages."""
+
+
 class GatewaySection(Strict):
     id: str = Field(default_factory=socket.gethostname)
     """Names this gateway instance in recordings and approvals."""
@@ -80,6 +93,7 @@ class GatewaySection(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     masking_key: SecretRef | None = None
     """Key for deterministic masking tokens; generated in data_dir if absent."""
+    webhook: WebhookSection | None = None
 
     @model_validator(mode="after")
     def _state_scheme(self) -> GatewaySection:

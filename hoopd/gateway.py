@@ -100,9 +100,8 @@ class Gateway:
         key = (conn.name, id(conn))
         masker = self._maskers.get(key)
         if masker is None:
-            from masking.engine import build_masker
-
             from masking.config import MaskingConfig
+            from masking.engine import build_masker
 
             masking = conn.masking if conn.masking is not None else MaskingConfig()
             masker = self._maskers[key] = build_masker(masking, self.masking_key)
@@ -275,7 +274,7 @@ class Gateway:
         session.approval_event(ApprovalEvent(approval.id, cmd.seq, "pending", digest))
         cm.approval("requested")
         if self.notifier is not None:
-            self.notifier.notify_new(approval)
+            self.notifier.notify("approval.created", approval)
         message = (
             f"hoopd: this command needs a reviewer's approval (id {approval.id}). "
             f"A reviewer can run: hoopd approvals approve {approval.id}"
@@ -305,7 +304,7 @@ class Gateway:
             )
         )
         if self.notifier is not None:
-            self.notifier.notify_decided(final)
+            self.notifier.notify("approval.decided", final)
         if state == "approved":
             try:
                 used = await self.approvals.consume(approval.id, session.id, digest)

@@ -119,18 +119,25 @@ class Daemon:
         )
 
     async def _open_approvals(self, config: GatewayConfig) -> tuple[Any, Any]:
-        try:
-            from hoopd.approvals.store import open_store
-        except ImportError:  # pragma: no cover
-            return None, None
-        try:
-            store = open_store(config.gateway.state, config.gateway.data_dir)
-        except Exception as exc:
-            # Fail closed but keep serving: held commands are denied with the
-            # reason until the store can be reached (it retries by itself).
-            log.error("approval store unavailable: %s", exc)
-            return None, None
-        return store, None
+        from hoopd.approvals.store import open_store
+        from hoopd.approvals.webhook import WebhookNotifier
+
+        # Opening never blocks on the network. While the store is down every
+        # held command is denied with the reason (fail closed) and /readyz
+        # says so; the store reconnects by itself.
+        store = open_store(config.gateway.state, config.gateway.data_dir)
+        hook = config.gateway.webhook
+        notifier = None
+        if hook is not None:
+            notifier = WebhookNotifier(
+                hook.url,
+                hook.format,
+                hook.retries,
+                hook.backoff,
+                secret=hook.secret.reveal() if hook.secret else None,
+                public_url=hook.public_url,
+            )
+        return store, notifier
 
     async def _start_connection(self, conn: ConnectionConfig) -> None:
         assert self.gateway is not None
@@ -164,11 +171,13 @@ class Daemon:
                 gateway.terminate_all("shutdown", "the gateway is shutting down")
                 await gateway.wait_sessions(5.0)
             await asyncio.get_running_loop().run_in_executor(None, gateway.recorder.close)
-            if gateway.approvals is not None:
+            for closable in (gateway.notifier, gateway.approvals):
+                if closable is None:
+                    continue
                 try:
-                    await gateway.approvals.close()
+                    await closable.close()
                 except Exception as exc:  # pragma: no cover - best effort at exit
-                    log.warning("closing approval store: %s", exc)
+                    log.warning("closing %s: %s", type(closable).__name__, exc)
         if self.admin is not None:
             await self.admin.stop()
             self.admin = None

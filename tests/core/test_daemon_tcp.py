@@ -4,6 +4,7 @@ on a copy of the files, metrics scraped with curl, signals."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -23,7 +24,6 @@ from tests.core.upstreams import echo_server, http_file_server
 from tests.helpers import Daemon, free_port, hoopd, running, wait_for, wait_port
 
 
-
 def tcp_conn(name: str, port: int, upstream_port: int, **extra: Any) -> dict[str, Any]:
     conn = {
         "name": name,
@@ -39,7 +39,7 @@ def tcp_conn(name: str, port: int, upstream_port: int, **extra: Any) -> dict[str
 def replay_json(directory: Path) -> list[dict[str, Any]]:
     result = hoopd("replay", "list", str(directory), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(result.stdout)
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
 def ended_sessions(directory: Path, count: int = 1) -> list[dict[str, Any]]:
@@ -117,19 +117,20 @@ def test_curl_through_tcp_is_recorded_and_replayable_offline(tmp_path: Path) -> 
     [row] = replay_json(copy)
     assert row["user"] == "anonymous"
     assert row["connection"] == "web" and row["protocol"] == "tcp"
-    assert row["verified"] == "ok"
-    assert row["bytes_out"] >= len(body)
+    assert row["verification"] == "ok"
+    assert row["bytes"] >= len(body)
 
     verify = hoopd("replay", "verify", str(copy))
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
     show = hoopd("replay", "show", str(copy), row["session_id"][:10])
     assert show.returncode == 0, show.stderr
-    assert "allow" in show.stdout and "anonymous" in show.stdout
+    assert "ALLOW" in show.stdout and "anonymous" in show.stdout
 
     jsonl = hoopd("replay", "export", str(copy), row["session_id"], "--format", "jsonl")
     assert jsonl.returncode == 0, jsonl.stderr
-    events = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    header, *events = [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert header["type"] == "header" and header["verification"] == "ok"
     assert events[0]["type"] == "session_start"
     assert events[-1]["type"] == "session_end"
     assert any(e["type"] == "output" and e.get("stream") == "stdout" for e in events)
@@ -188,8 +189,13 @@ def test_tls_client_certificate_identifies_and_authorizes(tmp_path: Path) -> Non
                         return s.recv(100)
 
             assert talk(alice) == b"ping\n"
-            with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-                talk(None)
+            # Without a certificate the handshake fails (with TLS 1.3 the client
+            # learns it on its first read): nothing reaches the upstream.
+            try:
+                got: bytes | None = talk(None)
+            except (ssl.SSLError, OSError):
+                got = None
+            assert got in (None, b"")
             assert talk(mallory) == b""  # accepted TLS, then refused by policy
             rows = ended_sessions(daemon.recordings, 2)
             metrics = daemon.metrics()
@@ -199,7 +205,7 @@ def test_tls_client_certificate_identifies_and_authorizes(tmp_path: Path) -> Non
     assert by_user["mallory"]["end_reason"] == "denied"
     assert 'hoopd_sessions_refused_total{connection="secure",protocol="tcp",reason="denied"} 1.0' in metrics
     show = hoopd("replay", "show", str(daemon.recordings), by_user["mallory"]["session_id"])
-    assert "deny" in show.stdout and "no rule allows mallory" in show.stdout
+    assert "DENY" in show.stdout and "no rule allows mallory on secure" in show.stdout
 
 
 def test_sighup_reload_adds_changes_removes_without_dropping_sessions(tmp_path: Path) -> None:
@@ -288,7 +294,7 @@ def test_kill_9_leaves_a_verifiable_recording_up_to_the_tail(tmp_path: Path) -> 
     jsonl = hoopd("replay", "export", str(daemon.recordings), row["session_id"], "--format", "jsonl")
     events = [json.loads(line) for line in jsonl.stdout.splitlines()]
     stdout = b"".join(
-        bytes.fromhex(e["data_hex"]) if "data_hex" in e else e.get("data", "").encode()
+        base64.b64decode(e["data"]["base64"])
         for e in events
         if e["type"] == "output" and e.get("stream") == "stdout"
     )

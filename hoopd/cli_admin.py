@@ -1,0 +1,210 @@
+"""``hoopd token``, ``hoopd approvals`` and ``hoopd grants``.
+
+``token issue`` runs on the gateway host (it signs with the key in
+``data_dir``). ``approvals`` and ``grants`` talk to a gateway's admin API, so
+a reviewer can run them from anywhere that reaches it:
+``--gateway`` (or ``HOOPD_GATEWAY``) and ``--token`` (or ``HOOPD_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hoopd.config import ConfigError, load_config
+from hoopd.registry import Registry
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8009"
+
+if TYPE_CHECKING:
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def register(sub: SubParsers) -> None:
+    _register_token(sub)
+    _register_approvals(sub)
+    _register_grants(sub)
+
+
+# -- token -------------------------------------------------------------------
+def _register_token(sub: SubParsers) -> None:
+    p = sub.add_parser("token", help="issue short gateway tokens")
+    tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    issue = tsub.add_parser(
+        "issue",
+        help="print a signed gateway token (< 1000 characters: fits an OpenSSH password)",
+    )
+    issue.add_argument("-c", "--config", default="hoopd.yaml", help="the gateway's config file")
+    issue.add_argument("--sub", required=True, help="subject (user or agent name)")
+    issue.add_argument("--groups", default="", help="comma-separated groups")
+    issue.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h)")
+    issue.add_argument("--email", default="")
+    issue.set_defaults(func=cmd_token_issue)
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    from hoopd.identity.tokens import KEY_FILE_NAME, GatewayTokens, load_or_create_token_key
+
+    try:
+        config = load_config(Path(args.config), Registry.from_entry_points())
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{args.config}: {problem}", file=sys.stderr)
+        return 2
+    key = load_or_create_token_key(config.gateway.data_dir / KEY_FILE_NAME)
+    tokens = GatewayTokens(key, config.identity.gateway_tokens, gateway_id=config.gateway.id)
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    try:
+        print(tokens.issue(args.sub, groups, args.ttl, email=args.email))
+    except ValueError as exc:
+        print(f"hoopd token issue: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# -- admin API clients -------------------------------------------------------
+def _api_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gateway",
+        default=os.environ.get("HOOPD_GATEWAY", DEFAULT_GATEWAY),
+        help="admin API base URL (env HOOPD_GATEWAY; default %(default)s)",
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("HOOPD_TOKEN"),
+        help="your gateway token, API key or OIDC token (env HOOPD_TOKEN)",
+    )
+    p.add_argument("--cacert", help="CA bundle for an https admin API")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    import ssl
+
+    from hoopd.approvals.client import ApprovalsClient
+
+    if not args.token:
+        raise SystemExit("hoopd: a token is needed: --token or HOOPD_TOKEN")
+    ctx = ssl.create_default_context(cafile=args.cacert) if args.cacert else None
+    return ApprovalsClient(args.gateway, args.token, ssl_context=ctx)
+
+
+def _run(args: argparse.Namespace, action: Any) -> int:
+    from hoopd.approvals.client import ApiError
+
+    try:
+        result = action(_client(args))
+    except ApiError as exc:
+        print(f"hoopd: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif isinstance(result, list):
+        _print_table(result, args.columns)
+    else:
+        _print_record(result)
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value > 1e9:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _print_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[_fmt(r.get(c)).replace("\n", " ")[:60] for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    width = max(len(k) for k in record) if record else 0
+    for key, value in record.items():
+        print(f"{key.ljust(width)}  {_fmt(value)}")
+
+
+APPROVAL_COLUMNS = ("id", "state", "requester", "connection", "command_text", "created_at")
+GRANT_COLUMNS = ("id", "state", "requester", "subject", "group", "connection", "minutes")
+
+
+def _register_approvals(sub: SubParsers) -> None:
+    p = sub.add_parser("approvals", help="review commands held for approval (admin API)")
+    asub = p.add_subparsers(dest="approvals_command", metavar="ACTION", required=True)
+
+    ls = asub.add_parser("list", help="list approvals you may see")
+    _api_args(ls)
+    ls.add_argument("--state", choices=["pending", "approved", "denied", "expired", "used"])
+    ls.add_argument("--connection")
+    ls.set_defaults(
+        func=lambda a: _run(a, lambda c: c.list(a.state, a.connection)), columns=APPROVAL_COLUMNS
+    )
+
+    show = asub.add_parser("show", help="show one approval")
+    _api_args(show)
+    show.add_argument("id")
+    show.set_defaults(func=lambda a: _run(a, lambda c: c.show(a.id)), columns=APPROVAL_COLUMNS)
+
+    for verb in ("approve", "deny"):
+        vp = asub.add_parser(verb, help=f"{verb} a held command (reviewers only; not your own)")
+        _api_args(vp)
+        vp.add_argument("id")
+        vp.add_argument("--comment", default="")
+        vp.set_defaults(
+            func=lambda a, verb=verb: _run(a, lambda c: getattr(c, verb)(a.id, a.comment)),
+            columns=APPROVAL_COLUMNS,
+        )
+
+
+def _register_grants(sub: SubParsers) -> None:
+    p = sub.add_parser("grants", help="just-in-time access to a connection (admin API)")
+    gsub = p.add_subparsers(dest="grants_command", metavar="ACTION", required=True)
+
+    req = gsub.add_parser("request", help="ask for access to a connection for N minutes")
+    _api_args(req)
+    req.add_argument("connection")
+    req.add_argument("--minutes", type=int, required=True)
+    who = req.add_mutually_exclusive_group()
+    who.add_argument("--subject", help="for this person (default: yourself)")
+    who.add_argument("--group", help="for everyone in this group")
+    req.add_argument("--reason", default="")
+    req.set_defaults(
+        func=lambda a: _run(
+            a,
+            lambda c: c.grants.request(
+                a.connection, a.minutes, subject=a.subject, group=a.group, reason=a.reason
+            ),
+        ),
+        columns=GRANT_COLUMNS,
+    )
+
+    ls = gsub.add_parser("list", help="list grants")
+    _api_args(ls)
+    ls.add_argument("--state")
+    ls.add_argument("--connection")
+    ls.set_defaults(
+        func=lambda a: _run(a, lambda c: c.grants.list(a.state, a.connection)),
+        columns=GRANT_COLUMNS,
+    )
+
+    for verb in ("approve", "deny", "revoke"):
+        vp = gsub.add_parser(verb, help=f"{verb} a grant")
+        _api_args(vp)
+        vp.add_argument("id")
+        vp.add_argument("--comment", default="")
+        vp.set_defaults(
+            func=lambda a, verb=verb: _run(a, lambda c: getattr(c.grants, verb)(a.id, a.comment)),
+            columns=GRANT_COLUMNS,
+        )
