@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from pathlib import Path
 
@@ -19,12 +21,25 @@ from hoopd.identity.tokens import (
 )
 from hoopd.model import AuthMethod, Identity
 
-_JWT_SHAPE = re.compile(r"^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$")
+_JWT_SHAPE = re.compile(r"^([A-Za-z0-9_-]{4,})\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$")
 
 
 def looks_like_jwt(credential: str) -> bool:
-    """Three base64url segments, the first one a JSON object (``eyJ`` = ``{"``)."""
-    return bool(_JWT_SHAPE.match(credential))
+    """Three base64url segments, the first one a JSON object (usually ``eyJ`` = ``{"``)."""
+    m = _JWT_SHAPE.match(credential)
+    if not m:
+        return False
+    head = m.group(1)
+    if head.startswith("eyJ"):
+        return True
+    try:
+        return (
+            base64.urlsafe_b64decode(head[:8] + "=" * (-len(head[:8]) % 4))
+            .lstrip()
+            .startswith(b"{")
+        )
+    except (binascii.Error, ValueError):
+        return False
 
 
 class Authenticator:

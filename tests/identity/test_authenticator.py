@@ -147,3 +147,16 @@ def test_config_validation_messages() -> None:
         ok.resolved_discovery_url
         == "https://idp.example.com/realms/x/.well-known/openid-configuration"
     )
+
+
+def test_jwt_shape_detection() -> None:
+    import base64
+
+    from hoopd.identity import looks_like_jwt
+
+    spaced = base64.urlsafe_b64encode(b'{ "alg": "none"}').rstrip(b"=").decode()
+    assert looks_like_jwt(spaced + ".e30.")
+    assert looks_like_jwt("eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
+    assert not looks_like_jwt(KEY)
+    assert not looks_like_jwt("abcd.efgh.ijkl")
+    assert not looks_like_jwt("hgt1.abc.def")
