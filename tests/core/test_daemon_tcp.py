@@ -183,10 +183,12 @@ def test_tls_client_certificate_identifies_and_authorizes(tmp_path: Path) -> Non
                 ctx = ssl.create_default_context(cafile=str(gateway_ca))
                 if cert:
                     ctx.load_cert_chain(*cert)
-                with socket.create_connection(("127.0.0.1", listen), timeout=5) as raw:
-                    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-                        s.sendall(b"ping\n")
-                        return s.recv(100)
+                with (
+                    socket.create_connection(("127.0.0.1", listen), timeout=5) as raw,
+                    ctx.wrap_socket(raw, server_hostname="localhost") as s,
+                ):
+                    s.sendall(b"ping\n")
+                    return s.recv(100)
 
             assert talk(alice) == b"ping\n"
             # Without a certificate the handshake fails (with TLS 1.3 the client
