@@ -58,14 +58,18 @@ def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 def hoopd(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run the ``hoopd`` CLI in a separate process, as a user would."""
     return subprocess.run([*HOOPD, *args], capture_output=True, text=True, timeout=120, **kw)
 
 
 class Daemon:
     """``hoopd serve`` in a subprocess with a config written from a dict."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None
+    ) -> None:
         self.workdir = workdir
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.config_path = workdir / "hoopd.yaml"
         self.admin_port = free_port()
         config.setdefault("gateway", {})
@@ -91,7 +95,7 @@ class Daemon:
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=self.env,
         )
         self._log = log
         wait_port(self.admin_port, proc=self.proc)
@@ -132,8 +136,10 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def running(workdir: Path, config: dict[str, Any]) -> Iterator[Daemon]:
-    daemon = Daemon(workdir, config).start()
+def running(
+    workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    daemon = Daemon(workdir, config, env).start()
     try:
         yield daemon
     finally:
