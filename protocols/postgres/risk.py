@@ -1,0 +1,441 @@
+"""Risk scoring for SQL sent through a Postgres connection.
+
+``SqlRiskScorer(risk_section).score(sql)`` parses the text with pglast (the
+PostgreSQL 18 grammar), classifies every statement by type and effect, and
+returns a ``hoopd.policy.Assessment``: a 0..100 score (the highest category
+score found), stable snake_case categories, short reasons, and the verdicts of
+the connection's explicit rules. ``decide_command`` turns that into a verdict.
+
+Cost, from cheapest: an exact-text cache hit; a pre-check that recognises
+trivially safe reads (``SELECT a, b FROM t WHERE k = $1``) without parsing; a
+fingerprint-cache hit (pglast fingerprint, ~6 µs); a full parse and tree walk.
+Measured numbers are in docs/postgres-risk.md.
+
+SQL-level ``PREPARE``/``EXECUTE`` and protocol-level Parse messages are
+tracked per session by ``PreparedStatements``; ``score_statement_text``
+scores an ``EXECUTE`` as the statement it runs.
+
+The scorer is meant to be shared by the sessions of one connection on one
+event loop; it is not thread-safe. Returned assessments share no mutable
+state with the cache.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import re2
+from pglast import keywords as pg_keywords
+from pglast import parser as pg
+
+from hoopd.config import RiskLevel, RiskSection
+from hoopd.model import Verdict
+from hoopd.policy import LEVEL_SCORES, Assessment
+from protocols.postgres._risk_catalog import CATEGORY_SCORES
+from protocols.postgres._risk_classify import (
+    Classification,
+    Statement,
+    classify,
+    parse,
+    score_of,
+)
+
+__all__ = [
+    "CATEGORY_SCORES",
+    "UNPARSEABLE_RULE_ID",
+    "PreparedStatements",
+    "SqlRiskScorer",
+    "score_statement_text",
+]
+
+UNPARSEABLE_RULE_ID = "risk.unparseable"
+"""Rule id of the verdict forced by ``RiskSection.unparseable`` (review with
+``review_at: never``, or deny)."""
+
+TEXT_CACHE_MAX_CHARS = 4096
+"""Longer texts are never kept in the exact-text cache."""
+
+_SEVERITY = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.REVIEW: 2, Verdict.DENY: 3}
+
+# -- fast path ---------------------------------------------------------------
+# A strict shape of plain reads: SELECT of columns (or *) from one table,
+# optionally WHERE col <op> param/number/simple string [AND ...]. No calls,
+# no parentheses, no comments, no quoting, no keywords as names: anything
+# outside this goes to the parser.
+_ID = r"[a-z_][a-z0-9_$]*"
+_QID = rf"{_ID}(?:\.{_ID})?"
+_VALUE = r"(?:\$[0-9]+|-?[0-9]+(?:\.[0-9]+)?|'[a-z0-9 _.@:-]*')"
+_COND = rf"{_QID}\s*(?:=|<|>|<=|>=|<>|!=)\s*{_VALUE}"
+_FAST_READ = re.compile(
+    rf"\s*select\s+(\*|{_QID}(?:\s*,\s*{_QID})*)\s+from\s+({_QID})"
+    rf"(?:\s+where\s+({_COND}(?:\s+and\s+{_COND})*))?"
+    rf"(?:\s+limit\s+(?:[0-9]+|\$[0-9]+))?\s*;?\s*",
+    re.IGNORECASE | re.ASCII,
+)
+_WORD = re.compile(r"[a-z_][a-z0-9_$]*", re.IGNORECASE | re.ASCII)
+_NOT_NAMES = frozenset(
+    w.lower()
+    for w in (
+        *pg_keywords.RESERVED_KEYWORDS,
+        *pg_keywords.TYPE_FUNC_NAME_KEYWORDS,
+        *pg_keywords.COL_NAME_KEYWORDS,
+    )
+) - {"select", "from", "where", "and", "limit"}
+_FAST_MAX_CHARS = 512
+
+
+def _fast_read(sql: str) -> bool:
+    """True if ``sql`` is certainly one plain read (see ``_FAST_READ``)."""
+    if len(sql) > _FAST_MAX_CHARS:
+        return False
+    m = _FAST_READ.fullmatch(sql)
+    if m is None:
+        return False
+    names = " ".join(g for g in m.groups() if g)
+    # Strings were limited to [a-z0-9 _.@:-], so a keyword inside one makes
+    # this refuse a safe query, never accept an unsafe one.
+    return not any(w.lower() in _NOT_NAMES for w in _WORD.findall(names))
+
+
+_READ = Classification(frozenset({"read"}), 0, ("read-only query",), True)
+
+# -- the scorer --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    categories: frozenset[str]
+    score: int
+    reasons: tuple[str, ...]
+    match_verdicts: tuple[tuple[str, Verdict], ...]
+
+
+class _LRU:
+    __slots__ = ("data", "hits", "maxsize", "misses")
+
+    def __init__(self, maxsize: int) -> None:
+        self.data: OrderedDict[str, _Cached] = OrderedDict()
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> _Cached | None:
+        found = self.data.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.data.move_to_end(key)
+        return found
+
+    def put(self, key: str, value: _Cached) -> None:
+        if self.maxsize <= 0:
+            return
+        self.data[key] = value
+        self.data.move_to_end(key)
+        while len(self.data) > self.maxsize:
+            self.data.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheInfo:
+    text_hits: int
+    text_misses: int
+    fingerprint_hits: int
+    fingerprint_misses: int
+    text_size: int
+    fingerprint_size: int
+
+
+class SqlRiskScorer:
+    """Scores SQL text for one connection's ``RiskSection`` (``None`` means
+    the defaults). Build one per connection and share it across sessions."""
+
+    def __init__(self, risk: RiskSection | None, *, cache_size: int = 4096) -> None:
+        self.risk = risk or RiskSection()
+        self._match: dict[str, list[tuple[str, Verdict]]] = {}
+        self._patterns: list[tuple[str, Verdict, re2._Regexp]] = []
+        for rule in self.risk.rules:
+            if rule.match is not None:
+                self._match.setdefault(rule.match, []).append((rule.rule_id, rule.action))
+            elif rule.pattern is not None:
+                self._patterns.append((rule.rule_id, rule.action, re2.compile(rule.pattern)))
+        self._text_cache = _LRU(cache_size)
+        self._fp_cache = _LRU(cache_size)
+        self._unparseable = self._unparseable_policy()
+        self._read = self._finish(_READ)
+
+    # -- public ---------------------------------------------------------
+
+    def score(self, sql: str) -> Assessment:
+        """Assess ``sql`` (one or more statements). Never raises."""
+        try:
+            return self._score(sql)
+        except Exception as exc:  # a scorer bug must not wave a query through
+            return self._unparseable_assessment(sql, f"risk scorer error: {type(exc).__name__}")
+
+    def score_statements(self, statements: list[Statement], sql: str) -> Assessment:
+        """Assess already-parsed statements (used for EXECUTE resolution)."""
+        return self._assess(self._finish(classify(statements)), sql)
+
+    def cache_info(self) -> CacheInfo:
+        return CacheInfo(
+            self._text_cache.hits,
+            self._text_cache.misses,
+            self._fp_cache.hits,
+            self._fp_cache.misses,
+            len(self._text_cache.data),
+            len(self._fp_cache.data),
+        )
+
+    def score_statement_text(self, sql: str, tracker: PreparedStatements) -> Assessment:
+        """Like ``score``, but follows the session's prepared statements:
+        ``PREPARE``/``DEALLOCATE`` update ``tracker`` and an ``EXECUTE`` is
+        scored as the statement it runs."""
+        return score_statement_text(sql, tracker, self)
+
+    # -- internals ------------------------------------------------------
+
+    def _score(self, sql: str) -> Assessment:
+        cacheable = len(sql) <= TEXT_CACHE_MAX_CHARS
+        if cacheable:
+            hit = self._text_cache.get(sql)
+            if hit is not None:
+                return self._assess(hit, sql)
+        if _fast_read(sql):
+            return self._assess(self._read, sql)
+        if "\x00" in sql:
+            return self._unparseable_assessment(sql, "NUL byte in query text")
+        try:
+            fp = pg.fingerprint(sql)
+        except Exception as exc:
+            return self._unparseable_assessment(sql, _parse_error(exc))
+        cached = self._fp_cache.get(fp)
+        if cached is None:
+            try:
+                statements = parse(sql)
+            except Exception as exc:
+                return self._unparseable_assessment(sql, _parse_error(exc))
+            found = classify(statements)
+            cached = self._finish(found)
+            if found.fingerprint_stable:
+                self._fp_cache.put(fp, cached)
+        if cacheable:
+            self._text_cache.put(sql, cached)
+        return self._assess(cached, sql)
+
+    def _finish(self, found: Classification) -> _Cached:
+        verdicts = tuple(
+            rule for category in sorted(found.categories) for rule in self._match.get(category, ())
+        )
+        return _Cached(found.categories, found.score, found.reasons, verdicts)
+
+    def _assess(self, cached: _Cached, sql: str) -> Assessment:
+        verdicts: dict[str, Verdict] = {}
+        for rule_id, action in cached.match_verdicts:
+            _merge_verdict(verdicts, rule_id, action)
+        for rule_id, action, regex in self._patterns:
+            if regex.search(sql):
+                _merge_verdict(verdicts, rule_id, action)
+        return Assessment(cached.score, cached.categories, cached.reasons, verdicts)
+
+    def _meta(self, categories: frozenset[str], reasons: tuple[str, ...], sql: str) -> Assessment:
+        """An assessment of just ``categories``, with rules applied to ``sql``."""
+        found = Classification(categories, score_of(categories), reasons, False)
+        return self._assess(self._finish(found), sql)
+
+    def _unparseable_policy(self) -> tuple[int, tuple[tuple[str, Verdict], ...]]:
+        mode = self.risk.unparseable
+        if mode == "allow":
+            return 0, ()
+        if mode == "deny":
+            return LEVEL_SCORES[RiskLevel.CRITICAL], ((UNPARSEABLE_RULE_ID, Verdict.DENY),)
+        if self.risk.review_at == "never":
+            # No threshold can hold it, so an explicit verdict does.
+            return LEVEL_SCORES[RiskLevel.HIGH], ((UNPARSEABLE_RULE_ID, Verdict.REVIEW),)
+        return LEVEL_SCORES[RiskLevel[self.risk.review_at.upper()]], ()
+
+    def _unparseable_assessment(self, sql: str, reason: str) -> Assessment:
+        score, forced = self._unparseable_policy()
+        categories = frozenset({"unparseable"})
+        base = self._finish(Classification(categories, score, (reason,), False))
+        cached = _Cached(categories, score, (reason,), forced + base.match_verdicts)
+        return self._assess(cached, sql)
+
+
+def _merge_verdict(verdicts: dict[str, Verdict], rule_id: str, action: Verdict) -> None:
+    old = verdicts.get(rule_id)
+    if old is None or _SEVERITY[action] > _SEVERITY[old]:
+        verdicts[rule_id] = action
+
+
+def _parse_error(exc: Exception) -> str:
+    if isinstance(exc, pg.ParseError):
+        message = str(exc.args[0]) if exc.args else "syntax error"
+        where = exc.args[1] if len(exc.args) > 1 else None
+        at = f" at character {where}" if isinstance(where, int) and where > 0 else ""
+        return f"unparseable SQL: {message}{at}"[:200]
+    return f"unparseable SQL ({type(exc).__name__})"
+
+
+# -- prepared statements -----------------------------------------------------
+
+
+class PreparedStatements:
+    """One session's prepared statements, by name, as the client created them
+    (SQL ``PREPARE`` and protocol-level Parse; the unnamed statement is
+    ``""``). It records what was asked, not what the server accepted: a
+    denied PREPARE leaves an entry that a later EXECUTE resolves to the same
+    body, which is scored the same way again."""
+
+    MAX_STATEMENTS = 10_000
+    MAX_CHARS = 16 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._statements: dict[str, str] = {}
+        self._chars = 0
+
+    def prepare(self, name: str, sql: str) -> None:
+        self.deallocate(name)
+        if len(self._statements) >= self.MAX_STATEMENTS or self._chars + len(sql) > self.MAX_CHARS:
+            # Forgetting one is safe: an unknown EXECUTE scores high.
+            oldest = next(iter(self._statements), None)
+            if oldest is not None:
+                self.deallocate(oldest)
+        self._statements[name] = sql
+        self._chars += len(sql)
+
+    def resolve_execute(self, name: str) -> str | None:
+        return self._statements.get(name)
+
+    def deallocate(self, name: str | None) -> None:
+        """Forget ``name``; ``None`` or ``"ALL"`` (any case) forgets all."""
+        if name is None or (name.upper() == "ALL" and name not in self._statements):
+            self._statements.clear()
+            self._chars = 0
+            return
+        old = self._statements.pop(name, None)
+        if old is not None:
+            self._chars -= len(old)
+
+    def __len__(self) -> int:
+        return len(self._statements)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._statements
+
+
+_PREPARED_WORDS = ("prepare", "execute", "deallocate")
+
+
+def score_statement_text(
+    sql: str, tracker: PreparedStatements, scorer: SqlRiskScorer | None = None
+) -> Assessment:
+    """Score ``sql`` for a session that tracks prepared statements.
+
+    Statements run in order, so ``PREPARE p AS ...; EXECUTE p`` resolves.
+    Without any of PREPARE/EXECUTE/DEALLOCATE in the text this is exactly
+    ``scorer.score(sql)``.
+    """
+    scorer = scorer or _default_scorer()
+    lowered = sql.lower()
+    if not any(word in lowered for word in _PREPARED_WORDS):
+        return scorer.score(sql)
+    try:
+        statements = parse(sql)
+    except Exception:
+        return scorer.score(sql)  # reports it as unparseable
+    if not any(s.kind in _TRACKED for s in statements):
+        return scorer.score(sql)
+    try:
+        parts = [_score_one(stmt, tracker, scorer) for stmt in statements]
+    except Exception as exc:
+        return scorer._unparseable_assessment(sql, f"risk scorer error: {type(exc).__name__}")
+    if len(parts) > 1:
+        multi = f"{len(parts)} statements in one query"
+        parts.append(scorer._meta(frozenset({"multi_statement"}), (multi,), sql))
+    return _combine(parts)
+
+
+_TRACKED = frozenset({"PrepareStmt", "ExecuteStmt", "DeallocateStmt"})
+
+
+def _score_one(stmt: Statement, tracker: PreparedStatements, scorer: SqlRiskScorer) -> Assessment:
+    node = stmt.node
+    if stmt.kind == "PrepareStmt":
+        body = _prepare_body(stmt.text)
+        name = str(node.get("name", ""))
+        if body is not None:
+            tracker.prepare(name, body)
+        else:  # keep the name so EXECUTE is not mistaken for unknown
+            tracker.prepare(name, stmt.text)
+        return scorer.score(stmt.text)
+    if stmt.kind == "DeallocateStmt":
+        tracker.deallocate(None if node.get("isall") else str(node.get("name", "")))
+        return scorer.score(stmt.text)
+    if stmt.kind == "ExecuteStmt":
+        name = str(node.get("name", ""))
+        body = tracker.resolve_execute(name)
+        if body is None:
+            return scorer.score(stmt.text)  # unknown_prepared, high
+        inner = scorer.score(body)
+        outer = scorer._meta(
+            frozenset({"execute"}), (f"EXECUTE {name} runs: {_shorten(body)}",), stmt.text
+        )
+        return _combine([outer, inner])
+    return scorer.score(stmt.text)
+
+
+def _combine(parts: Iterable[Assessment]) -> Assessment:
+    score = 0
+    categories: set[str] = set()
+    reasons: list[str] = []
+    verdicts: dict[str, Verdict] = {}
+    for part in parts:
+        score = max(score, part.score)
+        categories |= part.categories
+        for reason in part.reasons:
+            if reason not in reasons:
+                reasons.append(reason)
+        for rule_id, action in part.rule_verdicts.items():
+            _merge_verdict(verdicts, rule_id, action)
+    if len(categories) > 1:
+        categories.discard("read")
+        if "read-only query" in reasons:
+            reasons.remove("read-only query")
+    return Assessment(score, frozenset(categories), tuple(reasons), verdicts)
+
+
+def _prepare_body(text: str) -> str | None:
+    """The statement after ``AS`` in ``PREPARE name [(types)] AS stmt``."""
+    try:
+        tokens = pg.scan(text)
+    except Exception:
+        return None
+    raw = text.encode("utf-8")
+    depth = 0
+    for token in tokens:
+        if token.name == "ASCII_40":
+            depth += 1
+        elif token.name == "ASCII_41":
+            depth -= 1
+        elif depth == 0 and token.name == "AS":
+            return raw[token.end + 1 :].decode("utf-8", "replace").strip()
+    return None
+
+
+def _shorten(sql: str, limit: int = 80) -> str:
+    flat = " ".join(sql.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+_DEFAULT: list[SqlRiskScorer] = []
+
+
+def _default_scorer() -> SqlRiskScorer:
+    if not _DEFAULT:
+        _DEFAULT.append(SqlRiskScorer(None))
+    return _DEFAULT[0]
