@@ -1,0 +1,1053 @@
+"""A Kubernetes-API-compatible test server, faithful enough for the real kubectl.
+
+No kube-apiserver can be installed on these machines, so this carries the parts
+kubectl touches for get/describe/apply/delete/exec/logs -f/get -w/scale:
+
+* discovery: ``/version`` (minor pinned, kubectl is a version dispatcher),
+  ``/api``, ``/apis`` (legacy and aggregated v2), ``/api/v1``, ``/apis/apps/v1``,
+  a minimal ``/openapi/v3`` so that ``kubectl apply`` can use server-side field
+  validation;
+* CRUD with resourceVersion (conflicts, AlreadyExists, NotFound) for pods,
+  secrets, configmaps, namespaces, events (empty) and deployments (+ scale);
+* Table output (``Accept: ...;as=Table``), label/field selectors (name only);
+* watch (newline-delimited events, replay from a resourceVersion, Table events);
+* logs (``follow=true`` streams appended lines);
+* exec over websocket ``v5.channel.k8s.io``/``v4.channel.k8s.io`` running a real
+  subprocess (a pty with ``tty=true``, resizes applied), exit codes as a Status
+  on channel 3.
+
+Run standalone: ``python -m tests.kubernetes.fakeapi --port 6443 --tls-dir DIR``.
+In tests: ``with FakeApiServer(tmp) as api: api.url``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import copy
+import datetime as dt
+import fcntl
+import json
+import os
+import pty
+import ssl
+import struct
+import termios
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from aiohttp import WSMsgType, web
+from cryptography.hazmat.primitives import serialization
+
+from hoopd.tls import cert_pem, generate_ca, issue_certificate
+from protocols.kubernetes._proto import PROTOBUF, decode, string_field, string_maps
+
+MINOR = "32"
+JSON = "application/json"
+
+
+# ---------------------------------------------------------------- resources
+@dataclass(frozen=True)
+class Kind:
+    group: str
+    version: str
+    resource: str
+    kind: str
+    singular: str
+    namespaced: bool
+    short: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+KINDS = [
+    Kind("", "v1", "pods", "Pod", "pod", True, ("po",), ("log", "exec", "attach", "status")),
+    Kind("", "v1", "secrets", "Secret", "secret", True),
+    Kind("", "v1", "configmaps", "ConfigMap", "configmap", True, ("cm",)),
+    Kind("", "v1", "namespaces", "Namespace", "namespace", False, ("ns",), ("status",)),
+    Kind("", "v1", "events", "Event", "event", True, ("ev",)),
+    Kind("", "v1", "serviceaccounts", "ServiceAccount", "serviceaccount", True, ("sa",)),
+    Kind("apps", "v1", "deployments", "Deployment", "deployment", True, ("deploy",), ("scale", "status")),
+    Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", "clusterrolebinding", False),
+    Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", "role", True),
+]
+BY_PATH = {(k.group, k.version, k.resource): k for k in KINDS}
+SUB_KINDS = {
+    "log": ("", "v1", "Pod"),
+    "exec": ("", "v1", "PodExecOptions"),
+    "attach": ("", "v1", "PodAttachOptions"),
+    "status": None,
+    "scale": ("autoscaling", "v1", "Scale"),
+}
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status(code: int, reason: str, message: str, **details: Any) -> web.Response:
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=code)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 (also used for strategic merge patches: lists are replaced)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if key.startswith("$"):
+            continue
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent = doc
+        for p in parts[:-1]:
+            parent = parent[int(p)] if isinstance(parent, list) else parent.setdefault(p, {})
+        last = parts[-1]
+        kind = op["op"]
+        if isinstance(parent, list):
+            idx = len(parent) if last == "-" else int(last)
+            if kind == "add":
+                parent.insert(idx, op["value"])
+            elif kind == "replace":
+                parent[idx] = op["value"]
+            elif kind == "remove":
+                parent.pop(idx)
+        elif kind in ("add", "replace"):
+            parent[last] = op["value"]
+        elif kind == "remove":
+            parent.pop(last, None)
+    return doc
+
+
+def from_protobuf(raw: bytes) -> Any:
+    """Enough protobuf for kubectl's typed create of Secrets, ConfigMaps and
+    Namespaces (Secret: data = 2, type = 3, stringData = 4; ConfigMap: data = 2)."""
+    obj = decode(raw)
+    if obj is None:
+        return None
+    meta: dict[str, Any] = {"name": obj.name}
+    if obj.generate_name:
+        meta["generateName"] = obj.generate_name
+    if obj.namespace:
+        meta["namespace"] = obj.namespace
+    if obj.labels:
+        meta["labels"] = obj.labels
+    if obj.annotations:
+        meta["annotations"] = obj.annotations
+    out: dict[str, Any] = {"apiVersion": obj.api_version, "kind": obj.kind, "metadata": meta}
+    if obj.kind == "Secret":
+        out["data"] = {k: base64.b64encode(v).decode() for k, v in string_maps(obj.raw, 2).items()}
+        out["type"] = string_field(obj.raw, 3) or "Opaque"
+        string_data = string_maps(obj.raw, 4)
+        if string_data:
+            out["stringData"] = {k: v.decode() for k, v in string_data.items()}
+    elif obj.kind == "ConfigMap":
+        out["data"] = {k: v.decode() for k, v in string_maps(obj.raw, 2).items()}
+    return out
+
+
+# ---------------------------------------------------------------- store
+@dataclass
+class WatchEvent:
+    rv: int
+    type: str
+    kind: Kind
+    obj: dict[str, Any]
+
+
+@dataclass
+class Store:
+    rv: int = 1
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    """(resource key, namespace, name) -> object"""
+    history: list[WatchEvent] = field(default_factory=list)
+    watchers: set[asyncio.Queue[WatchEvent]] = field(default_factory=set)
+    logs: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    log_waiters: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    @staticmethod
+    def rkey(kind: Kind) -> str:
+        return f"{kind.group}/{kind.resource}"
+
+    def emit(self, type_: str, kind: Kind, obj: dict[str, Any]) -> None:
+        ev = WatchEvent(int(obj["metadata"]["resourceVersion"]), type_, kind, copy.deepcopy(obj))
+        self.history.append(ev)
+        if len(self.history) > 5000:
+            del self.history[:1000]
+        for q in list(self.watchers):
+            q.put_nowait(ev)
+
+    def next_rv(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def put(self, kind: Kind, obj: dict[str, Any], type_: str) -> dict[str, Any]:
+        meta = obj["metadata"]
+        meta["resourceVersion"] = self.next_rv()
+        ns = meta.get("namespace", "") if kind.namespaced else ""
+        self.objects[(self.rkey(kind), ns, meta["name"])] = obj
+        self.emit(type_, kind, obj)
+        return obj
+
+    def create(self, kind: Kind, ns: str, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
+        meta = obj.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        if kind.namespaced:
+            meta["namespace"] = ns
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = now_iso()
+        meta.pop("resourceVersion", None)
+        meta.setdefault("generation", 1)
+        defaults(kind, obj)
+        if kind.resource == "pods":
+            self.logs.setdefault((ns, meta["name"]), list(DEFAULT_LOG))
+        return self.put(kind, obj, "ADDED")
+
+    def delete(self, kind: Kind, ns: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.pop((self.rkey(kind), ns if kind.namespaced else "", name), None)
+        if obj is None:
+            return None
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["resourceVersion"] = self.next_rv()
+        self.emit("DELETED", kind, obj)
+        if kind.resource == "namespaces":
+            for key in [k for k in self.objects if k[1] == name]:
+                sub = next(k for k in KINDS if self.rkey(k) == key[0])
+                self.delete(sub, name, key[2])
+        return obj
+
+    def get(self, kind: Kind, ns: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((self.rkey(kind), ns if kind.namespaced else "", name))
+
+    def list(self, kind: Kind, ns: str | None) -> list[dict[str, Any]]:
+        rk = self.rkey(kind)
+        out = [o for (r, n, _), o in self.objects.items() if r == rk and (ns is None or n == ns)]
+        return sorted(out, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+
+    def append_log(self, ns: str, pod: str, line: str) -> None:
+        self.logs.setdefault((ns, pod), []).append(line)
+        ev = self.log_waiters.pop((ns, pod), None)
+        if ev is not None:
+            ev.set()
+
+
+DEFAULT_LOG = [
+    "starting web server",
+    "connecting to db with password=hunter2",
+    "listening on :8080",
+]
+
+
+def defaults(kind: Kind, obj: dict[str, Any]) -> None:
+    if kind.resource == "pods":
+        spec = obj.setdefault("spec", {})
+        containers = spec.setdefault("containers", [{"name": "main", "image": "busybox"}])
+        spec.setdefault("restartPolicy", "Always")
+        spec.setdefault("nodeName", "fake-node")
+        obj["status"] = {
+            "phase": "Running",
+            "podIP": "10.0.0.7",
+            "startTime": now_iso(),
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [
+                {
+                    "name": c.get("name", "main"),
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "state": {"running": {"startedAt": now_iso()}},
+                }
+                for c in containers
+            ],
+        }
+    elif kind.resource == "namespaces":
+        obj["status"] = {"phase": "Active"}
+        obj.setdefault("spec", {"finalizers": ["kubernetes"]})
+    elif kind.resource == "secrets":
+        obj.setdefault("type", "Opaque")
+        string_data = obj.pop("stringData", None) or {}
+        data = obj.setdefault("data", {})
+        for k, v in string_data.items():
+            data[k] = base64.b64encode(v.encode()).decode()
+    elif kind.resource == "deployments":
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("replicas", 1)
+        sync_deployment_status(obj)
+
+
+def sync_deployment_status(obj: dict[str, Any]) -> None:
+    n = obj.get("spec", {}).get("replicas", 1)
+    obj["status"] = {
+        "replicas": n,
+        "readyReplicas": n,
+        "updatedReplicas": n,
+        "availableReplicas": n,
+        "observedGeneration": obj["metadata"].get("generation", 1),
+    }
+
+
+# ---------------------------------------------------------------- tables
+def age(obj: dict[str, Any]) -> str:
+    try:
+        created = dt.datetime.strptime(obj["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+        secs = int(time.time() - created.replace(tzinfo=dt.UTC).timestamp())
+    except (KeyError, ValueError):
+        return "<unknown>"
+    return f"{secs}s" if secs < 120 else f"{secs // 60}m"
+
+
+def columns(kind: Kind) -> list[tuple[str, str]]:
+    extra = {
+        "pods": [("Ready", "string"), ("Status", "string"), ("Restarts", "string")],
+        "secrets": [("Type", "string"), ("Data", "string")],
+        "configmaps": [("Data", "string")],
+        "namespaces": [("Status", "string")],
+        "deployments": [("Ready", "string"), ("Up-to-date", "string"), ("Available", "string")],
+    }.get(kind.resource, [])
+    return [("Name", "string"), *extra, ("Age", "string")]
+
+
+def cells(kind: Kind, obj: dict[str, Any]) -> list[Any]:
+    name = obj["metadata"]["name"]
+    st = obj.get("status", {})
+    extra: list[Any] = []
+    if kind.resource == "pods":
+        cs = st.get("containerStatuses", [])
+        extra = [f"{sum(1 for c in cs if c.get('ready'))}/{len(cs)}", st.get("phase", ""), 0]
+    elif kind.resource == "secrets":
+        extra = [obj.get("type", ""), len(obj.get("data") or {})]
+    elif kind.resource == "configmaps":
+        extra = [len(obj.get("data") or {})]
+    elif kind.resource == "namespaces":
+        extra = [st.get("phase", "")]
+    elif kind.resource == "deployments":
+        n = obj.get("spec", {}).get("replicas", 0)
+        extra = [f"{st.get('readyReplicas', 0)}/{n}", st.get("updatedReplicas", 0), st.get("availableReplicas", 0)]
+    return [name, *extra, age(obj)]
+
+
+def table(kind: Kind, objs: list[dict[str, Any]], rv: str, include: str, with_columns: bool = True) -> dict[str, Any]:
+    rows = []
+    for obj in objs:
+        if include == "Object":
+            inner: Any = obj
+        elif include == "None":
+            inner = None
+        else:
+            inner = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj["metadata"],
+            }
+        row: dict[str, Any] = {"cells": cells(kind, obj)}
+        if inner is not None:
+            row["object"] = inner
+        rows.append(row)
+    out: dict[str, Any] = {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": rv},
+        "columnDefinitions": [],
+        "rows": rows,
+    }
+    if with_columns:
+        out["columnDefinitions"] = [
+            {"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n, "priority": 0}
+            for n, t in columns(kind)
+        ]
+    return out
+
+
+def wants_table(request: web.Request) -> bool:
+    return "as=Table" in request.headers.get("Accept", "")
+
+
+# ---------------------------------------------------------------- discovery
+def resource_list(group: str, version: str) -> dict[str, Any]:
+    resources = []
+    for k in KINDS:
+        if (k.group, k.version) != (group, version):
+            continue
+        resources.append(
+            {
+                "name": k.resource,
+                "singularName": k.singular,
+                "namespaced": k.namespaced,
+                "kind": k.kind,
+                "verbs": VERBS,
+                "shortNames": list(k.short),
+                **({"categories": ["all"]} if k.resource in ("pods", "deployments") else {}),
+            }
+        )
+        for sub in k.subresources:
+            g, v, kd = SUB_KINDS.get(sub) or (k.group, k.version, k.kind)
+            resources.append(
+                {
+                    "name": f"{k.resource}/{sub}",
+                    "singularName": "",
+                    "namespaced": k.namespaced,
+                    "kind": kd,
+                    **({"group": g, "version": v} if g != k.group else {}),
+                    "verbs": ["get", "create"] if sub in ("exec", "attach") else ["get", "patch", "update"],
+                }
+            )
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }
+
+
+def groups() -> list[str]:
+    return sorted({k.group for k in KINDS if k.group})
+
+
+def discovery_group(group: str) -> dict[str, Any]:
+    resources = []
+    for k in KINDS:
+        if k.group != group:
+            continue
+        subs = []
+        for sub in k.subresources:
+            g, v, kd = SUB_KINDS.get(sub) or (k.group, k.version, k.kind)
+            subs.append(
+                {
+                    "subresource": sub,
+                    "responseKind": {"group": g, "version": v, "kind": kd},
+                    "verbs": ["get", "create"] if sub in ("exec", "attach") else ["get", "patch", "update"],
+                }
+            )
+        resources.append(
+            {
+                "resource": k.resource,
+                "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+                "scope": "Namespaced" if k.namespaced else "Cluster",
+                "singularResource": k.singular,
+                "verbs": VERBS,
+                **({"shortNames": list(k.short)} if k.short else {}),
+                **({"categories": ["all"]} if k.resource in ("pods", "deployments") else {}),
+                "subresources": subs,
+            }
+        )
+    return {
+        "metadata": {"name": group, "creationTimestamp": None},
+        "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
+    }
+
+
+def aggregated(request: web.Request) -> str | None:
+    accept = request.headers.get("Accept", "")
+    for v in ("v2", "v2beta1"):
+        if f"g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList" in accept:
+            return v
+    return None
+
+
+def openapi_v3_doc(group: str, version: str) -> dict[str, Any]:
+    """Just enough for kubectl's field-validation support check."""
+    paths: dict[str, Any] = {}
+    for k in KINDS:
+        if (k.group, k.version) != (group, version):
+            continue
+        prefix = f"/apis/{k.group}/{k.version}" if k.group else f"/api/{k.version}"
+        ns = "/namespaces/{namespace}" if k.namespaced else ""
+        gvk = {"group": k.group, "version": k.version, "kind": k.kind}
+        op = {
+            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+            "x-kubernetes-group-version-kind": gvk,
+            "responses": {},
+        }
+        paths[f"{prefix}{ns}/{k.resource}/{{name}}"] = {"patch": op, "put": op}
+        paths[f"{prefix}{ns}/{k.resource}"] = {"post": op}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": f"v1.{MINOR}.0"}, "paths": paths, "components": {"schemas": {}}}
+
+
+# ---------------------------------------------------------------- the app
+class FakeApi:
+    def __init__(self) -> None:
+        self.store = Store()
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        """(method, path_qs, headers) of every request, for assertions."""
+        self.execs = 0
+        for ns in ("default", "kube-system"):
+            self.store.create(BY_PATH[("", "v1", "namespaces")], "", {"metadata": {"name": ns}})
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs, dict(request.headers)))
+        if len(self.requests) > 20000:
+            del self.requests[:10000]
+        path = request.path.rstrip("/") or "/"
+        parts = [p for p in path.split("/") if p]
+        if path == "/version":
+            return web.json_response(
+                {"major": "1", "minor": MINOR, "gitVersion": f"v1.{MINOR}.0-fake", "platform": "linux/amd64",
+                 "goVersion": "go1.23", "compiler": "gc", "buildDate": "2025-01-01T00:00:00Z",
+                 "gitCommit": "0" * 40, "gitTreeState": "clean"}
+            )
+        if path in ("/healthz", "/readyz", "/livez"):
+            return web.Response(text="ok")
+        if path == "/api":
+            if (v := aggregated(request)) is not None:
+                return self.discovery_list([""], v)
+            return web.json_response({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})
+        if path == "/apis":
+            if (v := aggregated(request)) is not None:
+                return self.discovery_list(groups(), v)
+            return web.json_response(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [
+                        {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
+                         "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}}
+                        for g in groups()
+                    ],
+                }
+            )
+        if path == "/openapi/v3":
+            gvs = ["api/v1", *[f"apis/{g}/v1" for g in groups()]]
+            return web.json_response({"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash=F{MINOR}"} for gv in gvs}})
+        if path.startswith("/openapi/v3/"):
+            rest = path[len("/openapi/v3/"):].split("/")
+            group, version = ("", rest[1]) if rest[0] == "api" else (rest[1], rest[2])
+            return web.json_response(openapi_v3_doc(group, version))
+        if parts[:1] == ["api"] and len(parts) >= 2:
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[:1] == ["apis"] and len(parts) >= 3:
+            group, version, rest = parts[1], parts[2], parts[3:]
+        elif parts[:1] == ["apis"] and len(parts) == 2:
+            return web.json_response({"kind": "APIGroup", "apiVersion": "v1", "name": parts[1], "versions": [{"groupVersion": f"{parts[1]}/v1", "version": "v1"}]})
+        else:
+            return status(404, "NotFound", "the server could not find the requested resource")
+        if not rest:
+            if (group, version) not in {(k.group, k.version) for k in KINDS}:
+                return status(404, "NotFound", "the server could not find the requested resource")
+            return web.json_response(resource_list(group, version))
+        ns: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            ns, rest = rest[1], rest[2:]
+        kind = BY_PATH.get((group, version, rest[0]))
+        if kind is None:
+            return status(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if kind.namespaced and ns is None and name is not None:
+            return status(404, "NotFound", "the server could not find the requested resource")
+        if not kind.namespaced:
+            ns = None
+        return await self.resource(request, kind, ns, name, sub)
+
+    def discovery_list(self, names: list[str], version: str) -> web.Response:
+        body = {
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": f"apidiscovery.k8s.io/{version}",
+            "metadata": {},
+            "items": [discovery_group(g) for g in names],
+        }
+        return web.Response(
+            body=json.dumps(body).encode(),
+            headers={"Content-Type": f"application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"},
+        )
+
+    async def body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if request.content_type == PROTOBUF:
+            return from_protobuf(raw)
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            import yaml
+
+            return yaml.safe_load(raw)
+
+    async def resource(self, request: web.Request, kind: Kind, ns: str | None, name: str | None, sub: str | None) -> web.StreamResponse:
+        store = self.store
+        q = request.query
+        m = request.method
+        dry = "All" in q.getall("dryRun", [])
+        if sub == "exec" or sub == "attach":
+            return await self.exec(request, kind, ns or "", name or "", sub)
+        if sub == "log":
+            return await self.log(request, ns or "", name or "")
+        if name is None:
+            if m == "GET" and q.get("watch") in ("true", "1"):
+                return await self.watch(request, kind, ns)
+            if m == "GET":
+                return self.list(request, kind, ns)
+            if m == "POST":
+                obj = await self.body(request)
+                if not isinstance(obj, dict):
+                    return status(400, "BadRequest", "body must be an object")
+                want = (obj.get("metadata") or {}).get("name")
+                if want and store.get(kind, ns or "", want) is not None:
+                    return status(409, "AlreadyExists", f'{kind.resource} "{want}" already exists',
+                                  name=want, kind=kind.resource)
+                if kind.namespaced and store.get(BY_PATH[("", "v1", "namespaces")], "", ns or "") is None:
+                    return status(404, "NotFound", f'namespaces "{ns}" not found', name=ns, kind="namespaces")
+                if dry:
+                    out = copy.deepcopy(obj)
+                    out.setdefault("metadata", {})["namespace"] = ns
+                    return web.json_response(out, status=201)
+                return web.json_response(store.create(kind, ns or "", obj), status=201)
+            if m == "DELETE":
+                items = store.list(kind, ns)
+                items = [o for o in items if self.selected(request, o)]
+                for o in items:
+                    if not dry:
+                        store.delete(kind, ns or "", o["metadata"]["name"])
+                return web.json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {}, "items": items})
+            return status(405, "MethodNotAllowed", "method not allowed")
+        current = store.get(kind, ns or "", name)
+        if current is None:
+            if m == "PATCH" and request.content_type == "application/apply-patch+yaml":
+                pass
+            else:
+                return status(404, "NotFound", f'{kind.resource} "{name}" not found', name=name, kind=kind.resource)
+        if sub == "scale":
+            return await self.scale(request, kind, current)
+        if m == "GET":
+            return web.json_response(current)
+        if m == "DELETE":
+            if dry:
+                return web.json_response(current)
+            gone = store.delete(kind, ns or "", name)
+            return web.json_response(gone)
+        if m in ("PUT", "PATCH"):
+            assert current is not None
+            if m == "PUT":
+                new = await self.body(request)
+                if not isinstance(new, dict):
+                    return status(400, "BadRequest", "body must be an object")
+                rv = (new.get("metadata") or {}).get("resourceVersion")
+                if rv and rv != current["metadata"]["resourceVersion"]:
+                    return status(409, "Conflict", f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has been modified; please apply your changes to the latest version and try again', name=name, kind=kind.resource)
+            else:
+                patch = await self.body(request)
+                ctype = request.content_type
+                if ctype == "application/json-patch+json":
+                    new = json_patch(current, patch)
+                elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+                    new = merge_patch(current, patch)
+                else:
+                    return status(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ctype})")
+            meta = new.setdefault("metadata", {})
+            for key in ("uid", "creationTimestamp", "namespace", "name"):
+                if key in current["metadata"]:
+                    meta[key] = current["metadata"][key]
+            new["apiVersion"], new["kind"] = kind.api_version, kind.kind
+            if new.get("spec") != current.get("spec"):
+                meta["generation"] = current["metadata"].get("generation", 1) + 1
+            if kind.resource == "deployments":
+                sync_deployment_status(new)
+            if kind.resource == "pods":
+                new["status"] = current.get("status", {})
+            if kind.resource == "secrets" and new.get("stringData"):
+                for k, v in new.pop("stringData").items():
+                    new.setdefault("data", {})[k] = base64.b64encode(v.encode()).decode()
+            if dry:
+                return web.json_response(new)
+            return web.json_response(store.put(kind, new, "MODIFIED"))
+        return status(405, "MethodNotAllowed", "method not allowed")
+
+    async def scale(self, request: web.Request, kind: Kind, obj: dict[str, Any] | None) -> web.Response:
+        assert obj is not None
+        meta = obj["metadata"]
+
+        def scale_obj() -> dict[str, Any]:
+            n = obj["spec"].get("replicas", 1)
+            return {
+                "kind": "Scale",
+                "apiVersion": "autoscaling/v1",
+                "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "resourceVersion": meta["resourceVersion"], "uid": meta["uid"], "creationTimestamp": meta["creationTimestamp"]},
+                "spec": {"replicas": n},
+                "status": {"replicas": n, "selector": ""},
+            }
+
+        if request.method == "GET":
+            return web.json_response(scale_obj())
+        body = await self.body(request)
+        new = merge_patch(scale_obj(), body) if request.method == "PATCH" else body
+        replicas = (new.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or replicas < 0:
+            return status(422, "Invalid", "spec.replicas must be a non-negative integer")
+        obj["spec"]["replicas"] = replicas
+        sync_deployment_status(obj)
+        self.store.put(kind, obj, "MODIFIED")
+        return web.json_response(scale_obj())
+
+    def selected(self, request: web.Request, obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        for sel in request.query.get("fieldSelector", "").split(","):
+            if not sel:
+                continue
+            key, _, value = sel.partition("=")
+            value = value.lstrip("=")
+            neg = key.endswith("!")
+            key = key.rstrip("!")
+            actual = {"metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace")}.get(key)
+            if key in ("metadata.name", "metadata.namespace") and (actual == value) == neg:
+                return False
+        labels = meta.get("labels") or {}
+        for sel in request.query.get("labelSelector", "").split(","):
+            if not sel:
+                continue
+            if "=" in sel:
+                key, _, value = sel.partition("=")
+                neg = key.endswith("!")
+                key, value = key.rstrip("!"), value.lstrip("=")
+                if (labels.get(key) == value) == neg:
+                    return False
+            elif labels.get(sel) is None:
+                return False
+        return True
+
+    def list(self, request: web.Request, kind: Kind, ns: str | None) -> web.Response:
+        items = [o for o in self.store.list(kind, ns) if self.selected(request, o)]
+        rv = str(self.store.rv)
+        if wants_table(request):
+            return web.Response(
+                body=json.dumps(table(kind, items, rv, request.query.get("includeObject", "Metadata"))).encode(),
+                headers={"Content-Type": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+            )
+        return web.json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": rv}, "items": items})
+
+    async def watch(self, request: web.Request, kind: Kind, ns: str | None) -> web.StreamResponse:
+        store = self.store
+        rk = store.rkey(kind)
+        as_table = wants_table(request)
+        include = request.query.get("includeObject", "Metadata")
+        since = int(request.query.get("resourceVersion") or 0)
+        timeout = float(request.query.get("timeoutSeconds") or 1800)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        await resp.prepare(request)
+        queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
+        store.watchers.add(queue)
+        first = [True]
+
+        async def send(ev: WatchEvent) -> None:
+            if store.rkey(ev.kind) != rk or (ns is not None and ev.obj["metadata"].get("namespace") != ns):
+                return
+            if not self.selected(request, ev.obj):
+                return
+            obj = table(kind, [ev.obj], str(ev.rv), include, first[0]) if as_table else ev.obj
+            first[0] = False
+            await resp.write(json.dumps({"type": ev.type, "object": obj}).encode() + b"\n")
+
+        try:
+            if since == 0:
+                for obj in [o for o in store.list(kind, ns)]:
+                    await send(WatchEvent(int(obj["metadata"]["resourceVersion"]), "ADDED", kind, obj))
+            else:
+                for ev in [e for e in store.history if e.rv > since]:
+                    await send(ev)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    ev = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    break
+                if ev.rv > since:
+                    await send(ev)
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            store.watchers.discard(queue)
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+    async def log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        store = self.store
+        if store.get(BY_PATH[("", "v1", "pods")], ns, name) is None:
+            return status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+        follow = request.query.get("follow") in ("true", "1")
+        tail = request.query.get("tailLines")
+        lines = store.logs.get((ns, name), [])
+        start = max(0, len(lines) - int(tail)) if tail else 0
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        sent = start
+        try:
+            while True:
+                lines = store.logs.get((ns, name), [])
+                if sent < len(lines):
+                    await resp.write("".join(f"{line}\n" for line in lines[sent:]).encode())
+                    sent = len(lines)
+                if not follow:
+                    break
+                ev = store.log_waiters.setdefault((ns, name), asyncio.Event())
+                await ev.wait()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+    # ------------------------------------------------------------ exec
+    async def exec(self, request: web.Request, kind: Kind, ns: str, name: str, sub: str) -> web.StreamResponse:
+        if self.store.get(kind, ns, name) is None:
+            return status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+        qs = parse_qs(request.query_string)
+        command = qs.get("command", [])
+        if sub == "attach":
+            command = ["sh"]
+        tty = qs.get("tty", ["false"])[0] in ("true", "1")
+        stdin = qs.get("stdin", ["false"])[0] in ("true", "1")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return status(400, "BadRequest", "this fake API server only speaks websocket exec (v5.channel.k8s.io)")
+        ws = web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"), autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        self.execs += 1
+        if not command:
+            await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "message": "no command", "reason": "BadRequest"}).encode())
+            await ws.close()
+            return ws
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "TERM": "xterm", "POD_NAME": name}
+        master = -1
+        try:
+            if tty:
+                master, slave = pty.openpty()
+                proc = await asyncio.create_subprocess_exec(
+                    *command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, cwd="/tmp"
+                )
+                os.close(slave)
+            else:
+                proc = await asyncio.create_subprocess_exec(
+                    *command,
+                    stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    env=env,
+                    cwd="/tmp",
+                )
+        except OSError as exc:
+            await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "message": f"exec failed: {exc}", "reason": "InternalError"}).encode())
+            await ws.close()
+            return ws
+        loop = asyncio.get_running_loop()
+
+        async def pump(reader: asyncio.StreamReader, channel: int) -> None:
+            while chunk := await reader.read(65536):
+                await ws.send_bytes(bytes([channel]) + chunk)
+
+        async def pump_pty() -> None:
+            q: asyncio.Queue[bytes] = asyncio.Queue()
+
+            def readable() -> None:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:
+                    data = b""
+                q.put_nowait(data)
+                if not data:
+                    loop.remove_reader(master)
+
+            loop.add_reader(master, readable)
+            while data := await q.get():
+                await ws.send_bytes(b"\x01" + data)
+
+        async def from_client() -> None:
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY or not msg.data:
+                    continue
+                ch, payload = msg.data[0], msg.data[1:]
+                if ch == 0:
+                    if tty:
+                        os.write(master, payload)
+                    elif proc.stdin is not None:
+                        proc.stdin.write(payload)
+                        with contextlib.suppress(ConnectionError):
+                            await proc.stdin.drain()
+                elif ch == 4:
+                    with contextlib.suppress(ValueError, OSError):
+                        size = json.loads(payload)
+                        if tty:
+                            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size["Height"], size["Width"], 0, 0))
+                elif ch == 255 and payload[:1] == b"\x00":
+                    if tty:
+                        os.write(master, b"\x04")
+                    elif proc.stdin is not None:
+                        proc.stdin.close()
+
+        pumps = [asyncio.ensure_future(pump_pty())] if tty else [
+            asyncio.ensure_future(pump(proc.stdout, 1)),  # type: ignore[arg-type]
+            asyncio.ensure_future(pump(proc.stderr, 2)),  # type: ignore[arg-type]
+        ]
+        reader = asyncio.ensure_future(from_client())
+        try:
+            await asyncio.wait({asyncio.ensure_future(proc.wait()), reader}, return_when=asyncio.FIRST_COMPLETED)
+            if proc.returncode is None:  # client went away
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            await asyncio.wait(pumps, timeout=2)
+            rc = proc.returncode
+            if rc == 0:
+                st: dict[str, Any] = {"metadata": {}, "status": "Success"}
+            else:
+                st = {
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": f"command terminated with non-zero exit code: exit status {rc}",
+                    "reason": "NonZeroExitCode",
+                    "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]},
+                }
+            if not ws.closed:
+                await ws.send_bytes(b"\x03" + json.dumps(st).encode())
+                await ws.close()
+        except (ConnectionResetError, asyncio.CancelledError):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        finally:
+            reader.cancel()
+            for p in pumps:
+                p.cancel()
+            if master >= 0:
+                with contextlib.suppress(Exception):
+                    loop.remove_reader(master)
+                os.close(master)
+        return ws
+
+
+# ---------------------------------------------------------------- running it
+def make_tls(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    """A CA and a server certificate for 127.0.0.1; returns (ca path, server context)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = generate_ca("fake kube CA")
+    leaf, key = issue_certificate(ca, ca_key, "kube-apiserver")
+    (directory / "ca.pem").write_bytes(cert_pem(ca))
+    (directory / "server.pem").write_bytes(cert_pem(leaf))
+    (directory / "server-key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(directory / "server.pem", directory / "server-key.pem")
+    return directory / "ca.pem", ctx
+
+
+class FakeApiServer:
+    """The fake API server in a thread with its own event loop (so tests can
+    block on subprocesses such as kubectl)."""
+
+    def __init__(self, tls_dir: Path, port: int = 0) -> None:
+        self.api = FakeApi()
+        self.ca, self._ssl = make_tls(tls_dir)
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run fn(*args) on the server's loop and return its result."""
+        assert self._loop is not None
+        fut: asyncio.Future[Any] = asyncio.run_coroutine_threadsafe(_acall(fn, *args), self._loop)  # type: ignore[arg-type]
+        return fut.result(10)
+
+    def __enter__(self) -> FakeApiServer:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="fakeapi")
+        self._thread.start()
+        if not self._ready.wait(15):
+            raise RuntimeError("fake API server did not start")
+        return self
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+
+        async def start() -> None:
+            self._runner = web.AppRunner(self.api.app(), handle_signals=False, shutdown_timeout=0.5)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._ssl)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._ready.set()
+
+        loop.run_until_complete(start())
+        loop.run_forever()
+        assert self._runner is not None
+        loop.run_until_complete(self._runner.cleanup())
+        loop.close()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+
+
+async def _acall(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
+@contextlib.contextmanager
+def fake_api(tls_dir: Path) -> Iterator[FakeApiServer]:
+    with FakeApiServer(tls_dir) as server:
+        yield server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=6443)
+    parser.add_argument("--tls-dir", type=Path, required=True)
+    parser.add_argument("--plain", action="store_true", help="serve plain http (no TLS)")
+    args = parser.parse_args()
+    _, ctx = make_tls(args.tls_dir)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(FakeApi().app(), host="127.0.0.1", port=args.port, ssl_context=None if args.plain else ctx, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
