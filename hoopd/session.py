@@ -9,6 +9,7 @@ disagree and no handler can forget one of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,12 +33,17 @@ from hoopd.model import (
     Verdict,
 )
 from hoopd.policy import Assessment, decide_command
+from recorder.writer import RecorderUnavailable
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
     from hoopd.gateway import Gateway
     from hoopd.metrics import ConnectionMetrics
     from recorder.writer import SessionRecording
+
+class SessionEnded(Exception):
+    """The session was ended (e.g. its recording failed): stop relaying."""
+
 
 Terminator = Callable[[str, str], None]
 """Called with (reason, message) when the gateway ends a session from outside:
@@ -77,6 +83,7 @@ class Session:
         self._terminator: Terminator | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._done = asyncio.Event()
+        self._terminating = False
 
     # -- lifecycle -----------------------------------------------------------
     def begin(self, decision: Decision, attrs: Mapping[str, Any]) -> None:
@@ -115,8 +122,9 @@ class Session:
 
     def terminate(self, reason: str, message: str) -> None:
         """End the session from outside the handler (it closes the sockets)."""
-        if self.ended:
+        if self.ended or self._terminating:
             return
+        self._terminating = True
         self.log.warning("ending session: %s", message)
         self.end_reason = reason
         if self._terminator is not None:
@@ -132,8 +140,8 @@ class Session:
         if self._expiry is not None:
             self._expiry.cancel()
         try:
-            self.record(SessionEnd(reason, error, self.bytes_in, self.bytes_out))
-        except Exception as exc:  # recorder already failed; the end is still logged
+            self.recording.write(SessionEnd(reason, error, self.bytes_in, self.bytes_out))
+        except RecorderUnavailable as exc:  # the end is still logged and counted
             self.log.error("could not record session end: %s", exc)
         self.recording.close()
         self.metrics.sessions_active.dec()
@@ -154,7 +162,18 @@ class Session:
 
     # -- recording -----------------------------------------------------------
     def record(self, event: Event) -> None:
-        self.recording.write(event)
+        """Record an event, before the data it describes moves on. If the
+        recorder has failed, the session is ended (fail closed) and
+        ``SessionEnded`` tells the caller not to forward anything more."""
+        try:
+            self.recording.write(event)
+        except RecorderUnavailable as exc:
+            if not self.ended:
+                self.terminate(
+                    "recorder_failed",
+                    "session recording failed; the gateway does not carry unrecorded traffic",
+                )
+            raise SessionEnded(str(exc)) from None
 
     @property
     def congested(self) -> bool:
@@ -192,7 +211,10 @@ class Session:
         self.record(Resize(cols, rows))
 
     def error(self, message: str, code: str = "") -> None:
-        self.record(ErrorEvent(message, code))
+        """Record an error the client was told about. Never raises: it is
+        used on the way out, when the recorder may be the thing that failed."""
+        with contextlib.suppress(SessionEnded):
+            self.record(ErrorEvent(message, code))
 
     # -- commands ------------------------------------------------------------
     def command(self, kind: CommandKind, text: str, attrs: Mapping[str, Any] | None = None) -> Command:

@@ -27,6 +27,7 @@ from hoopd.configtypes import Duration, HostPort, Port
 from hoopd.gateway import SessionRefused
 from hoopd.handler import Loc, ProtocolHandler
 from hoopd.model import AuthMethod, Identity, Stream
+from hoopd.session import SessionEnded
 from hoopd.tls import identity_from_peercert
 
 if TYPE_CHECKING:
@@ -187,7 +188,10 @@ class _ClientSide(_Side):
         session = self.session
         assert session is not None and self.upstream is not None
         assert self.upstream.transport is not None
-        session.client_data(data)
+        try:
+            session.client_data(data)  # recorded before it moves on
+        except SessionEnded:
+            return
         self.upstream.transport.write(data)
         if session.congested:
             self._wait_for_recorder()
@@ -294,7 +298,10 @@ class _UpstreamSide(_Side):
         session = client.session
         if session is None or client.transport is None or client.transport.is_closing():
             return
-        session.upstream_data(data, Stream.STDOUT)
+        try:
+            session.upstream_data(data, Stream.STDOUT)  # recorded before it moves on
+        except SessionEnded:
+            return
         client.transport.write(data)
         if session.congested:
             client._wait_for_recorder()
