@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,32 @@ def test_held_command_times_out_cleanly(tmp_path: Path) -> None:
     assert 'hoopd_approvals_total{connection="ops",outcome="expired",protocol="line"} 1.0' in metrics
     assert 'hoopd_commands_total{connection="ops",kind="exec",protocol="line"} 2.0' in metrics
     assert 'hoopd_decisions_total{connection="ops",protocol="line",verdict="review"} 1.0' in metrics
+
+
+def test_session_ends_when_its_credential_expires(tmp_path: Path) -> None:
+    port = free_port()
+    with echo_server() as upstream:
+        daemon = Daemon(tmp_path, {
+            "identity": {"expiry_grace_seconds": 1},
+            "connections": [{
+                "name": "ops", "protocol": "line", "listen": f"127.0.0.1:{port}",
+                "upstream": {"host": "127.0.0.1", "port": upstream.port},
+                "allow_groups": ["dev"],
+            }],
+        }, ENV)
+        daemon.start()
+        issued = time.time()
+        token = hoopd("token", "issue", "-c", str(daemon.config_path), "--sub", "alice",
+                      "--groups", "dev", "--ttl", "3s", env={**os.environ, **ENV}).stdout.strip()
+        try:
+            client = LineClient(port, token)
+            assert client.hello == "ok"
+            client.send("date")
+            assert client.recv() == "date"
+            assert client.recv() == ""  # the gateway closes the session ...
+            assert 2.9 < time.time() - issued < 10  # ... at expiry (3s, whole seconds) plus grace (1s)
+            client.close()
+            metrics = daemon.metrics()
+        finally:
+            daemon.stop()
+    assert 'hoopd_sessions_ended_total{connection="ops",protocol="line",reason="credential_expired"} 1.0' in metrics
