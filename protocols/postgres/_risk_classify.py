@@ -398,8 +398,18 @@ def _grant(w: _Walk, b: Node, text: str, top: bool) -> bool | None:
     objtype = str(b.get("objtype", "")).removeprefix("OBJECT_").lower()
     if b.get("is_grant"):
         w.add("grant", f"GRANT on {objtype} to {grantees}")
+        if b.get("grant_option"):
+            w.note("WITH GRANT OPTION")
     else:
         w.add("revoke", f"REVOKE on {objtype} from {grantees}")
+    return False
+
+
+def _default_privileges(w: _Walk, b: Node, text: str, top: bool) -> bool | None:
+    w.add("ddl")
+    action = b.get("action")
+    if isinstance(action, dict):
+        _grant(w, action.get("GrantStmt", action), text, False)
     return False
 
 
@@ -660,6 +670,7 @@ _HANDLERS: dict[str, Handler] = {
     "AlterRoleSetStmt": _alter_role,
     "GrantStmt": _grant,
     "GrantRoleStmt": _grant_role,
+    "AlterDefaultPrivilegesStmt": _default_privileges,
     "AlterSystemStmt": _alter_system,
     "VariableSetStmt": _variable_set,
     "VariableShowStmt": _read_only,

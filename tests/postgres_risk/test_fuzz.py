@@ -1,0 +1,76 @@
+"""Property tests: the scorer never raises, and the fast path agrees with the parser."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hoopd.policy import Assessment
+from protocols.postgres._risk_classify import classify, parse
+from protocols.postgres.risk import (
+    PreparedStatements,
+    SqlRiskScorer,
+    _fast_read,
+    score_statement_text,
+)
+
+SCORER = SqlRiskScorer(None)
+
+SQLISH = st.lists(
+    st.sampled_from(
+        [
+            "select", "delete", "from", "where", "drop", "table", "t", "(", ")", ";", "'", "$$",
+            "--", "/*", "*/", "do", "execute", "prepare", "copy", "program", "1", ",", "=", "with",
+            "as", "\x00", "\n", '"', "pg_terminate_backend", "into", "E'\\'", "$1", "ä", "\ud800",
+        ]
+    ),
+    max_size=20,
+).map(" ".join)
+
+
+@given(st.text(max_size=300))
+def test_garbage_never_raises(sql: str) -> None:
+    found = SCORER.score(sql)
+    assert isinstance(found, Assessment)
+    assert 0 <= found.score <= 100
+    assert found.categories
+    if "unparseable" in found.categories:
+        assert found.score > 0
+
+
+@given(SQLISH)
+def test_sqlish_never_raises(sql: str) -> None:
+    assert isinstance(SCORER.score(sql), Assessment)
+    assert isinstance(score_statement_text(sql, PreparedStatements(), SCORER), Assessment)
+
+
+@given(st.binary(max_size=200))
+def test_bytes_decoded_never_raise(raw: bytes) -> None:
+    assert isinstance(SCORER.score(raw.decode("latin-1")), Assessment)
+
+
+NAMES = st.sampled_from(
+    ["a", "aid", "abalance", "pgbench_accounts", "public.t", "t1", "select", "from", "into",
+     "union", "user", "current_user", "limit", "order", "x$y", "for", "table", "only"]
+)
+VALUES = st.sampled_from(["$1", "1", "-2.5", "'x'", "'a b'", "'it''s'", "'drop table t'", "now()"])
+
+
+@st.composite
+def simple_reads(draw: st.DrawFn) -> str:
+    cols = draw(st.lists(NAMES, min_size=1, max_size=3))
+    sql = f"SELECT {', '.join(cols)} FROM {draw(NAMES)}"
+    if draw(st.booleans()):
+        conds = [f"{draw(NAMES)} {draw(st.sampled_from(['=', '<', '>=', '<>']))} {draw(VALUES)}"]
+        if draw(st.booleans()):
+            conds.append(f"{draw(NAMES)} = {draw(VALUES)}")
+        sql += " WHERE " + " AND ".join(conds)
+    if draw(st.booleans()):
+        sql += " LIMIT 10"
+    return sql + draw(st.sampled_from(["", ";", " ; ", "\n"]))
+
+
+@given(simple_reads())
+def test_fast_path_agrees_with_parser(sql: str) -> None:
+    if _fast_read(sql):
+        assert classify(parse(sql)).categories == {"read"}
