@@ -249,6 +249,10 @@ class PostgresStore(ApprovalStore):
                 raise self._unavailable(e) from e
             except asyncpg.PostgresError as e:
                 raise StoreUnavailable(f"state store error: {type(e).__name__}: {e}") from e
+            except Exception as e:
+                # e.g. asyncpg.InternalClientError when the server vanishes mid-query:
+                # whatever it is, the store could not be evaluated -> fail closed.
+                raise self._unavailable(e) from e
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _wake(self, approval_id: str) -> None:
