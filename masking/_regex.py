@@ -8,6 +8,7 @@ the per-call generator and ``Match`` object of ``re2.search``.
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from typing import Any
@@ -116,3 +117,10 @@ _NAMED_GROUP = re.compile(r"(?<!\\)\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
 def strip_group_names(pattern: str) -> str:
     """``(?P<name>x)`` -> ``(x)``, keeping group numbers, so patterns can be joined."""
     return _NAMED_GROUP.sub("(", pattern)
+
+
+@functools.lru_cache(maxsize=256)
+def compile_cached(pattern: str, never_nl: bool) -> Compiled:
+    """Compiled patterns are shared between maskers with the same rules, so the
+    lazily built RE2 DFA stays warm across connections (RE2 objects are thread-safe)."""
+    return Compiled(pattern.encode("utf-8"), never_nl=never_nl)

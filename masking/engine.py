@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._regex import Compiled, Spans, strip_group_names
+from ._regex import Compiled, Spans, compile_cached, strip_group_names
 from .config import MaskingConfig, Replacement, Rule
 from .paths import PathSet, parse_path
 from .recognizers import BY_ID, EMPTY, Recognizer
@@ -69,8 +69,9 @@ class _Rule:
     lo: int
     hi: int
     max_len: int
-    alt_group: int = 0
-    values: tuple[int, ...] = ()
+    needs: tuple[tuple[bytes, ...], ...] = ()
+    prefixes: tuple[bytes, ...] = ()
+    plen: int = 0
 
 
 def _replacement_for(config: MaskingConfig, rid: str, category: str) -> ReplacementSpec:
@@ -90,7 +91,7 @@ class Masker:
         self._rules: list[_Rule] = []
         self._pem: _Rule | None = None
         self._main: Compiled | None = None
-        self._by_group: list[_Rule | None] = []
+        self._table: list[tuple[_Rule, ...]] = []
         self.window = 64
         self.pem_window = 0
         # field-name and path rules: (rule id, compiled glob regex, replacer)
@@ -126,7 +127,7 @@ class Masker:
         max_len: int,
     ) -> _Rule:
         try:
-            regex = Compiled(pattern.encode(), never_nl=rid != PEM_ID)
+            regex = compile_cached(pattern, rid != PEM_ID)
         except ValueError as exc:
             raise ValueError(f"masking rule {rid!r}: invalid RE2 pattern: {exc}") from None
         local_values = tuple(sorted(i for n, i in regex.groupindex.items() if value_names(n)))
@@ -154,6 +155,9 @@ class Masker:
             lo=lo,
             hi=hi,
             max_len=max_len,
+            needs=rec.needs if rec else (),
+            prefixes=rec.prefixes if rec else (),
+            plen=max((len(x) for x in rec.prefixes), default=0) if rec else 0,
         )
 
     def _compile(self) -> None:
@@ -194,21 +198,18 @@ class Masker:
             else:
                 self._add_structural(crule, spec)
         if self._rules:
-            parts: list[str] = []
-            group = 1
-            self._by_group = [None]
+            parts = []
             for order, rule in enumerate(self._rules):
                 rule.order = order
-                rule.alt_group = group
-                rule.values = tuple(group + i for i in rule.local_values)
-                parts.append("(" + strip_group_names(rule.regex.pattern.decode()) + ")")
-                self._by_group.append(rule)
-                self._by_group.extend([None] * rule.regex.groups)
-                group += 1 + rule.regex.groups
-            self._main = Compiled("|".join(parts).encode(), never_nl=True)
-            if self._main.groups != group - 1:  # pragma: no cover - defensive
-                raise ValueError("internal error: group numbering mismatch while joining rules")
+                pat = strip_group_names(rule.regex.pattern.decode())
+                parts.append("(?:" + pat + ")")
+            self._main = compile_cached("|".join(parts), True)
             self.window = max(r.max_len for r in self._rules) + 1
+            table: list[list[_Rule]] = [[] for _ in range(256)]
+            for rule in self._rules:
+                for c in range(rule.lo, min(rule.hi, 255) + 1):
+                    table[c].append(rule)
+            self._table = [tuple(t) for t in table]
 
     def _add_structural(self, crule: Rule, spec: ReplacementSpec) -> None:
         replacer = make_replacer(spec, crule.display_label, self._hmac_key)
@@ -245,12 +246,14 @@ class Masker:
                 vs, ve = s[0], min(s[1], e)
                 break
         value = data[vs:ve]
-        if not value or looks_masked(value):
+        if not value or ((value[0] == 91 or 42 in value) and looks_masked(value)):
             return _SKIP, 0, e
-        if value in rule.allow_exact or (
-            rule.allow_rx is not None and rule.allow_rx.match(value, 0, len(value)) is not None
-        ):
+        if rule.allow_exact and value in rule.allow_exact:
             return _SKIP, 0, e
+        if rule.allow_rx is not None:
+            m = rule.allow_rx.match(value, 0, len(value))
+            if m is not None and m[0][1] == len(value):
+                return _SKIP, 0, e
         return vs, ve, e
 
     def _pem_settled(self, data: bytes, q: int, spans: Spans | None) -> bool:
@@ -274,8 +277,7 @@ class Masker:
         edits: list[Edit] = []
         main = self._main
         pem = self._pem
-        by_group = self._by_group
-        rules = self._rules
+        table = self._table
         window = self.window
         q = -1 if pem is not None else inf
         while True:
@@ -304,34 +306,40 @@ class Masker:
                 continue
             if p >= limit or spans is None:
                 return edits, max(pos, limit)
-            g = spans.index(spans[0], 1)
-            rule = by_group[g]
-            assert rule is not None
-            e = spans[0][1]
-            if e - p >= window:
-                spans = main.search(data, p, min(endpos, p + window))  # type: ignore[union-attr]
-                if spans is None or spans[0][0] != p:
-                    pos = p + 1
-                    continue
-                g = spans.index(spans[0], 1)
-                rule = by_group[g]
-                assert rule is not None
-                e = spans[0][1]
-            got = self._accept(rule, data, p, e, spans, rule.values)
-            if got is None:
-                c = data[p]
-                wend = min(endpos, p + window)
-                for alt in rules[rule.order + 1 :]:
-                    if alt.lo <= c <= alt.hi:
-                        s2 = alt.regex.match(data, p, wend)
-                        if s2 is not None:
-                            got = self._accept(alt, data, p, s2[0][1], s2, alt.local_values)
-                            if got is not None:
-                                rule = alt
+            wend = p + window
+            if wend > endpos:
+                wend = endpos
+            line_end = data.find(b"\n", p, wend)
+            if line_end < 0:
+                line_end = wend
+            got = None
+            rule = None
+            head = b""
+            for rule in table[data[p]]:
+                if rule.plen:
+                    if len(head) < rule.plen:
+                        head = data[p : p + 24].lower()
+                    if not head.startswith(rule.prefixes):
+                        continue
+                if rule.needs:
+                    ok = True
+                    for group in rule.needs:
+                        for needle in group:
+                            if data.find(needle, p, line_end) >= 0:
                                 break
-                if got is None:
-                    pos = p + 1
-                    continue
+                        else:
+                            ok = False
+                            break
+                    if not ok:
+                        continue
+                s2 = rule.regex.match(data, p, line_end)
+                if s2 is not None:
+                    got = self._accept(rule, data, p, s2[0][1], s2, rule.local_values)
+                    if got is not None:
+                        break
+            if got is None or rule is None:
+                pos = p + 1
+                continue
             vs, ve, e = got
             if vs != _SKIP:
                 edits.append((vs, ve, rule.replace(data[vs:ve]), rule.id))

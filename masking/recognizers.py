@@ -47,11 +47,14 @@ class Recognizer:
     keep_last: int = 0
     """Characters kept by the ``partial`` replacement (cards: 4)."""
     keep_first: int = 0
+    needs: tuple[tuple[bytes, ...], ...] = ()
+    """Cheap pre-check: for each group, one of its byte strings occurs between the
+    start of a candidate and the end of its line (sound: every match contains them)."""
+    prefixes: tuple[bytes, ...] = ()
+    """Every match starts with one of these (lower-case; compared case-insensitively)."""
     examples: tuple[str, ...] = field(default=(), compare=False)
 
 
-_HEX = "[0-9A-Fa-f]"
-_H16 = f"{_HEX}{{1,4}}"
 _IPV4 = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}"
 
 _KV_KEYS = (
@@ -81,6 +84,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=20,
         left=ALNUM,
         right=ALNUM,
+        prefixes=(b"akia", b"asia", b"abia", b"acca", b"a3t"),
         description="AWS access key ids (AKIA…, ASIA…)",
     ),
     Recognizer(
@@ -93,6 +97,8 @@ BUILTINS: tuple[Recognizer, ...] = (
         ),
         max_len=200,
         right=B64,
+        needs=((b":", b"="),),
+        prefixes=(b"aws", b"secret"),
         description="AWS secret access keys next to their usual key names (aws_secret_access_key=…)",
     ),
     Recognizer(
@@ -103,6 +109,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=39,
         left=TOKEN,
         right=TOKEN,
+        prefixes=(b"aiza",),
         description="Google Cloud / Firebase API keys (AIza…)",
     ),
     Recognizer(
@@ -113,6 +120,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=2048,
         left=TOKEN,
         right=TOKEN,
+        prefixes=(b"ya29.",),
         description="Google OAuth2 access tokens (ya29.…)",
     ),
     Recognizer(
@@ -122,6 +130,8 @@ BUILTINS: tuple[Recognizer, ...] = (
         pattern=r"(?i:AccountKey|SharedAccessKey|SharedAccessSignature)=(?P<v>[A-Za-z0-9+/%]{20,}={0,2})",
         max_len=512,
         right=B64,
+        needs=((b"=",),),
+        prefixes=(b"accountkey", b"sharedaccess"),
         description="Azure storage account keys and Service Bus/Event Hubs shared access keys in connection strings",
     ),
     Recognizer(
@@ -132,6 +142,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=40,
         left=TOKEN | frozenset(b"~."),
         right=TOKEN | frozenset(b"~."),
+        needs=((b"Q~",),),
         description="Azure AD (Entra ID) application client secrets (…Q~…)",
     ),
     Recognizer(
@@ -142,6 +153,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=266,
         left=WORD,
         right=WORD,
+        prefixes=(b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_"),
         description="GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)",
     ),
     Recognizer(
@@ -155,6 +167,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=256,
         left=TOKEN,
         right=TOKEN,
+        prefixes=(b"gl", b"gr1348941"),
         description="GitLab tokens (glpat-, gldt-, glrt-, glptt-, runner GR1348941…)",
     ),
     Recognizer(
@@ -168,6 +181,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=512,
         left=TOKEN,
         right=TOKEN,
+        prefixes=(b"xox", b"xapp-", b"https://hooks.slack.com/"),
         description="Slack tokens (xoxb-, xoxp-, xapp-…) and incoming webhook URLs",
     ),
     Recognizer(
@@ -179,6 +193,8 @@ BUILTINS: tuple[Recognizer, ...] = (
         validator=v.jwt,
         left=TOKEN,
         right=TOKEN,
+        needs=((b".",),),
+        prefixes=(b"eyj",),
         description="JSON Web Tokens (header must decode to JSON with alg/typ)",
     ),
     Recognizer(
@@ -193,6 +209,8 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=16384,
         validator=v.key_value,
         right=EMPTY,
+        needs=((b":", b"="),),
+        prefixes=(b"authorization", b"proxy-authorization"),
         description="Credentials in Authorization / Proxy-Authorization headers (scheme kept)",
     ),
     Recognizer(
@@ -203,6 +221,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=16384,
         validator=v.bearer,
         right=TOKEN | frozenset(b"~+/=."),
+        prefixes=(b"bearer",),
         description="Bearer tokens (`Bearer <token>`, 16+ characters, not plain words)",
     ),
     Recognizer(
@@ -213,6 +232,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         max_len=1024,
         validator=v.basic_credentials,
         right=B64 | frozenset(b"="),
+        prefixes=(b"basic",),
         description="HTTP Basic credentials (`Basic <base64(user:pass)>`, decoded value must hold a colon)",
     ),
     Recognizer(
@@ -221,6 +241,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="PASSWORD",
         pattern=r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/?#@\"'<>]*:(?P<v>[^\s/?#\"'<>]+)@",
         max_len=2048,
+        needs=((b"://",), (b"@",)),
         description="Passwords in URLs and connection strings (postgres://user:PASS@host)",
     ),
     Recognizer(
@@ -234,6 +255,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         ),
         max_len=4096,
         validator=v.key_value,
+        needs=((b"=", b":", b"'"),),
         description='Generic key-values: password=…, secret: …, token=…, api_key=…, "client_secret": "…", PASSWORD \'…\'',
     ),
     # ---- personal data (off unless a connection turns them on) -----------------------
@@ -246,6 +268,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         validator=v.email,
         right=ALNUM,
         keep_first=1,
+        needs=((b"@",),),
         description="E-mail addresses",
     ),
     Recognizer(
@@ -270,6 +293,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         left=ALNUM | frozenset(b"-"),
         right=ALNUM | frozenset(b"-"),
         keep_last=4,
+        needs=((b"-", b" "),),
         description="US Social Security numbers (123-45-6789; area/group/serial rules)",
     ),
     Recognizer(
@@ -311,20 +335,19 @@ BUILTINS: tuple[Recognizer, ...] = (
         left=ALNUM | frozenset(b"."),
         right=ALNUM,
         dotted=True,
+        needs=((b".",),),
         description="IPv4 addresses (octets 0-255, no leading zeros)",
     ),
     Recognizer(
         id="ipv6",
         category="personal",
         label="IP",
-        pattern=(
-            f"{_H16}(?::{_H16}){{7}}"
-            f"|(?:{_H16}(?::{_H16}){{0,6}})?::(?:{_H16}(?::{_H16}){{0,6}})?(?::{_IPV4})?"
-        ),
+        pattern=r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}|[0-9A-Fa-f:]*::[0-9A-Fa-f:.]*",
         max_len=45,
         validator=v.ipv6,
         left=ALNUM | frozenset(b":"),
         right=ALNUM | frozenset(b":"),
+        needs=((b"::", b":"),),
         description="IPv6 addresses (validated with the standard library; ::1-like short forms are left alone)",
     ),
 )
