@@ -94,7 +94,8 @@ def record(
     """Write a session with a real Recorder and return its directory."""
     settings.setdefault("fsync", "never")
     rec = Recorder(RecorderSettings(dir=directory, **settings), key)
-    rec.start()
+    if close:
+        rec.start()
     sess = rec.open_session(session_id)
     for ev in evs:
         sess.write(ev)
@@ -102,16 +103,14 @@ def record(
         sess.close()
         rec.close()
     else:
-        # Stop the thread without writing close checkpoints: simulate a crash
-        # after everything reached the file.
-        rec._stopping = True
-        rec._wake.set()
-        assert rec._thread is not None
+        # Like a crash after every frame reached the file: drive the writer
+        # loop by hand (no thread), then drop the files without the close
+        # checkpoint.
         while rec._queue:
-            rec._wake.set()
-            rec._thread.join(0.01)
-        rec._chains.clear()  # forget the chains so no close checkpoint is written
-        rec._thread.join(5)
+            rec._process_batch()
+            rec._flush_dirty()
+        for chain in rec._chains.values():
+            chain.abandon()
     return directory / session_id
 
 
