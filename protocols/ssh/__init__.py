@@ -1,0 +1,120 @@
+"""``ssh``: native ssh, scp, sftp and ``-L`` through the gateway, on asyncssh.
+
+Clients log in to the gateway with a gateway token or API key (as the
+password or the keyboard-interactive answer), a public key registered in
+``options.authorized_keys``, or a certificate from the gateway's SSH CA
+(``hoopd ssh-cert``). The gateway then logs in to the pinned target with its
+own key or password: users never hold the target's credential. See
+docs/ssh.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from hoopd.configtypes import HostPort
+from hoopd.handler import Loc, ProtocolHandler
+
+from .config import AuthorizedKey, SshOptions, SshUpstream
+from .keys import host_key, user_ca
+from .risk import ShellRisk
+
+if TYPE_CHECKING:
+    from hoopd.config import ConnectionConfig
+
+CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+]
+
+
+class SshHandler(ProtocolHandler):
+    name = "ssh"
+    description = "SSH gateway: shells, exec, sftp/scp and -L to a pinned target, with command guardrails"
+    supports_masking = True
+    supports_commands = True
+    upstream_model = SshUpstream
+    options_model = SshOptions
+
+    @classmethod
+    def check_connection(cls, conn: ConnectionConfig) -> list[tuple[Loc, str]]:
+        problems = super().check_connection(conn)
+        if conn.tls is not None:
+            problems.append((("tls",), "ssh has its own encryption; remove tls"))
+        if conn.auth == "tls-client-cert":
+            problems.append((("auth",), "ssh identifies clients by token, key or certificate"))
+        opts: SshOptions = conn.options  # type: ignore[assignment]
+        for name in ("allow_agent_forwarding", "allow_x11_forwarding"):
+            if getattr(opts, name, False):
+                problems.append(
+                    (("options", name), "not supported yet: agent and X11 forwarding are refused")
+                )
+        seen: dict[bytes, int] = {}
+        for i, entry in enumerate(getattr(opts, "authorized_keys", ())):
+            data = entry.public_data
+            if data in seen:
+                problems.append(
+                    (("options", "authorized_keys", i, "key"),
+                     f"same key as authorized_keys[{seen[data]}]")
+                )
+            seen.setdefault(data, i)
+        return problems
+
+    def __init__(self, connection: ConnectionConfig, gateway: Any) -> None:
+        super().__init__(connection, gateway)
+        self.upstream_cfg: SshUpstream = connection.upstream
+        self.options: SshOptions = connection.options  # type: ignore[assignment]
+        self.authorized: dict[bytes, AuthorizedKey] = {
+            e.public_data: e for e in self.options.authorized_keys
+        }
+        self.risk = ShellRisk(connection.risk)
+        self.ciphers = list(CIPHERS)
+        self.upstream_key: asyncssh.SSHKey | None = None
+        self.ca_public = b""
+        self._server: asyncssh.SSHAcceptor | None = None
+
+    async def start(self) -> None:
+        from .server import GatewayServer
+
+        data_dir = self.gateway.config.gateway.data_dir
+        key = host_key(data_dir)
+        self.ca_public = bytes(user_ca(data_dir).public_data)
+        if self.upstream_cfg.key is not None:
+            self.upstream_key = asyncssh.read_private_key(self.upstream_cfg.key)
+        conn = self.connection
+        self._server = await asyncssh.create_server(
+            lambda: GatewayServer(self),
+            conn.listen.host,
+            conn.listen.port,
+            server_host_keys=[key],
+            encoding=None,
+            line_editor=False,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_pty=self.options.allow_pty,
+            encryption_algs=self.ciphers,
+            config=None,
+            reuse_address=True,
+            login_timeout=60.0,
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    @property
+    def bound_address(self) -> HostPort | None:
+        if self._server is None:
+            return None
+        sockets = self._server.sockets
+        if not sockets:
+            return None
+        host, port = sockets[0].getsockname()[:2]
+        return HostPort(host, port)

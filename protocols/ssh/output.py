@@ -1,0 +1,133 @@
+"""Masked output streams for SSH channels.
+
+Every stdout/stderr stream goes through its own ``StreamMasker``. The masker
+holds back the end of a line until it knows no secret is cut in half; for a
+terminal that would delay prompts and the echo of every typed key, so:
+
+* output that only echoes what the user just typed (plus control sequences)
+  is released at once (``expect_echo``);
+* anything else that stays held is released after ``flush_after`` seconds of
+  quiet (``options.output_flush``), so prompts and progress bars appear.
+
+A secret the target prints slowly (one character per more than
+``flush_after``) can therefore be split across two flushes and escape
+masking; see docs/ssh.md.
+
+The call into the masking package is isolated here (``make_stream``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+_CONTROL = re.compile(rb"\x1b\[[0-9;?<=>]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b.|[\x00-\x1f\x7f]")
+ECHO_MAX = 512
+
+
+def make_stream(masker: Any) -> Any:
+    """A fresh stream masker from the connection's compiled masker, or None
+    when nothing could match (no scanning needed)."""
+    if masker is None or not getattr(masker, "active", False):
+        return None
+    if not getattr(masker, "scans_content", True):
+        return None
+    return masker.stream()
+
+
+class MaskedStream:
+    """One direction of output (stdout or stderr) of one channel."""
+
+    def __init__(
+        self,
+        masker: Any,
+        emit: Callable[[bytes, dict[str, int] | None], None],
+        flush_after: float,
+    ) -> None:
+        self._sm = make_stream(masker)
+        self._emit = emit
+        self._flush_after = flush_after
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_feed = 0.0
+        self._counted = 0
+        self._typed = bytearray()
+        self._expect_echo = False
+
+    # -- echo ----------------------------------------------------------------
+    def typed(self, data: bytes) -> None:
+        """The user typed ``data`` (PTY sessions): its echo may pass at once."""
+        self._expect_echo = True
+        self._typed += data
+        if len(self._typed) > ECHO_MAX:
+            del self._typed[: len(self._typed) - ECHO_MAX]
+
+    def _is_echo(self, data: bytes) -> bool:
+        if not self._expect_echo or len(data) > ECHO_MAX:
+            return False
+        visible = _CONTROL.sub(b"", data)
+        typed = _CONTROL.sub(b"", bytes(self._typed))
+        return visible in typed
+
+    # -- data ----------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        sm = self._sm
+        if sm is None:
+            self._emit(data, None)
+            return
+        out = sm.feed(data)
+        if sm.held:
+            if self._is_echo(data):
+                out += sm.flush()
+            else:
+                self._last_feed = asyncio.get_running_loop().time()
+                if self._timer is None:
+                    self._arm(self._flush_after)
+        if self._expect_echo:
+            self._expect_echo = False
+            self._typed.clear()
+        if out:
+            self._emit(out, self._new_counts())
+
+    def flush(self) -> None:
+        """Release everything held (end of stream, or before the gateway writes
+        a message of its own)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sm is None:
+            return
+        out = self._sm.flush()
+        if out:
+            self._emit(out, self._new_counts())
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, delay: float) -> None:
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        quiet = asyncio.get_running_loop().time() - self._last_feed
+        if quiet + 0.0005 < self._flush_after:
+            self._arm(self._flush_after - quiet)
+            return
+        self.flush()
+
+    def _new_counts(self) -> dict[str, int] | None:
+        counts = self._sm.counts if self._sm is not None else None
+        if not counts:
+            return None
+        total = sum(counts.values())
+        if total == self._counted:
+            return None
+        self._counted = total
+        # report the running totals' increase since last time
+        prev = getattr(self, "_prev", {})
+        delta = {k: v - prev.get(k, 0) for k, v in counts.items() if v != prev.get(k, 0)}
+        self._prev = dict(counts)
+        return delta

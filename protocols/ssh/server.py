@@ -1,0 +1,898 @@
+"""The asyncssh driver: one client connection, its gateway session, its
+upstream connection and the channels between them.
+
+Each client SSH connection gets one gateway ``Session`` (opened when
+authentication completes) and one upstream SSH connection made with the
+gateway's own credential to the pinned target. Each client session channel
+is paired with one upstream channel; ``-L`` tunnels become upstream
+``direct-tcpip`` channels.
+
+Flow control: a side's send buffer above its high-water mark pauses reading
+on the other side's channel (asyncssh then stops opening the SSH window), a
+congested recorder pauses both, and data that arrives before the upstream
+channel is open is buffered up to ``PENDING_LIMIT`` before reading pauses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from hoopd.aio import spawn
+from hoopd.gateway import AuthFailed, SessionRefused
+from hoopd.model import AuthMethod, Command, CommandKind, Identity, Stream, Verdict
+
+from .keys import identity_from_cert
+from .lines import Enter, LineTracker
+from .output import MaskedStream
+from .sftp import FileOp, SftpAudit, SftpError
+from .shparse import parse
+
+if TYPE_CHECKING:
+    from hoopd.session import Session
+
+    from . import SshHandler
+
+log = logging.getLogger("hoopd.ssh")
+
+PENDING_LIMIT = 256 * 1024
+UPSTREAM_PKTSIZE = 256 * 1024
+UPSTREAM_WINDOW = 4 * 1024 * 1024
+KBDINT_PROMPT = "Password (gateway token or API key): "
+EXIT_REFUSED = 126
+TRANSFER_COMMANDS = frozenset(
+    {"git-upload-pack", "git-receive-pack", "git-upload-archive", "sftp-server", "internal-sftp"}
+)
+
+
+def transfer_command(command: str) -> bool:
+    """A single exec of a binary transfer protocol (scp -t/-f, rsync --server,
+    git-upload-pack...): its output must not be rewritten by masking."""
+    parsed = parse(command)
+    cmds = parsed.commands()
+    if parsed.incomplete or len(cmds) != 1 or cmds[0].redirects:
+        return False
+    argv = cmds[0].argv
+    if not argv or any(w.substitutions for w in cmds[0].words):
+        return False
+    name = argv[0].rsplit("/", 1)[-1]
+    if name == "scp":
+        return any(a.startswith("-") and not a.startswith("--") and ("t" in a or "f" in a) for a in argv[1:])
+    if name == "rsync":
+        return "--server" in argv
+    return name in TRANSFER_COMMANDS
+
+
+class _Pausable:
+    """Pause reading for several reasons at once; resume when none is left."""
+
+    def __init__(self) -> None:
+        self._pauses: set[str] = set()
+        self.chan: Any = None
+
+    def pause(self, why: str) -> None:
+        if not self._pauses and self.chan is not None:
+            self.chan.pause_reading()
+        self._pauses.add(why)
+
+    def resume(self, why: str) -> None:
+        if why not in self._pauses:
+            return
+        self._pauses.discard(why)
+        if not self._pauses and self.chan is not None:
+            self.chan.resume_reading()
+
+
+class GatewayServer(asyncssh.SSHServer):
+    """One client connection."""
+
+    def __init__(self, handler: SshHandler) -> None:
+        self.handler = handler
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.username = ""
+        self.client_addr = "unknown"
+        self._candidate: Identity | None = None
+        self.session: Session | None = None
+        self.upstream: asyncssh.SSHClientConnection | None = None
+        self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.refused = ""
+        self.channels: set[ClientChannel] = set()
+        self.closed = False
+        self._setup_task: asyncio.Task[None] | None = None
+
+    # -- connection ----------------------------------------------------------
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        if peer:
+            self.client_addr = f"{peer[0]}:{peer[1]}"
+        # asyncssh checks the CA signature and principals but does not hand the
+        # certificate to validate_ca_key; wrap its check to read the identity.
+        original = conn._validate_openssh_certificate  # noqa: SLF001
+
+        async def validate_cert(username: str, cert: Any) -> Any:
+            key = await original(username, cert)
+            if key is None:
+                return None
+            identity = identity_from_cert(cert)
+            if identity is None:
+                return None
+            self._candidate = identity
+            return key
+
+        conn._validate_openssh_certificate = validate_cert  # type: ignore[method-assign]  # noqa: SLF001
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._setup_task is not None and not self._setup_task.done():
+            self._setup_task.cancel()
+        if not self.ready.done():
+            self.ready.set_result(False)
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.session is not None:
+            self.session.end("client_closed", str(exc) if exc else "")
+
+    # -- authentication ------------------------------------------------------
+    def begin_auth(self, username: str) -> bool:
+        self.username = username
+        if self.handler.connection.auth == "none":
+            self._candidate = Identity.ANONYMOUS
+            return False
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        return await self._credential(password)
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        return ("hoopd", "", "", [(KBDINT_PROMPT, False)])
+
+    async def validate_kbdint_response(self, username: str, responses: Any) -> bool:
+        if len(responses) != 1:
+            return False
+        return await self._credential(responses[0])
+
+    async def _credential(self, secret: str) -> bool:
+        try:
+            identity = await self.handler.gateway.authenticate(self.handler.connection, secret)
+        except AuthFailed:
+            return False
+        self._candidate = identity
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        entry = self.handler.authorized.get(bytes(key.public_data))
+        if entry is None:
+            self.handler.gateway.connection_metrics(self.handler.connection).auth_failed(
+                "unknown_key"
+            )
+            return False
+        self._candidate = Identity(
+            subject=entry.subject,
+            groups=frozenset(entry.groups),
+            method=AuthMethod.SSH_KEY,
+            issuer="authorized_keys",
+            email=entry.email,
+        )
+        return True
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return bytes(key.public_data) == self.handler.ca_public
+
+    def auth_completed(self) -> None:
+        self._setup_task = spawn(self._setup(), name="ssh-setup")
+
+    # -- session and upstream --------------------------------------------------
+    async def _setup(self) -> None:
+        handler = self.handler
+        conn_cfg = handler.connection
+        up = handler.upstream_cfg
+        identity = self._candidate or Identity.ANONYMOUS
+        try:
+            self.session = await handler.gateway.open_session(
+                conn_cfg,
+                identity,
+                self.client_addr,
+                {"login": self.username, "upstream": f"{up.user}@{up.host}:{up.port}"},
+            )
+        except SessionRefused as exc:
+            self.refused = exc.message
+            self.ready.set_result(False)
+            self._close_later()
+            return
+        session = self.session
+        session.set_terminator(self._terminate)
+        if self.closed:
+            session.end("client_closed")
+            return
+        cm = session.metrics
+        started = time.perf_counter()
+        try:
+            self.upstream = await asyncio.wait_for(
+                asyncssh.connect(
+                    up.host,
+                    up.port,
+                    username=up.user,
+                    client_keys=[handler.upstream_key] if handler.upstream_key else None,
+                    password=up.password.reveal() if up.password is not None else None,
+                    known_hosts=([up.pinned_key], [], []),
+                    config=None,
+                    agent_path=None,
+                    compression_algs=["none"],
+                    encryption_algs=handler.ciphers,
+                    client_factory=lambda: _UpstreamClient(self),
+                    preferred_auth="publickey,password,keyboard-interactive",
+                    x509_trusted_certs=None,
+                ),
+                up.connect_timeout,
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            self._upstream_failed(
+                "upstream_host_key",
+                f"the target's host key does not match the pinned host_key for "
+                f"{up.host}:{up.port}; refusing the session ({exc.reason})",
+            )
+            return
+        except asyncssh.PermissionDenied:
+            self._upstream_failed(
+                "upstream_auth", f"the gateway could not log in to {up.user}@{up.host}:{up.port}"
+            )
+            return
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            reason = getattr(exc, "reason", "") or str(exc) or type(exc).__name__
+            self._upstream_failed("upstream_unreachable", f"upstream unreachable: {reason}")
+            return
+        cm.upstream_connect.observe(time.perf_counter() - started)
+        if self.closed:
+            self.upstream.close()
+            return
+        self.ready.set_result(True)
+
+    def _upstream_failed(self, code: str, message: str) -> None:
+        session = self.session
+        assert session is not None
+        session.metrics.upstream_errors.inc()
+        session.error(message, code)
+        session.log.warning("%s", message)
+        self.refused = message
+        self.ready.set_result(False)
+        self._close_later()
+
+    def _close_later(self) -> None:
+        """Refused: give channels a moment to print why, then close."""
+
+        def close() -> None:
+            if self.conn is not None and not self.closed:
+                self.conn.close()
+
+        asyncio.get_running_loop().call_later(2.0, close)
+
+    def upstream_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        if self.session is not None:
+            self.session.end("upstream_closed", str(exc) if exc else "")
+        if self.conn is not None:
+            self.conn.close()
+
+    def _terminate(self, reason: str, message: str) -> None:
+        session = self.session
+        for ch in list(self.channels):
+            ch.gateway_message(message)
+        if session is not None:
+            session.error(message, reason)
+            session.end(reason, message)
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"hoopd: {message}")
+
+    # -- channels --------------------------------------------------------------
+    def session_requested(self) -> ClientChannel:
+        return ClientChannel(self)
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Any:
+        if not self.handler.options.allow_port_forwarding:
+            session = self.session
+            if session is not None:
+                cmd = session.command(
+                    CommandKind.EXEC,
+                    f"direct-tcpip {dest_host}:{dest_port}",
+                    {"channel": "direct-tcpip", "origin": f"{orig_host}:{orig_port}"},
+                )
+                session.result(cmd, "refused", error="port forwarding is not allowed")
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                "hoopd: port forwarding is not allowed on this connection",
+            )
+
+        async def tunnel(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
+            await self._tunnel(reader, writer, dest_host, dest_port, f"{orig_host}:{orig_port}")
+
+        return tunnel
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False  # remote forwarding (-R) is not offered
+
+    async def _tunnel(
+        self,
+        reader: asyncssh.SSHReader[bytes],
+        writer: asyncssh.SSHWriter[bytes],
+        host: str,
+        port: int,
+        origin: str,
+    ) -> None:
+        if not await self.ready or self.upstream is None or self.session is None:
+            writer.close()
+            return
+        session = self.session
+        cmd = session.command(
+            CommandKind.EXEC,
+            f"direct-tcpip {host}:{port}",
+            {"channel": "direct-tcpip", "origin": origin},
+        )
+        started = time.monotonic()
+        try:
+            up_reader, up_writer = await self.upstream.open_connection(host, port)
+        except (asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", "") or str(exc)
+            session.result(cmd, "failed", error=reason)
+            writer.close()
+            return
+        counts = [0, 0]
+
+        async def pipe(src: Any, dst: Any, index: int) -> None:
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    counts[index] += len(data)
+                    if index == 0:
+                        session.client_data(data, record=False)
+                    else:
+                        session.upstream_data(data, Stream.STDOUT, command_seq=cmd.seq, record=False)
+                    dst.write(data)
+                    await dst.drain()
+                if dst.can_write_eof():
+                    dst.write_eof()
+            except (asyncssh.Error, OSError, BrokenPipeError):
+                pass
+
+        await asyncio.gather(pipe(reader, up_writer, 0), pipe(up_reader, writer, 1))
+        up_writer.close()
+        writer.close()
+        session.result(
+            cmd,
+            f"closed in={counts[0]} out={counts[1]}",
+            duration_ms=(time.monotonic() - started) * 1000,
+        )
+
+
+class _UpstreamClient(asyncssh.SSHClient):
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.upstream_lost(exc)
+
+
+class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
+    """A session channel from the client (shell, exec or subsystem)."""
+
+    def __init__(self, server: GatewayServer) -> None:
+        _Pausable.__init__(self)
+        self.server = server
+        self.handler = server.handler
+        self.mode = ""
+        self.command = ""
+        self.subsystem = ""
+        self.pty: tuple[str, tuple[int, int, int, int], Any] | None = None
+        self.up: UpstreamChannel | None = None
+        self.up_chan: Any = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._client_eof = False
+        self._eof_sent = False
+        self._holding = False
+        self._held: list[Any] = []
+        self.cmd: Command | None = None
+        self.transfer = False
+        self.audit: SftpAudit | None = None
+        self.tracker: LineTracker | None = None
+        self._continued = ""
+        self._started = time.monotonic()
+        self.out: MaskedStream | None = None
+        self.err: MaskedStream | None = None
+        self.alt_screen = False
+        self._recent = bytearray()
+        self._ended = False
+        self._recorder_wait: asyncio.Task[None] | None = None
+
+    @property
+    def session(self) -> Session:
+        assert self.server.session is not None
+        return self.server.session
+
+    # -- asyncssh callbacks ----------------------------------------------------
+    def connection_made(self, chan: Any) -> None:
+        self.chan = chan
+        self.server.channels.add(self)
+
+    def pty_requested(self, term_type: str, term_size: Any, term_modes: Any) -> bool:
+        if not self.handler.options.allow_pty:
+            return False
+        self.pty = (term_type, tuple(term_size), term_modes)
+        return True
+
+    def shell_requested(self) -> bool:
+        self.mode = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.mode = "exec"
+        self.command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            return False
+        self.mode = "subsystem"
+        self.subsystem = subsystem
+        return True
+
+    def session_started(self) -> None:
+        spawn(self._start(), name="ssh-channel")
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        if self.up_chan is None or self._holding:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size > PENDING_LIMIT:
+                self.pause("pending")
+            return
+        self._forward(data)
+
+    def eof_received(self) -> bool:
+        self._client_eof = True
+        if self.up_chan is not None and not self._holding and not self._pending:
+            self._send_eof()
+        return True
+
+    def signal_received(self, signal: str) -> None:
+        if self.up_chan is not None:
+            self.up_chan.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self.up_chan is not None:
+            self.up_chan.send_break(msec)
+            return True
+        return False
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if self.pty is not None:
+            self.pty = (self.pty[0], (width, height, pixwidth, pixheight), self.pty[2])
+        if self.server.session is not None:
+            self.session.resize(width, height)
+        if self.up_chan is not None:
+            self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def pause_writing(self) -> None:
+        if self.up is not None:
+            self.up.pause("client_buffer")
+
+    def resume_writing(self) -> None:
+        if self.up is not None:
+            self.up.resume("client_buffer")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.channels.discard(self)
+        self._ended = True
+        for s in (self.out, self.err):
+            if s is not None:
+                s.close()
+        if self.up_chan is not None:
+            self.up_chan.close()
+
+    # -- start -------------------------------------------------------------------
+    async def _start(self) -> None:
+        ok = await self.server.ready
+        if self._ended:
+            return
+        if not ok:
+            self._refuse(self.server.refused or "the gateway cannot carry this session")
+            return
+        session = self.session
+        opts = self.handler.options
+        masker = self.handler.gateway.masker(self.handler.connection)
+        flush_after = opts.output_flush
+        if self.mode == "subsystem":
+            self.transfer = True
+            if not opts.file_transfer:
+                self._refuse("file transfer (sftp/scp) is not allowed on this connection")
+                return
+            self.audit = SftpAudit()
+            self.cmd = session.command(CommandKind.EXEC, "sftp", {"subsystem": "sftp"})
+        elif self.mode == "exec":
+            self.transfer = transfer_command(self.command)
+            if self.transfer and not opts.file_transfer:
+                self.cmd = session.command(CommandKind.EXEC, self.command, {"transfer": True})
+                session.result(self.cmd, "refused", error="file transfer is not allowed")
+                self._refuse("file transfer (sftp/scp) is not allowed on this connection")
+                return
+            self.cmd = session.command(
+                CommandKind.EXEC,
+                self.command,
+                {"pty": self.pty is not None, "transfer": self.transfer},
+            )
+            found = self.handler.risk.assess(self.command)
+            if found.score > 0 or found.rule_verdicts:
+                decision = await session.decide(self.cmd, found, on_held=self._held_message)
+                if self._ended:
+                    return
+                if decision.verdict is Verdict.DENY:
+                    why = "; ".join(decision.reasons) or "denied by policy"
+                    session.result(self.cmd, "refused", error=why)
+                    self._refuse(f"command refused: {why}")
+                    return
+        elif self.mode == "shell":
+            if self.pty is not None and opts.shell_lines:
+                self.tracker = LineTracker()
+        else:
+            self._refuse("unsupported channel request")
+            return
+        if not self.transfer:
+            self.out = MaskedStream(masker, self._emit_stdout, flush_after)
+            self.err = MaskedStream(masker, self._emit_stderr, flush_after)
+        if self.pty is not None:
+            session.resize(self.pty[1][0], self.pty[1][1])
+        await self._open_upstream()
+
+    async def _open_upstream(self) -> None:
+        upstream = self.server.upstream
+        assert upstream is not None
+        kwargs: dict[str, Any] = {
+            "encoding": None,
+            "window": UPSTREAM_WINDOW,
+            "max_pktsize": UPSTREAM_PKTSIZE,
+        }
+        env = self.chan.get_environment()
+        if env:
+            kwargs["env"] = dict(env)
+        if self.pty is not None:
+            kwargs["term_type"] = self.pty[0]
+            kwargs["term_size"] = self.pty[1]
+            kwargs["term_modes"] = self.pty[2]
+        else:
+            kwargs["request_pty"] = False
+        if self.mode == "exec":
+            kwargs["command"] = self.command
+        elif self.mode == "subsystem":
+            kwargs["subsystem"] = self.subsystem
+        try:
+            up_chan, up = await upstream.create_session(lambda: UpstreamChannel(self), **kwargs)
+        except (asyncssh.Error, OSError) as exc:
+            reason = getattr(exc, "reason", "") or str(exc)
+            if self.cmd is not None:
+                self.session.result(self.cmd, "failed", error=reason)
+            self._refuse(f"the target refused the channel: {reason}")
+            return
+        if self._ended:
+            up_chan.close()
+            return
+        self.up = up
+        self.up_chan = up_chan
+        self._drain_pending()
+
+    def _drain_pending(self) -> None:
+        pending, self._pending, self._pending_size = self._pending, [], 0
+        for i, chunk in enumerate(pending):
+            if self._holding:
+                self._pending = pending[i:] + self._pending
+                self._pending_size = sum(len(c) for c in self._pending)
+                return
+            self._forward(chunk)
+        if self._holding:
+            return
+        self.resume("pending")
+        if self._client_eof:
+            self._send_eof()
+
+    def _send_eof(self) -> None:
+        if not self._eof_sent and self.up_chan is not None:
+            self._eof_sent = True
+            self.up_chan.write_eof()
+
+    def _refuse(self, message: str) -> None:
+        try:
+            self.chan.write_stderr(f"hoopd: {message}\r\n".encode())
+            self.chan.exit(EXIT_REFUSED)
+        except (OSError, asyncssh.Error):
+            pass
+
+    def _held_message(self, approval_id: str, message: str) -> None:
+        self.chan.write_stderr((message + "\r\n").encode())
+
+    def gateway_message(self, message: str) -> None:
+        """Tell the user something on this channel (session ending...)."""
+        try:
+            for s in (self.out, self.err):
+                if s is not None:
+                    s.flush()
+            if self.pty is not None:
+                self.chan.write(f"\r\nhoopd: {message}\r\n".encode())
+            else:
+                self.chan.write_stderr(f"hoopd: {message}\n".encode())
+        except (OSError, asyncssh.Error):
+            pass
+
+    # -- client -> upstream ----------------------------------------------------------
+    def _forward(self, data: bytes) -> None:
+        session = self.session
+        if self.audit is not None:
+            session.client_data(data, record=False)
+            try:
+                started, finished = self.audit.client_data(data)
+            except SftpError as exc:
+                self._protocol_error(str(exc))
+                return
+            self._file_ops(started, finished)
+            self.up_chan.write(data)
+        elif self.tracker is not None and not self.alt_screen:
+            session.client_data(data, record=False)
+            if self.out is not None:
+                self.out.typed(data)
+            self._keystrokes(self.tracker.feed(data))
+        else:
+            session.client_data(data, record=not self.transfer and self.pty is None)
+            if self.pty is not None and self.out is not None:
+                self.out.typed(data)
+            self.up_chan.write(data)
+        if session.congested:
+            self._wait_for_recorder()
+
+    def _keystrokes(self, pieces: list[Any]) -> None:
+        for i, piece in enumerate(pieces):
+            if not isinstance(piece, Enter):
+                self.up_chan.write(piece)
+                continue
+            if self._judge_line(piece, pieces[i + 1 :]):
+                return  # held: the rest waits for the decision
+            self.up_chan.write(piece.key)
+
+    def _judge_line(self, enter: Enter, rest: list[Any]) -> bool:
+        """Record the line; True when it is held for a decision."""
+        text = enter.line.text
+        if not text.strip():
+            self._continued = ""
+            return False
+        if not self._echoed(text):
+            self._continued = ""
+            return False  # typed without echo (a password prompt): not a command
+        if self._continued:
+            text = self._continued + "\n" + text
+        if parse(text).incomplete and len(text) < 16 * 1024:
+            self._continued = text  # the shell will ask for more
+            return False
+        self._continued = ""
+        session = self.session
+        cmd = session.command(
+            CommandKind.SHELL_LINE, text, {"uncertain": True} if enter.line.uncertain else {}
+        )
+        found = self.handler.risk.assess(text)
+        if found.score <= 0 and not found.rule_verdicts:
+            return False
+        self._holding = True
+        self.pause("hold")
+        spawn(self._decide_line(cmd, found, enter, rest), name="ssh-line-decision")
+        return True
+
+    def _echoed(self, text: str) -> bool:
+        """Did the terminal echo what was typed? (No echo: a password.)"""
+        tail = text.strip()[-12:].encode("utf-8", "replace")
+        seen = bytes(self._recent)
+        self._recent.clear()
+        return tail in seen
+
+    async def _decide_line(self, cmd: Command, found: Any, enter: Enter, rest: list[Any]) -> None:
+        session = self.session
+
+        def on_held(approval_id: str, message: str) -> None:
+            self.gateway_message(message.removeprefix("hoopd: "))
+
+        try:
+            decision = await session.decide(cmd, found, on_held=on_held)
+        except Exception as exc:  # fail closed
+            session.log.error("decision failed: %s", exc)
+            decision = None
+        if self._ended or self.up_chan is None:
+            return
+        if decision is not None and decision.verdict in (Verdict.ALLOW, Verdict.MASK):
+            self.up_chan.write(enter.key)
+        else:
+            why = "; ".join(decision.reasons) if decision is not None else "error"
+            self.gateway_message(f"command refused: {why}")
+            self.up_chan.write(b"\x15" + enter.key)  # Ctrl-U: drop the line
+            session.result(cmd, "refused", error=why)
+        self._holding = False
+        self._keystrokes(rest)
+        if self._holding:
+            return
+        self.resume("hold")
+        if self._pending:
+            self._drain_pending()
+        elif self._client_eof:
+            self._send_eof()
+
+    def _protocol_error(self, message: str) -> None:
+        session = self.session
+        session.error(f"sftp protocol error: {message}", "protocol_error")
+        if self.cmd is not None:
+            session.result(self.cmd, "error", error=message)
+        self.audit = None
+        try:
+            self.chan.close()
+        except (OSError, asyncssh.Error):
+            pass
+
+    def _file_ops(self, started: list[FileOp], finished: list[FileOp]) -> None:
+        session = self.session
+        for op in started:
+            op.token = session.command(
+                CommandKind.EXEC,
+                op.describe(),
+                {"sftp": op.op, "path": op.path, **({"target": op.target} if op.target else {})},
+            )
+        for op in finished:
+            if isinstance(op.token, Command):
+                status = op.status
+                if op.op == "open":
+                    status = f"{op.status} read={op.bytes_read} written={op.bytes_written}"
+                session.result(op.token, status, error="" if op.status in ("ok", "eof") else op.status)
+
+    def _wait_for_recorder(self) -> None:
+        if self._recorder_wait is not None:
+            return
+        self.pause("recorder")
+        if self.up is not None:
+            self.up.pause("recorder")
+
+        async def wait() -> None:
+            await self.session.wait_uncongested()
+            self._recorder_wait = None
+            self.resume("recorder")
+            if self.up is not None:
+                self.up.resume("recorder")
+
+        self._recorder_wait = spawn(wait(), name="ssh-recorder-wait")
+
+    # -- upstream -> client ----------------------------------------------------------
+    def _emit_stdout(self, data: bytes, masked: dict[str, int] | None) -> None:
+        seq = self.cmd.seq if self.cmd is not None else 0
+        self.session.upstream_data(data, Stream.STDOUT, command_seq=seq, masked=masked)
+        self.chan.write(data)
+
+    def _emit_stderr(self, data: bytes, masked: dict[str, int] | None) -> None:
+        seq = self.cmd.seq if self.cmd is not None else 0
+        self.session.upstream_data(data, Stream.STDERR, command_seq=seq, masked=masked)
+        self.chan.write_stderr(data)
+
+    def upstream_output(self, data: bytes, stderr: bool) -> None:
+        if self._ended:
+            return
+        if self.tracker is not None:
+            if b"\x1b[?1049" in data or b"\x1b[?47" in data:
+                self.alt_screen = data.rfind(b"\x1b[?1049h") > data.rfind(b"\x1b[?1049l")
+            self._recent += data
+            if len(self._recent) > 8192:
+                del self._recent[:-4096]
+        if self.transfer:
+            session = self.session
+            seq = self.cmd.seq if self.cmd is not None else 0
+            session.upstream_data(data, Stream.STDERR if stderr else Stream.STDOUT, command_seq=seq, record=False)
+            if self.audit is not None:
+                try:
+                    _, finished = self.audit.server_data(data)
+                except SftpError as exc:
+                    self._protocol_error(str(exc))
+                    return
+                self._file_ops([], finished)
+            if stderr:
+                self.chan.write_stderr(data)
+            else:
+                self.chan.write(data)
+        else:
+            stream = self.err if stderr else self.out
+            assert stream is not None
+            stream.feed(data)
+        if self.server.session is not None and self.session.congested:
+            self._wait_for_recorder()
+
+    def upstream_eof(self) -> None:
+        for s in (self.out, self.err):
+            if s is not None:
+                s.flush()
+        try:
+            self.chan.write_eof()
+        except (OSError, asyncssh.Error):
+            pass
+
+    def upstream_closed(self, status: int | None, signal: tuple[Any, ...] | None) -> None:
+        for s in (self.out, self.err):
+            if s is not None:
+                s.flush()
+                s.close()
+        if self.audit is not None:
+            self._file_ops([], self.audit.close())
+        if self.cmd is not None and self.server.session is not None:
+            if signal is not None:
+                result = f"signal {signal[0]}"
+            elif status is not None:
+                result = f"exit {status}"
+            else:
+                result = "closed"
+            if not self.session.ended:
+                self.session.result(
+                    self.cmd, result, duration_ms=(time.monotonic() - self._started) * 1000
+                )
+        if self._ended:
+            return
+        try:
+            if signal is not None:
+                self.chan.exit_with_signal(*signal)
+            elif status is not None:
+                self.chan.exit(status)
+            else:
+                self.chan.close()
+        except (OSError, asyncssh.Error):
+            pass
+
+
+class UpstreamChannel(asyncssh.SSHClientSession[bytes], _Pausable):
+    def __init__(self, client: ClientChannel) -> None:
+        _Pausable.__init__(self)
+        self.client = client
+        self.status: int | None = None
+        self.signal: tuple[Any, ...] | None = None
+
+    def connection_made(self, chan: Any) -> None:
+        self.chan = chan
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self.client.upstream_output(data, datatype == asyncssh.EXTENDED_DATA_STDERR)
+
+    def eof_received(self) -> bool:
+        self.client.upstream_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self.status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        self.client.pause("upstream_buffer")
+
+    def resume_writing(self) -> None:
+        self.client.resume("upstream_buffer")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_closed(self.status, self.signal)
