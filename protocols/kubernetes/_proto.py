@@ -171,3 +171,28 @@ def string_field(raw: bytes, number: int) -> str:
     except ProtoError:
         pass
     return ""
+
+
+def rbac_fields(obj: ProtoObject) -> dict[str, object]:
+    """``roleRef`` of (Cluster)RoleBindings and ``rules`` of (Cluster)Roles:
+    RoleBinding{subjects = 2, roleRef = 3}, RoleRef{apiGroup = 1, kind = 2,
+    name = 3}; Role{rules = 2}, PolicyRule{verbs = 1, apiGroups = 2, resources = 3}."""
+    try:
+        if obj.kind in ("RoleBinding", "ClusterRoleBinding"):
+            for n, _, v in fields(obj.raw):
+                if n == 3 and isinstance(v, bytes):
+                    return {"roleRef": {"kind": string_field(v, 2), "name": string_field(v, 3)}}
+        if obj.kind in ("Role", "ClusterRole"):
+            rules = []
+            for n, _, v in fields(obj.raw):
+                if n == 2 and isinstance(v, bytes):
+                    rule: dict[str, list[str]] = {"verbs": [], "apiGroups": [], "resources": []}
+                    for n2, _, v2 in fields(v):
+                        key = {1: "verbs", 2: "apiGroups", 3: "resources"}.get(n2)
+                        if key and isinstance(v2, bytes):
+                            rule[key].append(v2.decode("utf-8", "replace"))
+                    rules.append(rule)
+            return {"rules": rules}
+    except ProtoError:
+        pass
+    return {}

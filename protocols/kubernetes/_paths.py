@@ -1,0 +1,178 @@
+"""Classify a Kubernetes API request (sans-IO): method + path + query -> KubeRequest.
+
+Mirrors the API server's own ``RequestInfoFactory``: ``/api/v1/...`` and
+``/apis/GROUP/VERSION/...``, namespaces, ``namespaces/{name}/status|finalize``
+as namespace subresources, the legacy ``/watch/`` prefix, verbs derived from
+the method (GET -> get/list/watch, POST -> create, PUT -> update, PATCH ->
+patch, DELETE -> delete/deletecollection) and from subresources (exec,
+attach, portforward, logs, proxy). Anything else is a non-resource request
+(``/version``, ``/healthz``, ``/openapi/v3``...).
+
+Never raises: any path, even garbage, classifies to something.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote
+
+NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
+VERB_SUBRESOURCES = {"exec": "exec", "attach": "attach", "portforward": "portforward", "log": "logs", "proxy": "proxy"}
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+DISCOVERY_PREFIXES = ("/api", "/apis", "/version", "/openapi", "/healthz", "/readyz", "/livez")
+
+
+@dataclass(frozen=True, slots=True)
+class KubeRequest:
+    method: str
+    path: str
+    verb: str
+    resource_request: bool = False
+    group: str = ""
+    version: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+    dry_run: bool = False
+    query: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    @property
+    def watch(self) -> bool:
+        return self.verb == "watch"
+
+    @property
+    def write(self) -> bool:
+        return self.verb in WRITE_VERBS
+
+    @property
+    def discovery(self) -> bool:
+        """Discovery and other non-resource reads (no user data in them)."""
+        return not self.resource_request
+
+    @property
+    def qualified_resource(self) -> str:
+        """``pods``, ``deployments.apps``, ``deployments.apps/scale``."""
+        res = self.resource + (f".{self.group}" if self.group else "")
+        return res + (f"/{self.subresource}" if self.subresource else "")
+
+    def exec_command(self) -> list[str]:
+        return list(self.query.get("command", ()))
+
+    def text(self) -> str:
+        """The normalized command text (rules match it, approvals hash it)."""
+        if not self.resource_request:
+            return f"{self.verb} {self.path}"
+        parts = [self.verb, self.qualified_resource]
+        if self.name:
+            parts.append(self.name)
+        if self.namespace:
+            parts.append(f"-n {self.namespace}")
+        if self.dry_run:
+            parts.append("--dry-run=server")
+        if self.verb in ("exec", "attach"):
+            container = self.query.get("container", [""])[0]
+            if container:
+                parts.append(f"-c {container}")
+            cmd = self.exec_command()
+            if cmd:
+                parts.append("-- " + shlex.join(cmd))
+        elif self.verb == "portforward":
+            ports = self.query.get("ports", [])
+            if ports:
+                parts.append(" ".join(ports))
+        return " ".join(parts)
+
+    def attrs(self) -> dict[str, object]:
+        out: dict[str, object] = {"verb": self.verb, "method": self.method, "path": self.path}
+        if self.resource_request:
+            out.update(
+                group=self.group,
+                version=self.version,
+                resource=self.resource,
+                subresource=self.subresource,
+                namespace=self.namespace,
+                name=self.name,
+                dry_run=self.dry_run,
+            )
+        return out
+
+
+def _split(path: str) -> list[str]:
+    return [unquote(p) for p in path.split("/") if p]
+
+
+def classify(method: str, path: str, query_string: str = "") -> KubeRequest:
+    method = (method or "GET").upper()
+    try:
+        return _classify(method, path or "/", query_string or "")
+    except Exception:  # never let a strange path crash a request
+        return KubeRequest(method=method, path=path or "/", verb=method.lower())
+
+
+def _classify(method: str, path: str, query_string: str) -> KubeRequest:
+    query = parse_qs(query_string, keep_blank_values=True)
+    parts = _split(path)
+    nonresource = KubeRequest(method=method, path=path, verb=method.lower(), query=query)
+    if len(parts) >= 2 and parts[0] == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        return nonresource
+    if not rest:  # /api/v1, /apis/apps/v1: discovery
+        return nonresource
+    watch = False
+    if rest[0] == "watch":
+        watch = True
+        rest = rest[1:]
+        if not rest:
+            return nonresource
+    namespace = ""
+    if rest[0] == "namespaces" and len(rest) > 1:
+        namespace = rest[1]
+        if len(rest) > 2 and rest[2] not in NAMESPACE_SUBRESOURCES:
+            rest = rest[2:]
+    resource = rest[0]
+    name = rest[1] if len(rest) > 1 else ""
+    subresource = rest[2] if len(rest) > 2 else ""
+    if resource == "namespaces":
+        namespace = ""
+    watch = watch or query.get("watch", [""])[0].lower() in ("true", "1")
+    verb = _verb(method, name, subresource, watch)
+    dry_run = "All" in query.get("dryRun", [])
+    return KubeRequest(
+        method=method,
+        path=path,
+        verb=verb,
+        resource_request=True,
+        group=group,
+        version=version,
+        resource=resource,
+        subresource=subresource,
+        namespace=namespace,
+        name=name,
+        dry_run=dry_run,
+        query=query,
+    )
+
+
+def _verb(method: str, name: str, subresource: str, watch: bool) -> str:
+    special = VERB_SUBRESOURCES.get(subresource)
+    if special is not None and (special != "logs" or method == "GET"):
+        return special
+    if method in ("GET", "HEAD"):
+        if watch:
+            return "watch"
+        return "get" if name else "list"
+    if method == "POST":
+        return "create"
+    if method == "PUT":
+        return "update"
+    if method == "PATCH":
+        return "patch"
+    if method == "DELETE":
+        return "delete" if name else "deletecollection"
+    return method.lower()

@@ -1,0 +1,217 @@
+"""Masking of Kubernetes response bodies: the one place that calls the masker.
+
+On top of the generic JSON masker (``masker.json()``: field rules, JSON paths,
+content rules, Secret ``data``/``stringData`` and a Secret's last-applied
+annotation), this adds what only a Kubernetes handler knows:
+
+* ``env[].value`` of every container (pods and every pod template), either all
+  of them (``options.mask_env: all``, the default) or only those whose variable
+  name matches a masking field rule (``rules``);
+* ConfigMap ``data``/``binaryData`` values whose key matches
+  ``options.configmap_keys`` (globs) or a masking field rule;
+* the ``kubectl.kubernetes.io/last-applied-configuration`` annotation of any
+  object (it repeats the env values and ConfigMap data), also inside Table rows
+  and watch events.
+
+Formats: full objects, lists, Tables (rows[].object, rows[].cells), watch
+streams (one event per line, masked and sent as soon as the line is complete),
+and plain-text logs through the streaming content masker.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+ENV_RULE = "kubernetes_env"
+CONFIGMAP_RULE = "kubernetes_configmap"
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+MASK = "***"
+
+Counts = dict[str, int]
+
+
+def _add(counts: Counts, rid: str, n: int = 1) -> None:
+    counts[rid] = counts.get(rid, 0) + n
+
+
+class BodyMasker:
+    """Per-connection body masking (stateless; share it)."""
+
+    def __init__(self, masker: Any, *, mask_env: str = "all", configmap_keys: Iterable[str] = ()) -> None:
+        self.masker = masker
+        self.json = masker.json() if masker is not None else None
+        self.mask_env = mask_env
+        globs = [fnmatch.translate(g.lower()) for g in configmap_keys]
+        self._cm = re.compile("|".join(globs)) if globs else None
+
+    # ------------------------------------------------------------ pieces
+    def _field_rule(self, name: str) -> str | None:
+        if self.masker is None:
+            return None
+        try:
+            return self.masker.field_rule(name)
+        except Exception:
+            return None
+
+    def _replace(self, rid: str | None, value: str) -> str:
+        if rid is not None and self.masker is not None:
+            try:
+                return self.masker.replace_value(rid, value.encode()).decode("utf-8", "replace")
+            except KeyError:
+                pass
+        return MASK
+
+    def _env(self, container: dict[str, Any], counts: Counts) -> None:
+        env = container.get("env")
+        if not isinstance(env, list):
+            return
+        new = []
+        for var in env:
+            if isinstance(var, dict) and isinstance(var.get("value"), str) and var["value"]:
+                rid = self._field_rule(str(var.get("name", "")))
+                if rid is not None or self.mask_env == "all":
+                    var = {**var, "value": self._replace(rid, var["value"])}
+                    _add(counts, rid or ENV_RULE)
+            new.append(var)
+        container["env"] = new
+
+    def _configmap(self, obj: dict[str, Any], counts: Counts) -> None:
+        for key in ("data", "binaryData"):
+            data = obj.get(key)
+            if not isinstance(data, dict):
+                continue
+            out = {}
+            for k, v in data.items():
+                rid = self._field_rule(str(k))
+                if isinstance(v, str) and (rid is not None or (self._cm is not None and self._cm.fullmatch(str(k).lower()))):
+                    out[k] = self._replace(rid, v) if key == "data" else "Kioq"  # base64("***")
+                    _add(counts, rid or CONFIGMAP_RULE)
+                else:
+                    out[k] = v
+            obj[key] = out
+
+    def prepare(self, node: Any, counts: Counts) -> Any:
+        """The Kubernetes-specific pass (in place, returns node)."""
+        stack = [node]
+        while stack:
+            cur = stack.pop()
+            if isinstance(cur, list):
+                stack.extend(v for v in cur if isinstance(v, dict | list))
+                continue
+            if not isinstance(cur, dict):
+                continue
+            if self.mask_env != "none":
+                for name in CONTAINER_LISTS:
+                    containers = cur.get(name)
+                    if isinstance(containers, list):
+                        for c in containers:
+                            if isinstance(c, dict):
+                                self._env(c, counts)
+            if cur.get("kind") == "ConfigMap":
+                self._configmap(cur, counts)
+            meta = cur.get("metadata")
+            if isinstance(meta, dict) and cur.get("kind") != "Secret":
+                ann = meta.get("annotations")
+                if isinstance(ann, dict) and isinstance(ann.get(LAST_APPLIED), str):
+                    ann[LAST_APPLIED] = self._last_applied(ann[LAST_APPLIED], counts)
+            stack.extend(v for k, v in cur.items() if k != "metadata" and isinstance(v, dict | list))
+        return node
+
+    def _last_applied(self, text: str, counts: Counts) -> str:
+        try:
+            inner = json.loads(text)
+        except ValueError:
+            return text  # content rules still scan it as a string
+        masked, c = self.mask_obj(inner)
+        if not c:
+            return text
+        for k, n in c.items():
+            _add(counts, k, n)
+        return json.dumps(masked, separators=(",", ":")) + "\n"
+
+    # ------------------------------------------------------------ public
+    def mask_obj(self, obj: Any) -> tuple[Any, Counts]:
+        counts: Counts = {}
+        obj = self.prepare(obj, counts)
+        if self.json is not None:
+            obj, c = self.json.mask_obj(obj)
+            for k, n in c.items():
+                _add(counts, k, n)
+        return obj, counts
+
+    def mask_document(self, data: bytes) -> tuple[bytes, Counts]:
+        """A JSON document (object, list, Table, Status). Unchanged documents
+        are returned as they came."""
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return self.mask_bytes(data)
+        out, counts = self.mask_obj(obj)
+        if not counts:
+            return data, counts
+        return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(), counts
+
+    def mask_bytes(self, data: bytes) -> tuple[bytes, Counts]:
+        if self.masker is None:
+            return data, {}
+        out, counts = self.masker.mask_bytes(data)
+        return out, dict(counts)
+
+    def lines(self) -> LinesMasker:
+        return LinesMasker(self)
+
+    def stream(self) -> Any:
+        """A content stream masker (``feed``/``flush``/``counts``) for logs and terminals."""
+        return self.masker.stream() if self.masker is not None else _NullStream()
+
+
+class LinesMasker:
+    """Watch streams: newline-delimited JSON events, each masked as a document
+    and released as soon as its newline arrives."""
+
+    MAX_LINE = 64 * 1024 * 1024
+
+    def __init__(self, bm: BodyMasker) -> None:
+        self._bm = bm
+        self._buf = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, Counts]:
+        buf = self._buf + data if self._buf else data
+        out: list[bytes] = []
+        counts: Counts = {}
+        start = 0
+        while (nl := buf.find(b"\n", start)) >= 0:
+            line = buf[start:nl]
+            if line.strip():
+                masked, c = self._bm.mask_document(line)
+                for k, n in c.items():
+                    _add(counts, k, n)
+                out.append(masked)
+            out.append(b"\n")
+            start = nl + 1
+        self._buf = buf[start:]
+        if len(self._buf) > self.MAX_LINE:
+            raise ValueError("watch event larger than 64 MiB")
+        return b"".join(out), counts
+
+    def flush(self) -> tuple[bytes, Counts]:
+        buf, self._buf = self._buf, b""
+        if not buf.strip():
+            return buf, {}
+        return self._bm.mask_document(buf)
+
+
+class _NullStream:
+    def __init__(self) -> None:
+        self.counts: Counts = {}
+
+    def feed(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""

@@ -1,0 +1,102 @@
+"""The ``upstream:`` and ``options:`` sections of a kubernetes connection."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hoopd.configtypes import ConfigPath, Duration, SecretRef, Size
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubeUpstream(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = ""
+    """The API server, ``https://host:6443``. Empty with ``in_cluster: true``."""
+    ca: ConfigPath | None = None
+    """CA bundle for the API server's certificate (default: system CAs)."""
+    token: SecretRef | None = None
+    """Bearer token the gateway presents (``env:NAME`` / ``file:PATH``)."""
+    client_cert: ConfigPath | None = None
+    client_key: ConfigPath | None = None
+    insecure_skip_verify: bool = False
+    in_cluster: bool = False
+    """Use the pod's service account (token, CA and KUBERNETES_SERVICE_HOST)."""
+    impersonate: bool = False
+    """Send Impersonate-User/Impersonate-Group with the caller's identity (the
+    gateway's credential needs the ``impersonate`` RBAC verb)."""
+    connect_timeout: Duration = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an https:// URL such as https://10.0.0.1:6443")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> KubeUpstream:
+        if not self.url and not self.in_cluster:
+            raise ValueError("url is required (or in_cluster: true)")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key must be given together")
+        return self
+
+    def base_url(self) -> str:
+        if self.url:
+            return self.url
+        host = os.environ.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        return f"https://{host}:{port}"
+
+    def bearer(self) -> str | None:
+        if self.token is not None:
+            return self.token.reveal()
+        if self.in_cluster:
+            try:
+                return (SA_DIR / "token").read_text().strip()
+            except OSError:
+                return None
+        return None
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.base_url().startswith("https://"):
+            return False
+        ca = self.ca
+        if ca is None and self.in_cluster and (SA_DIR / "ca.crt").exists():
+            ca = SA_DIR / "ca.crt"
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+        if self.insecure_skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.client_cert is not None and self.client_key is not None:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
+class KubeOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    protected_namespaces: tuple[str, ...] = ("kube-system",)
+    """Scaling a workload to zero here is the ``scale_to_zero`` risk."""
+    mask_env: Literal["all", "rules", "none"] = "all"
+    """Container ``env[].value`` in responses: mask all, only names matching a
+    masking field rule, or none."""
+    configmap_keys: tuple[str, ...] = ()
+    """Globs of ConfigMap keys whose values are masked (field rules also apply)."""
+    max_body: Size = 16 * 1024 * 1024
+    """Largest request body read for classification (larger: 413)."""
+    exec_flush_ms: int = Field(default=30, ge=0, le=1000)
+    """Terminal output held back by the stream masker is released after this idle time."""
+    refused_message_ttl: Duration = 30.0
+    """How long a refusal of an exec is remembered to explain kubectl's SPDY retry."""

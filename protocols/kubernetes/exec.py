@@ -1,0 +1,261 @@
+"""exec / attach / port-forward over websockets, relayed frame by frame.
+
+Channel protocols (``v5.channel.k8s.io``, ``v4.channel.k8s.io``, older
+``channel.k8s.io``): every binary frame starts with a channel byte -- 0 stdin,
+1 stdout, 2 stderr, 3 status (a JSON ``Status``; exit code in
+``details.causes[reason=ExitCode]``), 4 resize (``{"Width":…,"Height":…}``),
+255 close (v5: the client closed a stream, e.g. stdin EOF).
+
+stdout and stderr go through one content stream masker each; what a masker
+holds back (a possible secret cut by a frame boundary) is released after
+``options.exec_flush_ms`` of silence so interactive shells stay responsive.
+Recorded like an SSH terminal: Output(stdin/stdout/stderr) and Resize events.
+
+Port-forward websockets (``portforward.k8s.io`` and its SPDY-tunnelled
+variants) carry arbitrary TCP: relayed and recorded, not masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from hoopd.model import Stream
+
+from .status import status_response
+
+if TYPE_CHECKING:
+    from hoopd.model import Command
+    from hoopd.session import Session
+
+    from ._paths import KubeRequest
+    from .proxy import ClientConn, KubeProxy
+
+CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
+PORTFORWARD_PROTOCOLS = ("portforward.k8s.io", "v4.channel.k8s.io", "SPDY/3.1+portforward.k8s.io")
+STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+
+
+def exit_code(payload: bytes) -> int | None:
+    """The exit code in a channel-3 Status (0 for Success, None if unreadable)."""
+    try:
+        st = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(st, dict):
+        return None
+    if st.get("status") == "Success":
+        return 0
+    details = st.get("details")
+    if isinstance(details, dict):
+        for cause in details.get("causes") or []:
+            if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
+                try:
+                    return int(cause.get("message", ""))
+                except ValueError:
+                    return None
+    return None
+
+
+def parse_resize(payload: bytes) -> tuple[int, int] | None:
+    try:
+        size = json.loads(payload)
+        cols, rows = int(size["Width"]), int(size["Height"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    if not (0 < cols < 10000 and 0 < rows < 10000):
+        return None
+    return cols, rows
+
+
+async def relay_websocket(
+    proxy: KubeProxy,
+    request: web.BaseRequest,
+    state: ClientConn,
+    session: Session,
+    cmd: Command,
+    kr: KubeRequest,
+    started: float,
+) -> web.StreamResponse:
+    assert proxy.http is not None and proxy.bodies is not None
+    offered = [
+        p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()
+    ]
+    portforward = kr.verb == "portforward"
+    known = PORTFORWARD_PROTOCOLS if portforward else CHANNEL_PROTOCOLS
+    protocols = [p for p in offered if p in known]
+    if not protocols:
+        session.result(cmd, "400", error="no supported websocket subprotocol")
+        return status_response(
+            400,
+            "hoopd: unsupported websocket subprotocol "
+            f"{','.join(offered) or '(none)'}; supported: {', '.join(known)}",
+        )
+    headers = proxy.upstream_headers(request, session.identity, websocket=True)
+    for drop in ("Upgrade", "Connection"):
+        headers.pop(drop, None)
+    try:
+        upstream = await proxy.http.ws_connect(
+            proxy.base + request.raw_path,
+            protocols=protocols,
+            headers=headers,
+            autoping=True,
+            max_msg_size=0,
+            compress=0,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        session.result(cmd, str(exc.status), error=exc.message)
+        return status_response(exc.status or 502, f"hoopd: upstream refused the {kr.verb}: {exc.message}")
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        session.metrics.upstream_errors.inc()
+        reason = str(exc) or type(exc).__name__
+        session.error(f"upstream unreachable: {reason}", "upstream_unreachable")
+        session.result(cmd, "503", error=reason)
+        return status_response(503, f"hoopd: the Kubernetes API server is unreachable: {reason}")
+    chosen = upstream.protocol
+    client = web.WebSocketResponse(
+        protocols=(chosen,) if chosen else (), autoping=True, max_msg_size=0, compress=False
+    )
+    await client.prepare(request)
+    state.sockets.add(client)
+    relay = _Relay(proxy, session, cmd, client, upstream, portforward or chosen in PORTFORWARD_PROTOCOLS[2:])
+    try:
+        await relay.run()
+    finally:
+        state.sockets.discard(client)
+        with contextlib.suppress(Exception):
+            await upstream.close()
+        with contextlib.suppress(Exception):
+            await client.close()
+    status = f"exit {relay.exit_code}" if relay.exit_code is not None else "closed"
+    session.result(cmd, status, duration_ms=(time.perf_counter() - started) * 1000, error=relay.error)
+    return client
+
+
+class _Relay:
+    def __init__(
+        self,
+        proxy: KubeProxy,
+        session: Session,
+        cmd: Command,
+        client: web.WebSocketResponse,
+        upstream: aiohttp.ClientWebSocketResponse,
+        raw: bool,
+    ) -> None:
+        assert proxy.bodies is not None
+        self.session = session
+        self.cmd = cmd
+        self.client = client
+        self.upstream = upstream
+        self.raw = raw
+        self.idle = proxy.options.exec_flush_ms / 1000
+        self.maskers = {STDOUT: proxy.bodies.stream(), STDERR: proxy.bodies.stream()}
+        self.reported: dict[int, dict[str, int]] = {STDOUT: {}, STDERR: {}}
+        self.exit_code: int | None = None
+        self.error = ""
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.ensure_future(self.client_to_upstream()),
+            asyncio.ensure_future(self.upstream_to_client()),
+        ]
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # The upstream finishing (status sent, socket closed) ends the exec; the
+        # client going away ends it too.
+        for t in pending:
+            t.cancel()
+        for t in done:
+            exc = t.exception()
+            if exc is not None and not self.error:
+                self.error = str(exc) or type(exc).__name__
+
+    async def client_to_upstream(self) -> None:
+        session = self.session
+        async for msg in self.client:
+            if msg.type == WSMsgType.BINARY:
+                data: bytes = msg.data
+                if data and not self.raw:
+                    ch = data[0]
+                    if ch == STDIN:
+                        session.client_data(data[1:])
+                    elif ch == RESIZE:
+                        size = parse_resize(data[1:])
+                        if size is not None:
+                            session.resize(*size)
+                        session.client_data(data, record=False)
+                    else:
+                        session.client_data(data, record=False)
+                else:
+                    session.client_data(data, record=self.raw)
+                await self.upstream.send_bytes(data)
+            elif msg.type == WSMsgType.TEXT:
+                session.client_data(msg.data.encode(), record=True)
+                await self.upstream.send_str(msg.data)
+            else:
+                break
+            if session.congested:
+                await session.wait_uncongested()
+        await self.upstream.close()
+
+    def _masked(self, ch: int, out: bytes) -> dict[str, int]:
+        stream = self.maskers[ch]
+        total: dict[str, int] = stream.counts
+        seen = self.reported[ch]
+        delta = {k: v - seen.get(k, 0) for k, v in total.items() if v != seen.get(k, 0)}
+        seen.update(total)
+        return delta
+
+    async def _emit(self, ch: int, out: bytes) -> None:
+        if not out:
+            return
+        self.session.upstream_data(
+            out,
+            Stream.STDOUT if ch == STDOUT else Stream.STDERR,
+            command_seq=self.cmd.seq,
+            masked=self._masked(ch, out),
+        )
+        await self.client.send_bytes(bytes([ch]) + out)
+
+    async def _flush(self) -> None:
+        for ch, stream in self.maskers.items():
+            await self._emit(ch, stream.flush())
+
+    def _held(self) -> bool:
+        return any(getattr(s, "held", 0) for s in self.maskers.values())
+
+    async def upstream_to_client(self) -> None:
+        session = self.session
+        while True:
+            try:
+                msg = await self.upstream.receive(timeout=self.idle if self._held() else None)
+            except TimeoutError:
+                await self._flush()
+                continue
+            if msg.type == WSMsgType.BINARY:
+                data: bytes = msg.data
+                if self.raw or not data:
+                    session.upstream_data(data, Stream.STDOUT, command_seq=self.cmd.seq)
+                    await self.client.send_bytes(data)
+                    continue
+                ch = data[0]
+                if ch in (STDOUT, STDERR):
+                    await self._emit(ch, self.maskers[ch].feed(data[1:]))
+                    continue
+                if ch == STATUS:
+                    await self._flush()
+                    self.exit_code = exit_code(data[1:])
+                session.upstream_data(data, Stream.STDOUT, command_seq=self.cmd.seq, record=False)
+                await self.client.send_bytes(data)
+            elif msg.type == WSMsgType.TEXT:
+                session.upstream_data(msg.data.encode(), Stream.STDOUT, command_seq=self.cmd.seq)
+                await self.client.send_str(msg.data)
+            else:
+                break
+        await self._flush()
+        await self.client.close()

@@ -1,0 +1,563 @@
+"""The HTTP side: authenticate, classify, decide, forward, mask, record."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from hoopd.aio import spawn
+from hoopd.approvals.models import command_hash
+from hoopd.approvals.store import same_person
+from hoopd.gateway import AuthFailed, SessionRefused
+from hoopd.model import (
+    ApprovalEvent,
+    AuthMethod,
+    CommandKind,
+    Decision,
+    Identity,
+    Stream,
+    Verdict,
+)
+from hoopd.policy import Assessment, decide_command
+from hoopd.tls import identity_from_peercert
+
+from . import _proto
+from ._paths import KubeRequest, classify
+from .bodies import BodyMasker
+from .risk import assess, summary, with_rules
+from .status import status_response, unauthorized
+
+if TYPE_CHECKING:
+    from hoopd.config import ConnectionConfig
+    from hoopd.gateway import Gateway
+    from hoopd.model import Command
+    from hoopd.session import Session
+
+    from .config import KubeOptions, KubeUpstream
+
+log = logging.getLogger("hoopd.kubernetes")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "authorization",
+        "accept-encoding",
+    }
+)
+RESPONSE_DROP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "content-encoding",
+        "upgrade",
+        "date",
+        "server",
+    }
+)
+SPDY_MESSAGE = (
+    "hoopd: exec/attach/port-forward over SPDY is not supported by this gateway; "
+    "use kubectl 1.30 or newer (websocket v5.channel.k8s.io)"
+)
+
+
+def json_accept(accept: str) -> str:
+    """Drop protobuf (and CBOR) from an Accept header: the gateway can only
+    mask what it can read, so the upstream must answer JSON."""
+    if not accept:
+        return "application/json"
+    kept = [
+        part.strip()
+        for part in accept.split(",")
+        if part.strip() and "protobuf" not in part and "cbor" not in part
+    ]
+    return ",".join(kept) or "application/json"
+
+
+class ClientConn:
+    """State of one client TCP connection: who it is and its session."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.session: Session | None = None
+        self.identity: Identity | None = None
+        self.auth_header: str | None = None
+        self.sockets: set[web.WebSocketResponse] = set()
+        self.is_closed = False
+
+    def closed(self, exc: BaseException | None) -> None:
+        self.is_closed = True
+        if self.session is not None:
+            self.session.end("client_closed", str(exc) if exc else "")
+
+    def terminate(self, reason: str, message: str) -> None:
+        session = self.session
+        if session is not None:
+            session.error(message, reason)
+            session.end(reason, message)
+        for ws in list(self.sockets):
+            spawn(_close_ws(ws, message), name="kube-close-ws")
+        transport = getattr(self.protocol, "transport", None)
+        if transport is not None:
+            transport.close()
+
+
+async def _close_ws(ws: web.WebSocketResponse, message: str) -> None:
+    try:
+        await ws.send_bytes(b"\x02" + f"\r\nhoopd: {message}\r\n".encode())
+        await ws.close(code=1001, message=message[:100].encode())
+    except Exception:
+        pass
+
+
+class KubeProxy:
+    def __init__(self, connection: ConnectionConfig, gateway: Gateway) -> None:
+        self.connection = connection
+        self.gateway = gateway
+        self.upstream: KubeUpstream = connection.upstream
+        self.options: KubeOptions = connection.options  # type: ignore[assignment]
+        self.base = self.upstream.base_url()
+        self.http: aiohttp.ClientSession | None = None
+        self.bodies: BodyMasker | None = None
+        self._refusals: dict[tuple[str, str], tuple[float, int, str]] = {}
+
+    async def start(self) -> None:
+        ssl_ctx = self.upstream.ssl_context()
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=0, keepalive_timeout=60),
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=self.upstream.connect_timeout, connect=None
+            ),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+        self.bodies = BodyMasker(
+            self.gateway.masker(self.connection),
+            mask_env=self.options.mask_env,
+            configmap_keys=self.options.configmap_keys,
+        )
+
+    # ------------------------------------------------------------------ identity
+    async def identify(self, request: web.BaseRequest, state: ClientConn) -> Identity | None:
+        conn = self.connection
+        if conn.auth == "none":
+            return Identity.ANONYMOUS
+        header = request.headers.get("Authorization", "")
+        if header and header == state.auth_header and state.identity is not None:
+            exp = state.identity.expires_at
+            if exp is None or exp > time.time():
+                return state.identity
+        if not header:
+            peer = request.transport.get_extra_info("peercert") if request.transport else None
+            found = identity_from_peercert(peer)
+            if found is not None:
+                return Identity(subject=found[0], groups=found[1], method=AuthMethod.TLS_CLIENT_CERT)
+            if conn.auth == "tls-client-cert":
+                return None
+        if conn.auth == "tls-client-cert":
+            return None
+        try:
+            identity = await self.gateway.authenticate(conn, header)
+        except AuthFailed:
+            return None
+        state.auth_header, state.identity = header, identity
+        return identity
+
+    async def session_for(
+        self, state: ClientConn, identity: Identity, request: web.BaseRequest, kr: KubeRequest
+    ) -> Session | web.Response:
+        session = state.session
+        if session is not None and not session.ended and session.identity == identity:
+            return session
+        if session is not None:
+            session.end("identity_changed")
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        client_addr = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        try:
+            session = await self.gateway.open_session(
+                self.connection,
+                identity,
+                client_addr,
+                {
+                    "upstream": self.base,
+                    "user_agent": request.headers.get("User-Agent", ""),
+                    "first_request": kr.text(),
+                },
+            )
+        except SessionRefused as exc:
+            return status_response(403, f"hoopd: {exc.message}", "Forbidden")
+        state.session = session
+        session.set_terminator(state.terminate)
+        if state.is_closed:
+            session.end("client_closed")
+        return session
+
+    # ------------------------------------------------------------------ headers
+    def upstream_headers(
+        self, request: web.BaseRequest, identity: Identity, *, websocket: bool = False
+    ) -> CIMultiDict[str]:
+        headers: CIMultiDict[str] = CIMultiDict()
+        for key, value in request.headers.items():
+            low = key.lower()
+            if low in HOP_BY_HOP or low.startswith("impersonate-"):
+                continue
+            if websocket and low.startswith("sec-websocket-"):
+                continue
+            headers.add(key, value)
+        headers["Accept"] = json_accept(request.headers.get("Accept", ""))
+        headers["Accept-Encoding"] = "identity"
+        token = self.upstream.bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if self.upstream.impersonate and not identity.anonymous:
+            headers["Impersonate-User"] = identity.subject
+            for group in sorted(identity.groups):
+                headers.add("Impersonate-Group", group)
+        return headers
+
+    # ------------------------------------------------------------------ entry
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        state: ClientConn = request.protocol.kube  # type: ignore[attr-defined]
+        identity = await self.identify(request, state)
+        if identity is None:
+            return unauthorized()
+        kr = classify(request.method, request.path, request.query_string)
+        got = await self.session_for(state, identity, request, kr)
+        if isinstance(got, web.Response):
+            return got
+        session = got
+        upgrade = request.headers.get("Upgrade", "").lower()
+        if upgrade.startswith("spdy"):
+            return self.refuse_spdy(session, kr)
+        body: Any = None
+        raw = b""
+        opaque = False
+        if request.can_read_body:
+            if (request.content_length or 0) > self.options.max_body:
+                return status_response(413, "hoopd: request body too large")
+            try:
+                raw = await request.content.read(self.options.max_body + 1)
+            except (aiohttp.ClientError, ConnectionError):
+                return status_response(400, "hoopd: could not read the request body")
+            if len(raw) > self.options.max_body:
+                return status_response(413, "hoopd: request body too large")
+            body, opaque = decode_body(request.content_type, raw)
+        attrs = kr.attrs()
+        if kr.write and body is not None:
+            attrs["object"] = summary(body)
+        elif kr.write and opaque:
+            attrs["object"] = {"opaque": request.content_type}
+        cmd = session.command(CommandKind.K8S, kr.text(), attrs)
+        found = with_rules(
+            assess(kr, body, opaque_body=opaque, protected_namespaces=self.options.protected_namespaces),
+            cmd.text,
+            self.connection.risk,
+        )
+        started = time.perf_counter()
+        if self.connection.approval.mode == "retry":
+            decision, refusal = await self.decide_retry(session, cmd, found)
+            if refusal is not None:
+                self._remember_refusal(session, cmd, refusal)
+                session.result(cmd, "403", error="approval required")
+                return status_response(403, refusal, "Forbidden")
+        else:
+            decision = await session.decide(cmd, found)
+        if decision.verdict is Verdict.DENY:
+            message = "hoopd: request denied: " + "; ".join(decision.reasons or ("by policy",))
+            self._remember_refusal(session, cmd, message)
+            session.result(cmd, "403", error="denied")
+            return status_response(403, message, "Forbidden")
+        if upgrade == "websocket":
+            from .exec import relay_websocket
+
+            return await relay_websocket(self, request, state, session, cmd, kr, started)
+        return await self.forward(request, session, cmd, kr, raw, started)
+
+    # ------------------------------------------------------------------ approvals
+    async def decide_retry(
+        self, session: Session, cmd: Command, found: Assessment
+    ) -> tuple[Decision, str | None]:
+        """approval.mode retry: a held request is refused with the approval id;
+        the same request from the same person succeeds once after approval."""
+        approvals = self.gateway.approvals
+        identity = session.identity
+        conn = self.connection
+        digest = command_hash(cmd.text, None)
+        decision = decide_command(cmd.seq, conn.risk, identity, found, break_glass=session.break_glass)
+        if decision.verdict is not Verdict.REVIEW:
+            return session.final_decision(decision), None
+        if approvals is None:
+            return session.final_decision(
+                _deny(decision, "approvals are not configured: held commands cannot run")
+            ), None
+        try:
+            for appr in await approvals.list("approved", conn.name):
+                if (
+                    appr.command_hash == digest
+                    and same_person(appr.requester, identity.subject)
+                    and await approvals.consume(appr.id, appr.session_id, digest)
+                ):
+                        session.approval_event(ApprovalEvent(appr.id, cmd.seq, "used", digest, appr.reviewer or ""))
+                        session.metrics.approval("approved")
+                        return session.final_decision(
+                            Decision(
+                                cmd.seq,
+                                Verdict.ALLOW,
+                                decision.risk,
+                                (*decision.reasons, f"approved by {appr.reviewer}"),
+                                decision.rule_ids,
+                                approval_id=appr.id,
+                                approver=appr.reviewer or "",
+                            )
+                        ), None
+            pending = None
+            for appr in await approvals.list("pending", conn.name):
+                if appr.command_hash == digest and same_person(appr.requester, identity.subject):
+                    pending = appr
+                    break
+            if pending is None:
+                pending = await approvals.create(
+                    requester=identity,
+                    connection=conn.name,
+                    session_id=session.id,
+                    command_text=cmd.text,
+                    command_hash=digest,
+                    reasons=list(decision.reasons),
+                    ttl=conn.approval.timeout,
+                )
+                session.metrics.approval("requested")
+                if self.gateway.notifier is not None:
+                    self.gateway.notifier.notify_new(pending)
+        except Exception as exc:
+            session.log.error("approval store unavailable, denying request: %s", exc)
+            return session.final_decision(_deny(decision, f"approval store unavailable: {exc}")), None
+        session.record(
+            Decision(
+                cmd.seq,
+                Verdict.REVIEW,
+                decision.risk,
+                decision.reasons,
+                decision.rule_ids,
+                approval_id=pending.id,
+            )
+        )
+        session.approval_event(ApprovalEvent(pending.id, cmd.seq, "pending", digest))
+        message = (
+            f"hoopd: this request needs a reviewer's approval (id {pending.id}): "
+            f"{'; '.join(decision.reasons)}. A reviewer can run: hoopd approvals approve {pending.id} "
+            "-- then run the same command again."
+        )
+        return decision, message
+
+    def _remember_refusal(self, session: Session, cmd: Command, message: str) -> None:
+        """kubectl 1.30+ retries a refused exec websocket over SPDY; keep the
+        reason so that the SPDY refusal can repeat it."""
+        if cmd.attrs.get("verb") not in ("exec", "attach", "portforward"):
+            return
+        now = time.monotonic()
+        self._refusals = {k: v for k, v in self._refusals.items() if v[0] > now}
+        self._refusals[(session.identity.subject, cmd.text)] = (
+            now + self.options.refused_message_ttl,
+            403,
+            message,
+        )
+
+    def refuse_spdy(self, session: Session, kr: KubeRequest) -> web.Response:
+        cmd = session.command(CommandKind.K8S, kr.text(), {**kr.attrs(), "transport": "spdy"})
+        hit = self._refusals.get((session.identity.subject, cmd.text))
+        message = hit[2] if hit and hit[0] > time.monotonic() else SPDY_MESSAGE
+        session.final_decision(Decision(cmd.seq, Verdict.DENY, reasons=(message,)))
+        session.result(cmd, "400", error="spdy refused")
+        return status_response(400, message, "BadRequest")
+
+    # ------------------------------------------------------------------ forwarding
+    async def forward(
+        self,
+        request: web.BaseRequest,
+        session: Session,
+        cmd: Command,
+        kr: KubeRequest,
+        raw: bytes,
+        started: float,
+    ) -> web.StreamResponse:
+        assert self.http is not None and self.bodies is not None
+        headers = self.upstream_headers(request, session.identity)
+        url = self.base + request.raw_path
+        try:
+            upstream = await self.http.request(
+                request.method,
+                url,
+                headers=headers,
+                data=raw if raw else None,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            session.metrics.upstream_errors.inc()
+            reason = str(exc) or type(exc).__name__
+            session.error(f"upstream unreachable: {reason}", "upstream_unreachable")
+            session.result(cmd, "503", error=reason)
+            return status_response(503, f"hoopd: the Kubernetes API server is unreachable: {reason}")
+        try:
+            return await self.relay_response(request, upstream, session, cmd, kr, started)
+        finally:
+            upstream.release()
+
+    async def relay_response(
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        session: Session,
+        cmd: Command,
+        kr: KubeRequest,
+        started: float,
+    ) -> web.StreamResponse:
+        assert self.bodies is not None
+        ctype = upstream.headers.get("Content-Type", "")
+        if "protobuf" in ctype or "cbor" in ctype:
+            session.result(cmd, "502", error="upstream answered in a binary encoding")
+            return status_response(
+                502, "hoopd: the API server answered in a binary encoding the gateway cannot mask"
+            )
+        headers = CIMultiDict(
+            (k, v) for k, v in upstream.headers.items() if k.lower() not in RESPONSE_DROP
+        )
+        code = upstream.status
+        streaming = kr.watch or kr.verb in ("logs", "proxy") or (
+            upstream.content_length is None and "chunked" in upstream.headers.get("Transfer-Encoding", "")
+            and not ctype.startswith("application/json")
+        )
+        if not streaming:
+            data = await upstream.read()
+            counts: dict[str, int]
+            if kr.discovery:
+                out, counts = data, {}
+            elif "json" in ctype or data[:1] in (b"{", b"["):
+                out, counts = self.bodies.mask_document(data)
+            else:
+                out, counts = self.bodies.mask_bytes(data)
+            session.upstream_data(out, Stream.BODY, command_seq=cmd.seq, masked=counts)
+            session.result(cmd, str(code), duration_ms=(time.perf_counter() - started) * 1000)
+            return web.Response(status=code, body=out, headers=headers)
+        resp = web.StreamResponse(status=code, headers=headers)
+        await resp.prepare(request)
+        error = ""
+        try:
+            if kr.watch and ("json" in ctype or not ctype):
+                await self._relay_lines(upstream, resp, session, cmd)
+            else:
+                await self._relay_text(upstream, resp, session, cmd)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError, ValueError) as exc:
+            error = str(exc) or type(exc).__name__
+        session.result(cmd, str(code), duration_ms=(time.perf_counter() - started) * 1000, error=error)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await resp.write_eof()
+        return resp
+
+    async def _relay_lines(
+        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, session: Session, cmd: Command
+    ) -> None:
+        assert self.bodies is not None
+        lines = self.bodies.lines()
+        async for chunk in upstream.content.iter_any():
+            out, counts = lines.feed(chunk)
+            if out:
+                session.upstream_data(out, Stream.BODY, command_seq=cmd.seq, masked=counts)
+                await resp.write(out)
+        out, counts = lines.flush()
+        if out:
+            session.upstream_data(out, Stream.BODY, command_seq=cmd.seq, masked=counts)
+            await resp.write(out)
+
+    async def _relay_text(
+        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, session: Session, cmd: Command
+    ) -> None:
+        """Logs (``kubectl logs -f``): the content stream masker, whose held-back
+        tail is released after ``exec_flush_ms`` of upstream silence."""
+        assert self.bodies is not None
+        stream = self.bodies.stream()
+        idle = self.options.exec_flush_ms / 1000
+        content = upstream.content
+        reported: dict[str, int] = {}
+        while True:
+            held = getattr(stream, "held", 0)
+            try:
+                if held:
+                    chunk = await asyncio.wait_for(content.readany(), idle)
+                else:
+                    chunk = await content.readany()
+            except TimeoutError:
+                out = stream.flush()
+            else:
+                if not chunk:
+                    break
+                out = stream.feed(chunk)
+            if out:
+                counts = _delta(stream.counts, reported)
+                session.upstream_data(out, Stream.STDOUT, command_seq=cmd.seq, masked=counts)
+                await resp.write(out)
+        out = stream.flush()
+        if out:
+            session.upstream_data(out, Stream.STDOUT, command_seq=cmd.seq, masked=_delta(stream.counts, reported))
+            await resp.write(out)
+
+
+def _delta(total: dict[str, int], reported: dict[str, int]) -> dict[str, int]:
+    """Counts added since the last call (stream maskers keep running totals)."""
+    out = {k: v - reported.get(k, 0) for k, v in total.items() if v != reported.get(k, 0)}
+    reported.update(total)
+    return out
+
+
+def decode_body(content_type: str, raw: bytes) -> tuple[Any, bool]:
+    """(decoded body, opaque) for classification: JSON, YAML (server-side
+    apply) or the envelope of a protobuf body."""
+    if not raw:
+        return None, False
+    if content_type == _proto.PROTOBUF:
+        obj = _proto.decode(raw)
+        if obj is None:
+            return None, True
+        meta: dict[str, Any] = {"name": obj.name, "namespace": obj.namespace}
+        if obj.labels:
+            meta["labels"] = obj.labels
+        out: dict[str, Any] = {"apiVersion": obj.api_version, "kind": obj.kind, "metadata": meta}
+        out.update(_proto.rbac_fields(obj))
+        return out, True
+    try:
+        if "yaml" in content_type:
+            import yaml
+
+            return yaml.safe_load(raw), False
+        return json.loads(raw), False
+    except (ValueError, UnicodeDecodeError):
+        return None, True
+    except Exception:  # yaml errors
+        return None, True
+
+
+def _deny(decision: Decision, why: str) -> Decision:
+    return Decision(
+        decision.command_seq,
+        Verdict.DENY,
+        decision.risk,
+        (*decision.reasons, why),
+        decision.rule_ids,
+    )
