@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,7 @@ class ChainWriter:
         checkpoint_frames: int,
         fsync: FsyncMode,
         dirty: list[ChainWriter],
+        on_written: Callable[[int, int], None],
     ) -> None:
         self.session_id = session_id
         self.dir = directory / session_id
@@ -67,6 +69,7 @@ class ChainWriter:
         self._checkpoint_frames = max(1, checkpoint_frames)
         self._fsync_mode = fsync
         self._dirty = dirty  # shared with the Recorder: chains with unflushed frames
+        self._on_written = on_written  # observer.frames_written
         self._pack = make_payload_packer().pack
         self._heads: dict[int, bytes] = {}  # payload length -> event frame head
         self.prev = genesis_hash(session_id)
@@ -195,16 +198,19 @@ class ChainWriter:
         self.checkpoint(CK_ROTATE)
         pending, self.buf = self.buf, []  # the rotate checkpoint, for the old file
         self._forget_dirty()
+        self.flushed_frames = self.nframes  # reported below, when written
         self._open_segment(self.segment + 1, time.time_ns())
-        old.write(b"".join(pending))
+        data = b"".join(pending)
+        old.write(data)
+        self._on_written(1, len(data))
         if self._fsync_mode != "never":
             old.fsync()
         old.close()
 
-    def flush(self) -> tuple[int, int]:
-        """Write buffered frames with one syscall; returns (frames, bytes)."""
+    def flush(self) -> None:
+        """Write buffered frames with one syscall."""
         if not self.buf or self.file is None:
-            return 0, 0
+            return
         data = b"".join(self.buf)
         self.buf.clear()
         self._forget_dirty()
@@ -213,7 +219,7 @@ class ChainWriter:
         self.flushed_frames = self.nframes
         self.flushed_size = self.size
         self.unsynced = True
-        return frames, len(data)
+        self._on_written(frames, len(data))
 
     def _forget_dirty(self) -> None:
         with contextlib.suppress(ValueError):

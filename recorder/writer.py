@@ -364,6 +364,7 @@ class Recorder:
             checkpoint_frames=s.checkpoint_frames,
             fsync=fsync,
             dirty=self._dirty,
+            on_written=self._observer.frames_written,
         )
         try:
             chain.open(ts)
@@ -375,19 +376,13 @@ class Recorder:
 
     def _flush_dirty(self) -> None:
         dirty, self._dirty[:] = list(self._dirty), []
-        frames = nbytes = 0
         for chain in dirty:
             try:
-                n, b = chain.flush()
+                chain.flush()
                 if self.settings.fsync == "always":
                     chain.fsync()
             except OSError as exc:
                 self._fail_chain(chain, f"write failed for session {chain.session_id}: {exc}")
-                continue
-            frames += n
-            nbytes += b
-        if frames:
-            self._observer.frames_written(frames, nbytes)
 
     def _periodic(self, now: float) -> None:
         s = self.settings
