@@ -65,7 +65,10 @@ class KubeRequest:
         """The normalized command text (rules match it, approvals hash it)."""
         if not self.resource_request:
             return f"{self.verb} {self.path}"
-        parts = [self.verb, self.qualified_resource]
+        resource = self.qualified_resource
+        if self.verb in VERB_SUBRESOURCES.values():  # "exec pods web-0", not "exec pods/exec web-0"
+            resource = resource.rsplit("/", 1)[0]
+        parts = [self.verb, resource]
         if self.name:
             parts.append(self.name)
         if self.namespace:

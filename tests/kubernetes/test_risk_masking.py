@@ -1,0 +1,175 @@
+"""Risk scoring, body masking and the protobuf reader (sans-IO)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hoopd.config import RiskRule, RiskSection
+from hoopd.model import Verdict
+from masking.config import MaskingConfig
+from masking.engine import build_masker
+from protocols.kubernetes import _proto
+from protocols.kubernetes._paths import classify
+from protocols.kubernetes.bodies import LAST_APPLIED, BodyMasker
+from protocols.kubernetes.exec import exit_code, parse_resize
+from protocols.kubernetes.risk import assess, with_rules
+
+
+def cats(method: str, path: str, body: Any = None, query: str = "", **kw: Any) -> set[str]:
+    return set(assess(classify(method, path, query), body, **kw).categories)
+
+
+def test_risk_categories() -> None:
+    assert cats("DELETE", "/api/v1/namespaces/prod") == {"delete_namespace"}
+    assert "deletecollection" in cats("DELETE", "/api/v1/namespaces/prod/pods")
+    assert cats("DELETE", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/a.b") == {"delete_crd"}
+    assert cats("DELETE", "/api/v1/persistentvolumes/pv1") == {"delete_pv"}
+    assert cats("GET", "/api/v1/namespaces/a/secrets/x") == {"read_secret"}
+    assert cats("GET", "/api/v1/namespaces/a/pods/p/exec") == {"exec"}
+    assert cats("GET", "/api/v1/namespaces/a/pods") == {"read"}
+    assert cats("GET", "/version") == {"read"}
+    binding = {"kind": "ClusterRoleBinding", "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}
+    assert cats("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding) == {"rbac_change", "cluster_admin"}
+    assert cats("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/a/roles", {"rules": [{"verbs": ["get"], "resources": ["pods"]}]}) == {"rbac_change"}
+    pod = {"spec": {"hostNetwork": True, "containers": [{"name": "c", "securityContext": {"privileged": True}}], "volumes": [{"name": "v", "hostPath": {"path": "/"}}]}}
+    found = assess(classify("POST", "/api/v1/namespaces/a/pods"), pod)
+    assert found.categories == {"privileged_pod"} and found.score == 85
+    assert "privileged container" in found.reasons[0] and "hostPath volume /" in found.reasons[0]
+    deploy = {"spec": {"template": {"spec": {"containers": [{"securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}}}}
+    assert cats("PATCH", "/apis/apps/v1/namespaces/a/deployments/d", deploy) == {"privileged_pod"}
+    assert cats("PATCH", "/api/v1/namespaces/a/pods/p", [{"op": "add", "path": "/spec/containers/0/securityContext/privileged", "value": True}]) == {"privileged_pod"}
+    assert cats("POST", "/api/v1/namespaces/a/pods", {"kind": "Pod"}, opaque_body=True) == {"opaque_pod_spec"}
+
+
+def test_scale_to_zero_only_in_protected_namespaces() -> None:
+    zero = {"spec": {"replicas": 0}}
+    path = "/apis/apps/v1/namespaces/prod/deployments/web/scale"
+    assert cats("PATCH", path, zero, protected_namespaces=["prod"]) == {"scale_to_zero"}
+    assert "scale_to_zero" not in cats("PATCH", path, zero, protected_namespaces=["other"])
+    assert "scale_to_zero" not in cats("PATCH", path, {"spec": {"replicas": 2}}, protected_namespaces=["prod"])
+
+
+def test_dry_run_caps_score() -> None:
+    found = assess(classify("DELETE", "/api/v1/namespaces/prod", "dryRun=All"))
+    assert found.score == 10 and "delete_namespace" in found.categories
+
+
+def test_connection_rules() -> None:
+    risk = RiskSection(rules=(RiskRule(match="exec", action=Verdict.DENY), RiskRule(id="no-kube-system", pattern=r"-n kube-system\b", action=Verdict.REVIEW)))
+    req = classify("GET", "/api/v1/namespaces/kube-system/pods/p/exec", "command=sh")
+    found = with_rules(assess(req), req.text(), risk)
+    assert found.rule_verdicts == {"exec": Verdict.DENY, "no-kube-system": Verdict.REVIEW}
+    req = classify("GET", "/api/v1/namespaces/default/pods")
+    assert with_rules(assess(req), req.text(), risk).rule_verdicts == {}
+
+
+def masker(**kw: Any) -> BodyMasker:
+    return BodyMasker(build_masker(MaskingConfig(), b"k" * 32), **kw)
+
+
+SECRET = {
+    "kind": "Secret",
+    "apiVersion": "v1",
+    "metadata": {"name": "db", "annotations": {LAST_APPLIED: json.dumps({"kind": "Secret", "data": {"password": base64.b64encode(b"hunter2").decode()}})}},
+    "data": {"password": base64.b64encode(b"hunter2").decode()},
+}
+POD = {
+    "kind": "Pod",
+    "metadata": {"name": "p", "annotations": {LAST_APPLIED: json.dumps({"kind": "Pod", "spec": {"containers": [{"env": [{"name": "DB_PASSWORD", "value": "hunter2"}]}]}})}},
+    "spec": {"containers": [{"name": "c", "env": [{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "FROM", "valueFrom": {"secretKeyRef": {"name": "x", "key": "y"}}}]}]},
+}
+B64 = base64.b64encode(b"hunter2")
+
+
+def test_secret_object_list_table_and_watch_are_masked() -> None:
+    bm = masker()
+    for doc in (
+        SECRET,
+        {"kind": "SecretList", "items": [SECRET]},
+        {"kind": "Table", "rows": [{"cells": ["db"], "object": {"kind": "PartialObjectMetadata", "metadata": SECRET["metadata"]}}]},
+        {"kind": "Table", "rows": [{"cells": ["db"], "object": SECRET}]},
+    ):
+        out, counts = bm.mask_document(json.dumps(doc).encode())
+        assert B64 not in out and b"hunter2" not in out, doc["kind"]
+        assert counts
+    lines = bm.lines()
+    event = json.dumps({"type": "ADDED", "object": SECRET}).encode() + b"\n"
+    got = b""
+    for i in range(len(event)):  # split at every byte: nothing leaks, same result
+        piece, _ = lines.feed(event[i : i + 1])
+        got += piece
+    assert got.endswith(b"\n") and B64 not in got
+    whole, _ = bm.lines().feed(event)
+    assert whole == got
+
+
+def test_pod_env_and_last_applied_masked() -> None:
+    out, counts = masker().mask_document(json.dumps(POD).encode())
+    assert b"hunter2" not in out
+    doc = json.loads(out)
+    assert doc["spec"]["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"]["key"] == "y"
+    assert counts["kubernetes_env"] >= 2
+    out, _ = masker(mask_env="none").mask_document(json.dumps(POD).encode())
+    assert b"hunter2" in out
+
+
+def test_configmap_keys_by_option() -> None:
+    cm = {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"db_url": "postgres://u:secretpw@h/db", "color": "blue"}}
+    out, _ = masker(configmap_keys=["db_*"]).mask_document(json.dumps(cm).encode())
+    doc = json.loads(out)
+    assert doc["data"]["db_url"] == "***" and doc["data"]["color"] == "blue"
+
+
+def test_logs_stream_masking_split_anywhere() -> None:
+    bm = masker()
+    text = b"connecting with password=hunter2 now\nok\n"
+    whole = bm.stream()
+    expected = whole.feed(text) + whole.flush()
+    assert b"hunter2" not in expected
+    for cut in range(1, len(text)):
+        s = bm.stream()
+        assert s.feed(text[:cut]) + s.feed(text[cut:]) + s.flush() == expected
+
+
+def test_non_json_document_falls_back_to_content() -> None:
+    out, _ = masker().mask_document(b"password=hunter2 not json")
+    assert b"hunter2" not in out
+
+
+def _pb_field(num: int, payload: bytes) -> bytes:
+    return bytes([(num << 3) | 2, len(payload)]) + payload
+
+
+def test_protobuf_envelope() -> None:
+    meta = _pb_field(1, b"db") + _pb_field(3, b"prod") + _pb_field(11, _pb_field(1, b"app") + _pb_field(2, b"web"))
+    role_ref = _pb_field(2, b"ClusterRole") + _pb_field(3, b"cluster-admin")
+    raw = _pb_field(1, meta) + _pb_field(3, role_ref)
+    body = _proto.MAGIC + _pb_field(1, _pb_field(1, b"rbac.authorization.k8s.io/v1") + _pb_field(2, b"ClusterRoleBinding")) + _pb_field(2, raw)
+    obj = _proto.decode(body)
+    assert obj is not None
+    assert (obj.kind, obj.name, obj.namespace, obj.labels) == ("ClusterRoleBinding", "db", "prod", {"app": "web"})
+    assert _proto.rbac_fields(obj) == {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}
+
+
+@given(st.binary(max_size=300))
+def test_protobuf_garbage_never_raises(data: bytes) -> None:
+    _proto.decode(_proto.MAGIC + data)
+    _proto.decode(data)
+
+
+@given(st.binary(max_size=200))
+def test_exec_frames_garbage(data: bytes) -> None:
+    exit_code(data)
+    parse_resize(data)
+
+
+def test_exit_code_and_resize() -> None:
+    assert exit_code(b'{"status":"Success"}') == 0
+    assert exit_code(json.dumps({"status": "Failure", "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}).encode()) == 3
+    assert parse_resize(b'{"Width":120,"Height":40}') == (120, 40)
+    assert parse_resize(b'{"Width":0,"Height":40}') is None
