@@ -1,0 +1,157 @@
+"""``postgres``: the PostgreSQL wire protocol, natively.
+
+Clients (psql, pgbench, asyncpg, psycopg, JDBC...) connect to the gateway as
+to the database and send a gateway credential (gateway token, API key or
+OIDC token) as their password. The gateway logs in to the database with the
+connection's own stored credentials, scores every statement, holds risky
+ones for a reviewer, masks result rows as they stream, and records what the
+client saw. See docs/postgres.md.
+
+Modules: ``_wire`` (framing, encoders), ``_messages`` (decoders),
+``_tracker`` (which answer belongs to which statement), ``_masking``
+(stream masking), ``_scoring`` (adapter to the risk scorer), ``_upstream``
+(login to the database), ``_client`` (the asyncio driver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hoopd.configtypes import ConfigPath, Duration, HostPort, Port, SecretRef, Size
+from hoopd.handler import Loc, ProtocolHandler
+
+if TYPE_CHECKING:
+    from hoopd.config import ConnectionConfig
+
+    from ._client import ClientConnection
+
+log = logging.getLogger("hoopd.postgres")
+
+
+class PostgresUpstream(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    host: str
+    port: Port = 5432
+    user: str
+    password: SecretRef | None = None
+    database: str = "postgres"
+    sslmode: Literal["disable", "prefer", "require", "verify-full"] = "prefer"
+    ca: ConfigPath | None = None
+    """CA bundle for the server's certificate (verify-full; require verifies the chain when set)."""
+    connect_timeout: Duration = 10.0
+
+
+Passthrough = Literal["database", "application_name", "options"]
+
+
+class PostgresOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    allow_plaintext_loopback: bool = False
+    """Accept credentials without TLS from loopback clients (tests, sidecars)."""
+    passthrough: tuple[Passthrough, ...] = ("application_name",)
+    """Startup parameters the client may choose; the others come from ``upstream``."""
+    max_rows_per_statement: int | None = Field(default=None, ge=1)
+    max_bytes_per_statement: Size | None = None
+    max_rows_per_session: int | None = Field(default=None, ge=1)
+    max_bytes_per_session: Size | None = None
+
+
+class PostgresHandler(ProtocolHandler):
+    name = "postgres"
+    description = (
+        "PostgreSQL wire protocol: injected database credentials, SQL risk scoring, "
+        "held statements, masking of result rows"
+    )
+    supports_masking = True
+    supports_commands = True
+    upstream_model = PostgresUpstream
+    options_model = PostgresOptions
+
+    @classmethod
+    def check_connection(cls, conn: ConnectionConfig) -> list[tuple[Loc, str]]:
+        problems = super().check_connection(conn)
+        up: PostgresUpstream = conn.upstream
+        if up.sslmode in ("disable", "prefer") and up.ca is not None:
+            problems.append((("upstream", "ca"), f"has no effect with sslmode {up.sslmode}"))
+        if conn.auth == "tls-client-cert" and (conn.tls is None or conn.tls.client_ca is None):
+            problems.append((("tls", "client_ca"), "required when auth is tls-client-cert"))
+        if conn.tls is not None and not conn.tls.enabled:
+            opts: PostgresOptions = conn.options  # type: ignore[assignment]
+            if conn.auth == "default" and not opts.allow_plaintext_loopback:
+                problems.append(
+                    (
+                        ("tls", "enabled"),
+                        "without TLS, clients cannot send credentials: enable TLS or set "
+                        "options.allow_plaintext_loopback",
+                    )
+                )
+        return problems
+
+    def __init__(self, connection: ConnectionConfig, gateway: Any) -> None:
+        super().__init__(connection, gateway)
+        self.upstream: PostgresUpstream = connection.upstream
+        self.options: PostgresOptions = connection.options  # type: ignore[assignment]
+        self._server: asyncio.AbstractServer | None = None
+        self._keys: dict[tuple[int, int], ClientConnection] = {}
+        from ._masking import StreamMasking
+        from ._scoring import Scorer
+
+        self.scorer = Scorer(connection.risk)
+        masker = None
+        try:
+            masker = gateway.masker(connection)
+        except ImportError as exc:  # masking engine missing: only if nothing asked for it
+            if connection.masking is not None:
+                raise
+            log.warning("masking engine unavailable: %s", exc)
+        self.masking = StreamMasking(masker, getattr(masker, "config", connection.masking))
+
+    async def start(self) -> None:
+        from ._client import ClientConnection
+
+        conn = self.connection
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ClientConnection(self), conn.listen.host, conn.listen.port, reuse_address=True
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    @property
+    def bound_address(self) -> HostPort | None:
+        if self._server is None or not self._server.sockets:
+            return None
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return HostPort(host, port)
+
+    # -- cancel keys ---------------------------------------------------------------
+    def register_key(self, client: ClientConnection) -> tuple[int, int]:
+        while True:
+            key = (secrets.randbits(31) or 1, secrets.randbits(32) - 2**31)
+            if key not in self._keys:
+                self._keys[key] = client
+                return key
+
+    def unregister_key(self, key: tuple[int, int] | None) -> None:
+        if key is not None:
+            self._keys.pop(key, None)
+
+    def find_key(self, pid: int, secret: int) -> ClientConnection | None:
+        for (kpid, ksecret), client in self._keys.items():
+            if kpid == pid and hmac.compare_digest(
+                ksecret.to_bytes(4, "big", signed=True), secret.to_bytes(4, "big", signed=True)
+            ):
+                return client
+        return None
+
+
+__all__ = ["PostgresHandler", "PostgresOptions", "PostgresUpstream"]

@@ -1,0 +1,1102 @@
+"""The asyncio driver for one client connection.
+
+Phases: *handshake* (a coroutine reads startup packets: SSLRequest, GSSENC,
+CancelRequest, StartupMessage; authenticates the client; opens the session;
+logs in upstream) then *relay* (``data_received`` on both sides calls the
+synchronous relay code; only held statements await).
+
+Client -> server: messages are framed, statements become Commands and are
+judged. Allowed ones are forwarded in the same write as the bytes around
+them. A statement that needs review (or is denied) turns the rest of its
+batch -- a simple Query, or extended messages up to Sync/Flush -- into a
+*unit* that waits for the decision while later client bytes are stashed in
+order. A denied unit is replaced by a statement that fails on the server
+(``HOOPD DENIED``: a syntax error), so the server's transaction state and the
+order of answers stay exactly as for a real error; its ErrorResponse is
+swapped for the gateway's 42501.
+
+Server -> client: frames are tracked (``_tracker``) to attribute rows,
+completion tags and errors to Commands; masking rewrites only the messages
+that change; one Output(rows) is recorded per received chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hoopd.aio import spawn
+from hoopd.gateway import AuthFailed, SessionRefused
+from hoopd.model import AuthMethod, CommandKind, Identity, Stream, Verdict
+from hoopd.policy import Assessment, decide_command
+from hoopd.tls import identity_from_peercert
+
+from . import _messages as m
+from . import _wire as w
+from ._masking import BinaryCopyHit, frame_index
+from ._scoring import combine, split_statements
+from ._tracker import (
+    BIND,
+    CLOSE,
+    DENIED,
+    DESC_PORTAL,
+    DESC_STMT,
+    EXEC,
+    FCALL,
+    PARSE,
+    QUERY,
+    SYNC,
+    Running,
+    Tracker,
+)
+from ._upstream import UpstreamError, UpstreamProtocol, connect, send_cancel
+
+if TYPE_CHECKING:
+    from hoopd.session import Session
+
+    from . import PostgresHandler
+
+log = logging.getLogger("hoopd.postgres")
+
+HANDSHAKE_LIMIT = 64 * 1024
+STASH_LIMIT = 4 * 1024 * 1024
+DENY_SQL = "HOOPD DENIED"
+SQLSTATE_DENIED = "42501"
+FUNCTION_CALL_SCORE = 75
+
+NORMAL, COLLECTING, DECIDING = range(3)
+_ALLOWED = (Verdict.ALLOW, Verdict.MASK)
+_GUC_BLOCKED = frozenset({"user", "database", "options", "replication", "application_name"})
+
+
+class ClientGone(Exception):
+    pass
+
+
+class FatalError(Exception):
+    def __init__(self, sqlstate: str, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+        self.hint = hint
+
+
+@dataclass(slots=True)
+class Unit:
+    """Statements judged together: a simple Query, or extended messages up to
+    Sync/Flush."""
+
+    simple: bool
+    data: list[bytes] = field(default_factory=list)
+    regs: list[tuple[int, str, list[Running]]] = field(default_factory=list)
+    items: list[tuple[Running, Assessment, Any]] = field(default_factory=list)
+    ends_with_sync: bool = False
+    partial: bool = False
+    """Earlier messages of this batch already went to the server."""
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, handler: PostgresHandler) -> None:
+        self.handler = handler
+        self.conn = handler.connection
+        self.gateway = handler.gateway
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self.up: UpstreamProtocol | None = None
+        self.tracker = Tracker(self)
+        self.masking = handler.masking if handler.masking.active else None
+        self.prepared = handler.scorer.new_tracker()
+        self.cframer = w.Framer(frontend=True)
+        self.bframer = w.Framer(frontend=False)
+        self.key: tuple[int, int] | None = None
+        self.backend_key: tuple[int, int] = (0, 0)
+        self.tls = False
+        self.state = NORMAL
+        self.unit: Unit | None = None
+        self._stash: list[bytes] = []
+        self._stash_size = 0
+        self._hs = bytearray()
+        self._hs_waiter: asyncio.Future[None] | None = None
+        self._relay = False
+        self._closed = False
+        self._client_terminated = False
+        self._ended = False
+        self._task: asyncio.Task[None] | None = None
+        self._decision: asyncio.Task[None] | None = None
+        self._pauses: set[str] = set()
+        self._session_rows = 0
+        self._session_bytes = 0
+        opts = handler.options
+        self._caps = any(
+            x is not None
+            for x in (
+                opts.max_rows_per_statement,
+                opts.max_bytes_per_statement,
+                opts.max_rows_per_session,
+                opts.max_bytes_per_session,
+            )
+        )
+
+    # == asyncio.Protocol (client side) =========================================
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._task is not None:
+            # uvloop's start_tls announces the TLS transport again
+            self.transport = transport  # type: ignore[assignment]
+            return
+        self.transport = transport  # type: ignore[assignment]
+        self._task = spawn(self._run(), name="pg-handshake")
+
+    def data_received(self, data: bytes) -> None:
+        if self._relay:
+            self._client_data(data)
+            return
+        self._hs += data
+        if len(self._hs) > HANDSHAKE_LIMIT:
+            self._abort("handshake too large")
+            return
+        self._wake()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._wake()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._decision is not None and not self._decision.done():
+            self._decision.cancel()
+        self.handler.unregister_key(self.key)
+        if self.up is not None and self.up.transport is not None and not self.up.closed:
+            try:
+                self.up.transport.write(w.terminate())
+            except Exception:
+                pass
+            self.up.transport.close()
+        self._end("client_closed", str(exc) if exc else "")
+
+    def pause_writing(self) -> None:
+        if self.up is not None:
+            self.up.pause("client_buffer")
+
+    def resume_writing(self) -> None:
+        if self.up is not None:
+            self.up.resume("client_buffer")
+
+    # == small helpers =============================================================
+    def pause(self, why: str) -> None:
+        if not self._pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self._pauses.add(why)
+
+    def resume(self, why: str) -> None:
+        self._pauses.discard(why)
+        if not self._pauses and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _wake(self) -> None:
+        if self._hs_waiter is not None and not self._hs_waiter.done():
+            self._hs_waiter.set_result(None)
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _to_client(self, data: bytes, stream: Stream = Stream.STDOUT) -> None:
+        """Bytes the gateway itself says to the client (recorded as seen)."""
+        self._write(data)
+        if self.session is not None and not self.session.ended:
+            self.session.upstream_data(data, stream)
+
+    def _end(self, reason: str, error: str = "") -> None:
+        if self._ended:
+            return
+        self._ended = True
+        if self.session is not None:
+            self.session.end(reason, error)
+
+    def _abort(self, why: str) -> None:
+        log.debug("aborting client connection: %s", why)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _fatal(self, sqlstate: str, message: str, hint: str = "", reason: str = "error") -> None:
+        """Tell the client why, then close both sides."""
+        self._write(w.error_response(sqlstate, message, severity="FATAL", hint=hint))
+        if self.session is not None and not self.session.ended:
+            self.session.error(message, sqlstate)
+        self._end(reason, message)
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.close()
+        if self.transport is not None:
+            self.transport.close()
+
+    # == handshake ===================================================================
+    async def _need(self, n: int) -> None:
+        while len(self._hs) < n:
+            if self._closed:
+                raise ClientGone
+            self._hs_waiter = asyncio.get_running_loop().create_future()
+            await self._hs_waiter
+            self._hs_waiter = None
+
+    async def _read_startup(self) -> bytes:
+        await self._need(4)
+        (length,) = struct.unpack_from("!i", self._hs, 0)
+        if length < 8 or length > w.MAX_STARTUP_LENGTH:
+            raise w.ProtocolViolation("invalid startup packet length")
+        await self._need(length)
+        pkt = bytes(self._hs[:length])
+        del self._hs[:length]
+        return pkt
+
+    async def _read_typed(self) -> tuple[int, bytes]:
+        await self._need(5)
+        t = self._hs[0]
+        (length,) = struct.unpack_from("!i", self._hs, 1)
+        if t not in w.FRONTEND_TYPES or length < 4 or length > HANDSHAKE_LIMIT:
+            raise w.ProtocolViolation("invalid message during authentication")
+        await self._need(1 + length)
+        msg = bytes(self._hs[: 1 + length])
+        del self._hs[: 1 + length]
+        return t, msg
+
+    def _peer(self) -> tuple[str, str]:
+        assert self.transport is not None
+        peer = self.transport.get_extra_info("peername")
+        if not peer:
+            return "unknown", "unknown"
+        return str(peer[0]), f"{peer[0]}:{peer[1]}"
+
+    async def _run(self) -> None:
+        try:
+            params = await self._negotiate()
+            if params is None:
+                return
+            await self._start_session(params)
+        except ClientGone:
+            self._end("client_closed")
+        except asyncio.CancelledError:
+            self._end("client_closed")
+        except w.ProtocolViolation as exc:
+            self._fatal("08P01", f"invalid frontend message: {exc}", reason="protocol_error")
+        except FatalError as exc:
+            self._fatal(exc.sqlstate, exc.message, exc.hint, reason="error")
+        except Exception as exc:  # a bug: say so in protocol terms, then close
+            log.exception("postgres handshake failed")
+            self._fatal("XX000", f"hoopd internal error: {type(exc).__name__}")
+
+    async def _negotiate(self) -> dict[str, str] | None:
+        """Startup packets until a StartupMessage. None: handled (cancel)."""
+        assert self.transport is not None
+        for _ in range(4):
+            pkt = await self._read_startup()
+            code = m.startup_code(pkt, 0, len(pkt))
+            if code == w.SSL_REQUEST:
+                if self.tls or self._hs:
+                    raise w.ProtocolViolation("unexpected SSLRequest")
+                if not self._tls_enabled():
+                    self.transport.write(b"N")
+                    continue
+                self.transport.write(b"S")
+                await self._start_tls()
+                continue
+            if code == w.GSSENC_REQUEST:
+                self.transport.write(b"N")
+                continue
+            if code == w.CANCEL_REQUEST:
+                pid, key = m.cancel_key(pkt, 0, len(pkt))
+                target = self.handler.find_key(pid, key)
+                if target is not None:
+                    await target.cancel()
+                self.transport.close()
+                return None
+            major = code >> 16
+            if major != 3:
+                raise FatalError("0A000", f"unsupported frontend protocol {major}.{code & 0xFFFF}")
+            params = m.startup_params(pkt, 0, len(pkt))
+            unknown = [k for k in params if k.startswith("_pq_.")]
+            if (code & 0xFFFF) > 0 or unknown:
+                self.transport.write(w.negotiate_protocol_version(0, unknown))
+            for k in unknown:
+                params.pop(k)
+            return params
+        raise w.ProtocolViolation("too many startup packets")
+
+    def _tls_enabled(self) -> bool:
+        tls = self.conn.tls
+        return tls is None or tls.enabled
+
+    async def _start_tls(self) -> None:
+        assert self.transport is not None
+        ctx = self.gateway.server_ssl_context(self.conn)
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.start_tls(self.transport, self, ctx, server_side=True)
+        except (ssl.SSLError, OSError, ConnectionError) as exc:
+            log.info("TLS handshake with a client failed: %s", exc)
+            raise ClientGone from None
+        if new is None:
+            raise ClientGone
+        self.transport = new  # type: ignore[assignment]
+        self.tls = True
+
+    def _plaintext_ok(self) -> bool:
+        if self.tls:
+            return True
+        if not self.handler.options.allow_plaintext_loopback:
+            return False
+        host, _ = self._peer()
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    async def _authenticate(self) -> Identity:
+        assert self.transport is not None
+        conn = self.conn
+        if conn.auth == "none":
+            return Identity.ANONYMOUS
+        if conn.auth == "tls-client-cert":
+            found = identity_from_peercert(self.transport.get_extra_info("peercert")) if self.tls else None
+            if found is None:
+                raise FatalError("28000", "a client certificate is required")
+            subject, groups = found
+            return Identity(subject=subject, groups=groups, method=AuthMethod.TLS_CLIENT_CERT)
+        if not self._plaintext_ok():
+            raise FatalError(
+                "28000",
+                "hoopd requires TLS for this connection",
+                "connect with sslmode=require (or verify-full with the gateway's CA)",
+            )
+        self.transport.write(w.auth_cleartext())
+        t, msg = await self._read_typed()
+        if t != w.PASSWORD:
+            raise w.ProtocolViolation("expected a password message")
+        credential = m.password(msg, 0, len(msg)).decode("utf-8", "replace").strip()
+        if not credential:
+            raise FatalError("28P01", "password authentication failed")
+        try:
+            return await self.gateway.authenticate(conn, credential)
+        except AuthFailed:
+            raise FatalError(
+                "28P01",
+                "password authentication failed",
+                "use a gateway token, API key or OIDC token as the password",
+            ) from None
+
+    def _upstream_startup(self, params: dict[str, str]) -> dict[str, str]:
+        up = self.handler.upstream
+        allowed = set(self.handler.options.passthrough)
+        out = {"user": up.user, "database": up.database}
+        if "database" in allowed and params.get("database"):
+            out["database"] = params["database"]
+        for key in ("application_name", "options"):
+            if key in allowed and key in params:
+                out[key] = params[key]
+        for k, v in params.items():
+            if k not in _GUC_BLOCKED:
+                out[k] = v
+        return out
+
+    async def _start_session(self, params: dict[str, str]) -> None:
+        if "replication" in params and params["replication"] not in ("false", "off", "0", "no"):
+            raise FatalError("0A000", "replication connections are not supported by hoopd")
+        identity = await self._authenticate()
+        _, client_addr = self._peer()
+        startup = self._upstream_startup(params)
+        up = self.handler.upstream
+        attrs = {
+            "upstream": f"{up.host}:{up.port}",
+            "database": startup["database"],
+            "db_user": up.user,
+            "client_user": params.get("user", ""),
+            "application_name": params.get("application_name", ""),
+            "tls": self.tls,
+        }
+        try:
+            session = await self.gateway.open_session(self.conn, identity, client_addr, attrs)
+        except SessionRefused as exc:
+            raise FatalError("28000", exc.message) from None
+        self.session = session
+        session.set_terminator(self._terminate)
+        if self._closed:
+            self._end("client_closed")
+            return
+        started = time.perf_counter()
+        try:
+            proto, login = await asyncio.wait_for(connect(up, startup), up.connect_timeout)
+        except (TimeoutError, OSError, UpstreamError) as exc:
+            session.metrics.upstream_errors.inc()
+            detail = str(exc) or type(exc).__name__
+            session.log.warning("database login failed: %s", detail)
+            code = "08001" if not isinstance(exc, UpstreamError) else "08006"
+            if isinstance(exc, UpstreamError) and exc.sqlstate == "3D000":
+                raise FatalError("3D000", str(exc)) from None
+            raise FatalError(code, "hoopd could not connect to the database") from None
+        session.metrics.upstream_connect.observe(time.perf_counter() - started)
+        self.up = proto
+        if self._closed:
+            if proto.transport is not None:
+                proto.transport.close()
+            self._end("client_closed")
+            return
+        self.backend_key = (login.backend_pid, login.backend_key)
+        self.key = self.handler.register_key(self)
+        out = [w.auth_ok()]
+        out += [w.parameter_status(k, v) for k, v in login.parameters]
+        out += login.notices
+        out.append(w.backend_key_data(*self.key))
+        out.append(w.ready_for_query(login.status))
+        self._write(b"".join(out))
+        proto.on_lost = self._upstream_lost
+        proto.on_pause = self._upstream_write_paused
+        leftover = proto.take_buffer()
+        proto.on_data = self._upstream_data
+        self._relay = True
+        if leftover:
+            self._upstream_data(leftover)
+        if self._hs:
+            data = bytes(self._hs)
+            self._hs.clear()
+            self._client_data(data)
+
+    # == external events =============================================================
+    async def cancel(self) -> None:
+        """A CancelRequest with this session's gateway key arrived."""
+        if self.state == DECIDING and self._decision is not None and not self._decision.done():
+            self._decision.cancel()
+            return
+        if self.up is None:
+            return
+        pid, key = self.backend_key
+        try:
+            await send_cancel(self.handler.upstream, pid, key)
+        except (TimeoutError, OSError) as exc:
+            log.info("could not forward a cancel request: %s", exc)
+
+    def _terminate(self, reason: str, message: str) -> None:
+        if self.session is not None:
+            self.session.error(message, reason)
+        self._end(reason, message)
+        self._write(w.error_response("57P01", f"hoopd: {message}", severity="FATAL"))
+        if self.up is not None and self.up.transport is not None:
+            self.up.transport.abort()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _upstream_lost(self, exc: Exception | None) -> None:
+        if self._client_terminated:
+            self._end("client_closed")
+        else:
+            self._end("upstream_closed", str(exc) if exc else "")
+        if self.transport is not None:
+            self.transport.close()
+
+    def _upstream_write_paused(self, paused: bool) -> None:
+        if paused:
+            self.pause("upstream_buffer")
+        else:
+            self.resume("upstream_buffer")
+
+    def _wait_for_recorder(self) -> None:
+        session = self.session
+        if session is None or not session.congested:
+            return
+        self.pause("recorder")
+        if self.up is not None:
+            self.up.pause("recorder")
+
+        async def wait() -> None:
+            assert session is not None
+            await session.wait_uncongested()
+            self.resume("recorder")
+            if self.up is not None:
+                self.up.resume("recorder")
+
+        spawn(wait(), name="pg-recorder-wait")
+
+    # == client -> server ==============================================================
+    def _client_data(self, data: bytes) -> None:
+        if self.state == DECIDING:
+            self._stash_add(data)
+            return
+        try:
+            buf, frames = self.cframer.feed(data)
+            if frames:
+                self._client_frames(buf, frames)
+        except w.ProtocolViolation as exc:
+            self._fatal("08P01", f"invalid frontend message: {exc}", reason="protocol_error")
+
+    def _stash_add(self, data: bytes) -> None:
+        self._stash.append(data)
+        self._stash_size += len(data)
+        if self._stash_size > STASH_LIMIT:
+            self.pause("stash")
+
+    def _send_up(self, data: bytes) -> None:
+        up = self.up
+        if up is not None and up.transport is not None and not up.transport.is_closing():
+            up.transport.write(data)
+
+    def _client_frames(self, buf: bytes, frames: list[w.Frame]) -> None:
+        session = self.session
+        assert session is not None
+        tracker = self.tracker
+        region = frames[0][1]  # first byte not yet forwarded
+        regs: list[tuple[int, str, list[Running]]] = []
+        batch_at = region  # where the current extended batch starts in buf
+        batch_regs = 0
+        batch_items: list[tuple[Running, Assessment, Any]] = []
+        batch_partial = tracker.outstanding_batch
+        copy_bytes = 0
+        for i, (t, s, e) in enumerate(frames):
+            if self.state == COLLECTING:
+                unit = self.unit
+                assert unit is not None
+                unit.data.append(buf[s:e])
+                self._frame(t, buf, s, e, unit.regs, unit.items)
+                if t in (w.S, w.H) or t == w.X:
+                    unit.ends_with_sync = t == w.S
+                    self._begin_decision(buf[e:])
+                    return
+                continue
+            if t == w.COPY_DATA or t == w.COPY_DONE or t == w.COPY_FAIL:
+                copy_bytes += e - s
+                continue
+            if t == w.X:
+                self._client_terminated = True
+                self._flush_regs(regs)
+                self._send_up(buf[region:e])
+                session.client_data(buf[region:e], record=False)
+                if self.up is not None and self.up.transport is not None:
+                    self.up.transport.close()
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            if t == w.Q or t == w.F:
+                # a simple query is a batch of its own
+                batch_at, batch_regs, batch_items = s, len(regs), []
+            hold = self._frame(t, buf, s, e, regs, batch_items)
+            if hold:
+                # forward what came before this batch; the batch becomes a unit
+                self._flush_regs(regs[:batch_regs])
+                if batch_at > region:
+                    self._send_up(buf[region:batch_at])
+                    session.client_data(buf[region:batch_at], record=False)
+                unit = Unit(simple=t in (w.Q, w.F), partial=batch_partial and t == w.E)
+                start_idx = next(j for j, f in enumerate(frames) if f[1] == batch_at)
+                unit.data = [buf[f[1] : f[2]] for f in frames[start_idx : i + 1]]
+                unit.regs = regs[batch_regs:]
+                unit.items = batch_items
+                self.unit = unit
+                if t in (w.Q, w.F):
+                    self._begin_decision(buf[e:])
+                    return
+                self.state = COLLECTING
+                region = e
+                continue
+            if t == w.S or t == w.H:
+                batch_at, batch_regs, batch_items = e, len(regs), []
+                batch_partial = False
+            elif t == w.Q or t == w.F:
+                batch_at, batch_regs, batch_items = e, len(regs), []
+                batch_partial = False
+        if self.state == COLLECTING:
+            # the unit continues in the next chunk; keep its bytes
+            return
+        end = frames[-1][2]
+        self._flush_regs(regs)
+        tracker.outstanding_batch = batch_at < end
+        self._send_up(buf[region:end])
+        session.client_data(buf[region:end], record=copy_bytes > 0)
+        if session.congested:
+            self._wait_for_recorder()
+
+    def _flush_regs(self, regs: list[tuple[int, str, list[Running]]]) -> None:
+        tracker = self.tracker
+        for kind, name, runs in regs:
+            tracker.expect(kind, name, runs)
+
+    def _frame(
+        self,
+        t: int,
+        buf: bytes,
+        s: int,
+        e: int,
+        regs: list[tuple[int, str, list[Running]]],
+        items: list[tuple[Running, Assessment, Any]],
+    ) -> bool:
+        """Bookkeeping for one client message. True if it must be held."""
+        tracker = self.tracker
+        if t == w.Q:
+            text = m.query_text(buf, s, e)
+            runs: list[Running] = []
+            hold = False
+            for stmt in split_statements(text):
+                run, verdict = self._judge(stmt.strip(), {"protocol": "simple"}, None, items)
+                runs.append(run)
+                hold = hold or verdict not in _ALLOWED
+            regs.append((QUERY, "", runs))
+            return hold
+        if t == w.P:
+            pm = m.parse_msg(buf, s, e)
+            tracker.on_parse(pm.name, pm.query)
+            if pm.name:
+                self.prepared.prepare(pm.name, pm.query)
+            regs.append((PARSE, pm.name, []))
+            return False
+        if t == w.B:
+            bm = m.bind_msg(buf, s, e)
+            portal = tracker.on_bind(bm.portal, bm.statement, bm.result_formats)
+            portal.bind = bm
+            regs.append((BIND, bm.portal, []))
+            return False
+        if t == w.D:
+            kind, name = m.describe_or_close(buf, s, e)
+            regs.append((DESC_STMT if kind == ord("S") else DESC_PORTAL, name, []))
+            return False
+        if t == w.E:
+            name, _max_rows = m.execute_msg(buf, s, e)
+            portal = tracker.portals.get(name)
+            stmt = portal.statement if portal is not None else None
+            text = stmt.query if stmt is not None else ""
+            bind = getattr(portal, "bind", None)
+            params, shown = self._params(bind)
+            attrs: dict[str, Any] = {"protocol": "extended"}
+            if name:
+                attrs["portal"] = name
+            if shown:
+                attrs["params"] = shown
+            run, verdict = self._judge(text.strip(), attrs, params, items)
+            run.portal = portal
+            regs.append((EXEC, name, [run]))
+            return verdict not in _ALLOWED
+        if t == w.C:
+            kind, name = m.describe_or_close(buf, s, e)
+            tracker.on_close(kind, name)
+            if kind == ord("S") and name:
+                self.prepared.deallocate(name)
+            regs.append((CLOSE, name, []))
+            return False
+        if t == w.S:
+            regs.append((SYNC, "", []))
+            return False
+        if t == w.H:
+            return False
+        if t == w.F:
+            oid, args = m.function_call(buf, s, e)
+            run, verdict = self._judge_function(oid, len(args), items)
+            regs.append((FCALL, "", [run]))
+            return verdict not in _ALLOWED
+        if t == w.PASSWORD:
+            raise w.ProtocolViolation("unexpected password message")
+        return False
+
+    def _params(self, bind: Any) -> tuple[list[str | None] | None, list[str | None] | None]:
+        """(params for the approval hash, params as recorded: masked)."""
+        if bind is None or not bind.params:
+            return None, None
+        raw: list[str | None] = []
+        for i, v in enumerate(bind.params):
+            if v is None:
+                raw.append(None)
+            elif bind.param_format(i) == 0:
+                raw.append(v.decode("utf-8", "replace"))
+            else:
+                raw.append("\\x" + v.hex())
+        masking = self.handler.masking
+        if not masking.scans:
+            return raw, raw
+        shown = [None if p is None else masking.masker.mask_text(p)[0] for p in raw]
+        return raw, shown
+
+    def _judge(
+        self,
+        text: str,
+        attrs: dict[str, Any],
+        params: Any,
+        items: list[tuple[Running, Assessment, Any]],
+    ) -> tuple[Running, Verdict]:
+        session = self.session
+        assert session is not None
+        cmd = session.command(CommandKind.SQL, text, attrs)
+        found = self.handler.scorer.assess(text, self.prepared)
+        run = Running(cmd)
+        items.append((run, found, params))
+        decision = decide_command(
+            cmd.seq, self.conn.risk, session.identity, found, break_glass=session.break_glass
+        )
+        if decision.verdict in _ALLOWED:
+            session.final_decision(decision)
+        return run, decision.verdict
+
+    def _judge_function(
+        self, oid: int, nargs: int, items: list[tuple[Running, Assessment, Any]]
+    ) -> tuple[Running, Verdict]:
+        session = self.session
+        assert session is not None
+        text = f"-- FunctionCall oid={oid} args={nargs}"
+        cmd = session.command(CommandKind.SQL, text, {"protocol": "function_call", "oid": oid})
+        found = Assessment(
+            FUNCTION_CALL_SCORE,
+            frozenset({"function_call"}),
+            ("protocol-level FunctionCall: the function is opaque to the gateway",),
+        )
+        run = Running(cmd)
+        items.append((run, found, None))
+        decision = decide_command(
+            cmd.seq, self.conn.risk, session.identity, found, break_glass=session.break_glass
+        )
+        if decision.verdict in _ALLOWED:
+            session.final_decision(decision)
+        return run, decision.verdict
+
+    # -- held units ------------------------------------------------------------------
+    def _begin_decision(self, rest: bytes) -> None:
+        self.state = DECIDING
+        tail = self.cframer.take_tail()
+        self._stash = [rest + tail] if rest or tail else []
+        self._stash_size = len(rest) + len(tail)
+        self._decision = spawn(self._decide_unit(), name="pg-hold")
+
+    async def _decide_unit(self) -> None:
+        unit = self.unit
+        session = self.session
+        assert unit is not None and session is not None
+        items = unit.items
+        denied_msg = ""
+        code = SQLSTATE_DENIED
+        try:
+            if len(items) == 1:
+                run, found, params = items[0]
+                decision = await session.decide(run.cmd, found, params=params, on_held=self._on_held)
+            else:
+                text = ";\n".join(r.cmd.text for r, _, _ in items)
+                batch = session.command(
+                    CommandKind.SQL,
+                    text,
+                    {"batch_of": [r.cmd.seq for r, _, _ in items], "statements": len(items)},
+                )
+                decision = await session.decide(
+                    batch,
+                    combine([a for _, a, _ in items]),
+                    params=[p for _, _, p in items],
+                    on_held=self._on_held,
+                )
+            if decision.verdict not in _ALLOWED:
+                why = decision.reasons[-1] if decision.reasons else "denied by policy"
+                ident = f" (approval {decision.approval_id})" if decision.approval_id else ""
+                denied_msg = f"hoopd: statement refused{ident}: {why}"
+        except asyncio.CancelledError:
+            if self._closed:
+                return
+            denied_msg = "canceling statement due to user request"
+            code = "57014"
+        except Exception as exc:
+            log.exception("deciding a held statement failed")
+            denied_msg = f"hoopd: statement refused: {type(exc).__name__}"
+        if self._closed or session.ended:
+            return
+        if denied_msg:
+            self._deny_unit(unit, denied_msg, code)
+        else:
+            self._flush_regs(unit.regs)
+            data = b"".join(unit.data)
+            self._send_up(data)
+            session.client_data(data, record=False)
+        self.unit = None
+        self.state = NORMAL
+        self._decision = None
+        stash, self._stash, self._stash_size = self._stash, [], 0
+        self.resume("stash")
+        if stash:
+            self._client_data(b"".join(stash))
+
+    def _deny_unit(self, unit: Unit, message: str, code: str) -> None:
+        runs = [r for r, _, _ in unit.items]
+        session = self.session
+        assert session is not None
+        session.error(message, code)
+        if unit.simple:
+            self.tracker.expect(DENIED, "", runs, message=f"{code}\0{message}")
+            self._send_up(w.query(DENY_SQL))
+            return
+        self.tracker.expect(DENIED, "x", runs, message=f"{code}\0{message}")
+        data = w.parse("", DENY_SQL)
+        if unit.ends_with_sync:
+            self.tracker.expect(SYNC)
+            data += w.sync()
+        else:
+            data += w.message(w.H)
+        self._send_up(data)
+
+    def _on_held(self, approval_id: str, message: str) -> None:
+        timeout = self.conn.approval.timeout
+        self._to_client(
+            w.notice_response(
+                "00000",
+                message,
+                detail=f"The statement waits up to {int(timeout)} s for a decision.",
+                hint=f"hoopd approvals approve {approval_id}",
+            )
+        )
+
+    # == sink (results of statements) ===================================================
+    def complete(self, run: Running, tag: str) -> None:
+        if self.session is None:
+            return
+        rows = m.rows_from_tag(tag)
+        if rows is None and run.rows:
+            rows = run.rows
+        self.session.result(
+            run.cmd, tag, duration_ms=(time.perf_counter() - run.started) * 1000.0,
+            rows=rows if rows is not None else run.rows,
+        )
+
+    def failed(self, run: Running, fields: dict[str, str]) -> None:
+        if self.session is None:
+            return
+        self.session.result(
+            run.cmd,
+            "error",
+            duration_ms=(time.perf_counter() - run.started) * 1000.0,
+            rows=run.rows,
+            error=f"{fields.get('C', '')}: {fields.get('M', '')}",
+        )
+
+    def skipped(self, run: Running, why: str) -> None:
+        if self.session is None:
+            return
+        if "\0" in why:
+            code, why = why.split("\0", 1)
+            status = "denied" if code == SQLSTATE_DENIED else "canceled"
+        else:
+            status = "skipped"
+        self.session.result(run.cmd, status, rows=0, error=why)
+
+    # == server -> client ================================================================
+    def _upstream_data(self, data: bytes) -> None:
+        session = self.session
+        if session is None or self.transport is None or self.transport.is_closing():
+            return
+        try:
+            buf, frames = self.bframer.feed(data)
+        except w.ProtocolViolation as exc:
+            self._fatal("08P01", f"hoopd: invalid data from the database: {exc}")
+            return
+        if not frames:
+            return
+        try:
+            out, counts, seq = self._backend_frames(buf, frames)
+        except BinaryCopyHit:
+            self._fatal(
+                "42501",
+                "hoopd: a masking rule matched binary COPY data, which cannot be masked in place",
+                reason="masking_failed",
+            )
+            return
+        except w.ProtocolViolation as exc:
+            self._fatal("08P01", f"hoopd: invalid data from the database: {exc}")
+            return
+        if out:
+            self.transport.write(out)
+            session.upstream_data(out, Stream.ROWS, command_seq=seq, masked=counts)
+            if session.congested:
+                self._wait_for_recorder()
+
+    def _backend_frames(
+        self, buf: bytes, frames: list[w.Frame]
+    ) -> tuple[bytes, dict[str, int], int]:
+        tracker = self.tracker
+        masking = self.masking
+        hitset: set[int] | None = None
+        if masking is not None and masking.scans:
+            hits = masking.hits(buf, frames[0][1], frames[-1][2])
+            if hits:
+                starts = [f[1] for f in frames]
+                hitset = {frame_index(starts, p) for p in hits}
+        pieces: list[bytes] = []
+        seg = frames[0][1]
+        counts: dict[str, int] = {}
+        run = tracker.current()
+        seq = run.cmd.seq if run is not None else 0
+        plan = self._plan(run) if masking is not None else None
+        nrows = 0
+        nbytes = 0
+        caps = self._caps
+        for i, (t, s, e) in enumerate(frames):
+            if t == w.DATA_ROW:
+                if caps and run is not None and self._over_cap(run, nrows, nbytes + e - s):
+                    # drop the row; the statement is being canceled
+                    pieces.append(buf[seg:s])
+                    seg = e
+                    continue
+                nrows += 1
+                nbytes += e - s
+                if plan is not None and (plan.forced or (hitset is not None and i in hitset)):
+                    assert masking is not None
+                    cols = run.columns if run is not None else None
+                    new, c = masking.mask_row(buf, s, e, plan, cols or [])
+                    if c:
+                        for k, n in c.items():
+                            counts[k] = counts.get(k, 0) + n
+                    if new is not None:
+                        pieces.append(buf[seg:s])
+                        pieces.append(new)
+                        seg = e
+                continue
+            if nrows or nbytes:
+                if run is not None:
+                    run.rows += nrows
+                    run.bytes += nbytes
+                self._session_rows += nrows
+                self._session_bytes += nbytes
+                nrows = nbytes = 0
+            replacement = self._backend_message(t, buf, s, e, run)
+            if replacement is None and hitset is not None and i in hitset and masking is not None:
+                if t in (w.COPY_DATA, w.NOTIFICATION, w.ERROR, w.NOTICE):
+                    replacement, c = masking.mask_other(t, buf, s, e, tracker.copy_out_binary)
+                    for k, n in c.items():
+                        counts[k] = counts.get(k, 0) + n
+            if replacement is not None:
+                pieces.append(buf[seg:s])
+                pieces.append(replacement)
+                seg = e
+            if t == w.COPY_DATA and run is not None:
+                run.bytes += e - s
+            nxt = tracker.current()
+            if nxt is not run or t == w.ROW_DESCRIPTION:
+                run = nxt
+                if run is not None:
+                    seq = run.cmd.seq
+                plan = self._plan(run) if masking is not None else None
+        if nrows or nbytes:
+            if run is not None:
+                run.rows += nrows
+                run.bytes += nbytes
+            self._session_rows += nrows
+            self._session_bytes += nbytes
+        end = frames[-1][2]
+        if not pieces:
+            return buf[seg:end] if seg or end != len(buf) else buf, counts, seq
+        pieces.append(buf[seg:end])
+        return b"".join(pieces), counts, seq
+
+    def _plan(self, run: Running | None) -> Any:
+        masking = self.masking
+        if run is None or masking is None:
+            return None
+        if run.plan is not None:
+            return run.plan
+        cols = run.columns
+        formats: tuple[int, ...] | None = None
+        portal = run.portal
+        if cols is None and portal is not None:
+            cols = portal.columns or (portal.statement.columns if portal.statement else None)
+            formats = portal.result_formats
+            run.columns = cols
+        if cols is None:
+            # rows without a known description: content-scan every value of hit rows
+            from ._masking import RowPlan
+
+            run.plan = RowPlan([], [], False, True)
+            return run.plan
+        run.plan = masking.plan(cols, formats)
+        return run.plan
+
+    def _backend_message(self, t: int, buf: bytes, s: int, e: int, run: Running | None) -> bytes | None:
+        """Tracker bookkeeping; returns a replacement for the message (b"" drops it)."""
+        tracker = self.tracker
+        if t == w.COMMAND_COMPLETE:
+            if run is not None and run.capped:
+                tracker.command_complete("capped")
+                return self._cap_error(run)
+            tracker.command_complete(m.command_tag(buf, s, e))
+        elif t == w.READY:
+            tracker.ready(m.ready_status(buf, s, e))
+        elif t == w.ROW_DESCRIPTION:
+            tracker.row_description(m.row_description(buf, s, e))
+        elif t == w.ERROR:
+            fields = m.error_fields(buf, s, e)
+            if run is not None and run.capped and fields.get("C") == "57014":
+                tracker.error(fields)
+                return self._cap_error(run)
+            h = tracker.error(fields)
+            if h is not None and h.kind == DENIED:
+                code, msg = h.message.split("\0", 1)
+                return w.error_response(code, msg, hint=_deny_hint(code))
+            if h is None and self.session is not None:
+                self.session.error(fields.get("M", ""), fields.get("C", ""))
+        elif t in (w.PARSE_COMPLETE, w.BIND_COMPLETE, w.CLOSE_COMPLETE):
+            kind = {w.PARSE_COMPLETE: PARSE, w.BIND_COMPLETE: BIND, w.CLOSE_COMPLETE: CLOSE}[t]
+            tracker.simple_ack(kind)
+        elif t == w.NO_DATA:
+            tracker.no_data()
+        elif t == w.EMPTY_QUERY:
+            tracker.command_complete("EMPTY")
+        elif t == w.PORTAL_SUSPENDED:
+            tracker.portal_suspended()
+        elif t == w.COPY_OUT or t == w.COPY_BOTH:
+            overall, _ = m.copy_response(buf, s, e)
+            tracker.copy_out = True
+            tracker.copy_out_binary = overall == 1
+        elif t == w.COPY_IN:
+            tracker.copy_in = True
+        elif t == w.FUNCTION_RESULT:
+            tracker.function_result()
+        elif t == w.BACKEND_KEY:
+            return b""  # never reveal the backend's key data
+        return None
+
+    # -- caps -------------------------------------------------------------------------
+    def _over_cap(self, run: Running, pending_rows: int, pending_bytes: int) -> bool:
+        if run.capped:
+            return True
+        opts = self.handler.options
+        rows = run.rows + pending_rows + 1
+        size = run.bytes + pending_bytes
+        why = ""
+        if opts.max_rows_per_statement is not None and rows > opts.max_rows_per_statement:
+            why = f"more than {opts.max_rows_per_statement} rows (max_rows_per_statement)"
+        elif opts.max_bytes_per_statement is not None and size > opts.max_bytes_per_statement:
+            why = f"more than {opts.max_bytes_per_statement} bytes (max_bytes_per_statement)"
+        elif (
+            opts.max_rows_per_session is not None
+            and self._session_rows + pending_rows + 1 > opts.max_rows_per_session
+        ):
+            why = f"more than {opts.max_rows_per_session} rows in this session (max_rows_per_session)"
+        elif (
+            opts.max_bytes_per_session is not None
+            and self._session_bytes + pending_bytes > opts.max_bytes_per_session
+        ):
+            why = (
+                f"more than {opts.max_bytes_per_session} bytes in this session "
+                "(max_bytes_per_session)"
+            )
+        if not why:
+            return False
+        run.capped = why
+        if self.session is not None:
+            self.session.error(f"result limit exceeded: {why}", "54000")
+        spawn(self.cancel(), name="pg-cap-cancel")
+        return True
+
+    def _cap_error(self, run: Running) -> bytes:
+        return w.error_response(
+            "54000",
+            f"hoopd: statement canceled: its result has {run.capped}",
+            hint="narrow the query (WHERE, LIMIT) or ask an administrator to raise the limit",
+        )
+
+
+def _deny_hint(code: str) -> str:
+    if code == SQLSTATE_DENIED:
+        return "the statement did not run; the session is still usable"
+    return ""

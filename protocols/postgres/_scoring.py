@@ -1,0 +1,179 @@
+"""Adapter between the relay and the SQL risk scorer (``protocols.postgres.risk``).
+
+The scorer is written separately; this module is the only place that knows
+how to call it, so the relay never depends on its exact signature. When the
+scorer is not importable, a fallback built on the classifier module (or, if
+that is missing too, a conservative keyword check) keeps the gateway failing
+*closed*: anything it cannot judge is reviewed.
+
+It also does the protocol-side bookkeeping the scorer cannot: splitting a
+simple-query string into statements and reading ``PREPARE name AS ...`` /
+``EXECUTE name`` so that an EXECUTE is judged as the statement it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from hoopd.model import Verdict
+from hoopd.policy import Assessment
+
+log = logging.getLogger("hoopd.postgres")
+
+CACHE_SIZE = 4096
+
+def split_statements(sql: str) -> list[str]:
+    """Split a simple-query string into statements (comments and empty
+    statements dropped). Never raises: unparseable text is one statement."""
+    stripped = sql.strip().rstrip(";").strip()
+    if ";" not in stripped:
+        return [sql] if stripped else []
+    try:
+        from pglast import parser
+
+        parts = list(parser.split(sql, with_parser=False))
+    except Exception:
+        return [sql]
+    return [p for p in parts if p.strip()] or [sql]
+
+
+class Scorer:
+    """Scores SQL for one connection (shared by its sessions).
+
+    Uses ``protocols.postgres.risk.SqlRiskScorer`` (parser-based, cached by
+    text and fingerprint). ``tracker`` is the session's prepared statements
+    (``risk.PreparedStatements``) so that EXECUTE is scored as what it runs.
+    """
+
+    def __init__(self, risk: Any) -> None:
+        self.risk = risk
+        self._cache: OrderedDict[str, Assessment] = OrderedDict()
+        self._scorer: Any = None
+        self._score_text: Callable[[str, Any], Assessment] | None = None
+        self._tracker_cls: Callable[[], Any] = _NoTracker
+        try:
+            from protocols.postgres import risk as risk_mod
+
+            self._scorer = risk_mod.SqlRiskScorer(risk)
+            self._score_text = risk_mod.score_statement_text
+            self._tracker_cls = risk_mod.PreparedStatements
+        except (ImportError, AttributeError) as exc:
+            log.warning("SQL risk scorer unavailable (%s); using the fallback classifier", exc)
+
+    @property
+    def using_fallback(self) -> bool:
+        return self._scorer is None
+
+    def new_tracker(self) -> Any:
+        return self._tracker_cls()
+
+    def assess(self, sql: str, tracker: Any = None) -> Assessment:
+        if self._scorer is not None and self._score_text is not None:
+            try:
+                if tracker is None:
+                    return _as_assessment(self._scorer.score(sql))
+                return _as_assessment(self._score_text(sql, tracker, self._scorer))
+            except Exception as exc:  # a scorer bug must not wave a statement through
+                log.error("risk scorer failed on a statement: %s", exc)
+                return self._unjudgeable(f"risk scorer failed: {type(exc).__name__}")
+        cache = self._cache
+        found = cache.get(sql)
+        if found is not None:
+            return found
+        found = self._fallback(sql)
+        cache[sql] = found
+        if len(cache) > CACHE_SIZE:
+            cache.popitem(last=False)
+        return found
+
+    # -- fallback -----------------------------------------------------------
+    def _unjudgeable(self, why: str) -> Assessment:
+        action = getattr(self.risk, "unparseable", "review") if self.risk else "review"
+        verdict = {"allow": Verdict.ALLOW, "deny": Verdict.DENY}.get(action, Verdict.REVIEW)
+        return Assessment(
+            score=75, categories=frozenset({"unparseable"}), reasons=(why,),
+            rule_verdicts={"unparseable": verdict},
+        )
+
+    def _fallback(self, sql: str) -> Assessment:
+        try:
+            from protocols.postgres._risk_classify import classify, parse
+        except ImportError:
+            return self._keyword_fallback(sql)
+        try:
+            found = classify(parse(sql))
+        except Exception as exc:
+            return self._unjudgeable(f"unparseable SQL: {str(exc)[:120]}")
+        return Assessment(
+            score=found.score,
+            categories=found.categories,
+            reasons=found.reasons,
+            rule_verdicts=self._rule_verdicts(sql, found.categories),
+        )
+
+    def _keyword_fallback(self, sql: str) -> Assessment:
+        head = sql.lstrip().split(None, 1)[0].lower() if sql.strip() else ""
+        if head in ("select", "show", "begin", "commit", "rollback", "values", "explain"):
+            return Assessment(score=0, categories=frozenset({"read"}))
+        return self._unjudgeable("no SQL risk scorer installed")
+
+    def _rule_verdicts(self, sql: str, categories: frozenset[str]) -> dict[str, Verdict]:
+        out: dict[str, Verdict] = {}
+        for rule in getattr(self.risk, "rules", ()) or ():
+            if rule.match is not None and rule.match in categories:
+                out[rule.rule_id] = rule.action
+            elif rule.pattern is not None:
+                try:
+                    import re2
+
+                    if re2.search(rule.pattern, sql):
+                        out[rule.rule_id] = rule.action
+                except Exception:
+                    out[rule.rule_id] = Verdict.REVIEW
+        return out
+
+
+class _NoTracker:
+    def prepare(self, name: str, sql: str) -> None:
+        pass
+
+    def deallocate(self, name: str | None) -> None:
+        pass
+
+
+def _as_assessment(raw: Any) -> Assessment:
+    if isinstance(raw, Assessment):
+        return raw
+    verdicts = getattr(raw, "rule_verdicts", {}) or {}
+    return Assessment(
+        score=int(getattr(raw, "score", 0)),
+        categories=frozenset(getattr(raw, "categories", ()) or ()),
+        reasons=tuple(getattr(raw, "reasons", ()) or ()),
+        rule_verdicts={k: Verdict(v) for k, v in dict(verdicts).items()},
+    )
+
+
+def combine(found: list[Assessment]) -> Assessment:
+    """One assessment for a batch of statements judged together."""
+    if len(found) == 1:
+        return found[0]
+    verdicts: dict[str, Verdict] = {}
+    order = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.REVIEW: 2, Verdict.DENY: 3}
+    for a in found:
+        for k, v in a.rule_verdicts.items():
+            if k not in verdicts or order[v] > order[verdicts[k]]:
+                verdicts[k] = v
+    reasons: list[str] = []
+    for a in found:
+        for r in a.reasons:
+            if r not in reasons:
+                reasons.append(r)
+    return Assessment(
+        score=max((a.score for a in found), default=0),
+        categories=frozenset().union(*(a.categories for a in found)),
+        reasons=tuple(reasons[:24]),
+        rule_verdicts=verdicts,
+    )

@@ -1,0 +1,291 @@
+"""Which backend message answers which frontend message, sans-IO.
+
+Theory of operation
+-------------------
+The server answers frontend messages strictly in order, so the tracker keeps
+a queue of *expectations*, one per forwarded message that gets an answer:
+
+=============  =========================================================
+Parse          ParseComplete ``1``
+Bind           BindComplete ``2``
+Describe S     ParameterDescription ``t`` then RowDescription ``T`` / NoData ``n``
+Describe P     RowDescription ``T`` / NoData ``n``
+Execute        DataRow* then CommandComplete ``C`` / EmptyQuery ``I`` /
+               PortalSuspended ``s`` (COPY responses in between)
+Close          CloseComplete ``3``
+Sync           ReadyForQuery ``Z``
+Query          per statement: [``T`` ``D``*] ``C`` | ``I`` | COPY..., then ``Z``
+FunctionCall   FunctionCallResponse ``V``, then ``Z``
+=============  =========================================================
+
+An ErrorResponse in the extended protocol makes the server skip everything up
+to the next Sync: the tracker fails the command it belongs to and skips the
+rest. An ErrorResponse inside a simple Query ends that Query's remaining
+statements. Asynchronous messages (``N``, ``A``, ``S``) can arrive anywhere.
+
+The tracker owns nothing but bookkeeping: the relay calls ``sink`` methods to
+report results (to record them) and asks ``current()`` for the running
+statement (to count rows and mask its DataRows).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ._messages import Column
+
+PARSE, BIND, DESC_STMT, DESC_PORTAL, EXEC, CLOSE, SYNC, QUERY, FCALL, DENIED = range(10)
+_NAMES = ["parse", "bind", "describe-S", "describe-P", "execute", "close", "sync", "query", "fcall", "denied"]
+
+
+@dataclass(slots=True)
+class Running:
+    """A statement sent to the server and not yet finished."""
+
+    cmd: Any
+    """hoopd.model.Command (or anything the sink understands)."""
+    started: float = field(default_factory=time.perf_counter)
+    rows: int = 0
+    bytes: int = 0
+    columns: list[Column] | None = None
+    formats: tuple[int, ...] | None = None
+    plan: Any = None
+    done: bool = False
+    capped: str = ""
+    """Set when a cap was exceeded: the reason shown to the client."""
+    portal: Any = None
+    """Extended protocol: the Portal it executes (columns learned late)."""
+
+
+@dataclass(slots=True)
+class Statement:
+    query: str
+    columns: list[Column] | None = None
+
+
+@dataclass(slots=True)
+class Portal:
+    statement: Statement | None
+    result_formats: tuple[int, ...]
+    columns: list[Column] | None = None
+    bind: Any = None
+    """The Bind message (parameters) that created it."""
+
+
+@dataclass(slots=True)
+class Expect:
+    kind: int
+    name: str = ""
+    running: list[Running] = field(default_factory=list)
+    index: int = 0
+    """QUERY: which statement is running."""
+    message: str = ""
+    """DENIED: what the client is told instead of the server's error."""
+
+    def __repr__(self) -> str:
+        return f"Expect({_NAMES[self.kind]}, {self.name!r}, {len(self.running)})"
+
+
+class Sink(Protocol):
+    def complete(self, run: Running, tag: str) -> None: ...
+    def failed(self, run: Running, fields: dict[str, str]) -> None: ...
+    def skipped(self, run: Running, why: str) -> None: ...
+
+
+class Tracker:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.queue: deque[Expect] = deque()
+        self.statements: dict[str, Statement] = {}
+        self.portals: dict[str, Portal] = {}
+        self.discarding = False
+        """After an extended-protocol error, until the client's next Sync."""
+        self.status = b"I"
+        self.copy_in = False
+        self.copy_out_binary = False
+        self.copy_out = False
+        self.outstanding_batch = False
+        """The last forwarded bytes ended inside an extended batch (no Sync yet)."""
+
+    # -- frontend side (call when a message is forwarded) ---------------------
+    def on_parse(self, name: str, query: str) -> None:
+        self.statements[name] = Statement(query)
+
+    def on_bind(self, portal: str, statement: str, result_formats: tuple[int, ...]) -> Portal:
+        p = Portal(self.statements.get(statement), result_formats)
+        self.portals[portal] = p
+        return p
+
+    def on_close(self, kind: int, name: str) -> None:
+        if kind == ord("S"):
+            self.statements.pop(name, None)
+        else:
+            self.portals.pop(name, None)
+
+    def expect(self, kind: int, name: str = "", running: list[Running] | None = None,
+               message: str = "") -> bool:
+        """Register an expected answer. False if the server will discard the
+        message (after an error, before Sync): its commands are skipped."""
+        if self.discarding and kind not in (SYNC, QUERY, FCALL):
+            for run in running or ():
+                self._skip(run, "not run: an earlier statement in the pipeline failed")
+            return False
+        if kind == SYNC:
+            self.discarding = False
+        self.queue.append(Expect(kind, name, running or [], message=message))
+        return True
+
+    # -- backend side -----------------------------------------------------------
+    def head(self) -> Expect | None:
+        return self.queue[0] if self.queue else None
+
+    def current(self) -> Running | None:
+        """The statement whose rows are streaming now."""
+        if not self.queue:
+            return None
+        h = self.queue[0]
+        if h.kind == EXEC:
+            return h.running[0] if h.running else None
+        if h.kind in (QUERY, FCALL) and h.index < len(h.running):
+            return h.running[h.index]
+        return None
+
+    def row_description(self, columns: list[Column]) -> None:
+        h = self.head()
+        if h is None:
+            return
+        if h.kind == DESC_STMT:
+            st = self.statements.get(h.name)
+            if st is not None:
+                st.columns = columns
+            self.queue.popleft()
+        elif h.kind == DESC_PORTAL:
+            p = self.portals.get(h.name)
+            if p is not None:
+                p.columns = columns
+            self.queue.popleft()
+        elif h.kind == QUERY:
+            run = self.current()
+            if run is not None:
+                run.columns = columns
+                run.plan = None
+
+    def no_data(self) -> None:
+        h = self.head()
+        if h is not None and h.kind in (DESC_STMT, DESC_PORTAL):
+            self.queue.popleft()
+
+    def simple_ack(self, kind: int) -> None:
+        """ParseComplete / BindComplete / CloseComplete."""
+        h = self.head()
+        if h is not None and h.kind == kind:
+            self.queue.popleft()
+
+    def command_complete(self, tag: str) -> None:
+        h = self.head()
+        if h is None:
+            return
+        if h.kind == EXEC:
+            self.queue.popleft()
+            for run in h.running:
+                self._finish(run, tag)
+        elif h.kind in (QUERY, FCALL):
+            if h.index < len(h.running):
+                self._finish(h.running[h.index], tag)
+                h.index += 1
+        self.copy_in = self.copy_out = False
+
+    def portal_suspended(self) -> None:
+        h = self.head()
+        if h is not None and h.kind == EXEC:
+            self.queue.popleft()
+            for run in h.running:
+                self._finish(run, "suspended")
+
+    def function_result(self) -> None:
+        h = self.head()
+        if h is not None and h.kind == FCALL and h.index < len(h.running):
+            self._finish(h.running[h.index], "FUNCTION CALL")
+            h.index += 1
+
+    def error(self, fields: dict[str, str]) -> Expect | None:
+        """Attribute an ErrorResponse. Returns the expectation it answered
+        (callers check for DENIED), or None for a session-level error."""
+        self.copy_in = self.copy_out = False
+        h = self.head()
+        if h is None or h.kind == SYNC:
+            return None
+        if h.kind in (QUERY, FCALL, DENIED) and (h.kind != DENIED or not h.name):
+            # simple protocol: rest of this query is skipped; Z still comes
+            runs = h.running[h.index :]
+            if runs:
+                if h.kind == DENIED:
+                    for run in runs:
+                        self._skip(run, h.message)
+                else:
+                    self._fail(runs[0], fields)
+                    for run in runs[1:]:
+                        self._skip(run, "not run: an earlier statement failed")
+            h.index = len(h.running)
+            return h
+        # extended protocol: skip to the next Sync
+        first: Expect = h
+        failed_one = False
+        while self.queue and self.queue[0].kind != SYNC:
+            e = self.queue.popleft()
+            for run in e.running:
+                if run.done:
+                    continue
+                if e.kind == DENIED:
+                    self._skip(run, e.message)
+                elif not failed_one:
+                    self._fail(run, fields)
+                    failed_one = True
+                else:
+                    self._skip(run, "not run: an earlier statement in the pipeline failed")
+        if not self.queue:
+            self.discarding = True
+        return first
+
+    def ready(self, status: bytes) -> None:
+        self.status = status
+        self.copy_in = self.copy_out = False
+        h = self.head()
+        if h is None:
+            return
+        if h.kind in (SYNC, QUERY, FCALL, DENIED):
+            self.queue.popleft()
+            for run in h.running[h.index :]:
+                if not run.done:
+                    self._skip(run, "no result from the server")
+        else:
+            # Z while something else is expected: the server and the tracker
+            # disagree (should not happen). Drop everything up to a Sync.
+            while self.queue and self.queue[0].kind not in (SYNC, QUERY, FCALL, DENIED):
+                e = self.queue.popleft()
+                for run in e.running:
+                    if not run.done:
+                        self._skip(run, "no result from the server")
+            if self.queue:
+                self.queue.popleft()
+
+    def _skip(self, run: Running, why: str) -> None:
+        if not run.done:
+            run.done = True
+            self.sink.skipped(run, why)
+
+    def _fail(self, run: Running, fields: dict[str, str]) -> None:
+        if not run.done:
+            run.done = True
+            self.sink.failed(run, fields)
+
+    def _finish(self, run: Running, tag: str) -> None:
+        if not run.done:
+            run.done = True
+            self.sink.complete(run, tag)
+
+    def outstanding(self) -> int:
+        return len(self.queue)
