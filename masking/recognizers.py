@@ -255,6 +255,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         ),
         max_len=4096,
         validator=v.key_value,
+        left=TOKEN | frozenset(b".["),
         needs=((b"=", b":", b"'"),),
         description='Generic key-values: password=…, secret: …, token=…, api_key=…, "client_secret": "…", PASSWORD \'…\'',
     ),

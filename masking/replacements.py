@@ -75,7 +75,12 @@ def make_replacer(
 
 
 def looks_masked(value: bytes, mask_char: bytes = b"*") -> bool:
-    """True for our own outputs (``[EMAIL]``, ``[EMAIL:ab12…]``, ``****``)."""
-    if value[:1] == b"[" and MASK_TOKEN.fullmatch(value):
-        return True
+    """True for our own outputs (``[EMAIL]``, ``[EMAIL:ab12…]``, ``****``), also when
+    followed by whitespace or escaped line breaks (a masked PEM inside a JSON string)."""
+    if value[:1] == b"[":
+        v = value.rstrip()
+        while v.endswith((b"\\n", b"\\r")):
+            v = v[:-2].rstrip()
+        if MASK_TOKEN.fullmatch(v):
+            return True
     return mask_char in value and not any(c in _ALNUM for c in value)
