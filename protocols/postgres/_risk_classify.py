@@ -192,28 +192,33 @@ class _Walk:
         """Dispatch on every typed node (``{"DeleteStmt": {...}}``) anywhere
         below, iteratively so that deep trees cannot overflow the stack."""
         typed: list[tuple[str, Any, bool]] = [(kind, body, top)]
+        handlers = _HANDLERS
         while typed:
             kind, body, top = typed.pop()
-            handler = _HANDLERS.get(kind)
+            handler = handlers.get(kind)
             if handler is not None:
                 if handler(self, body, text, top) is False:
                     continue
             elif top:
                 _generic_statement(self, kind, body)
-            if not isinstance(body, dict):
+            if type(body) is not dict:
                 continue
-            raw: list[Any] = list(body.values())
-            while raw:
-                item = raw.pop()
-                if isinstance(item, list):
-                    raw.extend(item)
-                elif isinstance(item, dict):
-                    if len(item) == 1:
-                        ((key, value),) = item.items()
-                        if key[:1].isupper() and isinstance(value, dict):
-                            typed.append((key, value, False))
-                            continue
-                    raw.extend(item.values())
+            containers: list[Any] = [body]
+            while containers:
+                container = containers.pop()
+                for value in container.values() if type(container) is dict else container:
+                    vtype = type(value)
+                    if vtype is dict:
+                        if len(value) == 1:
+                            for key, inner in value.items():
+                                if type(inner) is dict and key[:1].isupper():
+                                    typed.append((key, inner, False))
+                                else:
+                                    containers.append(value)
+                        else:
+                            containers.append(value)
+                    elif vtype is list:
+                        containers.append(value)
 
     # nested SQL (function bodies, DO blocks, dynamic SQL constants) -----
 
@@ -724,4 +729,13 @@ def classify(statements: list[Statement]) -> Classification:
         walk.add("empty", "empty query")
     return Classification(
         frozenset(walk.categories), score_of(walk.categories), tuple(walk.reasons), walk.stable
+    )
+
+
+def classify_expressions(nodes: list[Any]) -> Classification:
+    """Categories found in bare expression nodes (e.g. EXECUTE parameters)."""
+    walk = _Walk()
+    walk.node("_expressions", {"items": nodes}, "")
+    return Classification(
+        frozenset(walk.categories), score_of(walk.categories), tuple(walk.reasons), False
     )

@@ -26,6 +26,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import re2
 from pglast import keywords as pg_keywords
@@ -39,6 +40,7 @@ from protocols.postgres._risk_classify import (
     Classification,
     Statement,
     classify,
+    classify_expressions,
     parse,
     score_of,
 )
@@ -73,9 +75,9 @@ _FAST_READ = re.compile(
     rf"\s*select\s+(\*|{_QID}(?:\s*,\s*{_QID})*)\s+from\s+({_QID})"
     rf"(?:\s+where\s+({_COND}(?:\s+and\s+{_COND})*))?"
     rf"(?:\s+limit\s+(?:[0-9]+|\$[0-9]+))?\s*;?\s*",
-    re.IGNORECASE | re.ASCII,
+    re.ASCII,
 )
-_WORD = re.compile(r"[a-z_][a-z0-9_$]*", re.IGNORECASE | re.ASCII)
+_WORD = re.compile(r"[a-z_][a-z0-9_$]*", re.ASCII)
 _NOT_NAMES = frozenset(
     w.lower()
     for w in (
@@ -84,7 +86,7 @@ _NOT_NAMES = frozenset(
         *pg_keywords.COL_NAME_KEYWORDS,
     )
 )
-_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_AND = re.compile(r"\s+and\s+")
 _FAST_MAX_CHARS = 512
 
 
@@ -92,14 +94,14 @@ def _fast_read(sql: str) -> bool:
     """True if ``sql`` is certainly one plain read (see ``_FAST_READ``)."""
     if len(sql) > _FAST_MAX_CHARS:
         return False
-    m = _FAST_READ.fullmatch(sql)
+    m = _FAST_READ.fullmatch(sql.lower())
     if m is None:
         return False
     cols, table, where = m.groups()
     names = f"{cols} {table} {' '.join(_AND.split(where)) if where else ''}"
     # Strings were limited to [a-z0-9 _.@:-], so a keyword inside one makes
     # this refuse a safe query, never accept an unsafe one.
-    return not any(w.lower() in _NOT_NAMES for w in _WORD.findall(names))
+    return _NOT_NAMES.isdisjoint(_WORD.findall(names))
 
 
 _READ = Classification(frozenset({"read"}), 0, ("read-only query",), True)
@@ -208,6 +210,8 @@ class SqlRiskScorer:
             if hit is not None:
                 return self._assess(hit, sql)
         if _fast_read(sql):
+            if cacheable:
+                self._text_cache.put(sql, self._read)
             return self._assess(self._read, sql)
         if "\x00" in sql:
             return self._unparseable_assessment(sql, "NUL byte in query text")
@@ -289,39 +293,57 @@ def _parse_error(exc: Exception) -> str:
 class PreparedStatements:
     """One session's prepared statements, by name, as the client created them
     (SQL ``PREPARE`` and protocol-level Parse; the unnamed statement is
-    ``""``). It records what was asked, not what the server accepted: a
-    denied PREPARE leaves an entry that a later EXECUTE resolves to the same
-    body, which is scored the same way again."""
+    ``""``).
+
+    It records what was asked, not what the server accepted. Preparing a name
+    that is already taken fails on the server and keeps the old statement,
+    but a gateway-denied PREPARE never reached it; so a name keeps every body
+    prepared under it until DEALLOCATE, and an EXECUTE is scored as the
+    riskiest of them. Only the unnamed statement is simply replaced."""
 
     MAX_STATEMENTS = 10_000
     MAX_CHARS = 16 * 1024 * 1024
+    MAX_BODIES_PER_NAME = 8
 
     def __init__(self) -> None:
-        self._statements: dict[str, str] = {}
+        self._statements: dict[str, list[str]] = {}
         self._chars = 0
 
     def prepare(self, name: str, sql: str) -> None:
-        self.deallocate(name)
-        if len(self._statements) >= self.MAX_STATEMENTS or self._chars + len(sql) > self.MAX_CHARS:
+        if name == "":
+            self.deallocate("")
+        bodies = self._statements.get(name)
+        if bodies is not None and sql in bodies:
+            return
+        while self._statements and (
+            len(self._statements) >= self.MAX_STATEMENTS or self._chars + len(sql) > self.MAX_CHARS
+        ):
             # Forgetting one is safe: an unknown EXECUTE scores high.
-            oldest = next(iter(self._statements), None)
-            if oldest is not None:
-                self.deallocate(oldest)
-        self._statements[name] = sql
+            self.deallocate(next(iter(self._statements)))
+        bodies = self._statements.setdefault(name, [])
+        if len(bodies) >= self.MAX_BODIES_PER_NAME:
+            self._chars -= len(bodies.pop(0))
+        bodies.append(sql)
         self._chars += len(sql)
 
     def resolve_execute(self, name: str) -> str | None:
-        return self._statements.get(name)
+        """The body most recently prepared under ``name``."""
+        bodies = self._statements.get(name)
+        return bodies[-1] if bodies else None
+
+    def candidates(self, name: str) -> tuple[str, ...]:
+        """Every body prepared under ``name`` since it was last deallocated."""
+        return tuple(self._statements.get(name, ()))
 
     def deallocate(self, name: str | None) -> None:
-        """Forget ``name``; ``None`` or ``"ALL"`` (any case) forgets all."""
-        if name is None or (name.upper() == "ALL" and name not in self._statements):
+        """Forget ``name``; ``None`` forgets all (``DEALLOCATE ALL``)."""
+        if name is None:
             self._statements.clear()
             self._chars = 0
             return
         old = self._statements.pop(name, None)
         if old is not None:
-            self._chars -= len(old)
+            self._chars -= sum(len(b) for b in old)
 
     def __len__(self) -> int:
         return len(self._statements)
@@ -346,6 +368,11 @@ def score_statement_text(
     lowered = sql.lower()
     if not any(word in lowered for word in _PREPARED_WORDS):
         return scorer.score(sql)
+    simple = _SIMPLE_EXECUTE.fullmatch(lowered)
+    if simple is not None:
+        # EXECUTE name[(plain values)]: one statement, no calls in the
+        # parameters, so only the body matters. Saves a parse per call.
+        return _score_execute(simple.group(1), sql, (), tracker, scorer)
     try:
         statements = parse(sql)
     except Exception:
@@ -372,23 +399,46 @@ def _score_one(stmt: Statement, tracker: PreparedStatements, scorer: SqlRiskScor
         name = str(node.get("name", ""))
         if body is not None:
             tracker.prepare(name, body)
-        else:  # keep the name so EXECUTE is not mistaken for unknown
-            tracker.prepare(name, stmt.text)
+        # else: EXECUTE of it stays unknown, which scores high
         return scorer.score(stmt.text)
     if stmt.kind == "DeallocateStmt":
         tracker.deallocate(None if node.get("isall") else str(node.get("name", "")))
         return scorer.score(stmt.text)
     if stmt.kind == "ExecuteStmt":
         name = str(node.get("name", ""))
-        body = tracker.resolve_execute(name)
-        if body is None:
-            return scorer.score(stmt.text)  # unknown_prepared, high
-        inner = scorer.score(body)
-        outer = scorer._meta(
-            frozenset({"execute"}), (f"EXECUTE {name} runs: {_shorten(body)}",), stmt.text
-        )
-        return _combine([outer, inner])
+        return _score_execute(name, stmt.text, node.get("params") or (), tracker, scorer)
     return scorer.score(stmt.text)
+
+
+# Parameters limited to names, numbers and operators: no quotes, comments,
+# semicolons, dollar quoting or calls can hide in them.
+_SIMPLE_EXECUTE = re.compile(
+    r"\s*execute\s+([a-z_][a-z0-9_]*)\s*(?:\(\s*[a-z0-9_.,+*\s]*\))?\s*;?\s*", re.ASCII
+)
+
+
+def _score_execute(
+    name: str,
+    text: str,
+    params: Iterable[Any],
+    tracker: PreparedStatements,
+    scorer: SqlRiskScorer,
+) -> Assessment:
+    bodies = tracker.candidates(name)
+    if not bodies:
+        return scorer.score(text)  # unknown_prepared, high
+    parts = []
+    for body in bodies:
+        parts.append(
+            scorer._meta(frozenset({"execute"}), (f"EXECUTE {name} runs: {_shorten(body)}",), text)
+        )
+        parts.append(scorer.score(body))
+    if params:
+        # Parameters are expressions evaluated by EXECUTE: look for calls.
+        found = classify_expressions(list(params))
+        if found.categories:
+            parts.append(scorer._meta(found.categories, found.reasons, text))
+    return _combine(parts)
 
 
 def _combine(parts: Iterable[Assessment]) -> Assessment:

@@ -224,3 +224,50 @@ def test_tracker_is_bounded() -> None:
 def test_without_prepared_words_same_as_score() -> None:
     s = SqlRiskScorer(None)
     assert score_statement_text("DELETE FROM t", PreparedStatements(), s) == s.score("DELETE FROM t")
+
+
+def test_re_prepare_cannot_launder_a_name() -> None:
+    """PREPARE of a taken name fails on the server and keeps the old body;
+    the tracker must not believe the new, harmless one."""
+    t = PreparedStatements()
+    score_statement_text("PREPARE p AS DELETE FROM t", t)
+    score_statement_text("PREPARE p AS SELECT 1", t)
+    found = score_statement_text("EXECUTE p", t)
+    assert "delete_without_where" in found.categories
+    score_statement_text("DEALLOCATE p", t)
+    score_statement_text("PREPARE p AS SELECT 1", t)
+    assert score_statement_text("EXECUTE p", t).categories == {"execute"}
+
+
+def test_unnamed_protocol_statement_is_replaced() -> None:
+    t = PreparedStatements()
+    t.prepare("", "DELETE FROM t")
+    t.prepare("", "SELECT 1")
+    assert t.candidates("") == ("SELECT 1",)
+
+
+def test_execute_parameters_are_scored() -> None:
+    t = PreparedStatements()
+    score_statement_text("PREPARE q(int) AS SELECT $1", t)
+    found = score_statement_text("EXECUTE q(pg_terminate_backend(42))", t)
+    assert "dangerous_function" in found.categories and found.score >= 75
+
+
+@pytest.mark.parametrize(
+    "text", ["EXECUTE q", "execute q(1, 2)", " EXECUTE  q ( 1 ) ; ", "EXECUTE q(a.b + 1)"]
+)
+def test_simple_execute_shortcut_matches_parse_path(text: str) -> None:
+    t = PreparedStatements()
+    s = SqlRiskScorer(RULES)
+    score_statement_text("PREPARE q(int, int) AS UPDATE t SET a = $1", t, s)
+    fast = score_statement_text(text, t, s)
+    slow = score_statement_text(f"/* force parse */ {text}", t, s)
+    assert fast.categories == slow.categories and fast.score == slow.score
+    assert fast.rule_verdicts == slow.rule_verdicts
+
+
+def test_execute_hidden_after_semicolon_is_not_shortcut() -> None:
+    t = PreparedStatements()
+    score_statement_text("PREPARE q AS SELECT 1", t)
+    found = score_statement_text("EXECUTE q; DROP TABLE users", t)
+    assert "drop_table" in found.categories
