@@ -1,0 +1,128 @@
+"""Recorder throughput benchmark (prints a table).
+
+    python bench/recorder/bench_recorder.py [--frames 300000] [--payload 1024]
+
+Rows:
+  baseline-write   msgpack-pack [seq, ts, body] + buffered write, no chaining
+  core-write       ChainWriter.append_event: encode + SHA-256 chain + buffered
+                   write + a signed checkpoint every 1000 frames (writer core path)
+  e2e-write        SessionRecording.write() on this thread -> writer thread ->
+                   file, until Recorder.close() returns
+  baseline-read    msgpack.Unpacker over the file, no hashing
+  verify           recorder.verify.verify_session (chain + signatures)
+Each event is an Output with a --payload byte chunk; ratios are vs the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import msgpack  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+
+from hoopd.model import Output, Stream  # noqa: E402
+from recorder.chain import ChainWriter  # noqa: E402
+from recorder.codec import event_body  # noqa: E402
+from recorder.keys import key_fingerprint  # noqa: E402
+from recorder.reader import make_unpacker, segment_files  # noqa: E402
+from recorder.verify import Status, verify_session  # noqa: E402
+from recorder.writer import Recorder, RecorderSettings  # noqa: E402
+
+
+def bench_baseline_write(path: Path, event: Output, n: int) -> float:
+    pack = msgpack.Packer().pack
+    ts = time.time_ns()
+    with open(path, "wb", buffering=0) as f:
+        buf: list[bytes] = []
+        t0 = time.perf_counter()
+        for seq in range(1, n + 1):
+            buf.append(pack([seq, ts, event_body(event)]))
+            if len(buf) >= 4096:
+                f.write(b"".join(buf))
+                buf.clear()
+        f.write(b"".join(buf))
+        return time.perf_counter() - t0
+
+
+def bench_core_write(directory: Path, key: Ed25519PrivateKey, event: Output, n: int) -> float:
+    chain = ChainWriter(
+        directory=directory, session_id="core", key=key,
+        key_fingerprint=key_fingerprint(key.public_key()), rotate_bytes=1 << 40,
+        checkpoint_frames=1000, fsync="never", dirty=[], on_written=lambda n, b: None,
+    )
+    chain.open(time.time_ns())
+    append = chain.append_event
+    flush = chain.flush
+    ts = time.time_ns()
+    t0 = time.perf_counter()
+    for seq in range(1, n + 1):
+        append(seq, ts, event)
+        if not seq & 4095:  # the writer thread flushes once per batch of 4096
+            flush()
+    chain.close()
+    return time.perf_counter() - t0
+
+
+def bench_e2e_write(directory: Path, key: Ed25519PrivateKey, event: Output, n: int) -> float:
+    rec = Recorder(RecorderSettings(dir=directory, rotate_bytes=1 << 40, fsync="never",
+                                    queue_max_frames=n + 1), key)
+    rec.start()
+    t0 = time.perf_counter()
+    sess = rec.open_session("e2e")
+    write = sess.write
+    for _ in range(n):
+        write(event)
+    sess.close()
+    rec.close(timeout=600)
+    return time.perf_counter() - t0
+
+
+def bench_baseline_read(path: Path) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    with open(path, "rb") as f:
+        count = sum(1 for _ in make_unpacker(f))
+    return time.perf_counter() - t0, count
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=300_000)
+    ap.add_argument("--payload", type=int, default=1024, help="bytes of output per event")
+    ap.add_argument("--dir", type=Path, help="scratch directory (default: a temp dir)")
+    args = ap.parse_args()
+    n = args.frames
+    key = Ed25519PrivateKey.generate()
+    event = Output(Stream.STDOUT, os.urandom(args.payload))
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        d = Path(tmp)
+        rows = []
+        base = bench_baseline_write(d / "plain.msgpack", event, n)
+        rows.append(("baseline-write", n / base, 1.0))
+        core = bench_core_write(d, key, event, n)
+        rows.append(("core-write", n / core, base / core))
+        e2e = bench_e2e_write(d, key, event, n)
+        rows.append(("e2e-write", n / e2e, base / e2e))
+        rbase, _ = bench_baseline_read(d / "plain.msgpack")
+        rows.append(("baseline-read", n / rbase, 1.0))
+        t0 = time.perf_counter()
+        result = verify_session(d / "core", key.public_key())
+        ver = time.perf_counter() - t0
+        assert result.status is Status.OK, result.summary()
+        frames = result.frames
+        rows.append(("verify", frames / ver, rbase / ver * frames / n))
+        size = sum(p.stat().st_size for _, p in segment_files(d / "core"))
+    print(f"frames={n} payload={args.payload}B file={size / 1e6:.1f}MB python={sys.version.split()[0]}")
+    print(f"{'path':<16}{'frames/s':>12}{'vs baseline':>13}")
+    for name, rate, ratio in rows:
+        print(f"{name:<16}{rate:>12,.0f}{ratio:>12.2f}x")
+
+
+if __name__ == "__main__":
+    main()
