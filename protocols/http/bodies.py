@@ -1,0 +1,292 @@
+"""Response (and request) body transforms: decoding and masking, sans-IO.
+
+``plan_response`` decides, from the response headers, what happens to a body:
+
+* ``json`` (``application/json``, ``*+json``): buffered up to
+  ``mask_json_max_bytes`` and masked as a document (by key, path and content);
+  past the cap the body falls back to ``text`` (content masking), or is refused
+  when key/path rules exist and ``unmaskable: refuse``.
+* ``ndjson`` (``application/x-ndjson`` and friends): masked line by line.
+* ``text`` (``text/*`` including ``text/event-stream``, XML, YAML, forms, no
+  content type): streamed through the stream masker, which holds back only
+  a bounded tail, so a value split across chunks is still masked.
+* ``pass``: not maskable (binary types, unknown content encodings) and
+  ``unmaskable: pass``; the body is relayed untouched.
+* ``refuse``: not maskable and ``unmaskable: refuse``.
+
+Compressed bodies (gzip, deflate, br when the ``brotli`` module is
+importable) are decoded when masking applies, and sent on uncompressed.
+
+All masking goes through this module (``masker.json()``, ``masker.stream()``,
+``masker.mask_bytes``), keeping the masking package's API in one place.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .h1 import Headers
+
+try:  # pragma: no cover - depends on the environment
+    import brotli
+
+    HAVE_BROTLI = True
+except ImportError:  # pragma: no cover
+    brotli = None
+    HAVE_BROTLI = False
+
+Counts = dict[str, int]
+
+DECODABLE = ("gzip", "x-gzip", "deflate", "br") if HAVE_BROTLI else ("gzip", "x-gzip", "deflate")
+ACCEPT_ENCODING = "gzip, deflate, br" if HAVE_BROTLI else "gzip, deflate"
+
+_JSON_TYPES = frozenset({"application/json", "text/json"})
+_NDJSON_TYPES = frozenset(
+    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-seq",
+     "application/stream+json", "application/jsonlines", "application/x-jsonlines"}
+)
+_TEXT_APP_TYPES = frozenset(
+    {"application/xml", "application/javascript", "application/x-www-form-urlencoded",
+     "application/yaml", "application/x-yaml", "application/graphql", "application/sql",
+     "application/csv", "application/ecmascript", "application/x-sh", "application/toml"}
+)
+
+
+def media_type(headers: Headers) -> str:
+    value = headers.get("content-type")
+    if value is None:
+        return ""
+    return value.split(";", 1)[0].strip().lower()
+
+
+def body_kind(mtype: str) -> str:
+    """``json`` | ``ndjson`` | ``text`` | ``binary`` for a media type ('' = unknown: text)."""
+    if not mtype:
+        return "text"
+    if mtype in _JSON_TYPES or mtype.endswith("+json"):
+        return "json"
+    if mtype in _NDJSON_TYPES:
+        return "ndjson"
+    if mtype.startswith("text/") or mtype in _TEXT_APP_TYPES or mtype.endswith("+xml"):
+        return "text"
+    return "binary"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    mode: str
+    """``none`` (masking off) | ``json`` | ``ndjson`` | ``text`` | ``pass`` | ``refuse``."""
+    encoding: str = ""
+    """Content-Encoding to decode ('' = none)."""
+    reason: str = ""
+
+    @property
+    def transforms(self) -> bool:
+        return self.mode in ("json", "ndjson", "text")
+
+
+def plan_response(headers: Headers, masker: Any, unmaskable: str) -> Plan:
+    if masker is None or not masker.active:
+        return Plan("none")
+    kind = body_kind(media_type(headers))
+    unmask = "refuse" if unmaskable == "refuse" else "pass"
+    if kind == "binary":
+        return Plan(unmask, reason=f"content type {media_type(headers)} cannot be masked")
+    codings = headers.tokens("content-encoding")
+    codings = [c for c in codings if c != "identity"]
+    encoding = ""
+    if codings:
+        if len(codings) > 1 or codings[0] not in DECODABLE:
+            return Plan(unmask, reason=f"content encoding {', '.join(codings)} cannot be decoded")
+        encoding = codings[0]
+    return Plan(kind, encoding)
+
+
+class _Decoder(Protocol):
+    def feed(self, data: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+class ZlibDecoder:
+    """gzip (possibly several members) or deflate (zlib-wrapped, or raw as some servers send)."""
+
+    def __init__(self, encoding: str) -> None:
+        self._gzip = encoding in ("gzip", "x-gzip")
+        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS)
+        self._first = True
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        if self._first and not self._gzip and data:
+            self._first = False
+            try:
+                return self._obj.decompress(data)
+            except zlib.error:
+                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._first = False
+        while data:
+            out.append(self._obj.decompress(data))
+            data = self._obj.unused_data
+            if data and self._gzip and self._obj.eof:
+                self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            else:
+                break
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        return self._obj.flush()
+
+
+class BrotliDecoder:  # pragma: no cover - only with the brotli module
+    def __init__(self) -> None:
+        assert brotli is not None
+        self._obj = brotli.Decompressor()
+
+    def feed(self, data: bytes) -> bytes:
+        return bytes(self._obj.process(data))
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def decoder_for(encoding: str) -> _Decoder | None:
+    if not encoding:
+        return None
+    if encoding == "br":
+        return BrotliDecoder()
+    return ZlibDecoder(encoding)
+
+
+class BodyRefused(Exception):
+    pass
+
+
+def mask_json_document(masker: Any, data: bytes) -> tuple[bytes, Counts]:
+    """Mask one JSON document. Fast path: a document without escapes, key/path
+    rules or Kubernetes Secrets is scanned once as bytes; only if that finds
+    something is it parsed and masked structurally."""
+    if (
+        not masker.paths
+        and not masker._field_rules
+        and b"\\" not in data
+        and b'"Secret"' not in data
+    ):
+        _, counts = masker.mask_bytes(data)
+        if not counts:
+            return data, counts
+    out, counts = masker.json().mask_document(data)
+    return out, counts
+
+
+def has_structural_rules(masker: Any) -> bool:
+    return bool(masker.paths or masker._field_rules)
+
+
+class BodyMasker:
+    """``feed(bytes) -> bytes`` / ``finish() -> bytes`` for one response body."""
+
+    def __init__(self, plan: Plan, masker: Any, json_cap: int, unmaskable: str) -> None:
+        self.plan = plan
+        self.mode = plan.mode
+        self._masker = masker
+        self._decoder = decoder_for(plan.encoding) if plan.transforms else None
+        self._json_cap = json_cap
+        self._unmaskable = unmaskable
+        self._buf: list[bytes] = []
+        self._size = 0
+        self._stream: Any = None
+        self.counts: Counts = {}
+        self.fell_back = False
+        if self.mode == "text":
+            self._stream = masker.stream()
+        elif self.mode == "ndjson":
+            self._stream = masker.json().lines()
+
+    @property
+    def buffering(self) -> bool:
+        """True while the whole body is being collected (JSON): the head waits."""
+        return self.mode == "json"
+
+    def _add(self, counts: Counts) -> None:
+        for k, n in counts.items():
+            self.counts[k] = self.counts.get(k, 0) + n
+
+    def feed(self, data: bytes) -> bytes:
+        if not self.plan.transforms:
+            return data
+        if self._decoder is not None:
+            data = self._decoder.feed(data)
+        if self.mode == "json":
+            self._buf.append(data)
+            self._size += len(data)
+            if self._size <= self._json_cap:
+                return b""
+            if has_structural_rules(self._masker) and self._unmaskable == "refuse":
+                raise BodyRefused(
+                    f"JSON body larger than {self._json_cap} bytes cannot be masked by key"
+                )
+            # fall back to streaming content masking of everything so far
+            self.mode = "text"
+            self.fell_back = True
+            self._stream = self._masker.stream()
+            held, self._buf = b"".join(self._buf), []
+            return bytes(self._stream.feed(held))
+        return bytes(self._stream.feed(data))
+
+    def finish(self) -> bytes:
+        if not self.plan.transforms:
+            return b""
+        tail = self._decoder.flush() if self._decoder is not None else b""
+        if self.mode == "json":
+            data = b"".join(self._buf) + tail
+            self._buf = []
+            if not data:
+                return b""
+            out, counts = mask_json_document(self._masker, data)
+            self._add(counts)
+            return out
+        out = self._stream.feed(tail) if tail else b""
+        out += self._stream.flush()
+        self._add(self._stream.counts)
+        return bytes(out)
+
+
+def mask_request_body(masker: Any, data: bytes, content_type: str, encoding: str) -> tuple[bytes, Counts]:
+    """A request body (prefix) as it is recorded: masked; compressed bodies decoded first."""
+    if masker is None or not masker.active or not data:
+        return data, {}
+    if encoding:
+        dec = decoder_for(encoding) if encoding in DECODABLE else None
+        if dec is None:
+            return b"[body with content encoding " + encoding.encode() + b" not recorded]", {}
+        try:
+            data = dec.feed(data) + dec.flush()
+        except (zlib.error, OSError):
+            return b"[undecodable compressed body not recorded]", {}
+    kind = body_kind(content_type)
+    if kind == "json":
+        return mask_json_document(masker, data)
+    if kind == "ndjson":
+        lm = masker.json().lines()
+        out = lm.feed(data) + lm.flush()
+        return bytes(out), dict(lm.counts)
+    out, counts = masker.mask_bytes(data)
+    return bytes(out), dict(counts)
+
+
+def json_summary(data: bytes) -> dict[str, Any] | None:
+    """A short, value-free description of a JSON request body."""
+    import json
+
+    try:
+        obj = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return {"type": "invalid-json"}
+    if isinstance(obj, dict):
+        keys = sorted(str(k) for k in obj)
+        return {"type": "object", "keys": keys[:32], "key_count": len(keys)}
+    if isinstance(obj, list):
+        return {"type": "array", "length": len(obj)}
+    return {"type": type(obj).__name__}

@@ -1,0 +1,514 @@
+"""A sans-IO HTTP/1.1 message parser and serializer.
+
+Bytes go in (``feed``), events come out; nothing here awaits or touches a
+socket, so every split of the input gives the same events (property-tested).
+
+* ``RequestParser`` parses what a client sends: request heads, bodies framed
+  by ``Content-Length`` or ``Transfer-Encoding: chunked``.
+* ``ResponseParser`` parses what an upstream sends back: interim (1xx) heads,
+  final heads, bodies framed by length, chunks or the end of the connection;
+  it must be told the request method (a response to HEAD has no body).
+
+After a complete message the parser stops (``DONE``) and buffers what follows
+(pipelined requests) until ``next_message()``; the driver calls it once it has
+answered. After a ``101 Switching Protocols`` the connection is a tunnel:
+``take_buffer()`` returns the bytes that followed, and the driver relays raw.
+
+Smuggling guards: a request with both ``Transfer-Encoding`` and
+``Content-Length``, conflicting lengths, a transfer coding other than a final
+``chunked``, obsolete line folding, or whitespace before a header colon is
+refused with 400. Trailers are parsed and dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MAX_CHUNK_LINE = 4096
+
+
+class ProtocolError(Exception):
+    """The peer broke HTTP/1.1. ``status`` is the response a server would give."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FIELD_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TARGET_BAD = re.compile(rb"[\x00-\x20\x7f]")
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
+
+Header = tuple[str, str, str]
+"""(lowercased name, name as sent, value)"""
+
+
+@dataclass(slots=True)
+class Headers:
+    items: list[Header] = field(default_factory=list)
+
+    def get(self, lname: str, default: str | None = None) -> str | None:
+        for n, _, v in self.items:
+            if n == lname:
+                return v
+        return default
+
+    def get_all(self, lname: str) -> list[str]:
+        return [v for n, _, v in self.items if n == lname]
+
+    def tokens(self, lname: str) -> list[str]:
+        """Comma-separated list values of every field with this name, lowercased."""
+        out: list[str] = []
+        for n, _, v in self.items:
+            if n == lname:
+                out.extend(t.strip().lower() for t in v.split(",") if t.strip())
+        return out
+
+    def has(self, lname: str) -> bool:
+        return any(n == lname for n, _, _ in self.items)
+
+    def remove(self, *lnames: str) -> None:
+        drop = set(lnames)
+        self.items = [h for h in self.items if h[0] not in drop]
+
+    def set(self, name: str, value: str) -> None:
+        lname = name.lower()
+        self.remove(lname)
+        self.items.append((lname, name, value))
+
+    def add(self, name: str, value: str) -> None:
+        self.items.append((name.lower(), name, value))
+
+    def copy(self) -> Headers:
+        return Headers(list(self.items))
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: str
+    target: str
+    version: str
+    """``1.1`` or ``1.0``."""
+    headers: Headers
+    keep_alive: bool
+    chunked: bool
+    length: int
+    """Content-Length (0 when chunked or absent)."""
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.length > 0
+
+    @property
+    def upgrade(self) -> str:
+        """The protocol asked for in ``Upgrade`` (lowercased) when ``Connection`` names it."""
+        if "upgrade" not in self.headers.tokens("connection"):
+            return ""
+        values = self.headers.tokens("upgrade")
+        return values[0] if values else ""
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: str
+    version: str
+    headers: Headers
+    keep_alive: bool
+    framing: str
+    """``none`` | ``length`` | ``chunked`` | ``close``."""
+    length: int
+
+
+@dataclass(slots=True)
+class Data:
+    data: bytes
+
+
+@dataclass(slots=True)
+class EndOfMessage:
+    pass
+
+
+END = EndOfMessage()
+Event = RequestHead | ResponseHead | Data | EndOfMessage
+
+# parser states
+HEAD, LENGTH, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UNTIL_CLOSE, DONE, TUNNEL = range(9)
+
+
+def _find_head_end(buf: bytearray, start: int) -> tuple[int, int]:
+    """(end of head, start of what follows) or (-1, -1). Lines may end in CRLF or LF."""
+    i = buf.find(b"\n", start)
+    while i >= 0:
+        j = i + 1
+        if j < len(buf) and buf[j] == 10:  # \n\n
+            return i, j + 1
+        if j + 1 < len(buf) and buf[j] == 13 and buf[j + 1] == 10:  # \n\r\n
+            return i, j + 2
+        if j >= len(buf) or (j + 1 >= len(buf) and buf[j] == 13):
+            return -1, -1
+        i = buf.find(b"\n", j)
+    return -1, -1
+
+
+def _parse_fields(lines: list[bytes]) -> Headers:
+    items: list[Header] = []
+    for line in lines:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            continue
+        if line[0] in (32, 9):
+            raise ProtocolError("obsolete header line folding is not accepted")
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.match(name):
+            raise ProtocolError("malformed header field")
+        value = value.strip(b" \t")
+        if _FIELD_VALUE_BAD.search(value):
+            raise ProtocolError("invalid character in header value")
+        sname = name.decode("ascii")
+        items.append((sname.lower(), sname, value.decode("latin-1")))
+    return Headers(items)
+
+
+def _content_length(headers: Headers) -> int | None:
+    values = headers.get_all("content-length")
+    if not values:
+        return None
+    found: set[str] = set()
+    for v in values:
+        found.update(p.strip() for p in v.split(","))
+    if len(found) != 1:
+        raise ProtocolError("conflicting Content-Length values")
+    text = found.pop()
+    if not text.isdigit() or len(text) > 18:
+        raise ProtocolError("invalid Content-Length")
+    return int(text)
+
+
+class _Parser:
+    max_head: int
+
+    def __init__(self, max_head: int = 65536) -> None:
+        self.max_head = max_head
+        self._buf = bytearray()
+        self._state = HEAD
+        self._remaining = 0
+        self._scan = 0
+
+    @property
+    def state(self) -> int:
+        return self._state
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def take_buffer(self) -> bytes:
+        """Switch to tunnel mode and return whatever was buffered."""
+        self._state = TUNNEL
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    def feed(self, data: bytes) -> list[Event]:
+        if data:
+            if self._state == TUNNEL:
+                raise ProtocolError("parser is in tunnel mode")
+            self._buf += data
+        events: list[Event] = []
+        while self._step(events):
+            pass
+        return events
+
+    def feed_eof(self) -> list[Event]:
+        """The peer closed. Ends an until-close body; an incomplete message is an error."""
+        events = self.feed(b"")
+        if self._state == UNTIL_CLOSE:
+            events.append(END)
+            self._state = DONE
+        elif self._state != DONE and (self._state != HEAD or self._buf.strip()):
+            raise ProtocolError("connection closed in the middle of a message")
+        return events
+
+    def next_message(self) -> None:
+        if self._state != DONE:
+            raise RuntimeError("next_message() before the current message ended")
+        self._state = HEAD
+        self._scan = 0
+
+    def _head(self, head: bytes) -> Event:
+        raise NotImplementedError
+
+    def _step(self, events: list[Event]) -> bool:
+        state = self._state
+        buf = self._buf
+        if state == HEAD:
+            # skip empty lines before a message (RFC 9112 2.2)
+            while buf[:2] == b"\r\n" or buf[:1] == b"\n":
+                del buf[: 2 if buf[:1] == b"\r" else 1]
+            if not buf:
+                return False
+            end, nxt = _find_head_end(buf, self._scan)
+            if end < 0:
+                if len(buf) > self.max_head:
+                    raise ProtocolError("header section too large", 431)
+                self._scan = max(0, len(buf) - 3)
+                return False
+            if nxt > self.max_head:
+                raise ProtocolError("header section too large", 431)
+            head = bytes(buf[:end])
+            del buf[:nxt]
+            self._scan = 0
+            ev = self._head(head)
+            events.append(ev)
+            if self._state == DONE:
+                events.append(END)
+            return True
+        if state == LENGTH:
+            if not buf:
+                return False
+            n = min(len(buf), self._remaining)
+            events.append(Data(bytes(buf[:n])))
+            del buf[:n]
+            self._remaining -= n
+            if self._remaining == 0:
+                events.append(END)
+                self._state = DONE
+            return bool(buf) and self._state != DONE
+        if state == CHUNK_SIZE:
+            i = buf.find(b"\n")
+            if i < 0:
+                if len(buf) > MAX_CHUNK_LINE:
+                    raise ProtocolError("chunk size line too long")
+                return False
+            line = bytes(buf[:i]).rstrip(b"\r")
+            del buf[: i + 1]
+            size_text = line.split(b";", 1)[0].strip(b" \t")
+            if not _HEX.match(size_text):
+                raise ProtocolError("invalid chunk size")
+            size = int(size_text, 16)
+            if size == 0:
+                self._state = TRAILERS
+            else:
+                self._remaining = size
+                self._state = CHUNK_DATA
+            return True
+        if state == CHUNK_DATA:
+            if not buf:
+                return False
+            n = min(len(buf), self._remaining)
+            events.append(Data(bytes(buf[:n])))
+            del buf[:n]
+            self._remaining -= n
+            if self._remaining == 0:
+                self._state = CHUNK_CRLF
+            return bool(buf)
+        if state == CHUNK_CRLF:
+            if buf[:2] == b"\r\n":
+                del buf[:2]
+            elif buf[:1] == b"\n":
+                del buf[:1]
+            elif len(buf) >= 2 or (buf and buf[:1] != b"\r"):
+                raise ProtocolError("missing CRLF after chunk data")
+            else:
+                return False
+            self._state = CHUNK_SIZE
+            return True
+        if state == TRAILERS:
+            i = buf.find(b"\n")
+            if i < 0:
+                if len(buf) > self.max_head:
+                    raise ProtocolError("trailer section too large", 431)
+                return False
+            line = bytes(buf[:i]).rstrip(b"\r")
+            del buf[: i + 1]
+            if not line:
+                events.append(END)
+                self._state = DONE
+                return False
+            _parse_fields([line])  # validate, then drop
+            return True
+        if state == UNTIL_CLOSE:
+            if buf:
+                events.append(Data(bytes(buf)))
+                buf.clear()
+            return False
+        return False  # DONE or TUNNEL: keep buffering
+
+
+class RequestParser(_Parser):
+    """Parses requests from a client."""
+
+    def _head(self, head: bytes) -> Event:
+        lines = head.split(b"\n")
+        first = lines[0].rstrip(b"\r")
+        parts = first.split(b" ")
+        if len(parts) != 3:
+            raise ProtocolError("malformed request line")
+        method, target, version = parts
+        if not _TOKEN.match(method):
+            raise ProtocolError("invalid method")
+        if not target or _TARGET_BAD.search(target):
+            raise ProtocolError("invalid request target")
+        if version == b"HTTP/1.1":
+            ver = "1.1"
+        elif version == b"HTTP/1.0":
+            ver = "1.0"
+        elif version.startswith(b"HTTP/"):
+            raise ProtocolError("HTTP version not supported", 505)
+        else:
+            raise ProtocolError("malformed request line")
+        headers = _parse_fields(lines[1:])
+        te = headers.tokens("transfer-encoding")
+        length = _content_length(headers)
+        chunked = False
+        if te:
+            if length is not None:
+                raise ProtocolError("both Transfer-Encoding and Content-Length")
+            if te[-1] != "chunked" or te.count("chunked") != 1 or ver == "1.0":
+                raise ProtocolError("unsupported Transfer-Encoding", 501 if ver != "1.0" else 400)
+            chunked = True
+        conn_tokens = headers.tokens("connection")
+        keep_alive = "close" not in conn_tokens if ver == "1.1" else "keep-alive" in conn_tokens
+        if headers.get("host") is None and ver == "1.1":
+            raise ProtocolError("missing Host header")
+        if len(headers.get_all("host")) > 1:
+            raise ProtocolError("more than one Host header")
+        req = RequestHead(
+            method.decode("ascii"),
+            target.decode("latin-1"),
+            ver,
+            headers,
+            keep_alive,
+            chunked,
+            length or 0,
+        )
+        if chunked:
+            self._state = CHUNK_SIZE
+        elif req.length:
+            self._state = LENGTH
+            self._remaining = req.length
+        else:
+            self._state = DONE
+        return req
+
+
+class ResponseParser(_Parser):
+    """Parses responses from an upstream. Call ``expect(method)`` before each response."""
+
+    def __init__(self, max_head: int = 65536) -> None:
+        super().__init__(max_head)
+        self._method = "GET"
+        self._state = DONE
+
+    def expect(self, method: str) -> None:
+        self._method = method
+        self._state = HEAD
+        self._scan = 0
+
+    def _head(self, head: bytes) -> Event:
+        lines = head.split(b"\n")
+        first = lines[0].rstrip(b"\r")
+        version, _, rest = first.partition(b" ")
+        code, _, reason = rest.partition(b" ")
+        if version == b"HTTP/1.1":
+            ver = "1.1"
+        elif version == b"HTTP/1.0":
+            ver = "1.0"
+        else:
+            raise ProtocolError("malformed status line", 502)
+        if len(code) != 3 or not code.isdigit():
+            raise ProtocolError("malformed status code", 502)
+        status = int(code)
+        try:
+            headers = _parse_fields(lines[1:])
+        except ProtocolError as exc:
+            raise ProtocolError(exc.message, 502) from None
+        conn_tokens = headers.tokens("connection")
+        keep_alive = "close" not in conn_tokens if ver == "1.1" else "keep-alive" in conn_tokens
+        if 100 <= status < 200 and status != 101:
+            # interim response: the final one follows
+            return ResponseHead(status, reason.decode("latin-1"), ver, headers, keep_alive, "none", 0)
+        try:
+            length = _content_length(headers)
+        except ProtocolError as exc:
+            raise ProtocolError(exc.message, 502) from None
+        te = headers.tokens("transfer-encoding")
+        if status == 101 or self._method == "HEAD" or status in (204, 304) or status < 200:
+            framing, self._state = "none", DONE
+        elif te:
+            if te[-1] == "chunked":
+                framing, self._state = "chunked", CHUNK_SIZE
+            else:
+                framing, self._state = "close", UNTIL_CLOSE
+                keep_alive = False
+        elif length is not None:
+            framing = "length"
+            if length:
+                self._state, self._remaining = LENGTH, length
+            else:
+                self._state = DONE
+        else:
+            framing, self._state = "close", UNTIL_CLOSE
+            keep_alive = False
+        resp = ResponseHead(
+            status, reason.decode("latin-1"), ver, headers, keep_alive, framing, length or 0
+        )
+        return resp
+
+
+# -- serializing ---------------------------------------------------------------
+
+REASONS = {
+    100: "Continue",
+    101: "Switching Protocols",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    505: "HTTP Version Not Supported",
+}
+
+
+def serialize_head(first_line: str, headers: Headers) -> bytes:
+    parts = [first_line, "\r\n"]
+    for _, name, value in headers.items:
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
+        parts.append("\r\n")
+    parts.append("\r\n")
+    return "".join(parts).encode("latin-1")
+
+
+def request_head_bytes(method: str, target: str, headers: Headers) -> bytes:
+    return serialize_head(f"{method} {target} HTTP/1.1", headers)
+
+
+def response_head_bytes(status: int, reason: str, headers: Headers) -> bytes:
+    return serialize_head(f"HTTP/1.1 {status} {reason or REASONS.get(status, '')}", headers)
+
+
+def chunk(data: bytes) -> bytes:
+    if not data:
+        return b""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,182 @@
+"""One upstream server (plain and TLS) and one ``hoopd serve`` with several
+http connections, shared by the tests of this directory."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from hoopd.identity.apikeys import hash_api_key
+from hoopd.tls import cert_pem, generate_ca, issue_certificate
+from tests.helpers import Daemon, free_port
+from tests.http.upstream import Upstream
+
+KEYS = {
+    "alice": ("hak_alice_0123456789abcdefghijklmnopqrstuvwxyzABCD", ["dev"]),
+    "bob": ("hak_bob_0123456789abcdefghijklmnopqrstuvwxyzABCDEF", ["dev", "reviewers"]),
+    "mallory": ("hak_mallory_0123456789abcdefghijklmnopqrstuvwxyzAB", ["guests"]),
+}
+UPSTREAM_TOKEN = "upstream-secret-token-7f3a9c"
+UPSTREAM_PASSWORD = "upstream-basic-pw-41d2"
+UPSTREAM_HEADER_KEY = "upstream-header-key-88e1"
+UPSTREAM_QUERY_KEY = "upstream-query-key-5c0b"
+
+MASKING = {
+    "recognizers": {"personal": True},
+    "rules": [
+        {"id": "secret-fields", "fields": ["password", "*_ssn"]},
+        {"id": "employee-id", "pattern": "EMP-[0-9]{6}"},
+    ],
+}
+RULES = [
+    {"method": "DELETE", "path": "/api/**", "action": "review"},
+    {"method": "POST", "path": "/admin/**", "action": "deny"},
+]
+
+
+def auth(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[user][0]}"}
+
+
+@dataclass
+class Env:
+    daemon: Daemon
+    upstream: Upstream
+    tls_upstream: Upstream
+    ports: dict[str, int]
+    ca_path: Path
+    gateway_ca: Path
+
+    def url(self, conn: str, path: str = "/", scheme: str = "http") -> str:
+        return f"{scheme}://127.0.0.1:{self.ports[conn]}{path}"
+
+    @property
+    def recordings(self) -> Path:
+        return self.daemon.recordings
+
+    def admin(self, path: str) -> str:
+        return self.daemon.url(path)
+
+
+def _tls_material(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    ca_cert, ca_key = generate_ca("http test upstream CA")
+    leaf, leaf_key = issue_certificate(ca_cert, ca_key, "localhost", hostnames=("127.0.0.1", "localhost"))
+    ca_path = directory / "upstream-ca.pem"
+    ca_path.write_bytes(cert_pem(ca_cert))
+    cert_path = directory / "upstream.pem"
+    key_path = directory / "upstream-key.pem"
+    cert_path.write_bytes(cert_pem(leaf))
+    key_path.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ca_path, ctx
+
+
+def _conn(name: str, port: int, upstream: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    conn: dict[str, Any] = {
+        "name": name,
+        "protocol": "http",
+        "listen": f"127.0.0.1:{port}",
+        "upstream": upstream,
+        "allow_groups": ["dev"],
+        "masking": MASKING,
+        "risk": {"reviewers": ["reviewers"], "rules": [{"pattern": "^GET /api/forbidden", "action": "deny"}]},
+        "options": {"rules": RULES},
+    }
+    conn.update(extra)
+    return conn
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    work = tmp_path_factory.mktemp("http")
+    ca_path, server_ctx = _tls_material(work)
+    upstream = Upstream()
+    tls_upstream = Upstream(server_ctx)
+    secrets = work / "secrets"
+    secrets.mkdir()
+    for name, value in {
+        "token": UPSTREAM_TOKEN,
+        "password": UPSTREAM_PASSWORD,
+        "header": UPSTREAM_HEADER_KEY,
+        "query": UPSTREAM_QUERY_KEY,
+    }.items():
+        (secrets / name).write_text(value + "\n")
+    ports = {n: free_port() for n in ("api", "retry", "strict", "tlsup", "badca", "open", "prefix")}
+    plain = f"http://127.0.0.1:{upstream.port}"
+    config: dict[str, Any] = {
+        "identity": {
+            "api_keys": [
+                {"name": user, "sha256": hash_api_key(key), "groups": groups}
+                for user, (key, groups) in KEYS.items()
+            ]
+        },
+        "connections": [
+            _conn(
+                "api",
+                ports["api"],
+                {"url": plain, "auth": {"bearer": f"file:{secrets / 'token'}"}},
+                approval={"mode": "hold", "timeout": "20s"},
+            ),
+            _conn(
+                "retry",
+                ports["retry"],
+                {
+                    "url": plain,
+                    "auth": {
+                        "basic": {"user": "svc", "password": f"file:{secrets / 'password'}"},
+                        "headers": {"X-Api-Key": f"file:{secrets / 'header'}"},
+                        "query": {"api_key": f"file:{secrets / 'query'}"},
+                    },
+                },
+                approval={"mode": "retry", "timeout": "60s"},
+            ),
+            _conn(
+                "strict",
+                ports["strict"],
+                {"url": plain},
+                options={"rules": RULES, "unmaskable": "refuse", "record_body_bytes": 1024},
+            ),
+            _conn(
+                "tlsup",
+                ports["tlsup"],
+                {
+                    "url": f"https://localhost:{tls_upstream.port}",
+                    "ca": str(ca_path),
+                    "auth": {"bearer": f"file:{secrets / 'token'}"},
+                },
+                tls={"enabled": True},
+            ),
+            _conn("badca", ports["badca"], {"url": f"https://localhost:{tls_upstream.port}"}),
+            _conn("open", ports["open"], {"url": plain}, auth="none", masking=None, risk=None,
+                  options={}),
+            _conn("prefix", ports["prefix"], {"url": plain + "/echo/base/"}, auth="none",
+                  masking=None, risk=None, options={}),
+        ],
+    }
+    daemon = Daemon(work, config).start()
+    try:
+        yield Env(
+            daemon,
+            upstream,
+            tls_upstream,
+            ports,
+            ca_path,
+            Path(config["gateway"]["data_dir"]) / "tls" / "ca.pem",
+        )
+    finally:
+        daemon.stop()
+        upstream.close()
+        tls_upstream.close()

@@ -1,0 +1,198 @@
+"""A real upstream HTTP server for the http tests: an aiohttp app on
+loopback, in its own thread and event loop (so blocking clients such as curl
+can run in the test thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import ssl
+import threading
+import zlib
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+SECRET_JSON = {
+    "user": "alice",
+    "email": "alice@example.com",
+    "password": "hunter2",
+    "profile": {"home_ssn": "123-45-6789", "note": "badge EMP-123456 issued"},
+    "items": [1, 2, 3],
+}
+
+
+def _echo_payload(request: web.Request, body: bytes = b"") -> dict[str, Any]:
+    return {
+        "method": request.method,
+        "path": request.path,
+        "raw_path": request.raw_path,
+        "query": dict(request.query),
+        "headers": {k: v for k, v in request.headers.items()},
+        "body_len": len(body),
+    }
+
+
+class Upstream:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self.connections = 0
+        self.requests: list[dict[str, Any]] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self._ready = threading.Event()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    # -- lifecycle ---------------------------------------------------------
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=1 << 30)
+        r = app.router
+        r.add_route("*", "/echo{tail:.*}", self.echo)
+        r.add_get("/json", self.json_doc)
+        r.add_get("/gzip-json", self.gzip_json)
+        r.add_get("/deflate-text", self.deflate_text)
+        r.add_get("/split-text", self.split_text)
+        r.add_get("/split-json", self.split_json)
+        r.add_get("/sse", self.sse)
+        r.add_get("/big", self.big)
+        r.add_get("/binary", self.binary)
+        r.add_post("/upload", self.upload)
+        r.add_get("/ws", self.ws)
+        r.add_get("/slow", self.slow)
+        r.add_route("*", "/api/{tail:.*}", self.echo)
+        r.add_route("*", "/admin/{tail:.*}", self.echo)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def open_gate(self, name: str) -> None:
+        def go() -> None:
+            self.gates.setdefault(name, asyncio.Event()).set()
+
+        self.loop.call_soon_threadsafe(go)
+
+    async def _gate(self, name: str) -> None:
+        await asyncio.wait_for(self.gates.setdefault(name, asyncio.Event()).wait(), 10)
+
+    # -- handlers --------------------------------------------------------------
+    async def echo(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        payload = _echo_payload(request, body)
+        self.requests.append(payload)
+        return web.json_response(payload)
+
+    async def json_doc(self, request: web.Request) -> web.Response:
+        return web.json_response(SECRET_JSON)
+
+    async def gzip_json(self, request: web.Request) -> web.Response:
+        body = gzip.compress(json.dumps(SECRET_JSON).encode())
+        return web.Response(
+            body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+
+    async def deflate_text(self, request: web.Request) -> web.Response:
+        body = zlib.compress(b"mail bob@example.com for access\n")
+        return web.Response(
+            body=body, headers={"Content-Type": "text/plain", "Content-Encoding": "deflate"}
+        )
+
+    async def split_text(self, request: web.Request) -> web.StreamResponse:
+        """An email and an AWS key split across chunks, each chunk flushed separately."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for part in (b"contact: ali", b"ce@exam", b"ple.com and key AKIA", b"IOSFODNN7EXAMPLE done\n"):
+            await resp.write(part)
+            await asyncio.sleep(0.02)
+        await resp.write_eof()
+        return resp
+
+    async def split_json(self, request: web.Request) -> web.StreamResponse:
+        body = json.dumps(SECRET_JSON).encode()
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(body), 7):
+            await resp.write(body[i : i + 7])
+        await resp.write_eof()
+        return resp
+
+    async def sse(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        await resp.write(b"event: hello\ndata: first carol@example.com\n\n")
+        await self._gate("sse")  # the test reads the first event before this opens
+        await resp.write(b"data: second da")
+        await asyncio.sleep(0.02)
+        await resp.write(b"ve@example.com\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def big(self, request: web.Request) -> web.StreamResponse:
+        n = int(request.query.get("n", "1000000"))
+        ctype = request.query.get("type", "application/octet-stream")
+        resp = web.StreamResponse(headers={"Content-Type": ctype})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        block = (b"0123456789abcdef" * 4096)[:65536]
+        h = hashlib.sha256()
+        sent = 0
+        while sent < n:
+            part = block[: min(len(block), n - sent)]
+            h.update(part)
+            await resp.write(part)
+            sent += len(part)
+        await resp.write_eof()
+        return resp
+
+    async def binary(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"\x00\x01 alice@example.com", content_type="application/octet-stream")
+
+    async def upload(self, request: web.Request) -> web.Response:
+        h = hashlib.sha256()
+        n = 0
+        async for part in request.content.iter_any():
+            h.update(part)
+            n += len(part)
+        return web.json_response(
+            {"sha256": h.hexdigest(), "size": n, "chunked": request.headers.get("Transfer-Encoding")}
+        )
+
+    async def ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await ws.send_str("echo:" + msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
+    async def slow(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("s", "1")))
+        return web.json_response({"ok": True})
