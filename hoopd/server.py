@@ -126,6 +126,12 @@ class Daemon:
         # held command is denied with the reason (fail closed) and /readyz
         # says so; the store reconnects by itself.
         store = open_store(config.gateway.state, config.gateway.data_dir)
+        try:
+            # Connect now so a shared store's LISTEN channel is up before the
+            # first held command; a store that is down is only logged here.
+            await store.health()
+        except Exception as exc:
+            log.error("approval store unavailable (held commands will be denied): %s", exc)
         hook = config.gateway.webhook
         notifier = None
         if hook is not None:
@@ -171,7 +177,7 @@ class Daemon:
                 gateway.terminate_all("shutdown", "the gateway is shutting down")
                 await gateway.wait_sessions(5.0)
             await asyncio.get_running_loop().run_in_executor(None, gateway.recorder.close)
-            for closable in (gateway.notifier, gateway.approvals):
+            for closable in (gateway.notifier, gateway.approvals, gateway.authenticator):
                 if closable is None:
                     continue
                 try:
