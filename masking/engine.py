@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 from ._regex import Compiled, Spans, compile_cached, strip_group_names
 from .config import MaskingConfig, Replacement, Rule
 from .paths import PathSet, parse_path
-from .recognizers import BY_ID, EMPTY, Recognizer
+from .recognizers import BY_ID, EMPTY, KV_KEYS, Recognizer
 from .replacements import ReplacementSpec, looks_masked, make_replacer
-from .validators import Validator
+from .validators import Validator, key_value
 
 if TYPE_CHECKING:
     from .jsonmask import JsonMasker
@@ -43,6 +43,8 @@ Counts = dict[str, int]
 Edit = tuple[int, int, bytes, str]
 """(start, end, replacement, rule id)"""
 
+KV_ID = "secret_key_value"
+_KV_NAME = Compiled(("(?:" + KV_KEYS + ")").encode())
 PEM_START = b"-----BEGIN "
 PEM_ID = "pem_private_key"
 PEM_TAIL = 96
@@ -99,8 +101,10 @@ class Masker:
         self._value_replacers: dict[str, Callable[[bytes], bytes]] = {}
         self._field_cache: dict[tuple[str, str | None], str | None] = {}
         self.paths = PathSet([])
+        self._kv_rule: _Rule | None = None
         if config.enabled:
             self._compile()
+            self._kv_rule = next((r for r in self._rules if r.id == KV_ID), None)
 
     # ------------------------------------------------------------------ building
     def _allow_for(self, rid: str) -> tuple[frozenset[bytes], Compiled | None]:
@@ -387,6 +391,22 @@ class Masker:
         if len(self._field_cache) < 65536:
             self._field_cache[key] = found
         return found
+
+    def secret_key_name(self, name: str) -> bool:
+        """True if ``name`` (a JSON key or column name) names a secret (``password``,
+        ``client_secret``, ``api_key``...) and the ``secret_key_value`` recognizer is on:
+        its scalar value is then replaced whole."""
+        if self._kv_rule is None:
+            return False
+        raw = name.encode("utf-8", "replace")
+        m = _KV_NAME.match(raw, 0, len(raw))
+        if m is None or m[0][1] != len(raw):
+            return False
+        return key_value(raw + b"=x") > 0
+
+    def replace_secret_value(self, value: bytes) -> bytes:
+        assert self._kv_rule is not None
+        return self._kv_rule.replace(value)
 
     def replace_value(self, rule_id: str, value: bytes) -> bytes:
         """Replace a whole value for a field/path rule (no content scan)."""

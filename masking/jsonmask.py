@@ -16,9 +16,9 @@ import binascii
 import json
 from typing import TYPE_CHECKING, Any
 
-from .engine import Counts, _replacement_for
+from .engine import KV_ID, Counts, _replacement_for
 from .paths import State
-from .replacements import make_replacer
+from .replacements import looks_masked, make_replacer
 from .stream import StreamMasker
 
 if TYPE_CHECKING:
@@ -93,6 +93,18 @@ class JsonMasker:
                 rid = hit or (self._m.field_rule(k) if isinstance(k, str) else None)
                 if rid is not None:
                     out[k] = self._replace_all(v, rid, counts)
+                elif (
+                    isinstance(v, str | int | float)
+                    and not isinstance(v, bool)
+                    and isinstance(k, str)
+                    and self._m.secret_key_name(k)
+                ):
+                    raw = v.encode() if isinstance(v, str) else str(v).encode()
+                    if looks_masked(raw):
+                        out[k] = v
+                    else:
+                        out[k] = self._m.replace_secret_value(raw).decode("utf-8", "replace")
+                        _add(counts, KV_ID)
                 elif secret and k in ("data", "stringData") and isinstance(v, dict):
                     out[k] = self._secret_data(v, k == "data", counts)
                 elif secret and k == "metadata" and isinstance(v, dict):
@@ -145,20 +157,23 @@ class JsonMasker:
         self, meta: dict[str, Any], states: frozenset[State], counts: Counts
     ) -> Any:
         ann = meta.get("annotations")
-        if isinstance(ann, dict) and isinstance(ann.get(LAST_APPLIED), str):
-            meta = dict(meta)
-            ann = dict(ann)
-            try:
-                inner = json.loads(ann[LAST_APPLIED])
-                masked, c = self.mask_obj(inner)
-                for k, n in c.items():
-                    _add(counts, k, n)
-                ann[LAST_APPLIED] = json.dumps(masked, separators=(",", ":"))
-            except ValueError:
-                ann[LAST_APPLIED] = self._secret_replace(ann[LAST_APPLIED].encode()).decode()
-                _add(counts, SECRET_RULE)
-            meta["annotations"] = ann
-        return self._walk(meta, states, counts)
+        if not (isinstance(ann, dict) and isinstance(ann.get(LAST_APPLIED), str)):
+            return self._walk(meta, states, counts)
+        # The last-applied annotation is a JSON copy of the Secret: mask it as one.
+        raw = ann[LAST_APPLIED]
+        try:
+            masked, c = self.mask_obj(json.loads(raw))
+            for k, n in c.items():
+                _add(counts, k, n)
+            new = json.dumps(masked, separators=(",", ":")) if c else raw
+        except ValueError:
+            new = self._secret_replace(raw.encode()).decode()
+            _add(counts, SECRET_RULE)
+        rest = {k: v for k, v in ann.items() if k != LAST_APPLIED}
+        out = self._walk({**meta, "annotations": rest}, states, counts)
+        if isinstance(out, dict) and isinstance(out.get("annotations"), dict):
+            out["annotations"][LAST_APPLIED] = new
+        return out
 
     # -------------------------------------------------------------- documents
     def mask_document(self, data: bytes) -> tuple[bytes, Counts]:

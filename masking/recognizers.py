@@ -57,7 +57,7 @@ class Recognizer:
 
 _IPV4 = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}"
 
-_KV_KEYS = (
+KV_KEYS = (
     r"[A-Za-z0-9_.-]*(?i:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
     r"|access[_-]?key|private[_-]?key|credential|client[_-]?secret)[A-Za-z0-9_.-]*|(?i:pwd)"
 )
@@ -249,7 +249,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         category="credential",
         label="SECRET",
         pattern=(
-            r"(?:" + _KV_KEYS + r")[\"']?[ \t]*(?::|=|=>|:=)[ \t]*"
+            r"(?:" + KV_KEYS + r")[\"']?[ \t]*(?::|=|=>|:=)[ \t]*"
             r"(?:\"(?P<v1>[^\"\r\n]+)\"|'(?P<v2>[^'\r\n]+)'|(?P<v3>[^\s\"',;&<>]+))"
             r"|\b(?i:password)[ \t]+'(?P<v4>[^'\r\n]+)'"
         ),

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .engine import Counts
+from .engine import KV_ID, Counts
+from .replacements import looks_masked
 
 if TYPE_CHECKING:
     from .engine import Masker
@@ -48,7 +49,7 @@ OPAQUE_TYPES = frozenset(
     }
 )
 
-_PASS, _SCAN, _REPLACE = 0, 1, 2
+_PASS, _SCAN, _REPLACE, _SECRET = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class RowMasker:
             rid = masker.field_rule(col.name, col.table)
             if rid is not None:
                 plan.append((_REPLACE, rid))
+            elif masker.secret_key_name(col.name):
+                plan.append((_SECRET, KV_ID))
             elif masker.scans_content and col.type_name.lower() not in OPAQUE_TYPES:
                 plan.append((_SCAN, ""))
             else:
@@ -89,6 +92,12 @@ class RowMasker:
                 continue
             v = out[i]
             if v is None:
+                continue
+            if kind == _SECRET:
+                if not looks_masked(bytes(v)):
+                    out[i] = m.replace_secret_value(bytes(v))
+                    counts[rid] = counts.get(rid, 0) + 1
+                    changed = True
                 continue
             if kind == _REPLACE:
                 out[i] = m.replace_value(rid, bytes(v))

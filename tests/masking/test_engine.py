@@ -23,7 +23,10 @@ def test_personal_switch_and_disable() -> None:
 
 def test_list_shorthand_enables() -> None:
     m = make({"recognizers": ["email"]})
-    assert m.mask_text("john@example.com AKIAIOSFODNN7EXAMPLE")[1] == {"email": 1, "aws_access_key_id": 1}
+    assert m.mask_text("john@example.com AKIAIOSFODNN7EXAMPLE")[1] == {
+        "email": 1,
+        "aws_access_key_id": 1,
+    }
 
 
 def test_credentials_can_be_turned_off() -> None:
@@ -57,7 +60,9 @@ def test_custom_regex_rule_and_value_group() -> None:
 
 def test_invalid_regex_points_at_rule_field() -> None:
     with pytest.raises(ValidationError) as exc:
-        MaskingConfig.model_validate({"rules": [{"id": "ok", "pattern": "a"}, {"id": "bad", "pattern": "a(b"}]})
+        MaskingConfig.model_validate(
+            {"rules": [{"id": "ok", "pattern": "a"}, {"id": "bad", "pattern": "a(b"}]}
+        )
     err = exc.value.errors()[0]
     assert err["loc"] == ("rules", 1, "pattern")
     assert "invalid RE2 pattern" in err["msg"] and "missing )" in err["msg"]
@@ -79,7 +84,9 @@ def test_build_masker_names_rule_on_invalid_regex() -> None:
     del cfg
     from masking.config import Rule
 
-    bad = Rule.model_construct(id="broken", pattern="x(", fields=(), json_paths=(), ignore_case=False, max_length=10)
+    bad = Rule.model_construct(
+        id="broken", pattern="x(", fields=(), json_paths=(), ignore_case=False, max_length=10
+    )
     cfg2 = MaskingConfig.model_construct(rules=(bad,), allow=(), replacements={})
     with pytest.raises(ValueError, match="broken"):
         build_masker(cfg2, KEY)
@@ -91,7 +98,9 @@ def test_config_errors() -> None:
     with pytest.raises(ValidationError, match="collides"):
         MaskingConfig.model_validate({"rules": [{"id": "email", "pattern": "x"}]})
     with pytest.raises(ValidationError, match="used twice"):
-        MaskingConfig.model_validate({"rules": [{"id": "a", "pattern": "x"}, {"id": "a", "pattern": "y"}]})
+        MaskingConfig.model_validate(
+            {"rules": [{"id": "a", "pattern": "x"}, {"id": "a", "pattern": "y"}]}
+        )
     with pytest.raises(ValidationError, match="needs one of"):
         MaskingConfig.model_validate({"rules": [{"id": "a"}]})
     with pytest.raises(ValidationError, match="extra"):
@@ -126,7 +135,11 @@ def test_replacements() -> None:
     m = make(
         {
             "recognizers": {"personal": True},
-            "replacements": {"card": "partial", "email": "hmac", "ssn": {"kind": "placeholder", "placeholder": "<ssn>"}},
+            "replacements": {
+                "card": "partial",
+                "email": "hmac",
+                "ssn": {"kind": "placeholder", "placeholder": "<ssn>"},
+            },
         }
     )
     out, _ = m.mask_text("4111-1111-1111-1234 x 4111 1111 1111 1111")
@@ -141,7 +154,9 @@ def test_replacements() -> None:
 
 
 def test_hmac_depends_on_key() -> None:
-    cfg = MaskingConfig.model_validate({"recognizers": ["email"], "replacements": {"email": "hmac"}})
+    cfg = MaskingConfig.model_validate(
+        {"recognizers": ["email"], "replacements": {"email": "hmac"}}
+    )
     a = build_masker(cfg, KEY).mask_text("john@example.com")[0]
     b = build_masker(cfg, b"another-key-another-key-0000").mask_text("john@example.com")[0]
     assert a != b
@@ -165,7 +180,9 @@ def test_mask_text_non_ascii() -> None:
 
 def test_kv_not_crossing_newline_and_pem_priority() -> None:
     m = make()
-    out, counts = m.mask_text("private_key: -----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\nx")
+    out, counts = m.mask_text(
+        "private_key: -----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\nx"
+    )
     assert "AAAA" not in out
     assert counts.get(PEM_ID) == 1
 

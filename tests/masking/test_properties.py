@@ -20,7 +20,9 @@ WORDS = st.text(alphabet=st.sampled_from(list("abcdefghij XYZ.,:;-_/()é€\n"))
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plant=st.sampled_from(PLANTS), before=WORDS, after=WORDS, sep1=SEP, sep2=SEP)
-def test_planted_secret_never_survives(plant: tuple[str, str, str], before: str, after: str, sep1: str, sep2: str) -> None:
+def test_planted_secret_never_survives(
+    plant: tuple[str, str, str], before: str, after: str, sep1: str, sep2: str
+) -> None:
     rid, text, secret = plant
     doc = before + sep1 + text + sep2 + after
     for m in (FULL, FULL_HMAC):
@@ -30,7 +32,11 @@ def test_planted_secret_never_survives(plant: tuple[str, str, str], before: str,
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(plants=st.lists(st.sampled_from(PLANTS), min_size=1, max_size=4), filler=st.lists(WORDS, min_size=5, max_size=5), sep=SEP)
+@given(
+    plants=st.lists(st.sampled_from(PLANTS), min_size=1, max_size=4),
+    filler=st.lists(WORDS, min_size=5, max_size=5),
+    sep=SEP,
+)
 def test_idempotent(plants: list[tuple[str, str, str]], filler: list[str], sep: str) -> None:
     doc = filler[0]
     for i, (_, text, _) in enumerate(plants):

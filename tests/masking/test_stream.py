@@ -8,7 +8,9 @@ from masking import Masker
 from .conftest import make
 from .samples import PEM, PLANTS
 
-FULL: Masker = make({"recognizers": {"personal": True}, "rules": [{"id": "emp", "pattern": "EMP-[0-9]{4}"}]})
+FULL: Masker = make(
+    {"recognizers": {"personal": True}, "rules": [{"id": "emp", "pattern": "EMP-[0-9]{4}"}]}
+)
 
 FILLER = st.text(
     alphabet=st.sampled_from(list("abc xyz 0123456789-.:@/=\n\t_+é€😀")),
@@ -31,7 +33,7 @@ def run_stream(m: Masker, data: bytes, cuts: list[int]) -> tuple[bytes, list[byt
     s = m.stream()
     chunks = []
     prev = 0
-    for c in sorted(set(cuts)) + [len(data)]:
+    for c in [*sorted(set(cuts)), len(data)]:
         c = min(c, len(data))
         if c < prev:
             continue
