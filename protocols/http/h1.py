@@ -406,6 +406,18 @@ class ResponseParser(_Parser):
         self._method = "GET"
         self._state = DONE
 
+    def feed(self, data: bytes) -> list[Event]:
+        try:
+            return super().feed(data)
+        except ProtocolError as exc:
+            raise ProtocolError(exc.message, 502) from None
+
+    def feed_eof(self) -> list[Event]:
+        try:
+            return super().feed_eof()
+        except ProtocolError as exc:
+            raise ProtocolError(exc.message, 502) from None
+
     def expect(self, method: str) -> None:
         self._method = method
         self._state = HEAD
