@@ -657,6 +657,8 @@ def _generic_statement(w: _Walk, kind: str, body: Node) -> None:
         target = body.get("relation") or (body.get("into") or {}).get("rel")
         name = f" {w.rel(target)}" if isinstance(target, dict) else ""
         w.add("ddl", f"schema change: {words}{name}")
+        if kind.startswith("Drop"):
+            w.add("drop")
 
 
 _HANDLERS: dict[str, Handler] = {
