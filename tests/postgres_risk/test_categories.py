@@ -39,6 +39,7 @@ POSITIVE = [
     ("DROP TABLE users", {"ddl", "drop", "drop_table"}),
     ("drop table if exists a.b, c cascade", {"drop_table"}),
     ("DROP INDEX i", {"ddl", "drop"}),
+    ("DROP SUBSCRIPTION s", {"ddl", "drop"}),
     ("DROP DATABASE prod", {"drop_database", "drop", "ddl"}),
     ("drop database if exists prod with (force)", {"drop_database"}),
     ("DROP SCHEMA s CASCADE", {"drop_schema"}),

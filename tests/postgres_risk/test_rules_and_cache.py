@@ -271,3 +271,20 @@ def test_execute_hidden_after_semicolon_is_not_shortcut() -> None:
     score_statement_text("PREPARE q AS SELECT 1", t)
     found = score_statement_text("EXECUTE q; DROP TABLE users", t)
     assert "drop_table" in found.categories
+
+
+def test_pgbench_select_skips_the_parser() -> None:
+    s = SqlRiskScorer(None)
+    for aid in range(100):
+        found = s.score(f"SELECT abalance FROM pgbench_accounts WHERE aid = {aid}")
+        assert found.categories == {"read"} and found.score == 0
+    found = s.score("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+    assert found.categories == {"read"}
+    info = s.cache_info()
+    assert info.fingerprint_hits == 0 and info.fingerprint_misses == 0
+
+
+def test_fast_path_still_applies_pattern_rules() -> None:
+    risk = RiskSection(rules=(RiskRule(id="secret", pattern=r"secrets", action=Verdict.DENY),))
+    found = SqlRiskScorer(risk).score("SELECT a FROM secrets WHERE id = 1")
+    assert found.categories == {"read"} and found.rule_verdicts == {"secret": Verdict.DENY}
