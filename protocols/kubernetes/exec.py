@@ -125,6 +125,7 @@ async def relay_websocket(
     await client.prepare(request)
     state.sockets.add(client)
     relay = _Relay(proxy, session, cmd, client, upstream, portforward or chosen in PORTFORWARD_PROTOCOLS[2:])
+    relay.started = started
     try:
         await relay.run()
     finally:
@@ -133,8 +134,7 @@ async def relay_websocket(
             await upstream.close()
         with contextlib.suppress(Exception):
             await client.close()
-    status = f"exit {relay.exit_code}" if relay.exit_code is not None else "closed"
-    session.result(cmd, status, duration_ms=(time.perf_counter() - started) * 1000, error=relay.error)
+    relay.record_result()
     return client
 
 
@@ -159,6 +159,17 @@ class _Relay:
         self.reported: dict[int, dict[str, int]] = {STDOUT: {}, STDERR: {}}
         self.exit_code: int | None = None
         self.error = ""
+        self.started = time.perf_counter()
+        self._result_recorded = False
+
+    def record_result(self) -> None:
+        if self._result_recorded or self.session.ended:
+            return
+        self._result_recorded = True
+        status = f"exit {self.exit_code}" if self.exit_code is not None else "closed"
+        self.session.result(
+            self.cmd, status, duration_ms=(time.perf_counter() - self.started) * 1000, error=self.error
+        )
 
     async def run(self) -> None:
         tasks = [
@@ -250,6 +261,7 @@ class _Relay:
                 if ch == STATUS:
                     await self._flush()
                     self.exit_code = exit_code(data[1:])
+                    self.record_result()  # before the client can hang up
                 session.upstream_data(data, Stream.STDOUT, command_seq=self.cmd.seq, record=False)
                 await self.client.send_bytes(data)
             elif msg.type == WSMsgType.TEXT:

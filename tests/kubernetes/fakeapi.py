@@ -847,9 +847,20 @@ class FakeApi:
             return ws
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "TERM": "xterm", "POD_NAME": name}
         master = -1
+        early: list[bytes] = []
+        size = None
+        if tty:  # like a container runtime, start with the client's initial size
+            with contextlib.suppress(TimeoutError):
+                first = await ws.receive(timeout=1.0)
+                if first.type == WSMsgType.BINARY and first.data[:1] == b"\x04":
+                    size = json.loads(first.data[1:])
+                elif first.type == WSMsgType.BINARY:
+                    early.append(first.data)
         try:
             if tty:
                 master, slave = pty.openpty()
+                if size:
+                    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size["Height"], size["Width"], 0, 0))
                 proc = await asyncio.create_subprocess_exec(
                     *command, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, cwd="/tmp"
                 )
@@ -890,6 +901,9 @@ class FakeApi:
                 await ws.send_bytes(b"\x01" + data)
 
         async def from_client() -> None:
+            for data in early:
+                if data[:1] == b"\x00":
+                    os.write(master, data[1:])
             async for msg in ws:
                 if msg.type != WSMsgType.BINARY or not msg.data:
                     continue
@@ -1012,11 +1026,24 @@ class FakeApiServer:
 
         loop.run_until_complete(start())
         loop.run_forever()
-        assert self._runner is not None
-        loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
+    async def _shutdown(self) -> None:
+        assert self._runner is not None
+        for q in list(self.api.store.watchers):
+            q.put_nowait(WatchEvent(-1, "STOP", KINDS[0], {}))
+        for ev in self.api.store.log_waiters.values():
+            ev.set()
+        await self._runner.cleanup()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._runner is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:

@@ -1,0 +1,331 @@
+"""The real kubectl through ``hoopd serve`` against the fake API server.
+
+kubectl is a version dispatcher: the fake pins /version to minor 32.
+KUBECONFIG and the discovery cache live in tmp dirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hoopd.approvals.store import open_store
+from hoopd.identity.tokens import KEY_FILE_NAME, GatewayTokens, load_or_create_token_key
+from hoopd.kubeconfig import build_kubeconfig
+from hoopd.model import AuthMethod, Identity
+from tests.helpers import Daemon, free_port, hoopd, wait_for
+from tests.kubernetes.fakeapi import BY_PATH, FakeApiServer, Kind
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, labels: {app: web}}
+spec:
+  containers:
+  - name: main
+    image: busybox
+    env:
+    - {name: DB_PASSWORD, value: hunter2}
+"""
+
+
+def fake_kind(resource: str) -> Kind:
+    return next(k for k in BY_PATH.values() if k.resource == resource)
+
+
+class Kube:
+    """A daemon with one kubernetes connection and a kubectl for alice."""
+
+    def __init__(self, workdir: Path, fake: FakeApiServer, **conn_extra: Any) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "sa-token").write_text("upstream-sa-token\n")
+        self.port = free_port()
+        conn = {
+            "name": "kube",
+            "protocol": "kubernetes",
+            "listen": f"127.0.0.1:{self.port}",
+            "allow_groups": ["dev"],
+            "upstream": {
+                "url": fake.url,
+                "ca": str(fake.ca),
+                "token": f"file:{workdir / 'sa-token'}",
+                "impersonate": True,
+            },
+            "options": {"protected_namespaces": ["prod"]},
+        }
+        conn.update(conn_extra)
+        self.daemon = Daemon(workdir, {"connections": [conn]}).start()
+        self.data_dir = Path(self.daemon.config["gateway"]["data_dir"])
+        self.workdir = workdir
+        self.kubeconfig = self.kubeconfig_for("alice", ["dev"])
+        self.cache = workdir / "kube-cache"
+
+    def token(self, sub: str, groups: list[str]) -> str:
+        key = load_or_create_token_key(self.data_dir / KEY_FILE_NAME)
+        return GatewayTokens(key).issue(sub, groups, 3600)
+
+    def kubeconfig_for(self, sub: str, groups: list[str], token: str | None = None) -> Path:
+        ca = (self.data_dir / "tls" / "ca.pem").read_bytes()
+        doc = build_kubeconfig("kube", f"https://127.0.0.1:{self.port}", ca, token or self.token(sub, groups), "default")
+        path = self.workdir / f"kubeconfig-{sub}"
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    def argv(self, *args: str, kubeconfig: Path | None = None) -> list[str]:
+        return ["kubectl", "--kubeconfig", str(kubeconfig or self.kubeconfig), "--cache-dir", str(self.cache), *args]
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 30, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args, kubeconfig=kubeconfig), input=input, capture_output=True, text=True, timeout=timeout)
+
+    def ok(self, *args: str, input: str | None = None) -> str:
+        res = self.kubectl(*args, input=input)
+        assert res.returncode == 0, f"kubectl {' '.join(args)}: rc={res.returncode}\n{res.stdout}\n{res.stderr}\n{self.daemon.log()[-3000:]}"
+        return res.stdout
+
+    def sessions(self, text: str) -> list[dict[str, Any]]:
+        res = hoopd("replay", "search", str(self.daemon.recordings), "--text", text, "--json")
+        return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+    def events(self, session_id: str) -> list[dict[str, Any]]:
+        res = hoopd("replay", "export", str(self.daemon.recordings), session_id, "--format", "jsonl")
+        assert res.returncode == 0, res.stderr
+        return [json.loads(line) for line in res.stdout.splitlines()[1:]]
+
+    def close(self) -> None:
+        self.daemon.stop()
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeApiServer]:
+    with FakeApiServer(tmp_path_factory.mktemp("fake-tls")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def kube(tmp_path_factory: pytest.TempPathFactory, fake: FakeApiServer) -> Iterator[Kube]:
+    k = Kube(
+        tmp_path_factory.mktemp("kube-hold"),
+        fake,
+        risk={"review_at": "high", "rules": [{"pattern": r"^exec .* -- rm ", "action": "deny"}]},
+        approval={"mode": "hold", "timeout": "60s"},
+    )
+    try:
+        yield k
+    finally:
+        k.close()
+
+
+def test_get_apply_describe_delete(kube: Kube, fake: FakeApiServer, tmp_path: Path) -> None:
+    assert "kube-system" in kube.ok("get", "ns")
+    (tmp_path / "pod.yaml").write_text(POD)
+    assert "pod/web-0 created" in kube.ok("apply", "-f", str(tmp_path / "pod.yaml"))
+    assert "web-0   1/1     Running" in kube.ok("get", "pods")
+    # kubectl sees masked env values, so a re-apply is "configured" (it re-sends
+    # the real value from the file); the cluster keeps the real value.
+    assert "pod/web-0" in kube.ok("apply", "-f", str(tmp_path / "pod.yaml"))
+    stored = fake.call(fake.api.store.get, fake_kind("pods"), "default", "web-0")
+    assert stored["spec"]["containers"][0]["env"][0]["value"] == "hunter2"
+    described = kube.ok("describe", "pod", "web-0")
+    assert "Status:       Running" in described
+    # env values are masked in every format, including describe and last-applied
+    assert "hunter2" not in described and "hunter2" not in kube.ok("get", "pod", "web-0", "-o", "yaml")
+    kube.ok("create", "configmap", "tmp-cm", "--from-literal=a=b")
+    assert 'configmap "tmp-cm" deleted' in kube.ok("delete", "configmap", "tmp-cm")
+    assert kube.kubectl("get", "configmap", "tmp-cm").returncode == 1
+    # what the API server saw: the gateway's credential and the caller's identity,
+    # never the client's token, never a protobuf Accept
+    seen = [h for m, p, h in fake.api.requests if "/pods" in p]
+    assert seen and all(h.get("Authorization") == "Bearer upstream-sa-token" for h in seen)
+    assert all(h.get("Impersonate-User") == "alice" and h.get("Impersonate-Group") == "dev" for h in seen)
+    assert not any("protobuf" in h.get("Accept", "") for _, _, h in fake.api.requests[-50:])
+
+
+def test_secret_masked_in_yaml_json_table_and_watch(kube: Kube) -> None:
+    kube.ok("create", "secret", "generic", "db", "--from-literal=password=hunter2")
+    raw_b64 = "aHVudGVyMg=="
+    as_yaml = kube.ok("get", "secret", "db", "-o", "yaml")
+    as_json = json.loads(kube.ok("get", "secret", "db", "-o", "json"))
+    assert raw_b64 not in as_yaml and "password:" in as_yaml
+    assert as_json["data"]["password"] != raw_b64
+    listed = kube.ok("get", "secrets", "-o", "json")
+    assert raw_b64 not in listed
+    assert "db     Opaque   1" in kube.ok("get", "secrets")
+    watch = subprocess.Popen(kube.argv("get", "secrets", "-w", "-o", "json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        kube.ok("create", "secret", "generic", "db2", "--from-literal=token=s3cr3t-value")
+        time.sleep(1.0)
+    finally:
+        watch.terminate()
+        out, _ = watch.communicate(timeout=10)
+    assert '"name": "db2"' in out
+    assert raw_b64 not in out and "czNjcjN0LXZhbHVl" not in out
+    # the recording holds the masked body only
+    [session] = [s for s in kube.sessions("get secrets db") if s["commands"]][:1] or kube.sessions("secrets db")[:1]
+    assert session["masked"] >= 1
+
+
+def test_exec_stdin_exit_codes_and_recording(kube: Kube) -> None:
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    res = kube.kubectl("exec", "web-0", "--", "sh", "-c", "echo out password=hunter2; echo err >&2; exit 3")
+    assert res.returncode == 3, res.stderr
+    assert "out" in res.stdout and "hunter2" not in res.stdout
+    assert "err" in res.stderr and "command terminated with exit code 3" in res.stderr
+    res = kube.kubectl("exec", "-i", "web-0", "--", "wc", "-l", input="a\nb\nc\n")
+    assert res.returncode == 0 and res.stdout.strip() == "3", res.stderr
+    [session] = kube.sessions("-- wc -l")
+    events = kube.events(session["session_id"])
+    stdin = [e for e in events if e["type"] == "output" and e["stream"] == "stdin"]
+    results = [e for e in events if e["type"] == "result"]
+    assert stdin and results[-1]["status"] == "exit 0"
+
+
+def test_exec_tty_resize_recorded(kube: Kube) -> None:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen(
+        kube.argv("exec", "-it", "web-0", "--", "sh", "-c", "stty size; exit 5"),
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+    )
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            import select
+
+            if select.select([master], [], [], 0.2)[0]:
+                out += os.read(master, 4096)
+        except OSError:
+            break
+    proc.wait(10)
+    os.close(master)
+    assert proc.returncode == 5, out
+    assert b"30 100" in out
+    [session] = kube.sessions("stty size")
+    resizes = [e for e in kube.events(session["session_id"]) if e["type"] == "resize"]
+    assert resizes and (resizes[0]["cols"], resizes[0]["rows"]) == (100, 30)
+
+
+def test_exec_denied_by_rule_says_why(kube: Kube) -> None:
+    res = kube.kubectl("exec", "web-0", "--", "rm", "-rf", "/tmp/x")
+    assert res.returncode != 0
+    assert "denied" in res.stderr, res.stderr
+
+
+def test_logs_follow_and_get_watch_stream(kube: Kube, fake: FakeApiServer) -> None:
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    logs = subprocess.Popen(kube.argv("logs", "-f", "web-0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(kube.argv("get", "pods", "-w"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        fake.call(fake.api.store.append_log, "default", "web-0", "late line api_key=AKIAIOSFODNN7EXAMPLE")
+        kube.ok("run", "watched", "--image=busybox")
+        time.sleep(1.0)
+    finally:
+        logs.terminate()
+        watch.terminate()
+        log_out, _ = logs.communicate(timeout=10)
+        watch_out, _ = watch.communicate(timeout=10)
+    assert "starting web server" in log_out and "late line" in log_out
+    assert "hunter2" not in log_out and "AKIAIOSFODNN7EXAMPLE" not in log_out
+    assert "web-0" in watch_out and "watched" in watch_out
+
+
+def test_bad_token_is_401(kube: Kube) -> None:
+    bad = kube.kubeconfig_for("mallory", [], token="hgt1.bogus.token")
+    res = kube.kubectl("get", "pods", kubeconfig=bad)
+    assert res.returncode == 1
+    assert "You must be logged in to the server" in res.stderr
+
+
+def test_held_delete_namespace_runs_after_approval(kube: Kube) -> None:
+    kube.ok("create", "ns", "doomed")
+    proc = subprocess.Popen(kube.argv("delete", "ns", "doomed"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = open_store("sqlite", kube.data_dir)
+
+    async def approve() -> str:
+        async def pending() -> Any:
+            for _ in range(200):
+                found = [a for a in await store.list("pending", "kube") if "namespaces doomed" in a.command_text]
+                if found:
+                    return found[0]
+                await asyncio.sleep(0.1)
+            raise AssertionError("no pending approval")
+
+        appr = await pending()
+        assert proc.poll() is None  # kubectl is waiting
+        await store.decide(appr.id, Identity("bob", frozenset({"sre"}), AuthMethod.GATEWAY_TOKEN), True)
+        await store.close()
+        return str(appr.id)
+
+    approval_id = asyncio.run(approve())
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert 'namespace "doomed" deleted' in out
+    assert kube.kubectl("get", "ns", "doomed").returncode == 1
+    [session] = kube.sessions("delete namespaces doomed")
+    events = kube.events(session["session_id"])
+    seq = next(e["seq"] for e in events if e["type"] == "command" and e["text"] == "delete namespaces doomed")
+    decisions = [e for e in events if e["type"] == "decision" and e["command_seq"] == seq]
+    assert decisions[0]["verdict"] == "review"
+    assert decisions[-1]["verdict"] == "allow" and decisions[-1]["approval_id"] == approval_id
+
+
+def test_retry_mode_refuses_then_succeeds_once(tmp_path: Path, fake: FakeApiServer) -> None:
+    k = Kube(tmp_path, fake, approval={"mode": "retry", "timeout": "60s"})
+    try:
+        k.ok("create", "ns", "retry-me")
+        res = k.kubectl("delete", "ns", "retry-me")
+        assert res.returncode == 1
+        assert "needs a reviewer's approval (id apr_" in res.stderr
+        approval_id = res.stderr.split("(id ")[1].split(")")[0]
+
+        async def approve() -> None:
+            store = open_store("sqlite", k.data_dir)
+            await store.decide(approval_id, Identity("bob", frozenset(), AuthMethod.GATEWAY_TOKEN), True)
+            await store.close()
+
+        asyncio.run(approve())
+        assert 'namespace "retry-me" deleted' in k.ok("delete", "ns", "retry-me")
+        k.ok("create", "ns", "retry-me")
+        again = k.kubectl("delete", "ns", "retry-me")  # used once: a new approval is needed
+        assert again.returncode == 1 and approval_id not in again.stderr
+    finally:
+        k.close()
+
+
+def test_scale_to_zero_in_protected_namespace_is_held(kube: Kube, tmp_path: Path) -> None:
+    kube.ok("create", "ns", "prod")
+    (tmp_path / "dep.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: prod}\n"
+        "spec: {replicas: 2, selector: {matchLabels: {app: api}}, template: {metadata: {labels: {app: api}}, spec: {containers: [{name: main, image: nginx}]}}}\n"
+    )
+    kube.ok("apply", "-f", str(tmp_path / "dep.yaml"))
+    assert "scaled" in kube.ok("scale", "-n", "prod", "deploy/api", "--replicas=1")
+    res = kube.kubectl("scale", "-n", "prod", "deploy/api", "--replicas=0", "--request-timeout=2s")
+    assert res.returncode != 0  # held for review; the client gave up waiting
+
+    async def pending() -> list[Any]:
+        store = open_store("sqlite", kube.data_dir)
+        try:
+            return [a for a in await store.list("pending", "kube") if "deployments.apps/scale api -n prod" in a.command_text]
+        finally:
+            await store.close()
+
+    assert wait_for(lambda: asyncio.run(pending()), timeout=5)
