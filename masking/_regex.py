@@ -92,6 +92,13 @@ class Compiled:
         m = self._py.match(data, pos, endpos)  # pragma: no cover
         return None if m is None else list(m.regs)  # pragma: no cover
 
+    def fullmatch(self, data: bytes, pos: int, endpos: int) -> Spans | None:
+        if self._py is None:
+            spans: Spans = self._rx.Match(self._full_anchor, data, pos, endpos)
+            return None if spans[0][0] < 0 else spans
+        m = self._py.fullmatch(data, pos, endpos)  # pragma: no cover
+        return None if m is None else list(m.regs)  # pragma: no cover
+
     def first_byte_range(self) -> tuple[int, int]:
         """Inclusive range that holds the first byte of every match (0..255 if unknown)."""
         if self._py is None:
@@ -109,6 +116,53 @@ def check_pattern(pattern: str) -> None:
     compiled = Compiled(pattern.encode("utf-8"))
     if compiled.search(b"", 0, 0) is not None:
         raise ValueError("pattern matches the empty string")
+
+
+def decapture(pattern: str) -> str:
+    """Turn every capturing group into a non-capturing one (``(x)``, ``(?P<n>x)`` -> ``(?:x)``).
+
+    The joined scan pattern must have no captures: with captures RE2 runs its
+    slower submatch engine over the (large) joined program for every match."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            # a ']' right after '[' or '[^' is a literal
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":
+                out.append("]")
+                i += 1
+            continue
+        if c == "(":
+            if pattern.startswith("(?P<", i):
+                j = pattern.index(">", i)
+                out.append("(?:")
+                i = j + 1
+                continue
+            if not pattern.startswith("(?", i):
+                out.append("(?:")
+                i += 1
+                continue
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 _NAMED_GROUP = re.compile(r"(?<!\\)\(\?P<[A-Za-z_][A-Za-z0-9_]*>")

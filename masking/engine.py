@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._regex import Compiled, Spans, compile_cached, strip_group_names
+from ._regex import Compiled, Spans, compile_cached, decapture, strip_group_names
 from .config import MaskingConfig, Replacement, Rule
 from .paths import PathSet, parse_path
 from .recognizers import BY_ID, EMPTY, KV_KEYS, Recognizer
@@ -71,6 +71,7 @@ class _Rule:
     lo: int
     hi: int
     max_len: int
+    min_len: int = 1
     needs: tuple[tuple[bytes, ...], ...] = ()
     prefixes: tuple[bytes, ...] = ()
     plen: int = 0
@@ -159,6 +160,7 @@ class Masker:
             lo=lo,
             hi=hi,
             max_len=max_len,
+            min_len=rec.min_len if rec else 1,
             needs=rec.needs if rec else (),
             prefixes=rec.prefixes if rec else (),
             plen=max((len(x) for x in rec.prefixes), default=0) if rec else 0,
@@ -205,7 +207,7 @@ class Masker:
             parts = []
             for order, rule in enumerate(self._rules):
                 rule.order = order
-                pat = strip_group_names(rule.regex.pattern.decode())
+                pat = decapture(rule.regex.pattern.decode())
                 parts.append("(?:" + pat + ")")
             self._main = compile_cached("|".join(parts), True)
             self.window = max(r.max_len for r in self._rules) + 1
@@ -310,37 +312,61 @@ class Masker:
                 continue
             if p >= limit or spans is None:
                 return edits, max(pos, limit)
-            wend = p + window
-            if wend > endpos:
-                wend = endpos
-            line_end = data.find(b"\n", p, wend)
-            if line_end < 0:
-                line_end = wend
+            e0 = spans[0][1]
+            span_len = e0 - p
             got = None
             rule = None
-            head = b""
-            for rule in table[data[p]]:
-                if rule.plen:
-                    if len(head) < rule.plen:
-                        head = data[p : p + 24].lower()
-                    if not head.startswith(rule.prefixes):
+            cands = table[data[p]]
+            if span_len < window:
+                # Fast path: the joined pattern's match is the match of the first
+                # rule (in order) that matches at p at all. Filters below are sound
+                # for that rule, so when one candidate is left it is the winner.
+                head = b""
+                left = []
+                for r in cands:
+                    if not r.min_len <= span_len <= r.max_len:
                         continue
-                if rule.needs:
-                    ok = True
-                    for group in rule.needs:
-                        for needle in group:
-                            if data.find(needle, p, line_end) >= 0:
-                                break
-                        else:
-                            ok = False
+                    if r.plen:
+                        if len(head) < r.plen:
+                            head = data[p : p + 24].lower()
+                        if not head.startswith(r.prefixes):
+                            continue
+                    if r.needs and not _has_needs(data, r.needs, p, e0):
+                        continue
+                    left.append(r)
+                if len(left) == 1 and not left[0].local_values:
+                    rule = left[0]
+                    got = self._accept(rule, data, p, e0, spans, ())
+                else:
+                    for r in left:
+                        s2 = r.regex.fullmatch(data, p, e0)
+                        if s2 is not None:
+                            rule = r
+                            got = self._accept(r, data, p, e0, s2, r.local_values)
                             break
-                    if not ok:
+                if got is None and rule is not None:
+                    # the winner was rejected: other rules anchored here, then p + 1
+                    after = rule.order
+                    cands = tuple(r for r in cands if r.order > after)
+                    rule = None
+            if got is None:
+                wend = p + window
+                if wend > endpos:
+                    wend = endpos
+                line_end = data.find(b"\n", p, wend)
+                if line_end < 0:
+                    line_end = wend
+                for r in cands:
+                    if r.plen and not data[p : p + r.plen].lower().startswith(r.prefixes):
                         continue
-                s2 = rule.regex.match(data, p, line_end)
-                if s2 is not None:
-                    got = self._accept(rule, data, p, s2[0][1], s2, rule.local_values)
-                    if got is not None:
-                        break
+                    if r.needs and not _has_needs(data, r.needs, p, line_end):
+                        continue
+                    s2 = r.regex.match(data, p, line_end)
+                    if s2 is not None:
+                        got = self._accept(r, data, p, s2[0][1], s2, r.local_values)
+                        if got is not None:
+                            rule = r
+                            break
             if got is None or rule is None:
                 pos = p + 1
                 continue
@@ -432,6 +458,16 @@ class Masker:
         if self._pem is not None:
             ids.insert(0, self._pem.id)
         return ids + [rid for rid, _, _ in self._field_rules] + [rid for rid, _ in self.paths.paths]
+
+
+def _has_needs(data: bytes, needs: tuple[tuple[bytes, ...], ...], start: int, end: int) -> bool:
+    for group in needs:
+        for needle in group:
+            if data.find(needle, start, end) >= 0:
+                break
+        else:
+            return False
+    return True
 
 
 def apply_edits(data: bytes, edits: list[Edit], start: int, end: int) -> tuple[bytes, Counts]:

@@ -36,6 +36,8 @@ class Recognizer:
     pattern: str
     max_len: int
     """No match is longer than this (the stream masker's window)."""
+    min_len: int
+    """No match is shorter than this."""
     description: str
     validator: v.Validator | None = None
     left: frozenset[int] = EMPTY
@@ -74,6 +76,7 @@ BUILTINS: tuple[Recognizer, ...] = (
             r"(?:-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"
         ),
         max_len=16384,
+        min_len=40,
         description="PEM/OpenSSH/PGP private key blocks (multi-line; a key without its END line is masked up to the end of its base64 body)",
     ),
     Recognizer(
@@ -82,6 +85,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="AWS_ACCESS_KEY_ID",
         pattern=r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}",
         max_len=20,
+        min_len=20,
         left=ALNUM,
         right=ALNUM,
         prefixes=(b"akia", b"asia", b"abia", b"acca", b"a3t"),
@@ -96,6 +100,7 @@ BUILTINS: tuple[Recognizer, ...] = (
             r"[\"']?[ \t]*(?::|=|=>)[ \t]*[\"']?(?P<v>[A-Za-z0-9/+]{40})"
         ),
         max_len=200,
+        min_len=44,
         right=B64,
         needs=((b":", b"="),),
         prefixes=(b"aws", b"secret"),
@@ -107,6 +112,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="GCP_API_KEY",
         pattern=r"\bAIza[0-9A-Za-z_-]{35}",
         max_len=39,
+        min_len=39,
         left=TOKEN,
         right=TOKEN,
         prefixes=(b"aiza",),
@@ -118,6 +124,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="GCP_OAUTH_TOKEN",
         pattern=r"\bya29\.[0-9A-Za-z_-]{20,}",
         max_len=2048,
+        min_len=25,
         left=TOKEN,
         right=TOKEN,
         prefixes=(b"ya29.",),
@@ -129,6 +136,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="AZURE_KEY",
         pattern=r"(?i:AccountKey|SharedAccessKey|SharedAccessSignature)=(?P<v>[A-Za-z0-9+/%]{20,}={0,2})",
         max_len=512,
+        min_len=31,
         right=B64,
         needs=((b"=",),),
         prefixes=(b"accountkey", b"sharedaccess"),
@@ -140,6 +148,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="AZURE_CLIENT_SECRET",
         pattern=r"[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}",
         max_len=40,
+        min_len=37,
         left=TOKEN | frozenset(b"~."),
         right=TOKEN | frozenset(b"~."),
         needs=((b"Q~",),),
@@ -151,6 +160,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="GITHUB_TOKEN",
         pattern=r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,255})",
         max_len=266,
+        min_len=33,
         left=WORD,
         right=WORD,
         prefixes=(b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_", b"github_pat_"),
@@ -165,6 +175,7 @@ BUILTINS: tuple[Recognizer, ...] = (
             r"|GR1348941[A-Za-z0-9_-]{20,})"
         ),
         max_len=256,
+        min_len=25,
         left=TOKEN,
         right=TOKEN,
         prefixes=(b"gl", b"gr1348941"),
@@ -179,6 +190,7 @@ BUILTINS: tuple[Recognizer, ...] = (
             r"|https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9/_-]{20,})"
         ),
         max_len=512,
+        min_len=15,
         left=TOKEN,
         right=TOKEN,
         prefixes=(b"xox", b"xapp-", b"https://hooks.slack.com/"),
@@ -190,6 +202,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="JWT",
         pattern=r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
         max_len=16384,
+        min_len=15,
         validator=v.jwt,
         left=TOKEN,
         right=TOKEN,
@@ -207,6 +220,7 @@ BUILTINS: tuple[Recognizer, ...] = (
             r"(?P<v>[^\s\"',;]{6,})"
         ),
         max_len=16384,
+        min_len=20,
         validator=v.key_value,
         right=EMPTY,
         needs=((b":", b"="),),
@@ -219,6 +233,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="BEARER_TOKEN",
         pattern=r"\b(?i:bearer)[ \t]+(?P<v>[A-Za-z0-9._~+/-]{16,}=*)",
         max_len=16384,
+        min_len=23,
         validator=v.bearer,
         right=TOKEN | frozenset(b"~+/=."),
         prefixes=(b"bearer",),
@@ -230,6 +245,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="BASIC_CREDENTIALS",
         pattern=r"\b(?i:basic)[ \t]+(?P<v>[A-Za-z0-9+/]{6,}={0,2})",
         max_len=1024,
+        min_len=12,
         validator=v.basic_credentials,
         right=B64 | frozenset(b"="),
         prefixes=(b"basic",),
@@ -241,6 +257,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="PASSWORD",
         pattern=r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/?#@\"'<>]*:(?P<v>[^\s/?#\"'<>]+)@",
         max_len=2048,
+        min_len=7,
         needs=((b"://",), (b"@",)),
         description="Passwords in URLs and connection strings (postgres://user:PASS@host)",
     ),
@@ -254,6 +271,7 @@ BUILTINS: tuple[Recognizer, ...] = (
             r"|\b(?i:password)[ \t]+'(?P<v4>[^'\r\n]+)'"
         ),
         max_len=4096,
+        min_len=4,
         validator=v.key_value,
         left=TOKEN | frozenset(b".["),
         needs=((b"=", b":", b"'"),),
@@ -266,6 +284,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="EMAIL",
         pattern=r"(?:[A-Za-z0-9._%+-]|[^\x00-\x7F])+@(?:[A-Za-z0-9-]|[^\x00-\x7F])+(?:\.(?:[A-Za-z0-9-]|[^\x00-\x7F])+)*\.[A-Za-z]{2,24}",
         max_len=320,
+        min_len=6,
         validator=v.email,
         left=ALNUM,
         right=ALNUM,
@@ -279,6 +298,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="CARD",
         pattern=r"\b[0-9](?:[ -]?[0-9]){12,18}",
         max_len=37,
+        min_len=13,
         validator=v.card,
         left=ALNUM | frozenset(b"-."),
         right=ALNUM,
@@ -291,6 +311,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="SSN",
         pattern=r"\b[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}",
         max_len=11,
+        min_len=11,
         validator=v.ssn,
         left=ALNUM | frozenset(b"-"),
         right=ALNUM | frozenset(b"-"),
@@ -303,7 +324,8 @@ BUILTINS: tuple[Recognizer, ...] = (
         category="personal",
         label="IBAN",
         pattern=r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}",
-        max_len=42,
+        max_len=64,
+        min_len=15,
         validator=v.iban,
         left=ALNUM,
         right=ALNUM,
@@ -319,7 +341,8 @@ BUILTINS: tuple[Recognizer, ...] = (
             r"\+[1-9](?:[ .-]?[0-9]){6,14}"
             r"|(?:\b1[ .-]?)?(?:\([2-9][0-9]{2}\)[ .-]?|\b[2-9][0-9]{2}[ .-])[2-9][0-9]{2}[ .-][0-9]{4}"
         ),
-        max_len=24,
+        max_len=32,
+        min_len=8,
         validator=v.phone,
         left=ALNUM | frozenset(b"+"),
         right=ALNUM,
@@ -333,6 +356,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="IP",
         pattern=r"\b" + _IPV4,
         max_len=15,
+        min_len=7,
         validator=v.ipv4,
         left=ALNUM | frozenset(b"."),
         right=ALNUM,
@@ -346,6 +370,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="IP",
         pattern=r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}|[0-9A-Fa-f:]*::[0-9A-Fa-f:.]*",
         max_len=45,
+        min_len=2,
         validator=v.ipv6,
         left=ALNUM | frozenset(b":"),
         right=ALNUM | frozenset(b":"),
