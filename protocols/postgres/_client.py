@@ -126,6 +126,9 @@ class ClientConnection(asyncio.Protocol):
         self._relay = False
         self._closed = False
         self._client_terminated = False
+        self._gated = False
+        """A cap's CancelRequest is on its way: hold client bytes until it
+        landed, so it cannot hit the client's next statement."""
         self._ended = False
         self._task: asyncio.Task[None] | None = None
         self._decision: asyncio.Task[None] | None = None
@@ -524,7 +527,7 @@ class ClientConnection(asyncio.Protocol):
 
     # == client -> server ==============================================================
     def _client_data(self, data: bytes) -> None:
-        if self.state == DECIDING:
+        if self.state == DECIDING or self._gated:
             self._stash_add(data)
             return
         try:
@@ -814,6 +817,11 @@ class ClientConnection(asyncio.Protocol):
         self.unit = None
         self.state = NORMAL
         self._decision = None
+        self._replay_stash()
+
+    def _replay_stash(self) -> None:
+        if self.state == DECIDING or self._gated:
+            return
         stash, self._stash, self._stash_size = self._stash, [], 0
         self.resume("stash")
         if stash:
@@ -1085,8 +1093,17 @@ class ClientConnection(asyncio.Protocol):
         run.capped = why
         if self.session is not None:
             self.session.error(f"result limit exceeded: {why}", "54000")
-        spawn(self.cancel(), name="pg-cap-cancel")
+        self._gated = True
+        spawn(self._cap_cancel(), name="pg-cap-cancel")
         return True
+
+    async def _cap_cancel(self) -> None:
+        try:
+            await self.cancel()
+        finally:
+            self._gated = False
+            if not self._closed:
+                self._replay_stash()
 
     def _cap_error(self, run: Running) -> bytes:
         return w.error_response(
