@@ -178,3 +178,31 @@ def compile_cached(pattern: str, never_nl: bool) -> Compiled:
     """Compiled patterns are shared between maskers with the same rules, so the
     lazily built RE2 DFA stays warm across connections (RE2 objects are thread-safe)."""
     return Compiled(pattern.encode("utf-8"), never_nl=never_nl)
+
+
+class _PySet:  # pragma: no cover - fallback only
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        self._rx = [re.compile(p.encode()) for p in patterns]
+
+    def Match(self, text: bytes) -> list[int] | None:
+        out = [i for i, rx in enumerate(self._rx) if rx.fullmatch(text)]
+        return out or None
+
+
+@functools.lru_cache(maxsize=64)
+def make_set(patterns: tuple[str, ...]) -> Any:
+    """An RE2 Set (anchored both ends): which patterns match a whole candidate span."""
+    if not HAVE_RE2:  # pragma: no cover
+        return _PySet(patterns)
+    assert _re2 is not None
+    opts = _re2.Options()
+    opts.max_mem = 64 << 20
+    opts.log_errors = False
+    opts.never_nl = True
+    rset = _re2._re2.Set(_re2._Anchor.ANCHOR_BOTH, opts)
+    for p in patterns:
+        if rset.Add(p.encode()) < 0:
+            raise ValueError(f"cannot add pattern to RE2 set: {p!r}")
+    if not rset.Compile():
+        raise ValueError("cannot compile RE2 set")
+    return rset

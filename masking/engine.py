@@ -25,9 +25,9 @@ import fnmatch
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ._regex import Compiled, Spans, compile_cached, decapture, strip_group_names
+from ._regex import Compiled, Spans, compile_cached, decapture, make_set, strip_group_names
 from .config import MaskingConfig, Replacement, Rule
 from .paths import PathSet, parse_path
 from .recognizers import BY_ID, EMPTY, KV_KEYS, Recognizer
@@ -95,6 +95,7 @@ class Masker:
         self._pem: _Rule | None = None
         self._main: Compiled | None = None
         self._table: list[tuple[_Rule, ...]] = []
+        self._idset: Any = None
         self.window = 64
         self.pem_window = 0
         # field-name and path rules: (rule id, compiled glob regex, replacer)
@@ -210,6 +211,7 @@ class Masker:
                 pat = decapture(rule.regex.pattern.decode())
                 parts.append("(?:" + pat + ")")
             self._main = compile_cached("|".join(parts), True)
+            self._idset = make_set(tuple(parts))
             self.window = max(r.max_len for r in self._rules) + 1
             table: list[list[_Rule]] = [[] for _ in range(256)]
             for rule in self._rules:
@@ -284,6 +286,8 @@ class Masker:
         main = self._main
         pem = self._pem
         table = self._table
+        idset = self._idset
+        rules = self._rules
         window = self.window
         q = -1 if pem is not None else inf
         while True:
@@ -321,29 +325,17 @@ class Masker:
                 # Fast path: the joined pattern's match is the match of the first
                 # rule (in order) that matches at p at all. Filters below are sound
                 # for that rule, so when one candidate is left it is the winner.
-                head = b""
-                left = []
-                for r in cands:
-                    if not r.min_len <= span_len <= r.max_len:
-                        continue
-                    if r.plen:
-                        if len(head) < r.plen:
-                            head = data[p : p + 24].lower()
-                        if not head.startswith(r.prefixes):
-                            continue
-                    if r.needs and not _has_needs(data, r.needs, p, e0):
-                        continue
-                    left.append(r)
-                if len(left) == 1 and not left[0].local_values:
-                    rule = left[0]
-                    got = self._accept(rule, data, p, e0, spans, ())
-                else:
-                    for r in left:
-                        s2 = r.regex.fullmatch(data, p, e0)
+                hits = idset.Match(data[p:e0])
+                if hits:
+                    rule = rules[hits[0] if len(hits) == 1 else min(hits)]
+                    if rule.local_values:
+                        s2 = rule.regex.fullmatch(data, p, e0)
                         if s2 is not None:
-                            rule = r
-                            got = self._accept(r, data, p, e0, s2, r.local_values)
-                            break
+                            got = self._accept(rule, data, p, e0, s2, rule.local_values)
+                        else:
+                            rule = None
+                    else:
+                        got = self._accept(rule, data, p, e0, spans, ())
                 if got is None and rule is not None:
                     # the winner was rejected: other rules anchored here, then p + 1
                     after = rule.order
