@@ -289,6 +289,7 @@ class Masker:
         idset = self._idset
         rules = self._rules
         window = self.window
+        accept = self._accept
         q = -1 if pem is not None else inf
         while True:
             if q < pos:
@@ -323,19 +324,20 @@ class Masker:
             cands = table[data[p]]
             if span_len < window:
                 # Fast path: the joined pattern's match is the match of the first
-                # rule (in order) that matches at p at all. Filters below are sound
-                # for that rule, so when one candidate is left it is the winner.
+                # rule (in order) that matches at p; one RE2 Set call over the span
+                # names it (captures, if the rule has value groups, come from the
+                # rule's own small regex).
                 hits = idset.Match(data[p:e0])
                 if hits:
                     rule = rules[hits[0] if len(hits) == 1 else min(hits)]
                     if rule.local_values:
                         s2 = rule.regex.fullmatch(data, p, e0)
                         if s2 is not None:
-                            got = self._accept(rule, data, p, e0, s2, rule.local_values)
+                            got = accept(rule, data, p, e0, s2, rule.local_values)
                         else:
                             rule = None
                     else:
-                        got = self._accept(rule, data, p, e0, spans, ())
+                        got = accept(rule, data, p, e0, spans, ())
                 if got is None and rule is not None:
                     # the winner was rejected: other rules anchored here, then p + 1
                     after = rule.order
