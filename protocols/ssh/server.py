@@ -157,7 +157,7 @@ class GatewayServer(asyncssh.SSHServer):
     def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> tuple[str, str, str, list[tuple[str, bool]]]:
-        return ("hoopd", "", "", [(KBDINT_PROMPT, False)])
+        return ("", "", "", [(KBDINT_PROMPT, False)])
 
     async def validate_kbdint_response(self, username: str, responses: Any) -> bool:
         if len(responses) != 1:
@@ -212,7 +212,8 @@ class GatewayServer(asyncssh.SSHServer):
             )
         except SessionRefused as exc:
             self.refused = exc.message
-            self.ready.set_result(False)
+            if not self.ready.done():
+                self.ready.set_result(False)
             self._close_later()
             return
         session = self.session
@@ -258,7 +259,7 @@ class GatewayServer(asyncssh.SSHServer):
             self._upstream_failed("upstream_unreachable", f"upstream unreachable: {reason}")
             return
         cm.upstream_connect.observe(time.perf_counter() - started)
-        if self.closed:
+        if self.closed or self.ready.done():
             self.upstream.close()
             return
         self.ready.set_result(True)
@@ -269,8 +270,10 @@ class GatewayServer(asyncssh.SSHServer):
         session.metrics.upstream_errors.inc()
         session.error(message, code)
         session.log.warning("%s", message)
+        session.end(code, message)
         self.refused = message
-        self.ready.set_result(False)
+        if not self.ready.done():
+            self.ready.set_result(False)
         self._close_later()
 
     def _close_later(self) -> None:
@@ -283,8 +286,8 @@ class GatewayServer(asyncssh.SSHServer):
         asyncio.get_running_loop().call_later(2.0, close)
 
     def upstream_lost(self, exc: Exception | None) -> None:
-        if self.closed:
-            return
+        if self.closed or self.upstream is None:
+            return  # never established: _setup reports why
         if self.session is not None:
             self.session.end("upstream_closed", str(exc) if exc else "")
         if self.conn is not None:
@@ -423,6 +426,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self.err: MaskedStream | None = None
         self.alt_screen = False
         self._recent = bytearray()
+        self._unechoed: tuple[str, dict[str, Any]] | None = None
         self._ended = False
         self._recorder_wait: asyncio.Task[None] | None = None
 
@@ -552,12 +556,11 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                     session.result(self.cmd, "refused", error=why)
                     self._refuse(f"command refused: {why}")
                     return
-        elif self.mode == "shell":
-            if self.pty is not None and opts.shell_lines:
-                self.tracker = LineTracker()
-        else:
+        elif self.mode != "shell":
             self._refuse("unsupported channel request")
             return
+        if self.pty is not None and opts.shell_lines and not self.transfer:
+            self.tracker = LineTracker()  # an interactive terminal (shell, or ssh -t host cmd)
         if not self.transfer:
             self.out = MaskedStream(masker, self._emit_stdout, flush_after)
             self.err = MaskedStream(masker, self._emit_stderr, flush_after)
@@ -679,37 +682,41 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
 
     def _judge_line(self, enter: Enter, rest: list[Any]) -> bool:
         """Record the line; True when it is held for a decision."""
+        self._unechoed = None
         text = enter.line.text
         if not text.strip():
             self._continued = ""
             return False
-        if not self._echoed(text):
-            self._continued = ""
-            return False  # typed without echo (a password prompt): not a command
         if self._continued:
             text = self._continued + "\n" + text
         if parse(text).incomplete and len(text) < 16 * 1024:
             self._continued = text  # the shell will ask for more
             return False
         self._continued = ""
-        session = self.session
-        cmd = session.command(
-            CommandKind.SHELL_LINE, text, {"uncertain": True} if enter.line.uncertain else {}
-        )
+        attrs = {"uncertain": True} if enter.line.uncertain else {}
         found = self.handler.risk.assess(text)
         if found.score <= 0 and not found.rule_verdicts:
+            # Recorded once the terminal has echoed it: input typed with echo
+            # off (a password prompt) is not a command and is never recorded.
+            if self._echoed(text):
+                self.session.command(CommandKind.SHELL_LINE, text, attrs)
+            else:
+                self._unechoed = (text, attrs)
             return False
+        self._recent.clear()
+        cmd = self.session.command(CommandKind.SHELL_LINE, text, attrs)
         self._holding = True
         self.pause("hold")
         spawn(self._decide_line(cmd, found, enter, rest), name="ssh-line-decision")
         return True
 
     def _echoed(self, text: str) -> bool:
-        """Did the terminal echo what was typed? (No echo: a password.)"""
+        """Has the terminal echoed what was typed? (No echo: a password.)"""
         tail = text.strip()[-12:].encode("utf-8", "replace")
-        seen = bytes(self._recent)
-        self._recent.clear()
-        return tail in seen
+        found = tail in self._recent
+        if found:
+            self._recent.clear()
+        return found
 
     async def _decide_line(self, cmd: Command, found: Any, enter: Enter, rest: list[Any]) -> None:
         session = self.session
@@ -803,6 +810,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self._recent += data
             if len(self._recent) > 8192:
                 del self._recent[:-4096]
+            if self._unechoed is not None and self._echoed(self._unechoed[0]):
+                text, attrs = self._unechoed
+                self._unechoed = None
+                self.session.command(CommandKind.SHELL_LINE, text, attrs)
         if self.transfer:
             session = self.session
             seq = self.cmd.seq if self.cmd is not None else 0

@@ -1,0 +1,446 @@
+"""Real OpenSSH clients through ``hoopd serve`` to a real OpenSSH server.
+
+One sshd and one gateway serve the whole module (keeps the suite fast);
+tests that need another config start their own gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import termios
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hoopd.identity.tokens import GatewayTokens, load_or_create_token_key
+from hoopd.model import AuthMethod, Identity
+from tests.core.upstreams import http_file_server
+from tests.helpers import Daemon, free_port, hoopd, running, wait_for, wait_port
+from tests.ssh.harness import SSH_OPTS, Sshd, have_openssh, keygen, run_ssh, ssh_conn, sshd
+
+pytestmark = pytest.mark.skipif(not have_openssh(), reason="needs root, sshd and ssh")
+
+SECRET = "hoopd-secret-0123456789abcdef"
+MASKING = {"rules": [{"id": "test-secret", "pattern": "hoopd-secret-[0-9a-f]{16}"}]}
+
+
+@dataclass
+class Env:
+    tmp: Path
+    target: Sshd
+    daemon: Daemon
+    port: int
+    nofwd_port: int
+    token: str
+    bob_key: Path
+    web_port: int
+    site: Path
+
+
+
+def replay_rows(directory: Path) -> list[dict[str, Any]]:
+    result = hoopd("replay", "list", str(directory), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout.strip()
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def output_bytes(event: dict[str, Any]) -> bytes:
+    data = event.get("data")
+    return data if isinstance(data, bytes) else b""
+
+
+def session_events(session_dir: Path) -> list[dict[str, Any]]:
+    from recorder.replay import read_events
+
+    recorded, _ = read_events(session_dir)
+    return [
+        {"type": r.event.type_name, "ts_ns": r.ts_ns, "session": session_dir.name, **r.event.to_record()}
+        for r in recorded
+    ]
+
+
+def all_events(env: Env) -> list[dict[str, Any]]:
+    from recorder.reader import list_session_dirs
+
+    evs: list[dict[str, Any]] = []
+    for d in list_session_dirs(env.daemon.recordings):
+        evs += session_events(d)
+    return evs
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp = tmp_path_factory.mktemp("ssh")
+    bob_key = tmp / "bob_key"
+    bob_pub = keygen(bob_key, "bob")
+    site = tmp / "site"
+    site.mkdir()
+    (site / "data.bin").write_bytes(os.urandom(200_000))
+    with sshd(tmp) as target, http_file_server(site) as web_port:
+        port, nofwd = free_port(), free_port()
+        keys = [{"key": bob_pub, "subject": "bob", "groups": ["ops"]}]
+        config = {
+            "connections": [
+                ssh_conn(
+                    "box", port, target,
+                    options={"authorized_keys": keys, "allow_port_forwarding": True},
+                    masking=MASKING,
+                    risk={"review_at": "high", "rules": [{"pattern": "^forbidden-cmd", "action": "deny"}]},
+                    approval={"timeout": "60s"},
+                ),
+                ssh_conn("nofwd", nofwd, target, options={"authorized_keys": keys, "file_transfer": False}),
+            ]
+        }
+        key = load_or_create_token_key(tmp / "var" / "token_key.ed25519")
+        token = GatewayTokens(key).issue("alice", ["ops"], "1h")
+        with running(tmp, config) as daemon:
+            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site)
+
+
+def key_ssh(env: Env, port: int, *args: str, user: str = "bob") -> list[str]:
+    return ["ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(env.bob_key),
+            "-p", str(port), *args[:-1], f"{user}@127.0.0.1", args[-1]]
+
+
+# -- exec ------------------------------------------------------------------------
+
+
+def test_exec_streams_exit_code_and_stdin_eof(env: Env) -> None:
+    r = run_ssh(env.port, env.token, "echo out; echo err >&2; exit 7")
+    assert (r.returncode, r.stdout, r.stderr) == (7, b"out\n", b"err\n")
+    r = run_ssh(env.port, env.token, "wc -l; echo after-eof", input=b"line1\nline2\n")
+    assert (r.returncode, r.stdout) == (0, b"2\nafter-eof\n")
+    payload = os.urandom(3_000_000).hex().encode()
+    r = run_ssh(env.port, env.token, "sha256sum", input=payload)
+    assert r.stdout.split()[0].decode() == hashlib.sha256(payload).hexdigest()
+
+
+def test_exec_exit_signal(env: Env) -> None:
+    r = run_ssh(env.port, env.token, "kill -TERM $$")
+    assert r.returncode == 255  # what OpenSSH reports for a remote signal (same as direct)
+
+
+def test_bad_token_is_refused(env: Env) -> None:
+    r = run_ssh(env.port, "hgt1.nope.nope", "echo should-not-run")
+    assert r.returncode == 5  # sshpass: the password was refused
+    assert b"should-not-run" not in r.stdout
+
+
+def test_public_key_identity(env: Env) -> None:
+    r = subprocess.run(key_ssh(env, env.port, "echo $SSH_CONNECTION >/dev/null; echo hi"), capture_output=True, timeout=30)
+    assert (r.returncode, r.stdout) == (0, b"hi\n"), r.stderr
+    other = env.tmp / "stranger"
+    keygen(other, "stranger")
+    r = subprocess.run(
+        ["ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(other),
+         "-p", str(env.port), "bob@127.0.0.1", "true"], capture_output=True, timeout=30)
+    assert r.returncode == 255 and b"Permission denied" in r.stderr
+
+
+def test_ssh_cert_from_token(env: Env) -> None:
+    key = env.tmp / "carol_key"
+    keygen(key, "carol")
+    issued = hoopd("ssh-cert", "-c", str(env.daemon.config_path), "--token", env.token,
+                   "--pubkey", str(key) + ".pub", "--ttl", "10m")
+    assert issued.returncode == 0, issued.stderr
+    cert = Path(str(key) + "-cert.pub")
+    assert cert.exists()
+    base = ["ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(key),
+            "-o", f"CertificateFile={cert}", "-p", str(env.port)]
+    r = subprocess.run([*base, "alice@127.0.0.1", "echo cert-ok"], capture_output=True, timeout=30)
+    assert (r.returncode, r.stdout) == (0, b"cert-ok\n"), r.stderr
+    # the principal is enforced
+    r = subprocess.run([*base, "mallory@127.0.0.1", "true"], capture_output=True, timeout=30)
+    assert r.returncode == 255
+    bad = hoopd("ssh-cert", "-c", str(env.daemon.config_path), "--token", "hgt1.x.y",
+                "--pubkey", str(key) + ".pub", "-o", "-")
+    assert bad.returncode == 1 and "not accepted" in bad.stderr
+
+
+def test_secret_printed_one_char_at_a_time_is_masked(env: Env) -> None:
+    script = (
+        "import sys, time\n"
+        f"for c in 'token={SECRET} done\\n':\n"
+        "    sys.stdout.write(c); sys.stdout.flush(); time.sleep(0.004)\n"
+    )
+    r = run_ssh(env.port, env.token, f"python3 -c \"{script}\"")
+    assert r.returncode == 0, r.stderr
+    assert SECRET.encode() not in r.stdout
+    assert r.stdout.startswith(b"token=") and r.stdout.endswith(b" done\n")
+
+
+def test_denied_by_rule(env: Env) -> None:
+    r = run_ssh(env.port, env.token, "forbidden-cmd --now")
+    assert r.returncode == 126
+    assert b"hoopd: command refused" in r.stderr
+
+
+def _approvals_store(env: Env) -> Any:
+    from hoopd.approvals.sqlite import SQLiteStore
+
+    return SQLiteStore(env.tmp / "var" / "state.sqlite3")
+
+
+def _decide_pending(env: Env, approve: bool) -> str:
+    async def go() -> str:
+        store = _approvals_store(env)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                pending = await store.list(state="pending")
+                if pending:
+                    break
+                assert time.monotonic() < deadline, "no approval was requested"
+                await asyncio.sleep(0.1)
+            approval = pending[0]
+            reviewer = Identity("rita", frozenset({"reviewers"}), AuthMethod.GATEWAY_TOKEN)
+            await store.decide(approval.id, reviewer, approve, "test")
+            return str(approval.id)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_held_rm_rf(env: Env, approve: bool) -> None:
+    victim = env.tmp / f"victim-{approve}"
+    (victim / "sub").mkdir(parents=True)
+    proc = subprocess.Popen(
+        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
+         "-o", "PreferredAuthentications=keyboard-interactive,password",
+         "alice@127.0.0.1", f"rm -rf {victim} && echo removed"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "SSHPASS": env.token},
+    )
+    approval_id = _decide_pending(env, approve)
+    out, err = proc.communicate(timeout=30)
+    assert approval_id.encode() in err  # the user was told which approval to ask for
+    if approve:
+        assert proc.returncode == 0, err
+        assert out == b"removed\n"
+        assert not victim.exists()
+    else:
+        assert proc.returncode == 126
+        assert b"command refused" in err and b"denied by rita" in err
+        assert victim.exists()
+
+
+# -- file transfer ---------------------------------------------------------------------
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_sftp_and_scp_both_ways(env: Env) -> None:
+    src = env.tmp / "upload.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    remote = env.tmp / "remote"
+    remote.mkdir()
+    batch = env.tmp / "batch"
+    batch.write_text(
+        f"put {src} {remote}/a.bin\nget {remote}/a.bin {env.tmp}/back-sftp.bin\n"
+        f"rename {remote}/a.bin {remote}/b.bin\nrm {remote}/b.bin\n"
+    )
+    sftp = ["sftp", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(env.bob_key),
+            "-P", str(env.port), "-b", str(batch), "bob@127.0.0.1"]
+    r = subprocess.run(sftp, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert _md5(env.tmp / "back-sftp.bin") == _md5(src)
+    for legacy in ([], ["-O"]):
+        scp = ["scp", *legacy, *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+               "-i", str(env.bob_key), "-P", str(env.port)]
+        name = "c-legacy.bin" if legacy else "c.bin"
+        r = subprocess.run([*scp, str(src), f"bob@127.0.0.1:{remote}/{name}"], capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        back = env.tmp / f"back-{name}"
+        r = subprocess.run([*scp, f"bob@127.0.0.1:{remote}/{name}", str(back)], capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert _md5(remote / name) == _md5(src) == _md5(back)
+    # file operations are in the recording, with paths and sizes
+    texts = {e["text"]: e for e in all_events(env) if e["type"] == "command"}
+    assert f"sftp open {remote}/a.bin (write,create,truncate)" in texts
+    assert f"sftp rename {remote}/a.bin -> {remote}/b.bin" in texts
+    assert f"sftp remove {remote}/b.bin" in texts
+    results = [e for e in all_events(env) if e["type"] == "result"]
+    assert any(f"written={src.stat().st_size}" in r["status"] for r in results)
+    assert any(f"read={src.stat().st_size}" in r["status"] for r in results)
+    assert any(t.startswith("scp -t") for t in texts)  # legacy scp upload is an exec
+
+
+def test_file_transfer_refused_when_off(env: Env) -> None:
+    r = subprocess.run(
+        ["scp", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(env.bob_key),
+         "-P", str(env.nofwd_port), f"bob@127.0.0.1:/etc/hostname", str(env.tmp / "x")],
+        capture_output=True, timeout=30)
+    assert r.returncode != 0
+
+
+# -- port forwarding ---------------------------------------------------------------
+
+
+def _fetch(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /data.bin HTTP/1.0\r\nHost: x\r\n\r\n")
+        chunks = []
+        try:
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_local_forwarding(env: Env, allowed: bool) -> None:
+    lport = free_port()
+    port = env.port if allowed else env.nofwd_port
+    proc = subprocess.Popen(
+        key_ssh(env, port, "-N", "-L", f"{lport}:127.0.0.1:{env.web_port}", "-"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_port(lport, proc=proc)
+        body = _fetch(lport)
+        expected = (env.site / "data.bin").read_bytes()
+        if allowed:
+            assert body.endswith(expected)
+        else:
+            assert expected not in body
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    tunnels = [e for e in all_events(env) if e["type"] == "command" and e["text"].startswith("direct-tcpip")]
+    assert tunnels
+    results = [e for e in all_events(env) if e["type"] == "result" and e["status"] == "refused"]
+    if not allowed:
+        assert results
+
+
+def test_changed_host_key_refuses(tmp_path: Path, env: Env) -> None:
+    other = tmp_path / "other"
+    wrong = keygen(other, "wrong")
+    port = free_port()
+    conn = ssh_conn("pinned", port, env.target)
+    conn["upstream"]["host_key"] = wrong
+    key = load_or_create_token_key(tmp_path / "var" / "token_key.ed25519")
+    token = GatewayTokens(key).issue("alice", ["ops"], "1h")
+    with running(tmp_path, {"connections": [conn]}):
+        r = run_ssh(port, token, "echo should-not-run")
+    assert r.returncode != 0
+    assert b"should-not-run" not in r.stdout
+    assert b"host key does not match" in r.stderr
+
+
+# -- interactive terminal ------------------------------------------------------------
+
+
+class Term:
+    def __init__(self, argv: list[str], rows: int, cols: int) -> None:
+        self.master, slave = os.openpty()
+        self.resize(rows, cols, fd=slave)
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
+        os.close(slave)
+        self.buf = b""
+
+    def resize(self, rows: int, cols: int, fd: int | None = None) -> None:
+        fcntl.ioctl(self.master if fd is None else fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def expect(self, pattern: bytes, timeout: float = 15) -> re.Match[bytes]:
+        deadline = time.monotonic() + timeout
+        rx = re.compile(pattern)
+        while True:
+            m = rx.search(self.buf)
+            if m:
+                self.buf = self.buf[m.end():]
+                return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{pattern!r} not seen; got {self.buf[-600:]!r}")
+            r, _, _ = select.select([self.master], [], [], left)
+            if r:
+                try:
+                    self.buf += os.read(self.master, 65536)
+                except OSError:
+                    pass
+
+    def wait(self, timeout: float = 15) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            r, _, _ = select.select([self.master], [], [], 0.1)
+            if r:
+                try:
+                    self.buf += os.read(self.master, 65536)
+                except OSError:
+                    pass
+        os.close(self.master)
+        return self.proc.wait(1)
+
+
+def test_pty_shell(env: Env) -> None:
+    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
+    try:
+        term.send(b"PS1='P''S> '\r")
+        term.expect(b"PS> ")
+        term.send(b"stty size\r")
+        term.expect(b"30 100")
+        term.resize(43, 132)
+        time.sleep(0.3)
+        term.send(b"stty size\r")
+        term.expect(b"43 132")
+        term.send(b"sleep 30\r")
+        time.sleep(0.5)
+        started = time.monotonic()
+        term.send(b"\x03")
+        term.expect(b"PS> ")
+        assert time.monotonic() - started < 5
+        # a secret dribbled one character at a time by the target is masked on the terminal too
+        term.send(
+            f"for c in $(echo {' '.join(SECRET)}); do printf %s $c; sleep 0.004; done; echo\r".encode()
+        )
+        term.expect(rb"\[TEST_SECRET\]")
+        term.expect(b"PS> ")
+        term.send(b"echo ok-$((6*7))\r")
+        term.expect(b"ok-42")
+        # a risky line is held, then dropped when denied
+        term.send(b"rm -rf /tmp/hoopd-pty-victim\r")
+        _decide_pending(env, False)
+        term.expect(b"command refused")
+        term.send(b"echo after-deny\r")
+        term.expect(b"after-deny")
+        term.send(b"exit 5\r")
+        assert term.wait() == 5
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    evs = all_events(env)
+    lines = [e["text"] for e in evs if e["type"] == "command" and e["kind"] == "shell-line"]
+    assert "stty size" in lines and "sleep 30" in lines and "echo ok-$((6*7))" in lines
+    assert any(e["type"] == "resize" and (e["cols"], e["rows"]) == (132, 43) for e in evs)
+    out = b"".join(output_bytes(e) for e in evs if e["type"] == "output")
+    assert SECRET.encode() not in out
+    assert b"ok-42" in out
