@@ -158,8 +158,11 @@ class SqlRiskScorer:
     """Scores SQL text for one connection's ``RiskSection`` (``None`` means
     the defaults). Build one per connection and share it across sessions."""
 
-    def __init__(self, risk: RiskSection | None, *, cache_size: int = 4096) -> None:
+    def __init__(
+        self, risk: RiskSection | None, *, cache_size: int = 4096, fast_path: bool = True
+    ) -> None:
         self.risk = risk or RiskSection()
+        self._fast_path = fast_path
         self._match: dict[str, list[tuple[str, Verdict]]] = {}
         self._patterns: list[tuple[str, Verdict, re2._Regexp]] = []
         for rule in self.risk.rules:
@@ -209,7 +212,7 @@ class SqlRiskScorer:
             hit = self._text_cache.get(sql)
             if hit is not None:
                 return self._assess(hit, sql)
-        if _fast_read(sql):
+        if self._fast_path and _fast_read(sql):
             if cacheable:
                 self._text_cache.put(sql, self._read)
             return self._assess(self._read, sql)

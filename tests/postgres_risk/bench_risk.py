@@ -58,6 +58,11 @@ def main() -> None:
         [f"SELECT abalance FROM pgbench_accounts WHERE aid = {i}" for i in range(N)],
     )
     bench(
+        "same, fast path off (fingerprint-cache hit instead)",
+        SqlRiskScorer(None, fast_path=False).score,
+        [f"SELECT abalance FROM pgbench_accounts WHERE aid = {i}" for i in range(N)],
+    )
+    bench(
         "fingerprint-cache hit: pgbench UPDATE, distinct literals",
         s.score,
         [upd.format(i, i * 7) for i in range(N)],

@@ -74,3 +74,11 @@ def simple_reads(draw: st.DrawFn) -> str:
 def test_fast_path_agrees_with_parser(sql: str) -> None:
     if _fast_read(sql):
         assert classify(parse(sql)).categories == {"read"}
+
+
+@given(simple_reads())
+def test_fast_path_off_gives_the_same_answer(sql: str) -> None:
+    on = SqlRiskScorer(None).score(sql)
+    off = SqlRiskScorer(None, fast_path=False).score(sql)
+    if "unparseable" not in off.categories:
+        assert on.categories == off.categories and on.score == off.score
