@@ -48,6 +48,42 @@ class BodyMasker:
         self.mask_env = mask_env
         globs = [fnmatch.translate(g.lower()) for g in configmap_keys]
         self._cm = re.compile("|".join(globs)) if globs else None
+        self._triggers = self._structural_triggers()
+
+    def _structural_triggers(self) -> tuple[bytes, ...] | None:
+        """Byte strings whose absence proves a JSON document needs no
+        structural masking (no Secret, env, ConfigMap rule, last-applied); None
+        when the fast path is unsafe (field/path rules, anchored patterns)."""
+        masker = self.masker
+        if masker is None:
+            return ()
+        config = getattr(masker, "config", None)
+        rules = getattr(config, "rules", None)
+        if rules is None:
+            return None
+        for rule in rules:
+            if getattr(rule, "fields", ()) or getattr(rule, "json_paths", ()):
+                return None
+            pattern = getattr(rule, "pattern", None) or ""
+            if "^" in pattern or "$" in pattern or "\\A" in pattern or "\\z" in pattern:
+                return None
+        triggers = [b'"Secret"', LAST_APPLIED.encode(), b"\\u"]
+        if self.mask_env != "none":
+            triggers.append(b'"env"')
+        if self._cm is not None:
+            triggers.append(b'"ConfigMap"')
+        return tuple(triggers)
+
+    def _nothing_to_mask(self, data: bytes) -> bool:
+        """Fast path: no structural trigger in the document and no content
+        rule matching anywhere in its raw bytes (a superset of its strings)."""
+        triggers = self._triggers
+        if triggers is None or any(t in data for t in triggers):
+            return False
+        if self.masker is None:
+            return True
+        _, counts = self.masker.mask_bytes(data)
+        return not counts
 
     # ------------------------------------------------------------ pieces
     def _field_rule(self, name: str) -> str | None:
@@ -147,6 +183,8 @@ class BodyMasker:
     def mask_document(self, data: bytes) -> tuple[bytes, Counts]:
         """A JSON document (object, list, Table, Status). Unchanged documents
         are returned as they came."""
+        if self._nothing_to_mask(data):
+            return data, {}
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):

@@ -173,3 +173,13 @@ def test_exit_code_and_resize() -> None:
     assert exit_code(json.dumps({"status": "Failure", "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}).encode()) == 3
     assert parse_resize(b'{"Width":120,"Height":40}') == (120, 40)
     assert parse_resize(b'{"Width":0,"Height":40}') is None
+
+
+@given(st.lists(st.sampled_from(["plain", "alice@example.com", "4111 1111 1111 1111", "AKIAIOSFODNN7EXAMPLE", "a\"b", "é", "password=hunter2", "123-45-6789", "x\\u0040y"]), max_size=6))
+def test_fast_path_matches_full_walk(values: list[str]) -> None:
+    bm = masker()
+    doc = json.dumps({"kind": "Pod", "metadata": {"name": "p", "labels": {f"k{i}": v for i, v in enumerate(values)}}, "items": values}).encode()
+    fast, _ = bm.mask_document(doc)
+    bm._triggers = None  # force the full walk
+    slow, _ = bm.mask_document(doc)
+    assert json.loads(fast) == json.loads(slow)
