@@ -387,9 +387,23 @@ class Masker:
         edits, _ = self._find(data, 0, True, len(data))
         return apply_edits(data, edits, 0, len(data))
 
+    def mask_value(self, data: bytes) -> tuple[bytes, Counts]:
+        """``mask_bytes`` for short values (cells, JSON strings): one RE2 search
+        decides the common no-match case before any other work."""
+        main = self._main
+        if main is not None:
+            if main.search(data, 0, len(data)) is None and (
+                self._pem is None or PEM_START not in data
+            ):
+                return data, {}
+        elif self._pem is None or PEM_START not in data:
+            return data, {}
+        edits, _ = self._find(data, 0, True, len(data))
+        return apply_edits(data, edits, 0, len(data))
+
     def mask_text(self, text: str) -> tuple[str, Counts]:
         data = text.encode("utf-8", "surrogatepass")
-        out, counts = self.mask_bytes(data)
+        out, counts = self.mask_value(data)
         if not counts:
             return text, counts
         return out.decode("utf-8", "surrogatepass"), counts

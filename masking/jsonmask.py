@@ -144,7 +144,7 @@ class JsonMasker:
                 new = self._secret_replace(raw)
                 _add(counts, SECRET_RULE)
             else:
-                new, c = self._m.mask_bytes(raw)
+                new, c = self._m.mask_value(raw)
                 for rk, n in c.items():
                     _add(counts, rk, n)
                 if not c:

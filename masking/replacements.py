@@ -76,11 +76,10 @@ def make_replacer(
 
 def looks_masked(value: bytes, mask_char: bytes = b"*") -> bool:
     """True for our own outputs (``[EMAIL]``, ``[EMAIL:ab12…]``, ``****``), also when
-    followed by whitespace or escaped line breaks (a masked PEM inside a JSON string)."""
-    if value[:1] == b"[":
-        v = value.rstrip()
-        while v.endswith((b"\\n", b"\\r")):
-            v = v[:-2].rstrip()
-        if MASK_TOKEN.fullmatch(v):
-            return True
+    something follows the token (``[SECRET](a``, a masked PEM inside a JSON string
+    ``[PRIVATE_KEY]\\n``): a value that starts with a mask token was masked already.
+    This is what makes masking idempotent for key-value rules, whose value
+    patterns would otherwise take the token and what follows as a new value."""
+    if value[:1] == b"[" and MASK_TOKEN.match(value) is not None:
+        return True
     return mask_char in value and not any(c in _ALNUM for c in value)

@@ -104,7 +104,7 @@ class RowMasker:
                 counts[rid] = counts.get(rid, 0) + 1
                 changed = True
                 continue
-            masked, c = m.mask_bytes(bytes(v))
+            masked, c = m.mask_value(bytes(v))
             if c:
                 out[i] = masked
                 changed = True

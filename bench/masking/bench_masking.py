@@ -52,7 +52,9 @@ def secret(rng: random.Random) -> str:
     if kind == 1:
         return f"card {_luhn_card(rng)} charged"
     if kind == 2:
-        return f"ssn {rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)} on file"
+        return (
+            f"ssn {rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)} on file"
+        )
     if kind == 3:
         return f"key AKIA{r(16, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567')} used"
     if kind == 4:
@@ -96,7 +98,9 @@ def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--mb", type=float, default=16.0, help="corpus size in MB")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--fields", type=int, default=200_000, help="number of short fields")
@@ -106,7 +110,9 @@ def main() -> None:
     cfg = MaskingConfig.model_validate({"recognizers": {"credentials": True, "personal": True}})
     masker = build_masker(cfg, b"bench-key-0123456789abcdef")
     size = int(args.mb * 1_000_000)
-    print(f"python {sys.version.split()[0]}, rules: {len(masker.rule_ids())} (all built-ins on), corpus {args.mb} MB")
+    print(
+        f"python {sys.version.split()[0]}, rules: {len(masker.rule_ids())} (all built-ins on), corpus {args.mb} MB"
+    )
 
     base_corpus = corpus(size, 0.01)
     # baselines
@@ -145,16 +151,24 @@ def main() -> None:
 
         t_stream = best(streamed, args.repeat)
         w, s = size / t_whole / 1e6, size / t_stream / 1e6
-        print(f"{label:>3} lines sensitive: raw re2 scan      : {raw:9.1f} MB/s  ({sum(out_counts.values())} values masked)")
-        print(f"{label:>3} lines sensitive: mask_bytes        : {w:9.1f} MB/s  ({w / raw:.2f}x raw re2, {w / memchr:.3f}x memchr)")
-        print(f"{label:>3} lines sensitive: stream 64KiB feed : {s:9.1f} MB/s  ({s / raw:.2f}x raw re2)")
+        print(
+            f"{label:>3} lines sensitive: raw re2 scan      : {raw:9.1f} MB/s  ({sum(out_counts.values())} values masked)"
+        )
+        print(
+            f"{label:>3} lines sensitive: mask_bytes        : {w:9.1f} MB/s  ({w / raw:.2f}x raw re2, {w / memchr:.3f}x memchr)"
+        )
+        print(
+            f"{label:>3} lines sensitive: stream 64KiB feed : {s:9.1f} MB/s  ({s / raw:.2f}x raw re2)"
+        )
 
     rng = random.Random(7)
     fields = []
     for i in range(args.fields):
         k = i % 100
         if k == 0:
-            fields.append(f"{rng.randrange(100, 665)}-{rng.randrange(10, 99)}-{rng.randrange(1000, 9999)}".encode())
+            fields.append(
+                f"{rng.randrange(100, 665)}-{rng.randrange(10, 99)}-{rng.randrange(1000, 9999)}".encode()
+            )
         elif k < 40:
             fields.append(rng.choice(WORDS).encode() + b" " + rng.choice(WORDS).encode())
         elif k < 70:
@@ -163,11 +177,13 @@ def main() -> None:
             fields.append(f"{rng.choice(WORDS)}-{rng.randrange(10**4)}".encode())
     rows = masker.rows([Column("note", "t", "text")])
     t = best(lambda: [rows.mask((f,)) for f in fields], args.repeat)
-    t_mb = best(lambda: [masker.mask_bytes(f) for f in fields], args.repeat)
+    t_mb = best(lambda: [masker.mask_value(f) for f in fields], args.repeat)
     t_base = best(lambda: [main_rx.search(f, 0, len(f)) for f in fields], args.repeat)
     n = len(fields)
-    print(f"short field (avg {sum(map(len, fields)) / n:.1f} B): RowMasker.mask   : {t / n * 1e6:6.2f} µs/field")
-    print(f"short field: Masker.mask_bytes               : {t_mb / n * 1e6:6.2f} µs/field")
+    print(
+        f"short field (avg {sum(map(len, fields)) / n:.1f} B): RowMasker.mask   : {t / n * 1e6:6.2f} µs/field"
+    )
+    print(f"short field: Masker.mask_value               : {t_mb / n * 1e6:6.2f} µs/field")
     print(f"short field: baseline raw re2 search         : {t_base / n * 1e6:6.2f} µs/field")
 
 
