@@ -92,7 +92,8 @@ _FAST_MAX_CHARS = 512
 
 def _fast_read(sql: str) -> bool:
     """True if ``sql`` is certainly one plain read (see ``_FAST_READ``)."""
-    if len(sql) > _FAST_MAX_CHARS:
+    if len(sql) > _FAST_MAX_CHARS or not sql.isascii():
+        # Non-ASCII could lower-case into ASCII (U+212A KELVIN SIGN -> k).
         return False
     m = _FAST_READ.fullmatch(sql.lower())
     if m is None:
@@ -371,7 +372,7 @@ def score_statement_text(
     lowered = sql.lower()
     if not any(word in lowered for word in _PREPARED_WORDS):
         return scorer.score(sql)
-    simple = _SIMPLE_EXECUTE.fullmatch(lowered)
+    simple = _SIMPLE_EXECUTE.fullmatch(lowered) if sql.isascii() else None
     if simple is not None:
         # EXECUTE name[(plain values)]: one statement, no calls in the
         # parameters, so only the body matters. Saves a parse per call.

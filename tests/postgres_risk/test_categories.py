@@ -83,6 +83,18 @@ POSITIVE = [
     ("do $$begin execute 'drop table x'; end$$", {"do_block", "dynamic_sql", "drop_table"}),
     ("DO $$BEGIN DELETE FROM t; END$$", {"do_block", "delete_without_where"}),
     ("DO LANGUAGE plpython3u $$ import os $$", {"do_block", "untrusted_language"}),
+    ("DO $$BEGIN COPY t TO PROGRAM 'x'; END$$", {"do_block", "copy_program"}),
+    ("DO $$BEGIN PERFORM pg_terminate_backend(1); END$$", {"dangerous_function"}),
+    ("DO $$DECLARE r record; BEGIN FOR r IN EXECUTE 'select 1' LOOP END LOOP; END$$", {"dynamic_sql"}),
+    (
+        "CREATE FUNCTION f() RETURNS void LANGUAGE sql BEGIN ATOMIC DELETE FROM t; END",
+        {"ddl", "delete_without_where"},
+    ),
+    ("CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN TRUNCATE t; END $$", {"truncate"}),
+    ("CREATE TABLE x AS SELECT pg_read_file('a')", {"ddl", "dangerous_function"}),
+    ("SELECT 1 FROM t ORDER BY pg_cancel_backend(1)", {"dangerous_function"}),
+    ("VALUES (pg_terminate_backend(1))", {"dangerous_function"}),
+    ('SELECT "pg_terminate_backend"(1)', {"dangerous_function"}),
     (
         "CREATE FUNCTION f(t text) RETURNS void AS $$ BEGIN EXECUTE format('DROP TABLE %I', t); "
         "END $$ LANGUAGE plpgsql",
