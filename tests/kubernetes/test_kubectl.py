@@ -329,3 +329,36 @@ def test_scale_to_zero_in_protected_namespace_is_held(kube: Kube, tmp_path: Path
             await store.close()
 
     assert wait_for(lambda: asyncio.run(pending()), timeout=5)
+
+
+def test_many_kubectl_clients_at_once(kube: Kube) -> None:
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    procs = [subprocess.Popen(kube.argv("get", "pods", "-o", "name"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    procs += [subprocess.Popen(kube.argv("exec", "web-0", "--", "sh", "-c", f"echo c{i}; exit {i}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    results = [(p.communicate(timeout=60), p.returncode) for p in procs]
+    for (out, err), rc in results[:8]:
+        assert rc == 0 and "pod/web-0" in out, err
+    for i, ((out, _), rc) in enumerate(results[8:]):
+        assert rc == i and out.strip() == f"c{i}"
+
+
+def test_spdy_is_refused_with_a_clear_message(kube: Kube) -> None:
+    import ssl
+    import urllib.request
+
+    token = kube.token("alice", ["dev"])
+    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
+    req = urllib.request.Request(
+        f"https://127.0.0.1:{kube.port}/api/v1/namespaces/default/pods/web-0/exec?command=true&stdout=true",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Upgrade": "SPDY/3.1", "Connection": "Upgrade", "X-Stream-Protocol-Version": "v4.channel.k8s.io"},
+    )
+    try:
+        urllib.request.urlopen(req, context=ctx, timeout=10)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 400
+        body = json.loads(exc.read())
+        assert body["kind"] == "Status" and "SPDY is not supported" in body["message"]
+    else:
+        raise AssertionError("SPDY upgrade was not refused")
