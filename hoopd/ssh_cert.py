@@ -53,7 +53,7 @@ def _settings(args: argparse.Namespace) -> tuple[Path, Any, str, float]:
         config = load_config(Path(args.config), Registry.from_entry_points())
     except ConfigError as exc:
         raise SystemExit(f"hoopd ssh-cert: {exc}") from None
-    limits = [c.options.cert_max_ttl for c in config.connections if c.protocol == "ssh"]
+    limits = [float(getattr(c.options, "cert_max_ttl", 12 * 3600.0)) for c in config.connections if c.protocol == "ssh"]
     max_ttl = max(limits) if limits else 12 * 3600.0
     return (args.data_dir or config.gateway.data_dir, config.identity, config.gateway.id, max_ttl)
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import asyncssh
+from asyncssh.public_key import SSHOpenSSHCertificate
 
 from hoopd.model import AuthMethod, Identity
 
@@ -65,7 +66,7 @@ def issue_user_cert(
     identity: Identity,
     principals: list[str],
     ttl: float,
-) -> asyncssh.SSHOpenSSHCertificate:
+) -> SSHOpenSSHCertificate:
     """A user certificate for ``identity`` valid for ``ttl`` seconds (never
     past the identity's own expiry), usable with the given login names."""
     now = time.time()
@@ -92,7 +93,7 @@ def issue_user_cert(
     )
 
 
-def identity_from_cert(cert: asyncssh.SSHOpenSSHCertificate) -> Identity | None:
+def identity_from_cert(cert: SSHOpenSSHCertificate) -> Identity | None:
     """The identity a gateway-signed certificate carries (None if malformed)."""
     try:
         claims = json.loads(getattr(cert, "_key_id", "") or "")

@@ -147,9 +147,12 @@ class ShellRisk:
                     found.reasons.append(f"matches rule {rule_id}")
             except Exception:
                 continue
-        if "unparseable" in found.categories and self.risk is not None:
-            if self.risk.unparseable != "allow":
-                verdicts.setdefault("unparseable", Verdict(self.risk.unparseable))
+        if (
+            "unparseable" in found.categories
+            and self.risk is not None
+            and self.risk.unparseable != "allow"
+        ):
+            verdicts.setdefault("unparseable", Verdict(self.risk.unparseable))
         return Assessment(
             score=found.score,
             categories=frozenset(found.categories),
@@ -386,9 +389,7 @@ def _is_decoder(name: str, argv: list[str]) -> bool:
         return any("\\x" in a or "\\0" in a for a in args)
     if name == "echo":
         return any(a.startswith("-") and "e" in a for a in args) and any("\\x" in a for a in args)
-    if name == "tr":
-        return True  # rot13 and friends
-    return False
+    return name == "tr"  # rot13 and friends
 
 
 def _runs_code(name: str) -> bool:

@@ -16,6 +16,7 @@ channel is open is buffered up to ``PENDING_LIMIT`` before reading pauses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -112,7 +113,7 @@ class GatewayServer(asyncssh.SSHServer):
             self.client_addr = f"{peer[0]}:{peer[1]}"
         # asyncssh checks the CA signature and principals but does not hand the
         # certificate to validate_ca_key; wrap its check to read the identity.
-        original = conn._validate_openssh_certificate  # noqa: SLF001
+        original = conn._validate_openssh_certificate
 
         async def validate_cert(username: str, cert: Any) -> Any:
             key = await original(username, cert)
@@ -124,7 +125,7 @@ class GatewayServer(asyncssh.SSHServer):
             self._candidate = identity
             return key
 
-        conn._validate_openssh_certificate = validate_cert  # type: ignore[method-assign]  # noqa: SLF001
+        conn._validate_openssh_certificate = validate_cert  # type: ignore[method-assign]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -600,6 +601,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         if self._ended:
             up_chan.close()
             return
+        assert isinstance(up, UpstreamChannel)
         self.up = up
         self.up_chan = up_chan
         self._drain_pending()
@@ -754,10 +756,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         if self.cmd is not None:
             session.result(self.cmd, "error", error=message)
         self.audit = None
-        try:
+        with contextlib.suppress(OSError, asyncssh.Error):
             self.chan.close()
-        except (OSError, asyncssh.Error):
-            pass
 
     def _file_ops(self, started: list[FileOp], finished: list[FileOp]) -> None:
         session = self.session
@@ -840,10 +840,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         for s in (self.out, self.err):
             if s is not None:
                 s.flush()
-        try:
+        with contextlib.suppress(OSError, asyncssh.Error):
             self.chan.write_eof()
-        except (OSError, asyncssh.Error):
-            pass
 
     def upstream_closed(self, status: int | None, signal: tuple[Any, ...] | None) -> None:
         for s in (self.out, self.err):

@@ -247,9 +247,9 @@ class SftpAudit:
             handle = r.string()
             r.u64()
             size = r.u32()  # data length (the data itself is not kept)
-            op = self._handles.get(handle)
-            if op is not None:
-                op.bytes_written += size
+            writing = self._handles.get(handle)
+            if writing is not None:
+                writing.bytes_written += size
             self._track(rid, "write", None, handle)
         elif t in (REMOVE, RMDIR, MKDIR, SETSTAT):
             op = FileOp({REMOVE: "remove", RMDIR: "rmdir", MKDIR: "mkdir", SETSTAT: "setstat"}[t], r.text())

@@ -6,14 +6,13 @@ tests that need another config start their own gateway."""
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import re
 import select
-import signal
 import socket
 import struct
 import subprocess
@@ -29,7 +28,7 @@ import pytest
 from hoopd.identity.tokens import GatewayTokens, load_or_create_token_key
 from hoopd.model import AuthMethod, Identity
 from tests.core.upstreams import http_file_server
-from tests.helpers import Daemon, free_port, hoopd, running, wait_for, wait_port
+from tests.helpers import Daemon, free_port, hoopd, running, wait_port
 from tests.ssh.harness import SSH_OPTS, Sshd, have_openssh, keygen, run_ssh, ssh_conn, sshd
 
 pytestmark = pytest.mark.skipif(not have_openssh(), reason="needs root, sshd and ssh")
@@ -289,7 +288,7 @@ def test_sftp_and_scp_both_ways(env: Env) -> None:
 def test_file_transfer_refused_when_off(env: Env) -> None:
     r = subprocess.run(
         ["scp", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(env.bob_key),
-         "-P", str(env.nofwd_port), f"bob@127.0.0.1:/etc/hostname", str(env.tmp / "x")],
+         "-P", str(env.nofwd_port), "bob@127.0.0.1:/etc/hostname", str(env.tmp / "x")],
         capture_output=True, timeout=30)
     assert r.returncode != 0
 
@@ -383,20 +382,16 @@ class Term:
                 raise AssertionError(f"{pattern!r} not seen; got {self.buf[-600:]!r}")
             r, _, _ = select.select([self.master], [], [], left)
             if r:
-                try:
+                with contextlib.suppress(OSError):
                     self.buf += os.read(self.master, 65536)
-                except OSError:
-                    pass
 
     def wait(self, timeout: float = 15) -> int:
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
             r, _, _ = select.select([self.master], [], [], 0.1)
             if r:
-                try:
+                with contextlib.suppress(OSError):
                     self.buf += os.read(self.master, 65536)
-                except OSError:
-                    pass
         os.close(self.master)
         return self.proc.wait(1)
 

