@@ -119,8 +119,7 @@ def test_incomplete_lines() -> None:
 
 SHELLISH = st.lists(
     st.sampled_from(
-        list("abcdrmf -/'\"\\$()`|&;<>{}#=\n\t*~.")
-        + ["rm", "-rf", "sh -c ", "base64 -d", "| sh", "$(", "<(", "sudo ", "curl x"]
+        [*list("abcdrmf -/'\"\\$()`|&;<>{}#=\n\t*~."), "rm", "-rf", "sh -c ", "base64 -d", "| sh", "$(", "<(", "sudo ", "curl x"]
     ),
     max_size=40,
 ).map("".join)
