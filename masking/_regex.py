@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -42,6 +43,8 @@ class Compiled:
         "groupindex",
         "groups",
         "pattern",
+        "raw_full",
+        "raw_search",
     )
 
     def __init__(self, pattern: bytes, *, max_mem: int = 64 << 20, never_nl: bool = False) -> None:
@@ -77,6 +80,24 @@ class Compiled:
                 raise ValueError(str(exc)) from None
             self.groups = self._py.groups
             self.groupindex = dict(self._py.groupindex)
+        self.raw_search: Callable[[bytes, int, int], Spans]
+        self.raw_full: Callable[[bytes, int, int], Spans]
+        if self._py is None:
+            # C-level partials: no Python frame per call on the hot path
+            self.raw_search = functools.partial(self._rx.Match, self._search_anchor)
+            self.raw_full = functools.partial(self._rx.Match, self._full_anchor)
+        else:  # pragma: no cover
+            self.raw_search = self._py_raw_search
+            self.raw_full = self._py_raw_full
+
+    def _py_raw_search(self, data: bytes, pos: int, endpos: int) -> Spans:  # pragma: no cover
+        """Like re2's Match: spans always, ``(-1, -1)`` at [0] when there is no match."""
+        m = self._py.search(data, pos, endpos)
+        return [(-1, -1)] if m is None else list(m.regs)
+
+    def _py_raw_full(self, data: bytes, pos: int, endpos: int) -> Spans:  # pragma: no cover
+        m = self._py.fullmatch(data, pos, endpos)
+        return [(-1, -1)] if m is None else list(m.regs)
 
     def search(self, data: bytes, pos: int, endpos: int) -> Spans | None:
         if self._py is None:

@@ -50,6 +50,7 @@ PEM_ID = "pem_private_key"
 PEM_TAIL = 96
 """A PEM candidate is settled once this many bytes follow it (longest header/END line)."""
 _CTX = 16
+_NO_MATCH: Spans = [(-1, -1)]
 _DIGITS = frozenset(b"0123456789")
 _SKIP = -1
 
@@ -290,6 +291,7 @@ class Masker:
         rules = self._rules
         window = self.window
         accept = self._accept
+        search = main.raw_search if main is not None else None
         q = -1 if pem is not None else inf
         while True:
             if q < pos:
@@ -297,8 +299,14 @@ class Masker:
                 if q < 0:
                     q = inf
             endpos = q if q < n else n
-            spans = main.search(data, pos, endpos) if main is not None and pos < endpos else None
-            p = spans[0][0] if spans is not None else inf
+            if search is not None and pos < endpos:
+                spans = search(data, pos, endpos)
+                p = spans[0][0]
+                if p < 0:
+                    p = inf
+            else:
+                spans = _NO_MATCH
+                p = inf
             if q <= p and q < inf:
                 assert pem is not None
                 pspans = pem.regex.match(data, q, min(n, q + self.pem_window))
@@ -315,13 +323,13 @@ class Masker:
                     edits.append((vs, ve, pem.replace(data[vs:ve]), pem.id))
                 pos = e
                 continue
-            if p >= limit or spans is None:
+            if p >= limit:
                 return edits, max(pos, limit)
             e0 = spans[0][1]
             span_len = e0 - p
             got = None
             rule = None
-            cands = table[data[p]]
+            cands: tuple[_Rule, ...] = ()
             if span_len < window:
                 # Fast path: the joined pattern's match is the match of the first
                 # rule (in order) that matches at p; one RE2 Set call over the span
@@ -331,8 +339,8 @@ class Masker:
                 if hits:
                     rule = rules[hits[0] if len(hits) == 1 else min(hits)]
                     if rule.local_values:
-                        s2 = rule.regex.fullmatch(data, p, e0)
-                        if s2 is not None:
+                        s2 = rule.regex.raw_full(data, p, e0)
+                        if s2[0][0] >= 0:
                             got = accept(rule, data, p, e0, s2, rule.local_values)
                         else:
                             rule = None
@@ -341,8 +349,12 @@ class Masker:
                 if got is None and rule is not None:
                     # the winner was rejected: other rules anchored here, then p + 1
                     after = rule.order
-                    cands = tuple(r for r in cands if r.order > after)
+                    cands = tuple(r for r in table[data[p]] if r.order > after)
                     rule = None
+                elif rule is None:
+                    cands = table[data[p]]
+            else:
+                cands = table[data[p]]
             if got is None:
                 wend = p + window
                 if wend > endpos:
