@@ -105,8 +105,11 @@ class Masker:
         self._field_cache: dict[tuple[str, str | None], str | None] = {}
         self.paths = PathSet([])
         self._kv_rule: _Rule | None = None
+        self._prefilter = False
         if config.enabled:
             self._compile()
+            # The byte-class pre-filter knows only the built-ins.
+            self._prefilter = all(r.id in BY_ID for r in self._rules)
             self._kv_rule = next((r for r in self._rules if r.id == KV_ID), None)
 
     # ------------------------------------------------------------------ building
@@ -401,7 +404,10 @@ class Masker:
 
     def mask_value(self, data: bytes) -> tuple[bytes, Counts]:
         """``mask_bytes`` for short values (cells, JSON strings): one RE2 search
-        decides the common no-match case before any other work."""
+        decides the common no-match case before any other work; before it, a
+        byte-class check rules out plain words and short numbers."""
+        if self._prefilter and _cannot_match(data):
+            return data, {}
         main = self._main
         if main is not None:
             if main.search(data, 0, len(data)) is None and (
@@ -478,6 +484,25 @@ class Masker:
         if self._pem is not None:
             ids.insert(0, self._pem.id)
         return ids + [rid for rid, _, _ in self._field_rules] + [rid for rid, _ in self.paths.paths]
+
+
+_AWS_GCP_PREFIXES = (b"AKIA", b"ASIA", b"ABIA", b"ACCA", b"AIza")
+
+
+def _cannot_match(v: bytes) -> bool:
+    """Cheap, sound pre-check against the built-in recognizers: digits only and
+    shorter than a card; or letters and spaces only, with no AWS/GCP key prefix and
+    no ``basic`` (every other built-in needs a digit or punctuation)."""
+    if v.isdigit():
+        return len(v) < 13
+    if b" " in v:
+        if not v.replace(b" ", b"").isalpha():
+            return False
+    elif not v.isalpha():
+        return False
+    if b"A" in v and any(x in v for x in _AWS_GCP_PREFIXES):
+        return False
+    return b"basic" not in v.lower()
 
 
 def _has_needs(data: bytes, needs: tuple[tuple[bytes, ...], ...], start: int, end: int) -> bool:

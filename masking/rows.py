@@ -75,7 +75,11 @@ class RowMasker:
             else:
                 plan.append((_PASS, ""))
         self._plan = plan
-        self.active = any(kind != _PASS for kind, _ in plan)
+        self._scan = tuple(i for i, (kind, _) in enumerate(plan) if kind == _SCAN)
+        self._whole = tuple(
+            (i, kind, rid) for i, (kind, rid) in enumerate(plan) if kind in (_REPLACE, _SECRET)
+        )
+        self.active = bool(self._scan or self._whole)
         self.counts: Counts = {}
 
     def mask(self, values: Sequence[bytes | None]) -> tuple[list[bytes | None], bool, Counts]:
@@ -85,34 +89,41 @@ class RowMasker:
         if not self.active:
             return out, False, {}
         counts: Counts = {}
-        changed = False
-        m = self._m
-        for i, (kind, rid) in enumerate(self._plan):
-            if kind == _PASS:
-                continue
+        if self._whole:
+            self._replace_whole(out, counts)
+        mask_value = self._m.mask_value
+        for i in self._scan:
             v = out[i]
             if v is None:
                 continue
-            if kind == _SECRET:
-                if not looks_masked(bytes(v)):
-                    out[i] = m.replace_secret_value(bytes(v))
-                    counts[rid] = counts.get(rid, 0) + 1
-                    changed = True
-                continue
-            if kind == _REPLACE:
-                out[i] = m.replace_value(rid, bytes(v))
-                counts[rid] = counts.get(rid, 0) + 1
-                changed = True
-                continue
-            masked, c = m.mask_value(bytes(v))
+            if type(v) is not bytes:
+                v = bytes(v)
+            masked, c = mask_value(v)
             if c:
                 out[i] = masked
-                changed = True
                 for k, n in c.items():
                     counts[k] = counts.get(k, 0) + n
+        if not counts:
+            return out, False, counts
+        total = self.counts
         for k, n in counts.items():
-            self.counts[k] = self.counts.get(k, 0) + n
-        return out, changed, counts
+            total[k] = total.get(k, 0) + n
+        return out, True, counts
+
+    def _replace_whole(self, out: list[bytes | None], counts: Counts) -> None:
+        m = self._m
+        for i, kind, rid in self._whole:
+            v = out[i]
+            if v is None:
+                continue
+            raw = bytes(v)
+            if kind == _SECRET:
+                if looks_masked(raw):
+                    continue
+                out[i] = m.replace_secret_value(raw)
+            else:
+                out[i] = m.replace_value(rid, raw)
+            counts[rid] = counts.get(rid, 0) + 1
 
     def mask_field(self, index: int, value: bytes | None) -> tuple[bytes | None, Counts]:
         """Mask a single value of column ``index`` (for protocols that stream cells)."""

@@ -190,3 +190,27 @@ def test_kv_not_crossing_newline_and_pem_priority() -> None:
 def test_rule_ids() -> None:
     m = make({"rules": [{"id": "f", "fields": ["email"]}]})
     assert "f" in m.rule_ids() and PEM_ID in m.rule_ids()
+
+
+def test_short_value_prefilter_is_sound() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from .samples import PLANTS
+
+    m = make({"recognizers": {"personal": True}})
+    letters = st.text(alphabet=st.sampled_from(list("abcXYZ AKIASBCQza0123456789")), max_size=60)
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        v=letters
+        | st.sampled_from([t for _, t, _ in PLANTS])
+        | st.sampled_from(["AKIAIOSFODNN7EXAMPLEX", "Basic dXNlcjpwYXNzd29yZA"])
+    )
+    def check(v: str) -> None:
+        b = v.encode()
+        assert m.mask_value(b) == m.mask_bytes(b)
+
+    check()
+    assert m.mask_value(b"AKIAIOSFODNNSEXAMPLE")[1] == {"aws_access_key_id": 1}
+    assert m.mask_value(b"4111111111111111")[1] == {"card": 1}
