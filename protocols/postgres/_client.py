@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hoopd.aio import spawn
+from hoopd.config import RiskSection
 from hoopd.gateway import AuthFailed, SessionRefused
 from hoopd.model import AuthMethod, CommandKind, Identity, Stream, Verdict
 from hoopd.policy import Assessment, decide_command
@@ -72,7 +73,11 @@ FUNCTION_CALL_SCORE = 75
 
 NORMAL, COLLECTING, DECIDING = range(3)
 _ALLOWED = (Verdict.ALLOW, Verdict.MASK)
+_DEFAULT_RISK = RiskSection()
 _GUC_BLOCKED = frozenset({"user", "database", "options", "replication", "application_name"})
+
+
+_UNSET: Any = object()
 
 
 class ClientGone(Exception):
@@ -112,6 +117,7 @@ class ClientConnection(asyncio.Protocol):
         self.tracker = Tracker(self)
         self.masking = handler.masking if handler.masking.active else None
         self.prepared = handler.scorer.new_tracker()
+        self._risk = self.conn.risk or _DEFAULT_RISK
         self.cframer = w.Framer(frontend=True)
         self.bframer = w.Framer(frontend=False)
         self.key: tuple[int, int] | None = None
@@ -734,7 +740,7 @@ class ClientConnection(asyncio.Protocol):
         run = Running(cmd)
         items.append((run, found, params))
         decision = decide_command(
-            cmd.seq, self.conn.risk, session.identity, found, break_glass=session.break_glass
+            cmd.seq, self._risk, session.identity, found, break_glass=session.break_glass
         )
         if decision.verdict in _ALLOWED:
             session.final_decision(decision)
@@ -935,7 +941,7 @@ class ClientConnection(asyncio.Protocol):
         counts: dict[str, int] = {}
         run = tracker.current()
         seq = run.cmd.seq if run is not None else 0
-        plan = self._plan(run) if masking is not None else None
+        plan: Any = _UNSET if masking is not None else None
         nrows = 0
         nbytes = 0
         caps = self._caps
@@ -948,6 +954,8 @@ class ClientConnection(asyncio.Protocol):
                     continue
                 nrows += 1
                 nbytes += e - s
+                if plan is _UNSET:
+                    plan = self._plan(run)
                 if plan is not None and (plan.forced or (hitset is not None and i in hitset)):
                     assert masking is not None
                     cols = run.columns if run is not None else None
@@ -984,7 +992,7 @@ class ClientConnection(asyncio.Protocol):
                 run = nxt
                 if run is not None:
                     seq = run.cmd.seq
-                plan = self._plan(run) if masking is not None else None
+                plan = _UNSET if masking is not None else None
         if nrows or nbytes:
             if run is not None:
                 run.rows += nrows

@@ -103,6 +103,16 @@ def strip_assertions(pattern: str) -> str:
         if ch in "^$":
             i += 1
             continue
+        if ch == "{":
+            close = pattern.find("}", i)
+            body = pattern[i + 1 : close] if close > 0 else ""
+            if "," in body and body.split(",", 1)[1].strip().isdigit():
+                # {m,n} -> {m,}: a superset without counting states (an
+                # unanchored DFA with counters blows up and RE2 falls back
+                # to its slow NFA)
+                out.append("{" + body.split(",", 1)[0] + ",}")
+                i = close + 1
+                continue
         out.append(ch)
         i += 1
     return "".join(out)
@@ -127,7 +137,9 @@ def build_prefilter(config: Any) -> Any:
             parts.append(f"(?i:{pat})" if rule.ignore_case else pat)
     if not parts:
         return None
-    return Compiled("|".join(f"(?:{p})" for p in parts).encode())
+    # never_nl as in the engine: no value match crosses a newline, so none
+    # crosses one here either (framing bytes are outside values).
+    return Compiled("|".join(f"(?:{p})" for p in parts).encode(), never_nl=True)
 
 
 @dataclass(slots=True)
