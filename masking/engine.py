@@ -410,11 +410,11 @@ class Masker:
             return data, {}
         main = self._main
         if main is not None:
-            if main.search(data, 0, len(data)) is None and (
-                self._pem is None or PEM_START not in data
+            if main.raw_search(data, 0, len(data))[0][0] < 0 and (
+                self._pem is None or 45 not in data or data.find(PEM_START) < 0
             ):
                 return data, {}
-        elif self._pem is None or PEM_START not in data:
+        elif self._pem is None or 45 not in data or data.find(PEM_START) < 0:
             return data, {}
         edits, _ = self._find(data, 0, True, len(data))
         return apply_edits(data, edits, 0, len(data))
@@ -492,17 +492,18 @@ _AWS_GCP_PREFIXES = (b"AKIA", b"ASIA", b"ABIA", b"ACCA", b"AIza")
 def _cannot_match(v: bytes) -> bool:
     """Cheap, sound pre-check against the built-in recognizers: digits only and
     shorter than a card; or letters and spaces only, with no AWS/GCP key prefix and
-    no ``basic`` (every other built-in needs a digit or punctuation)."""
+    no ``basic`` (every other built-in needs a digit or punctuation).
+
+    (Integer membership tests: ``b" " in v`` costs ten times ``32 in v``.)"""
     if v.isdigit():
         return len(v) < 13
-    if b" " in v:
-        if not v.replace(b" ", b"").isalpha():
-            return False
-    elif not v.isalpha():
+    if not v.isalpha() and not (32 in v and v.replace(b" ", b"").isalpha()):
         return False
-    if b"A" in v and any(x in v for x in _AWS_GCP_PREFIXES):
+    if 65 in v and any(v.find(x) >= 0 for x in _AWS_GCP_PREFIXES):  # "A"
         return False
-    return b"basic" not in v.lower()
+    if 98 in v or 66 in v:  # "b" / "B"
+        return v.lower().find(b"basic") < 0
+    return True
 
 
 def _has_needs(data: bytes, needs: tuple[tuple[bytes, ...], ...], start: int, end: int) -> bool:
