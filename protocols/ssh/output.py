@@ -131,3 +131,47 @@ class MaskedStream:
         delta = {k: v - prev.get(k, 0) for k, v in counts.items() if v != prev.get(k, 0)}
         self._prev = dict(counts)
         return delta
+
+
+class RecordBuffer:
+    """Coalesces recorded output of a non-terminal channel into larger Output
+    events (at most ``limit`` bytes or ``delay`` seconds old), so bulk output
+    costs the recorder one frame per ~256 KiB instead of one per SSH packet.
+    Terminal output is recorded chunk by chunk (replay needs its timing)."""
+
+    def __init__(self, record: Callable[[Any], None], command_seq: int,
+                 limit: int = 256 * 1024, delay: float = 0.1) -> None:
+        from hoopd.model import Output
+
+        self._output = Output
+        self._record = record
+        self._seq = command_seq
+        self._limit = limit
+        self._delay = delay
+        self._stream: Any = None
+        self._buf = bytearray()
+        self._masked: dict[str, int] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, stream: Any, data: bytes, masked: dict[str, int] | None) -> None:
+        if self._stream is not stream and self._buf:
+            self.flush()
+        self._stream = stream
+        self._buf += data
+        if masked:
+            for k, v in masked.items():
+                self._masked[k] = self._masked.get(k, 0) + v
+        if len(self._buf) >= self._limit:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buf:
+            return
+        data, self._buf = bytes(self._buf), bytearray()
+        masked, self._masked = self._masked, {}
+        self._record(self._output(self._stream, data, self._seq, masked))

@@ -29,7 +29,7 @@ from hoopd.model import AuthMethod, Command, CommandKind, Identity, Stream, Verd
 
 from .keys import identity_from_cert
 from .lines import Enter, LineTracker
-from .output import MaskedStream
+from .output import MaskedStream, RecordBuffer
 from .sftp import FileOp, SftpAudit, SftpError
 from .shparse import parse
 
@@ -430,6 +430,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self._unechoed: tuple[str, dict[str, Any]] | None = None
         self._ended = False
         self._recorder_wait: asyncio.Task[None] | None = None
+        self._rec: RecordBuffer | None = None
 
     @property
     def session(self) -> Session:
@@ -510,6 +511,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.channels.discard(self)
         self._ended = True
+        if self._rec is not None and self.server.session is not None and not self.session.ended:
+            self._rec.flush()
         for s in (self.out, self.err):
             if s is not None:
                 s.close()
@@ -562,6 +565,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             return
         if self.pty is not None and opts.shell_lines and not self.transfer:
             self.tracker = LineTracker()  # an interactive terminal (shell, or ssh -t host cmd)
+        if self.pty is None and not self.transfer:
+            self._rec = RecordBuffer(session.record, self.cmd.seq if self.cmd is not None else 0)
         if not self.transfer:
             self.out = MaskedStream(masker, self._emit_stdout, flush_after)
             self.err = MaskedStream(masker, self._emit_stderr, flush_after)
@@ -792,14 +797,21 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
 
     # -- upstream -> client ----------------------------------------------------------
     def _emit_stdout(self, data: bytes, masked: dict[str, int] | None) -> None:
-        seq = self.cmd.seq if self.cmd is not None else 0
-        self.session.upstream_data(data, Stream.STDOUT, command_seq=seq, masked=masked)
+        self._emit(data, masked, Stream.STDOUT)
         self.chan.write(data)
 
     def _emit_stderr(self, data: bytes, masked: dict[str, int] | None) -> None:
-        seq = self.cmd.seq if self.cmd is not None else 0
-        self.session.upstream_data(data, Stream.STDERR, command_seq=seq, masked=masked)
+        self._emit(data, masked, Stream.STDERR)
         self.chan.write_stderr(data)
+
+    def _emit(self, data: bytes, masked: dict[str, int] | None, stream: Stream) -> None:
+        rec = self._rec
+        if rec is None:  # a terminal: every chunk, with its own timestamp
+            seq = self.cmd.seq if self.cmd is not None else 0
+            self.session.upstream_data(data, stream, command_seq=seq, masked=masked)
+        else:
+            self.session.upstream_data(data, stream, masked=masked, record=False)
+            rec.add(stream, data, masked)
 
     def upstream_output(self, data: bytes, stderr: bool) -> None:
         if self._ended:
@@ -840,6 +852,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         for s in (self.out, self.err):
             if s is not None:
                 s.flush()
+        if self._rec is not None:
+            self._rec.flush()
         with contextlib.suppress(OSError, asyncssh.Error):
             self.chan.write_eof()
 
@@ -848,6 +862,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             if s is not None:
                 s.flush()
                 s.close()
+        if self._rec is not None and not self.server.closed:
+            self._rec.flush()
         if self.audit is not None:
             self._file_ops([], self.audit.close())
         if self.cmd is not None and self.server.session is not None:

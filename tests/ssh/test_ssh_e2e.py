@@ -28,7 +28,7 @@ import pytest
 from hoopd.identity.tokens import GatewayTokens, load_or_create_token_key
 from hoopd.model import AuthMethod, Identity
 from tests.core.upstreams import http_file_server
-from tests.helpers import Daemon, free_port, hoopd, running, wait_port
+from tests.helpers import Daemon, free_port, hoopd, running, wait_for, wait_port
 from tests.ssh.harness import SSH_OPTS, Sshd, have_openssh, keygen, run_ssh, ssh_conn, sshd
 
 pytestmark = pytest.mark.skipif(not have_openssh(), reason="needs root, sshd and ssh")
@@ -427,6 +427,12 @@ def test_pty_shell(env: Env) -> None:
         term.expect(b"command refused")
         term.send(b"echo after-deny\r")
         term.expect(b"after-deny")
+        victim = env.tmp / "pty-victim"
+        victim.mkdir()
+        term.send(f"rm -rf {victim} && echo gone-$((1+1))\r".encode())
+        _decide_pending(env, True)
+        term.expect(b"gone-2")
+        assert not victim.exists()
         term.send(b"exit 5\r")
         assert term.wait() == 5
     finally:
@@ -439,3 +445,38 @@ def test_pty_shell(env: Env) -> None:
     out = b"".join(output_bytes(e) for e in evs if e["type"] == "output")
     assert SECRET.encode() not in out
     assert b"ok-42" in out
+    # the terminal session replays as it looked: asciicast with size and resizes
+    [sid] = {e["session"] for e in evs if e["type"] == "command" and e["text"] == "stty size"}
+    cast = hoopd("replay", "export", str(env.daemon.recordings), sid, "--format", "asciicast")
+    assert cast.returncode == 0, cast.stderr
+    header, *frames = [json.loads(line) for line in cast.stdout.splitlines()]
+    assert (header["width"], header["height"]) == (100, 30)
+    assert [132, 43] in [[int(x) for x in f[2].split("x")] for f in frames if f[1] == "r"]
+    assert any("ok-42" in f[2] for f in frames if f[1] == "o")
+    assert all(SECRET not in f[2] for f in frames)
+
+
+def test_credential_expiry_ends_the_session(env: Env) -> None:
+    key = load_or_create_token_key(env.tmp / "var" / "token_key.ed25519")
+    short = GatewayTokens(key).issue("alice", ["ops"], 2)
+    started = time.monotonic()
+    r = run_ssh(env.port, short, "sleep 20; echo not-reached")
+    assert time.monotonic() - started < 12
+    assert b"not-reached" not in r.stdout
+    assert b"credential has expired" in r.stderr
+
+
+def test_agent_forwarding_is_refused(env: Env) -> None:
+    sock = env.tmp / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        wait_for(sock.exists, 10)
+        r = subprocess.run(
+            key_ssh(env, env.port, "-A", "echo sock=${SSH_AUTH_SOCK:-none}"),
+            capture_output=True, timeout=30, env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+        )
+    finally:
+        agent.kill()
+        agent.wait()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"sock=none\n"

@@ -1,0 +1,145 @@
+"""SSH through hoopd vs direct, in one run, same cipher.
+
+    python bench/ssh/bench_ssh.py [--size 200M] [--runs 3] [--keys 300]
+
+Starts its own sshd (own config, host key, loopback port) and ``hoopd serve``
+with recording (always on) and masking on (the default credential
+recognizers plus a custom rule), then measures:
+
+* bulk: ``ssh -c aes128-gcm@openssh.com -o Compression=no ... 'head -c 200M
+  /dev/zero' > /dev/null``, direct and through the gateway, interleaved;
+* keystroke echo: in a PTY session running ``cat``, the time from writing one
+  key to the local terminal until its echo comes back, direct and through.
+
+Needs root (sshd, root login to the test target), ssh and sshd installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import select
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.helpers import free_port, running  # noqa: E402
+from tests.ssh.harness import SSH_OPTS, keygen, ssh_conn, sshd  # noqa: E402
+
+CIPHER = "aes128-gcm@openssh.com"
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
+
+
+def ssh_base(port: int, key: Path, user: str) -> list[str]:
+    return ["ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(key),
+            "-c", CIPHER, "-o", "Compression=no", "-p", str(port), f"{user}@127.0.0.1"]
+
+
+def bulk(base: list[str], size_arg: str) -> float:
+    started = time.perf_counter()
+    with open(os.devnull, "wb") as null:
+        subprocess.run([*base, f"head -c {size_arg} /dev/zero"], stdout=null, check=True, timeout=600)
+    return time.perf_counter() - started
+
+
+def echo_latencies(base: list[str], keys: int) -> list[float]:
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen([*base[:-1], "-tt", base[-1], "stty -icanon; exec cat >/dev/null"],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+
+    def read_until(marker: bytes, timeout: float = 15.0) -> None:
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while marker not in buf:
+            r, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            if not r:
+                raise TimeoutError(f"no {marker!r}; got {buf[-200:]!r}")
+            buf += os.read(master, 4096)
+
+    try:
+        os.write(master, b"z")
+        read_until(b"z")  # session up, cat running
+        times = []
+        for i in range(keys):
+            ch = bytes([0x61 + i % 26])
+            started = time.perf_counter()
+            os.write(master, ch)
+            read_until(ch)
+            times.append(time.perf_counter() - started)
+            time.sleep(0.002)
+        return times
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="200M")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--keys", type=int, default=300)
+    ap.add_argument("--no-masking", action="store_true", help="diagnosis: masking disabled")
+    args = ap.parse_args()
+    size = parse_size(args.size)
+    with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmpdir:
+        tmp = Path(tmpdir)
+        user_key = tmp / "user_key"
+        user_pub = keygen(user_key, "bench")
+        with sshd(tmp) as target:
+            (target.dir / "authorized_keys").write_text(
+                (target.dir / "authorized_keys").read_text() + user_pub + "\n"
+            )
+            port = free_port()
+            conn = ssh_conn(
+                "bench", port, target,
+                options={"authorized_keys": [{"key": user_pub, "subject": "bench", "groups": ["ops"]}]},
+                masking={"rules": [{"id": "bench-secret", "pattern": "bench-secret-[0-9a-f]{16}"}]},
+            )
+            if args.no_masking:
+                conn["masking"] = {"enabled": False}
+            with running(tmp, {"connections": [conn]}) as daemon:
+                direct = ssh_base(target.port, user_key, "root")
+                gateway = ssh_base(port, user_key, "bench")
+                bulk(direct, "1M")
+                bulk(gateway, "1M")
+                rows: dict[str, list[float]] = {"direct": [], "hoopd": []}
+                for _ in range(args.runs):
+                    rows["direct"].append(bulk(direct, args.size))
+                    rows["hoopd"].append(bulk(gateway, args.size))
+                lat = {"direct": echo_latencies(direct, args.keys), "hoopd": echo_latencies(gateway, args.keys)}
+                recorded = sum(f.stat().st_size for f in daemon.recordings.rglob("*") if f.is_file())
+    mbps = {k: [size / 1e6 / t for t in v] for k, v in rows.items()}
+    best = {k: max(v) for k, v in mbps.items()}
+    med = {k: statistics.median(v) for k, v in mbps.items()}
+    p50 = {k: statistics.median(v) * 1000 for k, v in lat.items()}
+    p99 = {k: sorted(v)[int(len(v) * 0.99) - 1] * 1000 for k, v in lat.items()}
+    print(f"bulk {args.size} x{args.runs}, cipher {CIPHER}, Compression=no")
+    for k in ("direct", "hoopd"):
+        runs = ", ".join(f"{x:.0f}" for x in mbps[k])
+        print(f"  {k:7} MB/s: {runs}  (median {med[k]:.0f}, best {best[k]:.0f})")
+    print(f"  ratio hoopd/direct: median {med['hoopd'] / med['direct']:.2f}, best {best['hoopd'] / best['direct']:.2f}")
+    print(f"  recordings written: {recorded / 1e6:.0f} MB")
+    print(f"keystroke echo round trip, {args.keys} keys")
+    for k in ("direct", "hoopd"):
+        print(f"  {k:7} p50 {p50[k]:.3f} ms  p99 {p99[k]:.3f} ms")
+    print(f"  added by hoopd at p50: {p50['hoopd'] - p50['direct']:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
