@@ -34,6 +34,7 @@ from ._paths import KubeRequest, classify
 from .bodies import BodyMasker
 from .risk import assess, summary, with_rules
 from .status import status_response, unauthorized
+from .upstream import IDEMPOTENT, REUSE_IDLE, Target, UpstreamConn, UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
@@ -102,9 +103,13 @@ class ClientConn:
         self.auth_header: str | None = None
         self.sockets: set[web.WebSocketResponse] = set()
         self.is_closed = False
+        self.upstream: UpstreamConn | None = None  # keep-alive connection to the API server
 
     def closed(self, exc: BaseException | None) -> None:
         self.is_closed = True
+        if self.upstream is not None:
+            self.upstream.close()
+            self.upstream = None
         if self.session is not None:
             self.session.end("client_closed", str(exc) if exc else "")
 
@@ -115,6 +120,8 @@ class ClientConn:
             session.end(reason, message)
         for ws in list(self.sockets):
             spawn(_close_ws(ws, message), name="kube-close-ws")
+        if self.upstream is not None:
+            self.upstream.close()
         transport = getattr(self.protocol, "transport", None)
         if transport is not None:
             transport.close()
@@ -135,12 +142,14 @@ class KubeProxy:
         self.upstream: KubeUpstream = connection.upstream
         self.options: KubeOptions = connection.options  # type: ignore[assignment]
         self.base = self.upstream.base_url()
-        self.http: aiohttp.ClientSession | None = None
+        self.http: aiohttp.ClientSession | None = None  # websockets only
+        self.target: Target | None = None
         self.bodies: BodyMasker | None = None
         self._refusals: dict[tuple[str, str], tuple[float, int, str]] = {}
 
     async def start(self) -> None:
         ssl_ctx = self.upstream.ssl_context()
+        self.target = Target(self.base, ssl_ctx, self.upstream.connect_timeout)
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=0, keepalive_timeout=60),
             timeout=aiohttp.ClientTimeout(
@@ -232,6 +241,60 @@ class KubeProxy:
             for group in sorted(identity.groups):
                 headers.add("Impersonate-Group", group)
         return headers
+
+    def request_head(self, request: web.BaseRequest, identity: Identity, body: bytes) -> bytes:
+        """The upstream request head (HTTP/1.1, ends with the blank line):
+        the same header rules as ``upstream_headers``."""
+        assert self.target is not None
+        out = [f"{request.method} {request.raw_path} HTTP/1.1\r\nHost: {self.target.host_header}\r\n"]
+        accept = ""
+        for key, value in request.headers.items():
+            low = key.lower()
+            if low == "accept":
+                accept = value if not accept else f"{accept},{value}"
+                continue
+            if low in HOP_BY_HOP or low.startswith("impersonate-"):
+                continue
+            out.append(f"{key}: {value}\r\n")
+        out.append(f"Accept: {json_accept(accept)}\r\nAccept-Encoding: identity\r\n")
+        token = self.upstream.bearer()
+        if token:
+            out.append(f"Authorization: Bearer {_header_value(token)}\r\n")
+        if self.upstream.impersonate and not identity.anonymous:
+            out.append(f"Impersonate-User: {_header_value(identity.subject)}\r\n")
+            for group in sorted(identity.groups):
+                out.append(f"Impersonate-Group: {_header_value(group)}\r\n")
+        if body or request.method in ("POST", "PUT", "PATCH"):
+            out.append(f"Content-Length: {len(body)}\r\n")
+        out.append("\r\n")
+        return "".join(out).encode("utf-8")
+
+    async def send(self, state: ClientConn, method: str, head: bytes, body: bytes) -> UpstreamResponse:
+        """On the client connection's upstream connection (opened or reopened
+        as needed); a reused connection the server closed meanwhile is retried
+        once on a new one for idempotent methods."""
+        assert self.target is not None
+        conn = state.upstream
+        if conn is not None and (
+            conn.closed
+            or conn.busy
+            or (method not in IDEMPOTENT and time.monotonic() - conn.idle_since > REUSE_IDLE)
+        ):
+            conn.close()
+            conn = None
+        if conn is not None:
+            try:
+                return await conn.request(method, head, body)
+            except UpstreamError:
+                if conn._got_bytes or method not in IDEMPOTENT:
+                    raise
+                conn.close()
+        conn = await self.target.connect()
+        if state.is_closed:
+            conn.close()
+            raise UpstreamError("client went away")
+        state.upstream = conn
+        return await conn.request(method, head, body)
 
     # ------------------------------------------------------------------ entry
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -398,18 +461,12 @@ class KubeProxy:
         raw: bytes,
         started: float,
     ) -> web.StreamResponse:
-        assert self.http is not None and self.bodies is not None
-        headers = self.upstream_headers(request, session.identity)
-        url = self.base + request.raw_path
+        assert self.bodies is not None
+        state: ClientConn = request.protocol.kube  # type: ignore[attr-defined]
         try:
-            upstream = await self.http.request(
-                request.method,
-                url,
-                headers=headers,
-                data=raw if raw else None,
-                allow_redirects=False,
-            )
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            head = self.request_head(request, session.identity, raw)
+            upstream = await self.send(state, request.method, head, raw)
+        except (UpstreamError, OSError, TimeoutError) as exc:
             session.metrics.upstream_errors.inc()
             reason = str(exc) or type(exc).__name__
             session.error(f"upstream unreachable: {reason}", "upstream_unreachable")
@@ -423,26 +480,31 @@ class KubeProxy:
     async def relay_response(
         self,
         request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         session: Session,
         cmd: Command,
         kr: KubeRequest,
         started: float,
     ) -> web.StreamResponse:
         assert self.bodies is not None
-        ctype = upstream.headers.get("Content-Type", "")
+        uhead = upstream.head
+        assert uhead is not None
+        ctype = ""
+        headers: CIMultiDict[str] = CIMultiDict()
+        for k, v in uhead.headers:
+            low = k.lower()
+            if low == "content-type":
+                ctype = v
+            if low not in RESPONSE_DROP:
+                headers.add(k, v)
         if "protobuf" in ctype or "cbor" in ctype:
             session.result(cmd, "502", error="upstream answered in a binary encoding")
             return status_response(
                 502, "hoopd: the API server answered in a binary encoding the gateway cannot mask"
             )
-        headers = CIMultiDict(
-            (k, v) for k, v in upstream.headers.items() if k.lower() not in RESPONSE_DROP
-        )
-        code = upstream.status
+        code = uhead.status
         streaming = kr.watch or kr.verb in ("logs", "proxy") or (
-            upstream.content_length is None and "chunked" in upstream.headers.get("Transfer-Encoding", "")
-            and not ctype.startswith("application/json")
+            uhead.chunked and not ctype.startswith("application/json")
         )
         if not streaming:
             data = await upstream.read()
@@ -464,7 +526,7 @@ class KubeProxy:
                 await self._relay_lines(upstream, resp, session, cmd)
             else:
                 await self._relay_text(upstream, resp, session, cmd)
-        except (ConnectionError, aiohttp.ClientError, RuntimeError, ValueError) as exc:
+        except (ConnectionError, aiohttp.ClientError, UpstreamError, RuntimeError, ValueError) as exc:
             error = str(exc) or type(exc).__name__
         session.result(cmd, str(code), duration_ms=(time.perf_counter() - started) * 1000, error=error)
         with contextlib.suppress(ConnectionError, RuntimeError):
@@ -472,11 +534,11 @@ class KubeProxy:
         return resp
 
     async def _relay_lines(
-        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, session: Session, cmd: Command
+        self, upstream: UpstreamResponse, resp: web.StreamResponse, session: Session, cmd: Command
     ) -> None:
         assert self.bodies is not None
         lines = self.bodies.lines()
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.iter_any():
             out, counts = lines.feed(chunk)
             if out:
                 session.upstream_data(out, Stream.BODY, command_seq=cmd.seq, masked=counts)
@@ -487,14 +549,14 @@ class KubeProxy:
             await resp.write(out)
 
     async def _relay_text(
-        self, upstream: aiohttp.ClientResponse, resp: web.StreamResponse, session: Session, cmd: Command
+        self, upstream: UpstreamResponse, resp: web.StreamResponse, session: Session, cmd: Command
     ) -> None:
         """Logs (``kubectl logs -f``): the content stream masker, whose held-back
         tail is released after ``exec_flush_ms`` of upstream silence."""
         assert self.bodies is not None
         stream = self.bodies.stream()
         idle = self.options.exec_flush_ms / 1000
-        content = upstream.content
+        content = upstream
         reported: dict[str, int] = {}
         while True:
             held = getattr(stream, "held", 0)
@@ -517,6 +579,13 @@ class KubeProxy:
         if out:
             session.upstream_data(out, Stream.STDOUT, command_seq=cmd.seq, masked=_delta(stream.counts, reported))
             await resp.write(out)
+
+
+def _header_value(value: str) -> str:
+    """Values the gateway adds (request headers were checked by the server's parser)."""
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise UpstreamError("a header value with a line break")
+    return value
 
 
 def _delta(total: dict[str, int], reported: dict[str, int]) -> dict[str, int]:
