@@ -60,8 +60,8 @@ class Recognizer:
 _IPV4 = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}"
 
 KV_KEYS = (
-    r"[A-Za-z0-9_.-]*(?i:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
-    r"|access[_-]?key|private[_-]?key|credential|client[_-]?secret)[A-Za-z0-9_.-]*|(?i:pwd)"
+    r"[A-Za-z0-9_.-]{0,64}(?i:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
+    r"|access[_-]?key|private[_-]?key|credential|client[_-]?secret)[A-Za-z0-9_.-]{0,64}|(?i:pwd)"
 )
 
 BUILTINS: tuple[Recognizer, ...] = (
@@ -97,7 +97,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         label="AWS_SECRET_ACCESS_KEY",
         pattern=(
             r"(?i:aws[_ .-]?secret(?:[_ .-]?access)?[_ .-]?key|secret[_ .-]?access[_ .-]?key)"
-            r"[\"']?[ \t]*(?::|=|=>)[ \t]*[\"']?(?P<v>[A-Za-z0-9/+]{40})"
+            r"[\"']?[ \t]{0,8}(?::|=|=>)[ \t]{0,8}[\"']?(?P<v>[A-Za-z0-9/+]{40})"
         ),
         max_len=200,
         min_len=44,
@@ -282,7 +282,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         id="email",
         category="personal",
         label="EMAIL",
-        pattern=r"(?:[A-Za-z0-9._%+-]|[^\x00-\x7F])+@(?:[A-Za-z0-9-]|[^\x00-\x7F])+(?:\.(?:[A-Za-z0-9-]|[^\x00-\x7F])+)*\.[A-Za-z]{2,24}",
+        pattern=r"(?:[A-Za-z0-9._%+-]|[^\x00-\x7F]){1,64}@(?:[A-Za-z0-9-]|[^\x00-\x7F])+(?:\.(?:[A-Za-z0-9-]|[^\x00-\x7F])+)*\.[A-Za-z]{2,24}",
         max_len=320,
         min_len=6,
         validator=v.email,
@@ -368,7 +368,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         id="ipv6",
         category="personal",
         label="IP",
-        pattern=r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}|[0-9A-Fa-f:]*::[0-9A-Fa-f:.]*",
+        pattern=r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}|[0-9A-Fa-f:]{0,39}::[0-9A-Fa-f:.]{0,45}",
         max_len=45,
         min_len=2,
         validator=v.ipv6,

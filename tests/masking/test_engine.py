@@ -214,3 +214,27 @@ def test_short_value_prefilter_is_sound() -> None:
     check()
     assert m.mask_value(b"AKIAIOSFODNNSEXAMPLE")[1] == {"aws_access_key_id": 1}
     assert m.mask_value(b"4111111111111111")[1] == {"card": 1}
+
+
+def test_long_runs_stay_linear() -> None:
+    """Unbounded prefixes used to re-scan long runs byte by byte (quadratic)."""
+    import time
+
+    m = make({"recognizers": {"personal": True}})
+    for data in (
+        b"a" * 50_000 + b"@x.com",
+        b"ab" * 25_000 + b"::1",
+        b"x" * 50_000 + b"password=1",
+        b"password" + b"x" * 50_000 + b"=1",
+        b"1" * 50_000,
+        b"4111 " * 10_000,
+    ):
+        t = time.perf_counter()
+        m.mask_bytes(data)
+        assert time.perf_counter() - t < 2.0
+
+
+def test_long_key_names() -> None:
+    m = make()
+    key = "SPRING_DATASOURCE_HIKARI_DATA_SOURCE_PROPERTIES_PASSWORD"
+    assert m.mask_text(f"{key}=hunter2")[0] == f"{key}=[SECRET]"
