@@ -41,6 +41,12 @@ class JsonMasker:
         )
         self._paths = masker.paths
 
+    @property
+    def active(self) -> bool:
+        """False when no JSON could change: no content/field/path rules and
+        Kubernetes Secret handling off (``Masker.active`` does not cover Secrets)."""
+        return self._m.active or self._secret_mode != "off"
+
     # -------------------------------------------------------------- objects
     def mask_obj(self, obj: Any) -> tuple[Any, Counts]:
         counts: Counts = {}

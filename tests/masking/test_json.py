@@ -197,3 +197,14 @@ def test_secret_named_keys() -> None:
     assert counts == {"secret_key_value": 2}
     again, c2 = jm.mask_obj(out)
     assert again == out and c2 == {}
+
+
+def test_json_active_covers_secrets() -> None:
+    m = make({"recognizers": {"credentials": False}})
+    assert not m.active
+    assert m.json().active
+    _out, counts = m.json().mask_obj({"kind": "Secret", "data": {"a": b64("x")}})
+    assert counts == {SECRET_RULE: 1}
+    assert (
+        not make({"recognizers": {"credentials": False}, "kubernetes_secrets": "off"}).json().active
+    )
