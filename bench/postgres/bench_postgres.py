@@ -28,7 +28,6 @@ import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -97,7 +96,7 @@ async def raw_login(port: int, user: str, password: str, database: str) -> Upstr
     up = SimpleNamespace(
         host="127.0.0.1", port=port, user=user, sslmode="disable", ca=None,
         password=SimpleNamespace(reveal=lambda: password),
-    )  # fmt: skip
+    )
     await _login(proto, up, {"user": user, "database": database})
     return proto
 
@@ -171,7 +170,7 @@ def main() -> None:
                         "host": "127.0.0.1", "port": pg.port, "user": pg.user,
                         "password": "env:HOOPD_BENCH_PGPW", "database": "bench",
                         "sslmode": "disable",
-                    },  # fmt: skip
+                    },
                     "allow_groups": ["bench"],
                     "masking": {"rules": [{"id": "secret-word", "pattern": "s3cr3t-[0-9]+"}]},
                     "risk": {"rules": [{"match": "delete_without_where", "action": "review"}]},
@@ -184,14 +183,14 @@ def main() -> None:
         token = hoopd(
             "token", "issue", "-c", str(daemon.config_path), "--sub", "bench", "--groups", "bench",
             "--ttl", "2h",
-        ).stdout.strip()  # fmt: skip
+        ).stdout.strip()
         envs = {
             "direct": pg.env(PGSSLMODE="disable", PGDATABASE="bench"),
             "pgbouncer": pg.env(PGSSLMODE="disable", PGPORT=str(bouncer.port), PGDATABASE="bench"),
             "hoopd": pg.env(
                 PGSSLMODE="disable", PGPORT=str(port), PGPASSWORD=token, PGUSER="bench",
                 PGDATABASE="bench",
-            ),  # fmt: skip
+            ),
         }
         results: dict[str, list[float]] = {k: [] for k in envs}
         for rnd in range(args.rounds):

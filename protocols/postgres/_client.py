@@ -23,6 +23,7 @@ that change; one Output(rows) is recorded per received chunk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import ssl
@@ -183,10 +184,8 @@ class ClientConnection(asyncio.Protocol):
             self._decision.cancel()
         self.handler.unregister_key(self.key)
         if self.up is not None and self.up.transport is not None and not self.up.closed:
-            try:
+            with contextlib.suppress(Exception):
                 self.up.transport.write(w.terminate())
-            except Exception:
-                pass
             self.up.transport.close()
         self._end("client_closed", str(exc) if exc else "")
 
@@ -611,10 +610,7 @@ class ClientConnection(asyncio.Protocol):
                 self.state = COLLECTING
                 region = e
                 continue
-            if t == w.S or t == w.H:
-                batch_at, batch_regs, batch_items = e, len(regs), []
-                batch_partial = False
-            elif t == w.Q or t == w.F:
+            if t in (w.S, w.H, w.Q, w.F):
                 batch_at, batch_regs, batch_items = e, len(regs), []
                 batch_partial = False
         if self.state == COLLECTING:
@@ -976,11 +972,16 @@ class ClientConnection(asyncio.Protocol):
                 self._session_bytes += nbytes
                 nrows = nbytes = 0
             replacement = self._backend_message(t, buf, s, e, run)
-            if replacement is None and hitset is not None and i in hitset and masking is not None:
-                if t in (w.COPY_DATA, w.NOTIFICATION, w.ERROR, w.NOTICE):
-                    replacement, c = masking.mask_other(t, buf, s, e, tracker.copy_out_binary)
-                    for k, n in c.items():
-                        counts[k] = counts.get(k, 0) + n
+            if (
+                replacement is None
+                and hitset is not None
+                and i in hitset
+                and masking is not None
+                and t in (w.COPY_DATA, w.NOTIFICATION, w.ERROR, w.NOTICE)
+            ):
+                replacement, c = masking.mask_other(t, buf, s, e, tracker.copy_out_binary)
+                for k, n in c.items():
+                    counts[k] = counts.get(k, 0) + n
             if replacement is not None:
                 pieces.append(buf[seg:s])
                 pieces.append(replacement)

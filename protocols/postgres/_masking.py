@@ -355,7 +355,7 @@ def binary_number_text(value: bytes, type_oid: int) -> bytes | None:
         return str(int.from_bytes(value, "big", signed=True)).encode()
     if len(value) < 8:
         return None
-    ndigits, weight, sign, dscale = struct.unpack_from("!hhHh", value, 0)
+    ndigits, weight, sign, _dscale = struct.unpack_from("!hhHh", value, 0)
     if sign == 0xC000:
         return b"NaN"
     if len(value) != 8 + 2 * ndigits:

@@ -20,7 +20,7 @@ _U32 = struct.Struct("!I")
 class Reader:
     """Cursor over one message body."""
 
-    __slots__ = ("buf", "pos", "end")
+    __slots__ = ("buf", "end", "pos")
 
     def __init__(self, buf: bytes, pos: int, end: int) -> None:
         self.buf = buf

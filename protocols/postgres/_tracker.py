@@ -192,10 +192,9 @@ class Tracker:
             self.queue.popleft()
             for run in h.running:
                 self._finish(run, tag)
-        elif h.kind in (QUERY, FCALL):
-            if h.index < len(h.running):
-                self._finish(h.running[h.index], tag)
-                h.index += 1
+        elif h.kind in (QUERY, FCALL) and h.index < len(h.running):
+            self._finish(h.running[h.index], tag)
+            h.index += 1
         self.copy_in = self.copy_out = False
 
     def portal_suspended(self) -> None:

@@ -87,7 +87,7 @@ class Framer:
     is called (the client side, after it sent its StartupMessage).
     """
 
-    __slots__ = ("_tail", "_startup", "_types", "_max")
+    __slots__ = ("_max", "_startup", "_tail", "_types")
 
     def __init__(
         self, *, frontend: bool, startup: bool = False, max_length: int | None = None

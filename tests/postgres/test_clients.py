@@ -170,11 +170,10 @@ def test_psycopg_pipeline_copy_cursor(gateway: Gateway, pg: PgServer) -> None:
             curs = [conn.execute("select %s::int * 2", (i,)) for i in range(50)]
         assert [c.fetchone()[0] for c in curs] == [i * 2 for i in range(50)]
         # error in the middle of a pipeline
-        with pytest.raises(psycopg.errors.DivisionByZero):
-            with conn.pipeline():
-                conn.execute("select 1")
-                conn.execute("select 1/0")
-                conn.execute("select 2")
+        with pytest.raises(psycopg.errors.DivisionByZero), conn.pipeline():
+            conn.execute("select 1")
+            conn.execute("select 1/0")
+            conn.execute("select 2")
         conn.rollback()
         assert conn.execute("select 'ok'").fetchone() == ("ok",)
         with conn.cursor() as cur:

@@ -104,11 +104,10 @@ def test_approval_is_single_use_and_bound_to_text(gateway: Gateway, pg: PgServer
 def test_extended_pipeline_held_together(gateway: Gateway, pg: PgServer) -> None:
     _reset(pg)
     with psycopg.connect(gateway.dsn("quick"), sslmode="require") as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            with conn.pipeline():
-                conn.execute("insert into victims values (%s)", (100,))
-                conn.execute("delete from victims")
-                conn.execute("insert into victims values (%s)", (101,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.pipeline():
+            conn.execute("insert into victims values (%s)", (100,))
+            conn.execute("delete from victims")
+            conn.execute("insert into victims values (%s)", (101,))
         conn.rollback()
         # nothing of the batch ran, and the session is usable
         assert conn.execute("select count(*) from victims").fetchone() == (10,)
