@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.helpers import free_port, running  # noqa: E402
-from tests.ssh.harness import SSH_OPTS, keygen, ssh_conn, sshd  # noqa: E402
+from tests.helpers import free_port, running
+from tests.ssh.harness import SSH_OPTS, keygen, ssh_conn, sshd
 
 CIPHER = "aes128-gcm@openssh.com"
 
