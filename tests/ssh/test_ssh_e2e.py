@@ -480,3 +480,29 @@ def test_agent_forwarding_is_refused(env: Env) -> None:
         agent.wait()
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"sock=none\n"
+
+
+def test_git_clone_and_push_over_ssh(env: Env) -> None:
+    work = env.tmp / "gitwork"
+    bare = env.tmp / "repo.git"
+    g = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+         "GIT_COMMITTER_EMAIL": "t@x",
+         "GIT_SSH_COMMAND": " ".join(key_ssh(env, env.port, "x")[:-2])}
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    blob = os.urandom(300_000)
+    (work / "data.bin").write_bytes(blob)  # binary: must pass unmasked and intact
+    (work / "notes.txt").write_text(f"contains {SECRET}\n")
+    subprocess.run(["git", "-C", str(work), "add", "."], check=True, env=g)
+    subprocess.run(["git", "-C", str(work), "commit", "-qm", "c"], check=True, env=g)
+    url = f"ssh://bob@127.0.0.1:{env.port}{bare}"
+    r = subprocess.run(["git", "-C", str(work), "push", "-q", url, "HEAD:refs/heads/main"],
+                       capture_output=True, env=g, timeout=60)
+    assert r.returncode == 0, r.stderr
+    clone = env.tmp / "clone"
+    r = subprocess.run(["git", "clone", "-q", "-b", "main", url, str(clone)], capture_output=True, env=g, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (clone / "data.bin").read_bytes() == blob
+    texts = [e["text"] for e in all_events(env) if e["type"] == "command"]
+    assert any(t.startswith("git-receive-pack") for t in texts)
+    assert any(t.startswith("git-upload-pack") for t in texts)
