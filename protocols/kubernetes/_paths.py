@@ -13,6 +13,7 @@ Never raises: any path, even garbage, classifies to something.
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,11 +109,22 @@ def _split(path: str) -> list[str]:
 
 
 def classify(method: str, path: str, query_string: str = "") -> KubeRequest:
+    """Classify a request (cached: kubectl repeats the same few requests;
+    treat the result, including its ``query``, as read-only)."""
+    if len(path) + len(query_string) > 2048:
+        return _classify_uncached(method, path, query_string)
+    return _classify_cached(method, path, query_string)
+
+
+def _classify_uncached(method: str, path: str, query_string: str = "") -> KubeRequest:
     method = (method or "GET").upper()
     try:
         return _classify(method, path or "/", query_string or "")
     except Exception:  # never let a strange path crash a request
         return KubeRequest(method=method, path=path or "/", verb=method.lower())
+
+
+_classify_cached = functools.lru_cache(maxsize=4096)(_classify_uncached)
 
 
 def _classify(method: str, path: str, query_string: str) -> KubeRequest:

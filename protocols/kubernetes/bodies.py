@@ -33,6 +33,7 @@ CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 MASK = "***"
 
 Counts = dict[str, int]
+_NONE, _K8S, _FULL = 0, 1, 2
 
 
 def _add(counts: Counts, rid: str, n: int = 1) -> None:
@@ -48,6 +49,7 @@ class BodyMasker:
         self.mask_env = mask_env
         globs = [fnmatch.translate(g.lower()) for g in configmap_keys]
         self._cm = re.compile("|".join(globs)) if globs else None
+        self._k8s_triggers: tuple[bytes, ...] = ()
         self._triggers = self._structural_triggers()
 
     def _structural_triggers(self) -> tuple[bytes, ...] | None:
@@ -68,22 +70,38 @@ class BodyMasker:
             if "^" in pattern or "$" in pattern or "\\A" in pattern or "\\z" in pattern:
                 return None
         triggers = [b'"Secret"', LAST_APPLIED.encode(), b"\\u"]
+        k8s = []
         if self.mask_env != "none":
-            triggers.append(b'"env"')
+            k8s.append(b'"env"')
         if self._cm is not None:
-            triggers.append(b'"ConfigMap"')
+            k8s.append(b'"ConfigMap"')
+        self._k8s_triggers = tuple(k8s)
         return tuple(triggers)
 
-    def _nothing_to_mask(self, data: bytes) -> bool:
-        """Fast path: no structural trigger in the document and no content
-        rule matching anywhere in its raw bytes (a superset of its strings)."""
+    def _fast_path(self, data: bytes) -> int:
+        """How much of the masking a JSON document needs, judged on its raw
+        bytes: ``_FULL`` (generic JSON masker and Kubernetes pass), ``_K8S``
+        (only the Kubernetes pass: env values / ConfigMap keys; no Secret,
+        last-applied or escape marker and no content-rule hit anywhere in the
+        raw bytes, a superset of its strings, so the generic walk would change
+        nothing), or ``_NONE``."""
         triggers = self._triggers
-        if triggers is None or any(t in data for t in triggers):
-            return False
-        if self.masker is None:
-            return True
-        _, counts = self.masker.mask_bytes(data)
-        return not counts
+        if triggers is None:
+            return _FULL
+        for t in triggers:
+            if t in data:
+                return _FULL
+        if self.masker is not None:
+            _, counts = self.masker.mask_bytes(data)
+            if counts:
+                return _FULL
+        for t in self._k8s_triggers:
+            if t in data:
+                return _K8S
+        return _NONE
+
+    def _nothing_to_mask(self, data: bytes) -> bool:
+        return self._fast_path(data) == _NONE
 
     # ------------------------------------------------------------ pieces
     def _field_rule(self, name: str) -> str | None:
@@ -183,13 +201,18 @@ class BodyMasker:
     def mask_document(self, data: bytes) -> tuple[bytes, Counts]:
         """A JSON document (object, list, Table, Status). Unchanged documents
         are returned as they came."""
-        if self._nothing_to_mask(data):
+        level = self._fast_path(data)
+        if level == _NONE:
             return data, {}
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             return self.mask_bytes(data)
-        out, counts = self.mask_obj(obj)
+        if level == _K8S:
+            counts: Counts = {}
+            out = self.prepare(obj, counts)
+        else:
+            out, counts = self.mask_obj(obj)
         if not counts:
             return data, counts
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(), counts
