@@ -97,7 +97,7 @@ class PostgresHandler(ProtocolHandler):
         super().__init__(connection, gateway)
         self.upstream: PostgresUpstream = connection.upstream
         self.options: PostgresOptions = connection.options  # type: ignore[assignment]
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._keys: dict[tuple[int, int], ClientConnection] = {}
         from ._masking import StreamMasking
         from ._scoring import Scorer

@@ -352,7 +352,7 @@ class ClientConnection(asyncio.Protocol):
             raise ClientGone from None
         if new is None:
             raise ClientGone
-        self.transport = new  # type: ignore[assignment]
+        self.transport = new
         self.tls = True
 
     def _plaintext_ok(self) -> bool:
@@ -659,8 +659,8 @@ class ClientConnection(asyncio.Protocol):
             return False
         if t == w.B:
             bm = m.bind_msg(buf, s, e)
-            portal = tracker.on_bind(bm.portal, bm.statement, bm.result_formats)
-            portal.bind = bm
+            bound = tracker.on_bind(bm.portal, bm.statement, bm.result_formats)
+            bound.bind = bm
             regs.append((BIND, bm.portal, []))
             return False
         if t == w.D:
@@ -670,8 +670,8 @@ class ClientConnection(asyncio.Protocol):
         if t == w.E:
             name, _max_rows = m.execute_msg(buf, s, e)
             portal = tracker.portals.get(name)
-            stmt = portal.statement if portal is not None else None
-            text = stmt.query if stmt is not None else ""
+            statement = portal.statement if portal is not None else None
+            text = statement.query if statement is not None else ""
             bind = getattr(portal, "bind", None)
             params, shown = self._params(bind)
             attrs: dict[str, Any] = {"protocol": "extended"}

@@ -52,7 +52,7 @@ class Scorer:
         self.risk = risk
         self._cache: OrderedDict[str, Assessment] = OrderedDict()
         self._scorer: Any = None
-        self._score_text: Callable[[str, Any], Assessment] | None = None
+        self._score_text: Callable[..., Assessment] | None = None
         self._tracker_cls: Callable[[], Any] = _NoTracker
         try:
             from protocols.postgres import risk as risk_mod

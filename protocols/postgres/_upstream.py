@@ -187,7 +187,7 @@ async def _login(proto: UpstreamProtocol, upstream: Any, startup: dict[str, str]
             except ssl.SSLError as exc:
                 raise UpstreamError(f"TLS with the server failed: {exc}") from None
             assert new is not None
-            proto.transport = new  # type: ignore[assignment]
+            proto.transport = new
             result.tls = True
         elif answer == ord("N"):
             if upstream.sslmode in ("require", "verify-full"):
