@@ -30,6 +30,7 @@ from hoopd.model import AuthMethod, Command, CommandKind, Identity, Stream, Verd
 from .keys import identity_from_cert
 from .lines import Enter, LineTracker
 from .output import MaskedStream, RecordBuffer
+from .scp import ScpAudit, ScpError, ScpFile
 from .sftp import FileOp, SftpAudit, SftpError
 from .shparse import parse
 
@@ -48,6 +49,24 @@ EXIT_REFUSED = 126
 TRANSFER_COMMANDS = frozenset(
     {"git-upload-pack", "git-receive-pack", "git-upload-archive", "sftp-server", "internal-sftp"}
 )
+
+
+def scp_direction(command: str) -> tuple[str, str] | None:
+    """("upload" | "download", target) for a legacy ``scp -t/-f TARGET`` exec."""
+    cmds = parse(command).commands()
+    if len(cmds) != 1:
+        return None
+    argv = cmds[0].argv
+    if not argv or argv[0].rsplit("/", 1)[-1] != "scp":
+        return None
+    flags = "".join(a[1:] for a in argv[1:] if a.startswith("-") and not a.startswith("--"))
+    targets = [a for a in argv[1:] if not a.startswith("-")]
+    target = targets[-1] if targets else ""
+    if "t" in flags:
+        return "upload", target
+    if "f" in flags:
+        return "download", target
+    return None
 
 
 def transfer_command(command: str) -> bool:
@@ -420,6 +439,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self.cmd: Command | None = None
         self.transfer = False
         self.audit: SftpAudit | None = None
+        self.scp: tuple[str, str, ScpAudit] | None = None
         self.tracker: LineTracker | None = None
         self._continued = ""
         self._started = time.monotonic()
@@ -550,6 +570,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 self.command,
                 {"pty": self.pty is not None, "transfer": self.transfer},
             )
+            scp = scp_direction(self.command) if self.transfer else None
+            if scp is not None:
+                self.scp = (scp[0], scp[1], ScpAudit())
             found = self.handler.risk.assess(self.command)
             if found.score > 0 or found.rule_verdicts:
                 decision = await session.decide(self.cmd, found, on_held=self._held_message)
@@ -665,6 +688,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 return
             self._file_ops(started, finished)
             self.up_chan.write(data)
+        elif self.scp is not None and self.scp[0] == "upload":
+            session.client_data(data, record=False)
+            self._scp_feed(data)
+            self.up_chan.write(data)
         elif self.tracker is not None and not self.alt_screen:
             session.client_data(data, record=False)
             if self.out is not None:
@@ -755,6 +782,26 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         elif self._client_eof:
             self._send_eof()
 
+    def _scp_feed(self, data: bytes) -> None:
+        assert self.scp is not None
+        direction, target, audit = self.scp
+        try:
+            files = audit.feed(data)
+        except ScpError as exc:
+            self.scp = None  # stop watching; the bytes still pass (scp reports its own errors)
+            self.session.error(f"scp protocol not understood: {exc}", "protocol_error")
+            return
+        for f in files:
+            self._scp_file(direction, target, f)
+
+    def _scp_file(self, direction: str, target: str, f: ScpFile) -> None:
+        arrow = f"{f.path} -> {target}" if direction == "upload" else f"{target}: {f.path}"
+        self.session.command(
+            CommandKind.EXEC,
+            f"scp {direction} {arrow} ({f.size} bytes)",
+            {"scp": direction, "path": f.path, "target": target, "size": f.size, "mode": f.mode},
+        )
+
     def _protocol_error(self, message: str) -> None:
         session = self.session
         session.error(f"sftp protocol error: {message}", "protocol_error")
@@ -830,6 +877,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             session = self.session
             seq = self.cmd.seq if self.cmd is not None else 0
             session.upstream_data(data, Stream.STDERR if stderr else Stream.STDOUT, command_seq=seq, record=False)
+            if self.scp is not None and self.scp[0] == "download" and not stderr:
+                self._scp_feed(data)
             if self.audit is not None:
                 try:
                     _, finished = self.audit.server_data(data)

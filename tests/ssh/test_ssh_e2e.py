@@ -283,6 +283,9 @@ def test_sftp_and_scp_both_ways(env: Env) -> None:
     assert any(f"written={src.stat().st_size}" in r["status"] for r in results)
     assert any(f"read={src.stat().st_size}" in r["status"] for r in results)
     assert any(t.startswith("scp -t") for t in texts)  # legacy scp upload is an exec
+    size = src.stat().st_size
+    assert f"scp upload upload.bin -> {remote}/c-legacy.bin ({size} bytes)" in texts
+    assert f"scp download {remote}/c-legacy.bin: c-legacy.bin ({size} bytes)" in texts
 
 
 def test_file_transfer_refused_when_off(env: Env) -> None:
