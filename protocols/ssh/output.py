@@ -59,16 +59,22 @@ class MaskedStream:
     def typed(self, data: bytes) -> None:
         """The user typed ``data`` (PTY sessions): its echo may pass at once."""
         self._expect_echo = True
-        self._typed += data
+        self._typed += _CONTROL.sub(b"", data)
         if len(self._typed) > ECHO_MAX:
             del self._typed[: len(self._typed) - ECHO_MAX]
 
     def _is_echo(self, data: bytes) -> bool:
+        """Is ``data`` (only) the echo of keys typed and not yet echoed?"""
         if not self._expect_echo or len(data) > ECHO_MAX:
             return False
         visible = _CONTROL.sub(b"", data)
-        typed = _CONTROL.sub(b"", bytes(self._typed))
-        return visible in typed
+        if not visible:
+            return True  # cursor movement, erase, CR/LF after typing
+        at = self._typed.find(visible)
+        if at < 0:
+            return False
+        del self._typed[: at + len(visible)]
+        return True
 
     # -- data ----------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -84,9 +90,8 @@ class MaskedStream:
                 self._last_feed = asyncio.get_running_loop().time()
                 if self._timer is None:
                     self._arm(self._flush_after)
-        if self._expect_echo:
+        if self._expect_echo and not self._typed:
             self._expect_echo = False
-            self._typed.clear()
         if out:
             self._emit(out, self._new_counts())
 

@@ -51,6 +51,11 @@ def test_echo_is_released_at_once_and_the_rest_after_quiet() -> None:
         stream.feed(b"l")
         assert b"".join(out) == b"prompt$ l"
         out.clear()
+        stream.typed(b"s -la")  # typed fast: echoed in pieces
+        for piece in (b"s", b" -", b"la"):
+            stream.feed(piece)
+            assert b"".join(out).endswith(piece)
+        out.clear()
         for ch in SECRET:  # the target dribbles a secret: never released early
             stream.feed(bytes([ch]))
             await asyncio.sleep(0.002)
