@@ -70,10 +70,12 @@ class MaskedStream:
         visible = _CONTROL.sub(b"", data)
         if not visible:
             return True  # cursor movement, erase, CR/LF after typing
-        at = self._typed.find(visible)
-        if at < 0:
+        if not self._typed.startswith(visible):
+            # Not the echo (in order) of what is pending: the output has moved
+            # on; keys that were never echoed (a password) are forgotten.
+            self._typed.clear()
             return False
-        del self._typed[: at + len(visible)]
+        del self._typed[: len(visible)]
         return True
 
     # -- data ----------------------------------------------------------------

@@ -64,3 +64,21 @@ def test_echo_is_released_at_once_and_the_rest_after_quiet() -> None:
         assert SECRET not in b"".join(out) and b"".join(out)
 
     asyncio.run(go())
+
+
+def test_typed_characters_do_not_release_a_dribbled_secret() -> None:
+    async def go() -> bytes:
+        stream, out = collect(0.05)
+        line = b"for c in " + b" ".join(bytes([c]) for c in SECRET) + b"; do printf $c; done\r"
+        stream.typed(line)
+        stream.feed(line[:-1])  # the shell echoes the line
+        stream.feed(b"\r\n")
+        for ch in SECRET:
+            stream.feed(bytes([ch]))
+            await asyncio.sleep(0.002)
+        stream.feed(b"\r\n$ ")
+        await asyncio.sleep(0.1)
+        return b"".join(out)
+
+    result = asyncio.run(go())
+    assert SECRET not in result and result.endswith(b"\r\n$ ")
