@@ -3,15 +3,19 @@
 How a buffer is scanned (``Masker._find``):
 
 * All single-line rules (built-in recognizers and custom regexes) are joined
-  into one RE2 alternation, one capturing group per rule, compiled with
-  ``never_nl`` so that no match crosses a newline. RE2 finds the leftmost
-  candidate in one DFA pass; the rule is the group whose span equals the match.
+  into one RE2 alternation without capturing groups (captures would make RE2
+  run its submatch engine over the whole joined program for every match),
+  compiled with ``never_nl`` so that no match crosses a newline. RE2 finds the
+  leftmost candidate in one DFA pass.
+* The rule that produced the candidate is named by one RE2 ``Set`` call over
+  the candidate (the lowest-numbered rule that matches it whole); a rule with
+  value groups then runs its own small capturing regex over the candidate.
 * PEM private keys (the only multi-line recognizer) are found with
   ``bytes.find(b"-----BEGIN ")`` and matched anchored there. A single-line match
   never runs into a PEM header (the single-line search stops at it).
 * A candidate is confirmed in Python: boundary bytes (RE2 has no lookaround),
   the validator (Luhn, mod-97, ...), already-masked values, allow-lists. If it
-  fails, the other rules are tried anchored at the same position, then the
+  fails, the rules after it are tried anchored at the same position, then the
   scan restarts one byte later -- so an SSN inside a digit run that failed
   Luhn as a card is still found.
 * Every match is computed inside a window of ``window`` bytes from its start;
