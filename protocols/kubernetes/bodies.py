@@ -23,6 +23,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +35,8 @@ MASK = "***"
 
 Counts = dict[str, int]
 _NONE, _K8S, _FULL = 0, 1, 2
+CACHE_MAX_DOC = 64 * 1024  # documents up to this size have their masked form cached
+CACHE_ENTRIES = 256  # at most 16 MiB of input plus output per connection config
 
 
 def _add(counts: Counts, rid: str, n: int = 1) -> None:
@@ -50,6 +53,7 @@ class BodyMasker:
         globs = [fnmatch.translate(g.lower()) for g in configmap_keys]
         self._cm = re.compile("|".join(globs)) if globs else None
         self._k8s_triggers: tuple[bytes, ...] = ()
+        self._cache: OrderedDict[bytes, tuple[bytes, Counts]] = OrderedDict()
         self._triggers = self._structural_triggers()
 
     def _structural_triggers(self) -> tuple[bytes, ...] | None:
@@ -200,7 +204,25 @@ class BodyMasker:
 
     def mask_document(self, data: bytes) -> tuple[bytes, Counts]:
         """A JSON document (object, list, Table, Status). Unchanged documents
-        are returned as they came."""
+        are returned as they came.
+
+        Results for small documents are remembered (keyed by the exact bytes;
+        masking is a pure function of them): kubectl, k9s and controllers poll
+        the same objects and lists over and over."""
+        if len(data) > CACHE_MAX_DOC:
+            return self._mask_document(data)
+        cache = self._cache
+        hit = cache.get(data)
+        if hit is not None:
+            cache.move_to_end(data)
+            return hit[0], dict(hit[1])
+        out, counts = self._mask_document(data)
+        cache[data] = (out, dict(counts))
+        if len(cache) > CACHE_ENTRIES:
+            cache.popitem(last=False)
+        return out, counts
+
+    def _mask_document(self, data: bytes) -> tuple[bytes, Counts]:
         level = self._fast_path(data)
         if level == _NONE:
             return data, {}

@@ -180,8 +180,8 @@ def test_fast_path_matches_full_walk(values: list[str]) -> None:
     bm = masker()
     doc = json.dumps({"kind": "Pod", "metadata": {"name": "p", "labels": {f"k{i}": v for i, v in enumerate(values)}}, "items": values}).encode()
     fast, _ = bm.mask_document(doc)
-    bm._triggers = None  # force the full walk
-    slow, _ = bm.mask_document(doc)
+    bm._triggers = None  # force the full walk (uncached)
+    slow, _ = bm._mask_document(doc)
     assert json.loads(fast) == json.loads(slow)
 
 
@@ -200,8 +200,19 @@ def test_env_fast_path_matches_full_walk(values: list[str], mask_env: str) -> No
         raw = json.dumps(doc).encode()
         fast, fc = bm.mask_document(raw)
         triggers = bm._triggers
-        bm._triggers = None  # force the full walk
-        slow, sc = bm.mask_document(raw)
+        bm._triggers = None  # force the full walk (uncached)
+        slow, sc = bm._mask_document(raw)
         bm._triggers = triggers
         assert json.loads(fast) == json.loads(slow)
         assert fc == sc
+
+
+def test_cached_documents_same_result_and_counts() -> None:
+    bm = masker()
+    pod = {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "env": [{"name": "A", "value": "hunter2"}]}]}}
+    raw = json.dumps(pod).encode()
+    first, c1 = bm.mask_document(raw)
+    c1["mutated"] = 1  # callers may keep or change their counts
+    second, c2 = bm.mask_document(raw)
+    assert first == second and b"hunter2" not in second
+    assert c2 == {"kubernetes_env": 1}
