@@ -531,7 +531,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.channels.discard(self)
         self._ended = True
-        if self._rec is not None and self.server.session is not None and not self.session.ended:
+        if self._rec is not None:
             self._rec.flush()
         for s in (self.out, self.err):
             if s is not None:
@@ -589,7 +589,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         if self.pty is not None and opts.shell_lines and not self.transfer:
             self.tracker = LineTracker()  # an interactive terminal (shell, or ssh -t host cmd)
         if self.pty is None and not self.transfer:
-            self._rec = RecordBuffer(session.record, self.cmd.seq if self.cmd is not None else 0)
+            self._rec = RecordBuffer(self._record, self.cmd.seq if self.cmd is not None else 0)
         if not self.transfer:
             self.out = MaskedStream(masker, self._emit_stdout, flush_after)
             self.err = MaskedStream(masker, self._emit_stderr, flush_after)
@@ -777,10 +777,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         if self._holding:
             return
         self.resume("hold")
-        if self._pending:
-            self._drain_pending()
-        elif self._client_eof:
-            self._send_eof()
+        self._drain_pending()
 
     def _scp_feed(self, data: bytes) -> None:
         assert self.scp is not None
@@ -843,6 +840,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self._recorder_wait = spawn(wait(), name="ssh-recorder-wait")
 
     # -- upstream -> client ----------------------------------------------------------
+    def _record(self, event: Any) -> None:
+        if not self.session.ended:
+            self.session.record(event)
+
     def _emit_stdout(self, data: bytes, masked: dict[str, int] | None) -> None:
         self._emit(data, masked, Stream.STDOUT)
         self.chan.write(data)
@@ -852,6 +853,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self.chan.write_stderr(data)
 
     def _emit(self, data: bytes, masked: dict[str, int] | None, stream: Stream) -> None:
+        if self.session.ended:
+            return
         rec = self._rec
         if rec is None:  # a terminal: every chunk, with its own timestamp
             seq = self.cmd.seq if self.cmd is not None else 0
@@ -911,7 +914,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             if s is not None:
                 s.flush()
                 s.close()
-        if self._rec is not None and not self.server.closed:
+        if self._rec is not None:
             self._rec.flush()
         if self.audit is not None:
             self._file_ops([], self.audit.close())
