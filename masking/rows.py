@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .engine import KV_ID, Counts
+from .engine import KV_ID, Counts, _cannot_match
 from .replacements import looks_masked
 
 if TYPE_CHECKING:
@@ -92,12 +92,15 @@ class RowMasker:
         if self._whole:
             self._replace_whole(out, counts)
         mask_value = self._m.mask_value
+        prefilter = self._m._prefilter
         for i in self._scan:
             v = out[i]
             if v is None:
                 continue
             if type(v) is not bytes:
                 v = bytes(v)
+            if prefilter and _cannot_match(v):
+                continue
             masked, c = mask_value(v)
             if c:
                 out[i] = masked
