@@ -351,7 +351,13 @@ def _crashed_while_rotating(before: _FileResult, after: _FileResult) -> bool:
     """The writer makes segment N+1's header durable before it appends the
     rotation checkpoint to N: a crash in between leaves N without that
     checkpoint and N+1 holding just its header."""
-    return before.end_kind != CK_ROTATE and after.frames == 1 and after.torn is None
+    # Killed right after the file was created, N+1 may also be empty or hold
+    # part of its header.
+    if before.end_kind == CK_ROTATE:
+        return False
+    if after.frames == 1:
+        return after.torn is None
+    return after.frames == 0
 
 
 def _final_status(out: SessionVerification, results: list[_FileResult]) -> SessionVerification:

@@ -41,6 +41,11 @@ __all__ = [
 
 _BATCH = 4096  # items processed between flushes: amortises write() syscalls
 _PROBE_INTERVAL = 0.5  # seconds between disk probes while unhealthy
+_WAKE_AT = 256
+"""Queue length at which a write wakes the writer thread. Below it the writer
+picks frames up on its next tick: waking a thread per frame costs a context
+switch and a GIL hand-over on every query, which dominated per-query cost."""
+_BATCH_TICK = 0.01  # seconds: the most a frame waits in memory before it is written
 
 
 @dataclass(frozen=True)
@@ -112,10 +117,12 @@ class SessionRecording:
             )
         self._seq = seq = self._seq + 1
         rec = self._recorder
-        rec._queue.append((self, seq, time.time_ns(), event))
-        wake = rec._wake
-        if not wake.is_set():
-            wake.set()
+        queue = rec._queue
+        queue.append((self, seq, time.time_ns(), event))
+        if len(queue) >= _WAKE_AT:
+            wake = rec._wake
+            if not wake.is_set():
+                wake.set()
 
     @property
     def congested(self) -> bool:
@@ -311,15 +318,19 @@ class Recorder:
     def _run(self) -> None:
         queue = self._queue
         tick = min(0.25, self.settings.checkpoint_seconds, self.settings.fsync_interval)
+        last_periodic = time.monotonic()
         while True:
-            self._wake.wait(tick)
+            self._wake.wait(_BATCH_TICK)
             self._wake.clear()
             while queue:
                 self._process_batch()
                 self._flush_dirty()
                 if self._waiters and len(queue) <= self._low:
                     self._release_waiters()
-            self._periodic(time.monotonic())
+            now = time.monotonic()
+            if now - last_periodic >= tick or self._stopping:
+                last_periodic = now
+                self._periodic(now)
             if self._waiters and len(queue) <= self._low:
                 self._release_waiters()
             if self._stopping and not queue:

@@ -198,3 +198,21 @@ def test_appending_garbage_after_close_is_tampering(copy: Path) -> None:
         f.write(b"\x93\x02")  # looks like the start of a frame
     result = verify_session(copy, PUB)
     assert result.status is Status.TAMPERED
+
+
+@pytest.mark.parametrize("header_bytes", ["none", "partial", "whole"])
+def test_crash_mid_rotation_is_incomplete_not_tampering(copy: Path, header_bytes: str) -> None:
+    """Killed while rotating: segment N lacks its rotate checkpoint (the last
+    frame) and N+1 was just created — empty, with part of its header, or
+    with its whole header. Nothing was removed by anyone: not tampering."""
+    files = [p for _, p in segment_files(copy)]
+    old, new = files[1], files[2]
+    for later in files[3:]:
+        later.unlink()
+    old_starts = _frame_starts(old)
+    old.write_bytes(old.read_bytes()[: old_starts[-1]])  # drop the rotate checkpoint
+    header_len = _frame_starts(new)[1]
+    keep = {"none": 0, "partial": header_len // 2, "whole": header_len}[header_bytes]
+    new.write_bytes(new.read_bytes()[:keep])
+    result = verify_session(copy, PUB)
+    assert result.status in (Status.INCOMPLETE, Status.TORN_TAIL), result.summary()
