@@ -354,6 +354,10 @@ class Recorder:
                     chain.append_event(seq, ts, event)
                 except OSError as exc:
                     self._fail(sess, f"write failed for session {sess.session_id}: {exc}")
+                except (TypeError, ValueError, OverflowError) as exc:
+                    # An event msgpack cannot encode is a bug in its producer:
+                    # end that session (fail closed), keep the writer alive.
+                    self._fail(sess, f"cannot encode {type(event).__name__}: {exc}", disk=False)
                 continue
             if event is _OPEN:
                 self._open_chain(sess, ts)
@@ -426,7 +430,9 @@ class Recorder:
         else:  # already closed by its owner: still a recorder failure
             self._set_unhealthy(reason)
 
-    def _fail(self, sess: SessionRecording, reason: str) -> None:
+    def _fail(self, sess: SessionRecording, reason: str, *, disk: bool = True) -> None:
+        """Fail one session. ``disk`` failures also mark the recorder unhealthy
+        (new sessions are refused until writing works again)."""
         if sess.failed:
             return
         sess.failed = True
@@ -435,7 +441,10 @@ class Recorder:
             chain.abandon()
         self._chains.pop(sess.session_id, None)
         self._sessions.pop(sess.session_id, None)
-        self._set_unhealthy(reason)
+        if disk:
+            self._set_unhealthy(reason)
+        else:
+            log.error("recorder: session %s failed: %s", sess.session_id, reason)
         sess._notify_failure(reason)
         self._release_waiters()
 

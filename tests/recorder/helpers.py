@@ -51,7 +51,7 @@ events: st.SearchStrategy[Event] = st.one_of(
         protocol=text,
         identity=identities,
         client_addr=text,
-        attrs=st.dictionaries(text, st.integers() | text, max_size=3),
+        attrs=st.dictionaries(text, st.integers(-(2**63), 2**64 - 1) | text, max_size=3),
     ),
     st.builds(SessionEnd, reason=text, error=text, bytes_in=small, bytes_out=small),
     st.builds(Command, seq=small, kind=st.sampled_from(CommandKind), text=text),

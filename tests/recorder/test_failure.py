@@ -12,6 +12,7 @@ import pytest
 
 import recorder.segment as segment
 from hoopd.model import Output, Stream
+from recorder.reader import SessionReader
 from recorder.writer import Recorder, RecorderSettings, RecorderUnavailable
 
 from .helpers import KEY
@@ -146,3 +147,25 @@ def test_close_writes_close_checkpoint_for_open_sessions(tmp_path: Path) -> None
     assert verify_session(tmp_path / "left-open", KEY.public_key()).status is Status.OK
     with pytest.raises(RecorderUnavailable):
         rec.open_session("late")
+
+
+def test_an_unencodable_event_fails_only_its_session(tmp_path: Path) -> None:
+    from hoopd.model import Command, CommandKind
+
+    rec = Recorder(RecorderSettings(dir=tmp_path), KEY)
+    rec.start()
+    try:
+        bad, good = rec.open_session("bad"), rec.open_session("good")
+        failures: list[str] = []
+        bad.on_failure = failures.append
+        bad.write(Command(1, CommandKind.SQL, "select 1", {"n": 2**70}))
+        good.write(Command(1, CommandKind.SQL, "select 2"))
+        deadline = time.monotonic() + 5
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert failures and "cannot encode" in failures[0]
+        assert bad.failed and rec.healthy  # the recorder itself is fine
+        good.close()
+    finally:
+        rec.close()
+    assert [r.event.text for r in SessionReader(tmp_path / "good").events() if isinstance(r.event, Command)] == ["select 2"]
