@@ -7,7 +7,10 @@
 * 20 concurrent execs through hoopd (websocket v5), each must get its own
   stdout and exit code 7.
 
-    python bench/kubernetes/bench_kubernetes.py [--requests 2000] [--rounds 10] [--watchers 50] [--execs 20]
+    python bench/kubernetes/bench_kubernetes.py [--requests 2000] [--rounds 10] [--relay] [--watchers 50] [--execs 20]
+
+``--relay`` adds a third side per round: a bare TLS byte relay
+(``tls_relay.py``), the floor of any proxy with TLS on both legs here.
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ async def request_loop(
                 per_path.setdefault(path.split("?")[0], []).append(ms)
 
 
-async def latency(direct: str, gw: str, fake_ctx: ssl.SSLContext, gw_ctx: ssl.SSLContext, token: str, total: int, rounds: int) -> dict[str, Any]:
+async def latency(
+    direct: str, gw: str, fake_ctx: ssl.SSLContext, gw_ctx: ssl.SSLContext, token: str, total: int, rounds: int,
+    relay: str | None = None,
+) -> dict[str, Any]:
     """``rounds`` alternating rounds (direct then hoopd, each a fresh keep-alive
     connection); the headline ratio is the median of the per-round p50 ratios,
     so a burst of load from other jobs hits both sides of a round alike."""
@@ -74,6 +80,7 @@ async def latency(direct: str, gw: str, fake_ctx: ssl.SSLContext, gw_ctx: ssl.SS
     dp: dict[str, list[float]] = {}
     hp: dict[str, list[float]] = {}
     ratios: list[float] = []
+    relay_ratios: list[float] = []
     per = max(len(LOOP), total // rounds)
     await request_loop(direct, fake_ctx, token, 40, [])  # warm up both paths
     await request_loop(gw, gw_ctx, token, 40, [])
@@ -83,9 +90,15 @@ async def latency(direct: str, gw: str, fake_ctx: ssl.SSLContext, gw_ctx: ssl.SS
         await request_loop(direct, fake_ctx, token, per, rd, dp)
         await request_loop(gw, gw_ctx, token, per, rh, hp)
         ratios.append(statistics.median(rh) / statistics.median(rd))
+        if relay is not None:
+            rr: list[float] = []
+            await request_loop(relay, fake_ctx, token, per, rr)
+            relay_ratios.append(statistics.median(rr) / statistics.median(rd))
         d += rd
         h += rh
+    extra = {"tls_relay_p50_ratio": round(statistics.median(relay_ratios), 3)} if relay_ratios else {}
     return {
+        **extra,
         "requests_each": len(d),
         "rounds": rounds,
         "direct_p50_ms": round(statistics.median(d), 3),
@@ -193,6 +206,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     daemon = None
+    relay: subprocess.Popen[bytes] | None = None
     try:
         wait_port(fake_port, proc=fake)
         (work / "sa-token").write_text("bench-sa-token")
@@ -208,13 +222,26 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         direct, gw = f"https://127.0.0.1:{fake_port}", f"https://127.0.0.1:{gw_port}"
         for i in range(20):
             await create_pod(direct, fake_ctx, f"web-{i}")
+        relay_url = None
+        if args.relay:
+            relay_port = free_port()
+            relay = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("tls_relay.py")), str(relay_port), str(fake_port),
+                 str(tls_dir / "ca.pem"), str(tls_dir / "server.pem"), str(tls_dir / "server-key.pem")],
+                cwd=ROOT, env=env,
+            )
+            wait_port(relay_port, proc=relay)
+            relay_url = f"https://127.0.0.1:{relay_port}"
         results = {
-            "latency": await latency(direct, gw, fake_ctx, gw_ctx, token, args.requests, args.rounds),
+            "latency": await latency(direct, gw, fake_ctx, gw_ctx, token, args.requests, args.rounds, relay_url),
             "watchers": await watchers(direct, gw, fake_ctx, gw_ctx, token, args.watchers),
             "execs": await execs(gw, gw_ctx, token, args.execs),
         }
         return results
     finally:
+        if relay is not None:
+            relay.kill()
+            relay.wait(10)
         if daemon is not None:
             daemon.stop()
         fake.kill()
@@ -225,6 +252,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per side")
     parser.add_argument("--rounds", type=int, default=10, help="alternating direct/hoopd rounds")
+    parser.add_argument("--relay", action="store_true",
+                        help="also time a bare TLS byte relay (bench/kubernetes/tls_relay.py) as a floor")
     parser.add_argument("--watchers", type=int, default=50)
     parser.add_argument("--execs", type=int, default=20)
     args = parser.parse_args()
@@ -245,7 +274,8 @@ def main() -> int:
         and results["execs"]["errors"] == 0
     )
     print(f"p50 direct {lat['direct_p50_ms']} ms, hoopd {lat['hoopd_p50_ms']} ms, "
-          f"median per-round p50 ratio {lat['p50_ratio']} (pooled {lat['pooled_p50_ratio']}; target <= 1.3)")
+          f"median per-round p50 ratio {lat['p50_ratio']} (pooled {lat['pooled_p50_ratio']}; target <= 1.3)"
+          + (f"; bare TLS relay {lat['tls_relay_p50_ratio']}" if "tls_relay_p50_ratio" in lat else ""))
     print(f"watchers {results['watchers']['complete']}/{args.watchers} complete, {results['watchers']['errors']} errors; "
           f"execs {results['execs']['ok']}/{args.execs} ok")
     print("PASS" if ok else "FAIL")

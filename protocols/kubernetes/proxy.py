@@ -104,6 +104,7 @@ class ClientConn:
         self.sockets: set[web.WebSocketResponse] = set()
         self.is_closed = False
         self.upstream: UpstreamConn | None = None  # keep-alive connection to the API server
+        self.head_cache: tuple[object, str] | None = None  # last (headers, identity) -> header block
 
     def closed(self, exc: BaseException | None) -> None:
         self.is_closed = True
@@ -135,6 +136,16 @@ async def _close_ws(ws: web.WebSocketResponse, message: str) -> None:
         pass
 
 
+class _Info:
+    __slots__ = ("attrs", "found", "kr", "text")
+
+    def __init__(self, kr: KubeRequest, text: str, attrs: dict[str, object]) -> None:
+        self.kr = kr
+        self.text = text
+        self.attrs = attrs  # shared: copy before changing
+        self.found: Assessment | None = None
+
+
 class KubeProxy:
     def __init__(self, connection: ConnectionConfig, gateway: Gateway) -> None:
         self.connection = connection
@@ -146,6 +157,7 @@ class KubeProxy:
         self.target: Target | None = None
         self.bodies: BodyMasker | None = None
         self._refusals: dict[tuple[str, str], tuple[float, int, str]] = {}
+        self._info: dict[tuple[str, str, str], _Info] = {}
 
     async def start(self) -> None:
         ssl_ctx = self.upstream.ssl_context()
@@ -242,11 +254,28 @@ class KubeProxy:
                 headers.add("Impersonate-Group", group)
         return headers
 
-    def request_head(self, request: web.BaseRequest, identity: Identity, body: bytes) -> bytes:
+    def request_head(
+        self, request: web.BaseRequest, identity: Identity, body: bytes, state: ClientConn | None = None
+    ) -> bytes:
         """The upstream request head (HTTP/1.1, ends with the blank line):
-        the same header rules as ``upstream_headers``."""
+        the same header rules as ``upstream_headers``. The header block is
+        remembered per client connection (kubectl repeats the same headers)."""
         assert self.target is not None
-        out = [f"{request.method} {request.raw_path} HTTP/1.1\r\nHost: {self.target.host_header}\r\n"]
+        token = self.upstream.bearer()
+        key = (request.raw_headers, identity, token)
+        cached = state.head_cache if state is not None else None
+        if cached is not None and cached[0] == key:
+            block = cached[1]
+        else:
+            block = self._header_block(request, identity, token)
+            if state is not None:
+                state.head_cache = (key, block)
+        length = f"Content-Length: {len(body)}\r\n" if body or request.method in ("POST", "PUT", "PATCH") else ""
+        return f"{request.method} {request.raw_path} HTTP/1.1\r\n{block}{length}\r\n".encode()
+
+    def _header_block(self, request: web.BaseRequest, identity: Identity, token: str | None) -> str:
+        assert self.target is not None
+        out = [f"Host: {self.target.host_header}\r\n"]
         accept = ""
         for key, value in request.headers.items():
             low = key.lower()
@@ -257,17 +286,13 @@ class KubeProxy:
                 continue
             out.append(f"{key}: {value}\r\n")
         out.append(f"Accept: {json_accept(accept)}\r\nAccept-Encoding: identity\r\n")
-        token = self.upstream.bearer()
         if token:
             out.append(f"Authorization: Bearer {_header_value(token)}\r\n")
         if self.upstream.impersonate and not identity.anonymous:
             out.append(f"Impersonate-User: {_header_value(identity.subject)}\r\n")
             for group in sorted(identity.groups):
                 out.append(f"Impersonate-Group: {_header_value(group)}\r\n")
-        if body or request.method in ("POST", "PUT", "PATCH"):
-            out.append(f"Content-Length: {len(body)}\r\n")
-        out.append("\r\n")
-        return "".join(out).encode("utf-8")
+        return "".join(out)
 
     async def send(self, state: ClientConn, method: str, head: bytes, body: bytes) -> UpstreamResponse:
         """On the client connection's upstream connection (opened or reopened
@@ -302,7 +327,8 @@ class KubeProxy:
         identity = await self.identify(request, state)
         if identity is None:
             return unauthorized()
-        kr = classify(request.method, request.path, request.query_string)
+        info = self.request_info(request.method, request.path, request.query_string)
+        kr = info.kr
         got = await self.session_for(state, identity, request, kr)
         if isinstance(got, web.Response):
             return got
@@ -323,17 +349,18 @@ class KubeProxy:
             if len(raw) > self.options.max_body:
                 return status_response(413, "hoopd: request body too large")
             body, opaque = decode_body(request.content_type, raw)
-        attrs = kr.attrs()
+        attrs = info.attrs
         if kr.write and body is not None:
-            attrs["object"] = summary(body)
+            attrs = {**attrs, "object": summary(body)}
         elif kr.write and opaque:
-            attrs["object"] = {"opaque": request.content_type}
-        cmd = session.command(CommandKind.K8S, kr.text(), attrs)
-        found = with_rules(
-            assess(kr, body, opaque_body=opaque, protected_namespaces=self.options.protected_namespaces),
-            cmd.text,
-            self.connection.risk,
-        )
+            attrs = {**attrs, "object": {"opaque": request.content_type}}
+        cmd = session.command(CommandKind.K8S, info.text, attrs)
+        if body is None and not opaque:
+            found = info.found
+            if found is None:
+                found = info.found = self.assess(kr, None, False, cmd.text)
+        else:
+            found = self.assess(kr, body, opaque, cmd.text)
         started = time.perf_counter()
         if self.connection.approval.mode == "retry":
             decision, refusal = await self.decide_retry(session, cmd, found)
@@ -353,6 +380,28 @@ class KubeProxy:
 
             return await relay_websocket(self, request, state, session, cmd, kr, started)
         return await self.forward(request, session, cmd, kr, raw, started)
+
+    def request_info(self, method: str, path: str, query_string: str) -> _Info:
+        """Classification, command text and attrs of a request line (cached:
+        clients repeat the same requests), plus the assessment of its
+        body-less form once computed."""
+        key = (method, path, query_string)
+        info = self._info.get(key)
+        if info is None:
+            kr = classify(method, path, query_string)
+            info = _Info(kr, kr.text(), kr.attrs())
+            if len(path) + len(query_string) <= 2048:
+                if len(self._info) >= 4096:
+                    self._info.clear()
+                self._info[key] = info
+        return info
+
+    def assess(self, kr: KubeRequest, body: Any, opaque: bool, text: str) -> Assessment:
+        return with_rules(
+            assess(kr, body, opaque_body=opaque, protected_namespaces=self.options.protected_namespaces),
+            text,
+            self.connection.risk,
+        )
 
     # ------------------------------------------------------------------ approvals
     async def decide_retry(
@@ -464,7 +513,7 @@ class KubeProxy:
         assert self.bodies is not None
         state: ClientConn = request.protocol.kube  # type: ignore[attr-defined]
         try:
-            head = self.request_head(request, session.identity, raw)
+            head = self.request_head(request, session.identity, raw, state)
             upstream = await self.send(state, request.method, head, raw)
         except (UpstreamError, OSError, TimeoutError) as exc:
             session.metrics.upstream_errors.inc()
