@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hoopd.configtypes import Address, ConfigPath, Duration, SecretRef, Size
+from hoopd.configtypes import Address, ConfigPath, Duration, Secret, SecretRef, Size
 from hoopd.model import Verdict
 
 if TYPE_CHECKING:
@@ -94,6 +94,13 @@ class GatewaySection(Strict):
     masking_key: SecretRef | None = None
     """Key for deterministic masking tokens; generated in data_dir if absent."""
     webhook: WebhookSection | None = None
+
+    @field_validator("masking_key")
+    @classmethod
+    def _masking_key_length(cls, key: Secret | None) -> Secret | None:
+        if key is not None and len(key.reveal().encode()) < 16:
+            raise ValueError("must be at least 16 bytes")
+        return key
 
     @model_validator(mode="after")
     def _state_scheme(self) -> GatewaySection:

@@ -25,6 +25,7 @@ from hoopd.model import (
     SessionEnd,
     SessionStart,
     Stream,
+    Verdict,
 )
 from recorder.format import FORMAT_VERSION
 from recorder.reader import RecordedEvent, SessionReader, list_session_dirs, segment_files
@@ -148,7 +149,9 @@ def describe(ev: object) -> str:
     if isinstance(ev, Decision):
         extra = f" rules={','.join(ev.rule_ids)}" if ev.rule_ids else ""
         extra += f" reasons={'; '.join(ev.reasons)}" if ev.reasons else ""
-        extra += f" approved-by={ev.approver}" if ev.approver else ""
+        if ev.approver:
+            # The reviewer who decided: it approved an ALLOW, refused a DENY.
+            extra += f" {'approved' if ev.verdict is Verdict.ALLOW else 'decided'}-by={ev.approver}"
         extra += " BREAK-GLASS" if ev.break_glass else ""
         return f"decision #{ev.command_seq} {ev.verdict.value.upper()} risk={ev.risk}{extra}"
     if isinstance(ev, ApprovalEvent):

@@ -106,20 +106,24 @@ def test_duplicate_names_and_listeners(registry: Registry) -> None:
 
 
 def test_secret_references(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: Registry) -> None:
-    monkeypatch.setenv("HOOPD_TEST_MASK_KEY", "s3cret-value")
+    monkeypatch.setenv("HOOPD_TEST_MASK_KEY", "s3cret-value-0123456789")
     cfg = parse_config({"gateway": {"masking_key": "env:HOOPD_TEST_MASK_KEY"}}, registry)
     key = cfg.gateway.masking_key
-    assert isinstance(key, Secret) and key.reveal() == "s3cret-value"
+    assert isinstance(key, Secret) and key.reveal() == "s3cret-value-0123456789"
     # Never shown when the config is printed or logged.
-    assert "s3cret-value" not in repr(cfg) and "s3cret-value" not in str(key)
+    assert "s3cret-value-0123456789" not in repr(cfg) and "s3cret-value-0123456789" not in str(key)
 
-    (tmp_path / "mask.key").write_text("from-a-file\n")
+    (tmp_path / "mask.key").write_text("from-a-file-0123456789\n")
     cfg = parse_config(
         {"gateway": {"masking_key": "file:mask.key"}}, registry, base_dir=tmp_path
     )
     assert cfg.gateway.masking_key is not None
-    assert cfg.gateway.masking_key.reveal() == "from-a-file"
+    assert cfg.gateway.masking_key.reveal() == "from-a-file-0123456789"
 
+    monkeypatch.setenv("HOOPD_TEST_MASK_KEY", "short")
+    assert problems({"gateway": {"masking_key": "env:HOOPD_TEST_MASK_KEY"}}, registry) == [
+        "gateway.masking_key: must be at least 16 bytes"
+    ]
     monkeypatch.delenv("HOOPD_TEST_MASK_KEY")
     assert problems({"gateway": {"masking_key": "env:HOOPD_TEST_MASK_KEY"}}, registry) == [
         "gateway.masking_key: environment variable HOOPD_TEST_MASK_KEY is not set"
