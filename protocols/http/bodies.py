@@ -23,6 +23,7 @@ All masking goes through this module (``masker.json()``, ``masker.stream()``,
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -164,18 +165,27 @@ class BodyRefused(Exception):
 
 
 def mask_json_document(masker: Any, data: bytes) -> tuple[bytes, Counts]:
-    """Mask one JSON document. Fast path: a document without escapes, key/path
-    rules or Kubernetes Secrets is scanned once as bytes; only if that finds
-    something is it parsed and masked structurally."""
+    """Mask one JSON document.
+
+    Fast path, for a document without escapes, key/path rules or Kubernetes
+    Secrets: the content rules run once over the raw bytes (as the stream
+    masker would); the result is used if it is still valid JSON, otherwise
+    the document is parsed and masked value by value."""
     if (
         not masker.paths
         and not masker._field_rules
         and b"\\" not in data
         and b'"Secret"' not in data
     ):
-        _, counts = masker.mask_bytes(data)
+        out, counts = masker.mask_bytes(data)
         if not counts:
             return data, counts
+        try:
+            json.loads(out)
+        except ValueError:
+            pass
+        else:
+            return bytes(out), dict(counts)
     out, counts = masker.json().mask_document(data)
     return out, counts
 
@@ -278,8 +288,6 @@ def mask_request_body(masker: Any, data: bytes, content_type: str, encoding: str
 
 def json_summary(data: bytes) -> dict[str, Any] | None:
     """A short, value-free description of a JSON request body."""
-    import json
-
     try:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError):

@@ -38,8 +38,11 @@ class ProtocolError(Exception):
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FIELD = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r?")
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _FIELD_VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_TARGET_BAD = re.compile(rb"[\x00-\x20\x7f]")
+_TARGET_BAD_STR = re.compile(r"[\x00-\x20\x7f-\xff]")
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}\Z")
 
 Header = tuple[str, str, str]
@@ -97,18 +100,16 @@ class RequestHead:
     chunked: bool
     length: int
     """Content-Length (0 when chunked or absent)."""
+    connection: list[str]
+    """The ``Connection`` tokens, lowercased."""
+    upgrade: str
+    """The protocol asked for in ``Upgrade`` (lowercased) when ``Connection`` names it."""
+    raw: bytes
+    """The head as received (without the final empty line)."""
 
     @property
     def has_body(self) -> bool:
         return self.chunked or self.length > 0
-
-    @property
-    def upgrade(self) -> str:
-        """The protocol asked for in ``Upgrade`` (lowercased) when ``Connection`` names it."""
-        if "upgrade" not in self.headers.tokens("connection"):
-            return ""
-        values = self.headers.tokens("upgrade")
-        return values[0] if values else ""
 
 
 @dataclass(slots=True)
@@ -121,6 +122,8 @@ class ResponseHead:
     framing: str
     """``none`` | ``length`` | ``chunked`` | ``close``."""
     length: int
+    connection: list[str]
+    raw: bytes
 
 
 @dataclass(slots=True)
@@ -142,36 +145,42 @@ HEAD, LENGTH, CHUNK_SIZE, CHUNK_DATA, CHUNK_CRLF, TRAILERS, UNTIL_CLOSE, DONE, T
 
 def _find_head_end(buf: bytearray, start: int) -> tuple[int, int]:
     """(end of head, start of what follows) or (-1, -1). Lines may end in CRLF or LF."""
-    i = buf.find(b"\n", start)
-    while i >= 0:
-        j = i + 1
-        if j < len(buf) and buf[j] == 10:  # \n\n
-            return i, j + 1
-        if j + 1 < len(buf) and buf[j] == 13 and buf[j + 1] == 10:  # \n\r\n
-            return i, j + 2
-        if j >= len(buf) or (j + 1 >= len(buf) and buf[j] == 13):
-            return -1, -1
-        i = buf.find(b"\n", j)
+    crlf = buf.find(b"\r\n\r\n", start)
+    lf = buf.find(b"\n\n", start, crlf + 2 if crlf >= 0 else len(buf))
+    if lf >= 0 and (crlf < 0 or lf < crlf + 1):
+        # a bare-LF ending comes first; "\n\r\n" is handled below
+        i = lf
+        j = buf.find(b"\n\r\n", start, i)
+        if j >= 0:
+            return j, j + 3
+        return i, i + 2
+    if crlf >= 0:
+        j = buf.find(b"\n\r\n", start, crlf)
+        if j >= 0:
+            return j, j + 3
+        return crlf + 1, crlf + 4
+    j = buf.find(b"\n\r\n", start)
+    if j >= 0:
+        return j, j + 3
     return -1, -1
 
 
-def _parse_fields(lines: list[bytes]) -> Headers:
+def _parse_fields(lines: list[str]) -> Headers:
+    """Header lines (latin-1 decoded, possibly ending in CR) -> Headers."""
     items: list[Header] = []
+    match = _FIELD.fullmatch
     for line in lines:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            continue
-        if line[0] in (32, 9):
-            raise ProtocolError("obsolete header line folding is not accepted")
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.match(name):
+        m = match(line)
+        if m is None:
+            if line in ("", "\r"):
+                continue
+            if line[0] in " \t":
+                raise ProtocolError("obsolete header line folding is not accepted")
             raise ProtocolError("malformed header field")
-        value = value.strip(b" \t")
-        if _FIELD_VALUE_BAD.search(value):
-            raise ProtocolError("invalid character in header value")
-        sname = name.decode("ascii")
-        items.append((sname.lower(), sname, value.decode("latin-1")))
+        name, value = m.groups()
+        if value and value[-1] in " \t":
+            value = value.rstrip(" \t")
+        items.append((name.lower(), name, value))
     return Headers(items)
 
 
@@ -249,8 +258,9 @@ class _Parser:
         buf = self._buf
         if state == HEAD:
             # skip empty lines before a message (RFC 9112 2.2)
-            while buf[:2] == b"\r\n" or buf[:1] == b"\n":
-                del buf[: 2 if buf[:1] == b"\r" else 1]
+            if buf and buf[0] in (10, 13):
+                while buf[:2] == b"\r\n" or buf[:1] == b"\n":
+                    del buf[: 2 if buf[:1] == b"\r" else 1]
             if not buf:
                 return False
             end, nxt = _find_head_end(buf, self._scan)
@@ -331,7 +341,7 @@ class _Parser:
                 events.append(END)
                 self._state = DONE
                 return False
-            _parse_fields([line])  # validate, then drop
+            _parse_fields([line.decode("latin-1")])  # validate, then drop
             return True
         if state == UNTIL_CLOSE:
             if buf:
@@ -345,48 +355,57 @@ class RequestParser(_Parser):
     """Parses requests from a client."""
 
     def _head(self, head: bytes) -> Event:
-        lines = head.split(b"\n")
-        first = lines[0].rstrip(b"\r")
-        parts = first.split(b" ")
+        text = head.decode("latin-1")
+        lines = text.split("\n")
+        first = lines[0].rstrip("\r")
+        parts = first.split(" ")
         if len(parts) != 3:
             raise ProtocolError("malformed request line")
         method, target, version = parts
-        if not _TOKEN.match(method):
+        if method not in _KNOWN_METHODS and not _METHOD.fullmatch(method):
             raise ProtocolError("invalid method")
-        if not target or _TARGET_BAD.search(target):
+        if not target or _TARGET_BAD_STR.search(target):
             raise ProtocolError("invalid request target")
-        if version == b"HTTP/1.1":
+        if version == "HTTP/1.1":
             ver = "1.1"
-        elif version == b"HTTP/1.0":
+        elif version == "HTTP/1.0":
             ver = "1.0"
-        elif version.startswith(b"HTTP/"):
+        elif version.startswith("HTTP/"):
             raise ProtocolError("HTTP version not supported", 505)
         else:
             raise ProtocolError("malformed request line")
         headers = _parse_fields(lines[1:])
-        te = headers.tokens("transfer-encoding")
-        length = _content_length(headers)
+        length: int | None = None
         chunked = False
+        host = 0
+        conn_tokens: list[str] = []
+        upgrade_tokens: list[str] = []
+        te: list[str] = []
+        for lname, _, value in headers.items:
+            if lname == "host":
+                host += 1
+            elif lname == "content-length":
+                length = _content_length(headers)
+            elif lname == "transfer-encoding":
+                te.extend(t.strip().lower() for t in value.split(",") if t.strip())
+            elif lname == "connection":
+                conn_tokens.extend(t.strip().lower() for t in value.split(",") if t.strip())
+            elif lname == "upgrade":
+                upgrade_tokens.extend(t.strip().lower() for t in value.split(",") if t.strip())
         if te:
             if length is not None:
                 raise ProtocolError("both Transfer-Encoding and Content-Length")
             if te[-1] != "chunked" or te.count("chunked") != 1 or ver == "1.0":
                 raise ProtocolError("unsupported Transfer-Encoding", 501 if ver != "1.0" else 400)
             chunked = True
-        conn_tokens = headers.tokens("connection")
         keep_alive = "close" not in conn_tokens if ver == "1.1" else "keep-alive" in conn_tokens
-        if headers.get("host") is None and ver == "1.1":
+        if host == 0 and ver == "1.1":
             raise ProtocolError("missing Host header")
-        if len(headers.get_all("host")) > 1:
+        if host > 1:
             raise ProtocolError("more than one Host header")
+        upgrade = upgrade_tokens[0] if upgrade_tokens and "upgrade" in conn_tokens else ""
         req = RequestHead(
-            method.decode("ascii"),
-            target.decode("latin-1"),
-            ver,
-            headers,
-            keep_alive,
-            chunked,
-            length or 0,
+            method, target, ver, headers, keep_alive, chunked, length or 0, conn_tokens, upgrade, head
         )
         if chunked:
             self._state = CHUNK_SIZE
@@ -424,17 +443,17 @@ class ResponseParser(_Parser):
         self._scan = 0
 
     def _head(self, head: bytes) -> Event:
-        lines = head.split(b"\n")
-        first = lines[0].rstrip(b"\r")
-        version, _, rest = first.partition(b" ")
-        code, _, reason = rest.partition(b" ")
-        if version == b"HTTP/1.1":
+        lines = head.decode("latin-1").split("\n")
+        first = lines[0].rstrip("\r")
+        version, _, rest = first.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if version == "HTTP/1.1":
             ver = "1.1"
-        elif version == b"HTTP/1.0":
+        elif version == "HTTP/1.0":
             ver = "1.0"
         else:
             raise ProtocolError("malformed status line", 502)
-        if len(code) != 3 or not code.isdigit():
+        if len(code) != 3 or not (code.isascii() and code.isdigit()):
             raise ProtocolError("malformed status code", 502)
         status = int(code)
         try:
@@ -445,7 +464,7 @@ class ResponseParser(_Parser):
         keep_alive = "close" not in conn_tokens if ver == "1.1" else "keep-alive" in conn_tokens
         if 100 <= status < 200 and status != 101:
             # interim response: the final one follows
-            return ResponseHead(status, reason.decode("latin-1"), ver, headers, keep_alive, "none", 0)
+            return ResponseHead(status, reason, ver, headers, keep_alive, "none", 0, conn_tokens, head)
         try:
             length = _content_length(headers)
         except ProtocolError as exc:
@@ -469,7 +488,7 @@ class ResponseParser(_Parser):
             framing, self._state = "close", UNTIL_CLOSE
             keep_alive = False
         resp = ResponseHead(
-            status, reason.decode("latin-1"), ver, headers, keep_alive, framing, length or 0
+            status, reason, ver, headers, keep_alive, framing, length or 0, conn_tokens, head
         )
         return resp
 
@@ -499,14 +518,8 @@ REASONS = {
 
 
 def serialize_head(first_line: str, headers: Headers) -> bytes:
-    parts = [first_line, "\r\n"]
-    for _, name, value in headers.items:
-        parts.append(name)
-        parts.append(": ")
-        parts.append(value)
-        parts.append("\r\n")
-    parts.append("\r\n")
-    return "".join(parts).encode("latin-1")
+    fields = "".join([f"{name}: {value}\r\n" for _, name, value in headers.items])
+    return f"{first_line}\r\n{fields}\r\n".encode("latin-1")
 
 
 def request_head_bytes(method: str, target: str, headers: Headers) -> bytes:

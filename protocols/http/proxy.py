@@ -60,6 +60,7 @@ from .h1 import (
     chunk,
     request_head_bytes,
     response_head_bytes,
+    serialize_head,
 )
 from .risk import HttpRiskScorer, normalize_path, split_target
 
@@ -86,6 +87,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", APPROVAL_HEADER}
+FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 RESPONSE_DROP = HOP_BY_HOP
 SENSITIVE = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
@@ -113,6 +115,7 @@ class HttpProxy:
     def __init__(self, connection: ConnectionConfig, gateway: Any) -> None:
         self.connection = connection
         self.gateway = gateway
+        self.loop = asyncio.get_running_loop()
         self.upstream: HttpUpstream = connection.upstream
         self.options: HttpOptions = connection.options  # type: ignore[assignment]
         self.scorer = HttpRiskScorer(self.options.rules, connection.risk)
@@ -150,13 +153,32 @@ class HttpProxy:
         self.inject_drop = frozenset(self.injected_names) | (
             {"authorization"} if self.strip_client_auth else set()
         )
+        self.request_drop = REQUEST_DROP | self.inject_drop | (
+            FORWARDED if self.options.forwarded_headers else frozenset()
+        )
+        self._text_cache: dict[str, str] = {}
+        self._head_cache: dict[bytes, bytes] = {}
 
     # -- recording helpers -------------------------------------------------
+    # Heads and command texts repeat across requests (same client, same
+    # headers); their masked forms are memoized in small bounded maps.
+    _CACHE_MAX = 2048
+
+    def _cached(self, cache: dict[Any, Any], key: Any, make: Any) -> Any:
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        value = make()
+        if len(cache) >= self._CACHE_MAX:
+            cache.clear()
+        cache[key] = value
+        return value
+
     def mask_text(self, text: str) -> str:
         if not self.masking:
             return text
-        out, _ = self.masker.mask_text(text)
-        return str(out)
+        return str(self._cached(self._text_cache, text, lambda: self.masker.mask_text(text)[0]))
 
     def mask_bytes(self, data: bytes) -> tuple[bytes, dict[str, int]]:
         if not self.masking or not data:
@@ -164,17 +186,19 @@ class HttpProxy:
         out, counts = self.masker.mask_bytes(data)
         return bytes(out), dict(counts)
 
-    def redacted_head(self, first_line: str, headers: Headers) -> bytes:
+    def redacted_head(self, raw: bytes, first_line: str, headers: Headers) -> bytes:
+        """The head as recorded: credentials redacted by header name, the rest
+        masked. ``raw`` (the head's bytes on the wire) is the memo key."""
+        return bytes(self._cached(self._head_cache, raw, lambda: self._redact(first_line, headers)))
+
+    def _redact(self, first_line: str, headers: Headers) -> bytes:
         red = Headers()
         for lname, name, value in headers.items:
             if lname in self.sensitive:
                 scheme = value.split(" ", 1)[0] if lname.endswith("authorization") else ""
                 value = f"{scheme} [REDACTED]".strip() if " " in value and scheme else "[REDACTED]"
             red.items.append((lname, name, value))
-        from .h1 import serialize_head
-
-        raw = serialize_head(first_line, red)
-        return self.mask_bytes(raw)[0]
+        return self.mask_bytes(serialize_head(first_line, red))[0]
 
 
 class ClientConnection(asyncio.Protocol):
@@ -185,7 +209,7 @@ class ClientConnection(asyncio.Protocol):
         self.events: deque[Event] = deque()
         self.queued = 0
         self.error: ProtocolError | None = None
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[bool] | None = None
         self.eof = False
         self.closed = False
         self.transport: asyncio.Transport | None = None
@@ -283,7 +307,7 @@ class ClientConnection(asyncio.Protocol):
     def _wake(self) -> None:
         w = self.waiter
         if w is not None and not w.done():
-            w.set_result(None)
+            w.set_result(False)
 
     def check_recorder(self) -> None:
         session = self.session
@@ -310,17 +334,17 @@ class ClientConnection(asyncio.Protocol):
                 raise self.error
             if self.eof or self.closed:
                 return None
-            loop = asyncio.get_running_loop()
-            self.waiter = loop.create_future()
+            loop = self.proxy.loop
+            waiter = self.waiter = loop.create_future()
+            timer = loop.call_later(idle, _expire, waiter) if idle is not None else None
             try:
-                if idle is not None:
-                    await asyncio.wait_for(self.waiter, idle)
-                else:
-                    await self.waiter
-            except TimeoutError:
-                return None
+                timed_out = await waiter
             finally:
                 self.waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if timed_out:
+                return None
         ev = self.events.popleft()
         if isinstance(ev, Data):
             self.queued -= len(ev.data)
@@ -595,8 +619,8 @@ class ClientConnection(asyncio.Protocol):
     ) -> tuple[bytes, bool]:
         """(request head for the upstream, stream the rest chunked?)."""
         proxy = self.proxy
-        drop = REQUEST_DROP | proxy.inject_drop
-        conn_tokens = head.headers.tokens("connection")
+        drop = proxy.request_drop
+        conn_tokens = head.connection
         if conn_tokens:
             drop = drop | frozenset(conn_tokens)
         headers = Headers([h for h in head.headers.items if h[0] not in drop])
@@ -604,11 +628,12 @@ class ClientConnection(asyncio.Protocol):
         if proxy.options.forwarded_headers:
             ip = self.client_addr.rsplit(":", 1)[0]
             prior = head.headers.get("x-forwarded-for")
-            headers.set("X-Forwarded-For", f"{prior}, {ip}" if prior else ip)
-            headers.set("X-Forwarded-Proto", "https" if proxy.listener_tls else "http")
+            add = headers.items.append
+            add(("x-forwarded-for", "X-Forwarded-For", f"{prior}, {ip}" if prior else ip))
+            add(("x-forwarded-proto", "X-Forwarded-Proto", "https" if proxy.listener_tls else "http"))
             host = head.headers.get("host")
             if host:
-                headers.set("X-Forwarded-Host", host)
+                add(("x-forwarded-host", "X-Forwarded-Host", host))
         if proxy.masking:
             accepted = [c for c in headers.tokens("accept-encoding")]
             keep = [c for c in accepted if c.split(";", 1)[0].strip() in DECODABLE or c.startswith("identity")]
@@ -704,7 +729,8 @@ class ClientConnection(asyncio.Protocol):
                 upstream.write(up_head + (chunk(body) if chunked else body))
             else:
                 upstream.write(up_head)
-            session.client_data(body, record=False)
+            if body:
+                session.client_data(body, record=False)
             if not complete:
                 ok = await self._stream_body(upstream, ex, chunked, recorder)
                 if not ok:
@@ -789,6 +815,11 @@ class ClientConnection(asyncio.Protocol):
             self.tunnel_done.set_result(None)
 
 
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(True)
+
+
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
 
@@ -814,7 +845,9 @@ class _RequestRecorder:
         session = self.client.session
         assert session is not None
         head = self.head
-        raw_head = proxy.redacted_head(f"{head.method} {head.target} HTTP/{head.version}", head.headers)
+        raw_head = proxy.redacted_head(
+            head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers
+        )
         counts: dict[str, int] = {}
         data = body[: self.left]
         self.total = len(body)
@@ -872,7 +905,8 @@ class Exchange:
         self.head = head
         self.started = started
         self.request_complete = request_complete
-        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        loop = client.proxy.loop
+        self.done: asyncio.Future[str] = loop.create_future()
         self.got_bytes = False
         self.head_sent = False
         self.status = 0
@@ -887,7 +921,7 @@ class Exchange:
         self.record_left = client.proxy.options.record_body_bytes
         self.rec: list[bytes] = []
         self.bytes_out = 0
-        self.timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+        self.timer: asyncio.TimerHandle | None = loop.call_later(
             client.proxy.upstream.response_timeout, self.on_timeout
         )
 
@@ -958,7 +992,7 @@ class Exchange:
             data = response_head_bytes(101, resp.reason, headers)
             self.head_sent = True
             self._send(data)
-            self._record(proxy.redacted_head(f"HTTP/1.1 101 {resp.reason}", headers))
+            self._record(proxy.redacted_head(data, f"HTTP/1.1 101 {resp.reason}", headers))
             return
         if resp.framing == "none":
             plan = Plan("none")
@@ -969,7 +1003,7 @@ class Exchange:
             self._error_response(502, "unmaskable", f"response refused: {plan.reason}")
             return
         self.body = BodyMasker(plan, proxy.masker, proxy.options.mask_json_max_bytes, proxy.options.unmaskable)
-        drop = RESPONSE_DROP | frozenset(resp.headers.tokens("connection"))
+        drop = RESPONSE_DROP | frozenset(resp.connection) if resp.connection else RESPONSE_DROP
         headers = Headers([h for h in resp.headers.items if h[0] not in drop])
         if plan.transforms:
             headers.remove("content-length", "content-encoding", "content-md5")
@@ -990,7 +1024,7 @@ class Exchange:
             self.client_keep = False
         self._send_head(resp.status, resp.reason, headers)
 
-    def _send_head(self, status: int, reason: str, headers: Headers) -> None:
+    def _send_head(self, status: int, reason: str, headers: Headers, body: bytes = b"") -> None:
         if not self.client_keep:
             headers.add("Connection", "close")
         elif self.head.version == "1.0":
@@ -998,9 +1032,9 @@ class Exchange:
         proxy = self.client.proxy
         data = response_head_bytes(status, reason, headers)
         self.head_sent = True
-        self._send(data)
+        self._send(data + body if body else data)
         if self.record_left > 0:
-            self.rec.append(proxy.redacted_head(f"HTTP/1.1 {status} {reason}", headers))
+            self.rec.append(proxy.redacted_head(data, f"HTTP/1.1 {status} {reason}", headers))
 
     def on_data(self, data: bytes) -> None:
         if self.discard or self.body is None:
@@ -1045,17 +1079,16 @@ class Exchange:
         if self.deferred is not None:
             headers = self.deferred
             headers.add("Content-Length", str(len(tail)))
-            self._send_head(self.status, "", headers)
+            self._send_head(self.status, "", headers, tail)
             if session is not None:
-                session.upstream_data(tail, record=False)
+                session.upstream_data(tail, record=False, masked=self.body.counts)
             self._record(tail)
-            self._send(tail)
         elif tail:
             self._out(tail)
         if self.chunked:
             self._send(LAST_CHUNK)
         if session is not None:
-            if self.body.counts:
+            if self.body.counts and self.deferred is None:
                 session.upstream_data(b"", masked=self.body.counts, record=False)
             self.flush_record(final=True)
             attrs_err = "masked as text: JSON over the size limit" if self.body.fell_back else ""

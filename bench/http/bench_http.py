@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""HTTP benchmark: wrk on a small JSON response, in one run,
+
+1. directly against the origin (nginx ``return 200 '<json>'``),
+2. through nginx ``proxy_pass`` (upstream keepalive),
+3. through ``hoopd serve`` (protocol http) with recording and masking on,
+
+and the ratios. Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk
+nginx``). Every server runs from a temporary directory on loopback.
+
+    python bench/http/bench_http.py [--duration 10] [--connections 32] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from hoopd.identity.apikeys import hash_api_key  # noqa: E402
+
+API_KEY = "hak_bench_0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
+BODY = json.dumps(
+    {"id": 42, "name": "widget", "owner": "ops@example.com", "tags": ["a", "b"], "price": 12.5}
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def nginx_conf(work: Path, origin: int, proxy: int, workers: int) -> Path:
+    body = BODY.replace("'", "\\'")
+    conf = f"""
+worker_processes {workers};
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/tmp-body;
+    proxy_temp_path {work}/tmp-proxy;
+    fastcgi_temp_path {work}/tmp-fcgi;
+    uwsgi_temp_path {work}/tmp-uwsgi;
+    scgi_temp_path {work}/tmp-scgi;
+    keepalive_requests 1000000;
+    upstream origin {{ server 127.0.0.1:{origin}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{origin};
+        location / {{ default_type application/json; return 200 '{body}'; }}
+    }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+    path = work / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+def hoopd_conf(work: Path, listen: int, origin: int, admin: int) -> Path:
+    config: dict[str, Any] = {
+        "gateway": {
+            "admin_listen": f"127.0.0.1:{admin}",
+            "data_dir": str(work / "var"),
+            "log_level": "warning",
+        },
+        "identity": {
+            "api_keys": [{"name": "bench", "sha256": hash_api_key(API_KEY), "groups": ["dev"]}]
+        },
+        "connections": [
+            {
+                "name": "bench",
+                "protocol": "http",
+                "listen": f"127.0.0.1:{listen}",
+                "upstream": {"url": f"http://127.0.0.1:{origin}"},
+                "allow_groups": ["dev"],
+                "masking": {"recognizers": {"personal": True}},
+                "options": {"rules": [{"method": "POST", "path": "/admin/**", "action": "deny"}]},
+            }
+        ],
+    }
+    path = work / "hoopd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def wrk(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {API_KEY}",
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
+    text = out.stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    p50 = re.search(r"50%\s+([\d.]+\w+)", text)
+    p99 = re.search(r"99%\s+([\d.]+\w+)", text)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    sock = re.search(r"Socket errors: (.*)", text)
+    return {
+        "command": " ".join(cmd[:-3] + ["-H", "'Authorization: Bearer <key>'", url]),
+        "rps": float(m.group(1)) if m else 0.0,
+        "p50": p50.group(1) if p50 else "?",
+        "p99": p99.group(1) if p99 else "?",
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sock.group(1) if sock else "",
+        "raw": text,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--nginx-workers", type=int, default=1)
+    ap.add_argument("--json", action="store_true", help="print results as JSON")
+    args = ap.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"{tool} not found: apt-get install -y wrk nginx", file=sys.stderr)
+            return 2
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    work = Path(tempfile.mkdtemp(prefix="hoopd-bench-http-"))
+    origin, proxy, listen, admin = free_port(), free_port(), free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        conf = nginx_conf(work, origin, proxy, args.nginx_workers)
+        procs.append(
+            subprocess.Popen([nginx, "-p", str(work), "-c", str(conf), "-g", "daemon off;"])
+        )
+        wait_port(origin)
+        wait_port(proxy)
+        hconf = hoopd_conf(work, listen, origin, admin)
+        log = open(work / "hoopd.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "hoopd", "serve", "-c", str(hconf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        )
+        wait_port(listen)
+        # sanity: hoopd answers and masks
+        check = subprocess.run(
+            ["curl", "-sS", "-H", f"Authorization: Bearer {API_KEY}", f"http://127.0.0.1:{listen}/"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if "[EMAIL]" not in check.stdout:
+            print("hoopd did not mask the response:", check.stdout, check.stderr, file=sys.stderr)
+            return 1
+        # warm up each target briefly, then measure
+        results: dict[str, dict[str, Any]] = {}
+        targets = {
+            "direct": f"http://127.0.0.1:{origin}/item",
+            "nginx": f"http://127.0.0.1:{proxy}/item",
+            "hoopd": f"http://127.0.0.1:{listen}/item",
+        }
+        for name, url in targets.items():
+            warm = argparse.Namespace(**{**vars(args), "duration": 2})
+            wrk(url, warm)
+            results[name] = wrk(url, args)
+        recordings = work / "var" / "recordings"
+        sessions = len([p for p in recordings.iterdir() if p.is_dir()]) if recordings.exists() else 0
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+    direct, ngx, hoop = results["direct"]["rps"], results["nginx"]["rps"], results["hoopd"]["rps"]
+    summary = {
+        "cpus": os.cpu_count(),
+        "duration_s": args.duration,
+        "connections": args.connections,
+        "threads": args.threads,
+        "nginx_workers": args.nginx_workers,
+        "body_bytes": len(BODY),
+        "results": {k: {kk: vv for kk, vv in v.items() if kk != "raw"} for k, v in results.items()},
+        "ratio_hoopd_to_nginx": round(hoop / ngx, 3) if ngx else None,
+        "ratio_hoopd_to_direct": round(hoop / direct, 3) if direct else None,
+        "ratio_nginx_to_direct": round(ngx / direct, 3) if direct else None,
+        "hoopd_sessions_recorded": sessions,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{'target':8} {'req/s':>10} {'p50':>9} {'p99':>9} {'non-2xx':>8}")
+        for name, r in results.items():
+            print(f"{name:8} {r['rps']:>10.0f} {r['p50']:>9} {r['p99']:>9} {r['non2xx']:>8}")
+        print(f"hoopd/nginx  = {summary['ratio_hoopd_to_nginx']}  (target >= 0.3)")
+        print(f"hoopd/direct = {summary['ratio_hoopd_to_direct']}")
+        print(f"nginx/direct = {summary['ratio_nginx_to_direct']}")
+        for name, r in results.items():
+            print(f"{name}: {r['command']}")
+    return 0 if hoop and ngx and hoop / ngx >= 0.3 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
