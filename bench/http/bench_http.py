@@ -138,7 +138,7 @@ def wrk(url: str, args: argparse.Namespace) -> dict[str, Any]:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     sock = re.search(r"Socket errors: (.*)", text)
     return {
-        "command": " ".join(cmd[:-3] + ["-H", "'Authorization: Bearer <key>'", url]),
+        "command": " ".join([*cmd[:-3], "-H", "'Authorization: Bearer <key>'", url]),
         "rps": float(m.group(1)) if m else 0.0,
         "p50": p50.group(1) if p50 else "?",
         "p99": p99.group(1) if p99 else "?",

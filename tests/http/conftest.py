@@ -114,7 +114,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "query": UPSTREAM_QUERY_KEY,
     }.items():
         (secrets / name).write_text(value + "\n")
-    ports = {n: free_port() for n in ("api", "retry", "strict", "tlsup", "badca", "open", "prefix")}
+    ports = {n: free_port() for n in ("api", "retry", "strict", "tlsup", "badca", "open", "prefix", "down", "dead")}
     plain = f"http://127.0.0.1:{upstream.port}"
     config: dict[str, Any] = {
         "identity": {
@@ -162,6 +162,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             _conn("badca", ports["badca"], {"url": f"https://localhost:{tls_upstream.port}"}),
             _conn("open", ports["open"], {"url": plain}, auth="none", masking=None, risk=None,
                   options={}),
+            _conn("down", ports["down"], {"url": f"http://127.0.0.1:{ports['dead']}"}),
             _conn("prefix", ports["prefix"], {"url": plain + "/echo/base/"}, auth="none",
                   masking=None, risk=None, options={}),
         ],
