@@ -87,6 +87,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", APPROVAL_HEADER}
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 RESPONSE_DROP = HOP_BY_HOP
 SENSITIVE = frozenset(
@@ -1098,7 +1099,12 @@ class Exchange:
     def on_upstream_lost(self, exc: Exception | None) -> None:
         if self.done.done():
             return
-        if not self.got_bytes and self.upstream.reused and self.request_complete:
+        if (
+            not self.got_bytes
+            and self.upstream.reused
+            and self.request_complete
+            and self.head.method in IDEMPOTENT
+        ):
             self._finish("retry")  # a kept-alive connection closed under us: send again
             return
         why = str(exc) if exc else "upstream closed the connection"
