@@ -92,7 +92,7 @@ http {{
     return path
 
 
-def hoopd_conf(work: Path, listen: int, origin: int, admin: int) -> Path:
+def hoopd_conf(work: Path, listen: int, origin: int, admin: int, relay: int = 0) -> Path:
     config: dict[str, Any] = {
         "gateway": {
             "admin_listen": f"127.0.0.1:{admin}",
@@ -114,6 +114,18 @@ def hoopd_conf(work: Path, listen: int, origin: int, admin: int) -> Path:
             }
         ],
     }
+    if relay:
+        # context only: the same daemon's opaque TCP relay (no HTTP parsing,
+        # no commands, no masking; recorded both ways) is the Python floor
+        config["connections"].append(
+            {
+                "name": "relay",
+                "protocol": "tcp",
+                "listen": f"127.0.0.1:{relay}",
+                "upstream": {"host": "127.0.0.1", "port": origin},
+                "auth": "none",
+            }
+        )
     path = work / "hoopd.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -162,7 +174,7 @@ def main() -> int:
             return 2
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix="hoopd-bench-http-"))
-    origin, proxy, listen, admin = free_port(), free_port(), free_port(), free_port()
+    origin, proxy, listen, admin, relay = (free_port() for _ in range(5))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         conf = nginx_conf(work, origin, proxy, args.nginx_workers)
@@ -171,7 +183,7 @@ def main() -> int:
         )
         wait_port(origin)
         wait_port(proxy)
-        hconf = hoopd_conf(work, listen, origin, admin)
+        hconf = hoopd_conf(work, listen, origin, admin, relay)
         log = open(work / "hoopd.log", "wb")  # noqa: SIM115
         procs.append(
             subprocess.Popen(
@@ -198,6 +210,7 @@ def main() -> int:
             "direct": f"http://127.0.0.1:{origin}/item",
             "nginx": f"http://127.0.0.1:{proxy}/item",
             "hoopd": f"http://127.0.0.1:{listen}/item",
+            "tcp-relay": f"http://127.0.0.1:{relay}/item",
         }
         for name, url in targets.items():
             warm = argparse.Namespace(**{**vars(args), "duration": 2})
@@ -225,17 +238,19 @@ def main() -> int:
         "ratio_hoopd_to_nginx": round(hoop / ngx, 3) if ngx else None,
         "ratio_hoopd_to_direct": round(hoop / direct, 3) if direct else None,
         "ratio_nginx_to_direct": round(ngx / direct, 3) if direct else None,
+        "ratio_tcp_relay_to_nginx": round(results["tcp-relay"]["rps"] / ngx, 3) if ngx else None,
         "hoopd_sessions_recorded": sessions,
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{'target':8} {'req/s':>10} {'p50':>9} {'p99':>9} {'non-2xx':>8}")
+        print(f"{'target':10} {'req/s':>10} {'p50':>9} {'p99':>9} {'non-2xx':>8}")
         for name, r in results.items():
-            print(f"{name:8} {r['rps']:>10.0f} {r['p50']:>9} {r['p99']:>9} {r['non2xx']:>8}")
+            print(f"{name:10} {r['rps']:>10.0f} {r['p50']:>9} {r['p99']:>9} {r['non2xx']:>8}")
         print(f"hoopd/nginx  = {summary['ratio_hoopd_to_nginx']}  (target >= 0.3)")
         print(f"hoopd/direct = {summary['ratio_hoopd_to_direct']}")
         print(f"nginx/direct = {summary['ratio_nginx_to_direct']}")
+        print(f"tcp-relay/nginx = {summary['ratio_tcp_relay_to_nginx']}  (hoopd's opaque relay, for context)")
         for name, r in results.items():
             print(f"{name}: {r['command']}")
     return 0 if hoop and ngx and hoop / ngx >= 0.3 else 1
