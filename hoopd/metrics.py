@@ -9,6 +9,7 @@ busy gateway does not explode its series count.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -150,10 +151,13 @@ class ConnectionMetrics:
         self.upstream_connect = metrics.upstream_connect.labels(*lbl)
         self.upstream_errors = metrics.upstream_errors.labels(*lbl)
         self.approvals_pending = metrics.approvals_pending.labels(*lbl)
+        self._commands: dict[str, Any] = {}
+        self._decisions: dict[str, Any] = {}
+        self._masked: dict[str, Any] = {}
         # Touch the zero-valued series so /metrics shows the families for a
         # configured connection before its first session.
         for verdict in ("allow", "mask", "review", "deny"):
-            metrics.decisions.labels(*lbl, verdict)
+            self._decisions[verdict] = metrics.decisions.labels(*lbl, verdict)
 
     def ended(self, reason: str) -> None:
         self.metrics.sessions_ended.labels(self.protocol, self.connection, reason).inc()
@@ -165,14 +169,29 @@ class ConnectionMetrics:
         self.metrics.auth_failures.labels(self.protocol, self.connection, reason).inc()
 
     def command(self, kind: str) -> None:
-        self.metrics.commands.labels(self.protocol, self.connection, kind).inc()
+        child = self._commands.get(kind)
+        if child is None:
+            child = self._commands[kind] = self.metrics.commands.labels(
+                self.protocol, self.connection, kind
+            )
+        child.inc()
 
     def decision(self, verdict: str) -> None:
-        self.metrics.decisions.labels(self.protocol, self.connection, verdict).inc()
+        child = self._decisions.get(verdict)
+        if child is None:
+            child = self._decisions[verdict] = self.metrics.decisions.labels(
+                self.protocol, self.connection, verdict
+            )
+        child.inc()
 
     def masked(self, counts: dict[str, int]) -> None:
         for rule, n in counts.items():
-            self.metrics.masked_values.labels(self.protocol, self.connection, rule).inc(n)
+            child = self._masked.get(rule)
+            if child is None:
+                child = self._masked[rule] = self.metrics.masked_values.labels(
+                    self.protocol, self.connection, rule
+                )
+            child.inc(n)
 
     def approval(self, outcome: str, waited: float | None = None) -> None:
         self.metrics.approvals.labels(self.protocol, self.connection, outcome).inc()

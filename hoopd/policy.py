@@ -87,6 +87,7 @@ class Assessment:
     """Verdicts forced by explicit per-connection rules, by rule id."""
 
 
+_DEFAULT_RISK = RiskSection()
 _SEVERITY = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.REVIEW: 2, Verdict.DENY: 3}
 
 
@@ -97,17 +98,18 @@ def decide_command(
     """Thresholds first, then explicit rules: the strictest verdict wins, and
     an explicit ``allow`` rule can lower a threshold verdict (an operator may
     say "truncate on this scratch database is fine")."""
-    risk = risk or RiskSection()
+    risk = risk or _DEFAULT_RISK
     verdict = Verdict.ALLOW
     reasons = list(found.reasons)
-    for name, level_verdict in (
-        (risk.mask_at, Verdict.MASK),
-        (risk.review_at, Verdict.REVIEW),
-        (risk.deny_at, Verdict.DENY),
-    ):
-        limit = _threshold(name)
-        if limit is not None and found.score >= limit and found.score > 0:
-            verdict = level_verdict
+    if found.score > 0:
+        for name, level_verdict in (
+            (risk.mask_at, Verdict.MASK),
+            (risk.review_at, Verdict.REVIEW),
+            (risk.deny_at, Verdict.DENY),
+        ):
+            limit = _threshold(name)
+            if limit is not None and found.score >= limit:
+                verdict = level_verdict
     rule_ids: list[str] = []
     explicit = [v for v in found.rule_verdicts.values()]
     if explicit:
