@@ -52,6 +52,7 @@ class Env:
     ports: dict[str, int]
     ca_path: Path
     gateway_ca: Path
+    work: Path
 
     def url(self, conn: str, path: str = "/", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.ports[conn]}{path}"
@@ -84,6 +85,22 @@ def _tls_material(directory: Path) -> tuple[Path, ssl.SSLContext]:
     return ca_path, ctx
 
 
+def _client_certs(directory: Path) -> Path:
+    """A client CA and a certificate for alice (OU dev) signed by it."""
+    ca_cert, ca_key = generate_ca("http test client CA")
+    leaf, key = issue_certificate(ca_cert, ca_key, "alice", client=True, organizational_units=("dev",))
+    (directory / "client-ca.pem").write_bytes(cert_pem(ca_cert))
+    (directory / "alice.pem").write_bytes(cert_pem(leaf))
+    (directory / "alice-key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return directory / "client-ca.pem"
+
+
 def _conn(name: str, port: int, upstream: dict[str, Any], **extra: Any) -> dict[str, Any]:
     conn: dict[str, Any] = {
         "name": name,
@@ -114,7 +131,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "query": UPSTREAM_QUERY_KEY,
     }.items():
         (secrets / name).write_text(value + "\n")
-    ports = {n: free_port() for n in ("api", "retry", "strict", "tlsup", "badca", "open", "prefix", "down", "dead")}
+    ports = {
+        n: free_port()
+        for n in ("api", "retry", "strict", "tlsup", "badca", "open", "prefix", "down", "dead", "mtls")
+    }
+    client_ca = _client_certs(work)
     plain = f"http://127.0.0.1:{upstream.port}"
     config: dict[str, Any] = {
         "identity": {
@@ -162,6 +183,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             _conn("badca", ports["badca"], {"url": f"https://localhost:{tls_upstream.port}"}),
             _conn("open", ports["open"], {"url": plain}, auth="none", masking=None, risk=None,
                   options={}),
+            _conn(
+                "mtls",
+                ports["mtls"],
+                {"url": plain},
+                auth="tls-client-cert",
+                tls={"enabled": True, "client_ca": str(client_ca)},
+            ),
             _conn("down", ports["down"], {"url": f"http://127.0.0.1:{ports['dead']}"}),
             _conn("prefix", ports["prefix"], {"url": plain + "/echo/base/"}, auth="none",
                   masking=None, risk=None, options={}),
@@ -176,6 +204,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             ports,
             ca_path,
             Path(config["gateway"]["data_dir"]) / "tls" / "ca.pem",
+            work,
         )
     finally:
         daemon.stop()

@@ -371,3 +371,18 @@ def test_upstream_down_is_502_and_the_connection_stays_usable(env: Env) -> None:
     assert out.stdout.count(b"HTTP/1.1 502") == 2, out.stdout
     assert b"upstream_unreachable" in out.stdout
     assert b"Re-using existing connection" in out.stderr
+
+
+def test_client_certificate_identity(env: Env) -> None:
+    url = env.url("mtls", "/echo/mtls", scheme="https")
+    base = ["--cacert", str(env.gateway_ca)]
+    with_cert = curl(
+        *base, "--cert", str(env.work / "alice.pem"), "--key", str(env.work / "alice-key.pem"), url,
+        user=None,
+    )
+    assert with_cert.returncode == 0, with_cert.stderr
+    assert json.loads(with_cert.stdout)["path"] == "/echo/mtls"
+    without = curl(*base, url, user=None)
+    assert without.returncode != 0  # the TLS handshake requires a certificate
+    sid = sessions_with(env.recordings, "GET /echo/mtls")[-1]
+    assert session_events(env.recordings, sid, "command")
