@@ -922,12 +922,14 @@ class Exchange:
         self.record_left = client.proxy.options.record_body_bytes
         self.rec: list[bytes] = []
         self.bytes_out = 0
+        self.out: list[bytes] = []
         self.timer: asyncio.TimerHandle | None = loop.call_later(
             client.proxy.upstream.response_timeout, self.on_timeout
         )
 
     # -- helpers -------------------------------------------------------------
     def _finish(self, result: str) -> None:
+        self.flush_out()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -952,10 +954,18 @@ class Exchange:
         self.client.check_recorder()
 
     def _send(self, data: bytes) -> None:
+        """Queue bytes for the client; ``flush_out`` writes them in one call
+        (once per upstream read: head and body of a small response go together)."""
         if not data:
             return
         self.bytes_out += len(data)
-        self.client.write(data)
+        self.out.append(data)
+
+    def flush_out(self) -> None:
+        out = self.out
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def _error_response(self, status: int, code: str, message: str) -> None:
         """Before the head went out: answer with an error; after: cut the connection."""
@@ -965,10 +975,12 @@ class Exchange:
             session.result(self.cmd, str(status), duration_ms=_ms(self.started), error=message)
         if not self.head_sent:
             self.head_sent = True
+            self.out.clear()
             self.client.write(
                 _json_response(status, {"error": code, "message": message}, close=True)
             )
         elif self.client.transport is not None:
+            self.out.clear()
             self.client.transport.abort()
         self.upstream_keep = False
         self._finish("close")
@@ -1232,6 +1244,7 @@ class UpstreamConnection(asyncio.Protocol):
                 assert isinstance(ev, ResponseHead)
                 ex.on_head(ev)
         if not ex.done.done():
+            ex.flush_out()
             ex.flush_record()
 
     def eof_received(self) -> bool:
