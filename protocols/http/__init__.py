@@ -17,7 +17,8 @@ from hoopd.configtypes import HostPort
 from hoopd.handler import Loc, ProtocolHandler
 
 from .config import HttpOptions, HttpUpstream
-from .proxy import ClientConnection, HttpProxy
+from .proxy import ClientConnection
+from .shared import HttpProxy
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig

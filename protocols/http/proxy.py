@@ -17,16 +17,12 @@ bytes pause client reads, and a congested recorder pauses both sides.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import logging
 import ssl
 import time
-import zlib
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote
 
 from hoopd.aio import spawn
 from hoopd.gateway import AuthFailed, SessionRefused
@@ -34,19 +30,9 @@ from hoopd.model import AuthMethod, CommandKind, Identity, Output, Stream, Verdi
 from hoopd.tls import identity_from_peercert
 
 from .approval import APPROVAL_HEADER, decide_retry
-from .bodies import (
-    DECODABLE,
-    BodyMasker,
-    BodyRefused,
-    Plan,
-    json_summary,
-    mask_request_body,
-    media_type,
-    plan_response,
-)
-from .config import HttpOptions, HttpUpstream
+from .bodies import DECODABLE, json_summary, media_type
+from .exchange import Exchange, UpstreamConnection
 from .h1 import (
-    END,
     LAST_CHUNK,
     Data,
     EndOfMessage,
@@ -55,151 +41,20 @@ from .h1 import (
     ProtocolError,
     RequestHead,
     RequestParser,
-    ResponseHead,
-    ResponseParser,
     chunk,
     request_head_bytes,
-    response_head_bytes,
-    serialize_head,
 )
-from .risk import HttpRiskScorer, normalize_path, split_target
+from .recording import RequestRecorder
+from .risk import normalize_path, split_target
+from .shared import HttpProxy, expire, json_response, ms
 
 if TYPE_CHECKING:
-    from hoopd.config import ConnectionConfig
     from hoopd.session import Session
 
 log = logging.getLogger("hoopd.http")
 
 QUEUE_LIMIT = 256 * 1024
 """Request body bytes queued from a client before its reads pause."""
-
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-authenticate",
-    }
-)
-REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", APPROVAL_HEADER}
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
-RESPONSE_DROP = HOP_BY_HOP
-SENSITIVE = frozenset(
-    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
-)
-
-
-def _json_response(
-    status: int, payload: dict[str, Any], *, close: bool, extra: list[tuple[str, str]] = ()  # type: ignore[assignment]
-) -> bytes:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    headers = Headers()
-    headers.add("Content-Type", "application/json")
-    headers.add("Content-Length", str(len(body)))
-    headers.add("Cache-Control", "no-store")
-    for name, value in extra:
-        headers.add(name, value)
-    if close:
-        headers.add("Connection", "close")
-    return response_head_bytes(status, "", headers) + body
-
-
-class HttpProxy:
-    """Per-connection (config) state shared by every client connection."""
-
-    def __init__(self, connection: ConnectionConfig, gateway: Any) -> None:
-        self.connection = connection
-        self.gateway = gateway
-        self.loop = asyncio.get_running_loop()
-        self.upstream: HttpUpstream = connection.upstream
-        self.options: HttpOptions = connection.options  # type: ignore[assignment]
-        self.scorer = HttpRiskScorer(self.options.rules, connection.risk)
-        self.masker = gateway.masker(connection)
-        self.masking = bool(self.masker is not None and self.masker.active)
-        self.listener_tls = bool(connection.tls is not None and connection.tls.enabled)
-        up = self.upstream
-        self.prefix = up.prefix
-        self.authority = up.authority
-        self.ssl: ssl.SSLContext | None = None
-        if up.tls:
-            ctx = ssl.create_default_context(cafile=str(up.ca) if up.ca else None)
-            if not up.verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self.ssl = ctx
-        self.inject: list[tuple[str, str]] = []
-        self.inject_query = ""
-        self.injected_names: frozenset[str] = frozenset()
-        auth = up.auth
-        if auth is not None:
-            if auth.bearer is not None:
-                self.inject.append(("Authorization", f"Bearer {auth.bearer.reveal()}"))
-            if auth.basic is not None:
-                pair = f"{auth.basic.user}:{auth.basic.password.reveal()}".encode()
-                self.inject.append(("Authorization", "Basic " + base64.b64encode(pair).decode()))
-            for name, secret in auth.headers.items():
-                self.inject.append((name, secret.reveal()))
-            self.inject_query = "&".join(
-                f"{quote(k, safe='')}={quote(v.reveal(), safe='')}" for k, v in auth.query.items()
-            )
-            self.injected_names = frozenset(n.lower() for n, _ in self.inject)
-        self.strip_client_auth = connection.auth != "none" or bool(self.inject)
-        self.sensitive = SENSITIVE | self.injected_names
-        self.inject_drop = frozenset(self.injected_names) | (
-            {"authorization"} if self.strip_client_auth else set()
-        )
-        self.request_drop = REQUEST_DROP | self.inject_drop | (
-            FORWARDED if self.options.forwarded_headers else frozenset()
-        )
-        self._text_cache: dict[str, str] = {}
-        self._head_cache: dict[bytes, bytes] = {}
-
-    # -- recording helpers -------------------------------------------------
-    # Heads and command texts repeat across requests (same client, same
-    # headers); their masked forms are memoized in small bounded maps.
-    _CACHE_MAX = 2048
-
-    def _cached(self, cache: dict[Any, Any], key: Any, make: Any) -> Any:
-        try:
-            return cache[key]
-        except KeyError:
-            pass
-        value = make()
-        if len(cache) >= self._CACHE_MAX:
-            cache.clear()
-        cache[key] = value
-        return value
-
-    def mask_text(self, text: str) -> str:
-        if not self.masking:
-            return text
-        return str(self._cached(self._text_cache, text, lambda: self.masker.mask_text(text)[0]))
-
-    def mask_bytes(self, data: bytes) -> tuple[bytes, dict[str, int]]:
-        if not self.masking or not data:
-            return data, {}
-        out, counts = self.masker.mask_bytes(data)
-        return bytes(out), dict(counts)
-
-    def redacted_head(self, raw: bytes, first_line: str, headers: Headers) -> bytes:
-        """The head as recorded: credentials redacted by header name, the rest
-        masked. ``raw`` (the head's bytes on the wire) is the memo key."""
-        return bytes(self._cached(self._head_cache, raw, lambda: self._redact(first_line, headers)))
-
-    def _redact(self, first_line: str, headers: Headers) -> bytes:
-        red = Headers()
-        for lname, name, value in headers.items:
-            if lname in self.sensitive:
-                scheme = value.split(" ", 1)[0] if lname.endswith("authorization") else ""
-                value = f"{scheme} [REDACTED]".strip() if " " in value and scheme else "[REDACTED]"
-            red.items.append((lname, name, value))
-        return self.mask_bytes(serialize_head(first_line, red))[0]
 
 
 class ClientConnection(asyncio.Protocol):
@@ -337,7 +192,7 @@ class ClientConnection(asyncio.Protocol):
                 return None
             loop = self.proxy.loop
             waiter = self.waiter = loop.create_future()
-            timer = loop.call_later(idle, _expire, waiter) if idle is not None else None
+            timer = loop.call_later(idle, expire, waiter) if idle is not None else None
             try:
                 timed_out = await waiter
             finally:
@@ -367,7 +222,7 @@ class ClientConnection(asyncio.Protocol):
                     ev = await self.next_event(idle=self.proxy.options.idle_timeout)
                 except ProtocolError as exc:
                     self.write(
-                        _json_response(
+                        json_response(
                             exc.status, {"error": "bad_request", "message": exc.message}, close=True
                         )
                     )
@@ -414,7 +269,7 @@ class ClientConnection(asyncio.Protocol):
         self._terminated = True
         ex = self.exchange
         if ex is None or not ex.head_sent:
-            self.write(_json_response(503, {"error": reason, "message": message}, close=True))
+            self.write(json_response(503, {"error": reason, "message": message}, close=True))
         if self.session is not None:
             self.session.error(message, reason)
         for up in (self.upstream, self.tunnel):
@@ -429,7 +284,7 @@ class ClientConnection(asyncio.Protocol):
     # -- identity --------------------------------------------------------------
     def _send_401(self, message: str) -> None:
         self.write(
-            _json_response(
+            json_response(
                 401,
                 {"error": "unauthorized", "message": message},
                 close=True,
@@ -479,7 +334,7 @@ class ClientConnection(asyncio.Protocol):
                 conn, identity, self.client_addr, {"upstream": proxy.upstream.url}
             )
         except SessionRefused as exc:
-            self.write(_json_response(403, {"error": exc.reason, "message": exc.message}, close=True))
+            self.write(json_response(403, {"error": exc.reason, "message": exc.message}, close=True))
             return False
         self.session = session
         session.set_terminator(self._terminate)
@@ -532,14 +387,14 @@ class ClientConnection(asyncio.Protocol):
         assert session is not None
         path, query = split_target(head.target)
         if path == "*" and head.method != "OPTIONS":
-            self.write(_json_response(400, {"error": "bad_request", "message": "invalid target"}, close=True))
+            self.write(json_response(400, {"error": "bad_request", "message": "invalid target"}, close=True))
             return False
         npath = normalize_path(path) if path != "*" else "*"
         text = f"{head.method} {npath}?{query}" if query else f"{head.method} {npath}"
         try:
             got = await self._body_prefix(head)
         except ProtocolError as exc:
-            self.write(_json_response(exc.status, {"error": "bad_request", "message": exc.message}, close=True))
+            self.write(json_response(exc.status, {"error": "bad_request", "message": exc.message}, close=True))
             session.error(exc.message, "protocol_error")
             return False
         if got is None:
@@ -568,7 +423,7 @@ class ClientConnection(asyncio.Protocol):
         if head.upgrade:
             attrs["upgrade"] = head.upgrade
         cmd = session.command(CommandKind.HTTP, proxy.mask_text(text), attrs)
-        recorder = _RequestRecorder(self, cmd.seq, head, ctype, cenc)
+        recorder = RequestRecorder(self, cmd.seq, head, ctype, cenc)
         recorder.start(body, complete)
         self.check_recorder()
         found = proxy.scorer.assess(head.method, npath, text)
@@ -583,7 +438,7 @@ class ClientConnection(asyncio.Protocol):
             )
             if outcome.pending:
                 self.write(
-                    _json_response(
+                    json_response(
                         403,
                         {
                             "error": "approval_required",
@@ -595,7 +450,7 @@ class ClientConnection(asyncio.Protocol):
                         extra=[("X-Hoopd-Approval", outcome.approval_id)],
                     )
                 )
-                session.result(cmd, "403", duration_ms=_ms(started), error="approval required")
+                session.result(cmd, "403", duration_ms=ms(started), error="approval required")
                 return keep_after_refusal
             decision = outcome.decision
         else:
@@ -610,8 +465,8 @@ class ClientConnection(asyncio.Protocol):
             }
             if decision.approval_id:
                 payload["approval_id"] = decision.approval_id
-            self.write(_json_response(403, payload, close=not keep_after_refusal))
-            session.result(cmd, "403", duration_ms=_ms(started), error="denied")
+            self.write(json_response(403, payload, close=not keep_after_refusal))
+            session.result(cmd, "403", duration_ms=ms(started), error="denied")
             return keep_after_refusal
         return await self._forward(cmd, head, npath, query, body, complete, started, recorder)
 
@@ -701,7 +556,7 @@ class ClientConnection(asyncio.Protocol):
         body: bytes,
         complete: bool,
         started: float,
-        recorder: _RequestRecorder,
+        recorder: RequestRecorder,
     ) -> bool:
         session = self.session
         assert session is not None
@@ -715,13 +570,13 @@ class ClientConnection(asyncio.Protocol):
                 session.metrics.upstream_errors.inc()
                 session.error(f"upstream unreachable: {why}", "upstream_unreachable")
                 self.write(
-                    _json_response(
+                    json_response(
                         502,
                         {"error": "upstream_unreachable", "message": "the upstream cannot be reached"},
                         close=not (complete and head.keep_alive),
                     )
                 )
-                session.result(cmd, "502", duration_ms=_ms(started), error=why)
+                session.result(cmd, "502", duration_ms=ms(started), error=why)
                 return complete and head.keep_alive
             ex = Exchange(self, upstream, cmd, head, started, complete)
             self.exchange = ex
@@ -754,7 +609,7 @@ class ClientConnection(asyncio.Protocol):
             return result == "keep" and head.keep_alive and not (ex.finished_early and not complete)
 
     async def _stream_body(
-        self, upstream: UpstreamConnection, ex: Exchange, chunked: bool, recorder: _RequestRecorder
+        self, upstream: UpstreamConnection, ex: Exchange, chunked: bool, recorder: RequestRecorder
     ) -> bool:
         session = self.session
         assert session is not None
@@ -814,467 +669,3 @@ class ClientConnection(asyncio.Protocol):
     def tunnel_closed(self) -> None:
         if self.tunnel_done is not None and not self.tunnel_done.done():
             self.tunnel_done.set_result(None)
-
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(True)
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
-
-
-class _RequestRecorder:
-    """Records the request line, headers (credentials redacted) and the first
-    ``record_body_bytes`` of the body, masked."""
-
-    def __init__(
-        self, client: ClientConnection, seq: int, head: RequestHead, ctype: str, cenc: str
-    ) -> None:
-        self.client = client
-        self.seq = seq
-        self.head = head
-        self.ctype = ctype
-        self.cenc = cenc
-        self.left = client.proxy.options.record_body_bytes
-        self.stream: Any = None
-        self.total = 0
-
-    def start(self, body: bytes, complete: bool) -> None:
-        proxy = self.client.proxy
-        session = self.client.session
-        assert session is not None
-        head = self.head
-        raw_head = proxy.redacted_head(
-            head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers
-        )
-        counts: dict[str, int] = {}
-        data = body[: self.left]
-        self.total = len(body)
-        if data and complete and len(body) <= self.left:
-            data, counts = mask_request_body(proxy.masker if proxy.masking else None, data, self.ctype, self.cenc)
-        elif data:
-            data = self._stream_mask(data)
-        self.left -= min(len(body), self.left)
-        session.record(Output(Stream.STDIN, raw_head + data, self.seq, counts))
-
-    def _stream_mask(self, data: bytes) -> bytes:
-        proxy = self.client.proxy
-        if not proxy.masking or self.cenc:
-            return data if not self.cenc else b""
-        if self.stream is None:
-            self.stream = proxy.masker.stream()
-        return bytes(self.stream.feed(data))
-
-    def feed(self, data: bytes) -> None:
-        self.total += len(data)
-        if self.left <= 0:
-            return
-        part = data[: self.left]
-        self.left -= len(part)
-        out = self._stream_mask(part)
-        if out:
-            session = self.client.session
-            assert session is not None
-            session.record(Output(Stream.STDIN, out, self.seq))
-
-    def finish(self) -> None:
-        if self.stream is not None:
-            tail = bytes(self.stream.flush())
-            session = self.client.session
-            if tail and session is not None:
-                session.record(Output(Stream.STDIN, tail, self.seq, dict(self.stream.counts)))
-            self.stream = None
-
-
-class Exchange:
-    """One request/response through the upstream; lives in callbacks."""
-
-    def __init__(
-        self,
-        client: ClientConnection,
-        upstream: UpstreamConnection,
-        cmd: Any,
-        head: RequestHead,
-        started: float,
-        request_complete: bool,
-    ) -> None:
-        self.client = client
-        self.upstream = upstream
-        self.cmd = cmd
-        self.head = head
-        self.started = started
-        self.request_complete = request_complete
-        loop = client.proxy.loop
-        self.done: asyncio.Future[str] = loop.create_future()
-        self.got_bytes = False
-        self.head_sent = False
-        self.status = 0
-        self.body: BodyMasker | None = None
-        self.chunked = False
-        self.client_keep = head.keep_alive
-        self.upstream_keep = False
-        self.discard = False
-        self.finished_early = False
-        self.deferred: Headers | None = None
-        self.reason = ""
-        self.record_left = client.proxy.options.record_body_bytes
-        self.rec: list[bytes] = []
-        self.bytes_out = 0
-        self.out: list[bytes] = []
-        self.timer: asyncio.TimerHandle | None = loop.call_later(
-            client.proxy.upstream.response_timeout, self.on_timeout
-        )
-
-    # -- helpers -------------------------------------------------------------
-    def _finish(self, result: str) -> None:
-        self.flush_out()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if not self.done.done():
-            self.done.set_result(result)
-
-    def _record(self, data: bytes) -> None:
-        if self.record_left <= 0 or not data:
-            return
-        part = data[: self.record_left]
-        self.record_left -= len(part)
-        self.rec.append(part)
-
-    def flush_record(self, final: bool = False) -> None:
-        session = self.client.session
-        if session is None:
-            return
-        if self.rec:
-            counts = dict(self.body.counts) if final and self.body is not None else {}
-            session.record(Output(Stream.STDOUT, b"".join(self.rec), self.cmd.seq, counts))
-            self.rec = []
-        self.client.check_recorder()
-
-    def _send(self, data: bytes) -> None:
-        """Queue bytes for the client; ``flush_out`` writes them in one call
-        (once per upstream read: head and body of a small response go together)."""
-        if not data:
-            return
-        self.bytes_out += len(data)
-        self.out.append(data)
-
-    def flush_out(self) -> None:
-        out = self.out
-        if out:
-            self.client.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-
-    def _error_response(self, status: int, code: str, message: str) -> None:
-        """Before the head went out: answer with an error; after: cut the connection."""
-        session = self.client.session
-        if session is not None:
-            session.error(message, code)
-            session.result(self.cmd, str(status), duration_ms=_ms(self.started), error=message)
-        if not self.head_sent:
-            self.head_sent = True
-            self.out.clear()
-            self.client.write(
-                _json_response(status, {"error": code, "message": message}, close=True)
-            )
-        elif self.client.transport is not None:
-            self.out.clear()
-            self.client.transport.abort()
-        self.upstream_keep = False
-        self._finish("close")
-
-    # -- from the upstream -------------------------------------------------------
-    def on_head(self, resp: ResponseHead) -> None:
-        if 100 <= resp.status < 200 and resp.status != 101:
-            return  # interim responses: Expect was answered by the gateway itself
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        proxy = self.client.proxy
-        self.status = resp.status
-        self.upstream_keep = resp.keep_alive and self.request_complete
-        if resp.status == 101:
-            if self.head.upgrade != "websocket":
-                self._error_response(502, "bad_upstream", "unexpected 101 from the upstream")
-                return
-            headers = Headers([h for h in resp.headers.items if h[0] not in ("connection", "upgrade")])
-            headers.add("Connection", "Upgrade")
-            headers.add("Upgrade", resp.headers.get("upgrade") or "websocket")
-            data = response_head_bytes(101, resp.reason, headers)
-            self.head_sent = True
-            self._send(data)
-            self._record(proxy.redacted_head(data, f"HTTP/1.1 101 {resp.reason}", headers))
-            return
-        if resp.framing == "none":
-            plan = Plan("none")
-        else:
-            plan = plan_response(resp.headers, proxy.masker, proxy.options.unmaskable)
-        if plan.mode == "refuse":
-            self.discard = True
-            self._error_response(502, "unmaskable", f"response refused: {plan.reason}")
-            return
-        self.body = BodyMasker(plan, proxy.masker, proxy.options.mask_json_max_bytes, proxy.options.unmaskable)
-        drop = RESPONSE_DROP | frozenset(resp.connection) if resp.connection else RESPONSE_DROP
-        headers = Headers([h for h in resp.headers.items if h[0] not in drop])
-        if plan.transforms:
-            headers.remove("content-length", "content-encoding", "content-md5")
-            etag = headers.get("etag")
-            if etag is not None and not etag.startswith("W/"):
-                headers.set("ETag", "W/" + etag)
-        if plan.transforms and self.body.buffering:
-            self.deferred = headers
-            return
-        if resp.framing == "none":
-            pass
-        elif not plan.transforms and resp.framing == "length":
-            pass  # Content-Length kept
-        elif self.head.version == "1.1":
-            headers.add("Transfer-Encoding", "chunked")
-            self.chunked = True
-        else:
-            self.client_keep = False
-        self._send_head(resp.status, resp.reason, headers)
-
-    def _send_head(self, status: int, reason: str, headers: Headers, body: bytes = b"") -> None:
-        if not self.client_keep:
-            headers.add("Connection", "close")
-        elif self.head.version == "1.0":
-            headers.add("Connection", "keep-alive")
-        proxy = self.client.proxy
-        data = response_head_bytes(status, reason, headers)
-        self.head_sent = True
-        self._send(data + body if body else data)
-        if self.record_left > 0:
-            self.rec.append(proxy.redacted_head(data, f"HTTP/1.1 {status} {reason}", headers))
-
-    def on_data(self, data: bytes) -> None:
-        if self.discard or self.body is None:
-            return
-        try:
-            out = self.body.feed(data)
-        except BodyRefused as exc:
-            self.discard = True
-            self._error_response(502, "unmaskable", f"response refused: {exc}")
-            return
-        except zlib.error as exc:
-            self.discard = True
-            self._error_response(502, "bad_upstream", f"cannot decode the response body: {exc}")
-            return
-        if out:
-            self._out(out)
-
-    def _out(self, out: bytes) -> None:
-        session = self.client.session
-        if session is not None:
-            session.upstream_data(out, record=False)
-        self._record(out)
-        self._send(chunk(out) if self.chunked else out)
-
-    def on_end(self) -> None:
-        if self.done.done():
-            return
-        if self.status == 101:
-            self.flush_record()
-            self._finish("tunnel")
-            return
-        if self.discard or self.body is None:
-            self._finish("close")
-            return
-        try:
-            tail = self.body.finish()
-        except (BodyRefused, zlib.error) as exc:
-            self.discard = True
-            self._error_response(502, "unmaskable", f"response refused: {exc}")
-            return
-        session = self.client.session
-        if self.deferred is not None:
-            headers = self.deferred
-            headers.add("Content-Length", str(len(tail)))
-            self._send_head(self.status, "", headers, tail)
-            if session is not None:
-                session.upstream_data(tail, record=False, masked=self.body.counts)
-            self._record(tail)
-        elif tail:
-            self._out(tail)
-        if self.chunked:
-            self._send(LAST_CHUNK)
-        if session is not None:
-            if self.body.counts and self.deferred is None:
-                session.upstream_data(b"", masked=self.body.counts, record=False)
-            self.flush_record(final=True)
-            attrs_err = "masked as text: JSON over the size limit" if self.body.fell_back else ""
-            session.result(self.cmd, str(self.status), duration_ms=_ms(self.started), error=attrs_err)
-        self._finish("keep" if self.client_keep else "close")
-
-    def on_upstream_lost(self, exc: Exception | None) -> None:
-        if self.done.done():
-            return
-        if (
-            not self.got_bytes
-            and self.upstream.reused
-            and self.request_complete
-            and self.head.method in IDEMPOTENT
-        ):
-            self._finish("retry")  # a kept-alive connection closed under us: send again
-            return
-        why = str(exc) if exc else "upstream closed the connection"
-        session = self.client.session
-        if session is not None:
-            session.metrics.upstream_errors.inc()
-        self._error_response(502, "bad_upstream", f"upstream failed: {why}")
-
-    def on_protocol_error(self, err: ProtocolError) -> None:
-        self.discard = True
-        self._error_response(502, "bad_upstream", f"invalid response from the upstream: {err.message}")
-
-    def on_timeout(self) -> None:
-        self.timer = None
-        if self.done.done() or self.status:
-            return
-        self.discard = True
-        self._error_response(504, "upstream_timeout", "the upstream did not answer in time")
-        if self.upstream.transport is not None:
-            self.upstream.transport.close()
-
-    def client_gone(self) -> None:
-        if self.upstream.transport is not None and not self.done.done():
-            self.upstream.transport.abort()
-        self._finish("close")
-
-
-class UpstreamConnection(asyncio.Protocol):
-    def __init__(self, client: ClientConnection) -> None:
-        self.client = client
-        self.parser = ResponseParser(client.proxy.options.max_header_bytes)
-        self.transport: asyncio.Transport | None = None
-        self.exchange: Exchange | None = None
-        self.closed = False
-        self.eof = False
-        self.reused = False
-        self.tunnel = False
-        self.write_paused = False
-        self._drain: asyncio.Future[None] | None = None
-        self._pauses: set[str] = set()
-
-    @property
-    def usable(self) -> bool:
-        return (
-            not self.closed
-            and not self.eof
-            and self.transport is not None
-            and not self.transport.is_closing()
-            and (self.exchange is None or self.exchange.done.done())
-        )
-
-    def begin(self, ex: Exchange) -> None:
-        self.exchange = ex
-        self.parser.expect(ex.head.method)
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    # -- flow control ------------------------------------------------------------
-    def pause(self, why: str) -> None:
-        if not self._pauses and self.transport is not None:
-            self.transport.pause_reading()
-        self._pauses.add(why)
-
-    def resume(self, why: str) -> None:
-        if why not in self._pauses:
-            return
-        self._pauses.discard(why)
-        if not self._pauses and self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    async def drained(self) -> None:
-        if not self.write_paused or self.closed:
-            return
-        self._drain = asyncio.get_running_loop().create_future()
-        await self._drain
-
-    # -- asyncio.Protocol ----------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.tunnel:
-            self.client.tunnel_out(data)
-            return
-        ex = self.exchange
-        if ex is None or ex.done.done():
-            # nothing was asked: a broken upstream; drop the connection
-            if self.transport is not None:
-                self.transport.close()
-            return
-        ex.got_bytes = True
-        try:
-            events = self.parser.feed(data)
-        except ProtocolError as exc:
-            ex.on_protocol_error(exc)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        self._deliver(ex, events)
-
-    def _deliver(self, ex: Exchange, events: list[Event]) -> None:
-        for ev in events:
-            if isinstance(ev, Data):
-                ex.on_data(ev.data)
-            elif ev is END or isinstance(ev, EndOfMessage):
-                ex.on_end()
-                if ex.status == 101:
-                    leftover = self.parser.take_buffer()
-                    client_left = self.client.parser.take_buffer()
-                    self.client.start_tunnel(self, client_left)
-                    if leftover:
-                        self.client.tunnel_out(leftover)
-                    return
-            else:
-                assert isinstance(ev, ResponseHead)
-                ex.on_head(ev)
-        if not ex.done.done():
-            ex.flush_out()
-            ex.flush_record()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        if self.tunnel:
-            t = self.client.transport
-            if t is not None and t.can_write_eof() and not self.client.eof:
-                t.write_eof()
-                return True
-            self.client.tunnel_closed()
-            return False
-        ex = self.exchange
-        if ex is not None and not ex.done.done():
-            try:
-                events = self.parser.feed_eof()
-            except ProtocolError:
-                return False  # connection_lost reports it
-            self._deliver(ex, events)
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-        if self.tunnel:
-            self.client.tunnel_closed()
-            if self.client.transport is not None:
-                self.client.transport.close()
-            return
-        ex = self.exchange
-        if ex is not None and not ex.done.done():
-            ex.on_upstream_lost(exc)
-

@@ -1,0 +1,423 @@
+"""One request/response through the upstream (``Exchange``), driven by the
+upstream connection's protocol callbacks without any await: response heads
+rewritten for the client, bodies decoded and masked on the way, recorded
+up to the cap."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import TYPE_CHECKING, Any, cast
+
+from hoopd.model import Output, Stream
+
+from .bodies import BodyMasker, BodyRefused, Plan, plan_response
+from .h1 import (
+    END,
+    LAST_CHUNK,
+    Data,
+    EndOfMessage,
+    Event,
+    Headers,
+    ProtocolError,
+    RequestHead,
+    ResponseHead,
+    ResponseParser,
+    chunk,
+    response_head_bytes,
+)
+from .shared import IDEMPOTENT, RESPONSE_DROP, json_response, ms
+
+if TYPE_CHECKING:
+    from .proxy import ClientConnection
+
+
+class Exchange:
+    """One request/response through the upstream; lives in callbacks."""
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        upstream: UpstreamConnection,
+        cmd: Any,
+        head: RequestHead,
+        started: float,
+        request_complete: bool,
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.cmd = cmd
+        self.head = head
+        self.started = started
+        self.request_complete = request_complete
+        loop = client.proxy.loop
+        self.done: asyncio.Future[str] = loop.create_future()
+        self.got_bytes = False
+        self.head_sent = False
+        self.status = 0
+        self.body: BodyMasker | None = None
+        self.chunked = False
+        self.client_keep = head.keep_alive
+        self.upstream_keep = False
+        self.discard = False
+        self.finished_early = False
+        self.deferred: Headers | None = None
+        self.reason = ""
+        self.record_left = client.proxy.options.record_body_bytes
+        self.rec: list[bytes] = []
+        self.bytes_out = 0
+        self.out: list[bytes] = []
+        self.timer: asyncio.TimerHandle | None = loop.call_later(
+            client.proxy.upstream.response_timeout, self.on_timeout
+        )
+
+    # -- helpers -------------------------------------------------------------
+    def _finish(self, result: str) -> None:
+        self.flush_out()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.done.done():
+            self.done.set_result(result)
+
+    def _record(self, data: bytes) -> None:
+        if self.record_left <= 0 or not data:
+            return
+        part = data[: self.record_left]
+        self.record_left -= len(part)
+        self.rec.append(part)
+
+    def flush_record(self, final: bool = False) -> None:
+        session = self.client.session
+        if session is None:
+            return
+        if self.rec:
+            counts = dict(self.body.counts) if final and self.body is not None else {}
+            session.record(Output(Stream.STDOUT, b"".join(self.rec), self.cmd.seq, counts))
+            self.rec = []
+        self.client.check_recorder()
+
+    def _send(self, data: bytes) -> None:
+        """Queue bytes for the client; ``flush_out`` writes them in one call
+        (once per upstream read: head and body of a small response go together)."""
+        if not data:
+            return
+        self.bytes_out += len(data)
+        self.out.append(data)
+
+    def flush_out(self) -> None:
+        out = self.out
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def _error_response(self, status: int, code: str, message: str) -> None:
+        """Before the head went out: answer with an error; after: cut the connection."""
+        session = self.client.session
+        if session is not None:
+            session.error(message, code)
+            session.result(self.cmd, str(status), duration_ms=ms(self.started), error=message)
+        if not self.head_sent:
+            self.head_sent = True
+            self.out.clear()
+            self.client.write(
+                json_response(status, {"error": code, "message": message}, close=True)
+            )
+        elif self.client.transport is not None:
+            self.out.clear()
+            self.client.transport.abort()
+        self.upstream_keep = False
+        self._finish("close")
+
+    # -- from the upstream -------------------------------------------------------
+    def on_head(self, resp: ResponseHead) -> None:
+        if 100 <= resp.status < 200 and resp.status != 101:
+            return  # interim responses: Expect was answered by the gateway itself
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        proxy = self.client.proxy
+        self.status = resp.status
+        self.upstream_keep = resp.keep_alive and self.request_complete
+        if resp.status == 101:
+            if self.head.upgrade != "websocket":
+                self._error_response(502, "bad_upstream", "unexpected 101 from the upstream")
+                return
+            headers = Headers([h for h in resp.headers.items if h[0] not in ("connection", "upgrade")])
+            headers.add("Connection", "Upgrade")
+            headers.add("Upgrade", resp.headers.get("upgrade") or "websocket")
+            data = response_head_bytes(101, resp.reason, headers)
+            self.head_sent = True
+            self._send(data)
+            self._record(proxy.redacted_head(data, f"HTTP/1.1 101 {resp.reason}", headers))
+            return
+        if resp.framing == "none":
+            plan = Plan("none")
+        else:
+            plan = plan_response(resp.headers, proxy.masker, proxy.options.unmaskable)
+        if plan.mode == "refuse":
+            self.discard = True
+            self._error_response(502, "unmaskable", f"response refused: {plan.reason}")
+            return
+        self.body = BodyMasker(plan, proxy.masker, proxy.options.mask_json_max_bytes, proxy.options.unmaskable)
+        drop = RESPONSE_DROP | frozenset(resp.connection) if resp.connection else RESPONSE_DROP
+        headers = Headers([h for h in resp.headers.items if h[0] not in drop])
+        if plan.transforms:
+            headers.remove("content-length", "content-encoding", "content-md5")
+            etag = headers.get("etag")
+            if etag is not None and not etag.startswith("W/"):
+                headers.set("ETag", "W/" + etag)
+        if plan.transforms and self.body.buffering:
+            self.deferred = headers
+            return
+        if resp.framing == "none":
+            pass
+        elif not plan.transforms and resp.framing == "length":
+            pass  # Content-Length kept
+        elif self.head.version == "1.1":
+            headers.add("Transfer-Encoding", "chunked")
+            self.chunked = True
+        else:
+            self.client_keep = False
+        self._send_head(resp.status, resp.reason, headers)
+
+    def _send_head(self, status: int, reason: str, headers: Headers, body: bytes = b"") -> None:
+        if not self.client_keep:
+            headers.add("Connection", "close")
+        elif self.head.version == "1.0":
+            headers.add("Connection", "keep-alive")
+        proxy = self.client.proxy
+        data = response_head_bytes(status, reason, headers)
+        self.head_sent = True
+        self._send(data + body if body else data)
+        if self.record_left > 0:
+            self.rec.append(proxy.redacted_head(data, f"HTTP/1.1 {status} {reason}", headers))
+
+    def on_data(self, data: bytes) -> None:
+        if self.discard or self.body is None:
+            return
+        try:
+            out = self.body.feed(data)
+        except BodyRefused as exc:
+            self.discard = True
+            self._error_response(502, "unmaskable", f"response refused: {exc}")
+            return
+        except zlib.error as exc:
+            self.discard = True
+            self._error_response(502, "bad_upstream", f"cannot decode the response body: {exc}")
+            return
+        if out:
+            self._out(out)
+
+    def _out(self, out: bytes) -> None:
+        session = self.client.session
+        if session is not None:
+            session.upstream_data(out, record=False)
+        self._record(out)
+        self._send(chunk(out) if self.chunked else out)
+
+    def on_end(self) -> None:
+        if self.done.done():
+            return
+        if self.status == 101:
+            self.flush_record()
+            self._finish("tunnel")
+            return
+        if self.discard or self.body is None:
+            self._finish("close")
+            return
+        try:
+            tail = self.body.finish()
+        except (BodyRefused, zlib.error) as exc:
+            self.discard = True
+            self._error_response(502, "unmaskable", f"response refused: {exc}")
+            return
+        session = self.client.session
+        if self.deferred is not None:
+            headers = self.deferred
+            headers.add("Content-Length", str(len(tail)))
+            self._send_head(self.status, "", headers, tail)
+            if session is not None:
+                session.upstream_data(tail, record=False, masked=self.body.counts)
+            self._record(tail)
+        elif tail:
+            self._out(tail)
+        if self.chunked:
+            self._send(LAST_CHUNK)
+        if session is not None:
+            if self.body.counts and self.deferred is None:
+                session.upstream_data(b"", masked=self.body.counts, record=False)
+            self.flush_record(final=True)
+            attrs_err = "masked as text: JSON over the size limit" if self.body.fell_back else ""
+            session.result(self.cmd, str(self.status), duration_ms=ms(self.started), error=attrs_err)
+        self._finish("keep" if self.client_keep else "close")
+
+    def on_upstream_lost(self, exc: Exception | None) -> None:
+        if self.done.done():
+            return
+        if (
+            not self.got_bytes
+            and self.upstream.reused
+            and self.request_complete
+            and self.head.method in IDEMPOTENT
+        ):
+            self._finish("retry")  # a kept-alive connection closed under us: send again
+            return
+        why = str(exc) if exc else "upstream closed the connection"
+        session = self.client.session
+        if session is not None:
+            session.metrics.upstream_errors.inc()
+        self._error_response(502, "bad_upstream", f"upstream failed: {why}")
+
+    def on_protocol_error(self, err: ProtocolError) -> None:
+        self.discard = True
+        self._error_response(502, "bad_upstream", f"invalid response from the upstream: {err.message}")
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        if self.done.done() or self.status:
+            return
+        self.discard = True
+        self._error_response(504, "upstream_timeout", "the upstream did not answer in time")
+        if self.upstream.transport is not None:
+            self.upstream.transport.close()
+
+    def client_gone(self) -> None:
+        if self.upstream.transport is not None and not self.done.done():
+            self.upstream.transport.abort()
+        self._finish("close")
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, client: ClientConnection) -> None:
+        self.client = client
+        self.parser = ResponseParser(client.proxy.options.max_header_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self.closed = False
+        self.eof = False
+        self.reused = False
+        self.tunnel = False
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._pauses: set[str] = set()
+
+    @property
+    def usable(self) -> bool:
+        return (
+            not self.closed
+            and not self.eof
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and (self.exchange is None or self.exchange.done.done())
+        )
+
+    def begin(self, ex: Exchange) -> None:
+        self.exchange = ex
+        self.parser.expect(ex.head.method)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # -- flow control ------------------------------------------------------------
+    def pause(self, why: str) -> None:
+        if not self._pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self._pauses.add(why)
+
+    def resume(self, why: str) -> None:
+        if why not in self._pauses:
+            return
+        self._pauses.discard(why)
+        if not self._pauses and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    async def drained(self) -> None:
+        if not self.write_paused or self.closed:
+            return
+        self._drain = asyncio.get_running_loop().create_future()
+        await self._drain
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel:
+            self.client.tunnel_out(data)
+            return
+        ex = self.exchange
+        if ex is None or ex.done.done():
+            # nothing was asked: a broken upstream; drop the connection
+            if self.transport is not None:
+                self.transport.close()
+            return
+        ex.got_bytes = True
+        try:
+            events = self.parser.feed(data)
+        except ProtocolError as exc:
+            ex.on_protocol_error(exc)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._deliver(ex, events)
+
+    def _deliver(self, ex: Exchange, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, Data):
+                ex.on_data(ev.data)
+            elif ev is END or isinstance(ev, EndOfMessage):
+                ex.on_end()
+                if ex.status == 101:
+                    leftover = self.parser.take_buffer()
+                    client_left = self.client.parser.take_buffer()
+                    self.client.start_tunnel(self, client_left)
+                    if leftover:
+                        self.client.tunnel_out(leftover)
+                    return
+            else:
+                assert isinstance(ev, ResponseHead)
+                ex.on_head(ev)
+        if not ex.done.done():
+            ex.flush_out()
+            ex.flush_record()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        if self.tunnel:
+            t = self.client.transport
+            if t is not None and t.can_write_eof() and not self.client.eof:
+                t.write_eof()
+                return True
+            self.client.tunnel_closed()
+            return False
+        ex = self.exchange
+        if ex is not None and not ex.done.done():
+            try:
+                events = self.parser.feed_eof()
+            except ProtocolError:
+                return False  # connection_lost reports it
+            self._deliver(ex, events)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        if self.tunnel:
+            self.client.tunnel_closed()
+            if self.client.transport is not None:
+                self.client.transport.close()
+            return
+        ex = self.exchange
+        if ex is not None and not ex.done.done():
+            ex.on_upstream_lost(exc)

@@ -1,0 +1,78 @@
+"""Recording of the request side of an exchange: the request head as the
+client sent it (credentials redacted) and the first ``record_body_bytes`` of
+its body, masked."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hoopd.model import Output, Stream
+
+from .bodies import mask_request_body
+from .h1 import RequestHead
+
+if TYPE_CHECKING:
+    from .proxy import ClientConnection
+
+
+class RequestRecorder:
+    """Records the request line, headers (credentials redacted) and the first
+    ``record_body_bytes`` of the body, masked."""
+
+    def __init__(
+        self, client: ClientConnection, seq: int, head: RequestHead, ctype: str, cenc: str
+    ) -> None:
+        self.client = client
+        self.seq = seq
+        self.head = head
+        self.ctype = ctype
+        self.cenc = cenc
+        self.left = client.proxy.options.record_body_bytes
+        self.stream: Any = None
+        self.total = 0
+
+    def start(self, body: bytes, complete: bool) -> None:
+        proxy = self.client.proxy
+        session = self.client.session
+        assert session is not None
+        head = self.head
+        raw_head = proxy.redacted_head(
+            head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers
+        )
+        counts: dict[str, int] = {}
+        data = body[: self.left]
+        self.total = len(body)
+        if data and complete and len(body) <= self.left:
+            data, counts = mask_request_body(proxy.masker if proxy.masking else None, data, self.ctype, self.cenc)
+        elif data:
+            data = self._stream_mask(data)
+        self.left -= min(len(body), self.left)
+        session.record(Output(Stream.STDIN, raw_head + data, self.seq, counts))
+
+    def _stream_mask(self, data: bytes) -> bytes:
+        proxy = self.client.proxy
+        if not proxy.masking or self.cenc:
+            return data if not self.cenc else b""
+        if self.stream is None:
+            self.stream = proxy.masker.stream()
+        return bytes(self.stream.feed(data))
+
+    def feed(self, data: bytes) -> None:
+        self.total += len(data)
+        if self.left <= 0:
+            return
+        part = data[: self.left]
+        self.left -= len(part)
+        out = self._stream_mask(part)
+        if out:
+            session = self.client.session
+            assert session is not None
+            session.record(Output(Stream.STDIN, out, self.seq))
+
+    def finish(self) -> None:
+        if self.stream is not None:
+            tail = bytes(self.stream.flush())
+            session = self.client.session
+            if tail and session is not None:
+                session.record(Output(Stream.STDIN, tail, self.seq, dict(self.stream.counts)))
+            self.stream = None
