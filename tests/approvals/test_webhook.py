@@ -66,9 +66,8 @@ def approval(state: ApprovalState = ApprovalState.PENDING) -> Approval:
 async def test_json_with_retry_and_signature(hook: Hook) -> None:
     hook.fail_first = 2
     n = WebhookNotifier(hook.url, "json", retries=3, backoff=0.01, secret="s3cret")
-    t = time.monotonic()
     n.notify("approval.created", approval())
-    assert time.monotonic() - t < 0.05  # fire-and-forget
+    assert hook.calls == 0  # fire-and-forget: nothing was sent while notify() ran
     assert await n.drain(5)
     await n.close()
     assert hook.calls == 3 and n.sent == 1
