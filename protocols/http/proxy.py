@@ -22,11 +22,13 @@ import logging
 import ssl
 import time
 from collections import deque
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from hoopd.aio import spawn
 from hoopd.gateway import AuthFailed, SessionRefused
 from hoopd.model import AuthMethod, CommandKind, Identity, Output, Stream, Verdict
+from hoopd.policy import decide_command
 from hoopd.tls import identity_from_peercert
 
 from .approval import APPROVAL_HEADER, decide_retry
@@ -80,6 +82,11 @@ class ClientConnection(asyncio.Protocol):
         self._pauses: set[str] = set()
         self._write_paused = False
         self._terminated = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.awaiting_head = False
+        """The serve task waits for the next request head (nothing in flight)."""
+        self.fast_busy = False
+        """A request taken by the callback fast path is in flight."""
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -99,6 +106,19 @@ class ClientConnection(asyncio.Protocol):
             self.error = exc
             events = []
             self.pause("error")
+        self._dispatch(events)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        if (
+            len(events) == 2
+            and self.awaiting_head
+            and not self.fast_busy
+            and not self.events
+            and self.exchange is None
+            and isinstance(events[0], RequestHead)
+            and self._fast(events[0])
+        ):
+            return
         for ev in events:
             if isinstance(ev, Data):
                 self.queued += len(ev.data)
@@ -188,16 +208,19 @@ class ClientConnection(asyncio.Protocol):
         while not self.events:
             if self.error is not None:
                 raise self.error
-            if self.eof or self.closed:
+            if self.closed or (self.eof and not self.fast_busy):
                 return None
             loop = self.proxy.loop
             waiter = self.waiter = loop.create_future()
-            timer = loop.call_later(idle, expire, waiter) if idle is not None else None
+            timer = loop.call_later(idle, self._idle, waiter, idle) if idle is not None else None
             try:
                 timed_out = await waiter
             finally:
                 self.waiter = None
-                if timer is not None:
+                if self._idle_timer is not None:
+                    self._idle_timer.cancel()
+                    self._idle_timer = None
+                elif timer is not None:
                     timer.cancel()
             if timed_out:
                 return None
@@ -207,6 +230,13 @@ class ClientConnection(asyncio.Protocol):
             if self.queued <= QUEUE_LIMIT // 2:
                 self.resume("backlog")
         return ev
+
+    def _idle(self, waiter: asyncio.Future[bool], idle: float) -> None:
+        """Idle timeout, unless a fast-path request is in flight (then look again later)."""
+        if self.fast_busy and not waiter.done():
+            self._idle_timer = self.proxy.loop.call_later(idle, self._idle, waiter, idle)
+            return
+        expire(waiter)
 
     def write(self, data: bytes) -> None:
         t = self.transport
@@ -218,6 +248,7 @@ class ClientConnection(asyncio.Protocol):
         reason, error = "client_closed", ""
         try:
             while not self.closed:
+                self.awaiting_head = True
                 try:
                     ev = await self.next_event(idle=self.proxy.options.idle_timeout)
                 except ProtocolError as exc:
@@ -230,6 +261,8 @@ class ClientConnection(asyncio.Protocol):
                         self.session.error(exc.message, "protocol_error")
                     reason, error = "protocol_error", exc.message
                     break
+                finally:
+                    self.awaiting_head = False
                 if ev is None:
                     break
                 if not isinstance(ev, RequestHead):  # pragma: no cover - parser guarantees it
@@ -339,6 +372,126 @@ class ClientConnection(asyncio.Protocol):
         self.session = session
         session.set_terminator(self._terminate)
         return True
+
+    # -- the callback fast path ------------------------------------------------------
+    def _fast(self, head: RequestHead) -> bool:
+        """Handle a bodyless request entirely in callbacks, without waking the
+        serve task: same identity as before, upstream connection open, plain
+        request, and a decision that needs no reviewer. Returns False (having
+        recorded nothing) when the request needs the general path."""
+        proxy = self.proxy
+        session = self.session
+        upstream = self.upstream
+        if session is None or upstream is None or not upstream.usable or head.upgrade:
+            return False
+        if proxy.connection.auth == "default":
+            value = head.headers.get("authorization") or ""
+            if value[:7].lower() != "bearer " or value[7:].strip() != self.token:
+                return False
+        path, query = split_target(head.target)
+        if path == "*":
+            return False
+        npath = normalize_path(path)
+        text = f"{head.method} {npath}?{query}" if query else f"{head.method} {npath}"
+        found = proxy.scorer.assess(head.method, npath, text)
+        decision = decide_command(
+            0, proxy.connection.risk, session.identity, found, break_glass=session.break_glass
+        )
+        if decision.verdict is Verdict.REVIEW:
+            return False
+        started = time.perf_counter()
+        attrs: dict[str, Any] = {"method": head.method, "path": proxy.mask_text(npath)}
+        if query:
+            attrs["query"] = proxy.mask_text(query)
+        cmd = session.command(CommandKind.HTTP, proxy.mask_text(text), attrs)
+        recorder = RequestRecorder(self, cmd.seq, head, "", "")
+        recorder.start(b"", True)
+        decision = session.final_decision(replace(decision, command_seq=cmd.seq))
+        self.fast_busy = True
+        if decision.verdict is Verdict.DENY:
+            self._deny(cmd, decision, started, keep=head.keep_alive)
+            self._after_request(head.keep_alive)
+            return True
+        up_head, _ = self._upstream_head(head, npath, query, b"", True)
+        ex = Exchange(self, upstream, cmd, head, started, True)
+        self.exchange = ex
+        upstream.reused = True
+        upstream.begin(ex)
+        upstream.write(up_head)
+        recorder.finish()
+        self.check_recorder()
+        ex.done.add_done_callback(
+            lambda _: self._fast_done(ex, upstream, cmd, head, npath, query, started, recorder)
+        )
+        return True
+
+    def _fast_done(
+        self,
+        ex: Exchange,
+        upstream: UpstreamConnection,
+        cmd: Any,
+        head: RequestHead,
+        npath: str,
+        query: str,
+        started: float,
+        recorder: RequestRecorder,
+    ) -> None:
+        self.exchange = None
+        result = ex.done.result()
+        if result == "retry":  # a kept-alive upstream connection closed under us
+            spawn(self._fast_retry(cmd, head, npath, query, started, recorder), name="http-retry")
+            return
+        if not ex.upstream_keep:
+            if self.upstream is upstream:
+                self.upstream = None
+            if upstream.transport is not None:
+                upstream.transport.close()
+        self._after_request(result == "keep" and head.keep_alive)
+
+    async def _fast_retry(
+        self,
+        cmd: Any,
+        head: RequestHead,
+        npath: str,
+        query: str,
+        started: float,
+        recorder: RequestRecorder,
+    ) -> None:
+        try:
+            keep = await self._forward(cmd, head, npath, query, b"", True, started, recorder, retried=True)
+        except Exception:
+            log.exception("http retry failed")
+            keep = False
+        self._after_request(keep)
+
+    def _after_request(self, keep: bool) -> None:
+        """A fast-path request is done: close, or go on with what the client sent next."""
+        self.fast_busy = False
+        if not keep or self.closed:
+            if self.transport is not None:
+                self.transport.close()
+            self._wake()
+            return
+        self.parser.next_message()
+        try:
+            events = self.parser.feed(b"")
+        except ProtocolError as exc:
+            self.error = exc
+            events = []
+        self.resume("backlog")
+        self._dispatch(events)
+
+    def _deny(self, cmd: Any, decision: Any, started: float, *, keep: bool) -> None:
+        payload: dict[str, Any] = {
+            "error": "denied",
+            "message": "request denied by policy",
+            "reasons": list(decision.reasons),
+        }
+        if decision.approval_id:
+            payload["approval_id"] = decision.approval_id
+        self.write(json_response(403, payload, close=not keep))
+        assert self.session is not None
+        self.session.result(cmd, "403", duration_ms=ms(started), error="denied")
 
     # -- one request -------------------------------------------------------------
     async def _body_prefix(self, head: RequestHead) -> tuple[bytes, bool] | None:
@@ -458,15 +611,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return False
         if decision.verdict is Verdict.DENY:
-            payload: dict[str, Any] = {
-                "error": "denied",
-                "message": "request denied by policy",
-                "reasons": list(decision.reasons),
-            }
-            if decision.approval_id:
-                payload["approval_id"] = decision.approval_id
-            self.write(json_response(403, payload, close=not keep_after_refusal))
-            session.result(cmd, "403", duration_ms=ms(started), error="denied")
+            self._deny(cmd, decision, started, keep=keep_after_refusal)
             return keep_after_refusal
         return await self._forward(cmd, head, npath, query, body, complete, started, recorder)
 
@@ -557,11 +702,13 @@ class ClientConnection(asyncio.Protocol):
         complete: bool,
         started: float,
         recorder: RequestRecorder,
+        *,
+        retried: bool = False,
     ) -> bool:
         session = self.session
         assert session is not None
         up_head, chunked = self._upstream_head(head, npath, query, body, complete)
-        attempt = 0
+        attempt = 1 if retried else 0
         while True:
             try:
                 upstream = await self._connect()

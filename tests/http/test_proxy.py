@@ -386,3 +386,55 @@ def test_client_certificate_identity(env: Env) -> None:
     assert without.returncode != 0  # the TLS handshake requires a certificate
     sid = sessions_with(env.recordings, "GET /echo/mtls")[-1]
     assert session_events(env.recordings, sid, "command")
+
+
+def _exchange(sock: Any, request: bytes, method: str = "GET") -> tuple[int, bytes]:
+    from protocols.http.h1 import Data, EndOfMessage, ResponseHead, ResponseParser
+
+    parser = ResponseParser()
+    parser.expect(method)
+    sock.sendall(request)
+    status, body = 0, b""
+    while True:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed"
+        for ev in parser.feed(chunk):
+            if isinstance(ev, ResponseHead):
+                status = ev.status
+            elif isinstance(ev, Data):
+                body += ev.data
+            elif isinstance(ev, EndOfMessage):
+                return status, body
+
+
+def test_many_requests_on_one_connection(env: Env) -> None:
+    """After the first request, a connection's plain requests take the
+    callback fast path: allowed, denied and masked ones alike."""
+    import socket
+
+    key = KEYS["alice"][0]
+
+    def req(method: str, path: str) -> bytes:
+        return f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Length: 0\r\n\r\n".encode()
+
+    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=10) as s:
+        assert _exchange(s, req("GET", "/echo/seq1"))[0] == 200
+        status, body = _exchange(s, req("POST", "/admin/seq2"), "POST")
+        assert status == 403 and json.loads(body)["error"] == "denied"
+        status, body = _exchange(s, req("GET", "/json"))
+        assert status == 200 and json.loads(body)["email"] == "[EMAIL]"
+        for i in range(20):
+            assert _exchange(s, req("HEAD", f"/echo/h{i}"), "HEAD")[0] == 200
+        # another identity's token on the same connection is refused (general path)
+        other = f"GET /echo/seq3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['bob'][0]}\r\n\r\n"
+        s.sendall(other.encode())
+        data = s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 401")  # one connection, one identity
+    sid = sessions_with(env.recordings, "POST /admin/seq2")[-1]
+    texts = [e.text for e in session_events(env.recordings, sid, "command")]
+    assert texts[:3] == ["GET /echo/seq1", "POST /admin/seq2", "GET /json"]
+    assert len(texts) == 23
+    verdicts = [d.verdict.value for d in session_events(env.recordings, sid, "decision") if d.command_seq]
+    assert verdicts[:3] == ["allow", "deny", "allow"]
+    statuses = [r.status for r in session_events(env.recordings, sid, "result")]
+    assert statuses[:3] == ["200", "403", "200"]
