@@ -4,7 +4,10 @@ requests, reconnected when the upstream closes it).
 
 Requests on a connection are handled one after the other by a single task
 (``ClientConnection.serve``): authenticate, read a bounded body prefix,
-record the command, decide, forward. Responses flow back in the upstream
+record the command, decide, forward. Once a connection is established, a
+plain bodyless request with the same credential whose decision needs no
+reviewer is handled in the read callback itself (``_fast``), without waking
+the task; everything else takes the general path. Responses flow back in the upstream
 protocol's callbacks (``Exchange``) without any await, through the body
 masker, to the client. Pipelined requests wait in the parser until the
 response before them is done.
