@@ -99,6 +99,8 @@ class PostgresHandler(ProtocolHandler):
         self.options: PostgresOptions = connection.options  # type: ignore[assignment]
         self._server: asyncio.Server | None = None
         self._keys: dict[tuple[int, int], ClientConnection] = {}
+        self.row_descriptions: dict[bytes, tuple[Any, Any]] = {}
+        """RowDescription bytes -> (columns, masking plan): shared by sessions."""
         from ._masking import StreamMasking
         from ._scoring import Scorer
 

@@ -37,12 +37,13 @@ from hoopd.config import RiskSection
 from hoopd.gateway import AuthFailed, SessionRefused
 from hoopd.model import AuthMethod, CommandKind, Identity, Stream, Verdict
 from hoopd.policy import Assessment, decide_command
+from hoopd.session import SessionEnded
 from hoopd.tls import identity_from_peercert
 
 from . import _messages as m
 from . import _wire as w
-from ._masking import BinaryCopyHit, frame_index
-from ._scoring import combine, split_statements
+from ._masking import BinaryCopyHit, Hits
+from ._scoring import Judge, combine, split_statements
 from ._tracker import (
     BIND,
     CLOSE,
@@ -68,6 +69,7 @@ log = logging.getLogger("hoopd.postgres")
 
 HANDSHAKE_LIMIT = 64 * 1024
 STASH_LIMIT = 4 * 1024 * 1024
+ROW_DESCRIPTION_CACHE = 256
 DENY_SQL = "HOOPD DENIED"
 SQLSTATE_DENIED = "42501"
 FUNCTION_CALL_SCORE = 75
@@ -78,7 +80,10 @@ _DEFAULT_RISK = RiskSection()
 _GUC_BLOCKED = frozenset({"user", "database", "options", "replication", "application_name"})
 
 
-_UNSET: Any = object()
+_MASKED_OTHER = frozenset({w.COPY_DATA, w.NOTIFICATION, w.ERROR, w.NOTICE})
+"""Backend messages other than DataRow whose text is masked."""
+_I32 = struct.Struct("!i")
+_SIMPLE = {"protocol": "simple"}
 
 
 class ClientGone(Exception):
@@ -114,6 +119,7 @@ class ClientConnection(asyncio.Protocol):
         self.gateway = handler.gateway
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
+        self.judge: Judge | None = None
         self.up: UpstreamProtocol | None = None
         self.tracker = Tracker(self)
         self.masking = handler.masking if handler.masking.active else None
@@ -433,6 +439,9 @@ class ClientConnection(asyncio.Protocol):
         except SessionRefused as exc:
             raise FatalError("28000", exc.message) from None
         self.session = session
+        self.judge = Judge(
+            self.handler.scorer, self.prepared, self._risk, session.identity, session.break_glass
+        )
         session.set_terminator(self._terminate)
         if self._closed:
             self._end("client_closed")
@@ -532,8 +541,11 @@ class ClientConnection(asyncio.Protocol):
 
     # == client -> server ==============================================================
     def _client_data(self, data: bytes) -> None:
-        if self.state == DECIDING or self._gated:
-            self._stash_add(data)
+        if self.state != NORMAL or self._gated:
+            if self.state == DECIDING or self._gated:
+                self._stash_add(data)
+                return
+        elif data[:1] == b"Q" and not self.cframer.pending() and self._quick_query(data):
             return
         try:
             buf, frames = self.cframer.feed(data)
@@ -541,6 +553,41 @@ class ClientConnection(asyncio.Protocol):
                 self._client_frames(buf, frames)
         except w.ProtocolViolation as exc:
             self._fatal("08P01", f"invalid frontend message: {exc}", reason="protocol_error")
+
+    def _quick_query(self, data: bytes) -> bool:
+        """Hot path: ``data`` is exactly one simple Query whose statements
+        are all allowed. False (nothing done) if it is not: the general path
+        takes it."""
+        n = len(data)
+        if n < 6 or _I32.unpack_from(data, 1)[0] != n - 1 or data.find(b"\0", 5) != n - 1:
+            return False
+        session = self.session
+        judge = self.judge
+        assert session is not None and judge is not None
+        stmts = split_statements(data[5 : n - 1].decode("utf-8", "replace"))
+        if not stmts:
+            return False
+        texts = [stmt.strip() for stmt in stmts]
+        judged = [judge(text) for text in texts]
+        for j in judged:
+            if not j.allowed:
+                return False
+        runs = []
+        try:
+            for text, j in zip(texts, judged, strict=True):
+                cmd = session.command(CommandKind.SQL, text, _SIMPLE)
+                session.final_decision(j.decision(cmd.seq))
+                runs.append(Running(cmd))
+        except SessionEnded:
+            return True
+        tracker = self.tracker
+        tracker.expect(QUERY, "", runs)
+        tracker.outstanding_batch = False
+        session.client_data(data, record=False)
+        self._send_up(data)
+        if session.congested:
+            self._wait_for_recorder()
+        return True
 
     def _stash_add(self, data: bytes) -> None:
         self._stash.append(data)
@@ -730,17 +777,14 @@ class ClientConnection(asyncio.Protocol):
         items: list[tuple[Running, Assessment, Any]],
     ) -> tuple[Running, Verdict]:
         session = self.session
-        assert session is not None
+        assert session is not None and self.judge is not None
+        judged = self.judge(text)
         cmd = session.command(CommandKind.SQL, text, attrs)
-        found = self.handler.scorer.assess(text, self.prepared)
         run = Running(cmd)
-        items.append((run, found, params))
-        decision = decide_command(
-            cmd.seq, self._risk, session.identity, found, break_glass=session.break_glass
-        )
-        if decision.verdict in _ALLOWED:
-            session.final_decision(decision)
-        return run, decision.verdict
+        items.append((run, judged.assessment, params))
+        if judged.allowed:
+            session.final_decision(judged.decision(cmd.seq))
+        return run, judged.verdict
 
     def _judge_function(
         self, oid: int, nargs: int, items: list[tuple[Running, Assessment, Any]]
@@ -894,17 +938,14 @@ class ClientConnection(asyncio.Protocol):
     # == server -> client ================================================================
     def _upstream_data(self, data: bytes) -> None:
         session = self.session
-        if session is None or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if session is None or transport is None or transport.is_closing():
             return
         try:
-            buf, frames = self.bframer.feed(data)
-        except w.ProtocolViolation as exc:
-            self._fatal("08P01", f"hoopd: invalid data from the database: {exc}")
-            return
-        if not frames:
-            return
-        try:
-            out, counts, seq = self._backend_frames(buf, frames)
+            buf, start, end, others, rows = self.bframer.feed_rows(data)
+            if end == start:
+                return
+            out, counts, seq = self._backend(buf, start, end, others, rows)
         except BinaryCopyHit:
             self._fatal(
                 "42501",
@@ -916,68 +957,47 @@ class ClientConnection(asyncio.Protocol):
             self._fatal("08P01", f"hoopd: invalid data from the database: {exc}")
             return
         if out:
-            self.transport.write(out)
-            session.upstream_data(out, Stream.ROWS, command_seq=seq, masked=counts)
+            try:
+                # recorded before it moves on: a failed recorder ends the session
+                session.upstream_data(out, Stream.ROWS, command_seq=seq, masked=counts)
+            except SessionEnded:
+                return
+            transport.write(out)
             if session.congested:
                 self._wait_for_recorder()
 
-    def _backend_frames(
-        self, buf: bytes, frames: list[w.Frame]
+    def _backend(
+        self, buf: bytes, start: int, end: int, others: list[w.RowsFrame], rows: int
     ) -> tuple[bytes, dict[str, int], int]:
+        """Track, count and mask one run of complete backend messages.
+
+        DataRows come in blocks between the other messages; a block is only
+        looked at row by row when it has to be (a prefilter hit in it, a
+        column rule or binary number column, a cap about to be exceeded).
+        Otherwise the original bytes go on untouched."""
         tracker = self.tracker
         masking = self.masking
-        hitset: set[int] | None = None
-        if masking is not None and masking.scans:
-            hits = masking.hits(buf, frames[0][1], frames[-1][2])
-            if hits:
-                starts = [f[1] for f in frames]
-                hitset = {frame_index(starts, p) for p in hits}
+        hits: Hits | None = None
+        if masking is not None and masking.scans and self._needs_scan(start, end, others, rows):
+            hits = masking.hits(buf, start, end)
         pieces: list[bytes] = []
-        seg = frames[0][1]
+        seg = start
         counts: dict[str, int] = {}
         run = tracker.current()
         seq = run.cmd.seq if run is not None else 0
-        plan: Any = _UNSET if masking is not None else None
-        nrows = 0
-        nbytes = 0
-        caps = self._caps
-        for i, (t, s, e) in enumerate(frames):
-            if t == w.DATA_ROW:
-                if caps and run is not None and self._over_cap(run, nrows, nbytes + e - s):
-                    # drop the row; the statement is being canceled
-                    pieces.append(buf[seg:s])
-                    seg = e
-                    continue
-                nrows += 1
-                nbytes += e - s
-                if plan is _UNSET:
-                    plan = self._plan(run)
-                if plan is not None and (plan.forced or (hitset is not None and i in hitset)):
-                    assert masking is not None
-                    cols = run.columns if run is not None else None
-                    new, c = masking.mask_row(buf, s, e, plan, cols or [])
-                    if c:
-                        for k, n in c.items():
-                            counts[k] = counts.get(k, 0) + n
-                    if new is not None:
-                        pieces.append(buf[seg:s])
-                        pieces.append(new)
-                        seg = e
-                continue
-            if nrows or nbytes:
-                if run is not None:
-                    run.rows += nrows
-                    run.bytes += nbytes
-                self._session_rows += nrows
-                self._session_bytes += nbytes
-                nrows = nbytes = 0
+        pos = start  # first byte of the current block of DataRows
+        before = 0
+        for t, s, e, nrows in others:
+            if nrows != before:
+                seg = self._rows(buf, pos, s, nrows - before, run, hits, pieces, seg, counts)
+                before = nrows
             replacement = self._backend_message(t, buf, s, e, run)
             if (
                 replacement is None
-                and hitset is not None
-                and i in hitset
+                and hits is not None
                 and masking is not None
-                and t in (w.COPY_DATA, w.NOTIFICATION, w.ERROR, w.NOTICE)
+                and t in _MASKED_OTHER
+                and hits.touch(s, e)
             ):
                 replacement, c = masking.mask_other(t, buf, s, e, tracker.copy_out_binary)
                 for k, n in c.items():
@@ -988,23 +1008,109 @@ class ClientConnection(asyncio.Protocol):
                 seg = e
             if t == w.COPY_DATA and run is not None:
                 run.bytes += e - s
+            pos = e
             nxt = tracker.current()
-            if nxt is not run or t == w.ROW_DESCRIPTION:
+            if nxt is not run:
                 run = nxt
                 if run is not None:
                     seq = run.cmd.seq
-                plan = _UNSET if masking is not None else None
-        if nrows or nbytes:
-            if run is not None:
-                run.rows += nrows
-                run.bytes += nbytes
-            self._session_rows += nrows
-            self._session_bytes += nbytes
-        end = frames[-1][2]
+        if rows != before:
+            seg = self._rows(buf, pos, end, rows - before, run, hits, pieces, seg, counts)
         if not pieces:
-            return buf[seg:end] if seg or end != len(buf) else buf, counts, seq
+            return (buf[seg:end] if seg or end != len(buf) else buf), counts, seq
         pieces.append(buf[seg:end])
         return b"".join(pieces), counts, seq
+
+    def _needs_scan(self, start: int, end: int, others: list[w.RowsFrame], rows: int) -> bool:
+        """Can anything in buf[start:end] hold a content match?"""
+        for t, _, _, _ in others:
+            if t in _MASKED_OTHER:
+                return True
+        if not rows:
+            return False
+        assert self.masking is not None
+        row_bytes = (end - start) - sum(e - s for _, s, e, _ in others)
+        # A DataRow is at least 7 bytes (type, length, column count), and 11
+        # with a value (plus the value's length): the longest value here is
+        # at most row_bytes - 7 * (rows - 1) - 11 bytes. If that is shorter
+        # than the shortest possible match, no value can hold one.
+        return row_bytes - 7 * rows - 4 >= self.masking.min_width
+
+    def _rows(
+        self,
+        buf: bytes,
+        pos: int,
+        stop: int,
+        n: int,
+        run: Running | None,
+        hits: Hits | None,
+        pieces: list[bytes],
+        seg: int,
+        counts: dict[str, int],
+    ) -> int:
+        """``n`` DataRows in buf[pos:stop] for ``run``. Returns the new ``seg``
+        (first byte not yet copied to ``pieces``)."""
+        nbytes = stop - pos
+        masking = self.masking
+        plan = None
+        if masking is not None and run is not None:
+            # (rows of no statement -- the server and the tracker disagree --
+            # cannot be attributed; they are counted only)
+            plan = run.plan if run.plan is not None else self._plan(run)
+            if not plan.forced and (hits is None or not hits.touch(pos, stop)):
+                plan = None
+        capped = self._caps and run is not None and (run.capped or self._may_exceed(run, n, nbytes))
+        if plan is None and not capped:
+            if run is not None:
+                run.rows += n
+                run.bytes += nbytes
+            self._session_rows += n
+            self._session_bytes += nbytes
+            return seg
+        # row by row
+        assert run is not None
+        unpack = _I32.unpack_from
+        cols = run.columns or []
+        nrows = 0
+        size = 0
+        p = pos
+        while p < stop:
+            e = p + 1 + unpack(buf, p + 1)[0]
+            if capped and self._over_cap(run, nrows, size + e - p):
+                # drop the row; the statement is being canceled
+                pieces.append(buf[seg:p])
+                seg = p = e
+                continue
+            nrows += 1
+            size += e - p
+            if plan is not None and masking is not None and (
+                plan.forced or (hits is not None and hits.touch(p, e))
+            ):
+                new, c = masking.mask_row(buf, p, e, plan, cols)
+                for k, v in c.items():
+                    counts[k] = counts.get(k, 0) + v
+                if new is not None:
+                    pieces.append(buf[seg:p])
+                    pieces.append(new)
+                    seg = e
+            p = e
+        run.rows += nrows
+        run.bytes += size
+        self._session_rows += nrows
+        self._session_bytes += size
+        return seg
+
+    def _may_exceed(self, run: Running, rows: int, size: int) -> bool:
+        opts = self.handler.options
+        return (
+            (opts.max_rows_per_statement is not None and run.rows + rows > opts.max_rows_per_statement)
+            or (opts.max_bytes_per_statement is not None and run.bytes + size > opts.max_bytes_per_statement)
+            or (opts.max_rows_per_session is not None and self._session_rows + rows > opts.max_rows_per_session)
+            or (
+                opts.max_bytes_per_session is not None
+                and self._session_bytes + size > opts.max_bytes_per_session
+            )
+        )
 
     def _plan(self, run: Running | None) -> Any:
         masking = self.masking
@@ -1039,7 +1145,7 @@ class ClientConnection(asyncio.Protocol):
         elif t == w.READY:
             tracker.ready(m.ready_status(buf, s, e))
         elif t == w.ROW_DESCRIPTION:
-            tracker.row_description(m.row_description(buf, s, e))
+            self._row_description(buf, s, e)
         elif t == w.ERROR:
             fields = m.error_fields(buf, s, e)
             if run is not None and run.capped and fields.get("C") == "57014":
@@ -1071,6 +1177,23 @@ class ClientConnection(asyncio.Protocol):
         elif t == w.BACKEND_KEY:
             return b""  # never reveal the backend's key data
         return None
+
+    def _row_description(self, buf: bytes, s: int, e: int) -> None:
+        """Columns of the result that starts, decoded once per distinct
+        RowDescription (and planned once for masking)."""
+        raw = buf[s:e]
+        cache = self.handler.row_descriptions
+        hit = cache.get(raw)
+        if hit is None:
+            cols = m.row_description(buf, s, e)
+            plan = self.masking.plan(cols) if self.masking is not None else None
+            hit = (cols, plan)
+            if len(cache) >= ROW_DESCRIPTION_CACHE:
+                del cache[next(iter(cache))]
+            cache[raw] = hit
+        run = self.tracker.row_description(hit[0])
+        if run is not None:
+            run.plan = hit[1]
 
     # -- caps -------------------------------------------------------------------------
     def _over_cap(self, run: Running, pending_rows: int, pending_bytes: int) -> bool:

@@ -118,13 +118,30 @@ def strip_assertions(pattern: str) -> str:
     return "".join(out)
 
 
-def build_prefilter(config: Any) -> Any:
-    """A compiled superset matcher for every content rule, or None."""
-    from masking._regex import Compiled, strip_group_names
+def min_match_width(patterns: Sequence[str]) -> int:
+    """The fewest bytes any match of any of ``patterns`` spans (0 if unknown).
+
+    Uses Python's regex parser for the width; a pattern it cannot read (RE2
+    only syntax) counts as 0, which turns the shortcut off. Widths are in
+    characters, and a UTF-8 character is at least one byte, so this never
+    overestimates."""
+    import re._parser as sre_parse
+
+    low = None
+    for pat in patterns:
+        try:
+            width = int(sre_parse.parse(pat).getwidth()[0])
+        except Exception:
+            return 0
+        low = width if low is None else min(low, width)
+    return low or 0
+
+
+def prefilter_parts(config: Any) -> list[str]:
+    """The content rules of ``config`` with assertions removed."""
+    from masking._regex import strip_group_names
     from masking.recognizers import BY_ID
 
-    if config is None or not getattr(config, "enabled", True):
-        return None
     parts: list[str] = []
     for rid in config.recognizers.active_ids():
         if rid == "pem_private_key":
@@ -135,6 +152,16 @@ def build_prefilter(config: Any) -> Any:
         if rule.pattern is not None:
             pat = strip_assertions(strip_group_names(rule.pattern))
             parts.append(f"(?i:{pat})" if rule.ignore_case else pat)
+    return parts
+
+
+def build_prefilter(config: Any) -> Any:
+    """A compiled superset matcher for every content rule, or None."""
+    from masking._regex import Compiled
+
+    if config is None or not getattr(config, "enabled", True):
+        return None
+    parts = prefilter_parts(config)
     if not parts:
         return None
     # never_nl as in the engine: no value match crosses a newline, so none
@@ -161,6 +188,8 @@ class StreamMasking:
         self.prefilter = build_prefilter(config) if self.scans else None
         if self.scans and self.prefilter is None:
             self.scans = False
+        self.min_width = min_match_width(prefilter_parts(config)) if self.scans else 0
+        """No content rule matches fewer bytes: shorter values need no scan."""
         self._qualified: list[tuple[str, str]] = []
         for rule in getattr(config, "rules", ()) or ():
             for field in rule.fields:
@@ -220,22 +249,32 @@ class StreamMasking:
         return plan
 
     # -- scanning -----------------------------------------------------------------
-    def hits(self, buf: bytes, start: int, end: int) -> list[int]:
-        """Offsets of prefilter hits in buf[start:end] (at most one per
-        byte position; callers map them to messages)."""
+    def hits(self, buf: bytes, start: int, end: int) -> Hits | None:
+        """Spans of prefilter matches in buf[start:end], or None.
+
+        Matches are leftmost and non-overlapping, so a message must be
+        checked when any span *intersects* it (a span that starts in one
+        message can cover the start of a match in the next one)."""
         pf = self.prefilter
         if pf is None:
-            return []
-        out: list[int] = []
-        pos = start
-        while pos < end:
-            spans = pf.search(buf, pos, end)
-            if spans is None:
+            return None
+        search = pf.raw_search
+        spans = search(buf, start, end)
+        s, e = spans[0]
+        if s < 0:
+            return None
+        starts: list[int] = []
+        ends: list[int] = []
+        while True:
+            pos = e if e > s else s + 1
+            starts.append(s)
+            ends.append(pos)
+            if pos >= end:
                 break
-            s, e = spans[0]
-            out.append(s)
-            pos = max(e, s + 1)
-        return out
+            s, e = search(buf, pos, end)[0]
+            if s < 0:
+                break
+        return Hits(starts, ends)
 
     def mask_value(self, value: bytes, kind: int, type_oid: int, rid: str) -> tuple[bytes | None, Counts]:
         m = self.masker
@@ -385,6 +424,21 @@ def _format_of(formats: Sequence[int] | None, i: int, default: int) -> int:
     return formats[i] if i < len(formats) else 0
 
 
+class Hits:
+    """Sorted, non-overlapping prefilter match spans."""
+
+    __slots__ = ("ends", "starts")
+
+    def __init__(self, starts: list[int], ends: list[int]) -> None:
+        self.starts = starts
+        self.ends = ends
+
+    def touch(self, start: int, end: int) -> bool:
+        """Does any span intersect buf[start:end]?"""
+        i = bisect.bisect_left(self.starts, end) - 1
+        return i >= 0 and self.ends[i] > start and end > start
+
+
 def frame_index(starts: list[int], pos: int) -> int:
     """Index of the frame containing ``pos`` given sorted frame starts."""
     return bisect.bisect_right(starts, pos) - 1
@@ -393,9 +447,12 @@ def frame_index(starts: list[int], pos: int) -> int:
 __all__ = [
     "DATA_ROW",
     "BinaryCopyHit",
+    "Hits",
     "RowPlan",
     "StreamMasking",
     "build_prefilter",
     "frame_index",
+    "min_match_width",
+    "prefilter_parts",
     "strip_assertions",
 ]

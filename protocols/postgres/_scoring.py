@@ -18,12 +18,82 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from hoopd.model import Verdict
-from hoopd.policy import Assessment
+from hoopd.model import Decision, Identity, Verdict
+from hoopd.policy import Assessment, decide_command
 
 log = logging.getLogger("hoopd.postgres")
 
 CACHE_SIZE = 4096
+JUDGED_CACHE_SIZE = 512
+"""Per session: statement texts whose verdict is remembered."""
+_PREPARED_WORDS = ("prepare", "execute", "deallocate")
+_ALLOWED = (Verdict.ALLOW, Verdict.MASK)
+
+
+class Judged:
+    """A statement's assessment and the policy verdict for it, without the
+    command number (so it can be reused for the next identical statement)."""
+
+    __slots__ = ("allowed", "assessment", "break_glass", "reasons", "risk", "rule_ids", "verdict")
+
+    def __init__(self, assessment: Assessment, decision: Decision) -> None:
+        self.assessment = assessment
+        self.verdict = decision.verdict
+        self.allowed = decision.verdict in _ALLOWED
+        self.risk = decision.risk
+        self.reasons = decision.reasons
+        self.rule_ids = decision.rule_ids
+        self.break_glass = decision.break_glass
+
+    def decision(self, seq: int) -> Decision:
+        return Decision(
+            seq, self.verdict, self.risk, self.reasons, self.rule_ids, break_glass=self.break_glass
+        )
+
+
+class Judge:
+    """One session's verdicts, remembered by statement text.
+
+    ``policy.decide_command`` depends on the assessment, the connection's
+    risk section and the session's break-glass flag; the assessment of a
+    text depends on the text only, except for PREPARE/EXECUTE/DEALLOCATE
+    (they read and change the session's prepared statements), which are
+    never remembered. So a repeated statement costs one dict lookup, and a
+    new statement that scores like an earlier one skips the policy."""
+
+    __slots__ = ("_break_glass", "_by_content", "_by_text", "_identity", "_risk", "_scorer", "_tracker")
+
+    def __init__(self, scorer: Scorer, tracker: Any, risk: Any, identity: Identity, break_glass: bool) -> None:
+        self._scorer = scorer
+        self._tracker = tracker
+        self._risk = risk
+        self._identity = identity
+        self._break_glass = break_glass
+        self._by_text: dict[str, Judged] = {}
+        self._by_content: dict[tuple[Any, ...], Judged] = {}
+
+    def __call__(self, text: str) -> Judged:
+        hit = self._by_text.get(text)
+        if hit is not None:
+            return hit
+        found = self._scorer.assess(text, self._tracker)
+        key = (found.score, found.categories, found.reasons, tuple(found.rule_verdicts.items()))
+        judged = self._by_content.get(key)
+        if judged is None:
+            decision = decide_command(
+                0, self._risk, self._identity, found, break_glass=self._break_glass
+            )
+            judged = Judged(found, decision)
+            if len(self._by_content) < JUDGED_CACHE_SIZE:
+                self._by_content[key] = judged
+        if len(text) <= 4096:
+            lowered = text.lower()
+            if not any(word in lowered for word in _PREPARED_WORDS):
+                cache = self._by_text
+                if len(cache) >= JUDGED_CACHE_SIZE:
+                    del cache[next(iter(cache))]
+                cache[text] = judged
+        return judged
 
 def split_statements(sql: str) -> list[str]:
     """Split a simple-query string into statements (comments and empty

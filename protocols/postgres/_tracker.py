@@ -153,10 +153,12 @@ class Tracker:
             return h.running[h.index]
         return None
 
-    def row_description(self, columns: list[Column]) -> None:
+    def row_description(self, columns: list[Column]) -> Running | None:
+        """Attach columns; returns the simple-query statement whose result
+        they describe (None for Describe answers)."""
         h = self.head()
         if h is None:
-            return
+            return None
         if h.kind == DESC_STMT:
             st = self.statements.get(h.name)
             if st is not None:
@@ -172,6 +174,8 @@ class Tracker:
             if run is not None:
                 run.columns = columns
                 run.plan = None
+                return run
+        return None
 
     def no_data(self) -> None:
         h = self.head()

@@ -79,6 +79,9 @@ Frame = tuple[int, int, int]
 """(type, start, end) of one message inside the buffer returned by ``feed``;
 ``start`` is the type byte (or the length, for startup packets)."""
 
+RowsFrame = tuple[int, int, int, int]
+"""(type, start, end, DataRows before it) as returned by ``Framer.feed_rows``."""
+
 
 class Framer:
     """Splits one direction of a connection into messages.
@@ -160,6 +163,46 @@ class Framer:
             pos = stop
         self._tail = buf[pos:] if pos < end else b""
         return buf, frames
+
+    def feed_rows(self, data: bytes) -> tuple[bytes, int, int, list[RowsFrame], int]:
+        """Backend hot path: like ``feed`` after startup, but DataRows are
+        only counted, not listed.
+
+        Returns ``(buf, start, end, others, rows)``: ``buf[start:end]`` holds
+        complete messages; ``others`` lists every message that is not a
+        DataRow as ``(type, start, end, rows_before)`` where ``rows_before``
+        counts the DataRows before it in this call; ``rows`` counts all of
+        them. Between two listed messages there are only DataRows.
+        """
+        buf = self._tail + data if self._tail else data
+        others: list[RowsFrame] = []
+        pos = 0
+        end = len(buf)
+        types = self._types
+        limit = self._max
+        unpack = _I32.unpack_from
+        rows = 0
+        while end - pos >= 5:
+            t = buf[pos]
+            length = unpack(buf, pos + 1)[0]
+            if t == 68 and 4 <= length <= limit:  # DataRow: the common case
+                stop = pos + 1 + length
+                if stop > end:
+                    break
+                rows += 1
+                pos = stop
+                continue
+            if t not in types or length < 4 or length > limit:
+                raise ProtocolViolation(
+                    f"invalid message (type {t!r}, length {length}) at offset {pos}"
+                )
+            stop = pos + 1 + length
+            if stop > end:
+                break
+            others.append((t, pos, stop, rows))
+            pos = stop
+        self._tail = buf[pos:] if pos < end else b""
+        return buf, 0, pos, others, rows
 
     @staticmethod
     def _check_startup_len(length: int) -> None:

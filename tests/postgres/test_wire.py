@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from protocols.postgres import _messages as m
 from protocols.postgres import _wire as w
-from protocols.postgres._masking import strip_assertions
+from protocols.postgres._masking import Hits, min_match_width, strip_assertions
 from protocols.postgres._tracker import EXEC, QUERY, SYNC, Running, Tracker
 
 text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
@@ -61,6 +61,53 @@ def test_frontend_split_anywhere(msgs: list[bytes], cuts: list[int]) -> None:
 def test_backend_split_anywhere(msgs: list[bytes], cuts: list[int]) -> None:
     data = b"".join(msgs)
     assert frame_all(w.Framer(frontend=False), split(data, cuts)) == msgs
+
+
+@given(st.lists(backend_msg, max_size=12), st.lists(st.integers(0, 10_000), max_size=10))
+def test_backend_feed_rows_matches_feed(msgs: list[bytes], cuts: list[int]) -> None:
+    """The hot-path framer lists the same non-DataRow messages, counts the
+    DataRows between them, and leaves the same tail."""
+    data = b"".join(msgs)
+    framer = w.Framer(frontend=False)
+    others: list[bytes] = []
+    layout: list[object] = []
+    for chunk in split(data, cuts):
+        buf, start, end, found, rows = framer.feed_rows(chunk)
+        before = 0
+        pos = start
+        for t, s, e, nrows in found:
+            layout += ["D"] * (nrows - before)
+            # only DataRows between two listed messages
+            rest = w.Framer(frontend=False).feed(bytes(buf[pos:s]))[1]
+            assert [f[0] for f in rest] == [w.DATA_ROW] * (nrows - before)
+            before = nrows
+            others.append(bytes(buf[s:e]))
+            layout.append(t)
+            pos = e
+        layout += ["D"] * (rows - before)
+    expected = [x for x in msgs if x[0] != w.DATA_ROW]
+    assert others == expected
+    assert layout == ["D" if x[0] == w.DATA_ROW else x[0] for x in msgs]
+    assert framer.pending() == 0
+
+
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 20)), max_size=10), st.integers(0, 250), st.integers(0, 30))
+def test_hits_touch(spans: list[tuple[int, int]], start: int, size: int) -> None:
+    # non-overlapping sorted spans
+    starts, ends, pos = [], [], 0
+    for gap, length in spans:
+        pos += gap
+        starts.append(pos)
+        ends.append(pos + length)
+        pos += length
+    hits = Hits(starts, ends)
+    expected = any(s < start + size and e > start for s, e in zip(starts, ends)) and size > 0
+    assert hits.touch(start, start + size) == expected
+
+
+def test_min_match_width() -> None:
+    assert min_match_width([r"s3cr3t-[0-9]+", r"[a-z]{3,}@x"]) == 5
+    assert min_match_width([r"\pL+"]) == 0  # not readable by Python's parser: shortcut off
 
 
 @given(st.dictionaries(text.filter(bool), text, max_size=5), st.lists(st.integers(0, 500), max_size=5))
