@@ -21,6 +21,7 @@ import os
 import pwd
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,6 +147,8 @@ def main() -> None:
     ap.add_argument("--big-rows", type=int, default=20_000_000)
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--skip-stream", action="store_true")
+    ap.add_argument("--skip-pgbench", action="store_true")
+    ap.add_argument("--skip-big", action="store_true", help="skip the 1 GB RSS and idle-session checks")
     args = ap.parse_args()
 
     pg = PgServer(settings={"max_connections": "1200", "shared_buffers": "256MB"})
@@ -193,33 +196,40 @@ def main() -> None:
             ),
         }
         results: dict[str, list[float]] = {k: [] for k in envs}
-        for rnd in range(args.rounds):
+        for rnd in range(0 if args.skip_pgbench else args.rounds):
             for name, env in envs.items():
                 tps = pgbench(env, args.duration)
                 results[name].append(tps)
                 print(f"round {rnd + 1} {name:10s} tps {tps:10.1f}", flush=True)
-        avg = {k: sum(v) / len(v) for k, v in results.items()}
-        print(
-            f"pgbench -S -c 8 -j 2 -T {args.duration}: direct {avg['direct']:.0f}, "
-            f"pgbouncer {avg['pgbouncer']:.0f}, hoopd {avg['hoopd']:.0f} tps; "
-            f"hoopd/pgbouncer {avg['hoopd'] / avg['pgbouncer']:.2f}x, "
-            f"hoopd/direct {avg['hoopd'] / avg['direct']:.2f}x"
-        )
+        if not args.skip_pgbench:
+            med = {k: statistics.median(v) for k, v in results.items()}
+            print(
+                f"pgbench -S -c 8 -j 2 -T {args.duration} (median of {args.rounds}): "
+                f"direct {med['direct']:.0f}, pgbouncer {med['pgbouncer']:.0f}, "
+                f"hoopd {med['hoopd']:.0f} tps; "
+                f"hoopd/pgbouncer {med['hoopd'] / med['pgbouncer']:.2f}x, "
+                f"hoopd/direct {med['hoopd'] / med['direct']:.2f}x"
+            )
         if args.skip_stream:
             return
         pid = daemon.proc.pid
         times: dict[str, list[float]] = {"direct": [], "hoopd": []}
         size = 0
-        for _ in range(2):
+        for _ in range(max(2, args.rounds)):
             t, size = asyncio.run(stream(pg.port, pg.user, pg.password, args.stream_rows))
             times["direct"].append(t)
             t, _ = asyncio.run(stream(port, "bench", token, args.stream_rows))
             times["hoopd"].append(t)
+        med = {k: statistics.median(v) for k, v in times.items()}
         best = {k: min(v) for k, v in times.items()}
         print(
-            f"stream {size / 1e6:.1f} MB: direct {best['direct']:.2f} s, hoopd {best['hoopd']:.2f} s, "
-            f"ratio {best['hoopd'] / best['direct']:.2f}x (best of 2)"
+            f"stream {size / 1e6:.1f} MB (alternating, {len(times['hoopd'])} each): "
+            f"direct median {med['direct']:.2f} s, hoopd median {med['hoopd']:.2f} s, "
+            f"ratio {med['hoopd'] / med['direct']:.2f}x; best {best['direct']:.2f} / "
+            f"{best['hoopd']:.2f} s, {best['hoopd'] / best['direct']:.2f}x"
         )
+        if args.skip_big:
+            return
         before = rss_kb(pid)
         peak = before
         stop = threading.Event()

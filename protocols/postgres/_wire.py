@@ -69,6 +69,7 @@ STARTUP = 0
 
 _I32 = struct.Struct("!i")
 _I32I32 = struct.Struct("!ii")
+_TYPE_LEN = struct.Struct("!BI")
 
 
 class ProtocolViolation(Exception):
@@ -178,15 +179,15 @@ class Framer:
         others: list[RowsFrame] = []
         pos = 0
         end = len(buf)
+        last = end - 5
         types = self._types
         limit = self._max
-        unpack = _I32.unpack_from
+        unpack = _TYPE_LEN.unpack_from
         rows = 0
-        while end - pos >= 5:
-            t = buf[pos]
-            length = unpack(buf, pos + 1)[0]
+        while pos <= last:
+            t, length = unpack(buf, pos)  # length unsigned: never negative
+            stop = pos + 1 + length
             if t == 68 and 4 <= length <= limit:  # DataRow: the common case
-                stop = pos + 1 + length
                 if stop > end:
                     break
                 rows += 1
@@ -196,7 +197,6 @@ class Framer:
                 raise ProtocolViolation(
                     f"invalid message (type {t!r}, length {length}) at offset {pos}"
                 )
-            stop = pos + 1 + length
             if stop > end:
                 break
             others.append((t, pos, stop, rows))
