@@ -72,7 +72,7 @@ def test_backend_feed_rows_matches_feed(msgs: list[bytes], cuts: list[int]) -> N
     others: list[bytes] = []
     layout: list[object] = []
     for chunk in split(data, cuts):
-        buf, start, end, found, rows = framer.feed_rows(chunk)
+        buf, start, _end, found, rows = framer.feed_rows(chunk)
         before = 0
         pos = start
         for t, s, e, nrows in found:
@@ -101,7 +101,7 @@ def test_hits_touch(spans: list[tuple[int, int]], start: int, size: int) -> None
         ends.append(pos + length)
         pos += length
     hits = Hits(starts, ends)
-    expected = any(s < start + size and e > start for s, e in zip(starts, ends)) and size > 0
+    expected = any(s < start + size and e > start for s, e in zip(starts, ends, strict=True)) and size > 0
     assert hits.touch(start, start + size) == expected
 
 
