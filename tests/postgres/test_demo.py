@@ -1,0 +1,90 @@
+"""``hoopd demo`` as a user runs it: start, paste the printed psql command,
+see masked personal data, Ctrl-C, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.pgserver import available
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+@pytest.mark.skipif(not available(), reason="PostgreSQL binaries not installed")
+def test_demo_starts_masks_and_cleans_up() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hoopd", "demo", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        out = "".join(lines)
+        assert "Press Ctrl-C" in out, out
+        demo_dir = Path(re.search(r"^demo directory: (\S+)$", out, re.M).group(1))  # type: ignore[union-attr]
+        command = next(x.strip() for x in lines if x.strip().startswith("PGPASSWORD="))
+        assert "hoopd approvals approve" in out and "--token" in out
+
+        # the printed line, as a shell would run it
+        words = shlex.split(command)
+        assignment, program, dsn = words
+        assert program == "psql"
+        token = assignment.split("=", 1)[1]
+        env = {**os.environ, "PGPASSWORD": token}
+        r = subprocess.run(
+            ["psql", "-X", "-At", dsn, "-c", "select name, email, phone, card from customers order by id"],
+            env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        rows = r.stdout.splitlines()
+        assert rows[0].startswith("Ada Lovelace|")
+        assert "@" not in r.stdout and "4111" not in r.stdout, r.stdout
+        assert all("[EMAIL]" in row for row in rows), r.stdout
+        assert demo_dir.exists()
+        assert _processes_mentioning(str(demo_dir))  # the demo's postgres
+
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, rest
+        assert "stopped; removed" in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not demo_dir.exists()
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(demo_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_mentioning(str(demo_dir)) == []
