@@ -3,11 +3,14 @@
     python bench/ssh/bench_ssh.py [--size 200M] [--runs 3] [--keys 300]
 
 Starts its own sshd (own config, host key, loopback port) and ``hoopd serve``
-with recording (always on) and masking on (the default credential
-recognizers plus a custom rule), then measures:
+with recording (always on) and masking on (the connection's default masker:
+the built-in credential recognizers; ``--mask-rule`` adds a custom rule),
+then measures:
 
 * bulk: ``ssh -c aes128-gcm@openssh.com -o Compression=no ... 'head -c 200M
   /dev/zero' > /dev/null``, direct and through the gateway, interleaved;
+* the same bulk transfer through a bare asyncssh relay (``bare_proxy.py``:
+  no auth, policy, masking or recording), to show what asyncssh itself costs;
 * keystroke echo: in a PTY session running ``cat``, the time from writing one
   key to the local terminal until its echo comes back, direct and through.
 
@@ -31,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.helpers import free_port, running
+from tests.helpers import free_port, running, wait_port
 from tests.ssh.harness import SSH_OPTS, keygen, ssh_conn, sshd
 
 CIPHER = "aes128-gcm@openssh.com"
@@ -94,6 +97,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keys", type=int, default=300)
     ap.add_argument("--no-masking", action="store_true", help="diagnosis: masking disabled")
+    ap.add_argument("--mask-rule", action="store_true",
+                    help="add a custom masking rule to the default recognizers")
     args = ap.parse_args()
     size = parse_size(args.size)
     with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmpdir:
@@ -108,31 +113,45 @@ def main() -> int:
             conn = ssh_conn(
                 "bench", port, target,
                 options={"authorized_keys": [{"key": user_pub, "subject": "bench", "groups": ["ops"]}]},
-                masking={"rules": [{"id": "bench-secret", "pattern": "bench-secret-[0-9a-f]{16}"}]},
             )
+            if args.mask_rule:
+                conn["masking"] = {"rules": [{"id": "bench-secret", "pattern": "bench-secret-[0-9a-f]{16}"}]}
             if args.no_masking:
                 conn["masking"] = {"enabled": False}
+            bare_port = free_port()
+            bare = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("bare_proxy.py")), str(bare_port),
+                 str(target.port), str(target.client_key), target.host_pub],
+            )
             with running(tmp, {"connections": [conn]}) as daemon:
+                wait_port(bare_port, proc=bare)
                 direct = ssh_base(target.port, user_key, "root")
                 gateway = ssh_base(port, user_key, "bench")
-                bulk(direct, "1M")
-                bulk(gateway, "1M")
-                rows: dict[str, list[float]] = {"direct": [], "hoopd": []}
+                floor = ssh_base(bare_port, user_key, "any")
+                for base in (direct, floor, gateway):
+                    bulk(base, "1M")
+                rows: dict[str, list[float]] = {"direct": [], "asyncssh": [], "hoopd": []}
                 for _ in range(args.runs):
                     rows["direct"].append(bulk(direct, args.size))
+                    rows["asyncssh"].append(bulk(floor, args.size))
                     rows["hoopd"].append(bulk(gateway, args.size))
                 lat = {"direct": echo_latencies(direct, args.keys), "hoopd": echo_latencies(gateway, args.keys)}
                 recorded = sum(f.stat().st_size for f in daemon.recordings.rglob("*") if f.is_file())
+            bare.kill()
+            bare.wait()
     mbps = {k: [size / 1e6 / t for t in v] for k, v in rows.items()}
     best = {k: max(v) for k, v in mbps.items()}
     med = {k: statistics.median(v) for k, v in mbps.items()}
     p50 = {k: statistics.median(v) * 1000 for k, v in lat.items()}
     p99 = {k: sorted(v)[int(len(v) * 0.99) - 1] * 1000 for k, v in lat.items()}
     print(f"bulk {args.size} x{args.runs}, cipher {CIPHER}, Compression=no")
-    for k in ("direct", "hoopd"):
+    labels = {"direct": "direct sshd", "asyncssh": "bare asyncssh relay (no hoopd)", "hoopd": "hoopd (recording+masking)"}
+    for k in ("direct", "asyncssh", "hoopd"):
         runs = ", ".join(f"{x:.0f}" for x in mbps[k])
-        print(f"  {k:7} MB/s: {runs}  (median {med[k]:.0f}, best {best[k]:.0f})")
+        print(f"  {labels[k]:32} MB/s: {runs}  (median {med[k]:.0f}, best {best[k]:.0f})")
     print(f"  ratio hoopd/direct: median {med['hoopd'] / med['direct']:.2f}, best {best['hoopd'] / best['direct']:.2f}")
+    print(f"  ratio bare asyncssh/direct: median {med['asyncssh'] / med['direct']:.2f}")
+    print(f"  ratio hoopd/bare asyncssh: median {med['hoopd'] / med['asyncssh']:.2f}")
     print(f"  recordings written: {recorded / 1e6:.0f} MB")
     print(f"keystroke echo round trip, {args.keys} keys")
     for k in ("direct", "hoopd"):

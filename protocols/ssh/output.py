@@ -156,7 +156,8 @@ class RecordBuffer:
         self._limit = limit
         self._delay = delay
         self._stream: Any = None
-        self._buf = bytearray()
+        self._buf: list[bytes] = []
+        self._size = 0
         self._masked: dict[str, int] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -164,11 +165,12 @@ class RecordBuffer:
         if self._stream is not stream and self._buf:
             self.flush()
         self._stream = stream
-        self._buf += data
+        self._buf.append(data)
+        self._size += len(data)
         if masked:
             for k, v in masked.items():
                 self._masked[k] = self._masked.get(k, 0) + v
-        if len(self._buf) >= self._limit:
+        if self._size >= self._limit:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._delay, self.flush)
@@ -179,6 +181,7 @@ class RecordBuffer:
             self._timer = None
         if not self._buf:
             return
-        data, self._buf = bytes(self._buf), bytearray()
+        data = self._buf[0] if len(self._buf) == 1 else b"".join(self._buf)
+        self._buf, self._size = [], 0
         masked, self._masked = self._masked, {}
         self._record(self._output(self._stream, data, self._seq, masked))
