@@ -50,9 +50,14 @@ class Down(asyncssh.SSHServerSession[bytes]):
         self.command = ""
         self.pending: list[bytes] = []
         self.eof = False
+        self.pty: dict[str, Any] = {}
 
     def connection_made(self, chan: Any) -> None:
         self.chan = chan
+
+    def pty_requested(self, term_type: str, term_size: Any, term_modes: Any) -> bool:
+        self.pty = {"term_type": term_type, "term_size": term_size, "term_modes": term_modes}
+        return True
 
     def exec_requested(self, command: str) -> bool:
         self.command = command
@@ -64,7 +69,8 @@ class Down(asyncssh.SSHServerSession[bytes]):
     async def start(self) -> None:
         up = await self.server.upstream
         self.up_chan, _ = await up.create_session(
-            lambda: Up(self), self.command, encoding=None, window=4 * 1024 * 1024, max_pktsize=256 * 1024
+            lambda: Up(self), self.command, encoding=None, window=4 * 1024 * 1024, max_pktsize=256 * 1024,
+            **(self.pty or {"request_pty": False}),
         )
         for data in self.pending:  # the one gotcha: input can arrive before upstream is open
             self.up_chan.write(data)

@@ -135,7 +135,8 @@ def main() -> int:
                     rows["direct"].append(bulk(direct, args.size))
                     rows["asyncssh"].append(bulk(floor, args.size))
                     rows["hoopd"].append(bulk(gateway, args.size))
-                lat = {"direct": echo_latencies(direct, args.keys), "hoopd": echo_latencies(gateway, args.keys)}
+                lat = {"direct": echo_latencies(direct, args.keys), "asyncssh": echo_latencies(floor, args.keys),
+                       "hoopd": echo_latencies(gateway, args.keys)}
                 recorded = sum(f.stat().st_size for f in daemon.recordings.rglob("*") if f.is_file())
             bare.kill()
             bare.wait()
@@ -154,9 +155,10 @@ def main() -> int:
     print(f"  ratio hoopd/bare asyncssh: median {med['hoopd'] / med['asyncssh']:.2f}")
     print(f"  recordings written: {recorded / 1e6:.0f} MB")
     print(f"keystroke echo round trip, {args.keys} keys")
-    for k in ("direct", "hoopd"):
-        print(f"  {k:7} p50 {p50[k]:.3f} ms  p99 {p99[k]:.3f} ms")
-    print(f"  added by hoopd at p50: {p50['hoopd'] - p50['direct']:.3f} ms")
+    for k in ("direct", "asyncssh", "hoopd"):
+        print(f"  {labels[k]:32} p50 {p50[k]:.3f} ms  p99 {p99[k]:.3f} ms")
+    print(f"  added by hoopd at p50: {p50['hoopd'] - p50['direct']:.3f} ms "
+          f"(bare asyncssh relay adds {p50['asyncssh'] - p50['direct']:.3f} ms)")
     return 0
 
 

@@ -844,13 +844,15 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         if not self.session.ended:
             self.session.record(event)
 
+    # Send first, then record: the recording is queued either way, and waking
+    # the recorder thread before the echo leaves would add to its latency.
     def _emit_stdout(self, data: bytes, masked: dict[str, int] | None) -> None:
-        self._emit(data, masked, Stream.STDOUT)
         self.chan.write(data)
+        self._emit(data, masked, Stream.STDOUT)
 
     def _emit_stderr(self, data: bytes, masked: dict[str, int] | None) -> None:
-        self._emit(data, masked, Stream.STDERR)
         self.chan.write_stderr(data)
+        self._emit(data, masked, Stream.STDERR)
 
     def _emit(self, data: bytes, masked: dict[str, int] | None, stream: Stream) -> None:
         if self.session.ended:
