@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from hoopd.model import Output, Stream
@@ -52,6 +53,8 @@ class Exchange:
         self.request_complete = request_complete
         loop = client.proxy.loop
         self.done: asyncio.Future[str] = loop.create_future()
+        self.on_done: Callable[[str], None] | None = None
+        """Called as soon as the exchange ends (the fast path's continuation)."""
         self.got_bytes = False
         self.head_sent = False
         self.status = 0
@@ -79,6 +82,8 @@ class Exchange:
             self.timer = None
         if not self.done.done():
             self.done.set_result(result)
+            if self.on_done is not None:
+                self.on_done(result)
 
     def _record(self, data: bytes) -> None:
         if self.record_left <= 0 or not data:

@@ -25,12 +25,11 @@ import logging
 import ssl
 import time
 from collections import deque
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from hoopd.aio import spawn
 from hoopd.gateway import AuthFailed, SessionRefused
-from hoopd.model import AuthMethod, CommandKind, Identity, Output, Stream, Verdict
+from hoopd.model import AuthMethod, CommandKind, Decision, Identity, Output, Stream, Verdict
 from hoopd.policy import decide_command
 from hoopd.tls import identity_from_peercert
 
@@ -409,7 +408,16 @@ class ClientConnection(asyncio.Protocol):
         cmd = session.command(CommandKind.HTTP, proxy.mask_text(text), attrs)
         recorder = RequestRecorder(self, cmd.seq, head, "", "")
         recorder.start(b"", True)
-        decision = session.final_decision(replace(decision, command_seq=cmd.seq))
+        decision = session.final_decision(
+            Decision(
+                cmd.seq,
+                decision.verdict,
+                decision.risk,
+                decision.reasons,
+                decision.rule_ids,
+                break_glass=decision.break_glass,
+            )
+        )
         self.fast_busy = True
         if decision.verdict is Verdict.DENY:
             self._deny(cmd, decision, started, keep=head.keep_alive)
@@ -423,13 +431,14 @@ class ClientConnection(asyncio.Protocol):
         upstream.write(up_head)
         recorder.finish()
         self.check_recorder()
-        ex.done.add_done_callback(
-            lambda _: self._fast_done(ex, upstream, cmd, head, npath, query, started, recorder)
+        ex.on_done = lambda result: self._fast_done(
+            result, ex, upstream, cmd, head, npath, query, started, recorder
         )
         return True
 
     def _fast_done(
         self,
+        result: str,
         ex: Exchange,
         upstream: UpstreamConnection,
         cmd: Any,
@@ -440,7 +449,6 @@ class ClientConnection(asyncio.Protocol):
         recorder: RequestRecorder,
     ) -> None:
         self.exchange = None
-        result = ex.done.result()
         if result == "retry":  # a kept-alive upstream connection closed under us
             spawn(self._fast_retry(cmd, head, npath, query, started, recorder), name="http-retry")
             return
