@@ -509,3 +509,68 @@ def test_git_clone_and_push_over_ssh(env: Env) -> None:
     texts = [e["text"] for e in all_events(env) if e["type"] == "command"]
     assert any(t.startswith("git-receive-pack") for t in texts)
     assert any(t.startswith("git-upload-pack") for t in texts)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_flow_control_bounds_gateway_memory(env: Env) -> None:
+    """A client that stops reading, and a target that stops reading, must not
+    make the gateway buffer what the other side keeps sending."""
+    assert env.daemon.proc is not None
+    pid = env.daemon.proc.pid
+    before = _rss_mb(pid)
+    # download to a stalled reader: the client reads nothing for 3 s
+    proc = subprocess.Popen(
+        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
+         "-o", "PreferredAuthentications=keyboard-interactive,password",
+         "alice@127.0.0.1", "head -c 80M /dev/zero"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "SSHPASS": env.token},
+    )
+    time.sleep(3)
+    stalled_down = _rss_mb(pid) - before
+    assert proc.stdout is not None
+    total = 0
+    while chunk := proc.stdout.read(1 << 20):
+        total += len(chunk)
+    proc.wait(60)
+    assert total == 80 * 1024 * 1024
+    # upload to a stalled target: it reads nothing for 3 s
+    upload = subprocess.Popen(
+        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
+         "-o", "PreferredAuthentications=keyboard-interactive,password",
+         "alice@127.0.0.1", "sleep 3; wc -c"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "SSHPASS": env.token},
+    )
+    payload = b"\0" * (80 * 1024 * 1024)
+    import threading
+
+    feeder = threading.Thread(target=lambda: upload.communicate(payload, timeout=90))
+    feeder.start()
+    time.sleep(2.5)
+    stalled_up = _rss_mb(pid) - before
+    feeder.join(90)
+    print(f"gateway RSS growth: stalled client {stalled_down:.1f} MB, stalled target {stalled_up:.1f} MB")
+    assert upload.returncode == 0
+    assert stalled_down < 40, f"gateway grew {stalled_down:.0f} MB while the client was not reading"
+    assert stalled_up < 40, f"gateway grew {stalled_up:.0f} MB while the target was not reading"
+
+
+def test_garbage_on_the_port_does_not_hurt_other_sessions(env: Env) -> None:
+    for junk in (b"GET / HTTP/1.1\r\n\r\n", os.urandom(5000), b"SSH-2.0-x\r\n" + os.urandom(3000)):
+        with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
+            s.sendall(junk)
+            s.settimeout(10)
+            try:
+                while s.recv(65536):
+                    pass
+            except (ConnectionResetError, TimeoutError):
+                pass
+    r = run_ssh(env.port, env.token, "echo still-fine")
+    assert (r.returncode, r.stdout) == (0, b"still-fine\n")
