@@ -906,12 +906,11 @@ class ClientConnection(asyncio.Protocol):
     def complete(self, run: Running, tag: str) -> None:
         if self.session is None:
             return
-        rows = m.rows_from_tag(tag)
-        if rows is None and run.rows:
-            rows = run.rows
+        # "SELECT 5", "INSERT 0 3" -> the count; "CREATE TABLE" -> rows seen
+        last = tag[tag.rfind(" ") + 1 :]
+        rows = int(last) if last.isdigit() and last.isascii() else run.rows
         self.session.result(
-            run.cmd, tag, duration_ms=(time.perf_counter() - run.started) * 1000.0,
-            rows=rows if rows is not None else run.rows,
+            run.cmd, tag, duration_ms=(time.perf_counter() - run.started) * 1000.0, rows=rows
         )
 
     def failed(self, run: Running, fields: dict[str, str]) -> None:
@@ -1141,9 +1140,10 @@ class ClientConnection(asyncio.Protocol):
             if run is not None and run.capped:
                 tracker.command_complete("capped")
                 return self._cap_error(run)
-            tracker.command_complete(m.command_tag(buf, s, e))
+            tag = buf[s + 5 : e - 1] if buf[e - 1] == 0 else buf[s + 5 : e]
+            tracker.command_complete(tag.decode("utf-8", "replace"))
         elif t == w.READY:
-            tracker.ready(m.ready_status(buf, s, e))
+            tracker.ready(buf[s + 5 : s + 6])
         elif t == w.ROW_DESCRIPTION:
             self._row_description(buf, s, e)
         elif t == w.ERROR:
