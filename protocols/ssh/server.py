@@ -435,7 +435,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self._client_eof = False
         self._eof_sent = False
         self._holding = False
-        self._held: list[Any] = []
+        self._hold_task: asyncio.Task[None] | None = None
         self.cmd: Command | None = None
         self.transfer = False
         self.audit: SftpAudit | None = None
@@ -488,6 +488,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         spawn(self._start(), name="ssh-channel")
 
     def data_received(self, data: bytes, datatype: Any) -> None:
+        if self._holding and b"\x03" in data and self._hold_task is not None:
+            self._hold_task.cancel()
         if self.up_chan is None or self._holding:
             self._pending.append(data)
             self._pending_size += len(data)
@@ -739,9 +741,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             return False
         self._recent.clear()
         cmd = self.session.command(CommandKind.SHELL_LINE, text, attrs)
+        # Reading goes on while the line is held (bounded by PENDING_LIMIT), so
+        # that Ctrl-C can cancel the wait.
         self._holding = True
-        self.pause("hold")
-        spawn(self._decide_line(cmd, found, enter, rest), name="ssh-line-decision")
+        self._hold_task = spawn(self._decide_line(cmd, found, enter, rest), name="ssh-line-decision")
         return True
 
     def _echoed(self, text: str) -> bool:
@@ -758,14 +761,24 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         def on_held(approval_id: str, message: str) -> None:
             self.gateway_message(message.removeprefix("hoopd: "))
 
+        cancelled = False
         try:
             decision = await session.decide(cmd, found, on_held=on_held)
+        except asyncio.CancelledError:  # Ctrl-C while held (see data_received)
+            decision, cancelled = None, True
         except Exception as exc:  # fail closed
             session.log.error("decision failed: %s", exc)
             decision = None
+        self._hold_task = None
         if self._ended or self.up_chan is None:
             return
-        if decision is not None and decision.verdict in (Verdict.ALLOW, Verdict.MASK):
+        if cancelled:
+            self.gateway_message("cancelled; the line was not run")
+            self.up_chan.write(b"\x03")  # the shell drops the line and prompts again
+            session.result(cmd, "cancelled", error="cancelled by the user (Ctrl-C)")
+            rest = []
+            self._drop_pending_through_ctrl_c()
+        elif decision is not None and decision.verdict in (Verdict.ALLOW, Verdict.MASK):
             self.up_chan.write(enter.key)
         else:
             why = "; ".join(decision.reasons) if decision is not None else "error"
@@ -776,8 +789,14 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self._keystrokes(rest)
         if self._holding:
             return
-        self.resume("hold")
         self._drain_pending()
+
+    def _drop_pending_through_ctrl_c(self) -> None:
+        """Typed while held, up to and including the Ctrl-C that cancelled: gone."""
+        joined = b"".join(self._pending)
+        cut = joined.find(b"\x03")
+        self._pending = [joined[cut + 1 :]] if cut >= 0 and joined[cut + 1 :] else []
+        self._pending_size = sum(len(c) for c in self._pending)
 
     def _scp_feed(self, data: bytes) -> None:
         assert self.scp is not None

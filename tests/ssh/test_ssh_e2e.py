@@ -436,6 +436,17 @@ def test_pty_shell(env: Env) -> None:
         _decide_pending(env, True)
         term.expect(b"gone-2")
         assert not victim.exists()
+        # Ctrl-C while a line is held cancels it
+        keep = env.tmp / "pty-keep"
+        keep.mkdir()
+        term.send(f"rm -rf {keep}\r".encode())
+        term.expect(b"needs a reviewer")
+        term.send(b"\x03")
+        term.expect(b"cancelled; the line was not run")
+        term.send(b"echo after-$((2+3))\r")
+        term.expect(b"after-5")
+        assert keep.exists()
+        _decide_pending(env, False)  # tidy: the abandoned approval
         term.send(b"exit 5\r")
         assert term.wait() == 5
     finally:
