@@ -48,6 +48,7 @@ class Env:
     bob_key: Path
     web_port: int
     site: Path
+    anon_port: int
 
 
 
@@ -93,7 +94,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     site.mkdir()
     (site / "data.bin").write_bytes(os.urandom(200_000))
     with sshd(tmp) as target, http_file_server(site) as web_port:
-        port, nofwd = free_port(), free_port()
+        port, nofwd, anon = free_port(), free_port(), free_port()
         keys = [{"key": bob_pub, "subject": "bob", "groups": ["ops"]}]
         config = {
             "connections": [
@@ -105,12 +106,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                     approval={"timeout": "60s"},
                 ),
                 ssh_conn("nofwd", nofwd, target, options={"authorized_keys": keys, "file_transfer": False}),
+                ssh_conn("anon", anon, target, auth="none", allow_groups=[]),
             ]
         }
         key = load_or_create_token_key(tmp / "var" / "token_key.ed25519")
         token = GatewayTokens(key).issue("alice", ["ops"], "1h")
         with running(tmp, config) as daemon:
-            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site)
+            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site, anon)
 
 
 def key_ssh(env: Env, port: int, *args: str, user: str = "bob") -> list[str]:
@@ -585,3 +587,12 @@ def test_garbage_on_the_port_does_not_hurt_other_sessions(env: Env) -> None:
                 pass
     r = run_ssh(env.port, env.token, "echo still-fine")
     assert (r.returncode, r.stdout) == (0, b"still-fine\n")
+
+
+def test_auth_none_is_anonymous(env: Env) -> None:
+    r = subprocess.run(
+        ["ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
+         "-p", str(env.anon_port), "whoever@127.0.0.1", "echo anon-ok"],
+        capture_output=True, timeout=30,
+    )
+    assert (r.returncode, r.stdout) == (0, b"anon-ok\n"), r.stderr
