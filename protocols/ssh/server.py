@@ -46,6 +46,7 @@ UPSTREAM_PKTSIZE = 256 * 1024
 UPSTREAM_WINDOW = 4 * 1024 * 1024
 KBDINT_PROMPT = "Password (gateway token or API key): "
 EXIT_REFUSED = 126
+MAX_AUTH_FAILURES = 10
 TRANSFER_COMMANDS = frozenset(
     {"git-upload-pack", "git-receive-pack", "git-upload-archive", "sftp-server", "internal-sftp"}
 )
@@ -123,6 +124,7 @@ class GatewayServer(asyncssh.SSHServer):
         self.channels: set[ClientChannel] = set()
         self.closed = False
         self._setup_task: asyncio.Task[None] | None = None
+        self._failures = 0
 
     # -- connection ----------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
@@ -188,9 +190,19 @@ class GatewayServer(asyncssh.SSHServer):
         try:
             identity = await self.handler.gateway.authenticate(self.handler.connection, secret)
         except AuthFailed:
+            self._auth_failed()
             return False
         self._candidate = identity
         return True
+
+    def _auth_failed(self) -> None:
+        """Disconnect after MAX_AUTH_FAILURES wrong passwords/keys (OpenSSH
+        clients give up after a few; this stops guessing at line rate)."""
+        self._failures += 1
+        if self._failures >= MAX_AUTH_FAILURES and self.conn is not None:
+            self.conn.disconnect(
+                asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "too many authentication failures"
+            )
 
     def public_key_auth_supported(self) -> bool:
         return True
@@ -201,6 +213,7 @@ class GatewayServer(asyncssh.SSHServer):
             self.handler.gateway.connection_metrics(self.handler.connection).auth_failed(
                 "unknown_key"
             )
+            self._auth_failed()
             return False
         self._candidate = Identity(
             subject=entry.subject,

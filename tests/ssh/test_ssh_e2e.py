@@ -596,3 +596,15 @@ def test_auth_none_is_anonymous(env: Env) -> None:
         capture_output=True, timeout=30,
     )
     assert (r.returncode, r.stdout) == (0, b"anon-ok\n"), r.stderr
+
+
+async def test_too_many_auth_failures_disconnect(env: Env) -> None:
+    import asyncssh
+
+    keys = [asyncssh.generate_private_key("ssh-ed25519") for _ in range(12)]
+    with pytest.raises(asyncssh.DisconnectError) as info:
+        await asyncssh.connect(
+            "127.0.0.1", env.port, username="mallory", client_keys=keys, known_hosts=None,
+            config=None, agent_path=None, password=None, preferred_auth="publickey",
+        )
+    assert "too many authentication failures" in str(info.value.reason)
