@@ -85,6 +85,7 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._terminated = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self.last_active = 0.0
         self.awaiting_head = False
         """The serve task waits for the next request head (nothing in flight)."""
         self.fast_busy = False
@@ -127,7 +128,8 @@ class ClientConnection(asyncio.Protocol):
         self.events.extend(events)
         if self.queued > QUEUE_LIMIT or self.parser.buffered > self.proxy.options.max_header_bytes:
             self.pause("backlog")
-        self._wake()
+        if events or self.error is not None:
+            self._wake()
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -234,9 +236,14 @@ class ClientConnection(asyncio.Protocol):
         return ev
 
     def _idle(self, waiter: asyncio.Future[bool], idle: float) -> None:
-        """Idle timeout, unless a fast-path request is in flight (then look again later)."""
-        if self.fast_busy and not waiter.done():
-            self._idle_timer = self.proxy.loop.call_later(idle, self._idle, waiter, idle)
+        """Idle timeout, unless fast-path requests kept the connection busy
+        meanwhile (then look again when the idle time would be up)."""
+        if waiter.done():
+            return
+        loop = self.proxy.loop
+        left = self.last_active + idle - loop.time()
+        if self.fast_busy or left > 0:
+            self._idle_timer = loop.call_later(max(left, 0.05), self._idle, waiter, idle)
             return
         expire(waiter)
 
@@ -419,6 +426,7 @@ class ClientConnection(asyncio.Protocol):
             )
         )
         self.fast_busy = True
+        self.last_active = proxy.loop.time()
         if decision.verdict is Verdict.DENY:
             self._deny(cmd, decision, started, keep=head.keep_alive)
             self._after_request(head.keep_alive)
@@ -478,6 +486,7 @@ class ClientConnection(asyncio.Protocol):
     def _after_request(self, keep: bool) -> None:
         """A fast-path request is done: close, or go on with what the client sent next."""
         self.fast_busy = False
+        self.last_active = self.proxy.loop.time()
         if not keep or self.closed:
             if self.transport is not None:
                 self.transport.close()
@@ -491,6 +500,8 @@ class ClientConnection(asyncio.Protocol):
             events = []
         self.resume("backlog")
         self._dispatch(events)
+        if self.eof:
+            self._wake()  # the client half-closed meanwhile: let the task finish up
 
     def _deny(self, cmd: Any, decision: Any, started: float, *, keep: bool) -> None:
         payload: dict[str, Any] = {
