@@ -530,7 +530,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         if self.pty is not None:
             self.pty = (self.pty[0], (width, height, pixwidth, pixheight), self.pty[2])
-        if self.server.session is not None:
+        if self.server.session is not None and not self.session.ended:
             self.session.resize(width, height)
         if self.up_chan is not None:
             self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
@@ -694,6 +694,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
     # -- client -> upstream ----------------------------------------------------------
     def _forward(self, data: bytes) -> None:
         session = self.session
+        if session.ended:
+            return
         if self.audit is not None:
             session.client_data(data, record=False)
             try:
@@ -898,7 +900,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             rec.add(stream, data, masked)
 
     def upstream_output(self, data: bytes, stderr: bool) -> None:
-        if self._ended:
+        if self._ended or self.session.ended:
             return
         if self.tracker is not None:
             if b"\x1b[?1049" in data or b"\x1b[?47" in data:
