@@ -100,7 +100,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "connections": [
                 ssh_conn(
                     "box", port, target,
-                    options={"authorized_keys": keys, "allow_port_forwarding": True},
+                    # Held output is released after 300 ms of quiet (default 50 ms): the
+                    # dribbled-secret tests sleep 4 ms per character, which a loaded
+                    # 2-core CI machine can stretch well past 50 ms.
+                    options={"authorized_keys": keys, "allow_port_forwarding": True, "output_flush": "300ms"},
                     masking=MASKING,
                     risk={"review_at": "high", "rules": [{"pattern": "^forbidden-cmd", "action": "deny"}]},
                     approval={"timeout": "60s"},
