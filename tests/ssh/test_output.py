@@ -44,7 +44,7 @@ def test_secret_masked_for_any_chunking(cuts: list[int]) -> None:
 
 def test_echo_is_released_at_once_and_the_rest_after_quiet() -> None:
     async def go() -> None:
-        stream, out = collect(0.05)
+        stream, out = collect(0.25)
         stream.feed(b"prompt$ ")
         assert out == []  # held: could be the start of a secret
         stream.typed(b"l")
@@ -60,7 +60,7 @@ def test_echo_is_released_at_once_and_the_rest_after_quiet() -> None:
             stream.feed(bytes([ch]))
             await asyncio.sleep(0.002)
         assert b"".join(out) == b""
-        await asyncio.sleep(0.12)
+        await asyncio.sleep(0.5)
         assert SECRET not in b"".join(out) and b"".join(out)
 
     asyncio.run(go())
@@ -68,7 +68,7 @@ def test_echo_is_released_at_once_and_the_rest_after_quiet() -> None:
 
 def test_typed_characters_do_not_release_a_dribbled_secret() -> None:
     async def go() -> bytes:
-        stream, out = collect(0.05)
+        stream, out = collect(0.25)
         line = b"for c in " + b" ".join(bytes([c]) for c in SECRET) + b"; do printf $c; done\r"
         stream.typed(line)
         stream.feed(line[:-1])  # the shell echoes the line
@@ -77,7 +77,7 @@ def test_typed_characters_do_not_release_a_dribbled_secret() -> None:
             stream.feed(bytes([ch]))
             await asyncio.sleep(0.002)
         stream.feed(b"\r\n$ ")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
         return b"".join(out)
 
     result = asyncio.run(go())
