@@ -61,7 +61,9 @@ class Judge:
     never remembered. So a repeated statement costs one dict lookup, and a
     new statement that scores like an earlier one skips the policy."""
 
-    __slots__ = ("_break_glass", "_by_content", "_by_text", "_identity", "_risk", "_scorer", "_tracker")
+    __slots__ = (
+        "_break_glass", "_by_content", "_by_text", "_identity", "_read", "_risk", "_scorer", "_tracker",
+    )  # fmt: skip
 
     def __init__(self, scorer: Scorer, tracker: Any, risk: Any, identity: Identity, break_glass: bool) -> None:
         self._scorer = scorer
@@ -69,6 +71,7 @@ class Judge:
         self._risk = risk
         self._identity = identity
         self._break_glass = break_glass
+        self._read: tuple[Assessment, Judged] | None = None
         self._by_text: dict[str, Judged] = {}
         self._by_content: dict[tuple[Any, ...], Judged] = {}
 
@@ -76,6 +79,14 @@ class Judge:
         hit = self._by_text.get(text)
         if hit is not None:
             return hit
+        read = self._scorer.plain_read(text)
+        if read is not None:
+            # one shared verdict for every plain read (SELECT cols FROM t
+            # WHERE k = 42): new literals each time would only churn the cache
+            if self._read is None or self._read[0] is not read:
+                decision = decide_command(0, self._risk, self._identity, read, break_glass=self._break_glass)
+                self._read = (read, Judged(read, decision))
+            return self._read[1]
         found = self._scorer.assess(text, self._tracker)
         key = (found.score, found.categories, found.reasons, tuple(found.rule_verdicts.items()))
         judged = self._by_content.get(key)
@@ -136,6 +147,16 @@ class Scorer:
     @property
     def using_fallback(self) -> bool:
         return self._scorer is None
+
+    def plain_read(self, sql: str) -> Assessment | None:
+        """See ``SqlRiskScorer.plain_read`` (None without the scorer)."""
+        if self._scorer is None:
+            return None
+        try:
+            found: Assessment | None = self._scorer.plain_read(sql)
+        except Exception:
+            return None
+        return found
 
     def new_tracker(self) -> Any:
         return self._tracker_cls()

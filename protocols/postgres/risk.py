@@ -175,6 +175,7 @@ class SqlRiskScorer:
         self._fp_cache = _LRU(cache_size)
         self._unparseable = self._unparseable_policy()
         self._read = self._finish(_READ)
+        self._read_assessment: Assessment | None = None
 
     # -- public ---------------------------------------------------------
 
@@ -188,6 +189,18 @@ class SqlRiskScorer:
     def score_statements(self, statements: list[Statement], sql: str) -> Assessment:
         """Assess already-parsed statements (used for EXECUTE resolution)."""
         return self._assess(self._finish(classify(statements)), sql)
+
+    def plain_read(self, sql: str) -> Assessment | None:
+        """The assessment of ``sql`` if it is certainly one plain read and
+        no ``pattern`` rule could tell it apart from any other plain read
+        (the same object every time: callers may cache decisions by it);
+        None otherwise (use ``score``)."""
+        if self._patterns or not self._fast_path or not _fast_read(sql):
+            return None
+        found = self._read_assessment
+        if found is None:
+            found = self._read_assessment = self._assess(self._read, "")
+        return found
 
     def cache_info(self) -> CacheInfo:
         return CacheInfo(
