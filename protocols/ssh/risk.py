@@ -135,6 +135,28 @@ class ShellRisk:
             found.add("unparseable", f"parser error: {type(exc).__name__}")
         return self._assessment(text, found)
 
+    def assess_loose(self, texts: Iterable[str], *, max_starts: int = 64) -> Assessment:
+        """For text the gateway is not sure of (a terminal line edited with
+        cursor keys, recalled from history, completed with Tab): the riskiest
+        reading of any command that starts at any word of ``texts``. Errs on
+        the side of holding: ``grep 'rm -rf' log`` scores like ``rm -rf``."""
+        best: Assessment | None = None
+        merged: set[str] = set()
+        reasons: list[str] = []
+        verdicts: dict[str, Verdict] = {}
+        for text in texts:
+            text = text[:4096]
+            starts = [0] + [i + 1 for i, c in enumerate(text) if c in " \t;|&(`$'\"" and i + 1 < len(text)]
+            for start in starts[:max_starts]:
+                found = self.assess(text[start:], incomplete_is_unparseable=False)
+                merged |= found.categories
+                reasons += [r for r in found.reasons if r not in reasons]
+                verdicts.update(found.rule_verdicts)
+                if best is None or found.score > best.score:
+                    best = found
+        score = best.score if best is not None else 0
+        return Assessment(score, frozenset(merged), tuple(reasons), verdicts)
+
     def _assessment(self, text: str, found: _Found) -> Assessment:
         verdicts: dict[str, Verdict] = {}
         for rule_id, category, action in self._matches:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,10 @@ UPSTREAM_WINDOW = 4 * 1024 * 1024
 KBDINT_PROMPT = "Password (gateway token or API key): "
 EXIT_REFUSED = 126
 MAX_AUTH_FAILURES = 10
+DROP_LINE = b"\x05\x15\x03"
+"""Never Enter: Ctrl-E (end of line, for line editors; a plain character in a
+canonical tty), Ctrl-U (kill to the start of the line: the whole line in a
+canonical tty), Ctrl-C (shells and REPLs discard the line, prompt again)."""
 TRANSFER_COMMANDS = frozenset(
     {"git-upload-pack", "git-receive-pack", "git-upload-archive", "sftp-server", "internal-sftp"}
 )
@@ -86,6 +91,15 @@ def transfer_command(command: str) -> bool:
     if name == "rsync":
         return "--server" in argv
     return name in TRANSFER_COMMANDS
+
+
+_CSI = re.compile(rb"\x1b\[[0-9;?<=>]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b.|[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]")
+
+
+def _visible(data: bytes) -> str:
+    """Terminal output without escape sequences, one line per CR/LF-separated redraw."""
+    text = _CSI.sub(b"", data).replace(b"\r", b"\n")
+    return "\n".join(line for line in text.decode("utf-8", "replace").split("\n") if line.strip())
 
 
 class _Pausable:
@@ -460,6 +474,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self.err: MaskedStream | None = None
         self.alt_screen = False
         self._recent = bytearray()
+        self._line_echo = bytearray()  # terminal output since the last Enter
         self._unechoed: tuple[str, dict[str, Any]] | None = None
         self._ended = False
         self._recorder_wait: asyncio.Task[None] | None = None
@@ -735,6 +750,14 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         """Record the line; True when it is held for a decision."""
         self._unechoed = None
         text = enter.line.text
+        shown = ""
+        if enter.line.uncertain:
+            # The last lines the terminal showed: the prompt and the line as
+            # the shell's editor drew it (after cursor edits, history recall).
+            shown = "\n".join(_visible(bytes(self._line_echo)).splitlines()[-2:])
+            if not text.strip():
+                text = shown.splitlines()[-1] if shown else ""
+        self._line_echo.clear()
         if not text.strip():
             self._continued = ""
             return False
@@ -744,8 +767,14 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self._continued = text  # the shell will ask for more
             return False
         self._continued = ""
-        attrs = {"uncertain": True} if enter.line.uncertain else {}
-        found = self.handler.risk.assess(text)
+        attrs: dict[str, Any] = {}
+        if enter.line.uncertain:
+            # Edited or recalled: judge what was typed *and* what the terminal
+            # showed, loosely (a command starting at any word counts).
+            attrs = {"uncertain": True, "shown": shown[-1024:]}
+            found = self.handler.risk.assess_loose([text, *shown.splitlines()])
+        else:
+            found = self.handler.risk.assess(text)
         if found.score <= 0 and not found.rule_verdicts:
             # Recorded once the terminal has echoed it: input typed with echo
             # off (a password prompt) is not a command and is never recorded.
@@ -789,7 +818,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             return
         if cancelled:
             self.gateway_message("cancelled; the line was not run")
-            self.up_chan.write(b"\x03")  # the shell drops the line and prompts again
+            self.up_chan.write(DROP_LINE)
             session.result(cmd, "cancelled", error="cancelled by the user (Ctrl-C)")
             rest = []
             self._drop_pending_through_ctrl_c()
@@ -798,7 +827,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         else:
             why = "; ".join(decision.reasons) if decision is not None else "error"
             self.gateway_message(f"command refused: {why}")
-            self.up_chan.write(b"\x15" + enter.key)  # Ctrl-U: drop the line
+            self.up_chan.write(DROP_LINE)
             session.result(cmd, "refused", error=why)
         self._holding = False
         self._keystrokes(rest)
@@ -908,6 +937,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self._recent += data
             if len(self._recent) > 8192:
                 del self._recent[:-4096]
+            self._line_echo += data
+            if len(self._line_echo) > 8192:
+                del self._line_echo[:-4096]
             if self._unechoed is not None and self._echoed(self._unechoed[0]):
                 text, attrs = self._unechoed
                 self._unechoed = None

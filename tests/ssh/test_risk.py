@@ -143,3 +143,15 @@ def test_shellish_garbage_never_raises(text: str) -> None:
 def test_wrappers_do_not_hide(text: str, prefix: str) -> None:
     assert SCORER.assess(prefix + text).score > 0
     assert SCORER.assess(f"bash -c {prefix}'{text}'".replace("''", "'")).score >= 0
+
+
+def test_loose_assessment_for_edited_lines() -> None:
+    assert "rm_rf" in SCORER.assess_loose(["echo rm -rf /srv/x"]).categories
+    assert SCORER.assess_loose(["", "root@web:~# sudo reboot"]).score == 75
+    assert SCORER.assess_loose(["ls -la", "user@h:~$ ls -la"]).score == 0
+
+
+@given(st.lists(st.text(max_size=120), max_size=4))
+def test_loose_never_raises(texts: list[str]) -> None:
+    found = SCORER.assess_loose(texts)
+    assert 0 <= found.score <= 100 and found.categories <= CATEGORIES

@@ -452,6 +452,19 @@ def test_pty_shell(env: Env) -> None:
         term.expect(b"after-5")
         assert keep.exists()
         _decide_pending(env, False)  # tidy: the abandoned approval
+        # editing with cursor keys cannot smuggle a risky line past the gateway:
+        # typed "echo rm -rf DIR", then Home and 5 x Delete -> the shell runs rm -rf DIR
+        term.send(f"echo rm -rf {keep}".encode())
+        term.expect(keep.name.encode())
+        term.send(b"\x01" + b"\x1b[3~" * 5)
+        time.sleep(0.3)
+        term.send(b"\r")
+        term.expect(b"needs a reviewer")
+        _decide_pending(env, False)
+        term.expect(b"command refused")
+        term.send(b"echo after-$((3+4))\r")
+        term.expect(b"after-7")
+        assert keep.exists()
         term.send(b"exit 5\r")
         assert term.wait() == 5
     finally:
