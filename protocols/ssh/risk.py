@@ -135,6 +135,11 @@ class ShellRisk:
             found.add("unparseable", f"parser error: {type(exc).__name__}")
         return self._assessment(text, found)
 
+    def rules_only(self, text: str) -> Assessment:
+        """Only the connection's ``pattern`` rules, for operations that are not
+        shell commands (``direct-tcpip HOST:PORT`` tunnels)."""
+        return self._assessment(text, _Found())
+
     def assess_loose(self, texts: Iterable[str], *, max_starts: int = 64) -> Assessment:
         """For text the gateway is not sure of (a terminal line edited with
         cursor keys, recalled from history, completed with Tab): the riskiest

@@ -398,6 +398,13 @@ class GatewayServer(asyncssh.SSHServer):
             f"direct-tcpip {host}:{port}",
             {"channel": "direct-tcpip", "origin": origin},
         )
+        found = self.handler.risk.rules_only(cmd.text)
+        if found.rule_verdicts:
+            decision = await session.decide(cmd, found)
+            if decision.verdict is Verdict.DENY:
+                session.result(cmd, "refused", error="; ".join(decision.reasons))
+                writer.close()
+                return
         started = time.monotonic()
         try:
             up_reader, up_writer = await self.upstream.open_connection(host, port)

@@ -77,12 +77,26 @@ def session_events(session_dir: Path) -> list[dict[str, Any]]:
 
 
 def all_events(env: Env) -> list[dict[str, Any]]:
+    """Every recorded event, once every session has written its end (the
+    recorder writes in the background; tests read after their clients exit)."""
     from recorder.reader import list_session_dirs
 
-    evs: list[dict[str, Any]] = []
-    for d in list_session_dirs(env.daemon.recordings):
-        evs += session_events(d)
-    return evs
+    def read() -> list[dict[str, Any]] | None:
+        evs: list[dict[str, Any]] = []
+        for d in list_session_dirs(env.daemon.recordings):
+            one = session_events(d)
+            if not one or one[-1]["type"] != "session_end":
+                return None
+            evs += one
+        return evs
+
+    try:
+        return wait_for(read, 10)
+    except TimeoutError:
+        evs: list[dict[str, Any]] = []
+        for d in list_session_dirs(env.daemon.recordings):
+            evs += session_events(d)
+        return evs
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +119,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                     # 2-core CI machine can stretch well past 50 ms.
                     options={"authorized_keys": keys, "allow_port_forwarding": True, "output_flush": "300ms"},
                     masking=MASKING,
-                    risk={"review_at": "high", "rules": [{"pattern": "^forbidden-cmd", "action": "deny"}]},
+                    risk={"review_at": "high", "rules": [
+                        {"pattern": "^forbidden-cmd", "action": "deny"},
+                        {"id": "no-tunnel-to-9", "pattern": "^direct-tcpip .*:9$", "action": "deny"},
+                    ]},
                     approval={"timeout": "60s"},
                 ),
                 ssh_conn("nofwd", nofwd, target, options={"authorized_keys": keys, "file_transfer": False}),
@@ -335,11 +352,9 @@ def test_local_forwarding(env: Env, allowed: bool) -> None:
     finally:
         proc.kill()
         proc.communicate(timeout=10)
-    tunnels = [e for e in all_events(env) if e["type"] == "command" and e["text"].startswith("direct-tcpip")]
-    assert tunnels
-    results = [e for e in all_events(env) if e["type"] == "result" and e["status"] == "refused"]
+    wait_for(lambda: [e for e in all_events(env) if e["type"] == "command" and e["text"].startswith("direct-tcpip")], 10)
     if not allowed:
-        assert results
+        wait_for(lambda: [e for e in all_events(env) if e["type"] == "result" and e["status"] == "refused"], 10)
 
 
 def test_changed_host_key_refuses(tmp_path: Path, env: Env) -> None:
@@ -624,3 +639,27 @@ async def test_too_many_auth_failures_disconnect(env: Env) -> None:
             config=None, agent_path=None, password=None, preferred_auth="publickey",
         )
     assert "too many authentication failures" in str(info.value.reason)
+
+
+def test_tunnel_destination_denied_by_rule(env: Env) -> None:
+    lport = free_port()
+    proc = subprocess.Popen(
+        key_ssh(env, env.port, "-N", "-L", f"{lport}:127.0.0.1:9", "-"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(lport, proc=proc)
+        assert _fetch(lport) == b""
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    def all_denied() -> bool:
+        evs = all_events(env)
+        cmds = [e for e in evs if e["type"] == "command" and e["text"] == "direct-tcpip 127.0.0.1:9"]
+        return bool(cmds) and all(  # wait_port's probe opens one too
+            any(e["type"] == "decision" and e["verdict"] == "deny" and "no-tunnel-to-9" in e["rule_ids"]
+                and e["session"] == c["session"] and e["command_seq"] == c["seq"] for e in evs)
+            for c in cmds
+        )
+
+    wait_for(all_denied, 10)  # the recorder writes in the background
