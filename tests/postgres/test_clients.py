@@ -168,7 +168,7 @@ def test_psycopg_pipeline_copy_cursor(gateway: Gateway, pg: PgServer) -> None:
     with psycopg.connect(gateway.dsn("plain"), sslmode="require") as conn:
         with conn.pipeline():
             curs = [conn.execute("select %s::int * 2", (i,)) for i in range(50)]
-        assert [c.fetchone()[0] for c in curs] == [i * 2 for i in range(50)]
+        assert [c.fetchall()[0][0] for c in curs] == [i * 2 for i in range(50)]
         # error in the middle of a pipeline
         with pytest.raises(psycopg.errors.DivisionByZero), conn.pipeline():
             conn.execute("select 1")
@@ -219,7 +219,7 @@ def test_psycopg_cancel(gateway: Gateway) -> None:
         assert conn.execute("select 1").fetchone() == (1,)
         # the client never sees the backend's real key data
         info = conn.pgconn.backend_pid
-        real = conn.execute("select pg_backend_pid()").fetchone()[0]
+        real = conn.execute("select pg_backend_pid()").fetchall()[0][0]
         assert info != real
 
 

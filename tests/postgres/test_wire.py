@@ -12,7 +12,7 @@ from protocols.postgres import _wire as w
 from protocols.postgres._masking import Hits, min_match_width, strip_assertions
 from protocols.postgres._tracker import EXEC, QUERY, SYNC, Running, Tracker
 
-text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
+text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]), max_size=40)
 
 frontend_msg = st.one_of(
     text.map(w.query),
