@@ -27,6 +27,7 @@ import asyncssh
 from hoopd.aio import spawn
 from hoopd.gateway import AuthFailed, SessionRefused
 from hoopd.model import AuthMethod, Command, CommandKind, Identity, Stream, Verdict
+from hoopd.session import SessionEnded
 
 from .keys import identity_from_cert
 from .lines import Enter, LineTracker
@@ -914,26 +915,32 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         if not self.session.ended:
             self.session.record(event)
 
-    # Send first, then record: the recording is queued either way, and waking
-    # the recorder thread before the echo leaves would add to its latency.
+    # Record (enqueue) first, then send: output never reaches the client once
+    # its session's recording has failed. Enqueueing does not wake the
+    # recorder thread, so it adds nothing noticeable to keystroke echo.
     def _emit_stdout(self, data: bytes, masked: dict[str, int] | None) -> None:
-        self.chan.write(data)
-        self._emit(data, masked, Stream.STDOUT)
+        if self._emit(data, masked, Stream.STDOUT):
+            self.chan.write(data)
 
     def _emit_stderr(self, data: bytes, masked: dict[str, int] | None) -> None:
-        self.chan.write_stderr(data)
-        self._emit(data, masked, Stream.STDERR)
+        if self._emit(data, masked, Stream.STDERR):
+            self.chan.write_stderr(data)
 
-    def _emit(self, data: bytes, masked: dict[str, int] | None, stream: Stream) -> None:
+    def _emit(self, data: bytes, masked: dict[str, int] | None, stream: Stream) -> bool:
+        """Account for and record output; False when it must not be sent."""
         if self.session.ended:
-            return
+            return False
         rec = self._rec
-        if rec is None:  # a terminal: every chunk, with its own timestamp
-            seq = self.cmd.seq if self.cmd is not None else 0
-            self.session.upstream_data(data, stream, command_seq=seq, masked=masked)
-        else:
-            self.session.upstream_data(data, stream, masked=masked, record=False)
-            rec.add(stream, data, masked)
+        try:
+            if rec is None:  # a terminal: every chunk, with its own timestamp
+                seq = self.cmd.seq if self.cmd is not None else 0
+                self.session.upstream_data(data, stream, command_seq=seq, masked=masked)
+            else:
+                self.session.upstream_data(data, stream, masked=masked, record=False)
+                rec.add(stream, data, masked)
+        except SessionEnded:
+            return False
+        return True
 
     def upstream_output(self, data: bytes, stderr: bool) -> None:
         if self._ended or self.session.ended:
