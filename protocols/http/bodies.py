@@ -24,6 +24,7 @@ All masking goes through this module (``masker.json()``, ``masker.stream()``,
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -164,30 +165,96 @@ class BodyRefused(Exception):
     pass
 
 
-def mask_json_document(masker: Any, data: bytes) -> tuple[bytes, Counts]:
-    """Mask one JSON document.
+_KV_WORDS = re.compile(
+    rb"(?i:password|passwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key"
+    rb"|private[_-]?key|credential|client[_-]?secret|pwd)"
+)
+"""Words one of which every key name the ``secret_key_value`` recognizer
+replaces by name contains (``masking.recognizers.KV_KEYS``)."""
+_ANCHORS = ("^", "$", "\\A", "\\z", "\\Z")
 
-    Fast path, for a document without escapes, key/path rules or Kubernetes
-    Secrets: the content rules run once over the raw bytes (as the stream
-    masker would); the result is used if it is still valid JSON, otherwise
-    the document is parsed and masked value by value."""
-    if (
-        not masker.paths
-        and not masker._field_rules
-        and b"\\" not in data
-        and b'"Secret"' not in data
-    ):
-        out, counts = masker.mask_bytes(data)
-        if not counts:
-            return data, counts
-        try:
-            json.loads(out)
-        except ValueError:
-            pass
-        else:
-            return bytes(out), dict(counts)
-    out, counts = masker.json().mask_document(data)
-    return out, counts
+CACHE_MAX_DOC = 16 * 1024
+"""JSON documents up to this size have their masked form remembered."""
+CACHE_ENTRIES = 256
+
+
+class JsonDocuments:
+    """Masks whole JSON documents exactly as ``masker.json().mask_document``
+    (the reference: parse, walk every key and value, re-serialize), cheaper:
+
+    * prefilter: a document without escapes whose raw bytes have no candidate
+      of any content rule (one RE2 search of the joined pattern), no PEM
+      header, no word a secret key name needs and no ``"Secret"`` cannot be
+      changed by the walk (its strings and numbers are substrings of the raw
+      bytes, bounded by non-word characters): it is returned as it came,
+      without parsing. Unsafe (so never taken) with key/path rules or a
+      custom pattern that has anchors.
+    * cache: the result for a small document is remembered, keyed by its exact
+      bytes (masking is a pure function of them; APIs answer the same small
+      documents over and over).
+
+    ``tests/http/test_bodies.py`` checks output and counts against the walk."""
+
+    def __init__(self, masker: Any) -> None:
+        self.masker = masker
+        self._json = masker.json() if masker is not None else None
+        self._cache: dict[bytes, tuple[bytes, Counts]] = {}
+        self._main: Any = None
+        self._prefilter = False
+        self._kv = False
+        self._secret = True
+        if masker is None:
+            return
+        config = getattr(masker, "config", None)
+        rules = getattr(config, "rules", None)
+        main = getattr(masker, "_main", None)
+        if rules is None or (main is None and getattr(masker, "_pem", None) is None):
+            return
+        if masker.paths or getattr(masker, "_field_rules", True):
+            return
+        for rule in rules:
+            pattern = getattr(rule, "pattern", None) or ""
+            if any(a in pattern for a in _ANCHORS):
+                return
+        self._main = main
+        self._kv = getattr(masker, "_kv_rule", True) is not None
+        self._secret = getattr(self._json, "_secret_mode", "replace") != "off"
+        self._prefilter = True
+
+    def unchanged(self, data: bytes) -> bool:
+        """True when the walk provably changes nothing (see the class doc)."""
+        if not self._prefilter or b"\\" in data or 0 in data:
+            return False
+        main = self._main
+        if main is not None and main.raw_search(data, 0, len(data))[0][0] >= 0:
+            return False
+        if b"-----BEGIN " in data:
+            return False
+        if self._kv and _KV_WORDS.search(data) is not None:
+            return False
+        return not (self._secret and b'"Secret"' in data)
+
+    def mask(self, data: bytes) -> tuple[bytes, Counts]:
+        if self._json is None or not data:
+            return data, {}
+        if len(data) > CACHE_MAX_DOC:
+            return self._mask(data)
+        cache = self._cache
+        hit = cache.get(data)
+        if hit is not None:
+            return hit[0], dict(hit[1])
+        out, counts = self._mask(data)
+        if len(cache) >= CACHE_ENTRIES:
+            cache.clear()
+        cache[data] = (out, dict(counts))
+        return out, counts
+
+    def _mask(self, data: bytes) -> tuple[bytes, Counts]:
+        if self.unchanged(data):
+            return data, {}
+        assert self._json is not None
+        out, counts = self._json.mask_document(data)
+        return bytes(out), dict(counts)
 
 
 def has_structural_rules(masker: Any) -> bool:
@@ -197,10 +264,13 @@ def has_structural_rules(masker: Any) -> bool:
 class BodyMasker:
     """``feed(bytes) -> bytes`` / ``finish() -> bytes`` for one response body."""
 
-    def __init__(self, plan: Plan, masker: Any, json_cap: int, unmaskable: str) -> None:
+    def __init__(
+        self, plan: Plan, masker: Any, json_cap: int, unmaskable: str, docs: JsonDocuments | None = None
+    ) -> None:
         self.plan = plan
         self.mode = plan.mode
         self._masker = masker
+        self._docs = docs if docs is not None else JsonDocuments(masker)
         self._decoder = decoder_for(plan.encoding) if plan.transforms else None
         self._json_cap = json_cap
         self._unmaskable = unmaskable
@@ -254,7 +324,7 @@ class BodyMasker:
             self._buf = []
             if not data:
                 return b""
-            out, counts = mask_json_document(self._masker, data)
+            out, counts = self._docs.mask(data)
             self._add(counts)
             return out
         out = self._stream.feed(tail) if tail else b""
@@ -263,7 +333,9 @@ class BodyMasker:
         return bytes(out)
 
 
-def mask_request_body(masker: Any, data: bytes, content_type: str, encoding: str) -> tuple[bytes, Counts]:
+def mask_request_body(
+    masker: Any, data: bytes, content_type: str, encoding: str, docs: JsonDocuments | None = None
+) -> tuple[bytes, Counts]:
     """A request body (prefix) as it is recorded: masked; compressed bodies decoded first."""
     if masker is None or not masker.active or not data:
         return data, {}
@@ -277,7 +349,7 @@ def mask_request_body(masker: Any, data: bytes, content_type: str, encoding: str
             return b"[undecodable compressed body not recorded]", {}
     kind = body_kind(content_type)
     if kind == "json":
-        return mask_json_document(masker, data)
+        return (docs if docs is not None else JsonDocuments(masker)).mask(data)
     if kind == "ndjson":
         lm = masker.json().lines()
         out = lm.feed(data) + lm.flush()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from hoopd.model import Output, Stream
 
-from .bodies import BodyMasker, BodyRefused, Plan, plan_response
+from .bodies import BodyMasker, BodyRefused
 from .h1 import (
     END,
     LAST_CHUNK,
@@ -27,7 +27,7 @@ from .h1 import (
     chunk,
     response_head_bytes,
 )
-from .shared import IDEMPOTENT, RESPONSE_DROP, json_response, ms
+from .shared import IDEMPOTENT, json_response, ms
 
 if TYPE_CHECKING:
     from .proxy import ClientConnection
@@ -65,6 +65,8 @@ class Exchange:
         self.discard = False
         self.finished_early = False
         self.deferred: Headers | None = None
+        self.resp: ResponseHead | None = None
+        """The final response head (the memo key of the client-bound head)."""
         self.reason = ""
         self.record_left = client.proxy.options.record_body_bytes
         self.rec: list[bytes] = []
@@ -156,22 +158,16 @@ class Exchange:
             self._send(data)
             self._record(proxy.redacted_head(data, f"HTTP/1.1 101 {resp.reason}", headers))
             return
-        if resp.framing == "none":
-            plan = Plan("none")
-        else:
-            plan = plan_response(resp.headers, proxy.masker, proxy.options.unmaskable)
+        rp = proxy.response_plan(resp)
+        plan = rp.plan
         if plan.mode == "refuse":
             self.discard = True
             self._error_response(502, "unmaskable", f"response refused: {plan.reason}")
             return
-        self.body = BodyMasker(plan, proxy.masker, proxy.options.mask_json_max_bytes, proxy.options.unmaskable)
-        drop = RESPONSE_DROP | frozenset(resp.connection) if resp.connection else RESPONSE_DROP
-        headers = Headers([h for h in resp.headers.items if h[0] not in drop])
-        if plan.transforms:
-            headers.remove("content-length", "content-encoding", "content-md5")
-            etag = headers.get("etag")
-            if etag is not None and not etag.startswith("W/"):
-                headers.set("ETag", "W/" + etag)
+        opts = proxy.options
+        self.body = BodyMasker(plan, proxy.masker, opts.mask_json_max_bytes, opts.unmaskable, proxy.docs)
+        self.resp = resp
+        headers = Headers(list(rp.items))
         if plan.transforms and self.body.buffering:
             self.deferred = headers
             return
@@ -186,17 +182,28 @@ class Exchange:
             self.client_keep = False
         self._send_head(resp.status, resp.reason, headers)
 
-    def _send_head(self, status: int, reason: str, headers: Headers, body: bytes = b"") -> None:
+    def _send_head(
+        self, status: int, reason: str, headers: Headers, body: bytes = b"", length: int = -1
+    ) -> None:
+        """``length`` >= 0: add that Content-Length (a masked, buffered body)."""
+        if length >= 0:
+            headers.add("Content-Length", str(length))
+        version = self.head.version
         if not self.client_keep:
             headers.add("Connection", "close")
-        elif self.head.version == "1.0":
+        elif version == "1.0":
             headers.add("Connection", "keep-alive")
-        proxy = self.client.proxy
-        data = response_head_bytes(status, reason, headers)
+        resp = self.resp
+        key = (
+            None
+            if resp is None or resp.framing == "none"  # see HttpProxy.response_plan
+            else (resp.raw, reason, length, self.chunked, self.client_keep, version)
+        )
+        data, recorded = self.client.proxy.response_head(key, status, reason, headers)
         self.head_sent = True
         self._send(data + body if body else data)
         if self.record_left > 0:
-            self.rec.append(proxy.redacted_head(data, f"HTTP/1.1 {status} {reason}", headers))
+            self.rec.append(recorded)
 
     def on_data(self, data: bytes) -> None:
         if self.discard or self.body is None:
@@ -239,9 +246,7 @@ class Exchange:
             return
         session = self.client.session
         if self.deferred is not None:
-            headers = self.deferred
-            headers.add("Content-Length", str(len(tail)))
-            self._send_head(self.status, "", headers, tail)
+            self._send_head(self.status, "", self.deferred, tail, len(tail))
             if session is not None:
                 session.upstream_data(tail, record=False, masked=self.body.counts)
             self._record(tail)
@@ -296,7 +301,7 @@ class Exchange:
 class UpstreamConnection(asyncio.Protocol):
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
-        self.parser = ResponseParser(client.proxy.options.max_header_bytes)
+        self.parser = ResponseParser(client.proxy.options.max_header_bytes, client.proxy.response_heads)
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self.closed = False

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_CHUNK_LINE = 4096
 
@@ -351,10 +352,48 @@ class _Parser:
         return False  # DONE or TUNNEL: keep buffering
 
 
+HEAD_CACHE_MAX = 8192
+"""Heads up to this size are memoized (``cache=``), keyed by their exact bytes."""
+HEAD_CACHE_ENTRIES = 1024
+
+
+def _remember(cache: dict[bytes, Any], head: bytes, value: Any) -> None:
+    if len(head) <= HEAD_CACHE_MAX:
+        if len(cache) >= HEAD_CACHE_ENTRIES:
+            cache.clear()
+        cache[head] = value
+
+
 class RequestParser(_Parser):
-    """Parses requests from a client."""
+    """Parses requests from a client.
+
+    ``cache``: a dict shared by the parsers of one listener; a head seen before
+    (byte for byte: a client repeating a request) is not parsed again. Heads
+    are immutable by convention; nothing changes one after parsing."""
+
+    def __init__(self, max_head: int = 65536, cache: dict[bytes, RequestHead] | None = None) -> None:
+        super().__init__(max_head)
+        self._cache = cache
 
     def _head(self, head: bytes) -> Event:
+        cache = self._cache
+        if cache is not None:
+            req = cache.get(head)
+            if req is None:
+                req = self._parse(head)
+                _remember(cache, head, req)
+        else:
+            req = self._parse(head)
+        if req.chunked:
+            self._state = CHUNK_SIZE
+        elif req.length:
+            self._state = LENGTH
+            self._remaining = req.length
+        else:
+            self._state = DONE
+        return req
+
+    def _parse(self, head: bytes) -> RequestHead:
         text = head.decode("latin-1")
         lines = text.split("\n")
         first = lines[0].rstrip("\r")
@@ -404,26 +443,19 @@ class RequestParser(_Parser):
         if host > 1:
             raise ProtocolError("more than one Host header")
         upgrade = upgrade_tokens[0] if upgrade_tokens and "upgrade" in conn_tokens else ""
-        req = RequestHead(
+        return RequestHead(
             method, target, ver, headers, keep_alive, chunked, length or 0, conn_tokens, upgrade, head
         )
-        if chunked:
-            self._state = CHUNK_SIZE
-        elif req.length:
-            self._state = LENGTH
-            self._remaining = req.length
-        else:
-            self._state = DONE
-        return req
 
 
 class ResponseParser(_Parser):
     """Parses responses from an upstream. Call ``expect(method)`` before each response."""
 
-    def __init__(self, max_head: int = 65536) -> None:
+    def __init__(self, max_head: int = 65536, cache: dict[bytes, ResponseHead] | None = None) -> None:
         super().__init__(max_head)
         self._method = "GET"
         self._state = DONE
+        self._cache = cache
 
     def feed(self, data: bytes) -> list[Event]:
         try:
@@ -443,6 +475,30 @@ class ResponseParser(_Parser):
         self._scan = 0
 
     def _head(self, head: bytes) -> Event:
+        cache = self._cache
+        if cache is None or self._method == "HEAD":
+            return self._parse(head)
+        resp = cache.get(head)
+        if resp is None:
+            resp = self._parse(head)
+            _remember(cache, head, resp)
+            return resp
+        # the state _parse would have set (same bytes, same method class)
+        framing = resp.framing
+        if framing == "none":
+            if not 100 <= resp.status < 200 or resp.status == 101:
+                self._state = DONE
+        elif framing == "chunked":
+            self._state = CHUNK_SIZE
+        elif framing == "close":
+            self._state = UNTIL_CLOSE
+        elif resp.length:
+            self._state, self._remaining = LENGTH, resp.length
+        else:
+            self._state = DONE
+        return resp
+
+    def _parse(self, head: bytes) -> ResponseHead:
         lines = head.decode("latin-1").split("\n")
         first = lines[0].rstrip("\r")
         version, _, rest = first.partition(" ")

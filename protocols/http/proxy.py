@@ -34,23 +34,20 @@ from hoopd.policy import decide_command
 from hoopd.tls import identity_from_peercert
 
 from .approval import APPROVAL_HEADER, decide_retry
-from .bodies import DECODABLE, json_summary, media_type
+from .bodies import json_summary, media_type
 from .exchange import Exchange, UpstreamConnection
 from .h1 import (
     LAST_CHUNK,
     Data,
     EndOfMessage,
     Event,
-    Headers,
     ProtocolError,
     RequestHead,
     RequestParser,
     chunk,
-    request_head_bytes,
 )
 from .recording import RequestRecorder
-from .risk import normalize_path, split_target
-from .shared import HttpProxy, expire, json_response, ms
+from .shared import HttpProxy, Prepared, expire, json_response, ms
 
 if TYPE_CHECKING:
     from hoopd.session import Session
@@ -65,7 +62,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, proxy: HttpProxy) -> None:
         self.proxy = proxy
         opts = proxy.options
-        self.parser = RequestParser(opts.max_header_bytes)
+        self.parser = RequestParser(opts.max_header_bytes, proxy.request_heads)
         self.events: deque[Event] = deque()
         self.queued = 0
         self.error: ProtocolError | None = None
@@ -90,6 +87,9 @@ class ClientConnection(asyncio.Protocol):
         """The serve task waits for the next request head (nothing in flight)."""
         self.fast_busy = False
         """A request taken by the callback fast path is in flight."""
+        self.client_ip = "unknown"
+        self._decisions: dict[Prepared, Decision] = {}
+        """Decisions (command_seq 0) by request, for this connection's identity."""
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,6 +97,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_addr = f"{peer[0]}:{peer[1]}"
+            self.client_ip = str(peer[0])
         self.task = spawn(self.serve(), name="http-client")
 
     def data_received(self, data: bytes) -> None:
@@ -397,32 +398,25 @@ class ClientConnection(asyncio.Protocol):
             value = head.headers.get("authorization") or ""
             if value[:7].lower() != "bearer " or value[7:].strip() != self.token:
                 return False
-        path, query = split_target(head.target)
-        if path == "*":
+        prep = proxy.prepare(head)
+        if prep.npath == "*":
             return False
-        npath = normalize_path(path)
-        text = f"{head.method} {npath}?{query}" if query else f"{head.method} {npath}"
-        found = proxy.scorer.assess(head.method, npath, text)
-        decision = decide_command(
-            0, proxy.connection.risk, session.identity, found, break_glass=session.break_glass
-        )
-        if decision.verdict is Verdict.REVIEW:
+        tmpl = self._decisions.get(prep)
+        if tmpl is None:
+            tmpl = decide_command(
+                0, proxy.connection.risk, session.identity, prep.found, break_glass=session.break_glass
+            )
+            if len(self._decisions) >= 256:
+                self._decisions.clear()
+            self._decisions[prep] = tmpl
+        if tmpl.verdict is Verdict.REVIEW:
             return False
         started = time.perf_counter()
-        attrs: dict[str, Any] = {"method": head.method, "path": proxy.mask_text(npath)}
-        if query:
-            attrs["query"] = proxy.mask_text(query)
-        cmd = session.command(CommandKind.HTTP, proxy.mask_text(text), attrs)
-        recorder = RequestRecorder(self, cmd.seq, head, "", "")
-        recorder.start(b"", True)
+        cmd = session.command(CommandKind.HTTP, prep.cmd_text, prep.attrs)
+        session.record(Output(Stream.STDIN, prep.recorded_head, cmd.seq))
         decision = session.final_decision(
             Decision(
-                cmd.seq,
-                decision.verdict,
-                decision.risk,
-                decision.reasons,
-                decision.rule_ids,
-                break_glass=decision.break_glass,
+                cmd.seq, tmpl.verdict, tmpl.risk, tmpl.reasons, tmpl.rule_ids, break_glass=tmpl.break_glass
             )
         )
         self.fast_busy = True
@@ -431,17 +425,18 @@ class ClientConnection(asyncio.Protocol):
             self._deny(cmd, decision, started, keep=head.keep_alive)
             self._after_request(head.keep_alive)
             return True
-        up_head, _ = self._upstream_head(head, npath, query, b"", True)
+        up_head = prep.up_heads.get(self.client_ip)
+        if up_head is None:
+            up_head = self._upstream_head(head, prep, b"", True)[0]
+            if len(prep.up_heads) < 64:
+                prep.up_heads[self.client_ip] = up_head
         ex = Exchange(self, upstream, cmd, head, started, True)
         self.exchange = ex
         upstream.reused = True
         upstream.begin(ex)
         upstream.write(up_head)
-        recorder.finish()
         self.check_recorder()
-        ex.on_done = lambda result: self._fast_done(
-            result, ex, upstream, cmd, head, npath, query, started, recorder
-        )
+        ex.on_done = lambda result: self._fast_done(result, ex, upstream, cmd, head, prep, started)
         return True
 
     def _fast_done(
@@ -451,14 +446,12 @@ class ClientConnection(asyncio.Protocol):
         upstream: UpstreamConnection,
         cmd: Any,
         head: RequestHead,
-        npath: str,
-        query: str,
+        prep: Prepared,
         started: float,
-        recorder: RequestRecorder,
     ) -> None:
         self.exchange = None
         if result == "retry":  # a kept-alive upstream connection closed under us
-            spawn(self._fast_retry(cmd, head, npath, query, started, recorder), name="http-retry")
+            spawn(self._fast_retry(cmd, head, prep, started), name="http-retry")
             return
         if not ex.upstream_keep:
             if self.upstream is upstream:
@@ -467,17 +460,10 @@ class ClientConnection(asyncio.Protocol):
                 upstream.transport.close()
         self._after_request(result == "keep" and head.keep_alive)
 
-    async def _fast_retry(
-        self,
-        cmd: Any,
-        head: RequestHead,
-        npath: str,
-        query: str,
-        started: float,
-        recorder: RequestRecorder,
-    ) -> None:
+    async def _fast_retry(self, cmd: Any, head: RequestHead, prep: Prepared, started: float) -> None:
+        recorder = RequestRecorder(self, cmd.seq, head, "", "")
         try:
-            keep = await self._forward(cmd, head, npath, query, b"", True, started, recorder, retried=True)
+            keep = await self._forward(cmd, head, prep, b"", True, started, recorder, retried=True)
         except Exception:
             log.exception("http retry failed")
             keep = False
@@ -560,12 +546,10 @@ class ClientConnection(asyncio.Protocol):
             return False
         session = self.session
         assert session is not None
-        path, query = split_target(head.target)
-        if path == "*" and head.method != "OPTIONS":
+        prep = proxy.prepare(head)
+        if prep.path == "*" and head.method != "OPTIONS":
             self.write(json_response(400, {"error": "bad_request", "message": "invalid target"}, close=True))
             return False
-        npath = normalize_path(path) if path != "*" else "*"
-        text = f"{head.method} {npath}?{query}" if query else f"{head.method} {npath}"
         try:
             got = await self._body_prefix(head)
         except ProtocolError as exc:
@@ -577,9 +561,7 @@ class ClientConnection(asyncio.Protocol):
         body, complete = got
         ctype = media_type(head.headers)
         cenc = (head.headers.get("content-encoding") or "").strip().lower()
-        attrs: dict[str, Any] = {"method": head.method, "path": proxy.mask_text(npath)}
-        if query:
-            attrs["query"] = proxy.mask_text(query)
+        attrs = prep.attrs
         body_sha = ""
         if head.has_body:
             battrs: dict[str, Any] = {"content_type": ctype}
@@ -594,16 +576,14 @@ class ClientConnection(asyncio.Protocol):
                     battrs["summary"] = json_summary(body)
             else:
                 battrs["streamed"] = True
-            attrs["body"] = battrs
-        if head.upgrade:
-            attrs["upgrade"] = head.upgrade
-        cmd = session.command(CommandKind.HTTP, proxy.mask_text(text), attrs)
+            attrs = {**attrs, "body": battrs}
+        cmd = session.command(CommandKind.HTTP, prep.cmd_text, attrs)
         recorder = RequestRecorder(self, cmd.seq, head, ctype, cenc)
-        recorder.start(body, complete)
+        recorder.start(body, complete, prep.recorded_head)
         self.check_recorder()
-        found = proxy.scorer.assess(head.method, npath, text)
+        found = prep.found
         params = {
-            "request": hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(),
+            "request": prep.request_hash,
             "body": body_sha if complete else f"streamed:{head.length if not head.chunked else 'chunked'}",
         }
         keep_after_refusal = complete and head.keep_alive
@@ -635,54 +615,23 @@ class ClientConnection(asyncio.Protocol):
         if decision.verdict is Verdict.DENY:
             self._deny(cmd, decision, started, keep=keep_after_refusal)
             return keep_after_refusal
-        return await self._forward(cmd, head, npath, query, body, complete, started, recorder)
+        return await self._forward(cmd, head, prep, body, complete, started, recorder)
 
     def _upstream_head(
-        self, head: RequestHead, npath: str, query: str, body: bytes, complete: bool
+        self, head: RequestHead, prep: Prepared, body: bytes, complete: bool
     ) -> tuple[bytes, bool]:
         """(request head for the upstream, stream the rest chunked?)."""
-        proxy = self.proxy
-        drop = proxy.request_drop
-        conn_tokens = head.connection
-        if conn_tokens:
-            drop = drop | frozenset(conn_tokens)
-        headers = Headers([h for h in head.headers.items if h[0] not in drop])
-        headers.items.insert(0, ("host", "Host", proxy.authority))
-        if proxy.options.forwarded_headers:
-            ip = self.client_addr.rsplit(":", 1)[0]
-            prior = head.headers.get("x-forwarded-for")
-            add = headers.items.append
-            add(("x-forwarded-for", "X-Forwarded-For", f"{prior}, {ip}" if prior else ip))
-            add(("x-forwarded-proto", "X-Forwarded-Proto", "https" if proxy.listener_tls else "http"))
-            host = head.headers.get("host")
-            if host:
-                add(("x-forwarded-host", "X-Forwarded-Host", host))
-        if proxy.masking:
-            accepted = [c for c in headers.tokens("accept-encoding")]
-            keep = [c for c in accepted if c.split(";", 1)[0].strip() in DECODABLE or c.startswith("identity")]
-            headers.remove("accept-encoding")
-            if keep:
-                headers.add("Accept-Encoding", ", ".join(keep))
-        for name, value in proxy.inject:
-            headers.add(name, value)
-        if head.upgrade == "websocket":
-            headers.add("Connection", "Upgrade")
-            headers.add("Upgrade", "websocket")
+        framing: tuple[str, str] | None = None
         chunked = False
         if complete:
             if head.has_body or head.headers.has("content-length"):
-                headers.add("Content-Length", str(len(body)))
+                framing = ("Content-Length", str(len(body)))
         elif head.chunked:
-            headers.add("Transfer-Encoding", "chunked")
+            framing = ("Transfer-Encoding", "chunked")
             chunked = True
         else:
-            headers.add("Content-Length", str(head.length))
-        target = proxy.prefix + npath if npath != "*" else "*"
-        if query:
-            target += "?" + query
-        if proxy.inject_query:
-            target += ("&" if "?" in target else "?") + proxy.inject_query
-        return request_head_bytes(head.method, target, headers), chunked
+            framing = ("Content-Length", str(head.length))
+        return self.proxy.upstream_head(head, prep, self.client_ip, framing), chunked
 
     async def _connect(self) -> UpstreamConnection:
         proxy = self.proxy
@@ -718,8 +667,7 @@ class ClientConnection(asyncio.Protocol):
         self,
         cmd: Any,
         head: RequestHead,
-        npath: str,
-        query: str,
+        prep: Prepared,
         body: bytes,
         complete: bool,
         started: float,
@@ -729,7 +677,7 @@ class ClientConnection(asyncio.Protocol):
     ) -> bool:
         session = self.session
         assert session is not None
-        up_head, chunked = self._upstream_head(head, npath, query, body, complete)
+        up_head, chunked = self._upstream_head(head, prep, body, complete)
         attempt = 1 if retried else 0
         while True:
             try:

@@ -31,19 +31,18 @@ class RequestRecorder:
         self.stream: Any = None
         self.total = 0
 
-    def start(self, body: bytes, complete: bool) -> None:
+    def start(self, body: bytes, complete: bool, raw_head: bytes) -> None:
+        """``raw_head``: the head as recorded (``Prepared.recorded_head``)."""
         proxy = self.client.proxy
         session = self.client.session
         assert session is not None
-        head = self.head
-        raw_head = proxy.redacted_head(
-            head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers
-        )
         counts: dict[str, int] = {}
         data = body[: self.left]
         self.total = len(body)
         if data and complete and len(body) <= self.left:
-            data, counts = mask_request_body(proxy.masker if proxy.masking else None, data, self.ctype, self.cenc)
+            data, counts = mask_request_body(
+                proxy.masker if proxy.masking else None, data, self.ctype, self.cenc, proxy.docs
+            )
         elif data:
             data = self._stream_mask(data)
         self.left -= min(len(body), self.left)

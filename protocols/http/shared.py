@@ -6,19 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import ssl
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from .approval import APPROVAL_HEADER
+from .bodies import DECODABLE, JsonDocuments, Plan, plan_response
 from .config import HttpOptions, HttpUpstream
-from .h1 import Headers, response_head_bytes, serialize_head
-from .risk import HttpRiskScorer
+from .h1 import Header, Headers, RequestHead, ResponseHead, response_head_bytes, serialize_head
+from .risk import HttpRiskScorer, normalize_path, split_target
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
+    from hoopd.policy import Assessment
 
 HOP_BY_HOP = frozenset(
     {
@@ -40,6 +44,38 @@ RESPONSE_DROP = HOP_BY_HOP
 SENSITIVE = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
 )
+
+
+@dataclass(slots=True, eq=False)
+class Prepared:
+    """What one request head means, computed once per distinct head (memoized
+    by its exact bytes): the command text and attrs, the risk assessment, the
+    recorded (redacted, masked) head and the upstream heads of a bodyless request."""
+
+    path: str
+    query: str
+    npath: str
+    """Normalized path ('*' for ``OPTIONS *``)."""
+    text: str
+    """``METHOD /npath?query``: what rules and approvals see."""
+    cmd_text: str
+    """``text`` masked, as recorded."""
+    attrs: dict[str, Any]
+    """Command attrs without the body part; never changed (copy to extend)."""
+    found: Assessment
+    request_hash: str
+    recorded_head: bytes
+    up_heads: dict[str, bytes] = field(default_factory=dict)
+    """Upstream head of the bodyless request, by client IP (X-Forwarded-For)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePlan:
+    """What a response head becomes (memoized by its exact bytes): the body
+    plan and the header fields the client gets (before framing fields)."""
+
+    plan: Plan
+    items: tuple[Header, ...]
 
 
 def json_response(
@@ -106,6 +142,136 @@ class HttpProxy:
         )
         self._text_cache: dict[str, str] = {}
         self._head_cache: dict[bytes, bytes] = {}
+        self.docs = JsonDocuments(self.masker) if self.masking else None
+        self.request_heads: dict[bytes, RequestHead] = {}
+        """Parsed request heads by their bytes (shared by every client's parser)."""
+        self.response_heads: dict[bytes, ResponseHead] = {}
+        self._prepared: dict[bytes, Prepared] = {}
+        self._response_plans: dict[bytes, ResponsePlan] = {}
+        self._out_heads: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self.forwarded_proto = "https" if self.listener_tls else "http"
+
+    # -- per-head memos ----------------------------------------------------
+    def prepare(self, head: RequestHead) -> Prepared:
+        """The memoized meaning of a request head (see ``Prepared``)."""
+        raw = head.raw
+        prep = self._prepared.get(raw)
+        if prep is not None:
+            return prep
+        path, query = split_target(head.target)
+        npath = normalize_path(path) if path != "*" else "*"
+        text = f"{head.method} {npath}?{query}" if query else f"{head.method} {npath}"
+        attrs: dict[str, Any] = {"method": head.method, "path": self.mask_text(npath)}
+        if query:
+            attrs["query"] = self.mask_text(query)
+        if head.upgrade:
+            attrs["upgrade"] = head.upgrade
+        prep = Prepared(
+            path,
+            query,
+            npath,
+            text,
+            self.mask_text(text),
+            attrs,
+            self.scorer.assess(head.method, npath, text),
+            hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(),
+            self.redacted_head(head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers),
+        )
+        if len(raw) <= 8192:
+            if len(self._prepared) >= self._CACHE_MAX:
+                self._prepared.clear()
+            self._prepared[raw] = prep
+        return prep
+
+    def upstream_head(
+        self, head: RequestHead, prep: Prepared, client_ip: str, framing: tuple[str, str] | None
+    ) -> bytes:
+        """The request head sent upstream, built with one join. ``framing``:
+        the body framing field (name, value), or None for none."""
+        drop = self.request_drop
+        if head.connection:
+            drop = drop | frozenset(head.connection)
+        npath, query = prep.npath, prep.query
+        target = self.prefix + npath if npath != "*" else "*"
+        if query:
+            target += "?" + query
+        if self.inject_query:
+            target += ("&" if "?" in target else "?") + self.inject_query
+        lines = [f"{head.method} {target} HTTP/1.1\r\nHost: {self.authority}\r\n"]
+        add = lines.append
+        accept: list[str] = []
+        for lname, name, value in head.headers.items:
+            if lname in drop:
+                continue
+            if lname == "accept-encoding" and self.masking:
+                accept.extend(t.strip().lower() for t in value.split(",") if t.strip())
+                continue
+            add(f"{name}: {value}\r\n")
+        if self.options.forwarded_headers:
+            prior = head.headers.get("x-forwarded-for")
+            add(f"X-Forwarded-For: {prior}, {client_ip}\r\n" if prior else f"X-Forwarded-For: {client_ip}\r\n")
+            add(f"X-Forwarded-Proto: {self.forwarded_proto}\r\n")
+            host = head.headers.get("host")
+            if host:
+                add(f"X-Forwarded-Host: {host}\r\n")
+        if accept:
+            keep = [c for c in accept if c.split(";", 1)[0].strip() in DECODABLE or c.startswith("identity")]
+            if keep:
+                add(f"Accept-Encoding: {', '.join(keep)}\r\n")
+        for name, value in self.inject:
+            add(f"{name}: {value}\r\n")
+        if head.upgrade == "websocket":
+            add("Connection: Upgrade\r\nUpgrade: websocket\r\n")
+        if framing is not None:
+            add(f"{framing[0]}: {framing[1]}\r\n")
+        add("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    def response_plan(self, resp: ResponseHead) -> ResponsePlan:
+        """Body plan and client-bound header fields of a (final, non-101) response head.
+
+        Memoized by the head's bytes for heads with a body: a bodyless head
+        (to HEAD, 204, 304) can have the same bytes as one with a body and
+        gets another plan, so it is never memoized."""
+        bodyless = resp.framing == "none"
+        if not bodyless:
+            rp = self._response_plans.get(resp.raw)
+            if rp is not None:
+                return rp
+        if bodyless:
+            plan = Plan("none")
+        else:
+            plan = plan_response(resp.headers, self.masker, self.options.unmaskable)
+        drop = RESPONSE_DROP | frozenset(resp.connection) if resp.connection else RESPONSE_DROP
+        headers = Headers([h for h in resp.headers.items if h[0] not in drop])
+        if plan.transforms:
+            headers.remove("content-length", "content-encoding", "content-md5")
+            etag = headers.get("etag")
+            if etag is not None and not etag.startswith("W/"):
+                headers.set("ETag", "W/" + etag)
+        rp = ResponsePlan(plan, tuple(headers.items))
+        if not bodyless and len(resp.raw) <= 8192:
+            if len(self._response_plans) >= self._CACHE_MAX:
+                self._response_plans.clear()
+            self._response_plans[resp.raw] = rp
+        return rp
+
+    def response_head(
+        self, key: tuple[Any, ...] | None, status: int, reason: str, headers: Headers
+    ) -> tuple[bytes, bytes]:
+        """(head for the client, head as recorded); memoized by ``key`` when given
+        (the upstream head's bytes plus everything that changed the fields)."""
+        if key is not None:
+            hit = self._out_heads.get(key)
+            if hit is not None:
+                return hit
+        data = response_head_bytes(status, reason, headers)
+        out = (data, self.redacted_head(data, f"HTTP/1.1 {status} {reason}", headers))
+        if key is not None:
+            if len(self._out_heads) >= self._CACHE_MAX:
+                self._out_heads.clear()
+            self._out_heads[key] = out
+        return out
 
     # -- recording helpers -------------------------------------------------
     # Heads and command texts repeat across requests (same client, same

@@ -91,6 +91,16 @@ def test_request_split_anywhere_gives_the_same_events(data: bytes, cuts: list[in
     )
 
 
+@given(request_stream(), st.lists(st.integers(0, 10_000), max_size=8))
+def test_request_head_cache_gives_the_same_events(data: bytes, cuts: list[int]) -> None:
+    """A shared head cache (memoized heads, listener-wide) changes nothing:
+    the stream twice through one cache, split anywhere, equals no cache."""
+    cache: dict[bytes, RequestHead] = {}
+    plain = parse_all(RequestParser(), [data])
+    for _ in range(2):
+        assert parse_all(RequestParser(cache=cache), split_at(data, cuts)) == plain
+
+
 @given(st.binary(max_size=400), st.lists(st.integers(0, 1000), max_size=5))
 def test_garbage_never_crashes_the_request_parser(data: bytes, cuts: list[int]) -> None:
     parser = RequestParser(max_head=256)
@@ -145,6 +155,27 @@ def test_response_split_anywhere_gives_the_same_events(
         return normalize(events)
 
     assert run(split_at(data, cuts)) == run([data])
+
+
+@given(st.lists(response_stream(), min_size=1, max_size=6), st.lists(st.integers(0, 10_000), max_size=8))
+def test_response_head_cache_gives_the_same_events(
+    samples: list[tuple[bytes, str]], cuts: list[int]
+) -> None:
+    """Responses (GET and HEAD, same head bytes) through one shared cache give
+    the events an uncached parser gives."""
+    cache: dict[bytes, ResponseHead] = {}
+
+    def run(data: bytes, method: str, pieces: list[bytes], cache: dict[bytes, ResponseHead] | None) -> list[object]:
+        p = ResponseParser(cache=cache)
+        p.expect(method)
+        events: list[object] = []
+        for piece in pieces:
+            events += p.feed(piece)
+        events += p.feed_eof()
+        return normalize(events)
+
+    for data, method in samples:
+        assert run(data, method, split_at(data, cuts), cache) == run(data, method, [data], None)
 
 
 def test_response_framing() -> None:

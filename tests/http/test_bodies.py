@@ -1,0 +1,95 @@
+"""JSON document masking: the prefilter and the cache give exactly what the
+reference walk (``masker.json().mask_document``) gives, bytes and counts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masking.config import MaskingConfig
+from masking.engine import build_masker
+from protocols.http.bodies import JsonDocuments
+
+KEY = b"0123456789abcdef0123456789abcdef"
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "personal": {"recognizers": {"personal": True}},
+    "custom": {
+        "recognizers": {"personal": True},
+        "rules": [{"id": "employee-id", "pattern": "EMP-[0-9]{6}"}, {"id": "ab", "pattern": "\\bab\\b"}],
+    },
+    "anchored": {"rules": [{"id": "start", "pattern": "^start"}]},
+    "fields": {"rules": [{"id": "f", "fields": ["password", "*_ssn"]}]},
+}
+MASKERS = {name: build_masker(MaskingConfig.model_validate(cfg), KEY) for name, cfg in CONFIGS.items()}
+
+VALUES = [
+    "plain", "", "ab", "x ab y", "alice@example.com", "mail: bob@corp.example.org!",
+    "4111 1111 1111 1111", "4111111111111111", "AKIAIOSFODNN7EXAMPLE", 'a"b', "é", "日本",
+    "password=hunter2", "token: abcdef123456", "123-45-6789", "x\\u0040y", "EMP-123456",
+    "start here", "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----",
+    "postgres://u:pw123456@db/x", "[EMAIL]", "Secret", "+1 415 555 0100", "10.0.0.1",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+]
+KEYS = ["id", "name", "email", "password", "db_password", "x_ssn", "Token", "kind", "notes", "start", "ab"]
+SCALARS = st.one_of(
+    st.sampled_from(VALUES),
+    st.integers(min_value=-(10**17), max_value=10**17),
+    st.sampled_from([4111111111111111, 1.5, True, None, 12345678]),
+    st.text(max_size=12),
+)
+DOCS = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.sampled_from(VALUES)), inner, max_size=4),
+    ),
+    max_leaves=12,
+)
+STYLES = [
+    {"separators": (",", ":")},
+    {},
+    {"indent": 2, "ensure_ascii": False},
+    {"ensure_ascii": True},
+]
+
+
+def check(masker: Any, data: bytes) -> None:
+    want, want_counts = masker.json().mask_document(data)
+    docs = JsonDocuments(masker)
+    for _ in range(2):  # computed, then from the cache
+        got, counts = docs.mask(data)
+        assert got == bytes(want)
+        assert counts == dict(want_counts)
+    if docs.unchanged(data):
+        assert want == data and not want_counts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(MASKERS)), DOCS, st.sampled_from(range(len(STYLES))))
+def test_json_fast_path_identical_to_walk(name: str, doc: Any, style: int) -> None:
+    data = json.dumps(doc, **STYLES[style]).encode()  # type: ignore[arg-type]
+    check(MASKERS[name], data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(sorted(MASKERS)), st.binary(max_size=120))
+def test_json_fast_path_garbage_identical(name: str, data: bytes) -> None:
+    check(MASKERS[name], data)
+
+
+def test_prefilter_taken_and_refused() -> None:
+    docs = JsonDocuments(MASKERS["personal"])
+    assert docs.unchanged(b'{"id": 1, "name": "widget", "tags": ["a", "b"]}')
+    assert not docs.unchanged(b'{"owner": "ops@example.com"}')
+    assert not docs.unchanged(b'{"owner": "ops\\u0040example.com"}')  # escapes: walk
+    assert not docs.unchanged(b'{"api_key": ""}')  # secret key name: walk
+    # key/path rules or anchored patterns: never skipped
+    assert not JsonDocuments(MASKERS["fields"]).unchanged(b'{"id": 1}')
+    assert not JsonDocuments(MASKERS["anchored"]).unchanged(b'{"id": 1}')
+    out, counts = docs.mask(b'{"owner": "ops@example.com", "n": 1}')
+    assert b"ops@example.com" not in out and counts
