@@ -9,6 +9,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -30,14 +31,13 @@ def small_disk(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with open(filler, "wb") as fh, contextlib.suppress(OSError):
+def fill(fh: BinaryIO) -> None:
+    """Write into an already open file until the disk is full."""
+    with contextlib.suppress(OSError):
         while True:
             fh.write(b"\0" * 65536)
             fh.flush()
             os.fsync(fh.fileno())
-    return filler
 
 
 def metric(daemon: Daemon, prefix: str) -> float:
@@ -61,6 +61,9 @@ def connection_is_refused(port: int) -> bool:
 def test_disk_full_ends_sessions_refuses_new_ones_then_recovers(tmp_path: Path) -> None:
     port = free_port()
     with small_disk(tmp_path / "disk", "512k") as disk, echo_server() as upstream:
+        # Opened up front: creating a file on an almost full disk can fail.
+        filler = disk / "filler"
+        filler_fh = open(filler, "wb")  # noqa: SIM115 - closed below
         daemon = Daemon(
             tmp_path,
             {
@@ -81,7 +84,7 @@ def test_disk_full_ends_sessions_refuses_new_ones_then_recovers(tmp_path: Path) 
             live.sendall(b"before\n")
             assert live.recv(100) == b"before\n"
 
-            filler = fill(disk)
+            fill(filler_fh)
             # Keep talking: the recorder cannot write, so the gateway ends the
             # session rather than carry unrecorded traffic.
             def session_closed() -> bool:
@@ -101,6 +104,7 @@ def test_disk_full_ends_sessions_refuses_new_ones_then_recovers(tmp_path: Path) 
             assert "record" in daemon.log().lower()
 
             # Space comes back: new sessions work again without a restart.
+            filler_fh.close()
             filler.unlink()
             wait_for(lambda: http_get(daemon.url("/readyz"))[0] == 200, timeout=20, interval=0.2)
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -108,4 +112,5 @@ def test_disk_full_ends_sessions_refuses_new_ones_then_recovers(tmp_path: Path) 
                 assert s.recv(100) == b"after\n"
             assert "hoopd_recorder_healthy 1.0" in daemon.metrics()
         finally:
+            filler_fh.close()
             assert daemon.stop() == 0

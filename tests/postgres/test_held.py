@@ -36,7 +36,8 @@ class Psql:
         self.lines: list[str] = []
         self.approval = threading.Event()
         self.approval_id = ""
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -51,6 +52,7 @@ class Psql:
         assert self.proc.stdout is not None
         out = self.proc.stdout.read()
         self.proc.wait(timeout=30)
+        self._reader.join(timeout=10)  # psql exited; let the reader take its last lines
         return out, "".join(self.lines)
 
 
