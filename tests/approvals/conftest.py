@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .pgserver import PgServer, available
+from tests.support.pgserver import PgServer, available
 
 
 @pytest.fixture(scope="module")

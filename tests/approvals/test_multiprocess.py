@@ -20,8 +20,7 @@ from hoopd.approvals import (
     open_store,
 )
 from hoopd.model import AuthMethod, Identity
-
-from .pgserver import PgServer
+from tests.support.pgserver import PgServer
 
 ALICE = Identity("alice", frozenset({"dev"}), AuthMethod.OIDC)
 BOB = Identity("bob", frozenset({"dba"}), AuthMethod.OIDC)
@@ -182,7 +181,7 @@ async def test_postgres_outage_fails_closed_and_recovers(pg_server: PgServer) ->
 
 
 async def test_postgres_unreachable_from_start() -> None:
-    from .pgserver import free_port
+    from tests.support.pgserver import free_port
 
     store = PostgresStore(f"postgresql://u:secret@127.0.0.1:{free_port()}/db", connect_timeout=1)
     try:

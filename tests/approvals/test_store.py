@@ -22,8 +22,7 @@ from hoopd.approvals import (
     command_hash,
 )
 from hoopd.model import AuthMethod, Identity
-
-from .pgserver import PgServer
+from tests.support.pgserver import PgServer
 
 ALICE = Identity("alice", frozenset({"dev"}), AuthMethod.OIDC)
 BOB = Identity("bob", frozenset({"dba"}), AuthMethod.OIDC)

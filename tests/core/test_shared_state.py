@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.approvals.pgserver import PgServer, available
 from tests.core.test_plugin_approvals import ENV, LineClient
 from tests.core.upstreams import echo_server
 from tests.helpers import Daemon, free_port, hoopd, http_get, wait_for
+from tests.support.pgserver import PgServer, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="PostgreSQL server binaries not installed")
 
