@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from hoopd.configtypes import HostPort
+from hoopd.handler import listening_address
 from hoopd.metrics import CONTENT_TYPE
 
 if TYPE_CHECKING:
@@ -60,11 +61,7 @@ class AdminServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.listen.host, self.listen.port, reuse_address=True)
         await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            host, port = sockets[0].getsockname()[:2]
-            self.bound = HostPort(host, port)
+        self.bound = listening_address(site._server)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -13,16 +13,27 @@ The smallest complete example is ``protocols.tcp``.
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from hoopd.configtypes import HostPort
+
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
-    from hoopd.configtypes import HostPort
     from hoopd.gateway import Gateway
 
 Loc = tuple[str | int, ...]
+
+
+def listening_address(server: Any) -> HostPort | None:
+    """Where a server (asyncio's, asyncssh's, aiohttp's) actually listens:
+    its first socket's address, with port 0 resolved."""
+    sockets = getattr(server, "sockets", None) if server is not None else None
+    if not sockets:
+        return None
+    host, port = sockets[0].getsockname()[:2]
+    return HostPort(host, port)
 
 
 class NoOptions(BaseModel):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web_protocol, web_server
 
 from hoopd.configtypes import HostPort
-from hoopd.handler import Loc, ProtocolHandler
+from hoopd.handler import Loc, ProtocolHandler, listening_address
 
 from .config import KubeOptions, KubeUpstream
 from .proxy import ClientConn, KubeProxy
@@ -105,7 +105,4 @@ class KubernetesHandler(ProtocolHandler):
 
     @property
     def bound_address(self) -> HostPort | None:
-        if self._server is None or not self._server.sockets:
-            return None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return HostPort(host, port)
+        return listening_address(self._server)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hoopd.configtypes import ConfigPath, Duration, HostPort, Port, SecretRef, Size
-from hoopd.handler import Loc, ProtocolHandler
+from hoopd.handler import Loc, ProtocolHandler, listening_address
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
@@ -130,10 +130,7 @@ class PostgresHandler(ProtocolHandler):
 
     @property
     def bound_address(self) -> HostPort | None:
-        if self._server is None or not self._server.sockets:
-            return None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return HostPort(host, port)
+        return listening_address(self._server)
 
     # -- cancel keys ---------------------------------------------------------------
     def register_key(self, client: ClientConnection) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from hoopd.configtypes import HostPort
-from hoopd.handler import Loc, ProtocolHandler
+from hoopd.handler import Loc, ProtocolHandler, listening_address
 
 from .config import AuthorizedKey, SshOptions, SshUpstream
 from .keys import host_key, user_ca
@@ -111,10 +111,4 @@ class SshHandler(ProtocolHandler):
 
     @property
     def bound_address(self) -> HostPort | None:
-        if self._server is None:
-            return None
-        sockets = self._server.sockets
-        if not sockets:
-            return None
-        host, port = sockets[0].getsockname()[:2]
-        return HostPort(host, port)
+        return listening_address(self._server)

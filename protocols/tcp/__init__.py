@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from hoopd.aio import spawn
 from hoopd.configtypes import Duration, HostPort, Port
 from hoopd.gateway import SessionRefused
-from hoopd.handler import Loc, ProtocolHandler
+from hoopd.handler import Loc, ProtocolHandler, listening_address
 from hoopd.model import AuthMethod, Identity, Stream
 from hoopd.session import SessionEnded
 from hoopd.tls import identity_from_peercert
@@ -96,10 +96,7 @@ class TcpHandler(ProtocolHandler):
 
     @property
     def bound_address(self) -> HostPort | None:
-        if self._server is None or not self._server.sockets:
-            return None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return HostPort(host, port)
+        return listening_address(self._server)
 
 
 class _Side(asyncio.Protocol):
