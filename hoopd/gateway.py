@@ -57,6 +57,33 @@ class SessionRefused(Exception):
         self.message = message
 
 
+class AuthenticatorSlot:
+    """Holds the current authenticator. The admin API and every handler keep
+    this one object, so a reload that changes API keys or OIDC settings
+    applies to the next login without rebuilding them."""
+
+    def __init__(self, current: Any) -> None:
+        self.current = current
+
+    async def authenticate(self, credential: str) -> Identity:
+        identity: Identity = await self.current.authenticate(credential)
+        return identity
+
+    async def exchange(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.current.exchange(*args, **kwargs)
+
+    def session_deadline(self, identity: Identity) -> float | None:
+        deadline: float | None = self.current.session_deadline(identity)
+        return deadline
+
+    async def swap(self, new: Any) -> None:
+        old, self.current = self.current, new
+        await old.close()
+
+    async def close(self) -> None:
+        await self.current.close()
+
+
 class Gateway:
     def __init__(
         self,

@@ -22,7 +22,7 @@ from typing import Any
 from hoopd.admin import AdminServer
 from hoopd.aio import spawn
 from hoopd.config import ConfigError, ConnectionConfig, GatewayConfig, load_config
-from hoopd.gateway import Gateway
+from hoopd.gateway import AuthenticatorSlot, Gateway
 from hoopd.handler import ProtocolHandler
 from hoopd.metrics import Metrics
 from hoopd.registry import Registry
@@ -94,7 +94,7 @@ class Daemon:
             self.metrics,
             recorder,
             tls,
-            authenticator=authenticator,
+            authenticator=AuthenticatorSlot(authenticator),
             approvals=approvals,
             notifier=notifier,
             tokens=tokens,
@@ -219,6 +219,15 @@ class Daemon:
             self.metrics.config_reloads.labels("ok").inc()
             return True
 
+    async def _reload_identity(self, new: GatewayConfig) -> None:
+        """New API keys, revocations and OIDC settings apply to new logins at
+        once; sessions already open keep the identity they proved."""
+        assert self.gateway is not None
+        authenticator, tokens = await build_identity(new)
+        await self.gateway.authenticator.swap(authenticator)
+        self.gateway.tokens = tokens
+        log.info("reload: identity settings replaced")
+
     async def _apply(self, new: GatewayConfig) -> None:
         assert self.gateway is not None
         old = {c.name: c for c in self.config.connections}
@@ -228,6 +237,8 @@ class Daemon:
         for section in ("gateway", "recording"):
             if getattr(new, section) != getattr(self.config, section):
                 log.warning("reload: changes to %r take effect after a restart", section)
+        if new.identity != self.config.identity:
+            await self._reload_identity(new)
         self.config = new.model_copy(
             update={"gateway": self.config.gateway, "recording": self.config.recording}
         )

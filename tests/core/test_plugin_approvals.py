@@ -186,3 +186,39 @@ def test_session_ends_when_its_credential_expires(tmp_path: Path) -> None:
         finally:
             daemon.stop()
     assert 'hoopd_sessions_ended_total{connection="ops",protocol="line",reason="credential_expired"} 1.0' in metrics
+
+
+def test_reload_revokes_an_api_key_for_new_logins(tmp_path: Path) -> None:
+    import hashlib
+    import signal
+
+    from tests.helpers import wait_for
+
+    key = "agent-key-0123456789abcdef"
+    entry = {"name": "agent", "sha256": hashlib.sha256(key.encode()).hexdigest(), "groups": ["dev"]}
+    port = free_port()
+    with echo_server() as upstream:
+        config: dict[str, Any] = {
+            "identity": {"api_keys": [entry]},
+            "connections": [{
+                "name": "ops", "protocol": "line", "listen": f"127.0.0.1:{port}",
+                "upstream": {"host": "127.0.0.1", "port": upstream.port},
+                "allow_groups": ["dev"],
+            }],
+        }
+        daemon = Daemon(tmp_path, config, ENV).start()
+        try:
+            live = LineClient(port, key)
+            assert live.hello == "ok"
+            config["identity"]["api_keys"] = [{**entry, "revoked": True}]
+            daemon.write_config(config)
+            daemon.signal(signal.SIGHUP)
+            wait_for(lambda: "identity settings replaced" in daemon.log(), 10)
+            refused = LineClient(port, key)
+            assert refused.hello.startswith("error:")
+            refused.close()
+            live.send("still open")  # a session that already proved itself goes on
+            assert live.recv() == "still open"
+            live.close()
+        finally:
+            daemon.stop()
