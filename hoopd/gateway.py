@@ -134,6 +134,9 @@ class Gateway:
             masker = self._maskers[key] = build_masker(masking, self.masking_key)
         return masker
 
+    def forget_maskers(self) -> None:
+        self._maskers.clear()
+
     @property
     def masking_key(self) -> bytes:
         if self._masking_key is None:

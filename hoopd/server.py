@@ -243,6 +243,9 @@ class Daemon:
             update={"gateway": self.config.gateway, "recording": self.config.recording}
         )
         self.gateway.config = self.config
+        # Live sessions keep the maskers they hold; new ones compile from the
+        # new connection configs.
+        self.gateway.forget_maskers()
         for name in old.keys() - fresh.keys():
             await self._stop_connection(name)
         for name, conn in fresh.items():
