@@ -9,6 +9,13 @@ and the ratios. Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk
 nginx``). Every server runs from a temporary directory on loopback.
 
     python bench/http/bench_http.py [--duration 10] [--connections 32] [--threads 1]
+                                    [--rounds 3] [--compare-tree DIR]
+
+The machine is shared and noisy, so the targets are measured in several
+alternating rounds (``--rounds``) and the medians reported, with the median
+of the per-round hoopd/nginx ratios. ``--compare-tree DIR`` also runs a second
+hoopd from another checkout (e.g. ``git archive HEAD~3 | tar -x -C DIR``) as
+target ``hoopd-base``, for a before/after under the same load.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,6 +174,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--nginx-workers", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (medians)")
+    ap.add_argument("--compare-tree", default="", help="also run hoopd from this checkout (hoopd-base)")
     ap.add_argument("--json", action="store_true", help="print results as JSON")
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
@@ -174,7 +184,7 @@ def main() -> int:
             return 2
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     work = Path(tempfile.mkdtemp(prefix="hoopd-bench-http-"))
-    origin, proxy, listen, admin, relay = (free_port() for _ in range(5))
+    origin, proxy, listen, relay = (free_port() for _ in range(4))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         conf = nginx_conf(work, origin, proxy, args.nginx_workers)
@@ -183,39 +193,66 @@ def main() -> int:
         )
         wait_port(origin)
         wait_port(proxy)
-        hconf = hoopd_conf(work, listen, origin, admin, relay)
-        log = open(work / "hoopd.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "hoopd", "serve", "-c", str(hconf)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
+        trees = [("hoopd", ROOT, work, listen)]
+        base_listen = 0
+        if args.compare_tree:
+            base_listen = free_port()
+            trees.append(("hoopd-base", Path(args.compare_tree).resolve(), work / "base", base_listen))
+        for name, tree, wdir, port in trees:
+            wdir.mkdir(exist_ok=True)
+            hconf = hoopd_conf(wdir, port, origin, free_port(), relay if name == "hoopd" else 0)
+            log = open(wdir / "hoopd.log", "wb")  # noqa: SIM115
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "hoopd", "serve", "-c", str(hconf)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=tree,
+                )
             )
-        )
-        wait_port(listen)
-        # sanity: hoopd answers and masks
-        check = subprocess.run(
-            ["curl", "-sS", "-H", f"Authorization: Bearer {API_KEY}", f"http://127.0.0.1:{listen}/"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if "[EMAIL]" not in check.stdout:
-            print("hoopd did not mask the response:", check.stdout, check.stderr, file=sys.stderr)
-            return 1
-        # warm up each target briefly, then measure
-        results: dict[str, dict[str, Any]] = {}
+            wait_port(port)
+            # sanity: hoopd answers and masks
+            check = subprocess.run(
+                ["curl", "-sS", "-H", f"Authorization: Bearer {API_KEY}", f"http://127.0.0.1:{port}/"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            if "[EMAIL]" not in check.stdout:
+                print(f"{name} did not mask the response:", check.stdout, check.stderr, file=sys.stderr)
+                return 1
         targets = {
             "direct": f"http://127.0.0.1:{origin}/item",
             "nginx": f"http://127.0.0.1:{proxy}/item",
             "hoopd": f"http://127.0.0.1:{listen}/item",
             "tcp-relay": f"http://127.0.0.1:{relay}/item",
         }
-        for name, url in targets.items():
-            warm = argparse.Namespace(**{**vars(args), "duration": 2})
+        if base_listen:
+            targets["hoopd-base"] = f"http://127.0.0.1:{base_listen}/item"
+        # warm up each target briefly, then measure in alternating rounds
+        # (the order is rotated every round so no target always runs last)
+        warm = argparse.Namespace(**{**vars(args), "duration": 2})
+        for url in targets.values():
             wrk(url, warm)
-            results[name] = wrk(url, args)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        names = list(targets)
+        for r in range(args.rounds):
+            order = names[r % len(names):] + names[: r % len(names)]
+            for name in order:
+                runs[name].append(wrk(targets[name], args))
+            if not args.json:
+                print(
+                    f"round {r + 1}: "
+                    + ", ".join(f"{n} {runs[n][-1]['rps']:.0f}" for n in names),
+                    file=sys.stderr,
+                )
+        results: dict[str, dict[str, Any]] = {}
+        for name, rs in runs.items():
+            med = sorted(rs, key=lambda x: x["rps"])[len(rs) // 2]
+            results[name] = {**med, "rps": statistics.median(x["rps"] for x in rs), "rounds": [x["rps"] for x in rs]}
+        per_round = [
+            h["rps"] / n["rps"] for h, n in zip(runs["hoopd"], runs["nginx"], strict=True) if n["rps"]
+        ]
         recordings = work / "var" / "recordings"
         sessions = len([p for p in recordings.iterdir() if p.is_dir()]) if recordings.exists() else 0
     finally:
@@ -235,7 +272,10 @@ def main() -> int:
         "nginx_workers": args.nginx_workers,
         "body_bytes": len(BODY),
         "results": {k: {kk: vv for kk, vv in v.items() if kk != "raw"} for k, v in results.items()},
+        "rounds": args.rounds,
         "ratio_hoopd_to_nginx": round(hoop / ngx, 3) if ngx else None,
+        "ratio_hoopd_to_nginx_per_round": [round(x, 3) for x in per_round],
+        "ratio_hoopd_to_nginx_median_of_rounds": round(statistics.median(per_round), 3) if per_round else None,
         "ratio_hoopd_to_direct": round(hoop / direct, 3) if direct else None,
         "ratio_nginx_to_direct": round(ngx / direct, 3) if direct else None,
         "ratio_tcp_relay_to_nginx": round(results["tcp-relay"]["rps"] / ngx, 3) if ngx else None,
@@ -247,7 +287,12 @@ def main() -> int:
         print(f"{'target':10} {'req/s':>10} {'p50':>9} {'p99':>9} {'non-2xx':>8}")
         for name, r in results.items():
             print(f"{name:10} {r['rps']:>10.0f} {r['p50']:>9} {r['p99']:>9} {r['non2xx']:>8}")
-        print(f"hoopd/nginx  = {summary['ratio_hoopd_to_nginx']}  (target >= 0.3)")
+        for name, r in results.items():
+            print(f"  {name} rounds: {', '.join(f'{x:.0f}' for x in r['rounds'])}")
+        print(f"hoopd/nginx  = {summary['ratio_hoopd_to_nginx']}  (medians; target >= 0.3)")
+        print(f"hoopd/nginx per round = {summary['ratio_hoopd_to_nginx_per_round']}")
+        if "hoopd-base" in results and results["hoopd-base"]["rps"]:
+            print(f"hoopd/hoopd-base = {hoop / results['hoopd-base']['rps']:.2f}")
         print(f"hoopd/direct = {summary['ratio_hoopd_to_direct']}")
         print(f"nginx/direct = {summary['ratio_nginx_to_direct']}")
         print(f"tcp-relay/nginx = {summary['ratio_tcp_relay_to_nginx']}  (hoopd's opaque relay, for context)")

@@ -52,7 +52,9 @@ class Exchange:
         self.started = started
         self.request_complete = request_complete
         loop = client.proxy.loop
-        self.done: asyncio.Future[str] = loop.create_future()
+        self.result: str | None = None
+        """How the exchange ended (``keep``, ``close``, ``retry``, ``tunnel``); None while it runs."""
+        self._waiter: asyncio.Future[str] | None = None
         self.on_done: Callable[[str], None] | None = None
         """Called as soon as the exchange ends (the fast path's continuation)."""
         self.got_bytes = False
@@ -76,14 +78,24 @@ class Exchange:
             client.proxy.upstream.response_timeout, self.on_timeout
         )
 
+    def wait(self) -> asyncio.Future[str]:
+        """A future of ``result`` (created only when someone waits: the fast path does not)."""
+        if self._waiter is None:
+            self._waiter = self.client.proxy.loop.create_future()
+            if self.result is not None:
+                self._waiter.set_result(self.result)
+        return self._waiter
+
     # -- helpers -------------------------------------------------------------
     def _finish(self, result: str) -> None:
         self.flush_out()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if not self.done.done():
-            self.done.set_result(result)
+        if self.result is None:
+            self.result = result
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(result)
             if self.on_done is not None:
                 self.on_done(result)
 
@@ -229,7 +241,7 @@ class Exchange:
         self._send(chunk(out) if self.chunked else out)
 
     def on_end(self) -> None:
-        if self.done.done():
+        if self.result is not None:
             return
         if self.status == 101:
             self.flush_record()
@@ -263,7 +275,7 @@ class Exchange:
         self._finish("keep" if self.client_keep else "close")
 
     def on_upstream_lost(self, exc: Exception | None) -> None:
-        if self.done.done():
+        if self.result is not None:
             return
         if (
             not self.got_bytes
@@ -285,7 +297,7 @@ class Exchange:
 
     def on_timeout(self) -> None:
         self.timer = None
-        if self.done.done() or self.status:
+        if self.result is not None or self.status:
             return
         self.discard = True
         self._error_response(504, "upstream_timeout", "the upstream did not answer in time")
@@ -293,7 +305,7 @@ class Exchange:
             self.upstream.transport.close()
 
     def client_gone(self) -> None:
-        if self.upstream.transport is not None and not self.done.done():
+        if self.upstream.transport is not None and self.result is None:
             self.upstream.transport.abort()
         self._finish("close")
 
@@ -319,7 +331,7 @@ class UpstreamConnection(asyncio.Protocol):
             and not self.eof
             and self.transport is not None
             and not self.transport.is_closing()
-            and (self.exchange is None or self.exchange.done.done())
+            and (self.exchange is None or self.exchange.result is not None)
         )
 
     def begin(self, ex: Exchange) -> None:
@@ -366,7 +378,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.client.tunnel_out(data)
             return
         ex = self.exchange
-        if ex is None or ex.done.done():
+        if ex is None or ex.result is not None:
             # nothing was asked: a broken upstream; drop the connection
             if self.transport is not None:
                 self.transport.close()
@@ -397,7 +409,7 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 assert isinstance(ev, ResponseHead)
                 ex.on_head(ev)
-        if not ex.done.done():
+        if ex.result is None:
             ex.flush_out()
             ex.flush_record()
 
@@ -411,7 +423,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.client.tunnel_closed()
             return False
         ex = self.exchange
-        if ex is not None and not ex.done.done():
+        if ex is not None and ex.result is None:
             try:
                 events = self.parser.feed_eof()
             except ProtocolError:
@@ -429,5 +441,5 @@ class UpstreamConnection(asyncio.Protocol):
                 self.client.transport.close()
             return
         ex = self.exchange
-        if ex is not None and not ex.done.done():
+        if ex is not None and ex.result is None:
             ex.on_upstream_lost(exc)

@@ -279,6 +279,7 @@ class _Parser:
             events.append(ev)
             if self._state == DONE:
                 events.append(END)
+                return False
             return True
         if state == LENGTH:
             if not buf:

@@ -394,12 +394,8 @@ class ClientConnection(asyncio.Protocol):
         upstream = self.upstream
         if session is None or upstream is None or not upstream.usable or head.upgrade:
             return False
-        if proxy.connection.auth == "default":
-            value = head.headers.get("authorization") or ""
-            if value[:7].lower() != "bearer " or value[7:].strip() != self.token:
-                return False
         prep = proxy.prepare(head)
-        if prep.npath == "*":
+        if (proxy.bearer_auth and prep.bearer != self.token) or prep.npath == "*":
             return False
         tmpl = self._decisions.get(prep)
         if tmpl is None:
@@ -711,7 +707,7 @@ class ClientConnection(asyncio.Protocol):
                     return False
             else:
                 recorder.finish()
-            result = await ex.done
+            result = await ex.wait()
             self.exchange = None
             if result == "retry" and attempt == 0:
                 attempt += 1
@@ -731,7 +727,7 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         assert session is not None
         while True:
-            if ex.done.done():
+            if ex.result is not None:
                 ex.finished_early = True
                 return True
             ev = await self.next_event()

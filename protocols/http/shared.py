@@ -65,6 +65,8 @@ class Prepared:
     found: Assessment
     request_hash: str
     recorded_head: bytes
+    bearer: str | None = None
+    """The client's bearer credential in this head (None: none)."""
     up_heads: dict[str, bytes] = field(default_factory=dict)
     """Upstream head of the bodyless request, by client IP (X-Forwarded-For)."""
 
@@ -150,6 +152,7 @@ class HttpProxy:
         self._response_plans: dict[bytes, ResponsePlan] = {}
         self._out_heads: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         self.forwarded_proto = "https" if self.listener_tls else "http"
+        self.bearer_auth = connection.auth == "default"
 
     # -- per-head memos ----------------------------------------------------
     def prepare(self, head: RequestHead) -> Prepared:
@@ -177,6 +180,9 @@ class HttpProxy:
             hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(),
             self.redacted_head(head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers),
         )
+        value = head.headers.get("authorization") or ""
+        if value[:7].lower() == "bearer ":
+            prep.bearer = value[7:].strip()
         if len(raw) <= 8192:
             if len(self._prepared) >= self._CACHE_MAX:
                 self._prepared.clear()
