@@ -162,6 +162,13 @@ class Exchange:
             if self.head.upgrade != "websocket":
                 self._error_response(502, "bad_upstream", "unexpected 101 from the upstream")
                 return
+            if proxy.masking and resp.headers.has("sec-websocket-extensions"):
+                # not offered (stripped from the upgrade request): frames the
+                # gateway could not read would follow
+                self._error_response(502, "bad_upstream", "websocket extension the gateway did not offer")
+                if self.upstream.transport is not None:
+                    self.upstream.transport.close()
+                return
             headers = Headers([h for h in resp.headers.items if h[0] not in ("connection", "upgrade")])
             headers.add("Connection", "Upgrade")
             headers.add("Upgrade", resp.headers.get("upgrade") or "websocket")
@@ -402,7 +409,7 @@ class UpstreamConnection(asyncio.Protocol):
                 if ex.status == 101:
                     leftover = self.parser.take_buffer()
                     client_left = self.client.parser.take_buffer()
-                    self.client.start_tunnel(self, client_left)
+                    self.client.start_tunnel(self, client_left, ex.cmd.seq)
                     if leftover:
                         self.client.tunnel_out(leftover)
                     return

@@ -33,6 +33,7 @@ from hoopd.model import AuthMethod, CommandKind, Decision, Identity, Output, Str
 from hoopd.policy import decide_command
 from hoopd.tls import identity_from_peercert
 
+from . import ws
 from .approval import APPROVAL_HEADER, decide_retry
 from .bodies import json_summary, media_type
 from .exchange import Exchange, UpstreamConnection
@@ -88,6 +89,9 @@ class ClientConnection(asyncio.Protocol):
         self.fast_busy = False
         """A request taken by the callback fast path is in flight."""
         self.client_ip = "unknown"
+        self.ws_in: ws.Upstream | None = None
+        self.ws_out: ws.Downstream | None = None
+        self.tunnel_seq = 0
         self._decisions: dict[Prepared, Decision] = {}
         """Decisions (command_seq 0) by request, for this connection's identity."""
 
@@ -747,7 +751,12 @@ class ClientConnection(asyncio.Protocol):
                 await upstream.drained()
 
     # -- websocket tunnel ------------------------------------------------------------
-    def start_tunnel(self, upstream: UpstreamConnection, leftover_client: bytes) -> None:
+    def start_tunnel(self, upstream: UpstreamConnection, leftover_client: bytes, seq: int = 0) -> None:
+        proxy = self.proxy
+        masker = proxy.masker if proxy.masking else None
+        self.ws_in = ws.Upstream(masker)
+        self.ws_out = ws.Downstream(masker, proxy.masking)
+        self.tunnel_seq = seq
         self.tunnel = upstream
         self.tunnel_done = asyncio.get_running_loop().create_future()
         if self.upstream is upstream:
@@ -760,24 +769,49 @@ class ClientConnection(asyncio.Protocol):
             self.eof_received()
 
     def _tunnel_in(self, data: bytes) -> None:
+        """Client -> upstream: relayed as it came; recorded as unmasked, content-masked payloads."""
         up = self.tunnel
         session = self.session
-        if up is None or up.transport is None or session is None:
+        if up is None or up.transport is None or session is None or self.ws_in is None:
+            return
+        try:
+            rec, counts = self.ws_in.feed(data)
+        except ws.WsError as exc:
+            self._tunnel_error(f"invalid websocket frame from the client: {exc}")
             return
         session.client_data(data, record=False)
-        session.record(Output(Stream.STDIN, data))
+        if rec:
+            session.record(Output(Stream.STDIN, rec, self.tunnel_seq, counts))
         up.transport.write(data)
         self.check_recorder()
 
     def tunnel_out(self, data: bytes) -> None:
+        """Upstream -> client: text messages masked (re-framed), the rest as it came."""
         session = self.session
-        if session is None:
+        if session is None or self.ws_out is None:
             return
-        masked, counts = self.proxy.mask_bytes(data)
-        session.upstream_data(data, Stream.STDOUT, record=False, masked=counts)
-        session.record(Output(Stream.STDOUT, masked, 0, counts))
-        self.write(data)
+        try:
+            out, rec, counts = self.ws_out.feed(data)
+        except ws.WsError as exc:
+            self._tunnel_error(f"invalid websocket frame from the upstream: {exc}")
+            return
+        session.upstream_data(out, Stream.STDOUT, record=False, masked=counts)
+        if rec:
+            session.record(Output(Stream.STDOUT, rec, self.tunnel_seq, counts))
+        if out:
+            self.write(out)
         self.check_recorder()
+
+    def _tunnel_error(self, message: str) -> None:
+        """Fail closed: a frame the gateway cannot read ends the tunnel (close 1002 to the client)."""
+        if self.session is not None:
+            self.session.error(message, "protocol_error")
+        self.write(ws.frame(True, ws.CLOSE, (1002).to_bytes(2, "big") + b"protocol error"))
+        if self.tunnel is not None and self.tunnel.transport is not None:
+            self.tunnel.transport.abort()
+        if self.transport is not None:
+            self.transport.close()
+        self.tunnel_closed()
 
     def tunnel_closed(self) -> None:
         if self.tunnel_done is not None and not self.tunnel_done.done():

@@ -197,6 +197,9 @@ class HttpProxy:
         drop = self.request_drop
         if head.connection:
             drop = drop | frozenset(head.connection)
+        if head.upgrade == "websocket" and self.masking:
+            # no permessage-deflate: masked text frames must be readable (and re-framable)
+            drop = drop | {"sec-websocket-extensions"}
         npath, query = prep.npath, prep.query
         target = self.prefix + npath if npath != "*" else "*"
         if query:

@@ -226,6 +226,38 @@ async def test_websocket_echo(env: Env) -> None:
     assert [e.text for e in session_events(env.recordings, sid, "command")] == ["GET /ws"]
 
 
+async def test_websocket_text_is_masked_both_on_the_wire_and_in_the_recording(env: Env) -> None:
+    """Upstream -> client text frames go through the stream masker (also a
+    value split across frames, around a ping); client -> upstream frames are
+    relayed untouched and recorded unmasked (XOR removed), content-masked."""
+    async with (
+        aiohttp.ClientSession(headers=auth("alice")) as s,
+        s.ws_connect(env.url("api", "/ws?masked=1"), compress=15) as ws,
+    ):
+        await ws.send_str("my mail is bob@example.com, ok")
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.data == "echo:my mail is [EMAIL], ok"
+        await ws.send_str("split")
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type == aiohttp.WSMsgType.TEXT
+        assert msg.data == "mail [EMAIL] and [EMPLOYEE_ID]."
+        payload = os.urandom(70_000)  # binary: untouched
+        await ws.send_bytes(payload)
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.data == payload
+    # the gateway did not offer permessage-deflate upstream (it could not mask)
+    assert env.upstream.ws_extensions is None
+    sid = sessions_with(env.recordings, "GET /ws?masked=1")[-1]
+    outputs = [e for e in session_events(env.recordings, sid, "output") if e.command_seq]
+    sent = b"".join(e.data for e in outputs if e.stream.value == "stdin")
+    got = b"".join(e.data for e in outputs if e.stream.value == "stdout")
+    assert b"my mail is [EMAIL], ok" in sent and b"bob@example.com" not in sent
+    assert b"split" in sent
+    assert b"echo:my mail is [EMAIL], ok" in got
+    assert b"alice@example.com" not in got and b"EMP-123456" not in got
+    assert b"bob@example.com" not in got
+
+
 # -- TLS -----------------------------------------------------------------------------------
 
 

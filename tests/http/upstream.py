@@ -42,6 +42,7 @@ class Upstream:
         self.port = 0
         self.connections = 0
         self.requests: list[dict[str, Any]] = []
+        self.ws_extensions: str | None = None
         self.gates: dict[str, asyncio.Event] = {}
         self._ready = threading.Event()
         self._runner: web.AppRunner | None = None
@@ -186,8 +187,19 @@ class Upstream:
     async def ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self.ws_extensions = request.headers.get("Sec-WebSocket-Extensions")
         async for msg in ws:
-            if msg.type == WSMsgType.TEXT:
+            if msg.type == WSMsgType.TEXT and msg.data == "split":
+                # one message in three frames, an e-mail address split across them
+                # (raw frames: aiohttp's writer does not fragment)
+                assert request.transport is not None
+                request.transport.write(
+                    b"\x01\x0dmail alice@ex"  # text, not final
+                    + b"\x00\x0dample.com and"  # continuation
+                    + b"\x89\x02hi"  # a ping in between
+                    + b"\x80\x0c EMP-123456."  # final continuation
+                )
+            elif msg.type == WSMsgType.TEXT:
                 await ws.send_str("echo:" + msg.data)
             elif msg.type == WSMsgType.BINARY:
                 await ws.send_bytes(msg.data)
