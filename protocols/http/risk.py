@@ -33,10 +33,14 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})?")
 
 
 def _decode_unreserved(m: re.Match[str]) -> str:
+    if m.group(1) is None:
+        # a stray '%' (not an escape): encoded, so that decoding cannot make
+        # a new escape out of it ('/%%361dmin' must not become '/%61dmin')
+        return "%25"
     value = int(m.group(1), 16)
     if value in _UNRESERVED:
         return chr(value)
@@ -45,7 +49,7 @@ def _decode_unreserved(m: re.Match[str]) -> str:
 
 def normalize_path(path: str) -> str:
     """RFC 3986 normalization: decode percent-encoded unreserved characters,
-    upper-case the remaining escapes, remove ``.`` and ``..`` segments and
+    upper-case the remaining escapes, encode a stray ``%`` as ``%25``, remove ``.`` and ``..`` segments and
     collapse repeated slashes. Never climbs above the root."""
     if "%" in path:
         path = _PCT.sub(_decode_unreserved, path)

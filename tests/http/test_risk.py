@@ -25,6 +25,9 @@ from protocols.http.risk import HttpRiskScorer, glob_to_regex, normalize_path, s
         ("/a%2fb", "/a%2Fb"),
         ("/a/b/", "/a/b/"),
         ("/a/b/..", "/a/"),
+        ("/%%361dmin", "/%2561dmin"),  # decoding must not make a new escape
+        ("/%2%62", "/%252b"),
+        ("/100%", "/100%25"),
     ],
 )
 def test_normalize_path(raw: str, norm: str) -> None:
