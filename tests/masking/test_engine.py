@@ -217,32 +217,26 @@ def test_short_value_prefilter_is_sound() -> None:
 
 
 def test_long_runs_stay_linear() -> None:
-    """Unbounded prefixes used to re-scan long runs byte by byte (quadratic).
-    Compare 4x the input against 1x in the same run (linear: ~4x the time,
-    quadratic: ~16x), best of three, so machine load does not decide it."""
+    """Unbounded prefixes used to re-scan long runs byte by byte, which took
+    minutes on 50 KB. Best of three, so a burst of machine load does not
+    decide it; the bound is two orders of magnitude above a linear scan."""
     import time
 
     m = make({"recognizers": {"personal": True}})
-    shapes = (
-        lambda n: b"a" * n + b"@x.com",
-        lambda n: b"ab" * (n // 2) + b"::1",
-        lambda n: b"x" * n + b"password=1",
-        lambda n: b"password" + b"x" * n + b"=1",
-        lambda n: b"1" * n,
-        lambda n: b"4111 " * (n // 5),
-    )
-
-    def best(data: bytes) -> float:
+    for data in (
+        b"a" * 50_000 + b"@x.com",
+        b"ab" * 25_000 + b"::1",
+        b"x" * 50_000 + b"password=1",
+        b"password" + b"x" * 50_000 + b"=1",
+        b"1" * 50_000,
+        b"4111 " * 10_000,
+    ):
         times = []
         for _ in range(3):
             t = time.perf_counter()
             m.mask_bytes(data)
             times.append(time.perf_counter() - t)
-        return min(times)
-
-    for shape in shapes:
-        small, big = best(shape(12_500)), best(shape(50_000))
-        assert big < 10 * small + 0.02, (shape(8), small, big)
+        assert min(times) < 2.0, (data[:8], times)
 
 
 def test_long_key_names() -> None:
