@@ -11,13 +11,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from hashlib import sha256
 from pathlib import Path
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hoopd.model import Event
-from recorder.codec import event_body, make_payload_packer
+from hoopd.model import Event, Output
+from recorder.codec import event_body, make_payload_packer, output_payload_parts
 from recorder.format import (
     CHECKPOINT,
     CK_CLOSE,
@@ -113,23 +114,35 @@ class ChainWriter:
         self.size += len(head) + len(payload) + _HASH_OVERHEAD
 
     def append_event(self, seq: int, ts_ns: int, event: Event) -> None:
-        """Hot path: the same as _append(EVENT, ...) with everything inlined."""
-        payload = self._pack([seq, ts_ns, event_body(event)])
-        n = len(payload)
+        """Hot path: the same as _append(EVENT, ...) with everything inlined.
+
+        Output events (almost all frames) are encoded by hand around their
+        data: the data is hashed and queued for writing without first being
+        copied into a payload.
+        """
+        parts = output_payload_parts(seq, ts_ns, event) if type(event) is Output else None
+        if parts is not None:
+            prefix, suffix = parts
+            data = event.data  # type: ignore[attr-defined]
+            h = sha256(self.prev + _EVENT_BYTE + prefix)
+            h.update(data)
+            if suffix:
+                h.update(suffix)
+        else:
+            prefix = self._pack([seq, ts_ns, event_body(event)])
+            data = suffix = b""
+            h = sha256(self.prev + _EVENT_BYTE + prefix)
+        n = len(prefix) + len(data) + len(suffix)
         head = self._heads.get(n)
         if head is None:
             if len(self._heads) >= _HEAD_CACHE_MAX:
                 self._heads.clear()
             head = self._heads[n] = frame_head(EVENT, n)
-        h = new_hash()
-        h.update(self.prev)
-        h.update(_EVENT_BYTE)
-        h.update(payload)
         self.prev = digest = h.digest()
         buf = self.buf
         if not buf:
             self._dirty.append(self)
-        buf += (head, payload, HASH_BIN_HEADER, digest)
+        buf += (head, prefix, data, suffix, HASH_BIN_HEADER, digest)
         self.last_seq = seq
         self.nframes = nframes = self.nframes + 1
         self.size = size = self.size + len(head) + n + _HASH_OVERHEAD

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -32,7 +33,14 @@ from recorder.replay import (
     text_matches,
     timeline,
 )
-from recorder.verify import EXIT_CODES, SessionVerification, Status, verify_session, worst
+from recorder.verify import (
+    EXIT_CODES,
+    SessionVerification,
+    Status,
+    verify_session,
+    verify_sessions,
+    worst,
+)
 
 Func = Callable[[argparse.Namespace], int]
 
@@ -79,6 +87,17 @@ def register(subparsers: Any) -> None:
               "3 torn/incomplete)", cmd_verify)
     p.add_argument("path", type=Path, help="recordings directory, or one session directory")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--jobs", type=_positive_int, default=os.cpu_count() or 1, metavar="N",
+        help="segment files checked at once, in worker processes (default: CPU count)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _leaf(sub: Any, name: str, help_: str, func: Func) -> argparse.ArgumentParser:
@@ -287,7 +306,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     sessions = [path] if single else list_session_dirs(path)
     if not sessions:
         raise UsageError(f"{path}: no recordings found")
-    results = [verify_session(d, key) for d in sessions]
+    results = verify_sessions(sessions, key, jobs=args.jobs)
     for r in results:
         _print_verification(r, args.json)
     return EXIT_CODES[worst([r.status for r in results])]

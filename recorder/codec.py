@@ -6,12 +6,13 @@ event's ``to_record()`` mapping plus the reserved key ``"t"`` (its type name).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from typing import Any
 
 import msgpack
 
-from hoopd.model import Event, Output, event_from_record
+from hoopd.model import Event, Output, Stream, event_from_record
 
 TYPE_KEY = "t"
 
@@ -35,6 +36,77 @@ def event_body(event: Event) -> dict[str, Any]:
     body = event.to_record()
     body[TYPE_KEY] = event.type_name
     return body
+
+
+def _uint(n: int) -> bytes:
+    """msgpack's smallest encoding of a non-negative int (as Packer writes it)."""
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x100:
+        return b"\xcc" + bytes((n,))
+    if n < 0x10000:
+        return b"\xcd" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\xce" + n.to_bytes(4, "big")
+    return b"\xcf" + n.to_bytes(8, "big")
+
+
+def _fixstr(s: str) -> bytes:
+    raw = s.encode()
+    assert len(raw) < 32
+    return bytes((0xA0 | len(raw),)) + raw
+
+
+def _output_map_start(stream: Stream, with_command_seq: bool) -> bytes:
+    # {"t": "output", "stream": <value>, "data": ...[, "command_seq": n]}
+    return b"".join((
+        b"\x84" if with_command_seq else b"\x83",
+        _fixstr(TYPE_KEY), _fixstr("output"), _fixstr("stream"), _fixstr(stream.value),
+        _fixstr("data"),
+    ))
+
+
+_OUTPUT_START = {s: _output_map_start(s, False) for s in Stream}
+_OUTPUT_START_CSEQ = {s: _output_map_start(s, True) for s in Stream}
+_COMMAND_SEQ_KEY = _fixstr("command_seq")
+_UINT64_END = 1 << 64
+_SEQ32_TS64 = struct.Struct(">BBIBQ").pack
+_BIN16 = struct.Struct(">BH").pack
+
+
+def output_payload_parts(seq: int, ts_ns: int, event: Output) -> tuple[bytes, bytes] | None:
+    """The payload of an Output event as ``prefix + event.data + suffix``,
+    byte-identical to ``make_payload_packer().pack([seq, ts_ns,
+    event_body(event)])``; returns (prefix, suffix), or None where only the
+    packer will do (masked counts, unusual values).
+
+    Output frames carry nearly every byte a session moves; building their
+    payload by hand avoids a dict and a copy of the data per frame, and lets
+    the chain hash and the file write take the data without joining it first.
+    """
+    if event.masked or type(event.data) is not bytes:
+        return None
+    n = len(event.data)
+    cseq = event.command_seq
+    if 0x10000 <= seq < 0x100000000 and 0x100000000 <= ts_ns < _UINT64_END:
+        seq_ts = _SEQ32_TS64(0x93, 0xCE, seq, 0xCF, ts_ns)  # the usual case: one call
+    elif 0 <= seq < _UINT64_END and 0 <= ts_ns < _UINT64_END:
+        seq_ts = b"\x93" + _uint(seq) + _uint(ts_ns)
+    else:
+        return None
+    if n < 0x100:
+        bin_head = b"\xc4" + bytes((n,))
+    elif n < 0x10000:
+        bin_head = _BIN16(0xC5, n)
+    elif n < 0x100000000:
+        bin_head = b"\xc6" + n.to_bytes(4, "big")
+    else:
+        return None
+    if not cseq:
+        return seq_ts + _OUTPUT_START[event.stream] + bin_head, b""
+    if not 0 < cseq < _UINT64_END:
+        return None
+    return seq_ts + _OUTPUT_START_CSEQ[event.stream] + bin_head, _COMMAND_SEQ_KEY + _uint(cseq)
 
 
 def make_payload_packer() -> msgpack.Packer:

@@ -9,8 +9,12 @@ Rows:
   e2e-write        SessionRecording.write() on this thread -> writer thread ->
                    file, until Recorder.close() returns
   baseline-read    msgpack.Unpacker over the file, no hashing
-  verify           recorder.verify.verify_session (chain + signatures)
+  verify-1-job     recorder.verify.verify_session (chain + signatures), one process
+  verify           the same with --jobs (default: CPU count) worker processes, as
+                   `hoopd replay verify` runs: segment files are checked in parallel
 Each event is an Output with a --payload byte chunk; ratios are vs the baseline.
+core-write and e2e-write rotate files at --rotate bytes (the config default),
+so the session verified is split into files as a real one would be.
 """
 
 from __future__ import annotations
@@ -24,16 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import msgpack  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hoopd.model import Output, Stream  # noqa: E402
-from recorder.chain import ChainWriter  # noqa: E402
-from recorder.codec import event_body  # noqa: E402
-from recorder.keys import key_fingerprint  # noqa: E402
-from recorder.reader import make_unpacker, segment_files  # noqa: E402
-from recorder.verify import Status, verify_session  # noqa: E402
-from recorder.writer import Recorder, RecorderSettings  # noqa: E402
+from hoopd.model import Output, Stream
+from recorder.chain import ChainWriter
+from recorder.codec import event_body
+from recorder.keys import key_fingerprint
+from recorder.reader import make_unpacker, segment_files
+from recorder.verify import Status, verify_session
+from recorder.writer import Recorder, RecorderSettings
 
 
 def bench_baseline_write(path: Path, event: Output, n: int) -> float:
@@ -51,10 +55,12 @@ def bench_baseline_write(path: Path, event: Output, n: int) -> float:
         return time.perf_counter() - t0
 
 
-def bench_core_write(directory: Path, key: Ed25519PrivateKey, event: Output, n: int) -> float:
+def bench_core_write(
+    directory: Path, key: Ed25519PrivateKey, event: Output, n: int, rotate: int
+) -> float:
     chain = ChainWriter(
         directory=directory, session_id="core", key=key,
-        key_fingerprint=key_fingerprint(key.public_key()), rotate_bytes=1 << 40,
+        key_fingerprint=key_fingerprint(key.public_key()), rotate_bytes=rotate,
         checkpoint_frames=1000, fsync="never", dirty=[], on_written=lambda n, b: None,
     )
     chain.open(time.time_ns())
@@ -70,8 +76,10 @@ def bench_core_write(directory: Path, key: Ed25519PrivateKey, event: Output, n: 
     return time.perf_counter() - t0
 
 
-def bench_e2e_write(directory: Path, key: Ed25519PrivateKey, event: Output, n: int) -> float:
-    rec = Recorder(RecorderSettings(dir=directory, rotate_bytes=1 << 40, fsync="never",
+def bench_e2e_write(
+    directory: Path, key: Ed25519PrivateKey, event: Output, n: int, rotate: int
+) -> float:
+    rec = Recorder(RecorderSettings(dir=directory, rotate_bytes=rotate, fsync="never",
                                     queue_max_frames=n + 1), key)
     rec.start()
     t0 = time.perf_counter()
@@ -96,6 +104,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300_000)
     ap.add_argument("--payload", type=int, default=1024, help="bytes of output per event")
     ap.add_argument("--dir", type=Path, help="scratch directory (default: a temp dir)")
+    ap.add_argument("--rotate", type=int, default=64 << 20, help="segment size (bytes)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="verify processes")
     args = ap.parse_args()
     n = args.frames
     key = Ed25519PrivateKey.generate()
@@ -105,20 +115,22 @@ def main() -> None:
         rows = []
         base = bench_baseline_write(d / "plain.msgpack", event, n)
         rows.append(("baseline-write", n / base, 1.0))
-        core = bench_core_write(d, key, event, n)
+        core = bench_core_write(d, key, event, n, args.rotate)
         rows.append(("core-write", n / core, base / core))
-        e2e = bench_e2e_write(d, key, event, n)
+        e2e = bench_e2e_write(d, key, event, n, args.rotate)
         rows.append(("e2e-write", n / e2e, base / e2e))
         rbase, _ = bench_baseline_read(d / "plain.msgpack")
         rows.append(("baseline-read", n / rbase, 1.0))
-        t0 = time.perf_counter()
-        result = verify_session(d / "core", key.public_key())
-        ver = time.perf_counter() - t0
-        assert result.status is Status.OK, result.summary()
-        frames = result.frames
-        rows.append(("verify", frames / ver, rbase / ver * frames / n))
+        for name, jobs in (("verify-1-job", 1), ("verify", args.jobs)):
+            t0 = time.perf_counter()
+            result = verify_session(d / "core", key.public_key(), jobs=jobs)
+            ver = time.perf_counter() - t0
+            assert result.status is Status.OK, result.summary()
+            rows.append((name, result.frames / ver, rbase / ver * result.frames / n))
+        files = result.files
         size = sum(p.stat().st_size for _, p in segment_files(d / "core"))
-    print(f"frames={n} payload={args.payload}B file={size / 1e6:.1f}MB python={sys.version.split()[0]}")
+    print(f"frames={n} payload={args.payload}B session={size / 1e6:.1f}MB in {files} file(s) "
+          f"verify jobs={args.jobs} python={sys.version.split()[0]}")
     print(f"{'path':<16}{'frames/s':>12}{'vs baseline':>13}")
     for name, rate, ratio in rows:
         print(f"{name:<16}{rate:>12,.0f}{ratio:>12.2f}x")

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hoopd.model import Event, Output, Stream
-from recorder.codec import event_body
+from recorder.codec import event_body, make_payload_packer, output_payload_parts
 from recorder.reader import SessionReader, segment_files
-from recorder.verify import Status, verify_session
+from recorder.verify import Status, verify_session, verify_sessions
 
 from .helpers import KEY, events, read_back, record, sample_session
 
@@ -53,6 +53,48 @@ def test_fast_output_encoding_matches_to_record(ev: Event) -> None:
     body = event_body(ev)
     assert body.pop("t") == ev.type_name
     assert body == ev.to_record()
+
+
+_U64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@given(
+    seq=st.one_of(_U64, st.sampled_from([0, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32])),
+    ts=_U64,
+    stream=st.sampled_from(list(Stream)),
+    data=st.one_of(st.binary(max_size=300), st.integers(0, 70000).map(lambda n: b"x" * n)),
+    command_seq=st.one_of(st.just(0), _U64),
+    masked=st.dictionaries(st.text(max_size=8), st.integers(0, 99), max_size=2),
+)
+def test_hand_built_output_payload_is_the_packers_bytes(
+    seq: int, ts: int, stream: Stream, data: bytes, command_seq: int, masked: dict[str, int]
+) -> None:
+    """The writer's hand-built Output payload must be byte-identical to
+    msgpack's: the chain hashes bytes, and readers decode them with msgpack."""
+    ev = Output(stream, data, command_seq=command_seq, masked=masked)
+    parts = output_payload_parts(seq, ts, ev)
+    packed = make_payload_packer().pack([seq, ts, event_body(ev)])
+    if masked:
+        assert parts is None  # left to the packer
+    else:
+        assert parts is not None and parts[0] + data + parts[1] == packed
+
+
+def test_verifying_with_worker_processes_gives_the_same_result(tmp_path: Path) -> None:
+    evs = [Output(Stream.STDOUT, bytes([i % 256]) * 300) for i in range(60)]
+    good = record(tmp_path, "good", evs, rotate_bytes=2000)
+    bad = record(tmp_path, "bad", evs, rotate_bytes=2000)
+    victim = segment_files(bad)[3][1]
+    raw = bytearray(victim.read_bytes())
+    raw[200] ^= 1
+    victim.write_bytes(bytes(raw))
+    serial = verify_sessions([good, bad], KEY.public_key(), jobs=1)
+    parallel = verify_sessions([good, bad], KEY.public_key(), jobs=3)
+    assert [r.status for r in parallel] == [Status.OK, Status.TAMPERED]
+    assert [(r.status, r.problem, r.frames, r.events) for r in parallel] == [
+        (r.status, r.problem, r.frames, r.events) for r in serial
+    ]
+    assert parallel[1].problem is not None and parallel[1].problem.file == victim.name
 
 
 def test_sample_session_round_trips_and_public_key_exported(tmp_path: Path) -> None:
