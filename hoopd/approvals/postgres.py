@@ -24,25 +24,20 @@ import builtins
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
-from hoopd.approvals.models import Approval, ApprovalState, Grant, GrantState, new_id
-from hoopd.approvals.sqlite import effective_approval, effective_grant
+from hoopd.approvals.models import Approval, ApprovalState, Grant, GrantState
 from hoopd.approvals.store import (
-    DEFAULT_APPROVAL_TTL,
-    DEFAULT_GRANT_REQUEST_TTL,
     ApprovalError,
     ApprovalStore,
     NotFoundError,
-    NotPendingError,
     StoreUnavailable,
-    check_not_self_approval,
-    check_not_self_grant,
-    prepare_approval,
-    prepare_grant,
+    check_decidable,
+    check_grant_decidable,
+    check_grant_revocable,
 )
 from hoopd.model import Identity
 
@@ -151,6 +146,31 @@ def _grant(r: asyncpg.Record) -> Grant:
     )
 
 
+async def _row(
+    conn: asyncpg.Connection, table: str, cols: str, row_id: str, lock: bool, what: str
+) -> asyncpg.Record:
+    """The row with ``id`` ``row_id`` (``FOR UPDATE`` when ``lock``), else
+    :class:`NotFoundError` ("no approval ...")."""
+    row = await conn.fetchrow(
+        f"SELECT {cols} FROM {table} WHERE id = $1" + (" FOR UPDATE" if lock else ""), row_id
+    )
+    if row is None:
+        raise NotFoundError(f"no {what} {row_id!r}")
+    return row
+
+
+async def _newest(
+    conn: asyncpg.Connection, table: str, cols: str, connection: str | None
+) -> builtins.list[asyncpg.Record]:
+    """The newest 1000 rows (all, or of one connection), newest first."""
+    rows: builtins.list[asyncpg.Record] = await conn.fetch(
+        f"SELECT {cols} FROM {table} WHERE ($1::text IS NULL OR connection = $1) "
+        "ORDER BY created_at DESC LIMIT 1000",
+        connection,
+    )
+    return rows
+
+
 def _redact(dsn: str) -> str:
     """The DSN without its password, for messages."""
     if "@" in dsn and "://" in dsn:
@@ -173,18 +193,16 @@ class PostgresStore(ApprovalStore):
         poll_interval: float = 2.0,
         pool_max_size: int = 5,
     ) -> None:
+        super().__init__(clock=clock, poll_interval=poll_interval)
         self.dsn = dsn
-        self.clock = clock
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
-        self.poll_interval = poll_interval
         self.pool_max_size = pool_max_size
         self._pool: asyncpg.Pool | None = None
         self._pool_lock: asyncio.Lock | None = None
         self._schema_ready = False
         self._listener_task: asyncio.Task[None] | None = None
         self._is_listening = False
-        self._waiters: dict[str, set[asyncio.Event]] = {}
         self._closed = False
         self.notifications = 0
         """Notifications received (for tests and metrics)."""
@@ -255,9 +273,25 @@ class PostgresStore(ApprovalStore):
                 raise self._unavailable(e) from e
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _wake(self, approval_id: str) -> None:
-        for ev in self._waiters.get(approval_id, ()):
-            ev.set()
+    async def _insert(self, table: str, cols: str, row: Sequence[Any], notice: str) -> None:
+        """INSERT ``row`` and notify every gateway, in one transaction."""
+        marks = ",".join(f"${i}" for i in range(1, len(row) + 1))
+
+        async def q(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                await conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", *row)
+                await self._notify(conn, notice)
+
+        await self._call(q)
+
+    @staticmethod
+    async def _notify(conn: asyncpg.Connection, notice: str) -> None:
+        """``a:<approval id>`` or ``g:<grant id>``; sent when the transaction commits."""
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)
+
+    def _current_poll_interval(self) -> float:
+        # while the listener reconnects, notifications may be lost: poll often
+        return self.poll_interval if self._is_listening else 0.25
 
     def _wake_all(self) -> None:
         for evs in self._waiters.values():
@@ -306,119 +340,43 @@ class PostgresStore(ApprovalStore):
 
     # -- approvals ----------------------------------------------------------
 
-    async def create(
-        self,
-        requester: Identity,
-        connection: str,
-        session_id: str,
-        command_text: str,
-        *,
-        params: Sequence[Any] | Mapping[str, Any] | None = None,
-        command_hash: str | None = None,
-        reasons: Iterable[str] = (),
-        ttl: float = DEFAULT_APPROVAL_TTL,
-    ) -> Approval:
-        a = prepare_approval(
-            requester, connection, session_id, command_text, params, command_hash, reasons, ttl,
-            self.clock(), new_id("apr"),
+    async def _insert_approval(self, approval: Approval) -> None:
+        a = approval
+        row = (
+            a.id, a.requester, sorted(a.requester_groups), a.connection, a.session_id,
+            a.command_text, a.command_hash, list(a.reasons), a.created_at, a.expires_at,
+            a.state.value, a.reviewer, a.comment, a.decided_at,
         )  # fmt: skip
-
-        async def q(conn: asyncpg.Connection) -> None:
-            async with conn.transaction():
-                await conn.execute(
-                    f"INSERT INTO hoopd_approvals ({A_COLS}) VALUES "
-                    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-                    a.id, a.requester, sorted(a.requester_groups), a.connection, a.session_id,
-                    a.command_text, a.command_hash, list(a.reasons), a.created_at, a.expires_at,
-                    a.state.value, a.reviewer, a.comment, a.decided_at,
-                )  # fmt: skip
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "a:" + a.id)
-
-        await self._call(q)
-        return a
+        await self._insert("hoopd_approvals", A_COLS, row, "a:" + a.id)
 
     @staticmethod
     async def _get(conn: asyncpg.Connection, approval_id: str, lock: bool = False) -> Approval:
-        row = await conn.fetchrow(
-            f"SELECT {A_COLS} FROM hoopd_approvals WHERE id = $1" + (" FOR UPDATE" if lock else ""),
-            approval_id,
-        )
-        if row is None:
-            raise NotFoundError(f"no approval {approval_id!r}")
-        return _approval(row)
+        return _approval(await _row(conn, "hoopd_approvals", A_COLS, approval_id, lock, "approval"))
 
-    async def get(self, approval_id: str) -> Approval:
-        a = await self._call(lambda conn: self._get(conn, approval_id))
-        return effective_approval(a, self.clock())
+    async def _fetch_approval(self, approval_id: str) -> Approval:
+        return await self._call(lambda conn: self._get(conn, approval_id))
 
-    async def list(
-        self, state: ApprovalState | str | None = None, connection: str | None = None
-    ) -> builtins.list[Approval]:
-        want = None if state is None else ApprovalState(state)
+    async def _fetch_approvals(self, connection: str | None) -> builtins.list[Approval]:
+        rows = await self._call(lambda conn: _newest(conn, "hoopd_approvals", A_COLS, connection))
+        return [_approval(r) for r in rows]
 
-        async def q(conn: asyncpg.Connection) -> builtins.list[Approval]:
-            rows = await conn.fetch(
-                f"SELECT {A_COLS} FROM hoopd_approvals WHERE ($1::text IS NULL OR connection = $1) "
-                "ORDER BY created_at DESC LIMIT 1000",
-                connection,
-            )
-            return [_approval(r) for r in rows]
-
-        now = self.clock()
-        items = [effective_approval(a, now) for a in await self._call(q)]
-        return [a for a in items if want is None or a.state is want]
-
-    async def decide(
-        self, approval_id: str, reviewer: Identity, approve: bool, comment: str = ""
+    async def _decide(
+        self, approval_id: str, reviewer: Identity, approve: bool, comment: str, now: float
     ) -> Approval:
-        now = self.clock()
-
         async def q(conn: asyncpg.Connection) -> Approval:
             async with conn.transaction():
                 a = await self._get(conn, approval_id, lock=True)
-                check_not_self_approval(reviewer, a)
-                eff = effective_approval(a, now)
-                if eff.state is not ApprovalState.PENDING:
-                    raise NotPendingError(f"approval {a.id} is {eff.state.value}", eff.state.value)
+                check_decidable(reviewer, a, now)
                 new_state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
                 await conn.execute(
                     "UPDATE hoopd_approvals SET state = $1, reviewer = $2, comment = $3, decided_at = $4 "
                     "WHERE id = $5",
                     new_state.value, reviewer.subject, comment, now, a.id,
                 )  # fmt: skip
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "a:" + a.id)
+                await self._notify(conn, "a:" + a.id)
                 return await self._get(conn, approval_id)
 
-        try:
-            return await self._call(q)
-        finally:
-            self._wake(approval_id)
-
-    async def wait(self, approval_id: str, timeout: float) -> Approval:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        ev = asyncio.Event()
-        self._waiters.setdefault(approval_id, set()).add(ev)
-        try:
-            while True:
-                ev.clear()
-                a = await self.get(approval_id)
-                if a.state is not ApprovalState.PENDING:
-                    return a
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return a
-                poll = self.poll_interval if self._is_listening else 0.25
-                until_expiry = a.expires_at - self.clock()
-                step = min(poll, remaining, max(until_expiry, 0.0) + 0.01)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), step)
-        finally:
-            waiters = self._waiters.get(approval_id)
-            if waiters is not None:
-                waiters.discard(ev)
-                if not waiters:
-                    del self._waiters[approval_id]
+        return await self._call(q)
 
     async def consume(self, approval_id: str, session_id: str, command_hash: str) -> bool:
         now = self.clock()
@@ -432,55 +390,28 @@ class PostgresStore(ApprovalStore):
                 )  # fmt: skip
                 if status != "UPDATE 1":
                     return False
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "a:" + approval_id)
+                await self._notify(conn, "a:" + approval_id)
                 return True
 
         return await self._call(q)
 
     # -- grants ---------------------------------------------------------------
 
-    async def request_grant(
-        self,
-        requester: Identity,
-        connection: str,
-        minutes: int,
-        *,
-        subject: str | None = None,
-        group: str | None = None,
-        reason: str = "",
-        ttl: float = DEFAULT_GRANT_REQUEST_TTL,
-    ) -> Grant:
-        g = prepare_grant(
-            requester, connection, minutes, subject, group, reason, ttl, self.clock(), new_id("grt")
-        )
-
-        async def q(conn: asyncpg.Connection) -> None:
-            async with conn.transaction():
-                await conn.execute(
-                    f"INSERT INTO hoopd_grants ({G_COLS}) VALUES "
-                    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
-                    g.id, g.requester, g.subject, g.group, g.connection, g.minutes, g.reason,
-                    g.state.value, g.created_at, g.expires_at, g.reviewer, g.comment,
-                    g.decided_at, g.starts_at, g.ends_at,
-                )  # fmt: skip
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "g:" + g.id)
-
-        await self._call(q)
-        return g
+    async def _insert_grant(self, grant: Grant) -> None:
+        g = grant
+        row = (
+            g.id, g.requester, g.subject, g.group, g.connection, g.minutes, g.reason,
+            g.state.value, g.created_at, g.expires_at, g.reviewer, g.comment,
+            g.decided_at, g.starts_at, g.ends_at,
+        )  # fmt: skip
+        await self._insert("hoopd_grants", G_COLS, row, "g:" + g.id)
 
     @staticmethod
     async def _get_grant(conn: asyncpg.Connection, grant_id: str, lock: bool = False) -> Grant:
-        row = await conn.fetchrow(
-            f"SELECT {G_COLS} FROM hoopd_grants WHERE id = $1" + (" FOR UPDATE" if lock else ""),
-            grant_id,
-        )
-        if row is None:
-            raise NotFoundError(f"no grant {grant_id!r}")
-        return _grant(row)
+        return _grant(await _row(conn, "hoopd_grants", G_COLS, grant_id, lock, "grant"))
 
-    async def get_grant(self, grant_id: str) -> Grant:
-        g = await self._call(lambda conn: self._get_grant(conn, grant_id))
-        return effective_grant(g, self.clock())
+    async def _fetch_grant(self, grant_id: str) -> Grant:
+        return await self._call(lambda conn: self._get_grant(conn, grant_id))
 
     async def decide_grant(
         self, grant_id: str, reviewer: Identity, approve: bool, comment: str = ""
@@ -490,10 +421,7 @@ class PostgresStore(ApprovalStore):
         async def q(conn: asyncpg.Connection) -> Grant:
             async with conn.transaction():
                 g = await self._get_grant(conn, grant_id, lock=True)
-                check_not_self_grant(reviewer, g)
-                eff = effective_grant(g, now)
-                if eff.state is not GrantState.PENDING:
-                    raise NotPendingError(f"grant {g.id} is {eff.state.value}", eff.state.value)
+                check_grant_decidable(reviewer, g, now)
                 if approve:
                     await conn.execute(
                         "UPDATE hoopd_grants SET state = 'approved', reviewer = $1, comment = $2, "
@@ -506,7 +434,7 @@ class PostgresStore(ApprovalStore):
                         "decided_at = $3 WHERE id = $4",
                         reviewer.subject, comment, now, g.id,
                     )  # fmt: skip
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "g:" + g.id)
+                await self._notify(conn, "g:" + g.id)
                 return await self._get_grant(conn, grant_id)
 
         return await self._call(q)
@@ -516,36 +444,22 @@ class PostgresStore(ApprovalStore):
 
         async def q(conn: asyncpg.Connection) -> Grant:
             async with conn.transaction():
-                g = effective_grant(await self._get_grant(conn, grant_id, lock=True), now)
-                if g.state not in (GrantState.PENDING, GrantState.APPROVED):
-                    raise NotPendingError(f"grant {g.id} is {g.state.value}", g.state.value)
+                g = await self._get_grant(conn, grant_id, lock=True)
+                check_grant_revocable(g, now)
                 await conn.execute(
                     "UPDATE hoopd_grants SET state = 'revoked', reviewer = $1, comment = $2, "
                     "decided_at = $3, ends_at = CASE WHEN starts_at IS NULL THEN NULL ELSE $3::double precision END "
                     "WHERE id = $4",
                     by.subject, comment, now, g.id,
                 )  # fmt: skip
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "g:" + g.id)
+                await self._notify(conn, "g:" + g.id)
                 return await self._get_grant(conn, grant_id)
 
         return await self._call(q)
 
-    async def list_grants(
-        self, state: GrantState | str | None = None, connection: str | None = None
-    ) -> builtins.list[Grant]:
-        want = None if state is None else GrantState(state)
-
-        async def q(conn: asyncpg.Connection) -> builtins.list[Grant]:
-            rows = await conn.fetch(
-                f"SELECT {G_COLS} FROM hoopd_grants WHERE ($1::text IS NULL OR connection = $1) "
-                "ORDER BY created_at DESC LIMIT 1000",
-                connection,
-            )
-            return [_grant(r) for r in rows]
-
-        now = self.clock()
-        items = [effective_grant(g, now) for g in await self._call(q)]
-        return [g for g in items if want is None or g.state is want]
+    async def _fetch_grants(self, connection: str | None) -> builtins.list[Grant]:
+        rows = await self._call(lambda conn: _newest(conn, "hoopd_grants", G_COLS, connection))
+        return [_grant(r) for r in rows]
 
     async def active_grant(
         self, subject: str, groups: Iterable[str], connection: str

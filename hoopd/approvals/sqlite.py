@@ -14,28 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hoopd.approvals.models import Approval, ApprovalState, Grant, GrantState, new_id
+from hoopd.approvals.models import Approval, ApprovalState, Grant, GrantState
 from hoopd.approvals.store import (
-    DEFAULT_APPROVAL_TTL,
-    DEFAULT_GRANT_REQUEST_TTL,
     ApprovalStore,
     NotFoundError,
     NotPendingError,
     StoreUnavailable,
-    check_not_self_approval,
-    check_not_self_grant,
-    prepare_approval,
-    prepare_grant,
+    check_decidable,
+    check_grant_decidable,
+    check_grant_revocable,
 )
 from hoopd.model import Identity
 
@@ -167,31 +163,26 @@ def grant_row(g: Grant) -> tuple[Any, ...]:
     )
 
 
-def effective_approval(a: Approval, now: float) -> Approval:
-    """Pending or approved past ``expires_at`` reads as expired."""
-    if a.state in (ApprovalState.PENDING, ApprovalState.APPROVED) and now >= a.expires_at:
-        return _replace_state(a, ApprovalState.EXPIRED)
-    return a
+def _row(conn: sqlite3.Connection, table: str, cols: str, row_id: str, what: str) -> Sequence[Any]:
+    """The row with ``id`` ``row_id``, else :class:`NotFoundError` ("no approval ...")."""
+    row: Sequence[Any] | None = conn.execute(
+        f"SELECT {cols} FROM {table} WHERE id = ?", (row_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no {what} {row_id!r}")
+    return row
 
 
-def effective_grant(g: Grant, now: float) -> Grant:
-    if (g.state is GrantState.PENDING and now >= g.expires_at) or (
-        g.state is GrantState.APPROVED and g.ends_at is not None and now >= g.ends_at
-    ):
-        return _replace_grant_state(g, GrantState.EXPIRED)
-    return g
-
-
-def _replace_state(a: Approval, state: ApprovalState) -> Approval:
-    from dataclasses import replace
-
-    return replace(a, state=state)
-
-
-def _replace_grant_state(g: Grant, state: GrantState) -> Grant:
-    from dataclasses import replace
-
-    return replace(g, state=state)
+def _newest(
+    conn: sqlite3.Connection, table: str, cols: str, connection: str | None
+) -> builtins.list[Sequence[Any]]:
+    """The newest 1000 rows (all, or of one connection), newest first."""
+    rows: builtins.list[Sequence[Any]] = conn.execute(
+        f"SELECT {cols} FROM {table} WHERE (? IS NULL OR connection = ?) "
+        "ORDER BY created_at DESC LIMIT 1000",
+        (connection, connection),
+    ).fetchall()
+    return rows
 
 
 class SQLiteStore(ApprovalStore):
@@ -205,14 +196,12 @@ class SQLiteStore(ApprovalStore):
         poll_interval: float = 0.25,
         busy_timeout: float = 5.0,
     ) -> None:
+        super().__init__(clock=clock, poll_interval=poll_interval)
         self.path = Path(path)
-        self.clock = clock
-        self.poll_interval = poll_interval
         self.busy_timeout = busy_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hoopd-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        self._waiters: dict[str, set[asyncio.Event]] = {}
         self._thread_lock = threading.Lock()
 
     # -- plumbing ------------------------------------------------------------
@@ -266,90 +255,40 @@ class SQLiteStore(ApprovalStore):
         conn.execute("COMMIT")
         return out
 
-    def _wake(self, approval_id: str) -> None:
-        for ev in self._waiters.get(approval_id, ()):
-            ev.set()
-
     # -- approvals ----------------------------------------------------------
 
-    async def create(
-        self,
-        requester: Identity,
-        connection: str,
-        session_id: str,
-        command_text: str,
-        *,
-        params: Sequence[Any] | Mapping[str, Any] | None = None,
-        command_hash: str | None = None,
-        reasons: Iterable[str] = (),
-        ttl: float = DEFAULT_APPROVAL_TTL,
-    ) -> Approval:
-        a = prepare_approval(
-            requester,
-            connection,
-            session_id,
-            command_text,
-            params,
-            command_hash,
-            reasons,
-            ttl,
-            self.clock(),
-            new_id("apr"),
-        )
-
+    async def _insert_approval(self, approval: Approval) -> None:
         def q(conn: sqlite3.Connection) -> None:
             conn.execute(
                 f"INSERT INTO approvals ({APPROVAL_COLS}) VALUES ({','.join('?' * 14)})",
-                approval_row(a),
+                approval_row(approval),
             )
 
         await self._run(q)
-        return a
 
     @staticmethod
     def _get(conn: sqlite3.Connection, approval_id: str) -> Approval:
-        row = conn.execute(
-            f"SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?", (approval_id,)
-        ).fetchone()
-        if row is None:
-            raise NotFoundError(f"no approval {approval_id!r}")
-        return approval_from_row(row)
+        return approval_from_row(_row(conn, "approvals", APPROVAL_COLS, approval_id, "approval"))
 
-    async def get(self, approval_id: str) -> Approval:
-        a = await self._run(lambda conn: self._get(conn, approval_id))
-        return effective_approval(a, self.clock())
+    async def _fetch_approval(self, approval_id: str) -> Approval:
+        return await self._run(lambda conn: self._get(conn, approval_id))
 
-    async def list(
-        self, state: ApprovalState | str | None = None, connection: str | None = None
-    ) -> builtins.list[Approval]:
-        now = self.clock()
-        want = None if state is None else ApprovalState(state)
+    async def _fetch_approvals(self, connection: str | None) -> builtins.list[Approval]:
+        rows = await self._run(lambda conn: _newest(conn, "approvals", APPROVAL_COLS, connection))
+        return [approval_from_row(r) for r in rows]
 
-        def q(conn: sqlite3.Connection) -> builtins.list[Approval]:
-            rows = conn.execute(
-                f"SELECT {APPROVAL_COLS} FROM approvals WHERE (? IS NULL OR connection = ?) "
-                "ORDER BY created_at DESC LIMIT 1000",
-                (connection, connection),
-            ).fetchall()
-            return [effective_approval(approval_from_row(r), now) for r in rows]
-
-        items = await self._run(q)
-        return [a for a in items if want is None or a.state is want]
-
-    async def decide(
-        self, approval_id: str, reviewer: Identity, approve: bool, comment: str = ""
+    async def _decide(
+        self, approval_id: str, reviewer: Identity, approve: bool, comment: str, now: float
     ) -> Approval:
-        now = self.clock()
-
         def q(conn: sqlite3.Connection) -> Approval:
             def body() -> Approval:
                 a = self._get(conn, approval_id)
-                check_not_self_approval(reviewer, a)
-                eff = effective_approval(a, now)
-                if eff.state is not ApprovalState.PENDING:
-                    if eff.state is ApprovalState.EXPIRED and a.state is not eff.state:
+                try:
+                    check_decidable(reviewer, a, now)
+                except NotPendingError as e:
+                    if e.state == ApprovalState.EXPIRED.value and a.state is not ApprovalState.EXPIRED:
                         conn.execute("UPDATE approvals SET state = 'expired' WHERE id = ?", (a.id,))
-                    raise NotPendingError(f"approval {a.id} is {eff.state.value}", eff.state.value)
+                    raise
                 new_state = ApprovalState.APPROVED if approve else ApprovalState.DENIED
                 conn.execute(
                     "UPDATE approvals SET state = ?, reviewer = ?, comment = ?, decided_at = ? WHERE id = ?",
@@ -359,35 +298,7 @@ class SQLiteStore(ApprovalStore):
 
             return self._tx(conn, body)
 
-        try:
-            return await self._run(q)
-        finally:
-            self._wake(approval_id)
-
-    async def wait(self, approval_id: str, timeout: float) -> Approval:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout)
-        ev = asyncio.Event()
-        self._waiters.setdefault(approval_id, set()).add(ev)
-        try:
-            while True:
-                ev.clear()
-                a = await self.get(approval_id)
-                if a.state is not ApprovalState.PENDING:
-                    return a
-                remaining = deadline - loop.time()
-                until_expiry = a.expires_at - self.clock()
-                if remaining <= 0:
-                    return a
-                step = min(self.poll_interval, remaining, max(until_expiry, 0.0) + 0.01)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ev.wait(), step)
-        finally:
-            waiters = self._waiters.get(approval_id)
-            if waiters is not None:
-                waiters.discard(ev)
-                if not waiters:
-                    del self._waiters[approval_id]
+        return await self._run(q)
 
     async def consume(self, approval_id: str, session_id: str, command_hash: str) -> bool:
         now = self.clock()
@@ -404,39 +315,20 @@ class SQLiteStore(ApprovalStore):
 
     # -- grants --------------------------------------------------------------
 
-    async def request_grant(
-        self,
-        requester: Identity,
-        connection: str,
-        minutes: int,
-        *,
-        subject: str | None = None,
-        group: str | None = None,
-        reason: str = "",
-        ttl: float = DEFAULT_GRANT_REQUEST_TTL,
-    ) -> Grant:
-        g = prepare_grant(
-            requester, connection, minutes, subject, group, reason, ttl, self.clock(), new_id("grt")
-        )
-
+    async def _insert_grant(self, grant: Grant) -> None:
         def q(conn: sqlite3.Connection) -> None:
             conn.execute(
-                f"INSERT INTO grants ({GRANT_COLS}) VALUES ({','.join('?' * 15)})", grant_row(g)
+                f"INSERT INTO grants ({GRANT_COLS}) VALUES ({','.join('?' * 15)})", grant_row(grant)
             )
 
         await self._run(q)
-        return g
 
     @staticmethod
     def _get_grant(conn: sqlite3.Connection, grant_id: str) -> Grant:
-        row = conn.execute(f"SELECT {GRANT_COLS} FROM grants WHERE id = ?", (grant_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"no grant {grant_id!r}")
-        return grant_from_row(row)
+        return grant_from_row(_row(conn, "grants", GRANT_COLS, grant_id, "grant"))
 
-    async def get_grant(self, grant_id: str) -> Grant:
-        g = await self._run(lambda conn: self._get_grant(conn, grant_id))
-        return effective_grant(g, self.clock())
+    async def _fetch_grant(self, grant_id: str) -> Grant:
+        return await self._run(lambda conn: self._get_grant(conn, grant_id))
 
     async def decide_grant(
         self, grant_id: str, reviewer: Identity, approve: bool, comment: str = ""
@@ -446,10 +338,7 @@ class SQLiteStore(ApprovalStore):
         def q(conn: sqlite3.Connection) -> Grant:
             def body() -> Grant:
                 g = self._get_grant(conn, grant_id)
-                check_not_self_grant(reviewer, g)
-                eff = effective_grant(g, now)
-                if eff.state is not GrantState.PENDING:
-                    raise NotPendingError(f"grant {g.id} is {eff.state.value}", eff.state.value)
+                check_grant_decidable(reviewer, g, now)
                 if approve:
                     conn.execute(
                         "UPDATE grants SET state = 'approved', reviewer = ?, comment = ?, decided_at = ?, "
@@ -472,9 +361,8 @@ class SQLiteStore(ApprovalStore):
 
         def q(conn: sqlite3.Connection) -> Grant:
             def body() -> Grant:
-                g = effective_grant(self._get_grant(conn, grant_id), now)
-                if g.state not in (GrantState.PENDING, GrantState.APPROVED):
-                    raise NotPendingError(f"grant {g.id} is {g.state.value}", g.state.value)
+                g = self._get_grant(conn, grant_id)
+                check_grant_revocable(g, now)
                 conn.execute(
                     "UPDATE grants SET state = 'revoked', reviewer = ?, comment = ?, decided_at = ?, "
                     "ends_at = CASE WHEN starts_at IS NULL THEN NULL ELSE ? END WHERE id = ?",
@@ -486,22 +374,9 @@ class SQLiteStore(ApprovalStore):
 
         return await self._run(q)
 
-    async def list_grants(
-        self, state: GrantState | str | None = None, connection: str | None = None
-    ) -> builtins.list[Grant]:
-        now = self.clock()
-        want = None if state is None else GrantState(state)
-
-        def q(conn: sqlite3.Connection) -> builtins.list[Grant]:
-            rows = conn.execute(
-                f"SELECT {GRANT_COLS} FROM grants WHERE (? IS NULL OR connection = ?) "
-                "ORDER BY created_at DESC LIMIT 1000",
-                (connection, connection),
-            ).fetchall()
-            return [effective_grant(grant_from_row(r), now) for r in rows]
-
-        items = await self._run(q)
-        return [g for g in items if want is None or g.state is want]
+    async def _fetch_grants(self, connection: str | None) -> builtins.list[Grant]:
+        rows = await self._run(lambda conn: _newest(conn, "grants", GRANT_COLS, connection))
+        return [grant_from_row(r) for r in rows]
 
     async def active_grant(
         self, subject: str, groups: Iterable[str], connection: str
