@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hoopd.approvals.models import command_hash
+from hoopd.approvals.models import Approval, command_hash
 from hoopd.metrics import ConnectionMetrics, Metrics
 from hoopd.model import ApprovalEvent, Command, Decision, Identity, Verdict
 from hoopd.policy import authorize_session
@@ -267,6 +267,25 @@ class Gateway:
         return not pending
 
     # -- approvals -----------------------------------------------------------
+    async def create_approval(
+        self, session: Session, cmd: Command, decision: Decision, digest: str
+    ) -> Approval:
+        """Record a pending approval of ``cmd`` (REVIEW ``decision``) for
+        ``session``'s identity, bound to ``digest``, open for the connection's
+        approval timeout. ``self.approvals`` must be set; store errors
+        propagate (the caller refuses the command)."""
+        conn = session.connection
+        approval: Approval = await self.approvals.create(
+            requester=session.identity,
+            connection=conn.name,
+            session_id=session.id,
+            command_text=cmd.text,
+            command_hash=digest,
+            reasons=list(decision.reasons),
+            ttl=conn.approval.timeout,
+        )
+        return approval
+
     async def hold_for_review(
         self,
         session: Session,
@@ -283,23 +302,15 @@ class Gateway:
         if self.approvals is None:
             cm.approval("store_unavailable")
             return session.final_decision(
-                _deny(decision, "approvals are not configured: held commands cannot run")
+                deny_decision(decision, "approvals are not configured: held commands cannot run")
             )
         try:
-            approval = await self.approvals.create(
-                requester=session.identity,
-                connection=conn.name,
-                session_id=session.id,
-                command_text=cmd.text,
-                command_hash=digest,
-                reasons=list(decision.reasons),
-                ttl=conn.approval.timeout,
-            )
+            approval = await self.create_approval(session, cmd, decision, digest)
         except Exception as exc:
             cm.approval("store_unavailable")
             session.log.error("approval store unavailable, denying command: %s", exc)
             return session.final_decision(
-                _deny(decision, f"approval store unavailable: {exc}")
+                deny_decision(decision, f"approval store unavailable: {exc}")
             )
         session.approval_event(ApprovalEvent(approval.id, cmd.seq, "pending", digest))
         cm.approval("requested")
@@ -326,7 +337,7 @@ class Gateway:
         waited = time.monotonic() - started
         if final is None:
             cm.approval("store_unavailable", waited)
-            return session.final_decision(_deny(decision, failure, approval.id))
+            return session.final_decision(deny_decision(decision, failure, approval.id))
         state = str(getattr(final.state, "value", final.state))
         session.approval_event(
             ApprovalEvent(
@@ -345,15 +356,7 @@ class Gateway:
                 cm.approval("approved", waited)
                 session.approval_event(ApprovalEvent(approval.id, cmd.seq, "used", digest))
                 return session.final_decision(
-                    Decision(
-                        cmd.seq,
-                        Verdict.ALLOW,
-                        decision.risk,
-                        (*decision.reasons, f"approved by {final.reviewer}"),
-                        decision.rule_ids,
-                        approval_id=approval.id,
-                        approver=final.reviewer or "",
-                    )
+                    approved_decision(decision, approval.id, final.reviewer)
                 )
             state = "unusable"
         cm.approval(state, waited)
@@ -361,10 +364,28 @@ class Gateway:
             "denied": f"denied by {final.reviewer}" + (f": {final.comment}" if final.comment else ""),
             "expired": "no reviewer decided in time",
         }.get(state, f"approval is {state}")
-        return session.final_decision(_deny(decision, why, approval.id, final.reviewer or ""))
+        return session.final_decision(
+            deny_decision(decision, why, approval.id, final.reviewer or "")
+        )
 
 
-def _deny(decision: Decision, why: str, approval_id: str = "", approver: str = "") -> Decision:
+def approved_decision(decision: Decision, approval_id: str, reviewer: str | None) -> Decision:
+    """A REVIEW ``decision`` turned into ALLOW by ``reviewer``'s approval."""
+    return Decision(
+        decision.command_seq,
+        Verdict.ALLOW,
+        decision.risk,
+        (*decision.reasons, f"approved by {reviewer}"),
+        decision.rule_ids,
+        approval_id=approval_id,
+        approver=reviewer or "",
+    )
+
+
+def deny_decision(
+    decision: Decision, why: str, approval_id: str = "", approver: str = ""
+) -> Decision:
+    """``decision`` turned into DENY, with ``why`` added to its reasons."""
     return Decision(
         decision.command_seq,
         Verdict.DENY,

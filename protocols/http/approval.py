@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from hoopd.approvals.models import command_hash
 from hoopd.approvals.store import same_person
+from hoopd.gateway import approved_decision, deny_decision
 from hoopd.model import ApprovalEvent, Command, Decision, Verdict
 from hoopd.policy import Assessment, decide_command
 
@@ -33,17 +34,6 @@ class RetryOutcome:
     message: str = ""
     pending: bool = False
     """True: the client must wait for a reviewer and retry."""
-
-
-def _deny(decision: Decision, why: str, approval_id: str = "") -> Decision:
-    return Decision(
-        decision.command_seq,
-        Verdict.DENY,
-        decision.risk,
-        (*decision.reasons, why),
-        decision.rule_ids,
-        approval_id=approval_id,
-    )
 
 
 async def decide_retry(
@@ -69,11 +59,11 @@ async def decide_retry(
     if store is None:
         cm.approval("store_unavailable")
         return RetryOutcome(session.final_decision(
-            _deny(decision, "approvals are not configured: this request cannot be approved")
+            deny_decision(decision, "approvals are not configured: this request cannot be approved")
         ))
     if not exact:
         return RetryOutcome(session.final_decision(
-            _deny(decision, "request body too large to bind an approval to; use approval.mode: hold")
+            deny_decision(decision, "request body too large to bind an approval to; use approval.mode: hold")
         ))
     digest = command_hash(cmd.text, params)
     me = session.identity.subject
@@ -98,15 +88,7 @@ async def decide_retry(
                 session.approval_event(
                     ApprovalEvent(a.id, cmd.seq, "used", digest, a.reviewer or "", a.comment or "")
                 )
-                final = Decision(
-                    cmd.seq,
-                    Verdict.ALLOW,
-                    decision.risk,
-                    (*decision.reasons, f"approved by {a.reviewer}"),
-                    decision.rule_ids,
-                    approval_id=a.id,
-                    approver=a.reviewer or "",
-                )
+                final = approved_decision(decision, a.id, a.reviewer)
                 return RetryOutcome(session.final_decision(final), a.id)
         for a in usable:
             state = str(getattr(a.state, "value", a.state))
@@ -114,31 +96,23 @@ async def decide_retry(
                 return RetryOutcome(decision, a.id, _pending_message(a.id), pending=True)
         if named_approval and not usable:
             return RetryOutcome(session.final_decision(
-                _deny(decision, f"approval {named_approval} is not for this request", named_approval)
+                deny_decision(decision, f"approval {named_approval} is not for this request", named_approval)
             ))
         if named_approval:
             state = str(getattr(usable[0].state, "value", usable[0].state))
             return RetryOutcome(session.final_decision(
-                _deny(decision, f"approval {named_approval} is {state}", named_approval)
+                deny_decision(decision, f"approval {named_approval} is {state}", named_approval)
             ))
-        approval = await store.create(
-            requester=session.identity,
-            connection=conn.name,
-            session_id=session.id,
-            command_text=cmd.text,
-            command_hash=digest,
-            reasons=list(decision.reasons),
-            ttl=conn.approval.timeout,
-        )
+        approval = await session.gateway.create_approval(session, cmd, decision, digest)
     except Exception as exc:
         if type(exc).__name__ == "NotFoundError":
             return RetryOutcome(session.final_decision(
-                _deny(decision, f"unknown approval {named_approval}", named_approval or "")
+                deny_decision(decision, f"unknown approval {named_approval}", named_approval or "")
             ))
         cm.approval("store_unavailable")
         session.log.error("approval store unavailable, refusing request: %s", exc)
         return RetryOutcome(session.final_decision(
-            _deny(decision, f"approval store unavailable: {exc}")
+            deny_decision(decision, f"approval store unavailable: {exc}")
         ))
     session.approval_event(ApprovalEvent(approval.id, cmd.seq, "pending", digest))
     cm.approval("requested")

@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 from hoopd.aio import spawn
 from hoopd.approvals.models import command_hash
 from hoopd.approvals.store import same_person
-from hoopd.gateway import AuthFailed, SessionRefused
+from hoopd.gateway import AuthFailed, SessionRefused, approved_decision, deny_decision
 from hoopd.model import (
     ApprovalEvent,
     AuthMethod,
@@ -418,7 +418,7 @@ class KubeProxy:
             return session.final_decision(decision), None
         if approvals is None:
             return session.final_decision(
-                _deny(decision, "approvals are not configured: held commands cannot run")
+                deny_decision(decision, "approvals are not configured: held commands cannot run")
             ), None
         try:
             for appr in await approvals.list("approved", conn.name):
@@ -430,15 +430,7 @@ class KubeProxy:
                         session.approval_event(ApprovalEvent(appr.id, cmd.seq, "used", digest, appr.reviewer or ""))
                         session.metrics.approval("approved")
                         return session.final_decision(
-                            Decision(
-                                cmd.seq,
-                                Verdict.ALLOW,
-                                decision.risk,
-                                (*decision.reasons, f"approved by {appr.reviewer}"),
-                                decision.rule_ids,
-                                approval_id=appr.id,
-                                approver=appr.reviewer or "",
-                            )
+                            approved_decision(decision, appr.id, appr.reviewer)
                         ), None
             pending = None
             for appr in await approvals.list("pending", conn.name):
@@ -446,21 +438,13 @@ class KubeProxy:
                     pending = appr
                     break
             if pending is None:
-                pending = await approvals.create(
-                    requester=identity,
-                    connection=conn.name,
-                    session_id=session.id,
-                    command_text=cmd.text,
-                    command_hash=digest,
-                    reasons=list(decision.reasons),
-                    ttl=conn.approval.timeout,
-                )
+                pending = await self.gateway.create_approval(session, cmd, decision, digest)
                 session.metrics.approval("requested")
                 if self.gateway.notifier is not None:
                     self.gateway.notifier.notify_new(pending)
         except Exception as exc:
             session.log.error("approval store unavailable, denying request: %s", exc)
-            return session.final_decision(_deny(decision, f"approval store unavailable: {exc}")), None
+            return session.final_decision(deny_decision(decision, f"approval store unavailable: {exc}")), None
         session.record(
             Decision(
                 cmd.seq,
@@ -670,12 +654,3 @@ def decode_body(content_type: str, raw: bytes) -> tuple[Any, bool]:
     except Exception:  # yaml errors
         return None, True
 
-
-def _deny(decision: Decision, why: str) -> Decision:
-    return Decision(
-        decision.command_seq,
-        Verdict.DENY,
-        decision.risk,
-        (*decision.reasons, why),
-        decision.rule_ids,
-    )
