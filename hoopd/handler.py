@@ -13,7 +13,7 @@ The smallest complete example is ``protocols.tcp``.
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -91,3 +91,24 @@ class ProtocolHandler(abc.ABC):
     @abc.abstractmethod
     def bound_address(self) -> HostPort | None:
         """Where the listener actually listens (port 0 resolved)."""
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class ServerHandler(ProtocolHandler):
+    """A handler whose listener is one server object (asyncio's, asyncssh's)
+    that ``start`` keeps in ``self._server``: :meth:`stop` closes it and
+    :attr:`bound_address` reads its first socket."""
+
+    _server: _Closable | None = None
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    @property
+    def bound_address(self) -> HostPort | None:
+        return listening_address(self._server)

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from hoopd.configtypes import HostPort
-from hoopd.handler import Loc, ProtocolHandler
+from hoopd.handler import Loc, ServerHandler
 
 from .config import HttpOptions, HttpUpstream
 from .proxy import ClientConnection
@@ -26,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["HttpHandler", "HttpOptions", "HttpUpstream"]
 
 
-class HttpHandler(ProtocolHandler):
+class HttpHandler(ServerHandler):
     name = "http"
     description = (
         "HTTP/1.1 reverse proxy: bearer identity, injected upstream credentials, "
@@ -69,15 +68,3 @@ class HttpHandler(ProtocolHandler):
             reuse_address=True,
             backlog=1024,
         )
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    @property
-    def bound_address(self) -> HostPort | None:
-        if self._server is None or not self._server.sockets:
-            return None
-        host, port = self._server.sockets[0].getsockname()[:2]
-        return HostPort(host, port)

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web_protocol, web_server
 
-from hoopd.configtypes import HostPort
-from hoopd.handler import Loc, ProtocolHandler, listening_address
+from hoopd.handler import Loc, ServerHandler
 
 from .config import KubeOptions, KubeUpstream
 from .proxy import ClientConn, KubeProxy
@@ -49,7 +48,7 @@ class _Server(web_server.Server):
         return _Protocol(self, loop=self._loop, **self._kwargs)
 
 
-class KubernetesHandler(ProtocolHandler):
+class KubernetesHandler(ServerHandler):
     name = "kubernetes"
     description = "Kubernetes API (kubectl): per-request risk and approvals, masked responses, recorded exec"
     supports_masking = True
@@ -97,12 +96,3 @@ class KubernetesHandler(ProtocolHandler):
             reuse_address=True,
             backlog=1024,
         )
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    @property
-    def bound_address(self) -> HostPort | None:
-        return listening_address(self._server)

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from hoopd.configtypes import HostPort
-from hoopd.handler import Loc, ProtocolHandler, listening_address
+from hoopd.handler import Loc, ServerHandler
 
 from .config import AuthorizedKey, SshOptions, SshUpstream
 from .keys import host_key, user_ca
@@ -34,7 +33,7 @@ CIPHERS = [
 ]
 
 
-class SshHandler(ProtocolHandler):
+class SshHandler(ServerHandler):
     name = "ssh"
     description = "SSH gateway: shells, exec, sftp/scp and -L to a pinned target, with command guardrails"
     supports_masking = True
@@ -103,12 +102,3 @@ class SshHandler(ProtocolHandler):
             reuse_address=True,
             login_timeout=60.0,
         )
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    @property
-    def bound_address(self) -> HostPort | None:
-        return listening_address(self._server)

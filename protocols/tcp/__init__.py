@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import BaseModel, ConfigDict
 
 from hoopd.aio import spawn
-from hoopd.configtypes import Duration, HostPort, Port
+from hoopd.configtypes import Duration, Port
 from hoopd.gateway import SessionRefused
-from hoopd.handler import Loc, ProtocolHandler, listening_address
+from hoopd.handler import Loc, ServerHandler
 from hoopd.model import AuthMethod, Identity, Stream
 from hoopd.session import SessionEnded
 from hoopd.tls import identity_from_peercert
@@ -47,7 +47,7 @@ class TcpUpstream(BaseModel):
     connect_timeout: Duration = 10.0
 
 
-class TcpHandler(ProtocolHandler):
+class TcpHandler(ServerHandler):
     name = "tcp"
     description = "opaque TCP relay, recorded both ways; identifies clients by TLS certificate"
     upstream_model = TcpUpstream
@@ -88,15 +88,6 @@ class TcpHandler(ProtocolHandler):
             ssl=ssl_ctx,
             reuse_address=True,
         )
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    @property
-    def bound_address(self) -> HostPort | None:
-        return listening_address(self._server)
 
 
 class _Side(asyncio.Protocol):
