@@ -118,8 +118,17 @@ class Metrics:
         )
         self.started_at.set(time.time())
         self.recorder_healthy.set(1)
+        self._tallies: list[Tally] = []
+
+    def tally(self, child: Any) -> Tally:
+        """A data-path counter folded into ``child`` when /metrics is rendered."""
+        t = Tally(child)
+        self._tallies.append(t)
+        return t
 
     def render(self) -> bytes:
+        for t in self._tallies:
+            t.flush()
         return generate_latest(self.registry)
 
     # -- recorder observer protocol (recorder.writer.RecorderObserver) --------
@@ -135,6 +144,30 @@ class Metrics:
         self.recorder_healthy.set(1)
 
 
+class Tally:
+    """Counts for one counter child, kept in a plain int until rendered.
+
+    A prometheus child's ``inc()`` takes a lock and ~1 µs; the data path
+    counts bytes, commands and decisions several times per statement. Tallies
+    are only touched on the event-loop thread, where /metrics is rendered too,
+    so the fold needs no lock and a scrape always sees every count.
+    """
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.pending += amount
+
+    def flush(self) -> None:
+        if self.pending:
+            pending, self.pending = self.pending, 0
+            self.child.inc(pending)
+
+
 class ConnectionMetrics:
     """Label children for one connection, resolved once: ``labels()`` costs
     ~2.5 µs per call, a cached child ~0.7 µs, and these are on the data path."""
@@ -146,18 +179,18 @@ class ConnectionMetrics:
         lbl = (protocol, connection)
         self.sessions_active = metrics.sessions_active.labels(*lbl)
         self.sessions_total = metrics.sessions_total.labels(*lbl)
-        self.bytes_in = metrics.bytes.labels(*lbl, "in")
-        self.bytes_out = metrics.bytes.labels(*lbl, "out")
+        self.bytes_in = metrics.tally(metrics.bytes.labels(*lbl, "in"))
+        self.bytes_out = metrics.tally(metrics.bytes.labels(*lbl, "out"))
         self.upstream_connect = metrics.upstream_connect.labels(*lbl)
         self.upstream_errors = metrics.upstream_errors.labels(*lbl)
         self.approvals_pending = metrics.approvals_pending.labels(*lbl)
-        self._commands: dict[str, Any] = {}
-        self._decisions: dict[str, Any] = {}
+        self._commands: dict[str, Tally] = {}
+        self._decisions: dict[str, Tally] = {}
         self._masked: dict[str, Any] = {}
         # Touch the zero-valued series so /metrics shows the families for a
         # configured connection before its first session.
         for verdict in ("allow", "mask", "review", "deny"):
-            self._decisions[verdict] = metrics.decisions.labels(*lbl, verdict)
+            self._decisions[verdict] = metrics.tally(metrics.decisions.labels(*lbl, verdict))
 
     def ended(self, reason: str) -> None:
         self.metrics.sessions_ended.labels(self.protocol, self.connection, reason).inc()
@@ -171,16 +204,16 @@ class ConnectionMetrics:
     def command(self, kind: str) -> None:
         child = self._commands.get(kind)
         if child is None:
-            child = self._commands[kind] = self.metrics.commands.labels(
-                self.protocol, self.connection, kind
+            child = self._commands[kind] = self.metrics.tally(
+                self.metrics.commands.labels(self.protocol, self.connection, kind)
             )
         child.inc()
 
     def decision(self, verdict: str) -> None:
         child = self._decisions.get(verdict)
         if child is None:
-            child = self._decisions[verdict] = self.metrics.decisions.labels(
-                self.protocol, self.connection, verdict
+            child = self._decisions[verdict] = self.metrics.tally(
+                self.metrics.decisions.labels(self.protocol, self.connection, verdict)
             )
         child.inc()
 

@@ -84,7 +84,7 @@ class Identity:
         return {
             "subject": self.subject,
             "groups": sorted(self.groups),
-            "method": self.method.value,
+            "method": self.method._value_,
             "issuer": self.issuer,
             "email": self.email,
             "expires_at": self.expires_at,
@@ -196,7 +196,7 @@ class Command(Event):
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": self.kind.value, "text": self.text, "attrs": dict(self.attrs)}
+        return {"seq": self.seq, "kind": self.kind._value_, "text": self.text, "attrs": dict(self.attrs)}
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> Command:
@@ -226,7 +226,7 @@ class Decision(Event):
     def to_record(self) -> dict[str, Any]:
         return {
             "command_seq": self.command_seq,
-            "verdict": self.verdict.value,
+            "verdict": self.verdict._value_,
             "risk": self.risk,
             "reasons": list(self.reasons),
             "rule_ids": list(self.rule_ids),
@@ -296,7 +296,7 @@ class Output(Event):
     masked: Mapping[str, int] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {"stream": self.stream.value, "data": self.data}
+        rec: dict[str, Any] = {"stream": self.stream._value_, "data": self.data}
         if self.command_seq:
             rec["command_seq"] = self.command_seq
         if self.masked:

@@ -221,7 +221,7 @@ class Session:
         self._command_seq += 1
         cmd = Command(self._command_seq, kind, text, dict(attrs or {}))
         self.record(cmd)
-        self.metrics.command(kind.value)
+        self.metrics.command(kind._value_)
         return cmd
 
     def result(
@@ -237,7 +237,7 @@ class Session:
 
     def _record_decision(self, decision: Decision) -> None:
         self.record(decision)
-        self.metrics.decision(decision.verdict.value)
+        self.metrics.decision(decision.verdict._value_)
         if decision.break_glass:
             self.log.warning("break-glass decision: %s", "; ".join(decision.reasons))
 
