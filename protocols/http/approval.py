@@ -118,7 +118,7 @@ async def decide_retry(
     cm.approval("requested")
     notifier = session.gateway.notifier
     if notifier is not None:
-        notifier.notify_new(approval)
+        notifier.notify("approval.created", approval)
     return RetryOutcome(decision, approval.id, _pending_message(approval.id), pending=True)
 
 

@@ -441,7 +441,7 @@ class KubeProxy:
                 pending = await self.gateway.create_approval(session, cmd, decision, digest)
                 session.metrics.approval("requested")
                 if self.gateway.notifier is not None:
-                    self.gateway.notifier.notify_new(pending)
+                    self.gateway.notifier.notify("approval.created", pending)
         except Exception as exc:
             session.log.error("approval store unavailable, denying request: %s", exc)
             return session.final_decision(deny_decision(decision, f"approval store unavailable: {exc}")), None

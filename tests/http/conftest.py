@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 
 from hoopd.identity.apikeys import hash_api_key
 from hoopd.tls import cert_pem, generate_ca, issue_certificate
-from tests.helpers import Daemon, free_port
+from tests.helpers import Daemon, WebhookReceiver, free_port
 from tests.http.upstream import Upstream
 
 KEYS = {
@@ -53,6 +53,7 @@ class Env:
     ca_path: Path
     gateway_ca: Path
     work: Path
+    webhook: WebhookReceiver = field(default_factory=WebhookReceiver)
 
     def url(self, conn: str, path: str = "/", scheme: str = "http") -> str:
         return f"{scheme}://127.0.0.1:{self.ports[conn]}{path}"
@@ -137,7 +138,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     }
     client_ca = _client_certs(work)
     plain = f"http://127.0.0.1:{upstream.port}"
+    webhook = WebhookReceiver()
     config: dict[str, Any] = {
+        "gateway": {"webhook": {"url": webhook.url, "retries": 0}},
         "identity": {
             "api_keys": [
                 {"name": user, "sha256": hash_api_key(key), "groups": groups}
@@ -205,8 +208,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             ca_path,
             Path(config["gateway"]["data_dir"]) / "tls" / "ca.pem",
             work,
+            webhook,
         )
     finally:
         daemon.stop()
+        webhook.close()
         upstream.close()
         tls_upstream.close()

@@ -84,6 +84,13 @@ async def test_retry_mode_refuses_then_lets_one_retry_through(env: Env) -> None:
         assert first["error"] == "approval_required" and first["retry"] is True
         approval_id = first["approval_id"]
         assert resp.headers["X-Hoopd-Approval"] == approval_id
+        # reviewers are told, as in hold mode
+        for _ in range(100):
+            if any(p["approval"]["id"] == approval_id for p in env.webhook.received):
+                break
+            await asyncio.sleep(0.05)
+        announced = [p for p in env.webhook.received if p["approval"]["id"] == approval_id]
+        assert [p["event"] for p in announced] == ["approval.created"]
         # retrying before a decision names the same pending approval
         async with s.delete(url) as resp:
             assert resp.status == 403

@@ -26,7 +26,7 @@ from hoopd.approvals.store import open_store
 from hoopd.identity.tokens import KEY_FILE_NAME, GatewayTokens, load_or_create_token_key
 from hoopd.kubeconfig import build_kubeconfig
 from hoopd.model import AuthMethod, Identity
-from tests.helpers import Daemon, free_port, hoopd, wait_for
+from tests.helpers import Daemon, WebhookReceiver, free_port, hoopd, wait_for
 from tests.kubernetes.fakeapi import BY_PATH, FakeApiServer, Kind
 
 POD = """
@@ -49,7 +49,10 @@ def fake_kind(resource: str) -> Kind:
 class Kube:
     """A daemon with one kubernetes connection and a kubectl for alice."""
 
-    def __init__(self, workdir: Path, fake: FakeApiServer, **conn_extra: Any) -> None:
+    def __init__(
+        self, workdir: Path, fake: FakeApiServer, gateway: dict[str, Any] | None = None,
+        **conn_extra: Any,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "sa-token").write_text("upstream-sa-token\n")
         self.port = free_port()
@@ -67,7 +70,7 @@ class Kube:
             "options": {"protected_namespaces": ["prod"]},
         }
         conn.update(conn_extra)
-        self.daemon = Daemon(workdir, {"connections": [conn]}).start()
+        self.daemon = Daemon(workdir, {"gateway": dict(gateway or {}), "connections": [conn]}).start()
         self.data_dir = Path(self.daemon.config["gateway"]["data_dir"])
         self.workdir = workdir
         self.kubeconfig = self.kubeconfig_for("alice", ["dev"])
@@ -288,13 +291,19 @@ def test_held_delete_namespace_runs_after_approval(kube: Kube) -> None:
 
 
 def test_retry_mode_refuses_then_succeeds_once(tmp_path: Path, fake: FakeApiServer) -> None:
-    k = Kube(tmp_path, fake, approval={"mode": "retry", "timeout": "60s"})
+    hook = WebhookReceiver()
+    k = Kube(
+        tmp_path, fake, gateway={"webhook": {"url": hook.url, "retries": 0}},
+        approval={"mode": "retry", "timeout": "60s"},
+    )
     try:
         k.ok("create", "ns", "retry-me")
         res = k.kubectl("delete", "ns", "retry-me")
         assert res.returncode == 1
         assert "needs a reviewer's approval (id apr_" in res.stderr
         approval_id = res.stderr.split("(id ")[1].split(")")[0]
+        assert wait_for(lambda: any(p["approval"]["id"] == approval_id for p in hook.received), 5)
+        assert [p["event"] for p in hook.received] == ["approval.created"]  # reviewers are told
 
         async def approve() -> None:
             store = open_store("sqlite", k.data_dir)
@@ -308,6 +317,7 @@ def test_retry_mode_refuses_then_succeeds_once(tmp_path: Path, fake: FakeApiServ
         assert again.returncode == 1 and approval_id not in again.stderr
     finally:
         k.close()
+        hook.close()
 
 
 def test_scale_to_zero_in_protected_namespace_is_held(kube: Kube, tmp_path: Path) -> None:
