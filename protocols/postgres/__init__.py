@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hoopd.configtypes import ConfigPath, Duration, HostPort, Port, SecretRef, Size
-from hoopd.handler import Loc, ProtocolHandler, listening_address
+from hoopd.configtypes import ConfigPath, Duration, Port, SecretRef, Size
+from hoopd.handler import Loc, ServerHandler
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
@@ -62,7 +62,7 @@ class PostgresOptions(BaseModel):
     max_bytes_per_session: Size | None = None
 
 
-class PostgresHandler(ProtocolHandler):
+class PostgresHandler(ServerHandler):
     name = "postgres"
     description = (
         "PostgreSQL wire protocol: injected database credentials, SQL risk scoring, "
@@ -122,15 +122,6 @@ class PostgresHandler(ProtocolHandler):
         self._server = await loop.create_server(
             lambda: ClientConnection(self), conn.listen.host, conn.listen.port, reuse_address=True
         )
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    @property
-    def bound_address(self) -> HostPort | None:
-        return listening_address(self._server)
 
     # -- cancel keys ---------------------------------------------------------------
     def register_key(self, client: ClientConnection) -> tuple[int, int]:
