@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from hashlib import sha256
 from pathlib import Path
 from typing import Literal
@@ -46,6 +46,14 @@ _FLUSH_BYTES = 1 << 20  # bound the memory a busy session buffers between flushe
 _HEAD_CACHE_MAX = 4096
 _EVENT_BYTE = TYPE_BYTES[EVENT]
 _HASH_OVERHEAD = len(HASH_BIN_HEADER) + 32
+
+
+class UnencodableEvent(Exception):
+    """An event the payload encoder rejected (a bug in whoever produced it)."""
+
+    def __init__(self, event: Event, cause: Exception) -> None:
+        super().__init__(f"cannot encode {type(event).__name__}: {cause}")
+        self.event = event
 
 
 class ChainWriter:
@@ -114,44 +122,78 @@ class ChainWriter:
         self.size += len(head) + len(payload) + _HASH_OVERHEAD
 
     def append_event(self, seq: int, ts_ns: int, event: Event) -> None:
-        """Hot path: the same as _append(EVENT, ...) with everything inlined.
+        self.append_events(((seq, ts_ns, event),))
+
+    def append_events(self, items: Iterable[tuple[int, int, Event]]) -> None:
+        """Hot path: append (seq, ts_ns, event) frames, the same as
+        _append(EVENT, ...) for each, with the chain state kept in locals
+        across a run of one session's events (the writer thread hands over
+        each run it finds in its queue).
 
         Output events (almost all frames) are encoded by hand around their
         data: the data is hashed and queued for writing without first being
-        copied into a payload.
+        copied into a payload. An event that cannot be encoded raises
+        UnencodableEvent; the frames before it stay appended.
         """
-        parts = output_payload_parts(seq, ts_ns, event) if type(event) is Output else None
-        if parts is not None:
-            prefix, suffix = parts
-            data = event.data  # type: ignore[attr-defined]
-            h = sha256(self.prev + _EVENT_BYTE + prefix)
+        prev = self.prev
+        buf = self.buf
+        nframes = self.nframes
+        size = self.size
+        last_seq = self.last_seq
+        heads = self._heads
+        pack = self._pack
+        ckpt_due = self.ckpt_frame + self._checkpoint_frames
+        flush_due = min(self.flushed_size + _FLUSH_BYTES, self._rotate_bytes)
+        dirty = not buf
+        for seq, ts_ns, event in items:
+            try:
+                parts = output_payload_parts(seq, ts_ns, event) if type(event) is Output else None
+                if parts is not None:
+                    prefix, suffix = parts
+                    data = event.data  # type: ignore[attr-defined]
+                else:
+                    prefix = pack([seq, ts_ns, event_body(event)])
+                    data = suffix = b""
+            except (TypeError, ValueError, OverflowError) as exc:
+                self._store(prev, nframes, size, last_seq)
+                raise UnencodableEvent(event, exc) from exc
+            h = sha256(prev + _EVENT_BYTE + prefix)
             h.update(data)
             if suffix:
                 h.update(suffix)
-        else:
-            prefix = self._pack([seq, ts_ns, event_body(event)])
-            data = suffix = b""
-            h = sha256(self.prev + _EVENT_BYTE + prefix)
-        n = len(prefix) + len(data) + len(suffix)
-        head = self._heads.get(n)
-        if head is None:
-            if len(self._heads) >= _HEAD_CACHE_MAX:
-                self._heads.clear()
-            head = self._heads[n] = frame_head(EVENT, n)
-        self.prev = digest = h.digest()
-        buf = self.buf
-        if not buf:
-            self._dirty.append(self)
-        buf += (head, prefix, data, suffix, HASH_BIN_HEADER, digest)
-        self.last_seq = seq
-        self.nframes = nframes = self.nframes + 1
-        self.size = size = self.size + len(head) + n + _HASH_OVERHEAD
-        if nframes - self.ckpt_frame >= self._checkpoint_frames:
-            self.checkpoint(CK_PERIODIC)
-        if size >= self._rotate_bytes:
-            self.rotate()
-        elif size - self.flushed_size >= _FLUSH_BYTES:
-            self.flush()
+            n = len(prefix) + len(data) + len(suffix)
+            head = heads.get(n)
+            if head is None:
+                if len(heads) >= _HEAD_CACHE_MAX:
+                    heads.clear()
+                head = heads[n] = frame_head(EVENT, n)
+            prev = digest = h.digest()
+            if dirty:
+                self._dirty.append(self)
+                dirty = False
+            buf += (head, prefix, data, suffix, HASH_BIN_HEADER, digest)
+            last_seq = seq
+            nframes += 1
+            size += len(head) + n + _HASH_OVERHEAD
+            if nframes >= ckpt_due or size >= flush_due:
+                self._store(prev, nframes, size, last_seq)
+                if nframes >= ckpt_due:
+                    self.checkpoint(CK_PERIODIC)
+                if self.size >= self._rotate_bytes:
+                    self.rotate()
+                elif self.size - self.flushed_size >= _FLUSH_BYTES:
+                    self.flush()
+                prev, buf, nframes, size = self.prev, self.buf, self.nframes, self.size
+                ckpt_due = self.ckpt_frame + self._checkpoint_frames
+                flush_due = min(self.flushed_size + _FLUSH_BYTES, self._rotate_bytes)
+                dirty = not buf
+        self._store(prev, nframes, size, last_seq)
+
+    def _store(self, prev: bytes, nframes: int, size: int, last_seq: int) -> None:
+        self.prev = prev
+        self.nframes = nframes
+        self.size = size
+        self.last_seq = last_seq
 
     def checkpoint(self, kind: str) -> None:
         sig = self._key.sign(

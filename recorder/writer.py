@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hoopd.model import Event
-from recorder.chain import ChainWriter, FsyncMode
+from recorder.chain import ChainWriter, FsyncMode, UnencodableEvent
 from recorder.keys import export_public_key, key_fingerprint
 from recorder.segment import probe_writable
 
@@ -340,32 +340,51 @@ class Recorder:
         self._chains.clear()
 
     def _process_batch(self) -> None:
+        """Up to _BATCH queued items. Consecutive events of one session go
+        to its chain as one run (ChainWriter.append_events)."""
         popleft = self._queue.popleft
+        run: list[tuple[int, int, Event]] = []
+        run_sess: SessionRecording | None = None
         for _ in range(_BATCH):
             try:
                 sess, seq, ts, event = popleft()
             except IndexError:
-                return
-            chain = sess._chain
+                break
+            if sess is run_sess and event is not _OPEN and event is not _CLOSE:
+                run.append((seq, ts, event))
+                continue
+            if run_sess is not None:
+                self._append_run(run_sess, run)
+                run = []
+                run_sess = None
             if sess.failed:
                 continue  # fail closed: the session is being ended by the gateway
-            if chain is not None and event is not _OPEN and event is not _CLOSE:
-                try:
-                    chain.append_event(seq, ts, event)
-                except OSError as exc:
-                    self._fail(sess, f"write failed for session {sess.session_id}: {exc}")
-                except (TypeError, ValueError, OverflowError) as exc:
-                    # An event msgpack cannot encode is a bug in its producer:
-                    # end that session (fail closed), keep the writer alive.
-                    self._fail(sess, f"cannot encode {type(event).__name__}: {exc}", disk=False)
-                continue
             if event is _OPEN:
                 self._open_chain(sess, ts)
             elif event is _CLOSE:
-                if chain is not None:
-                    self._guard(chain, chain.close)
+                if sess._chain is not None:
+                    self._guard(sess._chain, sess._chain.close)
                 self._sessions.pop(sess.session_id, None)
                 self._chains.pop(sess.session_id, None)
+            elif sess._chain is not None:
+                run_sess = sess
+                run.append((seq, ts, event))
+        if run_sess is not None:
+            self._append_run(run_sess, run)
+
+    def _append_run(self, sess: SessionRecording, run: list[tuple[int, int, Event]]) -> None:
+        chain = sess._chain
+        if chain is None or sess.failed:
+            return
+        try:
+            chain.append_events(run)
+        except OSError as exc:
+            self._fail(sess, f"write failed for session {sess.session_id}: {exc}")
+        except UnencodableEvent as exc:
+            # A bug in the event's producer: end that session (fail closed),
+            # keep the writer alive. The session's later events are dropped
+            # with it.
+            self._fail(sess, str(exc), disk=False)
 
     def _open_chain(self, sess: SessionRecording, ts: int) -> None:
         s = self.settings

@@ -4,7 +4,7 @@
 
 Rows:
   baseline-write   msgpack-pack [seq, ts, body] + buffered write, no chaining
-  core-write       ChainWriter.append_event: encode + SHA-256 chain + buffered
+  core-write       ChainWriter.append_events: encode + SHA-256 chain + buffered
                    write + a signed checkpoint every 1000 frames (writer core path)
   e2e-write        SessionRecording.write() on this thread -> writer thread ->
                    file, until Recorder.close() returns
@@ -64,14 +64,13 @@ def bench_core_write(
         checkpoint_frames=1000, fsync="never", dirty=[], on_written=lambda n, b: None,
     )
     chain.open(time.time_ns())
-    append = chain.append_event
-    flush = chain.flush
     ts = time.time_ns()
     t0 = time.perf_counter()
-    for seq in range(1, n + 1):
-        append(seq, ts, event)
-        if not seq & 4095:  # the writer thread flushes once per batch of 4096
-            flush()
+    # as the writer thread does: runs of one session's queued events, a
+    # flush per batch of 4096
+    for start in range(1, n + 1, 4096):
+        chain.append_events([(seq, ts, event) for seq in range(start, min(start + 4096, n + 1))])
+        chain.flush()
     chain.close()
     return time.perf_counter() - t0
 
