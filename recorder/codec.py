@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 
 from hoopd.model import Event, Output, Stream, event_from_record
+from recorder.format import bin_header
 
 TYPE_KEY = "t"
 
@@ -94,12 +95,10 @@ def output_payload_parts(seq: int, ts_ns: int, event: Output) -> tuple[bytes, by
         seq_ts = b"\x93" + _uint(seq) + _uint(ts_ns)
     else:
         return None
-    if n < 0x100:
-        bin_head = b"\xc4" + bytes((n,))
-    elif n < 0x10000:
-        bin_head = _BIN16(0xC5, n)
+    if 0x100 <= n < 0x10000:
+        bin_head = _BIN16(0xC5, n)  # the usual chunk size: one call
     elif n < 0x100000000:
-        bin_head = b"\xc6" + n.to_bytes(4, "big")
+        bin_head = bin_header(n)
     else:
         return None
     if not cseq:
