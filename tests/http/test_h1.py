@@ -18,6 +18,7 @@ from protocols.http.h1 import (
     _Parser,
     chunk,
 )
+from tests.support.chunks import split as split_at
 
 
 def normalize(events: list[object]) -> list[object]:
@@ -42,16 +43,6 @@ def parse_all(parser: _Parser, pieces: list[bytes], *, requests: bool = True) ->
             else:
                 break
     return normalize(events)
-
-
-def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, prev = [], 0
-    for p in points:
-        out.append(data[prev:p])
-        prev = p
-    out.append(data[prev:])
-    return out
 
 
 bodies = st.binary(max_size=300)

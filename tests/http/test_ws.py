@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from masking.config import MaskingConfig
 from masking.engine import build_masker
 from protocols.http import ws
+from tests.support.chunks import split
 
 MASKER = build_masker(
     MaskingConfig.model_validate({"recognizers": {"personal": True}}), b"0123456789abcdef0123456789abcdef"
@@ -60,16 +61,6 @@ def encode(msgs: list[tuple[int, bytes, list[int]]], key: bytes = b"") -> bytes:
             fin = i == len(parts) - 1
             out.append(client_frame(fin, op, part, key) if key else ws.frame(fin, op, part))
     return b"".join(out)
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, prev = [], 0
-    for p in points:
-        out.append(data[prev:p])
-        prev = p
-    out.append(data[prev:])
-    return out
 
 
 def reassemble(data: bytes) -> list[tuple[int, bytes]]:

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols.kubernetes._http1 import END, Head, ParseError, ResponseParser
+from tests.support.chunks import split
 
 
 def parse(chunks: list[bytes], method: str = "GET", eof: bool = False) -> tuple[Head | None, bytes, bool]:
@@ -30,16 +31,6 @@ def parse(chunks: list[bytes], method: str = "GET", eof: bool = False) -> tuple[
             assert isinstance(ev, bytes)
             body += ev
     return head, body, ended
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, last = [], 0
-    for p in points:
-        out.append(data[last:p])
-        last = p
-    out.append(data[last:])
-    return out
 
 
 LENGTH = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{"kind":"X"}\n'

@@ -11,6 +11,7 @@ from protocols.postgres import _messages as m
 from protocols.postgres import _wire as w
 from protocols.postgres._masking import Hits, min_match_width, strip_assertions
 from protocols.postgres._tracker import EXEC, QUERY, SYNC, Running, Tracker
+from tests.support.chunks import split
 
 text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"]), max_size=40)
 
@@ -39,16 +40,6 @@ def frame_all(framer: w.Framer, chunks: list[bytes]) -> list[bytes]:
         buf, frames = framer.feed(chunk)
         out += [bytes(buf[s:e]) for _, s, e in frames]
     return out
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    pieces, prev = [], 0
-    for p in points:
-        pieces.append(data[prev:p])
-        prev = p
-    pieces.append(data[prev:])
-    return pieces
 
 
 @given(st.lists(frontend_msg, max_size=12), st.lists(st.integers(0, 10_000), max_size=10))

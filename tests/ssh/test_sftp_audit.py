@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from protocols.ssh import sftp
 from protocols.ssh.sftp import SftpAudit, SftpError, SftpFramer
+from tests.support.chunks import split
 
 
 def pkt(ptype: int, body: bytes) -> bytes:
@@ -78,16 +79,6 @@ def run(steps: Steps, cuts: list[int] | None = None) -> list[tuple[str, str, str
             done += feed(chunk)[1]
     done += audit.close()
     return [(o.op, o.path[:20], o.target, o.bytes_read, o.bytes_written, o.status) for o in done]
-
-
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, last = [], 0
-    for p in points:
-        out.append(data[last:p])
-        last = p
-    out.append(data[last:])
-    return out
 
 
 def test_operations_with_paths_and_sizes() -> None:
