@@ -121,9 +121,6 @@ class ChainWriter:
         self.nframes += 1
         self.size += len(head) + len(payload) + _HASH_OVERHEAD
 
-    def append_event(self, seq: int, ts_ns: int, event: Event) -> None:
-        self.append_events(((seq, ts_ns, event),))
-
     def append_events(self, items: Iterable[tuple[int, int, Event]]) -> None:
         """Hot path: append (seq, ts_ns, event) frames, the same as
         _append(EVENT, ...) for each, with the chain state kept in locals
