@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""CPU per ``pgbench -S`` statement of the postgres handler, in-process and
+without sockets.
+
+The real daemon (gateway, recorder thread, risk scorer, masking, metrics)
+runs in this process. One client connection logs in through the real
+handshake (StartupMessage, cleartext password = an API key, plaintext on
+loopback) with the upstream login replaced by a fake one; then both sides get
+no-op transports and every iteration feeds the client side one pgbench
+``SELECT abalance FROM pgbench_accounts WHERE aid = N;`` (simple protocol,
+N varies like pgbench's) and the upstream side PostgreSQL 15's 4-message
+answer to it (RowDescription, DataRow, CommandComplete ``SELECT 1``,
+ReadyForQuery), through the same ``data_received`` entry points uvloop calls.
+
+Per batch it reports, per statement:
+
+* ``loop``: CPU of the event-loop thread (``time.thread_time`` read once per
+  batch), i.e. the handler, session and enqueueing of recorded events;
+* ``all``: CPU of the whole process (``time.process_time``) over the batch and
+  until the recorder thread has drained its queue: adds the recorder thread.
+
+Medians (and best) over the batches are printed. The connection config is the
+one ``bench_postgres.py`` uses: recording on, risk scoring on (default
+thresholds + a ``delete_without_where`` rule), masking on (default
+recognizers + a ``pattern`` rule that never hits).
+
+    python bench/postgres/inproc_postgres.py [--statements 4000] [--batches 7] [--profile]
+
+A/B against another tree (e.g. a ``git worktree`` of an older commit),
+alternating child processes, each importing its tree first:
+
+    git worktree add /tmp/hoopd-base <commit>
+    python bench/postgres/inproc_postgres.py --compare-tree /tmp/hoopd-base --rounds 6
+
+``--events N``: print the recorded events of N statements as JSON lines
+(timestamps and durations zeroed), to check that two trees record the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+ROOT = HERE.parents[2]
+
+KEY = "hak_bench_0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
+
+
+def _tree_from_argv() -> Path:
+    if "--tree" in sys.argv:
+        return Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+    return ROOT
+
+
+TREE = _tree_from_argv()
+sys.path.insert(0, str(TREE))
+
+
+class FakeTransport:
+    """A transport that accepts everything and goes nowhere."""
+
+    def __init__(self, on_write: Any = None) -> None:
+        self.on_write = on_write
+        self.closing = False
+        self.written = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += len(data)
+        if self.on_write is not None:
+            self.on_write(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, *a: Any, **k: Any) -> None:
+        pass
+
+
+def backend_answer() -> bytes:
+    """PostgreSQL 15's answer to a pgbench -S SELECT (table OID as in a
+    `pgbench -i` database; abalance is 0 until a write test ran)."""
+    from protocols.postgres import _wire as w
+
+    field = b"abalance\x00" + struct.pack("!IhIhih", 16397, 3, 23, 4, -1, 0)
+    return (
+        w.message(w.ROW_DESCRIPTION, struct.pack("!h", 1) + field)
+        + w.data_row([b"0"])
+        + w.command_complete("SELECT 1")
+        + w.ready_for_query(b"I")
+    )
+
+
+def queries(n: int, seed: int = 1) -> list[bytes]:
+    from protocols.postgres import _wire as w
+
+    rng = random.Random(seed)
+    return [
+        w.query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {rng.randint(1, 1_000_000)};")
+        for _ in range(n)
+    ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def open_connection(work: Path) -> tuple[Any, Any, Any, Any]:
+    """(daemon, client connection, upstream protocol, recorder) after a real
+    client handshake against a fake upstream login."""
+    from hoopd.config import parse_config
+    from hoopd.identity.apikeys import hash_api_key
+    from hoopd.registry import Registry
+    from hoopd.server import Daemon
+    from protocols.postgres import _client
+    from protocols.postgres import _wire as w
+    from protocols.postgres._upstream import LoginResult, UpstreamProtocol
+
+    raw = {
+        "gateway": {"data_dir": str(work / "var"), "log_level": "warning"},
+        "identity": {"api_keys": [{"name": "bench", "sha256": hash_api_key(KEY), "groups": ["bench"]}]},
+        "connections": [
+            {
+                "name": "bench",
+                "protocol": "postgres",
+                "listen": f"127.0.0.1:{free_port()}",
+                "upstream": {
+                    "host": "127.0.0.1", "port": 9, "user": "bench", "database": "bench",
+                    "sslmode": "disable",
+                },
+                "allow_groups": ["bench"],
+                "masking": {"rules": [{"id": "secret-word", "pattern": "s3cr3t-[0-9]+"}]},
+                "risk": {"rules": [{"match": "delete_without_where", "action": "review"}]},
+                "options": {"allow_plaintext_loopback": True, "passthrough": ["database"]},
+            }
+        ],
+    }  # fmt: skip
+    registry = Registry.from_entry_points()
+    daemon = Daemon(parse_config(raw, registry), registry)
+    await daemon.start()
+    handler = daemon.handlers["bench"]
+    up = UpstreamProtocol()
+    up.connection_made(FakeTransport())  # type: ignore[arg-type]
+
+    async def fake_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
+        login = LoginResult(
+            parameters=[
+                ("server_version", "15.8"),
+                ("client_encoding", "UTF8"),
+                ("DateStyle", "ISO, MDY"),
+            ],
+            backend_pid=4242,
+            backend_key=12345678,
+        )
+        return up, login
+
+    _client.connect = fake_connect
+    loop = asyncio.get_running_loop()
+    seen = bytearray()
+    ready = loop.create_future()
+
+    def from_gateway(data: bytes) -> None:
+        seen.extend(data)
+        if not ready.done() and (
+            b"R\x00\x00\x00\x08\x00\x00\x00\x03" in seen or b"Z\x00\x00\x00\x05" in seen
+        ):
+            ready.set_result(None)
+
+    client_transport = FakeTransport(from_gateway)
+    conn = _client.ClientConnection(handler)  # type: ignore[arg-type]
+    conn.connection_made(client_transport)  # type: ignore[arg-type]
+    conn.data_received(
+        w.startup_message({"user": "bench", "database": "bench", "application_name": "pgbench"})
+    )
+    await asyncio.wait_for(ready, 10)  # the cleartext password request
+    seen.clear()
+    ready = loop.create_future()
+    conn.data_received(w.password_message(KEY))
+    await asyncio.wait_for(ready, 10)  # ReadyForQuery
+    await asyncio.sleep(0.05)
+    assert conn._relay and conn.session is not None, "handshake did not finish"
+    client_transport.on_write = None
+    assert daemon.gateway is not None
+    return daemon, conn, up, daemon.gateway.recorder
+
+
+async def drain(recorder: Any) -> None:
+    for _ in range(2000):
+        if not recorder._queue:
+            break
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.002)
+
+
+async def close(daemon: Any, conn: Any) -> None:
+    from protocols.postgres import _wire as w
+
+    conn.data_received(w.terminate())
+    conn.connection_lost(None)
+    await daemon.stop()
+
+
+async def measure(n: int, batches: int, profile: str | None) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="hoopd-inproc-pg-"))
+    daemon, conn, up, recorder = await open_connection(work)
+    answer = backend_answer()
+    qs = queries(n)
+    client_in = conn.data_received
+    server_in = up.data_received
+    start = conn.session._command_seq
+
+    def batch() -> None:
+        for q in qs:
+            client_in(q)
+            server_in(answer)
+
+    # warm-up (caches, first RowDescription)
+    batch()
+    await drain(recorder)
+    loop_us: list[float] = []
+    all_us: list[float] = []
+    wall_us: list[float] = []
+    thread_time, process_time, perf = time.thread_time, time.process_time, time.perf_counter_ns
+    for _ in range(batches):
+        p0, t0, w0 = process_time(), thread_time(), perf()
+        batch()
+        w1, t1 = perf(), thread_time()
+        await drain(recorder)
+        p1 = process_time()
+        loop_us.append((t1 - t0) / n * 1e6)
+        wall_us.append((w1 - w0) / n / 1e3)
+        all_us.append((p1 - p0) / n * 1e6)
+    done = conn.session._command_seq - start
+    assert done == n * (batches + 1), f"{done} commands recorded, expected {n * (batches + 1)}"
+    if profile:
+        if profile == "cprofile":
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            batch()
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(30)
+        else:
+            from line_profiler import LineProfiler
+
+            lp = LineProfiler()
+            for spec in profile.split(","):
+                mod, _, qual = spec.rpartition(":")
+                obj: Any = __import__(mod, fromlist=["x"])
+                for part in qual.split("."):
+                    obj = getattr(obj, part)
+                lp.add_function(obj)
+            lp.runcall(batch)
+            lp.print_stats(output_unit=1e-6)
+        await drain(recorder)
+    await close(daemon, conn)
+    import protocols.postgres._client as c
+
+    return {
+        "tree": str(TREE),
+        "module": c.__file__,
+        "n": n,
+        "loop_us": loop_us,
+        "all_us": all_us,
+        "wall_us": wall_us,
+    }
+
+
+async def events(n: int) -> list[dict[str, Any]]:
+    """The recorded events of n statements, as records (ts/duration zeroed)."""
+    work = Path(tempfile.mkdtemp(prefix="hoopd-inproc-pg-"))
+    daemon, conn, up, recorder = await open_connection(work)
+    captured: list[Any] = []
+    rec = conn.session.recording
+    real_write = rec.write
+
+    def spy(event: Any) -> None:
+        captured.append(event)
+        real_write(event)
+
+    rec.write = spy
+    answer = backend_answer()
+    for q in queries(n):
+        conn.data_received(q)
+        up.data_received(answer)
+    await drain(recorder)
+    await close(daemon, conn)
+    out = []
+    for ev in captured:
+        r = ev.to_record()
+        if "duration_ms" in r:
+            r["duration_ms"] = 0.0
+        if isinstance(r.get("data"), bytes):
+            r["data"] = r["data"].hex()
+        out.append({"type": ev.type_name, **r})
+    return out
+
+
+def child_main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    if args.events:
+        for r in uvloop.run(events(args.events)):
+            print(json.dumps(r, sort_keys=True, default=str))
+        return 0
+    res = uvloop.run(measure(args.statements, args.batches, args.profile))
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"tree {res['tree']} ({res['module']})")
+    for key in ("loop_us", "all_us", "wall_us"):
+        v = res[key]
+        print(f"{key[:-3]:5s} median {statistics.median(v):6.1f} us/statement   best {min(v):6.1f}   "
+              f"({', '.join(f'{x:.1f}' for x in v)})")  # fmt: skip
+    return 0
+
+
+def run_child(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [
+        sys.executable, str(HERE), "--tree", str(tree), "--json",
+        "--statements", str(args.statements), "--batches", str(args.batches),
+    ]  # fmt: skip
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env={**os.environ, "PYTHONHASHSEED": "0"}
+    )
+    if r.returncode != 0:
+        raise SystemExit(f"child for {tree} failed:\n{r.stdout}\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    trees = {"base": Path(args.compare_tree).resolve(), "this": TREE}
+    got: dict[str, dict[str, list[float]]] = {k: {"loop_us": [], "all_us": []} for k in trees}
+    for rnd in range(args.rounds):
+        order = list(trees.items()) if rnd % 2 == 0 else list(trees.items())[::-1]
+        for name, tree in order:
+            res = run_child(tree, args)
+            for key in ("loop_us", "all_us"):
+                got[name][key].append(statistics.median(res[key]))
+            print(
+                f"round {rnd + 1} {name:4s} loop {statistics.median(res['loop_us']):6.1f}  "
+                f"all {statistics.median(res['all_us']):6.1f} us/statement",
+                flush=True,
+            )
+    print(f"base = {trees['base']}, this = {trees['this']}; medians of {args.rounds} rounds:")
+    for key in ("loop_us", "all_us"):
+        b = statistics.median(got["base"][key])
+        t = statistics.median(got["this"][key])
+        print(f"  {key[:-3]:5s} base {b:6.1f}  this {t:6.1f} us/statement  ({t / b:.2f}x)")
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--statements", type=int, default=4000, help="statements per batch")
+    ap.add_argument("--batches", type=int, default=7)
+    ap.add_argument("--tree", help="import hoopd from this source tree (default: this one)")
+    ap.add_argument(
+        "--compare-tree", help="A/B: alternate child processes between that tree and this one"
+    )
+    ap.add_argument("--rounds", type=int, default=6, help="with --compare-tree: processes per tree")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--events", type=int, default=0, help="print the recorded events of N statements"
+    )
+    ap.add_argument(
+        "--profile",
+        help="'cprofile', or line_profiler on module:Qual.name[,...] "
+        "(e.g. protocols.postgres._client:ClientConnection._backend)",
+    )
+    args = ap.parse_args()
+    if args.compare_tree:
+        return compare_main(args)
+    return child_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
