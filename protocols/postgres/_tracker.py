@@ -38,6 +38,8 @@ from typing import Any, Protocol
 from ._messages import Column
 
 PARSE, BIND, DESC_STMT, DESC_PORTAL, EXEC, CLOSE, SYNC, QUERY, FCALL, DENIED = range(10)
+_ENDS_AT_READY = frozenset({SYNC, QUERY, FCALL, DENIED})
+"""Expectations that ReadyForQuery answers."""
 _NAMES = ["parse", "bind", "describe-S", "describe-P", "execute", "close", "sync", "query", "fcall", "denied"]
 
 
@@ -135,8 +137,13 @@ class Tracker:
             return False
         if kind == SYNC:
             self.discarding = False
-        self.queue.append(Expect(kind, name, running or [], message=message))
+        self.queue.append(Expect(kind, name, running or [], 0, message))
         return True
+
+    def expect_query(self, running: list[Running]) -> None:
+        """``expect(QUERY, "", running)`` for the relay's hot path (a Query
+        is never discarded)."""
+        self.queue.append(Expect(QUERY, "", running))
 
     # -- backend side -----------------------------------------------------------
     def head(self) -> Expect | None:
@@ -144,22 +151,31 @@ class Tracker:
 
     def current(self) -> Running | None:
         """The statement whose rows are streaming now."""
-        if not self.queue:
+        queue = self.queue
+        if not queue:
             return None
-        h = self.queue[0]
-        if h.kind == EXEC:
+        h = queue[0]
+        kind = h.kind
+        if kind == EXEC:
             return h.running[0] if h.running else None
-        if h.kind in (QUERY, FCALL) and h.index < len(h.running):
+        if kind in (QUERY, FCALL) and h.index < len(h.running):
             return h.running[h.index]
         return None
 
     def row_description(self, columns: list[Column]) -> Running | None:
         """Attach columns; returns the simple-query statement whose result
         they describe (None for Describe answers)."""
-        h = self.head()
-        if h is None:
+        queue = self.queue
+        if not queue:
             return None
-        if h.kind == DESC_STMT:
+        h = queue[0]
+        if h.kind == QUERY:
+            if h.index < len(h.running):
+                run = h.running[h.index]
+                run.columns = columns
+                run.plan = None
+                return run
+        elif h.kind == DESC_STMT:
             st = self.statements.get(h.name)
             if st is not None:
                 st.columns = columns
@@ -169,12 +185,6 @@ class Tracker:
             if p is not None:
                 p.columns = columns
             self.queue.popleft()
-        elif h.kind == QUERY:
-            run = self.current()
-            if run is not None:
-                run.columns = columns
-                run.plan = None
-                return run
         return None
 
     def no_data(self) -> None:
@@ -189,15 +199,21 @@ class Tracker:
             self.queue.popleft()
 
     def command_complete(self, tag: str) -> None:
-        h = self.head()
-        if h is None:
+        queue = self.queue
+        if not queue:
             return
-        if h.kind == EXEC:
-            self.queue.popleft()
+        h = queue[0]
+        kind = h.kind
+        if kind == EXEC:
+            queue.popleft()
             for run in h.running:
                 self._finish(run, tag)
-        elif h.kind in (QUERY, FCALL) and h.index < len(h.running):
-            self._finish(h.running[h.index], tag)
+        elif kind in (QUERY, FCALL) and h.index < len(h.running):
+            # a simple query's statement: the common case, _finish inlined
+            run = h.running[h.index]
+            if not run.done:
+                run.done = True
+                self.sink.complete(run, tag)
             h.index += 1
         self.copy_in = self.copy_out = False
 
@@ -256,14 +272,16 @@ class Tracker:
     def ready(self, status: bytes) -> None:
         self.status = status
         self.copy_in = self.copy_out = False
-        h = self.head()
-        if h is None:
+        queue = self.queue
+        if not queue:
             return
-        if h.kind in (SYNC, QUERY, FCALL, DENIED):
-            self.queue.popleft()
-            for run in h.running[h.index :]:
-                if not run.done:
-                    self._skip(run, "no result from the server")
+        h = queue[0]
+        if h.kind in _ENDS_AT_READY:
+            queue.popleft()
+            if h.index < len(h.running):
+                for run in h.running[h.index :]:
+                    if not run.done:
+                        self._skip(run, "no result from the server")
         else:
             # Z while something else is expected: the server and the tracker
             # disagree (should not happen). Drop everything up to a Sync.
