@@ -49,11 +49,10 @@ class SshHandler(ServerHandler):
         if conn.auth == "tls-client-cert":
             problems.append((("auth",), "ssh identifies clients by token, key or certificate"))
         opts: SshOptions = conn.options  # type: ignore[assignment]
-        for name in ("allow_agent_forwarding", "allow_x11_forwarding"):
-            if getattr(opts, name, False):
-                problems.append(
-                    (("options", name), "not supported yet: agent and X11 forwarding are refused")
-                )
+        if getattr(opts, "allow_x11_forwarding", False):
+            problems.append(
+                (("options", "allow_x11_forwarding"), "not supported: X11 forwarding is refused")
+            )
         seen: dict[bytes, int] = {}
         for i, entry in enumerate(getattr(opts, "authorized_keys", ())):
             data = entry.public_data
@@ -94,7 +93,7 @@ class SshHandler(ServerHandler):
             server_host_keys=[key],
             encoding=None,
             line_editor=False,
-            agent_forwarding=False,
+            agent_forwarding=self.options.allow_agent_forwarding,
             x11_forwarding=False,
             allow_pty=self.options.allow_pty,
             encryption_algs=self.ciphers,

@@ -92,9 +92,11 @@ class SshOptions(BaseModel):
     allow_port_forwarding: bool = False
     """Local forwarding (ssh -L) through the target; every tunnel is recorded."""
     allow_agent_forwarding: bool = False
-    """Not carried through yet: when false (default) requests are refused."""
+    """Carry the client's ssh-agent (ssh -A) through to the target, so that
+    processes there can use the user's keys (never the gateway's). Off by
+    default: requests are refused and the target sees no SSH_AUTH_SOCK."""
     allow_x11_forwarding: bool = False
-    """Not carried through yet: when false (default) requests are refused."""
+    """X11 forwarding is not carried: it must stay false (requests are refused)."""
     allow_pty: bool = True
     file_transfer: bool = True
     """sftp, scp and exec'd transfer protocols (rsync --server, git-upload-pack...).

@@ -87,7 +87,10 @@ def issue_user_cert(
         valid_after=int(now) - 60,
         valid_before=int(until),
         permit_x11_forwarding=False,
-        permit_agent_forwarding=False,
+        # The certificate only works at this gateway, whose connection option
+        # (allow_agent_forwarding, off by default) decides; denying it here too
+        # would make -A fail for certificate users where the gateway allows it.
+        permit_agent_forwarding=True,
         permit_user_rc=False,
         comment=f"hoopd {identity.subject}",
     )

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
@@ -487,6 +488,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self._ended = False
         self._recorder_wait: asyncio.Task[None] | None = None
         self._rec: RecordBuffer | None = None
+        self._agent_set_up: asyncio.Event | None = None  # the client asked for ssh -A
 
     @property
     def session(self) -> Session:
@@ -497,6 +499,41 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
     def connection_made(self, chan: Any) -> None:
         self.chan = chan
         self.server.channels.add(self)
+        if self.handler.options.allow_agent_forwarding:
+            self._watch_agent_request(chan)
+
+    def _watch_agent_request(self, chan: Any) -> None:
+        """Learn whether (and when) the client forwarded its agent (ssh -A).
+        asyncssh answers ``auth-agent-req`` itself, creating the agent socket
+        in a task, and has no callback for it. The request arrives before
+        exec/shell, so wrapping that task lets _open_upstream wait for the
+        socket before it opens the target's channel."""
+        finish = getattr(chan, "_finish_agent_req_request", None)
+        if finish is None:  # an asyncssh without it: fail safe, no forwarding
+            return
+        done = asyncio.Event()
+
+        async def finish_and_signal() -> None:
+            try:
+                await finish()
+            finally:
+                done.set()
+
+        def requested() -> Coroutine[Any, Any, None]:
+            self._agent_set_up = done
+            return finish_and_signal()
+
+        chan._finish_agent_req_request = requested
+
+    async def _forwarded_agent(self) -> str | None:
+        """The gateway-side socket of the client's forwarded agent, if the
+        client forwarded it on this connection. Like sshd, forwarding holds
+        for the connection: once a channel asked, later ones get it too."""
+        if not self.handler.options.allow_agent_forwarding or self.server.conn is None:
+            return None
+        if self._agent_set_up is not None:
+            await self._agent_set_up.wait()
+        return self.server.conn.get_agent_path()
 
     def pty_requested(self, term_type: str, term_size: Any, term_modes: Any) -> bool:
         if not self.handler.options.allow_pty:
@@ -603,11 +640,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 session.result(self.cmd, "refused", error="file transfer is not allowed")
                 self._refuse("file transfer (sftp/scp) is not allowed on this connection")
                 return
-            self.cmd = session.command(
-                CommandKind.EXEC,
-                self.command,
-                {"pty": self.pty is not None, "transfer": self.transfer},
-            )
+            attrs: dict[str, Any] = {"pty": self.pty is not None, "transfer": self.transfer}
+            if await self._forwarded_agent() is not None:
+                attrs["agent_forwarded"] = True
+            self.cmd = session.command(CommandKind.EXEC, self.command, attrs)
             scp = scp_direction(self.command) if self.transfer else None
             if scp is not None:
                 self.scp = (scp[0], scp[1], ScpAudit())
@@ -656,6 +692,13 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             kwargs["command"] = self.command
         elif self.mode == "subsystem":
             kwargs["subsystem"] = self.subsystem
+        agent = await self._forwarded_agent()
+        if agent is not None:
+            # asyncssh reads this when it opens the session (to send
+            # auth-agent-req) and when the target opens an agent channel
+            # back (to connect to this socket, which leads to the client).
+            upstream._agent_forward_path = agent
+            self.session.log.info("ssh-agent forwarded to the target")
         try:
             up_chan, up = await upstream.create_session(lambda: UpstreamChannel(self), **kwargs)
         except (asyncssh.Error, OSError) as exc:

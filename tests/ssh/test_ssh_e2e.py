@@ -49,6 +49,7 @@ class Env:
     web_port: int
     site: Path
     anon_port: int
+    agent_port: int
 
 
 
@@ -108,7 +109,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     site.mkdir()
     (site / "data.bin").write_bytes(os.urandom(200_000))
     with sshd(tmp) as target, http_file_server(site) as web_port:
-        port, nofwd, anon = free_port(), free_port(), free_port()
+        port, nofwd, anon, agent = free_port(), free_port(), free_port(), free_port()
         keys = [{"key": bob_pub, "subject": "bob", "groups": ["ops"]}]
         config = {
             "connections": [
@@ -127,12 +128,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 ),
                 ssh_conn("nofwd", nofwd, target, options={"authorized_keys": keys, "file_transfer": False}),
                 ssh_conn("anon", anon, target, auth="none", allow_groups=[]),
+                ssh_conn("agentfwd", agent, target,
+                         options={"authorized_keys": keys, "allow_agent_forwarding": True}),
             ]
         }
         key = load_or_create_token_key(tmp / "var" / "token_key.ed25519")
         token = GatewayTokens(key).issue("alice", ["ops"], "1h")
         with running(tmp, config) as daemon:
-            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site, anon)
+            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site, anon, agent)
 
 
 def key_ssh(env: Env, port: int, *args: str, user: str = "bob") -> list[str]:
@@ -513,20 +516,60 @@ def test_credential_expiry_ends_the_session(env: Env) -> None:
     assert b"credential has expired" in r.stderr
 
 
-def test_agent_forwarding_is_refused(env: Env) -> None:
-    sock = env.tmp / "agent.sock"
+@contextlib.contextmanager
+def ssh_agent(env: Env, name: str) -> Iterator[tuple[dict[str, str], str]]:
+    """A running ssh-agent holding one new key: (client environment, the
+    key's fingerprint as ``ssh-add -l`` prints it)."""
+    sock = env.tmp / f"{name}.sock"
+    key = env.tmp / f"{name}_key"
+    keygen(key, name)
     agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
     try:
         wait_for(sock.exists, 10)
-        r = subprocess.run(
-            key_ssh(env, env.port, "-A", "echo sock=${SSH_AUTH_SOCK:-none}"),
-            capture_output=True, timeout=30, env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
-        )
+        client_env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", "-q", str(key)], check=True, env=client_env, timeout=10)
+        fingerprint = subprocess.run(
+            ["ssh-keygen", "-lf", f"{key}.pub"], check=True, capture_output=True, text=True
+        ).stdout.split()[1]
+        yield client_env, fingerprint
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_agent_forwarding_is_refused(env: Env) -> None:
+    with ssh_agent(env, "refused-agent") as (client_env, _):
+        r = subprocess.run(
+            key_ssh(env, env.port, "-A", "echo sock=${SSH_AUTH_SOCK:-none}"),
+            capture_output=True, timeout=30, env=client_env,
+        )
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"sock=none\n"
+
+
+def test_agent_forwarding_when_allowed(env: Env) -> None:
+    """ssh -A through a connection with allow_agent_forwarding: processes on
+    the target reach the user's agent (their key, not the gateway's), and
+    the recorded command says so. Without -A they see no agent."""
+    with ssh_agent(env, "user-agent") as (client_env, fingerprint):
+        r = subprocess.run(
+            key_ssh(env, env.agent_port, "-A", "ssh-add -l; echo agent-used"),
+            capture_output=True, timeout=30, env=client_env,
+        )
+        assert r.returncode == 0, r.stderr
+        listed = r.stdout.decode().splitlines()
+        assert listed[-1] == "agent-used"
+        assert [line.split()[1] for line in listed[:-1]] == [fingerprint]
+        r = subprocess.run(
+            key_ssh(env, env.agent_port, "echo sock=${SSH_AUTH_SOCK:-none}"),
+            capture_output=True, timeout=30, env=client_env,
+        )
+        assert (r.returncode, r.stdout) == (0, b"sock=none\n"), r.stderr
+    commands = [e for e in all_events(env) if e["type"] == "command"]
+    used = [c for c in commands if c["text"] == "ssh-add -l; echo agent-used"]
+    assert used and used[-1]["attrs"].get("agent_forwarded") is True
+    plain = [c for c in commands if c["text"] == "echo sock=${SSH_AUTH_SOCK:-none}"]
+    assert plain and "agent_forwarded" not in plain[-1]["attrs"]
 
 
 def test_git_clone_and_push_over_ssh(env: Env) -> None:
