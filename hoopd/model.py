@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, ClassVar
 
@@ -376,6 +376,38 @@ class ErrorEvent(Event):
         return cls(message=rec["message"], code=rec.get("code", ""))
 
 
+def _slot_init(cls: type) -> None:
+    """Give a frozen, slotted dataclass an ``__init__`` that stores each field
+    through its slot descriptor: same parameters, defaults and result as the
+    generated one, which calls ``object.__setattr__`` by name per field and
+    takes about twice as long. Events are built several times per statement
+    on the data paths (tests/core/test_model.py checks the equivalence)."""
+    ns: dict[str, Any] = {"_MISSING": MISSING}
+    params: list[str] = []
+    body: list[str] = []
+    for f in fields(cls):
+        name = f.name
+        assert f.init and not f.kw_only, f"{cls.__name__}.{name}"
+        ns[f"_set_{name}"] = cls.__dict__[name].__set__
+        value = name
+        if f.default is not MISSING:
+            ns[f"_default_{name}"] = f.default
+            params.append(f"{name}=_default_{name}")
+        elif f.default_factory is not MISSING:
+            ns[f"_factory_{name}"] = f.default_factory
+            params.append(f"{name}=_MISSING")
+            value = f"_factory_{name}() if {name} is _MISSING else {name}"
+        else:
+            params.append(name)
+        body.append(f"    _set_{name}(self, {value})")
+    assert not hasattr(cls, "__post_init__"), cls.__name__
+    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), ns)
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    cls.__init__ = init  # type: ignore[misc]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type_name: cls
     for cls in (
@@ -390,6 +422,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ErrorEvent,
     )
 }
+
+
+for _cls in EVENT_TYPES.values():
+    _slot_init(_cls)
 
 
 def event_from_record(type_name: str, rec: Mapping[str, Any]) -> Event:
