@@ -46,8 +46,9 @@ class Judged:
         self.break_glass = decision.break_glass
 
     def decision(self, seq: int) -> Decision:
+        # positional: keyword arguments cost ~0.4 us per call here
         return Decision(
-            seq, self.verdict, self.risk, self.reasons, self.rule_ids, break_glass=self.break_glass
+            seq, self.verdict, self.risk, self.reasons, self.rule_ids, "", "", self.break_glass
         )
 
 
