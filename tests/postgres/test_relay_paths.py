@@ -1,0 +1,221 @@
+"""The relay's fast path for a whole simple-query result
+(``ClientConnection._one_result``) leaves exactly what the general loop in
+``_backend`` leaves: the same bytes to the client and the same recorded
+events, whatever the answers and however the server's bytes are split.
+
+In-process: a real gateway (recorder, scorer, masking) and client handshake,
+the upstream login replaced by a fake one and no-op transports."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hoopd.config import parse_config
+from hoopd.registry import Registry
+from hoopd.server import Daemon
+from protocols.postgres import _client
+from protocols.postgres import _wire as w
+from protocols.postgres._upstream import LoginResult, UpstreamProtocol
+from tests.helpers import free_port
+from tests.support.chunks import split
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+Env = tuple[asyncio.AbstractEventLoop, Any]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    work = tmp_path_factory.mktemp("relay")
+    raw = {
+        "gateway": {"data_dir": str(work / "var"), "log_level": "warning"},
+        "connections": [
+            {
+                "name": "db",
+                "protocol": "postgres",
+                "listen": f"127.0.0.1:{free_port()}",
+                "upstream": {"host": "127.0.0.1", "port": 9, "user": "u", "sslmode": "disable"},
+                "auth": "none",
+                "masking": {
+                    "rules": [
+                        {"id": "secret-word", "pattern": "s3cr3t-[0-9]+"},
+                        {"id": "ssn-col", "fields": ["ssn"]},
+                    ]
+                },
+            }
+        ],
+    }
+    registry = Registry.from_entry_points()
+    daemon = Daemon(parse_config(raw, registry), registry)
+    loop = asyncio.new_event_loop()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_client, "connect", _fake_connect)
+        loop.run_until_complete(daemon.start())
+        yield loop, daemon
+        loop.run_until_complete(daemon.stop())
+    loop.close()
+
+
+async def _fake_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
+    up = UpstreamProtocol()
+    up.connection_made(Sink())  # type: ignore[arg-type]
+    return up, LoginResult(parameters=[("server_version", "15.8")], backend_pid=1, backend_key=2)
+
+
+async def _connect(daemon: Any) -> tuple[Any, Sink, list[Any]]:
+    conn = _client.ClientConnection(daemon.handlers["db"])
+    sink = Sink()
+    conn.connection_made(sink)  # type: ignore[arg-type]
+    conn.data_received(w.startup_message({"user": "x", "database": "postgres"}))
+    for _ in range(200):
+        if conn._relay:
+            break
+        await asyncio.sleep(0.005)
+    assert conn._relay and conn.session is not None
+    events: list[Any] = []
+    recording = conn.session.recording
+    write = recording.write
+
+    def spy(event: Any) -> None:
+        events.append(event)
+        write(event)
+
+    recording.write = spy  # type: ignore[method-assign]
+    sink.data.clear()
+    return conn, sink, events
+
+
+def _row_description(name: str) -> bytes:
+    field = name.encode() + b"\0" + struct.pack("!IhIhih", 16397, 1, 25, -1, -1, 0)
+    return w.message(w.ROW_DESCRIPTION, struct.pack("!h", 1) + field)
+
+
+value = st.sampled_from([b"0", b"42", b"hello", b"s3cr3t-7", b"no s3cr3t here"])
+statement = st.one_of(
+    st.tuples(
+        st.just("rows"),
+        st.sampled_from(["abalance", "ssn", "note"]),
+        st.lists(value, max_size=4),
+        st.booleans(),  # a tag without a count (SHOW): the rows seen are recorded
+    ),
+    st.tuples(st.just("tag"), st.sampled_from(["INSERT 0 1", "BEGIN", "SET", "UPDATE 3"])),
+    st.tuples(st.just("empty")),
+    st.tuples(st.just("error")),
+)
+query = st.lists(statement, min_size=1, max_size=3)
+group = st.lists(query, min_size=1, max_size=3)
+"""Queries a client sends before reading the answers (pipelined)."""
+
+
+def _answer(stmts: list[tuple[Any, ...]]) -> bytes:
+    out = []
+    for stmt in stmts:
+        if stmt[0] == "rows":
+            out.append(_row_description(stmt[1]))
+            out += [w.data_row([v]) for v in stmt[2]]
+            out.append(w.command_complete("SHOW" if stmt[3] else f"SELECT {len(stmt[2])}"))
+        elif stmt[0] == "tag":
+            out.append(w.command_complete(stmt[1]))
+        elif stmt[0] == "empty":
+            out.append(w.message(w.EMPTY_QUERY))
+        else:
+            out.append(w.error_response("42P01", "relation does not exist"))
+            break
+    out.append(w.ready_for_query(b"I"))
+    return b"".join(out)
+
+
+async def _run(daemon: Any, groups: list[list[Any]], cuts: list[int], joined: bool) -> Any:
+    conn, sink, events = await _connect(daemon)
+    up = conn.up
+    for qs in groups:
+        sent = [w.query("; ".join(f"SELECT {i}" for i in range(len(stmts)))) for stmts in qs]
+        for data in [b"".join(sent)] if joined else sent:
+            conn.data_received(data)
+        for chunk in split(b"".join(_answer(stmts) for stmts in qs), cuts):
+            if chunk:
+                up.data_received(chunk)
+    conn.connection_lost(None)
+    records = []
+    for ev in events:
+        rec = ev.to_record()
+        if "duration_ms" in rec:
+            rec["duration_ms"] = 0.0
+        records.append((ev.type_name, rec))
+    return bytes(sink.data), records
+
+
+def _both(env: Env, groups: list[list[Any]], cuts: list[int], joined: bool) -> tuple[Any, Any]:
+    loop, daemon = env
+    out = []
+    for fast in (True, False):
+        _client.FAST_RESULT = fast
+        try:
+            out.append(loop.run_until_complete(_run(daemon, groups, cuts, joined)))
+        finally:
+            _client.FAST_RESULT = True
+    return out[0], out[1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(group, min_size=1, max_size=4),
+    st.lists(st.integers(0, 2000), max_size=4),
+    st.booleans(),
+)
+def test_fast_result_path_is_the_general_loop(
+    env: Env, groups: list[list[Any]], cuts: list[int], joined: bool
+) -> None:
+    fast, general = _both(env, groups, cuts, joined)
+    assert fast == general
+
+
+def test_pgbench_select_takes_the_fast_path(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = []
+    real = _client.ClientConnection._one_result
+
+    def counting(self: Any, *args: Any) -> Any:
+        result = real(self, *args)
+        taken.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_client.ClientConnection, "_one_result", counting)
+    groups = [[[("rows", "abalance", [b"0"], False)]]] * 3 + [[[("tag", "BEGIN")]]]
+    fast, general = _both(env, groups, [], False)
+    assert fast == general
+    # (the first RowDescription may be new: the loop decodes it, then it is cached)
+    assert len(taken) == 4 and taken[1:] == [True, True, True]
+    kinds = [t for t, _ in fast[1]]
+    assert kinds[:4] == ["command", "decision", "result", "output"]
