@@ -1001,15 +1001,15 @@ class ClientConnection(asyncio.Protocol):
         looked at row by row when it has to be (a prefilter hit in it, a
         column rule or binary number column, a cap about to be exceeded).
         Otherwise the original bytes go on untouched."""
+        if FAST_RESULT and not self._caps:
+            done = self._one_result(buf, start, end, others, rows)
+            if done is not None:
+                return done
         tracker = self.tracker
         masking = self.masking
         hits: Hits | None = None
         if masking is not None and masking.scans and self._needs_scan(start, end, others, rows):
             hits = masking.hits(buf, start, end)
-        elif FAST_RESULT and not self._caps:
-            done = self._one_result(buf, start, end, others, rows)
-            if done is not None:
-                return done
         pieces: list[bytes] = []
         seg = start
         counts: dict[str, int] = {}
@@ -1074,9 +1074,9 @@ class ClientConnection(asyncio.Protocol):
         """The commonest answer, with fewer steps than the loop in _backend:
         the whole result of the last statement of a simple Query --
         [RowDescription, DataRows,] CommandComplete, ReadyForQuery -- when no
-        row needs a look (no prefilter hit, no cap, no forced masking plan).
-        Leaves the tracker, counts and recording exactly as the loop would;
-        None (nothing done) for anything else."""
+        row needs a look (too short for a content match, no cap, no forced
+        masking plan). Leaves the tracker, counts and recording exactly as the
+        loop would; None (nothing done) for anything else."""
         if len(others) == 3:
             (t0, s0, e0, r0), (t1, s1, e1, r1), (t2, s2, _, _) = others
             if t0 != _ROW_DESCRIPTION or r0 or r1 != rows:
@@ -1099,6 +1099,15 @@ class ClientConnection(asyncio.Protocol):
         if run.done or run.capped:
             return None
         if t0:
+            masking = self.masking
+            # what _needs_scan says here: the DataRows are buf[e0:s1]
+            if (
+                rows
+                and masking is not None
+                and masking.scans
+                and (s1 - e0) - 7 * rows - 4 >= masking.min_width
+            ):
+                return None
             hit = self.handler.row_descriptions.get(buf[s0:e0])
             if hit is None or (hit[1] is not None and hit[1].forced):
                 return None
