@@ -367,6 +367,7 @@ def _check_connections(
     checked: list[ConnectionConfig] = []
     names: dict[str, int] = {}
     listens: dict[tuple[str, int], int] = {}
+    sound: list[int] = []  # connections that passed their own checks
     for index, conn in enumerate(connections):
         if conn.name in names:
             problems.append(
@@ -388,6 +389,14 @@ def _check_connections(
         found, conn = _check_one_connection(index, conn, registry, context)
         problems += found
         checked.append(conn)
+        if not found:
+            sound.append(index)
+    for index in sound:
+        conn = checked[index]
+        problems += [
+            Problem(format_loc(("connections", index, *loc)), message)
+            for loc, message in registry.get(conn.protocol).check_against(conn, checked)
+        ]
     return problems, checked
 
 

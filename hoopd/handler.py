@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from hoopd.configtypes import HostPort
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from hoopd.config import ConnectionConfig
     from hoopd.gateway import Gateway
 
@@ -73,6 +75,15 @@ class ProtocolHandler(abc.ABC):
                 )
             )
         return problems
+
+    @classmethod
+    def check_against(
+        cls, conn: ConnectionConfig, connections: Sequence[ConnectionConfig]
+    ) -> list[tuple[Loc, str]]:
+        """Checks that need the config's other connections (one connection
+        naming another). Called for each connection that passed its own
+        checks, with every connection of the config."""
+        return []
 
     def __init__(self, connection: ConnectionConfig, gateway: Gateway) -> None:
         self.connection = connection

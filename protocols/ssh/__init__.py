@@ -10,6 +10,7 @@ docs/ssh.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
@@ -64,6 +65,28 @@ class SshHandler(ServerHandler):
             seen.setdefault(data, i)
         return problems
 
+    @classmethod
+    def check_against(
+        cls, conn: ConnectionConfig, connections: Sequence[ConnectionConfig]
+    ) -> list[tuple[Loc, str]]:
+        opts: SshOptions = conn.options  # type: ignore[assignment]
+        by_name = {c.name: c for c in connections}
+        problems: list[tuple[Loc, str]] = []
+        for i, name in enumerate(opts.route_by_login):
+            loc: Loc = ("options", "route_by_login", i)
+            target = by_name.get(name)
+            if name in opts.route_by_login[:i]:
+                problems.append((loc, f"{name!r} is listed twice"))
+            elif name == conn.name:
+                problems.append((loc, "a connection cannot route to itself"))
+            elif target is None:
+                problems.append((loc, f"no connection named {name!r}"))
+            elif target.protocol != cls.name:
+                problems.append((loc, f"connection {name!r} is {target.protocol}, not ssh"))
+            elif getattr(target.options, "route_by_login", ()):
+                problems.append((loc, f"connection {name!r} routes itself; routes are one level deep"))
+        return problems
+
     def __init__(self, connection: ConnectionConfig, gateway: Any) -> None:
         super().__init__(connection, gateway)
         self.upstream_cfg: SshUpstream = connection.upstream
@@ -76,15 +99,35 @@ class SshHandler(ServerHandler):
         self.upstream_key: asyncssh.SSHKey | None = None
         self.ca_public = b""
         self._server: asyncssh.SSHAcceptor | None = None
+        self._routes: dict[str, SshHandler] = {}
+
+    def _load_keys(self) -> None:
+        self.ca_public = bytes(user_ca(self.gateway.config.gateway.data_dir).public_data)
+        if self.upstream_cfg.key is not None:
+            self.upstream_key = asyncssh.read_private_key(self.upstream_cfg.key)
+
+    def route(self, login: str) -> SshHandler | None:
+        """The handler whose settings serve a client logging in as ``login``:
+        this one, or the routed connection of that name (options.route_by_login),
+        looked up in the current config so a reload takes effect for new
+        logins; None if the route's connection is gone or no longer ssh."""
+        if login not in self.options.route_by_login:
+            return self
+        target = next((c for c in self.gateway.config.connections if c.name == login), None)
+        if target is None or target.protocol != self.name:
+            return None
+        routed = self._routes.get(login)
+        if routed is None or routed.connection is not target:
+            routed = SshHandler(target, self.gateway)
+            routed._load_keys()
+            self._routes[login] = routed
+        return routed
 
     async def start(self) -> None:
         from .server import GatewayServer
 
-        data_dir = self.gateway.config.gateway.data_dir
-        key = host_key(data_dir)
-        self.ca_public = bytes(user_ca(data_dir).public_data)
-        if self.upstream_cfg.key is not None:
-            self.upstream_key = asyncssh.read_private_key(self.upstream_cfg.key)
+        key = host_key(self.gateway.config.gateway.data_dir)
+        self._load_keys()
         conn = self.connection
         self._server = await asyncssh.create_server(
             lambda: GatewayServer(self),
@@ -93,9 +136,11 @@ class SshHandler(ServerHandler):
             server_host_keys=[key],
             encoding=None,
             line_editor=False,
+            # Per-connection settings, decided again once the login name has
+            # picked the connection (GatewayServer.begin_auth, pty_requested).
             agent_forwarding=self.options.allow_agent_forwarding,
             x11_forwarding=False,
-            allow_pty=self.options.allow_pty,
+            allow_pty=True,
             encryption_algs=self.ciphers,
             config=None,
             reuse_address=True,

@@ -98,6 +98,12 @@ class SshOptions(BaseModel):
     allow_x11_forwarding: bool = False
     """X11 forwarding is not carried: it must stay false (requests are refused)."""
     allow_pty: bool = True
+    route_by_login: tuple[str, ...] = ()
+    """Names of other ssh connections this listener also reaches: a client
+    logging in as ``NAME`` (``ssh NAME@gateway``) is carried to connection
+    NAME, under all of its settings (credentials, upstream, policy, masking).
+    Other login names get this connection's own target. The identity still
+    comes from the token, key or certificate, never from the login name."""
     file_transfer: bool = True
     """sftp, scp and exec'd transfer protocols (rsync --server, git-upload-pack...).
     Their content is binary, so it is not masked and not recorded (operations
@@ -109,7 +115,7 @@ class SshOptions(BaseModel):
     shell_lines: bool = True
     """Record (and judge) the line typed before Enter in interactive shells."""
 
-    @field_validator("authorized_keys", mode="before")
+    @field_validator("authorized_keys", "route_by_login", mode="before")
     @classmethod
     def _keys_list(cls, value: Any) -> Any:
         return value or ()

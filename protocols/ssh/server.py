@@ -178,6 +178,21 @@ class GatewayServer(asyncssh.SSHServer):
     # -- authentication ------------------------------------------------------
     def begin_auth(self, username: str) -> bool:
         self.username = username
+        routed = self.handler.route(username)
+        if routed is None:
+            if self.conn is not None:
+                self.conn.disconnect(
+                    asyncssh.DISC_ILLEGAL_USER_NAME,
+                    f"hoopd: no connection {username!r} behind this listener any more",
+                )
+            return True
+        if routed is not self.handler:
+            self.handler = routed
+            if self.conn is not None:
+                # asyncssh decided agent forwarding for the listener's
+                # connection; the routed connection's option is the one that
+                # counts (asyncssh checks this when the client asks).
+                self.conn._agent_forwarding = routed.options.allow_agent_forwarding
         if self.handler.connection.auth == "none":
             self._candidate = Identity.ANONYMOUS
             return False

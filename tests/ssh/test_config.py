@@ -59,6 +59,20 @@ def test_problems_have_key_paths(change: dict[str, Any], expected: str) -> None:
     assert any(p.startswith(expected) for p in found), found
 
 
+def test_route_by_login_names_ssh_connections() -> None:
+    entry = conn(name="entry", options={"route_by_login": ["web", "entry", "nope", "web", "relay"]})
+    web = conn(name="web", listen="127.0.0.1:2223")
+    relay = conn(name="relay", listen="127.0.0.1:2224", options={"route_by_login": ["web"]})
+    found = problems(entry, web, relay)
+    assert sorted(found) == sorted([
+        "connections[0].options.route_by_login[1]: a connection cannot route to itself",
+        "connections[0].options.route_by_login[2]: no connection named 'nope'",
+        "connections[0].options.route_by_login[3]: 'web' is listed twice",
+        "connections[0].options.route_by_login[4]: connection 'relay' routes itself; routes are one level deep",
+    ]), found
+    assert problems(conn(name="entry", options={"route_by_login": ["web"]}), web) == []
+
+
 def test_duplicate_authorized_keys() -> None:
     keys = [{"key": PUB, "subject": "a"}, {"key": PUB, "subject": "b"}]
     assert any("same key as authorized_keys[0]" in p for p in problems(conn(options={"authorized_keys": keys})))

@@ -50,6 +50,7 @@ class Env:
     site: Path
     anon_port: int
     agent_port: int
+    router_port: int
 
 
 
@@ -109,7 +110,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     site.mkdir()
     (site / "data.bin").write_bytes(os.urandom(200_000))
     with sshd(tmp) as target, http_file_server(site) as web_port:
-        port, nofwd, anon, agent = free_port(), free_port(), free_port(), free_port()
+        port, nofwd, anon, agent, router = (free_port() for _ in range(5))
         keys = [{"key": bob_pub, "subject": "bob", "groups": ["ops"]}]
         config = {
             "connections": [
@@ -130,12 +131,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 ssh_conn("anon", anon, target, auth="none", allow_groups=[]),
                 ssh_conn("agentfwd", agent, target,
                          options={"authorized_keys": keys, "allow_agent_forwarding": True}),
+                ssh_conn("router", router, target,
+                         options={"authorized_keys": keys, "route_by_login": ["box", "nofwd"]}),
             ]
         }
         key = load_or_create_token_key(tmp / "var" / "token_key.ed25519")
         token = GatewayTokens(key).issue("alice", ["ops"], "1h")
         with running(tmp, config) as daemon:
-            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site, anon, agent)
+            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site, anon, agent, router)
 
 
 def key_ssh(env: Env, port: int, *args: str, user: str = "bob") -> list[str]:
@@ -214,6 +217,31 @@ def test_denied_by_rule(env: Env) -> None:
     r = run_ssh(env.port, env.token, "forbidden-cmd --now")
     assert r.returncode == 126
     assert b"hoopd: command refused" in r.stderr
+
+
+def test_routing_by_login_name(env: Env) -> None:
+    """One listener, several targets: the login name picks the connection
+    (options.route_by_login) and that connection's settings apply; other
+    login names get the listener's own connection."""
+    def ssh(user: str, command: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(key_ssh(env, env.router_port, command, user=user),
+                              capture_output=True, timeout=30)
+
+    r = ssh("box", "echo via-box")
+    assert (r.returncode, r.stdout) == (0, b"via-box\n"), r.stderr
+    r = ssh("box", "forbidden-cmd --routed")  # box's risk rule, not the router's
+    assert r.returncode == 126 and b"hoopd: command refused" in r.stderr
+    r = ssh("bob", "forbidden-cmd --unrouted; echo router-has-no-such-rule")
+    assert r.stdout == b"router-has-no-such-rule\n"
+    r = subprocess.run(  # nofwd does not allow file transfer, the router does
+        ["scp", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(env.bob_key),
+         "-P", str(env.router_port), "nofwd@127.0.0.1:/etc/hostname", str(env.tmp / "routed-x")],
+        capture_output=True, timeout=30)
+    assert r.returncode != 0 and not (env.tmp / "routed-x").exists()
+    events = all_events(env)
+    sessions = {(e["attrs"].get("login"), e["connection"]) for e in events if e["type"] == "session_start"}
+    assert {("box", "box"), ("nofwd", "nofwd"), ("bob", "router")} <= sessions
+    assert ("box", "router") not in sessions and ("nofwd", "router") not in sessions
 
 
 def _approvals_store(env: Env) -> Any:
