@@ -20,7 +20,7 @@ if [ "$dev" = 1 ] && command -v apt-get >/dev/null 2>&1; then
     export DEBIAN_FRONTEND=noninteractive
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends \
-        postgresql-15 postgresql-client-15 pgbouncer openssh-server openssh-client sshpass curl procps >/dev/null
+        postgresql-15 postgresql-client-15 pgbouncer openssh-server openssh-client sshpass rsync git curl procps >/dev/null
 fi
 
 if [ "$dev" = 1 ]; then

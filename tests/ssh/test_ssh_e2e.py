@@ -341,6 +341,27 @@ def test_sftp_and_scp_both_ways(env: Env) -> None:
     assert f"scp download {remote}/c-legacy.bin: c-legacy.bin ({size} bytes)" in texts
 
 
+def test_rsync_over_ssh_both_ways(env: Env) -> None:
+    """rsync -e ssh: an exec of ``rsync --server`` carried unmasked (binary),
+    recorded as a transfer command; the files arrive identical."""
+    ssh_cmd = " ".join(["ssh", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                        "-i", str(env.bob_key), "-p", str(env.port)])
+    src = env.tmp / "rsync-src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(700_000))
+    (src / "b.txt").write_text("hoopd rsync\n" * 1000)
+    remote = env.tmp / "rsync-remote"
+    back = env.tmp / "rsync-back"
+    for args in ([f"{src}/", f"bob@127.0.0.1:{remote}/"], [f"bob@127.0.0.1:{remote}/", f"{back}/"]):
+        r = subprocess.run(["rsync", "-a", "-e", ssh_cmd, *args], capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    for name in ("a.bin", "b.txt"):
+        want = (src / name).read_bytes()
+        assert (remote / name).read_bytes() == want and (back / name).read_bytes() == want
+    transfers = [e for e in all_events(env) if e["type"] == "command" and e["text"].startswith("rsync --server")]
+    assert len(transfers) >= 2 and all(e["attrs"]["transfer"] is True for e in transfers)
+
+
 def test_file_transfer_refused_when_off(env: Env) -> None:
     r = subprocess.run(
         ["scp", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(env.bob_key),
