@@ -14,7 +14,7 @@
   ``unmaskable: pass``; the body is relayed untouched.
 * ``refuse``: not maskable and ``unmaskable: refuse``.
 
-Compressed bodies (gzip, deflate, br when the ``brotli`` module is
+Compressed bodies (gzip, deflate, br when the ``brotli`` module (a dependency) is
 importable) are decoded when masking applies, and sent on uncompressed.
 
 All masking goes through this module (``masker.json()``, ``masker.stream()``,
@@ -141,7 +141,7 @@ class ZlibDecoder:
         return self._obj.flush()
 
 
-class BrotliDecoder:  # pragma: no cover - only with the brotli module
+class BrotliDecoder:
     def __init__(self) -> None:
         assert brotli is not None
         self._obj = brotli.Decompressor()

@@ -120,6 +120,16 @@ def test_gzip_json_is_decoded_and_masked(env: Env) -> None:
     assert doc["email"] == "[EMAIL]" and doc["password"] != "hunter2"
 
 
+def test_brotli_json_is_decoded_and_masked(env: Env) -> None:
+    out = curl("-i", "-H", "Accept-Encoding: br", env.url("api", "/br-json"))
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"Content-Encoding" not in head
+    assert b"br" in head.split(b"X-Accept-Encoding-Seen:")[1].split(b"\r\n")[0]
+    doc = json.loads(body)
+    assert doc["email"] == "[EMAIL]" and doc["password"] != "hunter2"
+
+
 def test_deflate_text_is_decoded_and_masked(env: Env) -> None:
     out = curl("--compressed", env.url("api", "/deflate-text"))
     assert out.stdout == b"mail [EMAIL] for access\n"

@@ -63,6 +63,7 @@ class Upstream:
         r.add_route("*", "/echo{tail:.*}", self.echo)
         r.add_get("/json", self.json_doc)
         r.add_get("/gzip-json", self.gzip_json)
+        r.add_get("/br-json", self.br_json)
         r.add_get("/deflate-text", self.deflate_text)
         r.add_get("/split-text", self.split_text)
         r.add_get("/split-json", self.split_json)
@@ -115,6 +116,22 @@ class Upstream:
         return web.Response(
             body=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
         )
+
+    async def br_json(self, request: web.Request) -> web.Response:
+        import brotli
+
+        # in two pieces: the masker must see values across decoded chunks
+        body = brotli.compress(json.dumps(SECRET_JSON).encode())
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Encoding": "br",
+                     "X-Accept-Encoding-Seen": request.headers.get("Accept-Encoding", "")}
+        )
+        await resp.prepare(request)
+        half = len(body) // 2
+        await resp.write(body[:half])
+        await resp.write(body[half:])
+        await resp.write_eof()
+        return resp
 
     async def deflate_text(self, request: web.Request) -> web.Response:
         body = zlib.compress(b"mail bob@example.com for access\n")
