@@ -169,8 +169,9 @@ class HttpOptions(_Strict):
     rules: tuple[PathRule, ...] = ()
     unmaskable: Literal["pass", "refuse"] = "pass"
     """Response bodies masking cannot read (binary types, unknown encodings,
-    JSON over ``mask_json_max_bytes`` when key/path rules exist): pass them
-    unmasked, or refuse them with 502."""
+    JSON over ``mask_json_max_bytes`` when key/path rules exist) and binary
+    WebSocket messages: pass them unmasked, or refuse them (502; a WebSocket
+    tunnel is closed with 1003)."""
     record_body_bytes: Size = 64 * 1024
     """Request and response body bytes recorded per request (masked); the rest is counted."""
     inspect_body_bytes: Size = 64 * 1024

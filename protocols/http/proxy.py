@@ -755,7 +755,9 @@ class ClientConnection(asyncio.Protocol):
         proxy = self.proxy
         masker = proxy.masker if proxy.masking else None
         self.ws_in = ws.Upstream(masker)
-        self.ws_out = ws.Downstream(masker, proxy.masking)
+        self.ws_out = ws.Downstream(
+            masker, proxy.masking, refuse_binary=proxy.options.unmaskable == "refuse"
+        )
         self.tunnel_seq = seq
         self.tunnel = upstream
         self.tunnel_done = asyncio.get_running_loop().create_future()
@@ -792,21 +794,31 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             out, rec, counts = self.ws_out.feed(data)
+        except ws.UnmaskableMessage as exc:
+            self._tunnel_deliver(exc.out, exc.record, exc.counts)
+            self._tunnel_error(f"websocket message refused: {exc}", 1003, "unmaskable")
+            return
         except ws.WsError as exc:
             self._tunnel_error(f"invalid websocket frame from the upstream: {exc}")
             return
+        self._tunnel_deliver(out, rec, counts)
+        self.check_recorder()
+
+    def _tunnel_deliver(self, out: bytes, rec: bytes, counts: dict[str, int]) -> None:
+        session = self.session
+        assert session is not None
         session.upstream_data(out, Stream.STDOUT, record=False, masked=counts)
         if rec:
             session.record(Output(Stream.STDOUT, rec, self.tunnel_seq, counts))
         if out:
             self.write(out)
-        self.check_recorder()
 
-    def _tunnel_error(self, message: str) -> None:
-        """Fail closed: a frame the gateway cannot read ends the tunnel (close 1002 to the client)."""
+    def _tunnel_error(self, message: str, code: int = 1002, reason: str = "protocol error") -> None:
+        """Fail closed: a frame the gateway cannot read (close 1002 to the
+        client) or may not pass (1003) ends the tunnel."""
         if self.session is not None:
-            self.session.error(message, "protocol_error")
-        self.write(ws.frame(True, ws.CLOSE, (1002).to_bytes(2, "big") + b"protocol error"))
+            self.session.error(message, "protocol_error" if code == 1002 else reason)
+        self.write(ws.frame(True, ws.CLOSE, code.to_bytes(2, "big") + reason.encode()))
         if self.tunnel is not None and self.tunnel.transport is not None:
             self.tunnel.transport.abort()
         if self.transport is not None:

@@ -9,7 +9,8 @@ two relay directions of a tunnel.
   re-framed (a message may leave in other fragments than it came in, which
   RFC 6455 5.4 allows an intermediary when no extension is negotiated; the
   gateway strips ``Sec-WebSocket-Extensions`` from the upgrade request when
-  it masks). Binary messages and control frames pass unchanged. Without
+  it masks). Binary messages pass unchanged, or end the tunnel when the
+  connection refuses what it cannot mask; control frames pass. Without
   masking, the bytes are relayed untouched and only parsed for the recording.
 * ``Upstream`` (client -> upstream): bytes are relayed untouched; payloads
   are unmasked and content-masked for the recording only.
@@ -31,6 +32,19 @@ _KNOWN = frozenset({CONT, TEXT, BINARY, CLOSE, PING, PONG})
 
 class WsError(Exception):
     """The peer broke RFC 6455 (or used an extension the gateway cannot mask)."""
+
+
+class UnmaskableMessage(WsError):
+    """A binary message where the connection refuses what it cannot mask
+    (``unmaskable: refuse``): the tunnel ends with close code 1003. What the
+    same read held before it is still delivered: ``out``, ``record`` and
+    ``counts`` as ``Downstream.feed`` would have returned them."""
+
+    def __init__(self, message: str, out: bytes, record: bytes, counts: Counts) -> None:
+        super().__init__(message)
+        self.out = out
+        self.record = record
+        self.counts = counts
 
 
 @dataclass(slots=True)
@@ -219,9 +233,10 @@ class Downstream(_Direction):
     been negotiated: a frame with RSV bits is refused). Otherwise the bytes go
     on as they came and payloads are only recorded."""
 
-    def __init__(self, masker: Any, mask: bool) -> None:
+    def __init__(self, masker: Any, mask: bool, refuse_binary: bool = False) -> None:
         super().__init__(masker if mask else None)
         self.mask = mask and self._stream is not None
+        self._refuse_binary = refuse_binary and self.mask
         self._sent_first = False
         self._pending: list[bytes] = []
 
@@ -249,6 +264,10 @@ class Downstream(_Direction):
             if isinstance(ev, FrameHead):
                 if ev.rsv:
                     raise WsError("frame with RSV bits (an extension the gateway cannot mask)")
+                if ev.opcode == BINARY and self._refuse_binary:
+                    raise UnmaskableMessage(
+                        "binary message (cannot be masked)", b"".join(out), b"".join(record), counts
+                    )
                 self._start(ev)
             elif isinstance(ev, Payload):
                 head = self._frame

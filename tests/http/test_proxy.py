@@ -10,6 +10,7 @@ import json
 import os
 import ssl
 import subprocess
+import time
 from typing import Any
 
 import aiohttp
@@ -266,6 +267,36 @@ async def test_websocket_text_is_masked_both_on_the_wire_and_in_the_recording(en
     assert b"echo:my mail is [EMAIL], ok" in got
     assert b"alice@example.com" not in got and b"EMP-123456" not in got
     assert b"bob@example.com" not in got
+
+
+async def test_websocket_binary_refused_when_unmaskable_is_refuse(env: Env) -> None:
+    """unmaskable: refuse also covers binary WebSocket messages from the
+    upstream: text still flows masked, a binary message ends the tunnel with
+    close 1003 before any of it reaches the client."""
+    async with (
+        aiohttp.ClientSession(headers=auth("alice")) as s,
+        s.ws_connect(env.url("strict", "/ws")) as ws,
+    ):
+        await ws.send_str("mail bob@example.com")
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.data == "echo:mail [EMAIL]"
+        await ws.send_bytes(b"\x00 alice@example.com")
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1003, msg
+        assert ws.close_code == 1003
+    deadline = time.monotonic() + 10
+    while True:  # the strict connection's session (the recorder writes in the background)
+        strict = [sid for sid in sessions_with(env.recordings, "GET /ws")
+                  if any(e.connection == "strict" for e in session_events(env.recordings, sid, "session_start", 0))]
+        if strict or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert len(strict) == 1
+    sid = strict[0]
+    errors = session_events(env.recordings, sid, "error")
+    assert any("binary message" in e.message for e in errors), errors
+    outputs = session_events(env.recordings, sid, "output")
+    assert not any(b"alice@example.com" in e.data for e in outputs if e.stream.value == "stdout")
 
 
 # -- TLS -----------------------------------------------------------------------------------

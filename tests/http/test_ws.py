@@ -152,3 +152,16 @@ def test_compressed_frames_are_refused_when_masking() -> None:
         ws.Downstream(MASKER, True).feed(ws.frame(True, ws.TEXT, b"x", rsv=4))
     out, _, _ = ws.Downstream(MASKER, False).feed(ws.frame(True, ws.TEXT, b"x", rsv=4))
     assert out == ws.frame(True, ws.TEXT, b"x", rsv=4)  # masking off: relayed as it came
+
+
+def test_binary_refused_after_what_came_before_it() -> None:
+    """refuse_binary: a binary message raises, carrying the (masked) frames
+    the same read held before it, so those still reach the client."""
+    data = ws.frame(True, ws.TEXT, b"to bob@example.com") + ws.frame(True, ws.BINARY, b"\x00 bob@example.com")
+    down = ws.Downstream(MASKER, True, refuse_binary=True)
+    with pytest.raises(ws.UnmaskableMessage) as caught:
+        down.feed(data)
+    assert caught.value.out == ws.frame(True, ws.TEXT, b"to [EMAIL]")
+    assert caught.value.record == b"to [EMAIL]" and caught.value.counts
+    passed, _, _ = ws.Downstream(MASKER, True).feed(data)  # the default: pass
+    assert passed.endswith(ws.frame(True, ws.BINARY, b"\x00 bob@example.com"))
