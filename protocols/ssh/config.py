@@ -109,8 +109,15 @@ class SshOptions(BaseModel):
     Their content is binary, so it is not masked and not recorded (operations
     and sizes are). Set false to refuse them."""
     output_flush: Duration = 0.05
-    """How long output that does not end a line is held for masking before it
-    is sent anyway (prompts, progress bars). Echo of typed keys is never held."""
+    """Terminals (PTY): how long output that does not end a line is held for
+    masking before it is sent anyway (prompts, progress bars). Echo of typed
+    keys is never held."""
+    exec_output_flush: Duration | None = None
+    """Exec without a terminal (scripts, agents): the same, but by default
+    (unset) held output is never released on a timer, only when the line
+    goes on, more output arrives or the stream ends, so a secret printed
+    slowly cannot escape masking. Set a duration for non-terminal programs
+    that show prompts without a newline."""
     cert_max_ttl: Duration = 12 * 3600.0
     shell_lines: bool = True
     """Record (and judge) the line typed before Enter in interactive shells."""

@@ -11,7 +11,9 @@ terminal that would delay prompts and the echo of every typed key, so:
 
 A secret the target prints slowly (one character per more than
 ``flush_after``) can therefore be split across two flushes and escape
-masking; see docs/ssh.md.
+masking; see docs/ssh.md. Exec channels without a terminal use
+``flush_after=None`` by default (``options.exec_output_flush``): no timer,
+held output waits for more output or the end of the stream.
 
 The call into the masking package is isolated here (``make_stream``).
 """
@@ -44,7 +46,7 @@ class MaskedStream:
         self,
         masker: Any,
         emit: Callable[[bytes, dict[str, int] | None], None],
-        flush_after: float,
+        flush_after: float | None,
     ) -> None:
         self._sm = make_stream(masker)
         self._emit = emit
@@ -90,7 +92,7 @@ class MaskedStream:
                 out += sm.flush()
             else:
                 self._last_feed = asyncio.get_running_loop().time()
-                if self._timer is None:
+                if self._timer is None and self._flush_after is not None:
                     self._arm(self._flush_after)
         if self._expect_echo and not self._typed:
             self._expect_echo = False
@@ -119,6 +121,7 @@ class MaskedStream:
 
     def _on_timer(self) -> None:
         self._timer = None
+        assert self._flush_after is not None
         quiet = asyncio.get_running_loop().time() - self._last_feed
         if quiet + 0.0005 < self._flush_after:
             self._arm(self._flush_after - quiet)

@@ -640,7 +640,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         session = self.session
         opts = self.handler.options
         masker = self.handler.gateway.masker(self.handler.connection)
-        flush_after = opts.output_flush
+        flush_after: float | None = opts.output_flush
         if self.mode == "subsystem":
             self.transfer = True
             if not opts.file_transfer:
@@ -679,6 +679,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self.tracker = LineTracker()  # an interactive terminal (shell, or ssh -t host cmd)
         if self.pty is None and not self.transfer:
             self._rec = RecordBuffer(self._record, self.cmd.seq if self.cmd is not None else 0)
+        if self.pty is None:
+            flush_after = opts.exec_output_flush  # None: never on a timer
         if not self.transfer:
             self.out = MaskedStream(masker, self._emit_stdout, flush_after)
             self.err = MaskedStream(masker, self._emit_stderr, flush_after)

@@ -19,7 +19,7 @@ MASKER = build_masker(
 )
 
 
-def collect(flush_after: float = 10.0) -> tuple[MaskedStream, list[bytes]]:
+def collect(flush_after: float | None = 10.0) -> tuple[MaskedStream, list[bytes]]:
     out: list[bytes] = []
     return MaskedStream(MASKER, lambda data, counts: out.append(data), flush_after), out
 
@@ -82,3 +82,21 @@ def test_typed_characters_do_not_release_a_dribbled_secret() -> None:
 
     result = asyncio.run(go())
     assert SECRET not in result and result.endswith(b"\r\n$ ")
+
+
+def test_without_flush_interval_held_output_waits_for_more_or_the_end() -> None:
+    """flush_after=None (exec without a terminal): a pause, however long, does
+    not release a held partial secret; the rest of it or the end of the
+    stream does."""
+    async def go() -> None:
+        stream, out = collect(None)
+        half = len(SECRET) // 2
+        stream.feed(b"token " + SECRET[:half])
+        await asyncio.sleep(0.3)
+        assert SECRET[:half] not in b"".join(out)
+        stream.feed(SECRET[half:] + b" tail")
+        stream.flush()  # end of stream
+        got = b"".join(out)
+        assert SECRET[:half] not in got and SECRET[half:] not in got and got.endswith(b" tail")
+
+    asyncio.run(go())

@@ -201,6 +201,18 @@ def test_ssh_cert_from_token(env: Env) -> None:
     assert bad.returncode == 1 and "not accepted" in bad.stderr
 
 
+def test_secret_paused_mid_value_is_masked_in_exec(env: Env) -> None:
+    """Exec without a terminal: output held for masking is not released on a
+    timer (exec_output_flush unset), so a target that stops in the middle of
+    a secret for longer than output_flush (300 ms here) cannot leak its first
+    half. Before that was the default it escaped as two harmless-looking halves."""
+    half = len(SECRET) // 2
+    r = run_ssh(env.port, env.token, f"printf 'token={SECRET[:half]}'; sleep 1; printf '{SECRET[half:]} done\\n'")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"token=[") and r.stdout.endswith(b"] done\n"), r.stdout
+    assert SECRET[:half].encode() not in r.stdout and SECRET[half:].encode() not in r.stdout
+
+
 def test_secret_printed_one_char_at_a_time_is_masked(env: Env) -> None:
     script = (
         "import sys, time\n"
