@@ -97,6 +97,11 @@ class KubeOptions(BaseModel):
     max_body: Size = 16 * 1024 * 1024
     """Largest request body read for classification (larger: 413)."""
     exec_flush_ms: int = Field(default=30, ge=0, le=1000)
-    """Terminal output held back by the stream masker is released after this idle time."""
+    """Terminal output (exec/attach with a TTY, ``kubectl exec -t``) held back by
+    the stream masker is released after this idle time."""
+    exec_notty_flush_ms: int | None = Field(default=None, ge=0, le=10000)
+    """The same without a TTY. Unset (default): held output waits for more
+    output or the end of the stream, so a secret the target prints with a
+    pause in the middle cannot be split past the masker."""
     refused_message_ttl: Duration = 30.0
     """How long a refusal of an exec is remembered to explain kubectl's SPDY retry."""

@@ -8,7 +8,9 @@ Channel protocols (``v5.channel.k8s.io``, ``v4.channel.k8s.io``, older
 
 stdout and stderr go through one content stream masker each; what a masker
 holds back (a possible secret cut by a frame boundary) is released after
-``options.exec_flush_ms`` of silence so interactive shells stay responsive.
+``options.exec_flush_ms`` of silence when the exec has a TTY, so interactive
+shells stay responsive; without a TTY only on more output or the end
+(unless ``options.exec_notty_flush_ms`` is set).
 Recorded like an SSH terminal: Output(stdin/stdout/stderr) and Resize events.
 
 Port-forward websockets (``portforward.k8s.io`` and its SPDY-tunnelled
@@ -124,7 +126,10 @@ async def relay_websocket(
     )
     await client.prepare(request)
     state.sockets.add(client)
-    relay = _Relay(proxy, session, cmd, client, upstream, portforward or chosen in PORTFORWARD_PROTOCOLS[2:])
+    tty = request.query.get("tty", "").lower() in ("true", "1")
+    relay = _Relay(
+        proxy, session, cmd, client, upstream, portforward or chosen in PORTFORWARD_PROTOCOLS[2:], tty
+    )
     relay.started = started
     try:
         await relay.run()
@@ -147,6 +152,7 @@ class _Relay:
         client: web.WebSocketResponse,
         upstream: aiohttp.ClientWebSocketResponse,
         raw: bool,
+        tty: bool = False,
     ) -> None:
         assert proxy.bodies is not None
         self.session = session
@@ -154,7 +160,14 @@ class _Relay:
         self.client = client
         self.upstream = upstream
         self.raw = raw
-        self.idle = proxy.options.exec_flush_ms / 1000
+        # Held output is released on silence only where a person waits for
+        # prompts (a TTY), or where the config asks for it: without a TTY a
+        # target pausing mid-secret must not split it past the masker.
+        opts = proxy.options
+        notty = opts.exec_notty_flush_ms
+        self.idle: float | None = (
+            opts.exec_flush_ms / 1000 if tty else (None if notty is None else notty / 1000)
+        )
         self.maskers = {STDOUT: proxy.bodies.stream(), STDERR: proxy.bodies.stream()}
         self.reported: dict[int, dict[str, int]] = {STDOUT: {}, STDERR: {}}
         self.exit_code: int | None = None
@@ -244,7 +257,8 @@ class _Relay:
         session = self.session
         while True:
             try:
-                msg = await self.upstream.receive(timeout=self.idle if self._held() else None)
+                held = self.idle is not None and self._held()
+                msg = await self.upstream.receive(timeout=self.idle if held else None)
             except TimeoutError:
                 await self._flush()
                 continue

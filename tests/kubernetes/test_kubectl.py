@@ -197,6 +197,18 @@ def test_exec_stdin_exit_codes_and_recording(kube: Kube) -> None:
     assert stdin and results[-1]["status"] == "exit 0"
 
 
+def test_exec_without_tty_pausing_mid_secret_is_masked(kube: Kube) -> None:
+    """No TTY: held output waits for the rest of the value (not released after
+    exec_flush_ms of silence), so an AWS key printed in two halves a second
+    apart is still masked."""
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    res = kube.kubectl("exec", "web-0", "--", "sh", "-c", "printf 'key AKIAIOSFOD'; sleep 1; printf 'NN7EXAMPLE end\\n'")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("key ") and res.stdout.endswith(" end\n"), res.stdout
+    assert "AKIAIOSFOD" not in res.stdout and "NN7EXAMPLE" not in res.stdout
+
+
 def test_exec_tty_resize_recorded(kube: Kube) -> None:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
