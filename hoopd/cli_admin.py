@@ -33,7 +33,7 @@ def register(sub: SubParsers) -> None:
 
 # -- token -------------------------------------------------------------------
 def _register_token(sub: SubParsers) -> None:
-    p = sub.add_parser("token", help="issue short gateway tokens")
+    p = sub.add_parser("token", help="issue and revoke short gateway tokens")
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     issue = tsub.add_parser(
         "issue",
@@ -45,19 +45,131 @@ def _register_token(sub: SubParsers) -> None:
     issue.add_argument("--ttl", default="1h", help="lifetime, e.g. 15m, 1h (default 1h)")
     issue.add_argument("--email", default="")
     issue.set_defaults(func=cmd_token_issue)
+    revoke = tsub.add_parser(
+        "revoke",
+        help="revoke one gateway token, or every token of a subject issued until now; "
+        "every gateway sharing the state store refuses it and ends its live sessions",
+    )
+    revoke.add_argument("-c", "--config", default="hoopd.yaml", help="the gateway's config file")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--token", help="the token itself (or - to read it from stdin)")
+    which.add_argument("--jti", help="the token's id (recorded as identity.credential_id)")
+    which.add_argument("--sub", help="every token of this subject issued until now")
+    revoke.add_argument("--reason", default="", help="why (stored with the revocation and logged)")
+    revoke.add_argument("--by", default=os.environ.get("USER", ""), help="who revokes (default: $USER)")
+    revoke.set_defaults(func=cmd_token_revoke)
+    listing = tsub.add_parser("revocations", help="list the token revocations still in force")
+    listing.add_argument("-c", "--config", default="hoopd.yaml", help="the gateway's config file")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_token_revocations)
 
 
-def cmd_token_issue(args: argparse.Namespace) -> int:
-    from hoopd.identity.tokens import KEY_FILE_NAME, GatewayTokens, load_or_create_token_key
-
+def _load(args: argparse.Namespace) -> Any:
     try:
-        config = load_config(Path(args.config), Registry.from_entry_points())
+        return load_config(Path(args.config), Registry.from_entry_points())
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{args.config}: {problem}", file=sys.stderr)
-        return 2
+        return None
+
+
+def _gateway_tokens(config: Any) -> Any:
+    from hoopd.identity.tokens import KEY_FILE_NAME, GatewayTokens, load_or_create_token_key
+
     key = load_or_create_token_key(config.gateway.data_dir / KEY_FILE_NAME)
-    tokens = GatewayTokens(key, config.identity.gateway_tokens, gateway_id=config.gateway.id)
+    return GatewayTokens(key, config.identity.gateway_tokens, gateway_id=config.gateway.id)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from hoopd.identity.errors import AuthError
+    from hoopd.identity.tokens import TokenRevocation
+
+    config = _load(args)
+    if config is None:
+        return 2
+    tokens = _gateway_tokens(config)
+    now = time.time()
+    if args.token is not None:
+        token = sys.stdin.readline().strip() if args.token == "-" else args.token
+        try:
+            claims = tokens.claims(token)
+        except AuthError as exc:
+            if exc.reason != "revoked":
+                print(f"hoopd token revoke: not a valid token of this gateway: {exc}", file=sys.stderr)
+                return 2
+            print("already revoked")
+            return 0
+        revocation = TokenRevocation("token", claims["jti"], now, float(claims["exp"]) + 60,
+                                     revoked_by=args.by, reason=args.reason)
+    elif args.jti is not None:
+        # Its expiry is unknown: keep the row as long as any token issued
+        # until now can live.
+        revocation = TokenRevocation("token", args.jti, now, now + tokens.max_ttl_seconds + 60,
+                                     revoked_by=args.by, reason=args.reason)
+    else:
+        revocation = TokenRevocation("subject", args.sub, now, now + tokens.max_ttl_seconds + 60,
+                                     issued_up_to=now, revoked_by=args.by, reason=args.reason)
+
+    async def store_it() -> None:
+        from hoopd.approvals.store import open_store
+
+        store = open_store(config.gateway.state, config.gateway.data_dir)
+        try:
+            await store.revoke_token(revocation)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(store_it())
+    except Exception as exc:
+        print(f"hoopd token revoke: the state store is unavailable: {exc}", file=sys.stderr)
+        return 1
+    what = f"every token of {revocation.value!r} issued until now" if revocation.kind == "subject" \
+        else f"token {revocation.value}"
+    print(f"revoked {what}; gateways apply it within seconds")
+    return 0
+
+
+def cmd_token_revocations(args: argparse.Namespace) -> int:
+    import asyncio
+
+    config = _load(args)
+    if config is None:
+        return 2
+
+    async def read() -> list[Any]:
+        from hoopd.approvals.store import open_store
+
+        store = open_store(config.gateway.state, config.gateway.data_dir)
+        try:
+            return list(await store.token_revocations(time.time()))
+        finally:
+            await store.close()
+
+    try:
+        found = asyncio.run(read())
+    except Exception as exc:
+        print(f"hoopd token revocations: the state store is unavailable: {exc}", file=sys.stderr)
+        return 1
+    rows = [
+        {"kind": r.kind, "value": r.value, "revoked_at": r.revoked_at, "by": r.revoked_by,
+         "reason": r.reason, "keep_until": r.keep_until}
+        for r in found
+    ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        _print_table(rows, ("kind", "value", "revoked_at", "by", "reason"))
+    return 0
+
+
+def cmd_token_issue(args: argparse.Namespace) -> int:
+    config = _load(args)
+    if config is None:
+        return 2
+    tokens = _gateway_tokens(config)
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
     try:
         print(tokens.issue(args.sub, groups, args.ttl, email=args.email))

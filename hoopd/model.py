@@ -73,6 +73,12 @@ class Identity:
     email: str = ""
     expires_at: float | None = None
     """Unix time at which the credential stops being valid (None: never)."""
+    credential_id: str = ""
+    """Which credential proved it, where it has an id that can be revoked (a
+    gateway token's jti); not a secret."""
+    issued_at: float | None = None
+    """When that credential was issued (gateway tokens), for revocations of
+    every token of a subject issued up to a moment."""
 
     ANONYMOUS: ClassVar[Identity]
 
@@ -88,6 +94,8 @@ class Identity:
             "issuer": self.issuer,
             "email": self.email,
             "expires_at": self.expires_at,
+            **({"credential_id": self.credential_id} if self.credential_id else {}),
+            **({"issued_at": self.issued_at} if self.issued_at is not None else {}),
         }
 
     @classmethod
@@ -99,6 +107,8 @@ class Identity:
             issuer=rec.get("issuer", ""),
             email=rec.get("email", ""),
             expires_at=rec.get("expires_at"),
+            credential_id=rec.get("credential_id", ""),
+            issued_at=rec.get("issued_at"),
         )
 
 
@@ -160,7 +170,7 @@ class SessionEnd(Event):
     type_name: ClassVar[str] = "session_end"
     reason: str
     """Short machine-readable cause: client_closed, upstream_closed, denied, error,
-    shutdown, credential_expired, recorder_failed, ..."""
+    shutdown, credential_expired, credential_revoked, recorder_failed, ..."""
     error: str = ""
     bytes_in: int = 0
     bytes_out: int = 0

@@ -26,6 +26,7 @@ from hoopd.gateway import AuthenticatorSlot, Gateway
 from hoopd.handler import ProtocolHandler
 from hoopd.metrics import Metrics
 from hoopd.registry import Registry
+from hoopd.revocations import RevocationWatcher
 from hoopd.tls import ensure_tls_material
 
 log = logging.getLogger("hoopd.server")
@@ -73,6 +74,7 @@ class Daemon:
         self.admin: AdminServer | None = None
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self.revocations: RevocationWatcher | None = None
         self.ready = False
 
     # -- start / stop --------------------------------------------------------
@@ -99,6 +101,8 @@ class Daemon:
             notifier=notifier,
             tokens=tokens,
         )
+        self.revocations = RevocationWatcher(self.gateway)
+        await self.revocations.start()
         if config.gateway.admin_listen is not None:
             self.admin = AdminServer(self, config.gateway.admin_listen)
             await self.admin.start()
@@ -166,6 +170,8 @@ class Daemon:
         self.ready = False
         for name in list(self.handlers):
             await self._stop_connection(name)
+        if self.revocations is not None:
+            await self.revocations.stop()
         gateway = self.gateway
         if gateway is not None:
             gateway.accepting = False
@@ -224,6 +230,8 @@ class Daemon:
         once; sessions already open keep the identity they proved."""
         assert self.gateway is not None
         authenticator, tokens = await build_identity(new)
+        if self.revocations is not None:
+            self.revocations.apply_to(tokens)  # before the new verifier takes a login
         await self.gateway.authenticator.swap(authenticator)
         self.gateway.tokens = tokens
         log.info("reload: identity settings replaced")

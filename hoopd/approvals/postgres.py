@@ -39,6 +39,7 @@ from hoopd.approvals.store import (
     check_grant_decidable,
     check_grant_revocable,
 )
+from hoopd.identity.tokens import TokenRevocation
 from hoopd.model import Identity
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ T = TypeVar("T")
 
 CHANNEL = "hoopd_approvals"
 _SCHEMA_LOCK = 0x686F6F70  # "hoop"
+
+_REVOCATION_COLS = "kind, value, revoked_at, keep_until, issued_up_to, revoked_by, reason"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS hoopd_approvals (
@@ -84,6 +87,16 @@ CREATE TABLE IF NOT EXISTS hoopd_grants (
     ends_at double precision
 );
 CREATE INDEX IF NOT EXISTS hoopd_grants_active ON hoopd_grants (connection, state, ends_at);
+CREATE TABLE IF NOT EXISTS hoopd_token_revocations (
+    kind text NOT NULL,
+    value text NOT NULL,
+    revoked_at double precision NOT NULL,
+    keep_until double precision NOT NULL,
+    issued_up_to double precision NOT NULL DEFAULT 0,
+    revoked_by text NOT NULL DEFAULT '',
+    reason text NOT NULL DEFAULT '',
+    PRIMARY KEY (kind, value, issued_up_to)
+);
 """
 
 A_COLS = (
@@ -481,6 +494,28 @@ class PostgresStore(ApprovalStore):
         return found[0] if found else None
 
     # -- lifecycle -------------------------------------------------------------
+
+    async def revoke_token(self, revocation: TokenRevocation) -> None:
+        r = revocation
+
+        async def q(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                f"INSERT INTO hoopd_token_revocations ({_REVOCATION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (kind, value, issued_up_to) DO NOTHING",
+                r.kind, r.value, r.revoked_at, r.keep_until, r.issued_up_to, r.revoked_by, r.reason,
+            )
+
+        await self._call(q)
+
+    async def token_revocations(self, now: float) -> builtins.list[TokenRevocation]:
+        async def q(conn: asyncpg.Connection) -> list[Any]:
+            return list(await conn.fetch(
+                f"SELECT {_REVOCATION_COLS} FROM hoopd_token_revocations"
+                " WHERE keep_until > $1 ORDER BY revoked_at",
+                now,
+            ))
+
+        return [TokenRevocation(*row) for row in await self._call(q)]
 
     async def health(self) -> None:
         async def q(conn: asyncpg.Connection) -> None:

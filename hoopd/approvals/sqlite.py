@@ -33,6 +33,7 @@ from hoopd.approvals.store import (
     check_grant_decidable,
     check_grant_revocable,
 )
+from hoopd.identity.tokens import TokenRevocation
 from hoopd.model import Identity
 
 T = TypeVar("T")
@@ -73,7 +74,19 @@ CREATE TABLE IF NOT EXISTS grants (
     ends_at REAL
 );
 CREATE INDEX IF NOT EXISTS grants_active ON grants (connection, state, ends_at);
+CREATE TABLE IF NOT EXISTS token_revocations (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    revoked_at REAL NOT NULL,
+    keep_until REAL NOT NULL,
+    issued_up_to REAL NOT NULL DEFAULT 0,
+    revoked_by TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (kind, value, issued_up_to)
+);
 """
+
+REVOCATION_COLS = "kind, value, revoked_at, keep_until, issued_up_to, revoked_by, reason"
 
 APPROVAL_COLS = (
     "id, requester, requester_groups, connection, session_id, command_text, command_hash, "
@@ -397,6 +410,29 @@ class SQLiteStore(ApprovalStore):
             if (g.subject and g.subject.casefold() == folded) or (g.group and g.group in groups):
                 return g
         return None
+
+    # -- gateway token revocations -------------------------------------------
+
+    async def revoke_token(self, revocation: TokenRevocation) -> None:
+        r = revocation
+        row = (r.kind, r.value, r.revoked_at, r.keep_until, r.issued_up_to, r.revoked_by, r.reason)
+
+        def q(conn: sqlite3.Connection) -> None:
+            self._tx(conn, lambda: conn.execute(
+                f"INSERT OR REPLACE INTO token_revocations ({REVOCATION_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            ))
+
+        await self._run(q)
+
+    async def token_revocations(self, now: float) -> builtins.list[TokenRevocation]:
+        def q(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                f"SELECT {REVOCATION_COLS} FROM token_revocations WHERE keep_until > ? ORDER BY revoked_at",
+                (now,),
+            ).fetchall()
+
+        return [TokenRevocation(*row) for row in await self._run(q)]
 
     # -- lifecycle ----------------------------------------------------------
 

@@ -33,6 +33,7 @@ from hoopd.approvals.models import (
     command_hash,
     new_id,
 )
+from hoopd.identity.tokens import TokenRevocation
 from hoopd.model import Identity
 
 DEFAULT_APPROVAL_TTL = 900.0
@@ -336,6 +337,17 @@ class ApprovalStore(abc.ABC):
     ) -> Grant | None:
         """An approved grant of ``connection`` currently active for ``subject``
         or one of ``groups`` (the one ending last), or None."""
+
+    # -- gateway token revocations ----------------------------------------
+
+    @abc.abstractmethod
+    async def revoke_token(self, revocation: TokenRevocation) -> None:
+        """Store a revocation (every gateway sharing the store applies it)."""
+
+    @abc.abstractmethod
+    async def token_revocations(self, now: float) -> builtins.list[TokenRevocation]:
+        """Revocations still needed at ``now`` (``keep_until`` in the future),
+        oldest first; older rows may be dropped on the way."""
 
     # -- lifecycle ---------------------------------------------------------
 

@@ -21,10 +21,12 @@ The signing key is a raw 32-byte ed25519 seed in ``data_dir`` (see
 another shares that file. The ``iss`` is informational (which gateway issued
 it): any token signed by the key is accepted.
 
-Revocation: optional and in-memory. :meth:`GatewayTokens.revoke` adds a
-``jti`` to a deny set (pass ``revoked_jtis`` at construction to restore it from
-configuration). Tokens are meant to be short-lived; rotating the key file
-revokes all of them.
+Revocation: ``hoopd token revoke`` writes a :class:`TokenRevocation` (one
+token by ``jti``, or every token of a subject issued up to a moment) to the
+state store shared by the gateways; each gateway loads them at start and
+polls for new ones (:meth:`GatewayTokens.apply_revocations`), refuses revoked
+tokens and ends live sessions that used one. Rotating the key file revokes
+all tokens at once.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 from cryptography.exceptions import InvalidSignature
@@ -125,6 +128,25 @@ def load_or_create_token_key(path: Path) -> Ed25519PrivateKey:
     return Ed25519PrivateKey.from_private_bytes(seed)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRevocation:
+    """A row of the state store's token revocations.
+
+    ``kind="token"``: the token whose jti is ``value``. ``kind="subject"``:
+    every token of subject ``value`` issued at or before ``issued_up_to``.
+    ``keep_until``: after it no revoked token can still be valid (its exp, or
+    the cutoff plus the longest token lifetime), so the row may be dropped.
+    """
+
+    kind: Literal["token", "subject"]
+    value: str
+    revoked_at: float
+    keep_until: float
+    issued_up_to: float = 0.0
+    revoked_by: str = ""
+    reason: str = ""
+
+
 class GatewayTokens:
     """Issue and verify gateway tokens.
 
@@ -149,6 +171,10 @@ class GatewayTokens:
         self.config = config or GatewayTokenConfig()
         self.gateway_id = gateway_id
         self._revoked: set[str] = set(revoked_jtis)
+        self._revoked_subjects: dict[str, float] = {}
+        """subject -> tokens issued at or before this time are revoked."""
+        self.revocations_unavailable: str | None = None
+        """Why revocations are not known (fail closed: every token is refused)."""
         self._clock = clock
 
     @property
@@ -196,6 +222,18 @@ class GatewayTokens:
     def revoke(self, jti: str) -> None:
         self._revoked.add(jti)
 
+    def apply_revocations(self, revocations: Iterable[TokenRevocation]) -> None:
+        """Add revocations read from the state store (idempotent)."""
+        for r in revocations:
+            if r.kind == "token":
+                self._revoked.add(r.value)
+            elif r.value not in self._revoked_subjects or r.issued_up_to > self._revoked_subjects[r.value]:
+                self._revoked_subjects[r.value] = r.issued_up_to
+
+    def is_revoked(self, jti: str, subject: str, issued_at: float) -> bool:
+        cutoff = self._revoked_subjects.get(subject)
+        return jti in self._revoked or (cutoff is not None and issued_at <= cutoff)
+
     def claims(self, token: str) -> dict[str, Any]:
         """Verify ``token`` and return its claims (raises :class:`AuthError`)."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 4096:
@@ -241,7 +279,9 @@ class GatewayTokens:
             raise AuthError("expired", "gateway token has expired")
         if iat > now + leeway:
             raise AuthError("not_yet_valid", "gateway token is not valid yet")
-        if jti in self._revoked:
+        if self.revocations_unavailable is not None:
+            raise AuthError("unavailable", self.revocations_unavailable)
+        if self.is_revoked(jti, sub, iat):
             raise AuthError("revoked", "gateway token has been revoked")
         return claims
 
@@ -259,4 +299,6 @@ class GatewayTokens:
             issuer=c.get("iss", ""),
             email=email if isinstance(email, str) else "",
             expires_at=float(c["exp"]),
+            credential_id=c["jti"],
+            issued_at=float(c["iat"]),
         )

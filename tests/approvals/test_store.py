@@ -235,3 +235,20 @@ async def test_health(store: ApprovalStore) -> None:
 
 
 MakeStore = Callable[[], ApprovalStore]
+
+
+async def test_token_revocations_are_shared_and_pruned(store: ApprovalStore) -> None:
+    from hoopd.identity.tokens import TokenRevocation
+
+    now = time.time()
+    jti, subject = "jti-" + uuid.uuid4().hex, "sub-" + uuid.uuid4().hex
+    kept = [
+        TokenRevocation("token", jti, now, now + 3600, revoked_by="ops", reason="leaked"),
+        TokenRevocation("subject", subject, now + 1, now + 3600, issued_up_to=now, revoked_by="ops"),
+    ]
+    gone = TokenRevocation("token", "old-" + uuid.uuid4().hex, now - 7200, now - 3600)
+    for r in (*kept, gone):
+        await store.revoke_token(r)
+    await store.revoke_token(kept[0])  # the same revocation twice is one row
+    found = [r for r in await store.token_revocations(now) if r.value in (jti, subject, gone.value)]
+    assert found == kept  # oldest first, the expired one left out

@@ -161,6 +161,26 @@ def test_revocation_by_jti() -> None:
     assert _reason(t, token) == "revoked"
 
 
+def test_revocations_from_the_store() -> None:
+    from hoopd.identity.tokens import TokenRevocation
+
+    clock = Clock()
+    t = make(clock)
+    leaked, other = t.issue("alice", [], 600), t.issue("bob", [], 600)
+    ident = t.verify(leaked)
+    assert ident.credential_id == t.claims(leaked)["jti"] and ident.issued_at == clock.now
+    t.apply_revocations([TokenRevocation("token", ident.credential_id, clock.now, clock.now + 600)])
+    assert _reason(t, leaked) == "revoked" and t.verify(other).subject == "bob"
+    # every token of bob issued until now; one issued later is fine
+    t.apply_revocations([TokenRevocation("subject", "bob", clock.now, clock.now + 600, issued_up_to=clock.now)])
+    assert _reason(t, other) == "revoked"
+    clock.now += 5
+    assert t.verify(t.issue("bob", [], 600)).subject == "bob"
+    # fail closed while revocations are unknown
+    t.revocations_unavailable = "store down"
+    assert _reason(t, t.issue("carol", [], 600)) == "unavailable"
+
+
 def test_key_file_created_once_with_0600(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "token_key.ed25519"
     k1 = load_or_create_token_key(path)

@@ -29,7 +29,16 @@ from hoopd.identity.tokens import GatewayTokens, load_or_create_token_key
 from hoopd.model import AuthMethod, Identity
 from tests.core.upstreams import http_file_server
 from tests.helpers import Daemon, free_port, hoopd, running, wait_for, wait_port
-from tests.ssh.harness import SSH_OPTS, Sshd, have_openssh, keygen, run_ssh, ssh_conn, sshd
+from tests.ssh.harness import (
+    SSH_OPTS,
+    Sshd,
+    have_openssh,
+    keygen,
+    run_ssh,
+    ssh_conn,
+    sshd,
+    token_env,
+)
 
 pytestmark = pytest.mark.skipif(not have_openssh(), reason="needs root, sshd and ssh")
 
@@ -575,6 +584,37 @@ def test_credential_expiry_ends_the_session(env: Env) -> None:
     assert time.monotonic() - started < 12
     assert b"not-reached" not in r.stdout
     assert b"credential has expired" in r.stderr
+
+
+def test_revoked_token_ends_the_session_and_is_refused(env: Env) -> None:
+    """hoopd token revoke (on the gateway host, into the state store): the
+    live session that logged in with the token ends, the token no longer logs
+    in, and the other tokens of the subject still do."""
+    key = load_or_create_token_key(env.tmp / "var" / "token_key.ed25519")
+    leaked = GatewayTokens(key).issue("dave", ["ops"], "1h")
+    spare = GatewayTokens(key).issue("dave", ["ops"], "1h")
+    live = subprocess.Popen(
+        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
+         "-o", "PreferredAuthentications=keyboard-interactive,password", "-o", "PubkeyAuthentication=no",
+         "dave@127.0.0.1", "echo started; sleep 20; echo not-reached"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=token_env(leaked),
+    )
+    try:
+        assert live.stdout is not None and live.stdout.readline() == b"started\n"
+        started = time.monotonic()
+        out = hoopd("token", "revoke", "-c", str(env.daemon.config_path), "--token", leaked,
+                    "--reason", "pasted in a chat")
+        assert out.returncode == 0 and "revoked token" in out.stdout, out.stdout + out.stderr
+        rest, err = live.communicate(timeout=30)
+    finally:
+        live.kill()
+    assert time.monotonic() - started < 15
+    assert b"not-reached" not in rest
+    assert b"revoked" in err, err
+    assert run_ssh(env.port, leaked, "echo again").returncode == 5  # refused at login
+    assert run_ssh(env.port, spare, "echo spare").stdout == b"spare\n"
+    listed = hoopd("token", "revocations", "-c", str(env.daemon.config_path), "--json")
+    assert any(r["reason"] == "pasted in a chat" for r in json.loads(listed.stdout))
 
 
 @contextlib.contextmanager
