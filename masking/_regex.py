@@ -189,6 +189,66 @@ def decapture(pattern: str) -> str:
 _NAMED_GROUP = re.compile(r"(?<!\\)\(\?P<[A-Za-z_][A-Za-z0-9_]*>")
 
 
+_RE2_ONLY = ("\\S", "\\p", "\\P", "\\C", "\\Q", "\\E", "\\z", "\\A", "(?s", "(?m", "(?U")
+
+
+def python_equivalent(pattern: str) -> str | None:
+    """The same pattern for Python ``re`` on ASCII text, or None if unsure.
+
+    RE2's ``\\s`` is ``[\\t\\n\\f\\r ]`` while Python's also holds ``\\v``: it is
+    spelled out. Leftmost-first captures are the same in both engines (RE2 follows
+    Perl's submatch rules), as are ``\\b`` (ASCII words, the byte before ``pos`` is
+    context), classes, counted repetition and ``(?i:...)`` on ASCII text. Patterns
+    using anything else that could differ (anchors, Unicode classes, flags
+    other than ``i``) are refused (None)."""
+    if any(x in pattern for x in _RE2_ONLY):
+        return None
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            esc = pattern[i : i + 2]
+            if esc == "\\s":
+                out.append("\\t\\n\\f\\r " if in_class else "[\\t\\n\\f\\r ]")
+            else:
+                out.append(esc)
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c in "^$":
+            return None
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":
+                out.append("]")
+                i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=256)
+def python_fullmatch(pattern: str) -> Callable[[bytes, int, int], Any] | None:
+    """``re.fullmatch(data, pos, endpos)`` of :func:`python_equivalent` (cached), or None."""
+    py = python_equivalent(pattern)
+    if py is None:
+        return None
+    try:
+        return re.compile(py.encode("utf-8")).fullmatch
+    except re.error:
+        return None
+
+
 def strip_group_names(pattern: str) -> str:
     """``(?P<name>x)`` -> ``(x)``, keeping group numbers, so patterns can be joined."""
     return _NAMED_GROUP.sub("(", pattern)

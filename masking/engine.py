@@ -31,12 +31,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._regex import Compiled, Spans, compile_cached, decapture, make_set, strip_group_names
+from ._regex import (
+    HAVE_RE2,
+    Compiled,
+    Spans,
+    compile_cached,
+    decapture,
+    make_set,
+    python_fullmatch,
+    strip_group_names,
+)
 from .config import MaskingConfig, Replacement, Rule
 from .paths import PathSet, parse_path
 from .recognizers import BY_ID, EMPTY, KV_KEYS, Recognizer
-from .replacements import ReplacementSpec, looks_masked, make_replacer
-from .validators import Validator, key_value
+from .replacements import ReplacementSpec, constant_replacement, looks_masked, make_replacer
+from .validators import TRIMMING, Validator, key_value
 
 if TYPE_CHECKING:
     from .jsonmask import JsonMasker
@@ -50,6 +59,9 @@ Edit = tuple[int, int, bytes, str]
 KV_ID = "secret_key_value"
 _KV_NAME = Compiled(("(?:" + KV_KEYS + ")").encode())
 PEM_START = b"-----BEGIN "
+_PEM_FIND = Compiled(PEM_START).raw_search
+"""RE2 finds the literal several times faster than ``bytes.find`` (whose skip
+table keys on the needle's last byte, a space)."""
 PEM_ID = "pem_private_key"
 PEM_TAIL = 96
 """A PEM candidate is settled once this many bytes follow it (longest header/END line)."""
@@ -80,6 +92,33 @@ class _Rule:
     needs: tuple[tuple[bytes, ...], ...] = ()
     prefixes: tuple[bytes, ...] = ()
     plen: int = 0
+    const: bytes | None = None
+    """The replacement when it does not depend on the value (placeholders)."""
+    trims: bool = False
+    """The validator may accept a shorter prefix (see ``validators.TRIMMING``)."""
+    pyfull: Callable[[bytes, int, int], Any] | None = None
+    """Python ``re`` fullmatch of the same pattern, for the value groups of an ASCII
+    candidate (built-ins with value groups only): a fraction of the cost of RE2's
+    submatch engines (BitState/NFA) on these programs, same captures."""
+
+
+_Fast = tuple[
+    str,
+    frozenset[int],
+    frozenset[int],
+    Validator | None,
+    bool,
+    tuple[int, ...],
+    Callable[[bytes, int, int], Spans],
+    Callable[[bytes, int, int], Any] | None,
+    bool,
+    bytes | None,
+    Callable[[bytes], bytes],
+    frozenset[bytes],
+    Compiled | None,
+]
+"""A rule's fields for the scan's fast path, by rule order (one tuple unpack
+instead of a dozen attribute loads per candidate)."""
 
 
 def _replacement_for(config: MaskingConfig, rid: str, category: str) -> ReplacementSpec:
@@ -101,6 +140,7 @@ class Masker:
         self._main: Compiled | None = None
         self._table: list[tuple[_Rule, ...]] = []
         self._idset: Any = None
+        self._fast: list[_Fast] = []
         self.window = 64
         self.pem_window = 0
         # field-name and path rules: (rule id, compiled glob regex, replacer)
@@ -147,13 +187,14 @@ class Masker:
         local_values = tuple(sorted(i for n, i in regex.groupindex.items() if value_names(n)))
         allow_exact, allow_rx = self._allow_for(rid)
         lo, hi = regex.first_byte_range()
+        validator = rec.validator if rec else None
         return _Rule(
             id=rid,
             label=label,
             order=0,
             regex=regex,
             local_values=local_values,
-            validator=rec.validator if rec else None,
+            validator=validator,
             left=rec.left if rec else EMPTY,
             right=rec.right if rec else EMPTY,
             dotted=rec.dotted if rec else False,
@@ -173,6 +214,9 @@ class Masker:
             needs=rec.needs if rec else (),
             prefixes=rec.prefixes if rec else (),
             plen=max((len(x) for x in rec.prefixes), default=0) if rec else 0,
+            const=constant_replacement(spec, label),
+            trims=validator in TRIMMING,
+            pyfull=python_fullmatch(pattern) if HAVE_RE2 and rec and local_values else None,
         )
 
     def _compile(self) -> None:
@@ -226,6 +270,24 @@ class Masker:
                 for c in range(rule.lo, min(rule.hi, 255) + 1):
                     table[c].append(rule)
             self._table = [tuple(t) for t in table]
+            self._fast = [
+                (
+                    r.id,
+                    r.left,
+                    r.right,
+                    r.validator,
+                    r.trims,
+                    r.local_values,
+                    r.regex.raw_full,
+                    r.pyfull,
+                    r.dotted,
+                    r.const,
+                    r.replace,
+                    r.allow_exact,
+                    r.allow_rx,
+                )
+                for r in self._rules
+            ]
 
     def _add_structural(self, crule: Rule, spec: ReplacementSpec) -> None:
         replacer = make_replacer(spec, crule.display_label, self._hmac_key)
@@ -291,29 +353,34 @@ class Masker:
         n = len(data)
         inf = n + 1
         edits: list[Edit] = []
+        append = edits.append
         main = self._main
         pem = self._pem
         table = self._table
-        idset = self._idset
-        rules = self._rules
+        setmatch = self._idset.Match if self._idset is not None else None
+        fast = self._fast
         window = self.window
-        accept = self._accept
         search = main.raw_search if main is not None else None
         q = -1 if pem is not None else inf
+        pemfind = _PEM_FIND
+        # slow-path state: next newline / next occurrence of each needle at or
+        # after a position (found once and reused, so long lines are not
+        # searched again for every candidate)
+        nl = -1
+        found: dict[bytes, tuple[int, int, int]] = {}
         while True:
             if q < pos:
-                q = data.find(PEM_START, pos)
+                q = pemfind(data, pos, n)[0][0]
                 if q < 0:
                     q = inf
             endpos = q if q < n else n
             if search is not None and pos < endpos:
-                spans = search(data, pos, endpos)
-                p = spans[0][0]
+                p, e0 = search(data, pos, endpos)[0]
                 if p < 0:
                     p = inf
             else:
-                spans = _NO_MATCH
                 p = inf
+                e0 = -1
             if q <= p and q < inf:
                 assert pem is not None
                 pspans = pem.regex.match(data, q, min(n, q + self.pem_window))
@@ -321,71 +388,120 @@ class Masker:
                     return edits, max(pos, q) if q < limit else max(pos, limit)
                 got = self._accept(pem, data, q, pspans[0][1], pspans, ()) if pspans else None
                 if got is None:
-                    q = data.find(PEM_START, q + 1)
+                    q = pemfind(data, q + 1, n)[0][0]
                     if q < 0:
                         q = inf
                     continue
                 vs, ve, e = got
                 if vs != _SKIP:
-                    edits.append((vs, ve, pem.replace(data[vs:ve]), pem.id))
+                    append((vs, ve, pem.replace(data[vs:ve]), pem.id))
                 pos = e
                 continue
             if p >= limit:
                 return edits, max(pos, limit)
-            e0 = spans[0][1]
-            span_len = e0 - p
-            got = None
-            rule = None
-            cands: tuple[_Rule, ...] = ()
-            if span_len < window:
+            after = -1
+            if e0 - p < window:
                 # Fast path: the joined pattern's match is the match of the first
                 # rule (in order) that matches at p; one RE2 Set call over the span
                 # names it (captures, if the rule has value groups, come from the
-                # rule's own small regex).
-                hits = idset.Match(data[p:e0])
+                # rule's own small regex). Same checks as _accept, inlined.
+                assert setmatch is not None
+                span = data[p:e0]
+                hits = setmatch(span)
                 if hits:
-                    rule = rules[hits[0] if len(hits) == 1 else min(hits)]
-                    if rule.local_values:
-                        s2 = rule.regex.raw_full(data, p, e0)
-                        if s2[0][0] >= 0:
-                            got = accept(rule, data, p, e0, s2, rule.local_values)
-                        else:
-                            rule = None
-                    else:
-                        got = accept(rule, data, p, e0, spans, ())
-                if got is None and rule is not None:
-                    # the winner was rejected: other rules anchored here, then p + 1
-                    after = rule.order
-                    cands = tuple(r for r in table[data[p]] if r.order > after)
-                    rule = None
-                elif rule is None:
-                    cands = table[data[p]]
-            else:
-                cands = table[data[p]]
-            if got is None:
-                wend = p + window
-                if wend > endpos:
-                    wend = endpos
-                line_end = data.find(b"\n", p, wend)
-                if line_end < 0:
-                    line_end = wend
-                for r in cands:
-                    if r.plen and not data[p : p + r.plen].lower().startswith(r.prefixes):
-                        continue
-                    if r.needs and not _has_needs(data, r.needs, p, line_end):
-                        continue
-                    s2 = r.regex.match(data, p, line_end)
-                    if s2 is not None:
-                        got = self._accept(r, data, p, s2[0][1], s2, r.local_values)
-                        if got is not None:
-                            rule = r
-                            break
+                    k = hits[0] if len(hits) == 1 else min(hits)
+                    (rid, left, right, validator, trims, values, full, pyfull, dotted, const,
+                     replace, allow_exact, allow_rx) = fast[k]  # fmt: skip
+                    spans2: Any = _NO_MATCH
+                    if values:
+                        pm = pyfull(data, p, e0) if pyfull is not None and span.isascii() else None
+                        spans2 = pm.regs if pm is not None else full(data, p, e0)
+                        if spans2[0][0] < 0:
+                            k = -1  # not this rule after all: try every rule here
+                    if k >= 0:
+                        e = e0
+                        if p and data[p - 1] in left:
+                            e = -1
+                        elif (
+                            not trims
+                            and e0 < n
+                            and (
+                                data[e0] in right
+                                or (
+                                    dotted
+                                    and data[e0] == 46
+                                    and e0 + 1 < n
+                                    and data[e0 + 1] in _DIGITS
+                                )
+                            )
+                        ):
+                            # (a validator that cannot trim would not move the end:
+                            # the boundary is checked first, it is cheaper)
+                            e = -1
+                        elif validator is not None:
+                            nv = validator(span)
+                            if not nv:
+                                e = -1
+                            elif trims:
+                                e = p + nv
+                                if e < n:
+                                    c = data[e]
+                                    if c in right or (
+                                        dotted and c == 46 and e + 1 < n and data[e + 1] in _DIGITS
+                                    ):
+                                        e = -1
+                        if e >= 0:
+                            vs, ve = p, e
+                            for g in values:
+                                sp = spans2[g]
+                                if sp[0] >= 0:
+                                    vs = sp[0]
+                                    ve = sp[1] if sp[1] < e else e
+                                    break
+                            value = data[vs:ve]
+                            if not (
+                                not value
+                                or ((value[0] == 91 or 42 in value) and looks_masked(value))
+                                or (allow_exact and value in allow_exact)
+                                or (allow_rx is not None and _allowed(allow_rx, value))
+                            ):
+                                append(
+                                    (vs, ve, const if const is not None else replace(value), rid)
+                                )
+                            pos = e if e > p else p + 1
+                            continue
+                        after = k  # the winner was rejected: the rules after it here
+            # Slow path: each rule that can start with this byte, anchored at p
+            # (in order, after the rejected winner), then p + 1.
+            wend = p + window
+            if wend > endpos:
+                wend = endpos
+            if nl < p:
+                nl = data.find(b"\n", p)
+                if nl < 0:
+                    nl = inf
+            line_end = nl if nl < wend else wend
+            got = None
+            rule = None
+            for r in table[data[p]]:
+                if r.order <= after:
+                    continue
+                if r.plen and not data[p : p + r.plen].lower().startswith(r.prefixes):
+                    continue
+                if r.needs and not _has_needs(data, r.needs, p, line_end, found):
+                    continue
+                s2 = r.regex.match(data, p, line_end)
+                if s2 is not None:
+                    got = self._accept(r, data, p, s2[0][1], s2, r.local_values)
+                    if got is not None:
+                        rule = r
+                        break
             if got is None or rule is None:
                 pos = p + 1
                 continue
             vs, ve, e = got
             if vs != _SKIP:
-                edits.append((vs, ve, rule.replace(data[vs:ve]), rule.id))
+                append((vs, ve, rule.replace(data[vs:ve]), rule.id))
             pos = e if e > p else p + 1
 
     # ------------------------------------------------------------------ public API
@@ -510,14 +626,48 @@ def _cannot_match(v: bytes) -> bool:
     return True
 
 
-def _has_needs(data: bytes, needs: tuple[tuple[bytes, ...], ...], start: int, end: int) -> bool:
+def _has_needs(
+    data: bytes,
+    needs: tuple[tuple[bytes, ...], ...],
+    start: int,
+    end: int,
+    found: dict[bytes, tuple[int, int, int]],
+) -> bool:
+    """Every group has a needle inside data[start:end].
+
+    ``found`` remembers, per needle, the range already searched and the first
+    occurrence in it (-1: none), so that on a long line the next candidate only
+    searches the part of its range not searched yet (starts never decrease
+    within one scan)."""
     for group in needs:
         for needle in group:
-            if data.find(needle, start, end) >= 0:
+            k = len(needle)
+            lo, hi, at = found.get(needle, (0, -1, -1))
+            if lo <= start and hi >= 0:
+                if at >= start:
+                    if at + k <= end:
+                        break
+                    continue
+                if at < 0:
+                    if end <= hi:
+                        continue
+                    at = data.find(needle, max(start, hi - k + 1), end)
+                    found[needle] = (start, end, at)
+                    if at >= 0:
+                        break
+                    continue
+            at = data.find(needle, start, end)
+            found[needle] = (start, end, at)
+            if at >= 0:
                 break
         else:
             return False
     return True
+
+
+def _allowed(rx: Compiled, value: bytes) -> bool:
+    m = rx.match(value, 0, len(value))
+    return m is not None and m[0][1] == len(value)
 
 
 def apply_edits(data: bytes, edits: list[Edit], start: int, end: int) -> tuple[bytes, Counts]:

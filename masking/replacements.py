@@ -48,6 +48,13 @@ def _partial(value: bytes, keep_first: int, keep_last: int, mask: str) -> bytes:
     return out.encode("utf-8", "surrogateescape")
 
 
+def constant_replacement(spec: ReplacementSpec, label: str) -> bytes | None:
+    """The replacement text when it does not depend on the value (placeholders), else None."""
+    if spec.kind == "placeholder":
+        return (spec.placeholder if spec.placeholder is not None else f"[{label}]").encode()
+    return None
+
+
 def make_replacer(
     spec: ReplacementSpec,
     label: str,
@@ -55,8 +62,8 @@ def make_replacer(
     default_keep_first: int = 0,
     default_keep_last: int = 0,
 ) -> Callable[[bytes], bytes]:
-    if spec.kind == "placeholder":
-        text = (spec.placeholder if spec.placeholder is not None else f"[{label}]").encode()
+    text = constant_replacement(spec, label)
+    if text is not None:
         return lambda _value: text
     if spec.kind == "partial":
         kf = spec.keep_first if spec.keep_first is not None else default_keep_first

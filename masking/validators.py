@@ -5,6 +5,9 @@ prefix: ``len(value)`` to accept the whole candidate, a smaller positive number
 to accept only a prefix (used when a greedy pattern ran into an adjacent group
 of digits), or ``0`` to reject it. A rejected candidate is re-scanned by the
 engine, so a shorter value inside it can still be found.
+
+Only the validators in ``TRIMMING`` ever return a smaller positive number; the
+engine checks the byte after a candidate before running any other validator.
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ Validator = Callable[[bytes], int]
 _SEPARATORS = b" -"
 
 
-_LUHN_DOUBLE = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+# every second digit from the right is doubled (digit sum of 2d): as ASCII digits
+_LUHN_DOUBLE = bytes.maketrans(b"0123456789", b"0246813579")
 
 
 def luhn_ok(digits: bytes) -> bool:
     """Luhn check of ASCII digits."""
     rev = digits[::-1]
-    total = sum(rev[0::2]) - 48 * len(rev[0::2])
-    total += sum(_LUHN_DOUBLE[c - 48] for c in rev[1::2])
+    total = sum(rev[0::2]) + sum(rev[1::2].translate(_LUHN_DOUBLE)) - 48 * len(rev)
     return total % 10 == 0
 
 
@@ -37,7 +40,9 @@ def _card_digits_ok(value: bytes) -> bool:
         return False
     if 32 in value and 45 in value:  # mixed separators: "1234 200 123-45-6789" is not a card
         return False
-    return luhn_ok(digits)
+    rev = digits[::-1]
+    total = sum(rev[0::2]) + sum(rev[1::2].translate(_LUHN_DOUBLE)) - 48 * len(rev)
+    return total % 10 == 0
 
 
 def card(value: bytes) -> int:
@@ -113,7 +118,8 @@ def ipv4(value: bytes) -> int:
     if len(parts) != 4:
         return 0
     for p in parts:
-        if not p or len(p) > 3 or (len(p) > 1 and p[0] == 48) or int(p) > 255:
+        k = len(p)
+        if k != 1 and (k == 0 or k > 3 or p[0] == 48 or (k == 3 and int(p) > 255)):
             return 0
     return len(value)
 
@@ -204,14 +210,17 @@ def key_value(value: bytes) -> int:
 
 def email(value: bytes) -> int:
     at = value.rfind(b"@")
-    local, domain = value[:at], value[at + 1 :]
-    if not local or local[:1] == b"." or local[-1:] == b"." or local.find(b"..") >= 0:
+    # local part: not empty, no leading/trailing dot; no ".." anywhere
+    if at <= 0 or value[0] == 46 or value[at - 1] == 46 or value.find(b"..") >= 0:
         return 0
-    if (
-        domain[:1] in (b"-", b".")
-        or domain.find(b"..") >= 0
-        or domain.find(b"-.") >= 0
-        or domain.find(b".-") >= 0
-    ):
+    # domain: does not start with "-" or "."; no "-." or ".-"
+    d = at + 1
+    if d < len(value) and value[d] in b"-.":
+        return 0
+    if value.find(b"-.", d) >= 0 or value.find(b".-", d) >= 0:
         return 0
     return len(value)
+
+
+TRIMMING: frozenset[Validator] = frozenset({card, iban})
+"""Validators that may accept a shorter prefix of a candidate than the whole."""
