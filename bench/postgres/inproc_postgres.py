@@ -32,6 +32,12 @@ alternating child processes, each importing its tree first:
     git worktree add /tmp/hoopd-base <commit>
     python bench/postgres/inproc_postgres.py --compare-tree /tmp/hoopd-base --rounds 6
 
+``--callgrind`` counts instructions instead (valgrind; two runs per tree, of
+N and 5N statements, so start-up cancels out): slow (minutes) but the same
+on a busy machine as on an idle one.
+
+    python bench/postgres/inproc_postgres.py --callgrind --statements 500 --compare-tree /tmp/hoopd-base
+
 ``--events N``: print the recorded events of N statements as JSON lines
 (timestamps and durations zeroed), to check that two trees record the same.
 """
@@ -382,6 +388,52 @@ def compare_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def callgrind_instructions(tree: Path, statements: int) -> dict[str, int]:
+    """Instructions executed by the main thread and by all threads (under
+    callgrind) for a run of ``statements`` (plus as many warm-up) statements."""
+    out = Path(tempfile.mkdtemp(prefix="hoopd-callgrind-")) / "cg.out"
+    cmd = [
+        "valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}",
+        os.path.realpath(sys.executable), str(HERE), "--tree", str(tree),
+        "--statements", str(statements), "--batches", "1",
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"callgrind run for {tree} failed:\n{r.stderr[-2000:]}")
+    totals = {}
+    for f in sorted(out.parent.glob("cg.out-*")):
+        for line in f.read_text().splitlines():
+            if line.startswith("summary:"):
+                totals[f.name] = int(line.split()[1])
+    main_file = min(totals)  # cg.out-01: the thread that started first
+    return {"main": totals[main_file], "all": sum(totals.values())}
+
+
+def callgrind_main(args: argparse.Namespace) -> int:
+    """Instructions per statement (main thread = event loop, and all threads)
+    from two callgrind runs per tree (N and 5N statements; the difference
+    cancels start-up). Deterministic, unlike CPU time on a shared machine."""
+    trees = {"this": TREE}
+    if args.compare_tree:
+        trees = {"base": Path(args.compare_tree).resolve(), "this": TREE}
+    small, large = args.statements, 5 * args.statements
+    per: dict[str, dict[str, float]] = {}
+    for name, tree in trees.items():
+        a = callgrind_instructions(tree, small)
+        b = callgrind_instructions(tree, large)
+        n = 2 * (large - small)  # each run does a warm-up batch too
+        per[name] = {k: (b[k] - a[k]) / n for k in ("main", "all")}
+        print(
+            f"{name:4s} ({tree}): loop thread {per[name]['main']:9.0f} instructions/statement, "
+            f"all threads {per[name]['all']:9.0f}",
+            flush=True,
+        )
+    if "base" in per:
+        for k, label in (("main", "loop thread"), ("all", "all threads")):
+            print(f"  {label}: this/base {per['this'][k] / per['base'][k]:.3f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -395,6 +447,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=6, help="with --compare-tree: processes per tree")
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="count instructions per statement under valgrind (--statements N: runs of N and 5N)",
+    )
+    ap.add_argument(
         "--events", type=int, default=0, help="print the recorded events of N statements"
     )
     ap.add_argument(
@@ -403,6 +460,8 @@ def main() -> int:
         "(e.g. protocols.postgres._client:ClientConnection._backend)",
     )
     args = ap.parse_args()
+    if args.callgrind:
+        return callgrind_main(args)
     if args.compare_tree:
         return compare_main(args)
     return child_main(args)
