@@ -91,25 +91,26 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         return 2
     tokens = _gateway_tokens(config)
     now = time.time()
+    margin = tokens.config.leeway_seconds + 60  # tokens are accepted until exp + leeway
     if args.token is not None:
         token = sys.stdin.readline().strip() if args.token == "-" else args.token
         try:
             claims = tokens.claims(token)
         except AuthError as exc:
-            if exc.reason != "revoked":
-                print(f"hoopd token revoke: not a valid token of this gateway: {exc}", file=sys.stderr)
-                return 2
-            print("already revoked")
-            return 0
-        revocation = TokenRevocation("token", claims["jti"], now, float(claims["exp"]) + 60,
+            if exc.reason in ("revoked", "expired"):
+                print(f"already {exc.reason}: nothing to do")
+                return 0
+            print(f"hoopd token revoke: not a valid token of this gateway: {exc}", file=sys.stderr)
+            return 2
+        revocation = TokenRevocation("token", claims["jti"], now, float(claims["exp"]) + margin,
                                      revoked_by=args.by, reason=args.reason)
     elif args.jti is not None:
         # Its expiry is unknown: keep the row as long as any token issued
         # until now can live.
-        revocation = TokenRevocation("token", args.jti, now, now + tokens.max_ttl_seconds + 60,
+        revocation = TokenRevocation("token", args.jti, now, now + tokens.max_ttl_seconds + margin,
                                      revoked_by=args.by, reason=args.reason)
     else:
-        revocation = TokenRevocation("subject", args.sub, now, now + tokens.max_ttl_seconds + 60,
+        revocation = TokenRevocation("subject", args.sub, now, now + tokens.max_ttl_seconds + margin,
                                      issued_up_to=now, revoked_by=args.by, reason=args.reason)
 
     async def store_it() -> None:
