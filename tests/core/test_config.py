@@ -3,6 +3,7 @@ secret references, examples that pass."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,24 @@ def tcp(**over) -> dict:
     return conn
 
 
+# The secrets the examples reference (env:NAME), as an operator would export them.
+EXAMPLE_SECRETS = {name: "example-secret" for name in ("ORDERS_DB_PW", "WEB1_PW", "DB1_PW", "KUBE_TOKEN", "BILLING_TOKEN")}
+
+
 def test_examples_exist_and_pass_check() -> None:
-    assert len(EXAMPLES) >= 3
-    result = hoopd("check", *[arg for f in EXAMPLES for arg in ("-c", str(f))])
+    protocols = {line.split(":", 1)[1].strip() for f in EXAMPLES for line in f.read_text().splitlines()
+                 if line.strip().startswith("protocol:")}
+    assert {"tcp", "postgres", "ssh", "kubernetes", "http"} <= protocols
+    result = hoopd("check", *[arg for f in EXAMPLES for arg in ("-c", str(f))],
+                   env={**os.environ, **EXAMPLE_SECRETS})
     assert result.returncode == 0, result.stdout + result.stderr
     for f in EXAMPLES:
         assert f"{f}: ok" in result.stdout
+    # without the secret in the environment: refused, with the key path
+    env = {k: v for k, v in {**os.environ, **EXAMPLE_SECRETS}.items() if k != "ORDERS_DB_PW"}
+    result = hoopd("check", "-c", str(EXAMPLES[0].with_name("postgres.yaml")), env=env)
+    assert result.returncode != 0
+    assert "connections[0].upstream.password: environment variable ORDERS_DB_PW is not set" in result.stdout + result.stderr
 
 
 def test_check_reports_every_problem_with_key_path(tmp_path: Path) -> None:
