@@ -528,6 +528,10 @@ class Masker:
         byte-class check rules out plain words and short numbers."""
         if self._prefilter and _cannot_match(data):
             return data, {}
+        return self._mask_short(data)
+
+    def _mask_short(self, data: bytes) -> tuple[bytes, Counts]:
+        """``mask_value`` after the byte-class pre-filter."""
         main = self._main
         if main is not None:
             if main.raw_search(data, 0, len(data))[0][0] < 0 and (
@@ -607,16 +611,27 @@ class Masker:
 
 
 _AWS_GCP_PREFIXES = (b"AKIA", b"ASIA", b"ABIA", b"ACCA", b"AIza")
+_LOWER_DIGITS_SPACE_DASH = b"abcdefghijklmnopqrstuvwxyz0123456789 -"
+_DIGIT_BYTES = b"0123456789"
 
 
 def _cannot_match(v: bytes) -> bool:
-    """Cheap, sound pre-check against the built-in recognizers: digits only and
-    shorter than a card; or letters and spaces only, with no AWS/GCP key prefix and
-    no ``basic`` (every other built-in needs a digit or punctuation).
+    """Cheap, sound pre-check against the built-in recognizers (True: none can match):
+
+    * digits only and shorter than a card;
+    * lower-case letters, digits, spaces and dashes only, fewer than 9 digits (an
+      SSN, the shortest digit recognizer, has 9; phones 10, cards 13) and no
+      ``b``/``g``/``x`` (``bearer``/``basic``, GitLab ``gl…-``, Slack ``xox…-``/
+      ``xapp-``): every other built-in needs an upper-case letter or punctuation;
+    * letters and spaces only, with no AWS/GCP key prefix and no ``basic``.
 
     (Integer membership tests: ``b" " in v`` costs ten times ``32 in v``.)"""
     if v.isdigit():
         return len(v) < 13
+    if not v.translate(None, _LOWER_DIGITS_SPACE_DASH):
+        if 98 in v or 103 in v or 120 in v:  # "b", "g", "x"
+            return False
+        return len(v) - len(v.translate(None, _DIGIT_BYTES)) < 9
     if not v.isalpha() and not (32 in v and v.replace(b" ", b"").isalpha()):
         return False
     if 65 in v and any(v.find(x) >= 0 for x in _AWS_GCP_PREFIXES):  # "A"

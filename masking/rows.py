@@ -81,6 +81,8 @@ class RowMasker:
         )
         self.active = bool(self._scan or self._whole)
         self.counts: Counts = {}
+        self._mask_short = masker._mask_short
+        self._prefilter = masker._prefilter
 
     def mask(self, values: Sequence[bytes | None]) -> tuple[list[bytes | None], bool, Counts]:
         """Mask one row. Returns (values, changed, counts for this row); ``counts``
@@ -91,8 +93,7 @@ class RowMasker:
         counts: Counts = {}
         if self._whole:
             self._replace_whole(out, counts)
-        mask_value = self._m.mask_value
-        prefilter = self._m._prefilter
+        prefilter = self._prefilter
         for i in self._scan:
             v = out[i]
             if v is None:
@@ -101,7 +102,7 @@ class RowMasker:
                 v = bytes(v)
             if prefilter and _cannot_match(v):
                 continue
-            masked, c = mask_value(v)
+            masked, c = self._mask_short(v)
             if c:
                 out[i] = masked
                 for k, n in c.items():

@@ -200,13 +200,28 @@ def test_short_value_prefilter_is_sound() -> None:
 
     m = make({"recognizers": {"personal": True}})
     letters = st.text(alphabet=st.sampled_from(list("abcXYZ AKIASBCQza0123456789")), max_size=60)
-
-    @settings(max_examples=500, deadline=None)
-    @given(
-        v=letters
-        | st.sampled_from([t for _, t, _ in PLANTS])
-        | st.sampled_from(["AKIAIOSFODNN7EXAMPLEX", "Basic dXNlcjpwYXNzd29yZA"])
+    # lower-case words, digits, spaces and dashes (the second pre-filter class)
+    lower = st.text(alphabet=st.sampled_from(list("abglpatxoeruvsin-  0123456789")), max_size=60)
+    tokens = st.sampled_from(
+        [
+            "AKIAIOSFODNN7EXAMPLEX",
+            "Basic dXNlcjpwYXNzd29yZA",
+            "basic dxnlcjpwyxnzd29yza",
+            "bearer abcdefgh-1234567890",
+            "glpat-abcdefghijklmnopqrst",
+            "glrt-abcdefghij-klmnopqrst-1",
+            "xoxb-1234567890-abcdef",
+            "xapp-1-abcdefghij-123",
+            "415 555 2671",
+            "123 45 6789",
+            "123-45-6789",
+            "4111 1111 1111 1111",
+            "queue-1234",
+        ]
     )
+
+    @settings(max_examples=800, deadline=None)
+    @given(v=letters | lower | tokens | st.sampled_from([t for _, t, _ in PLANTS]))
     def check(v: str) -> None:
         b = v.encode()
         assert m.mask_value(b) == m.mask_bytes(b)
@@ -214,6 +229,9 @@ def test_short_value_prefilter_is_sound() -> None:
     check()
     assert m.mask_value(b"AKIAIOSFODNNSEXAMPLE")[1] == {"aws_access_key_id": 1}
     assert m.mask_value(b"4111111111111111")[1] == {"card": 1}
+    assert m.mask_value(b"glpat-abcdefghijklmnopqrst")[1] == {"gitlab_token": 1}
+    assert m.mask_value(b"123 45 6789")[1] == {"ssn": 1}
+    assert m.mask_value(b"queue-1234") == (b"queue-1234", {})
 
 
 LONG_RUNS_CHECK = """
