@@ -73,7 +73,7 @@ class Kind:
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 KINDS = [
-    Kind("", "v1", "pods", "Pod", "pod", True, ("po",), ("log", "exec", "attach", "status")),
+    Kind("", "v1", "pods", "Pod", "pod", True, ("po",), ("log", "exec", "attach", "portforward", "status")),
     Kind("", "v1", "secrets", "Secret", "secret", True),
     Kind("", "v1", "configmaps", "ConfigMap", "configmap", True, ("cm",)),
     Kind("", "v1", "namespaces", "Namespace", "namespace", False, ("ns",), ("status",)),
@@ -507,6 +507,9 @@ class FakeApi:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         """(method, path_qs, headers) of every request, for assertions."""
         self.execs = 0
+        self.pod_ports: dict[int, int] = {}
+        """port-forward: pod port -> local port that answers for it."""
+        self.port_forwards = 0
         for ns in ("default", "kube-system"):
             self.store.create(BY_PATH[("", "v1", "namespaces")], "", {"metadata": {"name": ns}})
 
@@ -610,6 +613,8 @@ class FakeApi:
         dry = "All" in q.getall("dryRun", [])
         if sub == "exec" or sub == "attach":
             return await self.exec(request, kind, ns or "", name or "", sub)
+        if sub == "portforward":
+            return await self.portforward(request, kind, ns or "", name or "")
         if sub == "log":
             return await self.log(request, ns or "", name or "")
         if name is None:
@@ -827,6 +832,33 @@ class FakeApi:
         return resp
 
     # ------------------------------------------------------------ exec
+    async def portforward(self, request: web.Request, kind: Kind, ns: str, name: str) -> web.StreamResponse:
+        """kubectl port-forward: SPDY/3.1 tunnelled in a websocket (tests/kubernetes/spdy.py).
+        A pod port connects to the local port in ``self.pod_ports``."""
+        from tests.kubernetes.spdy import PortForwardSession
+
+        if self.store.get(kind, ns, name) is None:
+            return status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return status(400, "BadRequest", "this fake API server only speaks port-forward over websocket")
+        ws = web.WebSocketResponse(protocols=("SPDY/3.1+portforward.k8s.io",), autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+
+        async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            if port not in self.pod_ports:
+                raise OSError(f"nothing listens on port {port} in pod {name}")
+            return await asyncio.open_connection("127.0.0.1", self.pod_ports[port])
+
+        session = PortForwardSession(ws.send_bytes, connect)
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    await session.feed(msg.data)
+        finally:
+            session.close()
+            self.port_forwards += session.forwarded
+        return ws
+
     async def exec(self, request: web.Request, kind: Kind, ns: str, name: str, sub: str) -> web.StreamResponse:
         if self.store.get(kind, ns, name) is None:
             return status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")

@@ -15,6 +15,7 @@ import struct
 import subprocess
 import termios
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from hoopd.approvals.store import open_store
 from hoopd.identity.tokens import KEY_FILE_NAME, GatewayTokens, load_or_create_token_key
 from hoopd.kubeconfig import build_kubeconfig
 from hoopd.model import AuthMethod, Identity
+from tests.core.upstreams import http_file_server
 from tests.helpers import Daemon, WebhookReceiver, free_port, hoopd, wait_for
 from tests.kubernetes.fakeapi import BY_PATH, FakeApiServer, Kind
 
@@ -207,6 +209,35 @@ def test_exec_without_tty_pausing_mid_secret_is_masked(kube: Kube) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("key ") and res.stdout.endswith(" end\n"), res.stdout
     assert "AKIAIOSFOD" not in res.stdout and "NN7EXAMPLE" not in res.stdout
+
+
+def test_port_forward_through_the_gateway(kube: Kube, fake: FakeApiServer, tmp_path: Path) -> None:
+    """kubectl port-forward (SPDY/3.1 in a websocket, kubectl >= 1.31): bytes
+    reach the pod's port and come back, through the gateway, and the tunnel
+    is recorded as a portforward command."""
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    site = tmp_path / "site"
+    site.mkdir()
+    payload = os.urandom(300_000)
+    (site / "blob.bin").write_bytes(payload)
+    local = free_port()
+    with http_file_server(site) as pod_http:
+        fake.api.pod_ports[8080] = pod_http
+        pf = subprocess.Popen(kube.argv("port-forward", "pod/web-0", f"{local}:8080"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert pf.stdout is not None and "Forwarding from" in pf.stdout.readline()
+            for _ in range(2):  # two connections over the same tunnel
+                with urllib.request.urlopen(f"http://127.0.0.1:{local}/blob.bin", timeout=20) as resp:
+                    assert resp.read() == payload
+        finally:
+            pf.terminate()
+            pf.communicate(timeout=10)
+    wait_for(lambda: fake.api.port_forwards >= 2, 10)  # counted when the tunnel has closed
+    [session] = kube.sessions("portforward pods web-0")
+    commands = [e for e in kube.events(session["session_id"]) if e["type"] == "command"]
+    assert commands and commands[0]["attrs"].get("verb") == "portforward"
 
 
 def test_exec_tty_resize_recorded(kube: Kube) -> None:
