@@ -128,6 +128,8 @@ class GatewayServer(asyncssh.SSHServer):
     """One client connection."""
 
     def __init__(self, handler: SshHandler) -> None:
+        self.entry = handler
+        """The listener's connection; ``handler`` is the one the login name picked."""
         self.handler = handler
         self.conn: asyncssh.SSHServerConnection | None = None
         self.username = ""
@@ -178,7 +180,9 @@ class GatewayServer(asyncssh.SSHServer):
     # -- authentication ------------------------------------------------------
     def begin_auth(self, username: str) -> bool:
         self.username = username
-        routed = self.handler.route(username)
+        # From the listener's connection every time: a client may change its
+        # login name between authentication attempts.
+        routed = self.entry.route(username)
         if routed is None:
             if self.conn is not None:
                 self.conn.disconnect(
@@ -188,6 +192,7 @@ class GatewayServer(asyncssh.SSHServer):
             return True
         if routed is not self.handler:
             self.handler = routed
+            self._candidate = None
             if self.conn is not None:
                 # asyncssh decided agent forwarding for the listener's
                 # connection; the routed connection's option is the one that
