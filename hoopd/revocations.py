@@ -40,6 +40,7 @@ class RevocationWatcher:
         self.poll_seconds = poll_seconds
         self.known: list[TokenRevocation] = []
         self.loaded = False
+        self._failing = False  # log a failing store once, not every poll
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -76,8 +77,13 @@ class RevocationWatcher:
         try:
             found = await store.token_revocations(time.time())
         except Exception as exc:
-            log.warning("could not read token revocations (keeping the last known): %s", exc)
+            if not self._failing:
+                log.warning("cannot read token revocations (keeping the last known): %s", exc)
+            self._failing = True
             return False
+        if self._failing:
+            log.info("token revocations readable again")
+            self._failing = False
         new = [r for r in found if r not in self.known]
         tokens = self.gateway.tokens
         if not self.loaded:
