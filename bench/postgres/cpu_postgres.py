@@ -77,6 +77,9 @@ def main() -> int:
     if args.compare_tree:
         trees = {"base": Path(args.compare_tree).resolve(), "this": this}
 
+    # `python -m hoopd` puts its working directory first on sys.path, before
+    # PYTHONPATH: start the daemons from a directory that is not a tree
+    os.chdir(tempfile.gettempdir())
     pg = PgServer(settings={"max_connections": "200"})
     pg.start()
     work = Path(tempfile.mkdtemp(prefix="hoopd-cpu-"))
