@@ -10,9 +10,10 @@ How a buffer is scanned (``Masker._find``):
 * The rule that produced the candidate is named by one RE2 ``Set`` call over
   the candidate (the lowest-numbered rule that matches it whole); a rule with
   value groups then runs its own small capturing regex over the candidate.
-* PEM private keys (the only multi-line recognizer) are found with
-  ``bytes.find(b"-----BEGIN ")`` and matched anchored there. A single-line match
-  never runs into a PEM header (the single-line search stops at it).
+* PEM private keys (the only multi-line recognizer) are found by searching
+  for ``-----BEGIN `` and matched anchored there. A single-line match never
+  runs into a ``-----BEGIN `` header, private key or not (the single-line
+  search stops at it).
 * A candidate is confirmed in Python: boundary bytes (RE2 has no lookaround),
   the validator (Luhn, mod-97, ...), already-masked values, allow-lists. If it
   fails, the rules after it are tried anchored at the same position, then the
@@ -388,6 +389,11 @@ class Masker:
                     return edits, max(pos, q) if q < limit else max(pos, limit)
                 got = self._accept(pem, data, q, pspans[0][1], pspans, ()) if pspans else None
                 if got is None:
+                    # not a private key: single-line matching goes on from the
+                    # header (nothing starts before it and ends by it; nothing
+                    # may run into it, or a stream would have released the
+                    # bytes before it while the header was still undecided)
+                    pos = q
                     q = pemfind(data, q + 1, n)[0][0]
                     if q < 0:
                         q = inf

@@ -26,7 +26,17 @@ def documents(draw: st.DrawFn) -> bytes:
         if draw(st.booleans()):
             _, text, _ = draw(st.sampled_from(PLANTS))
             parts.append(text)
+        if draw(st.integers(0, 9)) == 0:
+            # PEM headers that are not private keys (single-line rules stop at them)
+            parts.append(draw(st.sampled_from(NOT_KEYS)))
     return "".join(parts).encode()
+
+
+NOT_KEYS = [
+    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+    "-----BEGIN PUBLIC KEY-----",
+    "-----BEGIN ",
+]
 
 
 def run_stream(m: Masker, data: bytes, cuts: list[int]) -> tuple[bytes, list[bytes]]:
@@ -142,3 +152,18 @@ def test_inactive_stream_passthrough() -> None:
     s = m.stream()
     assert s.feed(b"password=x") == b"password=x"
     assert s.flush() == b""
+
+
+def test_not_a_key_header_stops_single_line_matches() -> None:
+    """A bearer value running into a certificate header: the stream released
+    the bytes before the header while it was undecided, so the whole-buffer
+    result (which let the value run on once the header proved not to be a
+    key) could not be matched. No single-line match crosses a header now."""
+    data = b"bearer abc-01.2.3.4-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----,"
+    whole, _ = FULL.mask_bytes(data)
+    assert whole == data
+    for cut in range(len(data) + 1):
+        assert run_stream(FULL, data, [cut])[0] == whole, cut
+    assert FULL.mask_bytes(b"password=abc-----BEGIN CERTIFICATE-----")[0] == (
+        b"password=[SECRET]-----BEGIN CERTIFICATE-----"
+    )
