@@ -240,6 +240,19 @@ def test_port_forward_through_the_gateway(kube: Kube, fake: FakeApiServer, tmp_p
     assert commands and commands[0]["attrs"].get("verb") == "portforward"
 
 
+def test_attach_with_stdin(kube: Kube) -> None:
+    """kubectl attach -i (websocket v5, like exec): input reaches the
+    container's process, its output comes back masked, and it is recorded."""
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    res = kube.kubectl("attach", "-i", "web-0", input="echo attached password=hunter2\nexit 0\n")
+    assert res.returncode == 0, res.stderr
+    assert "attached" in res.stdout and "hunter2" not in res.stdout
+    [session] = kube.sessions("attach pods web-0")
+    events = kube.events(session["session_id"])
+    assert any(e["type"] == "output" and e["stream"] == "stdin" for e in events)
+
+
 def test_exec_tty_resize_recorded(kube: Kube) -> None:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
