@@ -358,7 +358,7 @@ class Masker:
         main = self._main
         pem = self._pem
         table = self._table
-        setmatch = self._idset.Match if self._idset is not None else None
+        setmatch = self._idset.Match if self._idset is not None else _no_hits
         fast = self._fast
         window = self.window
         search = main.raw_search if main is not None else None
@@ -411,7 +411,6 @@ class Masker:
                 # rule (in order) that matches at p; one RE2 Set call over the span
                 # names it (captures, if the rule has value groups, come from the
                 # rule's own small regex). Same checks as _accept, inlined.
-                assert setmatch is not None
                 span = data[p:e0]
                 hits = setmatch(span)
                 if hits:
@@ -464,7 +463,7 @@ class Masker:
                                     vs = sp[0]
                                     ve = sp[1] if sp[1] < e else e
                                     break
-                            value = data[vs:ve]
+                            value = span if vs == p and ve == e0 else data[vs:ve]
                             if not (
                                 not value
                                 or ((value[0] == 91 or 42 in value) and looks_masked(value))
@@ -684,6 +683,10 @@ def _has_needs(
         else:
             return False
     return True
+
+
+def _no_hits(_span: bytes) -> list[int]:
+    return []
 
 
 def _allowed(rx: Compiled, value: bytes) -> bool:
