@@ -14,6 +14,8 @@ Never raises: any path, even garbage, classifies to something.
 from __future__ import annotations
 
 import functools
+import itertools
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +64,12 @@ class KubeRequest:
     def exec_command(self) -> list[str]:
         return list(self.query.get("command", ()))
 
+    @property
+    def file_transfer(self) -> bool:
+        """An exec that moves an archive through stdin/stdout: what ``kubectl
+        cp`` runs (``tar cf - PATH`` from the pod, ``tar xmf - -C DIR`` to it)."""
+        return self.verb == "exec" and is_tar_stream(self.exec_command())
+
     def text(self) -> str:
         """The normalized command text (rules match it, approvals hash it)."""
         if not self.resource_request:
@@ -91,6 +99,8 @@ class KubeRequest:
 
     def attrs(self) -> dict[str, object]:
         out: dict[str, object] = {"verb": self.verb, "method": self.method, "path": self.path}
+        if self.file_transfer:
+            out["transfer"] = True
         if self.resource_request:
             out.update(
                 group=self.group,
@@ -102,6 +112,19 @@ class KubeRequest:
                 dry_run=self.dry_run,
             )
         return out
+
+
+_TAR_ARCHIVE_FLAGS = re.compile(r"-?[A-Za-z]*[cx][A-Za-z]*f")
+
+
+def is_tar_stream(argv: list[str]) -> bool:
+    """``tar`` creating or extracting an archive on stdin/stdout (``f -``)."""
+    if not argv or argv[0].rsplit("/", 1)[-1] != "tar":
+        return False
+    return any(
+        _TAR_ARCHIVE_FLAGS.fullmatch(arg) is not None and nxt == "-"
+        for arg, nxt in itertools.pairwise(argv[1:])
+    )
 
 
 def _split(path: str) -> list[str]:

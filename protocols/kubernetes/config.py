@@ -96,6 +96,12 @@ class KubeOptions(BaseModel):
     """Globs of ConfigMap keys whose values are masked (field rules also apply)."""
     max_body: Size = 16 * 1024 * 1024
     """Largest request body read for classification (larger: 413)."""
+    file_transfer: bool = True
+    """``kubectl cp`` (an exec of ``tar`` with the archive on stdin/stdout).
+    An archive is binary: masking would corrupt it (a replaced value changes
+    a file's length inside the tar), so its content passes unmasked and is
+    not recorded (the command, exit code and byte counts are). Set false to
+    refuse it."""
     exec_flush_ms: int = Field(default=30, ge=0, le=1000)
     """Terminal output (exec/attach with a TTY, ``kubectl exec -t``) held back by
     the stream masker is released after this idle time."""

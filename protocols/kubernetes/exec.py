@@ -128,7 +128,8 @@ async def relay_websocket(
     state.sockets.add(client)
     tty = request.query.get("tty", "").lower() in ("true", "1")
     relay = _Relay(
-        proxy, session, cmd, client, upstream, portforward or chosen in PORTFORWARD_PROTOCOLS[2:], tty
+        proxy, session, cmd, client, upstream, portforward or chosen in PORTFORWARD_PROTOCOLS[2:], tty,
+        transfer=kr.file_transfer,
     )
     relay.started = started
     try:
@@ -153,6 +154,8 @@ class _Relay:
         upstream: aiohttp.ClientWebSocketResponse,
         raw: bool,
         tty: bool = False,
+        *,
+        transfer: bool = False,
     ) -> None:
         assert proxy.bodies is not None
         self.session = session
@@ -160,6 +163,8 @@ class _Relay:
         self.client = client
         self.upstream = upstream
         self.raw = raw
+        self.transfer = transfer
+        """kubectl cp: the archive on stdin/stdout is neither masked nor recorded."""
         # Held output is released on silence only where a person waits for
         # prompts (a TTY), or where the config asks for it: without a TTY a
         # target pausing mid-secret must not split it past the masker.
@@ -207,7 +212,7 @@ class _Relay:
                 if data and not self.raw:
                     ch = data[0]
                     if ch == STDIN:
-                        session.client_data(data[1:])
+                        session.client_data(data[1:], record=not self.transfer)
                     elif ch == RESIZE:
                         size = parse_resize(data[1:])
                         if size is not None:
@@ -269,6 +274,10 @@ class _Relay:
                     await self.client.send_bytes(data)
                     continue
                 ch = data[0]
+                if ch == STDOUT and self.transfer:
+                    session.upstream_data(data[1:], Stream.STDOUT, command_seq=self.cmd.seq, record=False)
+                    await self.client.send_bytes(data)
+                    continue
                 if ch in (STDOUT, STDERR):
                     await self._emit(ch, self.maskers[ch].feed(data[1:]))
                     continue

@@ -378,6 +378,12 @@ class KubeProxy:
         if upgrade == "websocket":
             from .exec import relay_websocket
 
+            if kr.file_transfer and not self.options.file_transfer:
+                message = "hoopd: file transfer (kubectl cp) is not allowed on this connection"
+                self._remember_refusal(session, cmd, message)
+                session.result(cmd, "403", error="file transfer is not allowed")
+                return status_response(403, message, "Forbidden")
+
             return await relay_websocket(self, request, state, session, cmd, kr, started)
         return await self.forward(request, session, cmd, kr, raw, started)
 

@@ -7,6 +7,7 @@ KUBECONFIG and the discovery cache live in tmp dirs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import fcntl
 import json
 import os
@@ -251,6 +252,53 @@ def test_attach_with_stdin(kube: Kube) -> None:
     [session] = kube.sessions("attach pods web-0")
     events = kube.events(session["session_id"])
     assert any(e["type"] == "output" and e["stream"] == "stdin" for e in events)
+
+
+def exported_bytes(data: Any) -> bytes:
+    """``export --format jsonl`` writes bytes as text, or as {"base64": ...}."""
+    if isinstance(data, dict):
+        return base64.b64decode(data["base64"])
+    return str(data).encode()
+
+
+def test_kubectl_cp_both_ways_is_byte_identical(kube: Kube, tmp_path: Path) -> None:
+    """kubectl cp runs tar through exec: the archive is not masked (a
+    replaced value would corrupt it) and not recorded; the command is, as a
+    transfer. (The fake's 'pod' shares this machine's /tmp.)"""
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    content = b"line password=hunter2 end\n" + os.urandom(50_000).hex().encode()
+    name = f"hoopd-cp-{os.getpid()}"
+    (tmp_path / "up.txt").write_bytes(content)
+    try:
+        kube.ok("cp", str(tmp_path / "up.txt"), f"web-0:/tmp/{name}")
+        assert Path(f"/tmp/{name}").read_bytes() == content
+        kube.ok("cp", f"web-0:/tmp/{name}", str(tmp_path / "down.txt"))
+        assert (tmp_path / "down.txt").read_bytes() == content
+    finally:
+        Path(f"/tmp/{name}").unlink(missing_ok=True)
+    for text in ("-- tar -xmf - -C /tmp", f"-- tar cf - /tmp/{name}"):
+        [session] = kube.sessions(text)
+        events = kube.events(session["session_id"])
+        [command] = [e for e in events if e["type"] == "command" and text in e["text"]]
+        assert command["attrs"]["transfer"] is True
+        recorded = b"".join(exported_bytes(e.get("data", "")) for e in events if e["type"] == "output")
+        assert b"hunter2" not in recorded and content[-100:] not in recorded
+
+
+def test_kubectl_cp_refused_when_file_transfer_is_off(tmp_path: Path, fake: FakeApiServer) -> None:
+    k = Kube(tmp_path, fake, options={"protected_namespaces": ["prod"], "file_transfer": False})
+    try:
+        if k.kubectl("get", "pod", "web-0").returncode != 0:
+            k.ok("run", "web-0", "--image=busybox")
+        (tmp_path / "f.txt").write_text("x")
+        res = k.kubectl("cp", str(tmp_path / "f.txt"), "web-0:/tmp/hoopd-never")
+        assert res.returncode != 0
+        assert "file transfer (kubectl cp) is not allowed" in res.stderr
+        assert not Path("/tmp/hoopd-never").exists()
+        assert k.kubectl("exec", "web-0", "--", "echo", "exec-still-works").stdout == "exec-still-works\n"
+    finally:
+        k.close()
 
 
 def test_exec_tty_resize_recorded(kube: Kube) -> None:
