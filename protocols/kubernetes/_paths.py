@@ -14,12 +14,12 @@ Never raises: any path, even garbage, classifies to something.
 from __future__ import annotations
 
 import functools
-import itertools
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote
+
+from hoopd.transfer import is_tar_stream
 
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 VERB_SUBRESOURCES = {"exec": "exec", "attach": "attach", "portforward": "portforward", "log": "logs", "proxy": "proxy"}
@@ -112,19 +112,6 @@ class KubeRequest:
                 dry_run=self.dry_run,
             )
         return out
-
-
-_TAR_ARCHIVE_FLAGS = re.compile(r"-?[A-Za-z]*[cx][A-Za-z]*f")
-
-
-def is_tar_stream(argv: list[str]) -> bool:
-    """``tar`` creating or extracting an archive on stdin/stdout (``f -``)."""
-    if not argv or argv[0].rsplit("/", 1)[-1] != "tar":
-        return False
-    return any(
-        _TAR_ARCHIVE_FLAGS.fullmatch(arg) is not None and nxt == "-"
-        for arg, nxt in itertools.pairwise(argv[1:])
-    )
 
 
 def _split(path: str) -> list[str]:

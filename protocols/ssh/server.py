@@ -29,6 +29,7 @@ from hoopd.aio import spawn
 from hoopd.gateway import AuthFailed, SessionRefused
 from hoopd.model import AuthMethod, Command, CommandKind, Identity, Stream, Verdict
 from hoopd.session import SessionEnded
+from hoopd.transfer import is_tar_stream
 
 from .keys import identity_from_cert
 from .lines import Enter, LineTracker
@@ -79,7 +80,8 @@ def scp_direction(command: str) -> tuple[str, str] | None:
 
 def transfer_command(command: str) -> bool:
     """A single exec of a binary transfer protocol (scp -t/-f, rsync --server,
-    git-upload-pack...): its output must not be rewritten by masking."""
+    git-upload-pack..., tar with its archive on stdin/stdout): its output must
+    not be rewritten by masking."""
     parsed = parse(command)
     cmds = parsed.commands()
     if parsed.incomplete or len(cmds) != 1 or cmds[0].redirects:
@@ -92,6 +94,8 @@ def transfer_command(command: str) -> bool:
         return any(a.startswith("-") and not a.startswith("--") and ("t" in a or "f" in a) for a in argv[1:])
     if name == "rsync":
         return "--server" in argv
+    if name == "tar":
+        return is_tar_stream(argv)
     return name in TRANSFER_COMMANDS
 
 

@@ -383,6 +383,23 @@ def test_rsync_over_ssh_both_ways(env: Env) -> None:
     assert len(transfers) >= 2 and all(e["attrs"]["transfer"] is True for e in transfers)
 
 
+def test_tar_over_ssh_is_a_transfer(env: Env) -> None:
+    """ssh host 'tar cf - ...' streams an archive: not masked (that would
+    corrupt it), so a file holding a secret arrives intact and the command is
+    recorded as a transfer."""
+    src = env.tmp / "tar-src"
+    src.mkdir(exist_ok=True)
+    (src / "notes.txt").write_bytes(f"token {SECRET} end\n".encode() + os.urandom(20_000))
+    r = subprocess.run(key_ssh(env, env.port, f"tar cf - -C {src} notes.txt"), capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    out = env.tmp / "tar-out"
+    out.mkdir(exist_ok=True)
+    subprocess.run(["tar", "xf", "-", "-C", str(out)], input=r.stdout, check=True)
+    assert (out / "notes.txt").read_bytes() == (src / "notes.txt").read_bytes()
+    commands = [e for e in all_events(env) if e["type"] == "command" and e["text"].startswith("tar cf -")]
+    assert commands and commands[-1]["attrs"]["transfer"] is True
+
+
 def test_file_transfer_refused_when_off(env: Env) -> None:
     r = subprocess.run(
         ["scp", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i", str(env.bob_key),
