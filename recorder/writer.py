@@ -119,10 +119,12 @@ class SessionRecording:
         rec = self._recorder
         queue = rec._queue
         queue.append((self, seq, time.time_ns(), event))
-        if len(queue) >= _WAKE_AT:
-            wake = rec._wake
-            if not wake.is_set():
-                wake.set()
+        if len(queue) >= _WAKE_AT and not rec._woken:
+            # A plain flag instead of Event.is_set() (a Python call) on every
+            # write while the writer catches up; the writer clears it when it
+            # takes the queue. A stale True only delays the wake to the tick.
+            rec._woken = True
+            rec._wake.set()
 
     @property
     def congested(self) -> bool:
@@ -191,6 +193,7 @@ class Recorder:
         self._high = max(1, settings.queue_max_frames)
         self._low = self._high // 2
         self._wake = threading.Event()
+        self._woken = False  # see SessionRecording.write
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._closed = False
@@ -322,6 +325,7 @@ class Recorder:
         while True:
             self._wake.wait(_BATCH_TICK)
             self._wake.clear()
+            self._woken = False
             while queue:
                 self._process_batch()
                 self._flush_dirty()
