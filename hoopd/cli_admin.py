@@ -13,13 +13,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from hoopd.config import ConfigError, load_config
 from hoopd.registry import Registry
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8009"
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -80,9 +82,23 @@ def _gateway_tokens(config: Any) -> Any:
     return GatewayTokens(key, config.identity.gateway_tokens, gateway_id=config.gateway.id)
 
 
-def cmd_token_revoke(args: argparse.Namespace) -> int:
+def _with_store(config: Any, op: Callable[[Any], Awaitable[T]]) -> T:
+    """Run one operation on the config's state store (opened and closed here)."""
     import asyncio
 
+    from hoopd.approvals.store import open_store
+
+    async def run() -> T:
+        store = open_store(config.gateway.state, config.gateway.data_dir)
+        try:
+            return await op(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
     from hoopd.identity.errors import AuthError
     from hoopd.identity.tokens import TokenRevocation
 
@@ -113,17 +129,8 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         revocation = TokenRevocation("subject", args.sub, now, now + tokens.max_ttl_seconds + margin,
                                      issued_up_to=now, revoked_by=args.by, reason=args.reason)
 
-    async def store_it() -> None:
-        from hoopd.approvals.store import open_store
-
-        store = open_store(config.gateway.state, config.gateway.data_dir)
-        try:
-            await store.revoke_token(revocation)
-        finally:
-            await store.close()
-
     try:
-        asyncio.run(store_it())
+        _with_store(config, lambda store: store.revoke_token(revocation))
     except Exception as exc:
         print(f"hoopd token revoke: the state store is unavailable: {exc}", file=sys.stderr)
         return 1
@@ -134,23 +141,12 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revocations(args: argparse.Namespace) -> int:
-    import asyncio
-
     config = _load(args)
     if config is None:
         return 2
 
-    async def read() -> list[Any]:
-        from hoopd.approvals.store import open_store
-
-        store = open_store(config.gateway.state, config.gateway.data_dir)
-        try:
-            return list(await store.token_revocations(time.time()))
-        finally:
-            await store.close()
-
     try:
-        found = asyncio.run(read())
+        found = _with_store(config, lambda store: store.token_revocations(time.time()))
     except Exception as exc:
         print(f"hoopd token revocations: the state store is unavailable: {exc}", file=sys.stderr)
         return 1
