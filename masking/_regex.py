@@ -139,6 +139,22 @@ def check_pattern(pattern: str) -> None:
         raise ValueError("pattern matches the empty string")
 
 
+def _open_class(pattern: str, i: int, out: list[str]) -> int:
+    """Copy the ``[`` at ``i`` and what belongs to it literally (``^``, then a
+    ``]`` right after ``[`` or ``[^``, which is a literal, not the end);
+    return the index after them."""
+    out.append("[")
+    i += 1
+    n = len(pattern)
+    if i < n and pattern[i] == "^":
+        out.append("^")
+        i += 1
+    if i < n and pattern[i] == "]":
+        out.append("]")
+        i += 1
+    return i
+
+
 def decapture(pattern: str) -> str:
     """Turn every capturing group into a non-capturing one (``(x)``, ``(?P<n>x)`` -> ``(?:x)``).
 
@@ -161,15 +177,7 @@ def decapture(pattern: str) -> str:
             continue
         if c == "[":
             in_class = True
-            out.append(c)
-            i += 1
-            # a ']' right after '[' or '[^' is a literal
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":
-                out.append("]")
-                i += 1
+            i = _open_class(pattern, i, out)
             continue
         if c == "(":
             if pattern.startswith("(?P<", i):
@@ -223,14 +231,7 @@ def python_equivalent(pattern: str) -> str | None:
             return None
         elif c == "[":
             in_class = True
-            out.append(c)
-            i += 1
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":
-                out.append("]")
-                i += 1
+            i = _open_class(pattern, i, out)
             continue
         out.append(c)
         i += 1
