@@ -355,6 +355,13 @@ class KubeProxy:
         elif kr.write and opaque:
             attrs = {**attrs, "object": {"opaque": request.content_type}}
         cmd = session.command(CommandKind.K8S, info.text, attrs)
+        if kr.file_transfer and not self.options.file_transfer:
+            # Refused by the connection, whatever the risk: no reviewer is asked.
+            message = "hoopd: file transfer (kubectl cp) is not allowed on this connection"
+            session.final_decision(Decision(cmd.seq, Verdict.DENY, reasons=(message,)))
+            self._remember_refusal(session, cmd, message)
+            session.result(cmd, "403", error="file transfer is not allowed")
+            return status_response(403, message, "Forbidden")
         if body is None and not opaque:
             found = info.found
             if found is None:
@@ -377,12 +384,6 @@ class KubeProxy:
             return status_response(403, message, "Forbidden")
         if upgrade == "websocket":
             from .exec import relay_websocket
-
-            if kr.file_transfer and not self.options.file_transfer:
-                message = "hoopd: file transfer (kubectl cp) is not allowed on this connection"
-                self._remember_refusal(session, cmd, message)
-                session.result(cmd, "403", error="file transfer is not allowed")
-                return status_response(403, message, "Forbidden")
 
             return await relay_websocket(self, request, state, session, cmd, kr, started)
         return await self.forward(request, session, cmd, kr, raw, started)
