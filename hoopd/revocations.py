@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hoopd.revocations")
 
 POLL_SECONDS = 1.0
+UNREAD = "token revocations could not be read from the state store"
 
 
 class RevocationWatcher:
@@ -46,7 +47,7 @@ class RevocationWatcher:
     async def start(self) -> None:
         """Read once (refusing gateway tokens if that fails), then poll."""
         if not await self.poll():
-            self._refuse_tokens("token revocations could not be read from the state store")
+            self._refuse_tokens(UNREAD)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="token-revocations")
 
     async def stop(self) -> None:
@@ -62,7 +63,7 @@ class RevocationWatcher:
             return
         tokens.apply_revocations(self.known)
         if not self.loaded:
-            tokens.revocations_unavailable = "token revocations could not be read from the state store"
+            tokens.revocations_unavailable = UNREAD
 
     async def _run(self) -> None:
         while True:
