@@ -122,6 +122,7 @@ class RecordingSection(Strict):
     checkpoint_frames: int = Field(default=1000, ge=1)
     checkpoint_seconds: Duration = 10.0
     queue_max_frames: int = Field(default=10000, ge=16)
+    queue_max_bytes: Size = Field(default=16 * 1024 * 1024, ge=1024 * 1024)
     signing_key: ConfigPath | None = None
     """ed25519 private key (PEM); generated on first start when absent.
     Defaults to ``data_dir/recording-signing-key.pem``."""

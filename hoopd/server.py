@@ -50,6 +50,7 @@ def build_recorder(config: GatewayConfig, metrics: Metrics) -> Any:
         checkpoint_frames=rec.checkpoint_frames,
         checkpoint_seconds=rec.checkpoint_seconds,
         queue_max_frames=rec.queue_max_frames,
+        queue_max_bytes=rec.queue_max_bytes,
     )
     return Recorder(settings, key, metrics)
 

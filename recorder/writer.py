@@ -6,7 +6,13 @@ and popleft are atomic under the GIL). One writer thread drains the deque in
 batches, encodes, hashes, signs checkpoints, writes and fsyncs, so no file
 I/O ever runs on the loop. The queue is unbounded so nothing is ever dropped;
 instead callers watch ``congested`` and pause reading from their client until
-``wait_uncongested()`` resolves (backpressure).
+``wait_uncongested()`` resolves (backpressure). The backlog is bounded in
+frames and in payload bytes: an SSH or HTTP output frame can carry 32 KiB or
+more, so a frame count alone lets a slow disk hold hundreds of megabytes.
+
+The byte backlog is two monotonic counters, each written by one thread only
+(``_bytes_queued`` by the loop, ``_bytes_taken`` by the writer), so neither
+needs a lock: a += from two threads on one counter could lose updates.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any, Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hoopd.model import Event
+from hoopd.model import Event, Output
 from recorder.chain import ChainWriter, FsyncMode, UnencodableEvent
 from recorder.keys import export_public_key, key_fingerprint
 from recorder.segment import probe_writable
@@ -58,6 +64,7 @@ class RecorderSettings:
     checkpoint_frames: int = 1000
     checkpoint_seconds: float = 10.0
     queue_max_frames: int = 10000  # high watermark for backpressure
+    queue_max_bytes: int = 16 * 1024 * 1024  # ... and for queued payload bytes
 
 
 class RecorderObserver(Protocol):
@@ -119,6 +126,8 @@ class SessionRecording:
         rec = self._recorder
         queue = rec._queue
         queue.append((self, seq, time.time_ns(), event))
+        if type(event) is Output:
+            rec._bytes_queued += len(event.data)
         if len(queue) >= _WAKE_AT and not rec._woken:
             # A plain flag instead of Event.is_set() (a Python call) on every
             # write while the writer catches up; the writer clears it when it
@@ -128,7 +137,7 @@ class SessionRecording:
 
     @property
     def congested(self) -> bool:
-        return len(self._recorder._queue) > self._recorder._high
+        return self._recorder._above_high()
 
     async def wait_uncongested(self) -> None:
         await self._recorder._wait_uncongested()
@@ -192,6 +201,10 @@ class Recorder:
         self._queue: deque[tuple[SessionRecording, int, int, Any]] = deque()
         self._high = max(1, settings.queue_max_frames)
         self._low = self._high // 2
+        self._high_bytes = max(1, settings.queue_max_bytes)
+        self._low_bytes = self._high_bytes // 2
+        self._bytes_queued = 0  # loop thread only: Output payload bytes enqueued
+        self._bytes_taken = 0  # writer thread only: ... and taken off the queue
         self._wake = threading.Event()
         self._woken = False  # see SessionRecording.write
         self._thread: threading.Thread | None = None
@@ -296,15 +309,27 @@ class Recorder:
             self._observer.recovered()
 
     # -------------------------------------------------------- backpressure
+    def _above_high(self) -> bool:
+        return (
+            len(self._queue) > self._high
+            or self._bytes_queued - self._bytes_taken > self._high_bytes
+        )
+
+    def _at_or_below_low(self) -> bool:
+        return (
+            len(self._queue) <= self._low
+            and self._bytes_queued - self._bytes_taken <= self._low_bytes
+        )
+
     async def _wait_uncongested(self) -> None:
-        if len(self._queue) <= self._high:
+        if not self._above_high():
             return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._waiters_lock:
             # Re-check under the lock: the writer checks and releases under
             # the same lock, so a wake-up cannot fall between check and append.
-            if len(self._queue) <= self._low or self._stopping or self._closed:
+            if self._at_or_below_low() or self._stopping or self._closed:
                 return
             self._waiters.append((loop, fut))
         self._wake.set()
@@ -329,13 +354,13 @@ class Recorder:
             while queue:
                 self._process_batch()
                 self._flush_dirty()
-                if self._waiters and len(queue) <= self._low:
+                if self._waiters and self._at_or_below_low():
                     self._release_waiters()
             now = time.monotonic()
             if now - last_periodic >= tick or self._stopping:
                 last_periodic = now
                 self._periodic(now)
-            if self._waiters and len(queue) <= self._low:
+            if self._waiters and self._at_or_below_low():
                 self._release_waiters()
             if self._stopping and not queue:
                 break
@@ -349,11 +374,14 @@ class Recorder:
         popleft = self._queue.popleft
         run: list[tuple[int, int, Event]] = []
         run_sess: SessionRecording | None = None
+        taken = 0
         for _ in range(_BATCH):
             try:
                 sess, seq, ts, event = popleft()
             except IndexError:
                 break
+            if type(event) is Output:
+                taken += len(event.data)
             if sess is run_sess and event is not _OPEN and event is not _CLOSE:
                 run.append((seq, ts, event))
                 continue
@@ -375,6 +403,9 @@ class Recorder:
                 run.append((seq, ts, event))
         if run_sess is not None:
             self._append_run(run_sess, run)
+        # Counted once the batch is written: until then its payloads are
+        # still held in memory (by ``run``), which is what the bound is for.
+        self._bytes_taken += taken
 
     def _append_run(self, sess: SessionRecording, run: list[tuple[int, int, Event]]) -> None:
         chain = sess._chain

@@ -136,6 +136,47 @@ async def test_backpressure_never_blocks_never_drops(
     assert data == [str(i).encode() for i in range(100)]
 
 
+async def test_backpressure_counts_payload_bytes_not_only_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few large output frames (SSH and HTTP carry 32 KiB and more each) must
+    congest the queue long before the frame limit: a slow disk may not let
+    the gateway hold megabytes per frame in memory."""
+    gate = threading.Event()
+    real = segment._write_all
+
+    def slow_write(fd: int, data: bytes) -> None:
+        gate.wait(10)
+        real(fd, data)
+
+    monkeypatch.setattr(segment, "_write_all", slow_write)
+    settings = RecorderSettings(
+        dir=tmp_path, queue_max_frames=10000, queue_max_bytes=1 << 20, fsync="never"
+    )
+    rec = Recorder(settings, KEY)
+    rec.start()
+    sess = rec.open_session("big")
+    chunk = b"z" * 32768
+    sent = 0
+    while not sess.congested:
+        sess.write(Output(Stream.STDOUT, chunk))
+        sent += 1
+        assert sent < 100, "40+ frames of 32 KiB did not congest a 1 MiB queue"
+    assert sent > 20  # nor did it congest before the byte limit
+    waiter = asyncio.ensure_future(sess.wait_uncongested())
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    gate.set()
+    await asyncio.wait_for(waiter, 5)
+    assert not sess.congested
+    sess.close()
+    rec.close()
+    from recorder.reader import SessionReader
+
+    frames = [r.event.data for r in SessionReader(tmp_path / "big").events()]  # type: ignore[attr-defined]
+    assert frames == [chunk] * sent
+
+
 def test_close_writes_close_checkpoint_for_open_sessions(tmp_path: Path) -> None:
     from recorder.verify import Status, verify_session
 
