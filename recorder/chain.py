@@ -9,6 +9,7 @@ one write() syscall per batch.
 from __future__ import annotations
 
 import contextlib
+import struct
 import time
 from collections.abc import Callable, Iterable
 from hashlib import sha256
@@ -18,7 +19,16 @@ from typing import Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hoopd.model import Event, Output
-from recorder.codec import event_body, make_payload_packer, output_payload_parts
+from recorder.codec import (
+    OUTPUT_HASH_INPUT,
+    OUTPUT_HASH_INPUT_CSEQ,
+    OUTPUT_HASH_INPUT_SEQ16,
+    OUTPUT_HASH_INPUT_SEQ16_CSEQ,
+    command_seq_suffix,
+    event_body,
+    make_payload_packer,
+    output_payload_parts,
+)
 from recorder.format import (
     CHECKPOINT,
     CK_CLOSE,
@@ -46,6 +56,7 @@ _FLUSH_BYTES = 1 << 20  # bound the memory a busy session buffers between flushe
 _HEAD_CACHE_MAX = 4096
 _EVENT_BYTE = TYPE_BYTES[EVENT]
 _HASH_OVERHEAD = len(HASH_BIN_HEADER) + 32
+_UINT64_END = 1 << 64
 
 
 class UnencodableEvent(Exception):
@@ -138,26 +149,54 @@ class ChainWriter:
         size = self.size
         last_seq = self.last_seq
         heads = self._heads
-        pack = self._pack
+        pack_payload = self._pack
         ckpt_due = self.ckpt_frame + self._checkpoint_frames
         flush_due = min(self.flushed_size + _FLUSH_BYTES, self._rotate_bytes)
         dirty = not buf
+        wide, wide_cseq = OUTPUT_HASH_INPUT, OUTPUT_HASH_INPUT_CSEQ
+        narrow, narrow_cseq = OUTPUT_HASH_INPUT_SEQ16, OUTPUT_HASH_INPUT_SEQ16_CSEQ
         for seq, ts_ns, event in items:
             try:
-                parts = output_payload_parts(seq, ts_ns, event) if type(event) is Output else None
-                if parts is not None:
-                    prefix, suffix = parts
-                    data = event.data  # type: ignore[attr-defined]
+                if (
+                    type(event) is Output
+                    and 0x100 <= seq < 0x100000000
+                    and 0x100000000 <= ts_ns < _UINT64_END
+                    and type(data := event.data) is bytes
+                    and 0x100 <= len(data) < 0x10000
+                    and not event.masked
+                    and 0 <= (cseq := event.command_seq) < _UINT64_END
+                ):
+                    # The usual frame: hash input and payload prefix from one
+                    # struct call (see codec.OUTPUT_HASH_INPUT).
+                    if seq >= 0x10000:
+                        table = wide_cseq if cseq else wide
+                    else:
+                        table = narrow_cseq if cseq else narrow
+                    pack, start, marker = table[event.stream]
+                    hin = pack(prev, EVENT, 0x93, marker, seq, 0xCF, ts_ns, start, 0xC5, len(data))
+                    h = sha256(hin)
+                    h.update(data)
+                    if cseq:
+                        suffix = command_seq_suffix(cseq)
+                        h.update(suffix)
+                    else:
+                        suffix = b""
+                    prefix = hin[33:]
                 else:
-                    prefix = pack([seq, ts_ns, event_body(event)])
-                    data = suffix = b""
-            except (TypeError, ValueError, OverflowError) as exc:
+                    parts = output_payload_parts(seq, ts_ns, event) if type(event) is Output else None
+                    if parts is not None:
+                        prefix, suffix = parts
+                        data = event.data  # type: ignore[attr-defined]
+                    else:
+                        prefix = pack_payload([seq, ts_ns, event_body(event)])
+                        data = suffix = b""
+                    h = sha256(prev + _EVENT_BYTE + prefix)
+                    h.update(data)
+                    if suffix:
+                        h.update(suffix)
+            except (TypeError, ValueError, OverflowError, KeyError, struct.error) as exc:
                 self._store(prev, nframes, size, last_seq)
                 raise UnencodableEvent(event, exc) from exc
-            h = sha256(prev + _EVENT_BYTE + prefix)
-            h.update(data)
-            if suffix:
-                h.update(suffix)
             n = len(prefix) + len(data) + len(suffix)
             head = heads.get(n)
             if head is None:

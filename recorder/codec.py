@@ -7,7 +7,7 @@ event's ``to_record()`` mapping plus the reserved key ``"t"`` (its type name).
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -75,6 +75,38 @@ _SEQ32_TS64 = struct.Struct(">BBIBQ").pack
 _BIN16 = struct.Struct(">BH").pack
 
 
+# The writer's hot path (ChainWriter.append_events) builds an Output frame's
+# hash input ``prev_hash + type byte + payload prefix`` with one struct call;
+# the prefix is the same bytes as output_payload_parts' for the usual case:
+# 0x100 <= seq < 2**32, 2**32 <= ts_ns < 2**64 and 0x100 <= len(data) <
+# 0x10000. Tables per (seq < 0x10000 or not) and (has a command_seq or not),
+# by stream: (pack, map start, seq's msgpack marker); pack takes (prev, frame
+# type, 0x93, marker, seq, 0xCF, ts_ns, map start, 0xC5, len(data)) and the
+# prefix is its result from byte 33 on (prev_hash is always a 32-byte
+# digest: '32s' would pad a shorter one).
+HashInputPacker = tuple[Callable[..., bytes], bytes, int]
+
+
+def _hash_input_table(wide_seq: bool, cseq: bool) -> dict[Stream, HashInputPacker]:
+    starts = _OUTPUT_START_CSEQ if cseq else _OUTPUT_START
+    seq_code, marker = ("I", 0xCE) if wide_seq else ("H", 0xCD)
+    return {
+        s: (struct.Struct(f">32sBBB{seq_code}BQ{len(start)}sBH").pack, start, marker)
+        for s, start in starts.items()
+    }
+
+
+OUTPUT_HASH_INPUT = _hash_input_table(wide_seq=True, cseq=False)
+OUTPUT_HASH_INPUT_CSEQ = _hash_input_table(wide_seq=True, cseq=True)
+OUTPUT_HASH_INPUT_SEQ16 = _hash_input_table(wide_seq=False, cseq=False)
+OUTPUT_HASH_INPUT_SEQ16_CSEQ = _hash_input_table(wide_seq=False, cseq=True)
+
+
+def command_seq_suffix(cseq: int) -> bytes:
+    """The payload bytes after an Output's data when it has a command_seq."""
+    return _COMMAND_SEQ_KEY + _uint(cseq)
+
+
 def output_payload_parts(seq: int, ts_ns: int, event: Output) -> tuple[bytes, bytes] | None:
     """The payload of an Output event as ``prefix + event.data + suffix``,
     byte-identical to ``make_payload_packer().pack([seq, ts_ns,
@@ -105,7 +137,7 @@ def output_payload_parts(seq: int, ts_ns: int, event: Output) -> tuple[bytes, by
         return seq_ts + _OUTPUT_START[event.stream] + bin_head, b""
     if not 0 < cseq < _UINT64_END:
         return None
-    return seq_ts + _OUTPUT_START_CSEQ[event.stream] + bin_head, _COMMAND_SEQ_KEY + _uint(cseq)
+    return seq_ts + _OUTPUT_START_CSEQ[event.stream] + bin_head, command_seq_suffix(cseq)
 
 
 def make_payload_packer() -> msgpack.Packer:

@@ -113,6 +113,53 @@ def test_hand_built_output_payload_is_the_packers_bytes(
         assert parts is not None and parts[0] + data + parts[1] == packed
 
 
+@settings(max_examples=60)
+@given(
+    first_seq=st.sampled_from([1, 200, 255, 256, 65530, 65536, 2**32 - 3, 2**32]),
+    ts=st.one_of(st.just(1_800_000_000_000_000_000), _U64),
+    frames=st.lists(
+        st.tuples(
+            st.sampled_from(list(Stream)),
+            st.sampled_from([0, 1, 255, 256, 1024, 32768, 65535, 65536]),
+            st.one_of(st.just(0), st.integers(1, 2**64 - 1)),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_writer_fast_path_writes_the_reference_frames(
+    first_seq: int, ts: int, frames: list[tuple[Stream, int, int]]
+) -> None:
+    """append_events' one-struct-call path for Output frames must write the
+    same file bytes as the reference encoding (msgpack payload, chain_hash)
+    at every edge of its seq, timestamp and size ranges."""
+    from recorder.chain import ChainWriter
+    from recorder.format import EVENT, segment_name
+
+    pack = make_payload_packer().pack
+    evs = [
+        (first_seq + i, ts, Output(stream, bytes([i % 251]) * n, command_seq=cseq))
+        for i, (stream, n, cseq) in enumerate(frames)
+    ]
+    files = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for fast in (True, False):
+            chain = ChainWriter(
+                directory=Path(tmp) / str(fast), session_id="s", key=KEY,
+                key_fingerprint="k", rotate_bytes=1 << 30, checkpoint_frames=1000,
+                fsync="never", dirty=[], on_written=lambda n, b: None,
+            )
+            chain.open(ts)
+            if fast:
+                chain.append_events(evs)
+            else:
+                for seq, t, ev in evs:
+                    chain._append(EVENT, pack([seq, t, event_body(ev)]))
+            chain.flush()
+            files.append((chain.dir / segment_name(1)).read_bytes())
+    assert files[0] == files[1]
+
+
 def test_verifying_with_worker_processes_gives_the_same_result(tmp_path: Path) -> None:
     evs = [Output(Stream.STDOUT, bytes([i % 256]) * 300) for i in range(60)]
     good = record(tmp_path, "good", evs, rotate_bytes=2000)
