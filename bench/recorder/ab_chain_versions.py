@@ -2,8 +2,8 @@
 
     python bench/recorder/ab_chain_versions.py [--frames 50000] [--rounds 5]
 
-Loads recorder/chain.py as of fea9a3b (session 1) and 79030d0 (hand-built
-Output payloads) from git next to the current module and times them in
+Loads recorder/chain.py as of fea9a3b (session 1), 79030d0 (hand-built
+Output payloads) and ff93ab5 (runs of events, end of session 3) from git next to the current module and times them in
 alternating rounds with CPU time (time.process_time), 1 KiB Output events,
 64 MiB rotation, a signed checkpoint every 1000 frames, files on /dev/shm.
 """
@@ -79,6 +79,7 @@ def main() -> None:
         versions = {
             "session 1 (fea9a3b)": load("fea9a3b", Path(tmp)),
             "hand-built Output payload (79030d0)": load("79030d0", Path(tmp)),
+            "runs of events, session 3 (ff93ab5)": load("ff93ab5", Path(tmp)),
             "working tree": current,
         }
         results: dict[str, list[float]] = {k: [] for k in versions}
