@@ -26,6 +26,7 @@ from .h1 import (
     ResponseParser,
     chunk,
     response_head_bytes,
+    status_line,
 )
 from .shared import IDEMPOTENT, json_response, ms
 
@@ -175,7 +176,7 @@ class Exchange:
             data = response_head_bytes(101, resp.reason, headers)
             self.head_sent = True
             self._send(data)
-            self._record(proxy.redacted_head(data, f"HTTP/1.1 101 {resp.reason}", headers))
+            self._record(proxy.redacted_head(data, status_line(101, resp.reason), headers))
             return
         rp = proxy.response_plan(resp)
         plan = rp.plan
@@ -265,7 +266,8 @@ class Exchange:
             return
         session = self.client.session
         if self.deferred is not None:
-            self._send_head(self.status, "", self.deferred, tail, len(tail))
+            reason = self.resp.reason if self.resp is not None else ""
+            self._send_head(self.status, reason, self.deferred, tail, len(tail))
             if session is not None:
                 session.upstream_data(tail, record=False, masked=self.body.counts)
             self._record(tail)

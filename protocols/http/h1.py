@@ -583,8 +583,14 @@ def request_head_bytes(method: str, target: str, headers: Headers) -> bytes:
     return serialize_head(f"{method} {target} HTTP/1.1", headers)
 
 
+def status_line(status: int, reason: str) -> str:
+    """The status line the gateway sends: the upstream's reason phrase, or
+    the standard one when it gave none."""
+    return f"HTTP/1.1 {status} {reason or REASONS.get(status, '')}"
+
+
 def response_head_bytes(status: int, reason: str, headers: Headers) -> bytes:
-    return serialize_head(f"HTTP/1.1 {status} {reason or REASONS.get(status, '')}", headers)
+    return serialize_head(status_line(status, reason), headers)
 
 
 def chunk(data: bytes) -> bytes:

@@ -17,7 +17,15 @@ from urllib.parse import quote
 from .approval import APPROVAL_HEADER
 from .bodies import DECODABLE, JsonDocuments, Plan, plan_response
 from .config import HttpOptions, HttpUpstream
-from .h1 import Header, Headers, RequestHead, ResponseHead, response_head_bytes, serialize_head
+from .h1 import (
+    Header,
+    Headers,
+    RequestHead,
+    ResponseHead,
+    response_head_bytes,
+    serialize_head,
+    status_line,
+)
 from .risk import HttpRiskScorer, normalize_path, split_target
 
 if TYPE_CHECKING:
@@ -274,8 +282,9 @@ class HttpProxy:
             hit = self._out_heads.get(key)
             if hit is not None:
                 return hit
-        data = response_head_bytes(status, reason, headers)
-        out = (data, self.redacted_head(data, f"HTTP/1.1 {status} {reason}", headers))
+        line = status_line(status, reason)
+        data = serialize_head(line, headers)
+        out = (data, self.redacted_head(data, line, headers))
         if key is not None:
             if len(self._out_heads) >= self._CACHE_MAX:
                 self._out_heads.clear()

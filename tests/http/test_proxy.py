@@ -368,6 +368,21 @@ def test_garbage_gets_400_and_other_sessions_are_fine(env: Env) -> None:
     assert curl("-i", env.url("api", "/echo/ok")).stdout.startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.parametrize("path", ["/reason-json", "/reason-text"])
+def test_reason_phrase_passes_through_and_is_recorded_as_sent(env: Env, path: str) -> None:
+    """The upstream's status line reaches the client unchanged, also when the
+    body is masked as a whole (JSON) and the head waits for it; the recording
+    holds the status line the client got."""
+    out = curl("-i", env.url("api", path))
+    status_line = out.stdout.split(b"\r\n", 1)[0]
+    assert status_line == b"HTTP/1.1 203 Served From Mirror"
+    if path == "/reason-json":
+        assert b"alice@example.com" not in out.stdout
+    sid = sessions_with(env.recordings, f"GET {path}")[-1]
+    blob = b"".join(o.data for o in session_events(env.recordings, sid, "output"))
+    assert b"\r\nHTTP/1.1 203 Served From Mirror\r\n" in b"\r\n" + blob
+
+
 def test_recording_masks_credentials_and_bodies(env: Env) -> None:
     out = curl(
         "-H", "Content-Type: application/json", "-H", "Cookie: session=cookie-secret-123",

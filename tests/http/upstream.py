@@ -62,6 +62,8 @@ class Upstream:
         r = app.router
         r.add_route("*", "/echo{tail:.*}", self.echo)
         r.add_get("/json", self.json_doc)
+        r.add_get("/reason-json", self.reason_json)
+        r.add_get("/reason-text", self.reason_text)
         r.add_get("/gzip-json", self.gzip_json)
         r.add_get("/br-json", self.br_json)
         r.add_get("/deflate-text", self.deflate_text)
@@ -110,6 +112,12 @@ class Upstream:
 
     async def json_doc(self, request: web.Request) -> web.Response:
         return web.json_response(SECRET_JSON)
+
+    async def reason_json(self, request: web.Request) -> web.Response:
+        return web.json_response(SECRET_JSON, status=203, reason="Served From Mirror")
+
+    async def reason_text(self, request: web.Request) -> web.Response:
+        return web.Response(text="no secrets here\n", status=203, reason="Served From Mirror")
 
     async def gzip_json(self, request: web.Request) -> web.Response:
         body = gzip.compress(json.dumps(SECRET_JSON).encode())
