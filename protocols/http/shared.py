@@ -49,6 +49,10 @@ REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", APPROVAL_HEADER
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 RESPONSE_DROP = HOP_BY_HOP
+RANGE_REQUEST = frozenset({"range", "if-range"})
+"""Dropped when masking: a byte range can cut a secret so that no piece of it
+matches a rule (ask for a card number eight digits at a time), so masked
+connections fetch whole representations."""
 SENSITIVE = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
 )
@@ -147,8 +151,11 @@ class HttpProxy:
         self.inject_drop = frozenset(self.injected_names) | (
             {"authorization"} if self.strip_client_auth else set()
         )
-        self.request_drop = REQUEST_DROP | self.inject_drop | (
-            FORWARDED if self.options.forwarded_headers else frozenset()
+        self.request_drop = (
+            REQUEST_DROP
+            | self.inject_drop
+            | (FORWARDED if self.options.forwarded_headers else frozenset())
+            | (RANGE_REQUEST if self.masking else frozenset())
         )
         self._text_cache: dict[str, str] = {}
         self._head_cache: dict[bytes, bytes] = {}

@@ -383,6 +383,27 @@ def test_reason_phrase_passes_through_and_is_recorded_as_sent(env: Env, path: st
     assert b"\r\nHTTP/1.1 203 Served From Mirror\r\n" in b"\r\n" + blob
 
 
+def test_range_requests_cannot_fetch_a_secret_in_pieces(env: Env) -> None:
+    """Asked eight digits at a time, no piece of a card number matches the
+    card rule: with masking on, the gateway drops Range/If-Range and the
+    client gets the whole body, masked."""
+    from tests.http.upstream import Upstream
+
+    text = Upstream.RANGE_TEXT
+    start = text.index(b"4111")
+    pieces = []
+    for a in range(start, start + 19, 8):
+        out = curl("-i", "-r", f"{a}-{a + 7}", env.url("api", "/range-text"))
+        assert out.returncode == 0
+        head, _, body = out.stdout.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        pieces.append(body)
+    for body in pieces:
+        assert b"1111 1111" not in body and b"4111 1111" not in body
+        assert body.startswith(b"card on file: ") and body.endswith(b", renewal due\n")
+    assert "Range" not in env.upstream.requests[-1]["headers"]
+
+
 def test_recording_masks_credentials_and_bodies(env: Env) -> None:
     out = curl(
         "-H", "Content-Type: application/json", "-H", "Cookie: session=cookie-secret-123",

@@ -64,6 +64,7 @@ class Upstream:
         r.add_get("/json", self.json_doc)
         r.add_get("/reason-json", self.reason_json)
         r.add_get("/reason-text", self.reason_text)
+        r.add_get("/range-text", self.range_text)
         r.add_get("/gzip-json", self.gzip_json)
         r.add_get("/br-json", self.br_json)
         r.add_get("/deflate-text", self.deflate_text)
@@ -118,6 +119,21 @@ class Upstream:
 
     async def reason_text(self, request: web.Request) -> web.Response:
         return web.Response(text="no secrets here\n", status=203, reason="Served From Mirror")
+
+    RANGE_TEXT = b"card on file: 4111 1111 1111 1111, renewal due\n"
+
+    async def range_text(self, request: web.Request) -> web.Response:
+        """Honours a single ``Range: bytes=a-b`` as a file server does."""
+        self.requests.append(_echo_payload(request))
+        body, rng = self.RANGE_TEXT, request.headers.get("Range", "")
+        if rng.startswith("bytes=") and "," not in rng:
+            first, _, last = rng[6:].partition("-")
+            a, b = int(first), min(int(last), len(body) - 1)
+            return web.Response(
+                body=body[a:b + 1], status=206, content_type="text/plain",
+                headers={"Content-Range": f"bytes {a}-{b}/{len(body)}", "Accept-Ranges": "bytes"},
+            )
+        return web.Response(body=body, content_type="text/plain", headers={"Accept-Ranges": "bytes"})
 
     async def gzip_json(self, request: web.Request) -> web.Response:
         body = gzip.compress(json.dumps(SECRET_JSON).encode())
