@@ -255,7 +255,12 @@ class KubeProxy:
         return headers
 
     def request_head(
-        self, request: web.BaseRequest, identity: Identity, body: bytes, state: ClientConn | None = None
+        self,
+        request: web.BaseRequest,
+        identity: Identity,
+        body: bytes,
+        state: ClientConn | None = None,
+        target: str | None = None,
     ) -> bytes:
         """The upstream request head (HTTP/1.1, ends with the blank line):
         the same header rules as ``upstream_headers``. The header block is
@@ -271,7 +276,8 @@ class KubeProxy:
             if state is not None:
                 state.head_cache = (key, block)
         length = f"Content-Length: {len(body)}\r\n" if body or request.method in ("POST", "PUT", "PATCH") else ""
-        return f"{request.method} {request.raw_path} HTTP/1.1\r\n{block}{length}\r\n".encode()
+        target = request.raw_path if target is None else target
+        return f"{request.method} {target} HTTP/1.1\r\n{block}{length}\r\n".encode()
 
     def _header_block(self, request: web.BaseRequest, identity: Identity, token: str | None) -> str:
         assert self.target is not None
@@ -503,8 +509,9 @@ class KubeProxy:
     ) -> web.StreamResponse:
         assert self.bodies is not None
         state: ClientConn = request.protocol.kube  # type: ignore[attr-defined]
+        target, limit = log_byte_limit(kr, request.raw_path)
         try:
-            head = self.request_head(request, session.identity, raw, state)
+            head = self.request_head(request, session.identity, raw, state, target)
             upstream = await self.send(state, request.method, head, raw)
         except (UpstreamError, OSError, TimeoutError) as exc:
             session.metrics.upstream_errors.inc()
@@ -513,7 +520,7 @@ class KubeProxy:
             session.result(cmd, "503", error=reason)
             return status_response(503, f"hoopd: the Kubernetes API server is unreachable: {reason}")
         try:
-            return await self.relay_response(request, upstream, session, cmd, kr, started)
+            return await self.relay_response(request, upstream, session, cmd, kr, started, limit)
         finally:
             upstream.release()
 
@@ -525,7 +532,10 @@ class KubeProxy:
         cmd: Command,
         kr: KubeRequest,
         started: float,
+        limit: int | None = None,
     ) -> web.StreamResponse:
+        """``limit``: the client's logs ``limitBytes``, applied here to the
+        masked output (see log_byte_limit)."""
         assert self.bodies is not None
         uhead = upstream.head
         assert uhead is not None
@@ -565,7 +575,7 @@ class KubeProxy:
             if kr.watch and ("json" in ctype or not ctype):
                 await self._relay_lines(upstream, resp, session, cmd)
             else:
-                await self._relay_text(upstream, resp, session, cmd)
+                await self._relay_text(upstream, resp, session, cmd, limit)
         except (ConnectionError, aiohttp.ClientError, UpstreamError, RuntimeError, ValueError) as exc:
             error = str(exc) or type(exc).__name__
         session.result(cmd, str(code), duration_ms=(time.perf_counter() - started) * 1000, error=error)
@@ -589,11 +599,18 @@ class KubeProxy:
             await resp.write(out)
 
     async def _relay_text(
-        self, upstream: UpstreamResponse, resp: web.StreamResponse, session: Session, cmd: Command
+        self,
+        upstream: UpstreamResponse,
+        resp: web.StreamResponse,
+        session: Session,
+        cmd: Command,
+        limit: int | None = None,
     ) -> None:
         """Logs (``kubectl logs -f``): the content stream masker, whose held-back
-        tail is released after ``exec_flush_ms`` of upstream silence."""
+        tail is released after ``exec_flush_ms`` of upstream silence. At most
+        ``limit`` bytes of masked output reach the client."""
         assert self.bodies is not None
+        left = limit
         stream = self.bodies.stream()
         idle = self.options.exec_flush_ms / 1000
         content = upstream
@@ -612,13 +629,38 @@ class KubeProxy:
                     break
                 out = stream.feed(chunk)
             if out:
+                if left is not None:
+                    out, left = out[:left], left - len(out[:left])
                 counts = _delta(stream.counts, reported)
                 session.upstream_data(out, Stream.STDOUT, command_seq=cmd.seq, masked=counts)
                 await resp.write(out)
+                if left == 0:
+                    return  # limitBytes reached: the upstream connection is closed, not reused
         out = stream.flush()
+        if left is not None:
+            out = out[:left]
         if out:
             session.upstream_data(out, Stream.STDOUT, command_seq=cmd.seq, masked=_delta(stream.counts, reported))
             await resp.write(out)
+
+
+def log_byte_limit(kr: KubeRequest, raw_path: str) -> tuple[str, int | None]:
+    """(upstream target, limit) for a logs request with ``limitBytes``.
+
+    The API server cuts logs at a byte count, which can cut a secret so that
+    the rest no longer matches any rule (a card number's first 15 digits, then
+    nothing). So the gateway asks for the log without the limit, masks it,
+    and cuts the masked output at the limit itself."""
+    values = kr.query.get("limitBytes") if kr.verb == "logs" else None
+    if not values:
+        return raw_path, None
+    try:
+        limit = max(0, int(values[-1]))
+    except ValueError:
+        return raw_path, None  # the API server answers the malformed value
+    path, _, query = raw_path.partition("?")
+    kept = [p for p in query.split("&") if p.split("=", 1)[0] != "limitBytes"]
+    return (f"{path}?{'&'.join(kept)}" if kept else path), limit
 
 
 def _header_value(value: str) -> str:

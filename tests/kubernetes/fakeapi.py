@@ -812,6 +812,8 @@ class FakeApi:
         tail = request.query.get("tailLines")
         lines = store.logs.get((ns, name), [])
         start = max(0, len(lines) - int(tail)) if tail else 0
+        limit = request.query.get("limitBytes")
+        left = int(limit) if limit else -1  # as the API server: cut at a byte count
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await resp.prepare(request)
         sent = start
@@ -819,9 +821,12 @@ class FakeApi:
             while True:
                 lines = store.logs.get((ns, name), [])
                 if sent < len(lines):
-                    await resp.write("".join(f"{line}\n" for line in lines[sent:]).encode())
+                    data = "".join(f"{line}\n" for line in lines[sent:]).encode()
+                    if left >= 0:
+                        data, left = data[:left], left - len(data[:left])
+                    await resp.write(data)
                     sent = len(lines)
-                if not follow:
+                if not follow or left == 0:
                     break
                 ev = store.log_waiters.setdefault((ns, name), asyncio.Event())
                 await ev.wait()

@@ -354,6 +354,23 @@ def test_logs_follow_and_get_watch_stream(kube: Kube, fake: FakeApiServer) -> No
     assert "web-0" in watch_out and "watched" in watch_out
 
 
+def test_logs_limit_bytes_cannot_cut_a_secret_past_its_rule(kube: Kube, fake: FakeApiServer) -> None:
+    """`--limit-bytes` that ends inside an AWS key id would leave 19 of its 20
+    characters, which no longer match the rule; the gateway applies the
+    limit to the masked log instead."""
+    if kube.kubectl("get", "pod", "pay-0").returncode != 0:
+        kube.ok("run", "pay-0", "--image=busybox")
+    key = "AKIAIOSFODNN7EXAMPLE"
+    fake.call(fake.api.store.append_log, "default", "pay-0", f"uploaded with {key} ok")
+    whole = kube.ok("logs", "pay-0")
+    assert "uploaded with " in whole and key not in whole
+    raw = "".join(f"{entry}\n" for entry in fake.api.store.logs[("default", "pay-0")]).encode()
+    offset = raw.index(key.encode()) + len(key) - 1  # one character short
+    cut = kube.ok("logs", "pay-0", f"--limit-bytes={offset}")
+    assert key[:12] not in cut
+    assert len(cut.encode()) == offset and whole.startswith(cut)
+
+
 def test_bad_token_is_401(kube: Kube) -> None:
     bad = kube.kubeconfig_for("mallory", [], token="hgt1.bogus.token")
     res = kube.kubectl("get", "pods", kubeconfig=bad)
