@@ -98,6 +98,11 @@ _SIMPLE = {"protocol": "simple"}
 _SQL = CommandKind.SQL
 
 
+Reg = tuple[int, str, list[Running], Any]
+"""An answer to expect: (kind, name, statements, the Statement/Portal a
+Describe is about)."""
+
+
 class ClientGone(Exception):
     pass
 
@@ -117,7 +122,7 @@ class Unit:
 
     simple: bool
     data: list[bytes] = field(default_factory=list)
-    regs: list[tuple[int, str, list[Running]]] = field(default_factory=list)
+    regs: list[Reg] = field(default_factory=list)
     items: list[tuple[Running, Assessment, Any]] = field(default_factory=list)
     ends_with_sync: bool = False
     partial: bool = False
@@ -630,7 +635,7 @@ class ClientConnection(asyncio.Protocol):
         assert session is not None
         tracker = self.tracker
         region = frames[0][1]  # first byte not yet forwarded
-        regs: list[tuple[int, str, list[Running]]] = []
+        regs: list[Reg] = []
         batch_at = region  # where the current extended batch starts in buf
         batch_regs = 0
         batch_items: list[tuple[Running, Assessment, Any]] = []
@@ -696,10 +701,10 @@ class ClientConnection(asyncio.Protocol):
         if session.congested:
             self._wait_for_recorder()
 
-    def _flush_regs(self, regs: list[tuple[int, str, list[Running]]]) -> None:
+    def _flush_regs(self, regs: list[Reg]) -> None:
         tracker = self.tracker
-        for kind, name, runs in regs:
-            tracker.expect(kind, name, runs)
+        for kind, name, runs, target in regs:
+            tracker.expect(kind, name, runs, target=target)
 
     def _frame(
         self,
@@ -707,7 +712,7 @@ class ClientConnection(asyncio.Protocol):
         buf: bytes,
         s: int,
         e: int,
-        regs: list[tuple[int, str, list[Running]]],
+        regs: list[Reg],
         items: list[tuple[Running, Assessment, Any]],
     ) -> bool:
         """Bookkeeping for one client message. True if it must be held."""
@@ -720,24 +725,29 @@ class ClientConnection(asyncio.Protocol):
                 run, verdict = self._judge(stmt.strip(), {"protocol": "simple"}, None, items)
                 runs.append(run)
                 hold = hold or verdict not in _ALLOWED
-            regs.append((QUERY, "", runs))
+            regs.append((QUERY, "", runs, None))
             return hold
         if t == w.P:
             pm = m.parse_msg(buf, s, e)
             tracker.on_parse(pm.name, pm.query)
             if pm.name:
                 self.prepared.prepare(pm.name, pm.query)
-            regs.append((PARSE, pm.name, []))
+            regs.append((PARSE, pm.name, [], None))
             return False
         if t == w.B:
             bm = m.bind_msg(buf, s, e)
             bound = tracker.on_bind(bm.portal, bm.statement, bm.result_formats)
             bound.bind = bm
-            regs.append((BIND, bm.portal, []))
+            regs.append((BIND, bm.portal, [], None))
             return False
         if t == w.D:
             kind, name = m.describe_or_close(buf, s, e)
-            regs.append((DESC_STMT if kind == ord("S") else DESC_PORTAL, name, []))
+            # what the answer describes is the statement or portal of that name
+            # *now*: a pipeline may re-Parse/re-Bind the name before it arrives
+            if kind == ord("S"):
+                regs.append((DESC_STMT, name, [], tracker.statements.get(name)))
+            else:
+                regs.append((DESC_PORTAL, name, [], tracker.portals.get(name)))
             return False
         if t == w.E:
             name, _max_rows = m.execute_msg(buf, s, e)
@@ -753,24 +763,24 @@ class ClientConnection(asyncio.Protocol):
                 attrs["params"] = shown
             run, verdict = self._judge(text.strip(), attrs, params, items)
             run.portal = portal
-            regs.append((EXEC, name, [run]))
+            regs.append((EXEC, name, [run], None))
             return verdict not in _ALLOWED
         if t == w.C:
             kind, name = m.describe_or_close(buf, s, e)
             tracker.on_close(kind, name)
             if kind == ord("S") and name:
                 self.prepared.deallocate(name)
-            regs.append((CLOSE, name, []))
+            regs.append((CLOSE, name, [], None))
             return False
         if t == w.S:
-            regs.append((SYNC, "", []))
+            regs.append((SYNC, "", [], None))
             return False
         if t == w.H:
             return False
         if t == w.F:
             oid, args = m.function_call(buf, s, e)
             run, verdict = self._judge_function(oid, len(args), items)
-            regs.append((FCALL, "", [run]))
+            regs.append((FCALL, "", [run], None))
             return verdict not in _ALLOWED
         if t == w.PASSWORD:
             raise w.ProtocolViolation("unexpected password message")

@@ -86,6 +86,9 @@ class Expect:
     """QUERY: which statement is running."""
     message: str = ""
     """DENIED: what the client is told instead of the server's error."""
+    target: Any = None
+    """DESC_STMT/DESC_PORTAL: the Statement/Portal described (looked up
+    when the Describe was forwarded, not by name when the answer arrives)."""
 
     def __repr__(self) -> str:
         return f"Expect({_NAMES[self.kind]}, {self.name!r}, {len(self.running)})"
@@ -128,7 +131,7 @@ class Tracker:
             self.portals.pop(name, None)
 
     def expect(self, kind: int, name: str = "", running: list[Running] | None = None,
-               message: str = "") -> bool:
+               message: str = "", target: Any = None) -> bool:
         """Register an expected answer. False if the server will discard the
         message (after an error, before Sync): its commands are skipped."""
         if self.discarding and kind not in (SYNC, QUERY, FCALL):
@@ -137,7 +140,7 @@ class Tracker:
             return False
         if kind == SYNC:
             self.discarding = False
-        self.queue.append(Expect(kind, name, running or [], 0, message))
+        self.queue.append(Expect(kind, name, running or [], 0, message, target))
         return True
 
     def expect_query(self, running: list[Running]) -> None:
@@ -175,15 +178,9 @@ class Tracker:
                 run.columns = columns
                 run.plan = None
                 return run
-        elif h.kind == DESC_STMT:
-            st = self.statements.get(h.name)
-            if st is not None:
-                st.columns = columns
-            self.queue.popleft()
-        elif h.kind == DESC_PORTAL:
-            p = self.portals.get(h.name)
-            if p is not None:
-                p.columns = columns
+        elif h.kind in (DESC_STMT, DESC_PORTAL):
+            if h.target is not None:
+                h.target.columns = columns
             self.queue.popleft()
         return None
 
