@@ -23,6 +23,7 @@ All masking goes through this module (``masker.json()``, ``masker.stream()``,
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import zlib
@@ -63,6 +64,36 @@ def media_type(headers: Headers) -> str:
     return value.split(";", 1)[0].strip().lower()
 
 
+def charset(headers: Headers) -> str:
+    """The ``charset`` parameter of the Content-Type, lower case ('' if none)."""
+    value = headers.get("content-type") or ""
+    for param in value.split(";")[1:]:
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "charset":
+            return val.strip().strip('"').lower()
+    return ""
+
+
+def foreign_charset(name: str) -> str:
+    """The Python codec for a charset in which ASCII text is not ASCII bytes
+    (UTF-16, UTF-32, EBCDIC, ...), or ''. The maskers read bytes as ASCII
+    compatible: a secret in such a body would pass unseen, so the body is
+    masked as UTF-8 and sent back in its own charset. Unknown charsets are
+    read as bytes."""
+    if not name or name in ("utf-8", "utf8", "us-ascii", "iso-8859-1", "latin1"):
+        return ""
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        return ""
+    probe = "password=Ab1 {}\n"
+    try:
+        same = probe.encode(info.name) == probe.encode("ascii")
+    except UnicodeError:
+        same = False
+    return "" if same else info.name
+
+
 def body_kind(mtype: str) -> str:
     """``json`` | ``ndjson`` | ``text`` | ``binary`` for a media type ('' = unknown: text)."""
     if not mtype:
@@ -83,6 +114,8 @@ class Plan:
     encoding: str = ""
     """Content-Encoding to decode ('' = none)."""
     reason: str = ""
+    charset: str = ""
+    """Codec of an ASCII-incompatible charset to transcode through ('' = none)."""
 
     @property
     def transforms(self) -> bool:
@@ -103,7 +136,25 @@ def plan_response(headers: Headers, masker: Any, unmaskable: str) -> Plan:
         if len(codings) > 1 or codings[0] not in DECODABLE:
             return Plan(unmask, reason=f"content encoding {', '.join(codings)} cannot be decoded")
         encoding = codings[0]
-    return Plan(kind, encoding)
+    return Plan(kind, encoding, charset=foreign_charset(charset(headers)))
+
+
+class Transcoder:
+    """A body in a foreign charset (see foreign_charset) as UTF-8 for the
+    maskers, and the maskers' UTF-8 output back in that charset. Both sides
+    are incremental: a character may be split across chunks. Invalid input
+    becomes U+FFFD (the body is being rewritten by masking anyway)."""
+
+    def __init__(self, codec: str) -> None:
+        self._in = codecs.getincrementaldecoder(codec)("replace")
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._out = codecs.getincrementalencoder(codec)("replace")
+
+    def to_utf8(self, data: bytes, final: bool = False) -> bytes:
+        return self._in.decode(data, final).encode("utf-8", "surrogatepass")
+
+    def from_utf8(self, data: bytes, final: bool = False) -> bytes:
+        return self._out.encode(self._utf8.decode(data, final), final)
 
 
 class _Decoder(Protocol):
@@ -272,6 +323,7 @@ class BodyMasker:
         self._masker = masker
         self._docs = docs if docs is not None else JsonDocuments(masker)
         self._decoder = decoder_for(plan.encoding) if plan.transforms else None
+        self._text = Transcoder(plan.charset) if plan.transforms and plan.charset else None
         self._json_cap = json_cap
         self._unmaskable = unmaskable
         self._buf: list[bytes] = []
@@ -296,8 +348,22 @@ class BodyMasker:
     def feed(self, data: bytes) -> bytes:
         if not self.plan.transforms:
             return data
+        if self._text is None:
+            return self._feed(data)
+        return self._text.from_utf8(self._feed(data))
+
+    def finish(self) -> bytes:
+        if not self.plan.transforms:
+            return b""
+        if self._text is None:
+            return self._finish()
+        return self._text.from_utf8(self._finish(), final=True)
+
+    def _feed(self, data: bytes) -> bytes:
         if self._decoder is not None:
             data = self._decoder.feed(data)
+        if self._text is not None:
+            data = self._text.to_utf8(data)
         if self.mode == "json":
             self._buf.append(data)
             self._size += len(data)
@@ -315,10 +381,10 @@ class BodyMasker:
             return bytes(self._stream.feed(held))
         return bytes(self._stream.feed(data))
 
-    def finish(self) -> bytes:
-        if not self.plan.transforms:
-            return b""
+    def _finish(self) -> bytes:
         tail = self._decoder.flush() if self._decoder is not None else b""
+        if self._text is not None:
+            tail = self._text.to_utf8(tail, final=True)
         if self.mode == "json":
             data = b"".join(self._buf) + tail
             self._buf = []

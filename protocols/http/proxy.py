@@ -35,7 +35,7 @@ from hoopd.tls import identity_from_peercert
 
 from . import ws
 from .approval import APPROVAL_HEADER, decide_retry
-from .bodies import json_summary, media_type
+from .bodies import charset, foreign_charset, json_summary, media_type
 from .exchange import Exchange, UpstreamConnection
 from .h1 import (
     LAST_CHUNK,
@@ -578,7 +578,9 @@ class ClientConnection(asyncio.Protocol):
                 battrs["streamed"] = True
             attrs = {**attrs, "body": battrs}
         cmd = session.command(CommandKind.HTTP, prep.cmd_text, attrs)
-        recorder = RequestRecorder(self, cmd.seq, head, ctype, cenc)
+        recorder = RequestRecorder(
+            self, cmd.seq, head, ctype, cenc, foreign_charset(charset(head.headers))
+        )
         recorder.start(body, complete, prep.recorded_head)
         self.check_recorder()
         found = prep.found

@@ -20,13 +20,20 @@ class RequestRecorder:
     ``record_body_bytes`` of the body, masked."""
 
     def __init__(
-        self, client: ClientConnection, seq: int, head: RequestHead, ctype: str, cenc: str
+        self,
+        client: ClientConnection,
+        seq: int,
+        head: RequestHead,
+        ctype: str,
+        cenc: str,
+        text_charset: str = "",
     ) -> None:
         self.client = client
         self.seq = seq
         self.head = head
         self.ctype = ctype
         self.cenc = cenc
+        self.text_charset = text_charset  # bodies.foreign_charset: not recorded when masking
         self.left = client.proxy.options.record_body_bytes
         self.stream: Any = None
         self.total = 0
@@ -39,7 +46,7 @@ class RequestRecorder:
         counts: dict[str, int] = {}
         data = body[: self.left]
         self.total = len(body)
-        if data and complete and len(body) <= self.left:
+        if data and complete and len(body) <= self.left and not self.text_charset:
             data, counts = mask_request_body(
                 proxy.masker if proxy.masking else None, data, self.ctype, self.cenc, proxy.docs
             )
@@ -50,6 +57,10 @@ class RequestRecorder:
 
     def _stream_mask(self, data: bytes) -> bytes:
         proxy = self.client.proxy
+        if proxy.masking and self.text_charset:
+            # the maskers read ASCII-compatible bytes only: record none of it
+            self.left = 0
+            return b"[body in charset " + self.text_charset.encode() + b" not recorded]"
         if not proxy.masking or self.cenc:
             return data if not self.cenc else b""
         if self.stream is None:

@@ -93,3 +93,55 @@ def test_prefilter_taken_and_refused() -> None:
     assert not JsonDocuments(MASKERS["anchored"]).unchanged(b'{"id": 1}')
     out, counts = docs.mask(b'{"owner": "ops@example.com", "n": 1}')
     assert b"ops@example.com" not in out and counts
+
+
+# -- bodies in charsets where ASCII text is not ASCII bytes ------------------------
+
+TEXT = "note for bob@example.com: card 4111 1111 1111 1111, café ☕\n" * 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    codec=st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "cp037"]),
+    kind=st.sampled_from(["text", "json"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+)
+def test_foreign_charset_bodies_are_masked_and_sent_in_their_charset(
+    codec: str, kind: str, cuts: list[int]
+) -> None:
+    """A UTF-16 (or UTF-32, EBCDIC) body hides every secret from byte
+    patterns; it is masked as UTF-8 and sent back in its own charset, the
+    same text as masking the UTF-8 body, however the body is chunked."""
+    from protocols.http.bodies import BodyMasker, foreign_charset, plan_response
+    from protocols.http.h1 import Headers
+
+    masker = MASKERS["personal"]
+    ctype = "text/plain" if kind == "text" else "application/json"
+    note = TEXT if codec != "cp037" else TEXT.replace(" ☕", "")  # not in EBCDIC
+    text = note if kind == "text" else json.dumps({"note": note, "n": 1}, ensure_ascii=False)
+    reference = BodyMasker(plan_response(Headers([("content-type", "Content-Type", ctype)]), masker, "pass"), masker, 1 << 20, "pass")
+    expected = (reference.feed(text.encode()) + reference.finish()).decode()
+    headers = Headers([("content-type", "Content-Type", f'{ctype}; charset="{codec.upper()}"')])
+    plan = plan_response(headers, masker, "pass")
+    assert plan.charset == foreign_charset(codec) != ""
+    body = BodyMasker(plan, masker, 1 << 20, "pass")
+    raw = text.encode(codec)
+    out = []
+    start = 0
+    for cut in sorted(set(cuts)):
+        out.append(body.feed(raw[start:cut]))
+        start = max(start, cut)
+    out.append(body.feed(raw[start:]))
+    out.append(body.finish())
+    got = b"".join(out).decode(codec)
+    assert got == expected
+    assert "bob@example.com" not in got and "4111 1111" not in got
+
+
+def test_ascii_compatible_and_unknown_charsets_are_read_as_bytes() -> None:
+    from protocols.http.bodies import foreign_charset
+
+    for name in ("", "utf-8", "UTF8", "iso-8859-1", "windows-1252", "shift_jis", "no-such-charset"):
+        assert foreign_charset(name.lower()) == "", name
+    for name in ("utf-16", "utf-32-be", "cp500"):
+        assert foreign_charset(name) != "", name

@@ -383,6 +383,25 @@ def test_reason_phrase_passes_through_and_is_recorded_as_sent(env: Env, path: st
     assert b"\r\nHTTP/1.1 203 Served From Mirror\r\n" in b"\r\n" + blob
 
 
+def test_utf16_text_is_masked_and_stays_utf16(env: Env) -> None:
+    out = curl(env.url("api", "/utf16-text"))
+    text = out.stdout.decode("utf-16")
+    assert text.startswith("contact ") and text.endswith("\n")
+    assert "alice@example.com" not in text and "123-45-6789" not in text
+
+
+def test_utf16_request_body_is_not_recorded(env: Env, tmp_path: Any) -> None:
+    body = tmp_path / "body"
+    body.write_bytes("password=utf16-secret-4242".encode("utf-16"))
+    out = curl("-H", "Content-Type: text/plain; charset=UTF-16", "--data-binary", f"@{body}",
+               env.url("api", "/echo/u16"))
+    assert out.returncode == 0 and json.loads(out.stdout)["body_len"] == body.stat().st_size
+    sid = sessions_with(env.recordings, "POST /echo/u16")[-1]
+    blob = b"".join(o.data for o in session_events(env.recordings, sid, "output"))
+    assert b"[body in charset utf-16 not recorded]" in blob
+    assert "utf16-secret".encode("utf-16-le") not in blob
+
+
 def test_range_requests_cannot_fetch_a_secret_in_pieces(env: Env) -> None:
     """Asked eight digits at a time, no piece of a card number matches the
     card rule: with masking on, the gateway drops Range/If-Range and the

@@ -65,6 +65,7 @@ class Upstream:
         r.add_get("/reason-json", self.reason_json)
         r.add_get("/reason-text", self.reason_text)
         r.add_get("/range-text", self.range_text)
+        r.add_get("/utf16-text", self.utf16_text)
         r.add_get("/gzip-json", self.gzip_json)
         r.add_get("/br-json", self.br_json)
         r.add_get("/deflate-text", self.deflate_text)
@@ -119,6 +120,10 @@ class Upstream:
 
     async def reason_text(self, request: web.Request) -> web.Response:
         return web.Response(text="no secrets here\n", status=203, reason="Served From Mirror")
+
+    async def utf16_text(self, request: web.Request) -> web.Response:
+        body = "contact alice@example.com or 123-45-6789\n".encode("utf-16")
+        return web.Response(body=body, headers={"Content-Type": "text/plain; charset=utf-16"})
 
     RANGE_TEXT = b"card on file: 4111 1111 1111 1111, renewal due\n"
 
