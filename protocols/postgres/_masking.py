@@ -32,6 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from masking.engine import KV_ID
+from masking.replacements import looks_masked
+
 from ._messages import Column, data_row_values, error_field_list, notification
 from ._wire import (
     COPY_DATA,
@@ -208,6 +211,10 @@ class StreamMasking:
             # masks every column of that name (over-masking is the safe side).
             if fnmatch.fnmatchcase(low, pat):
                 return qrid
+        if self.masker.secret_key_name(name):
+            # a column named like a secret (password, api_key...) with
+            # secret_key_value on: replaced whole, as masking.rows does
+            return KV_ID
         return None
 
     def plan(self, columns: Sequence[Column], formats: Sequence[int] | None = None) -> RowPlan:
@@ -279,6 +286,10 @@ class StreamMasking:
     def mask_value(self, value: bytes, kind: int, type_oid: int, rid: str) -> tuple[bytes | None, Counts]:
         m = self.masker
         if kind == REPLACE:
+            if rid == KV_ID:
+                if looks_masked(value):
+                    return value, {}
+                return m.replace_secret_value(value), {rid: 1}
             return m.replace_value(rid, value), {rid: 1}
         if kind == NULL:
             return None, {rid: 1}

@@ -5,6 +5,7 @@ loaders accept."""
 
 from __future__ import annotations
 
+import asyncpg
 import psycopg
 
 from tests.postgres.conftest import Gateway
@@ -22,3 +23,18 @@ def test_pipeline_column_rule_applies_to_every_statement(gateway: Gateway) -> No
         assert first.fetchall() == [("[SSN_COL]", 1)]
         assert second.fetchall() == [("y",)]
         assert third.fetchall() == [("[SSN_COL]",)]
+
+
+async def test_secret_named_columns_replaced_whole(gateway: Gateway) -> None:
+    # docs/masking.md: with secret_key_value on (the default), a result column
+    # named like a secret has its value replaced whole, whatever the value.
+    query = "select 'hunter2' as password, 'k-1' as api_key, 'hunter2' as note"
+    with psycopg.connect(gateway.dsn("db"), sslmode="require") as conn:
+        assert conn.execute(query).fetchone() == ("[SECRET]", "[SECRET]", "hunter2")
+        assert conn.execute(query, binary=True).fetchone() == ("[SECRET]", "[SECRET]", "hunter2")
+    conn2 = await asyncpg.connect(gateway.dsn("plain"), ssl="require")
+    try:
+        row = await conn2.fetchrow(query)
+        assert tuple(row) == ("[SECRET]", "[SECRET]", "hunter2")
+    finally:
+        await conn2.close()
