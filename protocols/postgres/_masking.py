@@ -20,13 +20,17 @@ contains a prefilter hit: skipping rows without hits is safe.
 Binary-format values are masked in place only for types whose binary form is
 their text (text, varchar, bpchar, name, json, xml, unknown; jsonb after its
 version byte). A binary value of any other type that a rule hits is replaced
-by NULL: never passed unmasked, never corrupted.
+by NULL: never passed unmasked, never corrupted. The same holds in text
+format for types whose loaders reject a ``[LABEL]`` (numbers, inet, arrays of
+numbers...); json/jsonb stay JSON (a replaced column is a JSON string, a hit
+outside a JSON string re-serializes the document).
 """
 
 from __future__ import annotations
 
 import bisect
 import fnmatch
+import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,12 +65,25 @@ USER_OID_MIN = 16384
 
 INT_OIDS = {21: 2, 23: 4, 20: 8}
 NUMERIC_OID = 1700
-DECODED_OIDS = frozenset({*INT_OIDS, NUMERIC_OID})
-"""Binary numbers are decoded to text to be scanned (a card number stored as
-bigint is still a card number); the prefilter cannot see them, so result
-sets with such columns are checked row by row."""
+INET_OIDS = frozenset({869, 650})
+DECODED_OIDS = frozenset({*INT_OIDS, NUMERIC_OID, *INET_OIDS})
+"""Binary numbers and addresses are decoded to text to be scanned (a card
+number stored as bigint is still a card number, an inet still an IP
+address); the prefilter cannot see them, so result sets with such columns
+are checked row by row."""
 
-PASS, SCAN, SCAN_OR_NULL, REPLACE, NULL, DECODE = range(6)
+JSON_OIDS = frozenset({114, JSONB_OID})
+TEXT_LIKE_OIDS = frozenset({1009, 1015, 1014, 1003, 1002, 143, 2249})
+"""Text forms where a replacement inside a value keeps the value loadable:
+arrays of text types (``{a,[EMAIL]}``) and anonymous records."""
+
+PASS, SCAN, SCAN_OR_NULL, REPLACE, NULL, DECODE, REPLACE_JSON, SCAN_JSON = range(8)
+"""Per-column plan kinds. Whatever replaces a value is something a driver's
+loader for the column's type accepts: text for text types, a JSON string
+for json/jsonb, NULL for anything else (a number column holding ``[CARD]``
+fails psycopg's int loader, and ``[SSN]`` is no jsonb binary value)."""
+_FORCED = frozenset({REPLACE, NULL, DECODE, REPLACE_JSON})
+_SCANS = frozenset({SCAN, SCAN_OR_NULL, SCAN_JSON})
 
 
 def strip_assertions(pattern: str) -> str:
@@ -199,6 +216,7 @@ class StreamMasking:
                 if "." in field:
                     self._qualified.append((rule.id, field.split(".", 1)[1].lower()))
         self._plans: dict[tuple[tuple[str, int, int], ...], RowPlan] = {}
+        self._json: Any = None
 
     # -- planning ---------------------------------------------------------------
     def column_rule(self, name: str) -> str | None:
@@ -228,28 +246,35 @@ class StreamMasking:
         kinds: list[int] = []
         rules: list[str] = []
         for col, fmt in zip(columns, fmts, strict=True):
+            oid = col.type_oid
             rid = self.column_rule(col.name) if self.active else None
-            textual = fmt == 0 or col.type_oid in TEXT_OIDS or col.type_oid == JSONB_OID
             if rid is not None:
-                kinds.append(REPLACE if textual and col.type_oid not in OPAQUE_OIDS else NULL)
+                if oid in JSON_OIDS:
+                    kinds.append(REPLACE_JSON)
+                elif oid in TEXT_OIDS or (fmt == 0 and oid >= USER_OID_MIN):
+                    # (user types in text: enums, citext... are loaded as str)
+                    kinds.append(REPLACE)
+                else:
+                    kinds.append(NULL)
                 rules.append(rid)
-            elif not self.scans or col.type_oid in OPAQUE_OIDS:
+                continue
+            rules.append("")
+            if not self.scans or oid in OPAQUE_OIDS:
                 kinds.append(PASS)
-                rules.append("")
-            elif fmt == 0 or col.type_oid in TEXT_OIDS or col.type_oid == JSONB_OID:
+            elif oid in JSON_OIDS:
+                kinds.append(SCAN_JSON)
+            elif oid in TEXT_OIDS or (fmt == 0 and (oid >= USER_OID_MIN or oid in TEXT_LIKE_OIDS)):
                 kinds.append(SCAN)
-                rules.append("")
-            elif col.type_oid in DECODED_OIDS:
+            elif fmt != 0 and oid in DECODED_OIDS:
                 kinds.append(DECODE)
-                rules.append("")
             else:
+                # numbers, inet, arrays of numbers... in text, any binary value
                 kinds.append(SCAN_OR_NULL)
-                rules.append("")
         plan = RowPlan(
             kinds,
             rules,
-            any(k in (REPLACE, NULL, DECODE) for k in kinds),
-            any(k in (SCAN, SCAN_OR_NULL) for k in kinds),
+            any(k in _FORCED for k in kinds),
+            any(k in _SCANS for k in kinds),
         )
         if len(self._plans) < 1024:
             self._plans[key] = plan
@@ -285,6 +310,21 @@ class StreamMasking:
 
     def mask_value(self, value: bytes, kind: int, type_oid: int, rid: str) -> tuple[bytes | None, Counts]:
         m = self.masker
+        if kind in (REPLACE_JSON, SCAN_JSON):
+            # jsonb in binary is a version byte and the text
+            prefix = value[:1] if type_oid == JSONB_OID and value[:1] == b"\x01" else b""
+            doc = value[len(prefix) :]
+            if kind == REPLACE_JSON:
+                if rid == KV_ID:
+                    replaced = m.replace_secret_value(doc)
+                else:
+                    replaced = m.replace_value(rid, doc)
+                quoted = json.dumps(replaced.decode("utf-8", "replace"), ensure_ascii=False)
+                return prefix + quoted.encode(), {rid: 1}
+            masked_doc, counts = self.mask_json(doc)
+            if not counts:
+                return value, counts
+            return (None if masked_doc is None else prefix + masked_doc), counts
         if kind == REPLACE:
             if rid == KV_ID:
                 if looks_masked(value):
@@ -302,9 +342,33 @@ class StreamMasking:
                 return value, {}
             _, counts = m.mask_bytes(text)
             return (None if counts else value), counts
-        # SCAN_OR_NULL: binary value of a non-text type
+        # SCAN_OR_NULL: a value whose type has no room for a replacement
         _, counts = m.mask_bytes(value)
         return (None if counts else value), counts
+
+    def mask_json(self, doc: bytes) -> tuple[bytes | None, Counts]:
+        """Mask a JSON document by content, in place where that keeps it
+        JSON (a match inside a string); else (a card number as a JSON
+        number: ``{"card": [CARD]}``) structurally, re-serialized; None if
+        neither gives valid JSON without a hit."""
+        m = self.masker
+        masked, counts = m.mask_bytes(doc)
+        if not counts or _is_json(masked):
+            return masked, counts
+        try:
+            obj = json.loads(doc, parse_constant=_reject)
+        except ValueError:
+            return None, counts
+        if self._json is None:
+            self._json = m.json()
+        out, _ = self._json.mask_obj(obj)
+        text = json.dumps(out, ensure_ascii=False, allow_nan=False).encode()
+        again, more = m.mask_bytes(text)
+        if more:
+            if not _is_json(again):
+                return None, counts
+            text = again
+        return text, counts
 
     def mask_row(
         self, buf: bytes, start: int, end: int, plan: RowPlan, columns: Sequence[Column]
@@ -396,8 +460,23 @@ class BinaryCopyHit(Exception):
         self.counts = counts
 
 
+def _reject(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data, parse_constant=_reject)
+    except ValueError:
+        return False
+    return True
+
+
 def binary_number_text(value: bytes, type_oid: int) -> bytes | None:
-    """Text form of a binary int2/int4/int8/numeric value (None if malformed)."""
+    """Text form of a binary int2/int4/int8/numeric/inet/cidr value (None if
+    malformed)."""
+    if type_oid in INET_OIDS:
+        return _inet_text(value)
     size = INT_OIDS.get(type_oid)
     if size is not None:
         if len(value) != size:
@@ -423,6 +502,25 @@ def binary_number_text(value: bytes, type_oid: int) -> bytes | None:
         text = text.rjust(-exp + 1, "0")
         text = text[:exp] + "." + text[exp:]
     return (("-" if sign == 0x4000 else "") + text).encode()
+
+
+def _inet_text(value: bytes) -> bytes | None:
+    import ipaddress
+
+    if len(value) < 4 or len(value) != 4 + value[3]:
+        return None
+    family, bits, is_cidr = value[0], value[1], value[2]
+    raw = bytes(value[4:])
+    try:
+        addr = ipaddress.ip_address(raw) if family in (2, 3) else None
+    except ValueError:
+        return None
+    if addr is None:
+        return None
+    text = str(addr)
+    if is_cidr or bits != addr.max_prefixlen:
+        text += f"/{bits}"
+    return text.encode()
 
 
 def _format_of(formats: Sequence[int] | None, i: int, default: int) -> int:

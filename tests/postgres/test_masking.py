@@ -9,6 +9,7 @@ import asyncpg
 import psycopg
 
 from tests.postgres.conftest import Gateway
+from tests.support.pgserver import PgServer
 
 
 def test_pipeline_column_rule_applies_to_every_statement(gateway: Gateway) -> None:
@@ -38,3 +39,63 @@ async def test_secret_named_columns_replaced_whole(gateway: Gateway) -> None:
         assert tuple(row) == ("[SECRET]", "[SECRET]", "hunter2")
     finally:
         await conn2.close()
+
+
+TYPED = (
+    "select 5 as ssn, 5.5::numeric as ssn, array['a'] as ssn, '{\"a\": 1}'::jsonb as ssn,"
+    " '{\"a\": 1}'::json as ssn, 'x'::varchar as ssn"
+)
+"""A column rule on columns of several types."""
+TYPED_MASKED = (None, None, None, "[SSN_COL]", "[SSN_COL]", "[SSN_COL]")
+CONTENT = (
+    "select card, note from people where id = 1 union all"
+    " select 4111111111111111, '{\"card\": 4111111111111111, \"n\": 1.5}'::jsonb"
+)
+"""A card number in a bigint column and as a JSON number inside jsonb."""
+
+
+def _no_card(value: object) -> None:
+    assert "4111111111111111" not in repr(value)
+
+
+def test_replacements_load_in_psycopg(gateway: Gateway) -> None:
+    # Before: '[SSN_COL]' in an int/numeric/array/jsonb column (text format),
+    # and '[SSN_COL]' without jsonb's version byte (binary) made psycopg raise
+    # ValueError / DataError / JSONDecodeError; '[CARD]' in a bigint or as a
+    # JSON number likewise.
+    with psycopg.connect(gateway.dsn("db"), sslmode="require") as conn:
+        for binary in (False, True):
+            assert conn.execute(TYPED, binary=binary).fetchone() == TYPED_MASKED
+            rows = conn.execute(CONTENT, binary=binary).fetchall()
+            _no_card(rows)
+            assert [r[0] for r in rows] == [None, None]
+            assert rows[0][1] == {"mail": "[EMAIL]"}
+            assert rows[1][1] == {"card": "[CARD]", "n": 1.5}
+
+
+async def test_replacements_load_in_asyncpg(gateway: Gateway) -> None:
+    conn = await asyncpg.connect(gateway.dsn("db"), ssl="require")
+    try:
+        # (asyncpg returns json/jsonb as their JSON text)
+        assert tuple(await conn.fetchrow(TYPED)) == (
+            None, None, None, '"[SSN_COL]"', '"[SSN_COL]"', "[SSN_COL]"
+        )
+        rows = await conn.fetch(CONTENT)
+        _no_card([tuple(r) for r in rows])
+        assert [r[0] for r in rows] == [None, None]
+    finally:
+        await conn.close()
+
+
+def test_unmasked_typed_values_identical_to_direct(gateway: Gateway, pg: PgServer) -> None:
+    query = (
+        "select 42::int8, 1.50::numeric, array[1, 2], '{\"a\": [1, 2.50]}'::jsonb,"
+        " '{ \"b\" :1 }'::json, array['x', 'y']"
+    )
+    with psycopg.connect(pg.dsn) as direct, psycopg.connect(gateway.dsn("db"), sslmode="require") as conn:
+        for binary in (False, True):
+            assert conn.execute(query, binary=binary).fetchone() == direct.execute(
+                query, binary=binary
+            ).fetchone()
+            # an address the ipv4 recognizer hits: NULL, as ipaddress cannot load '[IP]'
+            assert conn.execute("select '10.1.2.3'::inet", binary=binary).fetchone() == (None,)
