@@ -66,7 +66,10 @@ USER_OID_MIN = 16384
 INT_OIDS = {21: 2, 23: 4, 20: 8}
 NUMERIC_OID = 1700
 INET_OIDS = frozenset({869, 650})
-DECODED_OIDS = frozenset({*INT_OIDS, NUMERIC_OID, *INET_OIDS})
+NUMBER_ARRAY_OIDS = frozenset({1005, 1007, 1016, 1231, 1041, 651})
+"""int2[], int4[], int8[], numeric[], inet[], cidr[]."""
+RECORD_OID = 2249
+DECODED_OIDS = frozenset({*INT_OIDS, NUMERIC_OID, *INET_OIDS, *NUMBER_ARRAY_OIDS, RECORD_OID})
 """Binary numbers and addresses are decoded to text to be scanned (a card
 number stored as bigint is still a card number, an inet still an IP
 address); the prefilter cannot see them, so result sets with such columns
@@ -337,6 +340,17 @@ class StreamMasking:
             masked, counts = m.mask_bytes(value)
             return (masked if counts else value), counts
         if kind == DECODE:
+            if type_oid in NUMBER_ARRAY_OIDS or type_oid == RECORD_OID:
+                parts = binary_parts(value, type_oid)
+                if parts is None:
+                    # malformed: scan the raw bytes as any other binary value
+                    parts = [value]
+                counts = {}
+                for part in parts:
+                    _, c = m.mask_bytes(part)
+                    for k, n in c.items():
+                        counts[k] = counts.get(k, 0) + n
+                return (None if counts else value), counts
             text = binary_number_text(value, type_oid)
             if text is None:
                 return value, {}
@@ -502,6 +516,59 @@ def binary_number_text(value: bytes, type_oid: int) -> bytes | None:
         text = text.rjust(-exp + 1, "0")
         text = text[:exp] + "." + text[exp:]
     return (("-" if sign == 0x4000 else "") + text).encode()
+
+
+def binary_parts(value: bytes, type_oid: int, depth: int = 0) -> list[bytes] | None:
+    """The values inside a binary array or record, as text where they are
+    numbers or addresses (raw bytes otherwise), to be scanned one by one;
+    None if malformed."""
+    if depth > 8:
+        return None
+    try:
+        out: list[bytes] = []
+        if type_oid == RECORD_OID:
+            (nfields,) = struct.unpack_from("!i", value, 0)
+            pos = 4
+            for _ in range(nfields):
+                oid, size = struct.unpack_from("!Ii", value, pos)
+                pos += 8
+                if size < 0:
+                    continue
+                _part(value[pos : pos + size], oid, depth, out)
+                pos += size
+            return out if pos == len(value) else None
+        ndim, _flags, elem = struct.unpack_from("!iiI", value, 0)
+        pos = 12
+        count = 1 if ndim else 0
+        for _ in range(ndim):
+            (dim,) = struct.unpack_from("!i", value, pos)
+            count *= dim
+            pos += 8
+        for _ in range(count):
+            (size,) = struct.unpack_from("!i", value, pos)
+            pos += 4
+            if size < 0:
+                continue
+            _part(value[pos : pos + size], elem, depth, out)
+            pos += size
+        return out if pos == len(value) else None
+    except (struct.error, ValueError):
+        return None
+
+
+def _part(value: bytes, oid: int, depth: int, out: list[bytes]) -> None:
+    if oid in INT_OIDS or oid == NUMERIC_OID or oid in INET_OIDS:
+        text = binary_number_text(value, oid)
+        if text is None:
+            raise ValueError("malformed value")
+        out.append(text)
+    elif oid in NUMBER_ARRAY_OIDS or oid == RECORD_OID:
+        inner = binary_parts(value, oid, depth + 1)
+        if inner is None:
+            raise ValueError("malformed value")
+        out += inner
+    else:
+        out.append(value)
 
 
 def _inet_text(value: bytes) -> bytes | None:

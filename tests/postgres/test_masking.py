@@ -99,3 +99,25 @@ def test_unmasked_typed_values_identical_to_direct(gateway: Gateway, pg: PgServe
             ).fetchone()
             # an address the ipv4 recognizer hits: NULL, as ipaddress cannot load '[IP]'
             assert conn.execute("select '10.1.2.3'::inet", binary=binary).fetchone() == (None,)
+
+
+async def test_binary_arrays_and_records_of_numbers_scanned(gateway: Gateway) -> None:
+    # Before: a card number inside a binary int8[]/numeric[] or a record came
+    # back in clear (the binary elements are not text, so nothing saw them).
+    query = (
+        "select array[4111111111111111, 1] as a, array[4111111111111111.0, 2] as n,"
+        " row(1, 4111111111111111) as r, array[1, 2] as ok, row(1, 'x') as rok"
+    )
+    with psycopg.connect(gateway.dsn("db"), sslmode="require") as conn:
+        row = conn.execute(query, binary=True).fetchone()
+        assert row is not None
+        _no_card(row)
+        assert row[:3] == (None, None, None) and row[3] == [1, 2]
+    conn2 = await asyncpg.connect(gateway.dsn("db"), ssl="require")
+    try:
+        arow = await conn2.fetchrow(query)
+        _no_card(tuple(arow))
+        assert tuple(arow)[:4] == (None, None, None, [1, 2])
+        assert tuple(arow["rok"]) == (1, "x")
+    finally:
+        await conn2.close()
