@@ -63,7 +63,9 @@ def test_disk_full_ends_sessions_refuses_new_ones_then_recovers(tmp_path: Path) 
     with small_disk(tmp_path / "disk", "512k") as disk, echo_server() as upstream:
         # Opened up front: creating a file on an almost full disk can fail.
         filler = disk / "filler"
-        filler_fh = open(filler, "wb")  # noqa: SIM115 - closed below
+        # unbuffered: a buffered file could still hold bytes the full disk
+        # refused, and close() would fail trying to flush them again
+        filler_fh = open(filler, "wb", buffering=0)  # noqa: SIM115 - closed below
         daemon = Daemon(
             tmp_path,
             {
