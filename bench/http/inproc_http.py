@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -38,6 +37,7 @@ from hoopd.registry import Registry  # noqa: E402
 from hoopd.server import Daemon  # noqa: E402
 from protocols.http.exchange import UpstreamConnection  # noqa: E402
 from protocols.http.proxy import ClientConnection  # noqa: E402
+from tests.support.transports import MemoryTransport  # noqa: E402
 
 KEY = "hak_bench_0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
 BODY = json.dumps(
@@ -52,37 +52,6 @@ REQUEST = (
     f"GET /item HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\n"
     f"Authorization: Bearer {KEY}\r\n\r\n"
 ).encode()
-
-
-class FakeTransport(asyncio.Transport):
-    def __init__(self, on_write: Any) -> None:
-        super().__init__()
-        self.on_write = on_write
-        self.closing = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.on_write(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def can_write_eof(self) -> bool:
-        return True
 
 
 def response(i: int) -> bytes:
@@ -141,8 +110,8 @@ async def run(n: int, masking: bool, vary: bool = False) -> float:
         return upstream
 
     client._connect = connect  # type: ignore[method-assign]
-    upstream.connection_made(FakeTransport(to_upstream))
-    client.connection_made(FakeTransport(to_client))
+    upstream.connection_made(MemoryTransport(to_upstream))
+    client.connection_made(MemoryTransport(to_client))
     client.data_received(REQUEST)
     await asyncio.sleep(0.05)
     started = time.process_time()

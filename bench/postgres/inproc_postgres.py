@@ -60,6 +60,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from own_support import MemoryTransport
+
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
 
@@ -74,41 +76,6 @@ def _tree_from_argv() -> Path:
 
 TREE = _tree_from_argv()
 sys.path.insert(0, str(TREE))
-
-
-class FakeTransport:
-    """A transport that accepts everything and goes nowhere."""
-
-    def __init__(self, on_write: Any = None) -> None:
-        self.on_write = on_write
-        self.closing = False
-        self.written = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += len(data)
-        if self.on_write is not None:
-            self.on_write(bytes(data))
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def set_write_buffer_limits(self, *a: Any, **k: Any) -> None:
-        pass
 
 
 def backend_answer() -> bytes:
@@ -178,7 +145,7 @@ async def open_connection(work: Path) -> tuple[Any, Any, Any, Any]:
     await daemon.start()
     handler = daemon.handlers["bench"]
     up = UpstreamProtocol()
-    up.connection_made(FakeTransport())  # type: ignore[arg-type]
+    up.connection_made(MemoryTransport())
 
     async def fake_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
         login = LoginResult(
@@ -204,9 +171,9 @@ async def open_connection(work: Path) -> tuple[Any, Any, Any, Any]:
         ):
             ready.set_result(None)
 
-    client_transport = FakeTransport(from_gateway)
+    client_transport = MemoryTransport(from_gateway)
     conn = _client.ClientConnection(handler)  # type: ignore[arg-type]
-    conn.connection_made(client_transport)  # type: ignore[arg-type]
+    conn.connection_made(client_transport)
     conn.data_received(
         w.startup_message({"user": "bench", "database": "bench", "application_name": "pgbench"})
     )

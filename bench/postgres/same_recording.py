@@ -27,34 +27,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from own_support import MemoryTransport, split
+
 VALUES = [b"0", b"42", b"hello", b"s3cr3t-7", b"no s3cr3t here", b"ann@example.com"]
 Statement = tuple[Any, ...]
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def scenario(rng: random.Random) -> tuple[list[list[list[Statement]]], list[int], bool]:
@@ -98,16 +74,6 @@ def answer(stmts: list[Statement]) -> bytes:
     return b"".join(out)
 
 
-def split(data: bytes, cuts: list[int]) -> list[bytes]:
-    points = sorted({c % (len(data) + 1) for c in cuts})
-    out, prev = [], 0
-    for p in points:
-        out.append(data[prev:p])
-        prev = p
-    out.append(data[prev:])
-    return out
-
-
 async def run(seed: int, scenarios: int) -> str:
     from hoopd.config import parse_config
     from hoopd.registry import Registry
@@ -118,7 +84,7 @@ async def run(seed: int, scenarios: int) -> str:
 
     async def fake_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
         up = UpstreamProtocol()
-        up.connection_made(Sink())  # type: ignore[arg-type]
+        up.connection_made(MemoryTransport())
         login = LoginResult(parameters=[("server_version", "15.8")], backend_pid=1, backend_key=2)
         return up, login
 
@@ -154,8 +120,8 @@ async def run(seed: int, scenarios: int) -> str:
     for _ in range(scenarios):
         groups, cuts, joined = scenario(rng)
         conn = _client.ClientConnection(daemon.handlers["db"])  # type: ignore[arg-type]
-        sink = Sink()
-        conn.connection_made(sink)  # type: ignore[arg-type]
+        sink = MemoryTransport()
+        conn.connection_made(sink)
         conn.data_received(w.startup_message({"user": "x", "database": "postgres"}))
         for _ in range(500):
             if conn._relay:

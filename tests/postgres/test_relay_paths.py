@@ -25,33 +25,7 @@ from protocols.postgres import _wire as w
 from protocols.postgres._upstream import LoginResult, UpstreamProtocol
 from tests.helpers import free_port
 from tests.support.chunks import split
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def is_closing(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 50000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
+from tests.support.transports import MemoryTransport
 
 Env = tuple[asyncio.AbstractEventLoop, Any]
 
@@ -90,14 +64,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 async def _fake_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
     up = UpstreamProtocol()
-    up.connection_made(Sink())  # type: ignore[arg-type]
+    up.connection_made(MemoryTransport())
     return up, LoginResult(parameters=[("server_version", "15.8")], backend_pid=1, backend_key=2)
 
 
-async def _connect(daemon: Any) -> tuple[Any, Sink, list[Any]]:
+async def _connect(daemon: Any) -> tuple[Any, MemoryTransport, list[Any]]:
     conn = _client.ClientConnection(daemon.handlers["db"])
-    sink = Sink()
-    conn.connection_made(sink)  # type: ignore[arg-type]
+    sink = MemoryTransport()
+    conn.connection_made(sink)
     conn.data_received(w.startup_message({"user": "x", "database": "postgres"}))
     for _ in range(200):
         if conn._relay:
