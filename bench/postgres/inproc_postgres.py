@@ -60,7 +60,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from own_support import MemoryTransport
+from own_support import MemoryTransport, pg_inproc
 
 HERE = Path(__file__).resolve()
 ROOT = HERE.parents[2]
@@ -290,29 +290,14 @@ async def events(n: int) -> list[dict[str, Any]]:
     """The recorded events of n statements, as records (ts/duration zeroed)."""
     work = Path(tempfile.mkdtemp(prefix="hoopd-inproc-pg-"))
     daemon, conn, up, recorder = await open_connection(work)
-    captured: list[Any] = []
-    rec = conn.session.recording
-    real_write = rec.write
-
-    def spy(event: Any) -> None:
-        captured.append(event)
-        real_write(event)
-
-    rec.write = spy
+    captured = pg_inproc.spy_events(conn.session.recording)
     answer = backend_answer()
     for q in queries(n):
         conn.data_received(q)
         up.data_received(answer)
     await drain(recorder)
     await close(daemon, conn)
-    out = []
-    for ev in captured:
-        r = ev.to_record()
-        if "duration_ms" in r:
-            r["duration_ms"] = 0.0
-        if isinstance(r.get("data"), bytes):
-            r["data"] = r["data"].hex()
-        out.append({"type": ev.type_name, **r})
+    out = [{"type": kind, **rec} for kind, rec in pg_inproc.event_records(captured)]
     return out
 
 

@@ -1,24 +1,25 @@
-"""This checkout's test helpers for the scripts here, which import hoopd
-from another source tree (``--tree``/``--compare-tree``, or a tree argument)
-that may not have them. Loaded by file path, so nothing else of this
-checkout lands on sys.path to shadow a module the other tree lacks."""
+"""This checkout's tests/support package for the scripts here, which import
+hoopd from another source tree (``--tree``/``--compare-tree``, or a tree
+argument) that may not have these helpers. Loaded by file path under its
+own name, so nothing else of this checkout lands on sys.path to shadow a
+module the other tree lacks."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 from pathlib import Path
-from types import ModuleType
 
+_NAME = "hoopd_bench_support"
 _SUPPORT = Path(__file__).resolve().parents[2] / "tests" / "support"
+_spec = importlib.util.spec_from_file_location(
+    _NAME, _SUPPORT / "__init__.py", submodule_search_locations=[str(_SUPPORT)]
+)
+assert _spec is not None and _spec.loader is not None
+sys.modules[_NAME] = _package = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_package)
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"hoopd_bench_{name}", _SUPPORT / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MemoryTransport = _load("transports").MemoryTransport
-split = _load("chunks").split
+MemoryTransport = importlib.import_module(f"{_NAME}.transports").MemoryTransport
+split = importlib.import_module(f"{_NAME}.chunks").split
+pg_inproc = importlib.import_module(f"{_NAME}.pg_inproc")

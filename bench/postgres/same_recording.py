@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from own_support import MemoryTransport, split
+from own_support import pg_inproc
 
 VALUES = [b"0", b"42", b"hello", b"s3cr3t-7", b"no s3cr3t here", b"ann@example.com"]
 Statement = tuple[Any, ...]
@@ -79,16 +79,8 @@ async def run(seed: int, scenarios: int) -> str:
     from hoopd.registry import Registry
     from hoopd.server import Daemon
     from protocols.postgres import _client
-    from protocols.postgres import _wire as w
-    from protocols.postgres._upstream import LoginResult, UpstreamProtocol
 
-    async def fake_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
-        up = UpstreamProtocol()
-        up.connection_made(MemoryTransport())
-        login = LoginResult(parameters=[("server_version", "15.8")], backend_pid=1, backend_key=2)
-        return up, login
-
-    _client.connect = fake_connect
+    _client.connect = pg_inproc.fake_connect
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -119,41 +111,9 @@ async def run(seed: int, scenarios: int) -> str:
     digest = hashlib.sha256()
     for _ in range(scenarios):
         groups, cuts, joined = scenario(rng)
-        conn = _client.ClientConnection(daemon.handlers["db"])  # type: ignore[arg-type]
-        sink = MemoryTransport()
-        conn.connection_made(sink)
-        conn.data_received(w.startup_message({"user": "x", "database": "postgres"}))
-        for _ in range(500):
-            if conn._relay:
-                break
-            await asyncio.sleep(0.002)
-        assert conn.session is not None and conn.up is not None
-        events: list[Any] = []
-        recording = conn.session.recording
-        write = recording.write
-
-        def spy(event: Any, write: Any = write, events: list[Any] = events) -> None:
-            events.append(event)
-            write(event)
-
-        recording.write = spy  # type: ignore[method-assign]
-        sink.data.clear()
-        for qs in groups:
-            sent = [w.query("; ".join(f"SELECT {i}" for i in range(len(s)))) for s in qs]
-            for data in [b"".join(sent)] if joined else sent:
-                conn.data_received(data)
-            for chunk in split(b"".join(answer(s) for s in qs), cuts):
-                if chunk:
-                    conn.up.data_received(chunk)
-        conn.connection_lost(None)
-        records = []
-        for ev in events:
-            rec = ev.to_record()
-            if "duration_ms" in rec:
-                rec["duration_ms"] = 0.0
-            if isinstance(rec.get("data"), bytes):
-                rec["data"] = rec["data"].hex()
-            records.append([ev.type_name, rec])
+        conn, sink, events = await pg_inproc.open_client(daemon.handlers["db"])
+        pg_inproc.play(conn, groups, answer, cuts, joined)
+        records = pg_inproc.event_records(events)
         line = json.dumps([bytes(sink.data).hex(), records], sort_keys=True, default=str)
         digest.update(line.encode())
     await daemon.stop()

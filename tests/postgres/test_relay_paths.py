@@ -22,10 +22,8 @@ from hoopd.registry import Registry
 from hoopd.server import Daemon
 from protocols.postgres import _client
 from protocols.postgres import _wire as w
-from protocols.postgres._upstream import LoginResult, UpstreamProtocol
 from tests.helpers import free_port
-from tests.support.chunks import split
-from tests.support.transports import MemoryTransport
+from tests.support.pg_inproc import event_records, fake_connect, open_client, play
 
 Env = tuple[asyncio.AbstractEventLoop, Any]
 
@@ -55,40 +53,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     daemon = Daemon(parse_config(raw, registry), registry)
     loop = asyncio.new_event_loop()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(_client, "connect", _fake_connect)
+        mp.setattr(_client, "connect", fake_connect)
         loop.run_until_complete(daemon.start())
         yield loop, daemon
         loop.run_until_complete(daemon.stop())
     loop.close()
-
-
-async def _fake_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
-    up = UpstreamProtocol()
-    up.connection_made(MemoryTransport())
-    return up, LoginResult(parameters=[("server_version", "15.8")], backend_pid=1, backend_key=2)
-
-
-async def _connect(daemon: Any) -> tuple[Any, MemoryTransport, list[Any]]:
-    conn = _client.ClientConnection(daemon.handlers["db"])
-    sink = MemoryTransport()
-    conn.connection_made(sink)
-    conn.data_received(w.startup_message({"user": "x", "database": "postgres"}))
-    for _ in range(200):
-        if conn._relay:
-            break
-        await asyncio.sleep(0.005)
-    assert conn._relay and conn.session is not None
-    events: list[Any] = []
-    recording = conn.session.recording
-    write = recording.write
-
-    def spy(event: Any) -> None:
-        events.append(event)
-        write(event)
-
-    recording.write = spy  # type: ignore[method-assign]
-    sink.data.clear()
-    return conn, sink, events
 
 
 def _row_description(name: str) -> bytes:
@@ -132,23 +101,9 @@ def _answer(stmts: list[tuple[Any, ...]]) -> bytes:
 
 
 async def _run(daemon: Any, groups: list[list[Any]], cuts: list[int], joined: bool) -> Any:
-    conn, sink, events = await _connect(daemon)
-    up = conn.up
-    for qs in groups:
-        sent = [w.query("; ".join(f"SELECT {i}" for i in range(len(stmts)))) for stmts in qs]
-        for data in [b"".join(sent)] if joined else sent:
-            conn.data_received(data)
-        for chunk in split(b"".join(_answer(stmts) for stmts in qs), cuts):
-            if chunk:
-                up.data_received(chunk)
-    conn.connection_lost(None)
-    records = []
-    for ev in events:
-        rec = ev.to_record()
-        if "duration_ms" in rec:
-            rec["duration_ms"] = 0.0
-        records.append((ev.type_name, rec))
-    return bytes(sink.data), records
+    conn, sink, events = await open_client(daemon.handlers["db"])
+    play(conn, groups, _answer, cuts, joined)
+    return bytes(sink.data), event_records(events)
 
 
 def _both(env: Env, groups: list[list[Any]], cuts: list[int], joined: bool) -> tuple[Any, Any]:
