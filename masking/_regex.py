@@ -139,7 +139,7 @@ def check_pattern(pattern: str) -> None:
         raise ValueError("pattern matches the empty string")
 
 
-def _open_class(pattern: str, i: int, out: list[str]) -> int:
+def copy_class_opening(pattern: str, i: int, out: list[str]) -> int:
     """Copy the ``[`` at ``i`` and what belongs to it literally (``^``, then a
     ``]`` right after ``[`` or ``[^``, which is a literal, not the end);
     return the index after them."""
@@ -177,7 +177,7 @@ def decapture(pattern: str) -> str:
             continue
         if c == "[":
             in_class = True
-            i = _open_class(pattern, i, out)
+            i = copy_class_opening(pattern, i, out)
             continue
         if c == "(":
             if pattern.startswith("(?P<", i):
@@ -231,7 +231,7 @@ def python_equivalent(pattern: str) -> str | None:
             return None
         elif c == "[":
             in_class = True
-            i = _open_class(pattern, i, out)
+            i = copy_class_opening(pattern, i, out)
             continue
         out.append(c)
         i += 1

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from masking._regex import copy_class_opening
 from masking.engine import KV_ID
 from masking.replacements import looks_masked
 
@@ -113,15 +114,7 @@ def strip_assertions(pattern: str) -> str:
             continue
         if ch == "[":
             in_class = True
-            out.append(ch)
-            i += 1
-            # a ']' or '^]' right after '[' is literal
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":
-                out.append("]")
-                i += 1
+            i = copy_class_opening(pattern, i, out)
             continue
         if ch in "^$":
             i += 1
