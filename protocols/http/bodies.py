@@ -24,6 +24,7 @@ All masking goes through this module (``masker.json()``, ``masker.stream()``,
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import re
 import zlib
@@ -74,6 +75,7 @@ def charset(headers: Headers) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=64)
 def foreign_charset(name: str) -> str:
     """The Python codec for a charset in which ASCII text is not ASCII bytes
     (UTF-16, UTF-32, EBCDIC, ...), or ''. The maskers read bytes as ASCII

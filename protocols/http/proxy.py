@@ -578,9 +578,8 @@ class ClientConnection(asyncio.Protocol):
                 battrs["streamed"] = True
             attrs = {**attrs, "body": battrs}
         cmd = session.command(CommandKind.HTTP, prep.cmd_text, attrs)
-        recorder = RequestRecorder(
-            self, cmd.seq, head, ctype, cenc, foreign_charset(charset(head.headers))
-        )
+        text_charset = foreign_charset(charset(head.headers)) if head.has_body else ""
+        recorder = RequestRecorder(self, cmd.seq, head, ctype, cenc, text_charset)
         recorder.start(body, complete, prep.recorded_head)
         self.check_recorder()
         found = prep.found

@@ -630,7 +630,8 @@ class KubeProxy:
                 out = stream.feed(chunk)
             if out:
                 if left is not None:
-                    out, left = out[:left], left - len(out[:left])
+                    out = out[:left]
+                    left -= len(out)
                 counts = _delta(stream.counts, reported)
                 session.upstream_data(out, Stream.STDOUT, command_seq=cmd.seq, masked=counts)
                 await resp.write(out)
