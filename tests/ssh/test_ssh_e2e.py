@@ -745,7 +745,11 @@ def test_flow_control_bounds_gateway_memory(env: Env) -> None:
         total += len(chunk)
     proc.wait(60)
     assert total == 80 * 1024 * 1024
-    # upload to a stalled target: it reads nothing for 3 s
+    # upload to a stalled target: it reads nothing for 3 s. Measured from
+    # here: the heap the download phase grew is not handed back to the OS at
+    # once (with a slow recordings disk its peak stays in RSS), and that is not
+    # memory this phase buffers.
+    before_up = _rss_mb(pid)
     upload = subprocess.Popen(
         ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
          "-o", "PreferredAuthentications=keyboard-interactive,password",
@@ -759,7 +763,7 @@ def test_flow_control_bounds_gateway_memory(env: Env) -> None:
     feeder = threading.Thread(target=lambda: upload.communicate(payload, timeout=90))
     feeder.start()
     time.sleep(2.5)
-    stalled_up = _rss_mb(pid) - before
+    stalled_up = _rss_mb(pid) - before_up
     feeder.join(90)
     print(f"gateway RSS growth: stalled client {stalled_down:.1f} MB, stalled target {stalled_up:.1f} MB")
     assert upload.returncode == 0
