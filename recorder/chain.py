@@ -4,11 +4,18 @@ A ChainWriter owns the chain value, the current segment file and a list of
 encoded-but-unwritten frame pieces. Appending a frame is the hot path: it
 hashes and appends four byte strings to a list; ``flush`` turns the list into
 one write() syscall per batch.
+
+The Output frames of a run go through the optional C accelerator
+(recorder/_chainfast.c, built by setup.py when a compiler and OpenSSL's
+headers are there) when it is importable and HOOPD_PURE_PYTHON is not set;
+the Python loop (``_append_events_py``) is the fallback and the reference,
+and handles every item the accelerator hands back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import time
 from collections.abc import Callable, Iterable
@@ -57,6 +64,21 @@ _HEAD_CACHE_MAX = 4096
 _EVENT_BYTE = TYPE_BYTES[EVENT]
 _HASH_OVERHEAD = len(HASH_BIN_HEADER) + 32
 _UINT64_END = 1 << 64
+
+# Payload map starts by stream, for the accelerator (the same bytes as the
+# OUTPUT_HASH_INPUT* tables').
+_STARTS = {s: start for s, (_, start, _) in OUTPUT_HASH_INPUT.items()}
+_STARTS_CSEQ = {s: start for s, (_, start, _) in OUTPUT_HASH_INPUT_CSEQ.items()}
+
+_append_outputs: Callable[..., tuple[int, bytes, int, int, int]] | None = None
+if os.environ.get("HOOPD_PURE_PYTHON", "") in ("", "0"):
+    with contextlib.suppress(ImportError):
+        from recorder._chainfast import append_outputs as _append_outputs
+
+
+def accelerated() -> bool:
+    """Whether append_events uses the C accelerator (recorder._chainfast)."""
+    return _append_outputs is not None
 
 
 class UnencodableEvent(Exception):
@@ -133,6 +155,47 @@ class ChainWriter:
         self.size += len(head) + len(payload) + _HASH_OVERHEAD
 
     def append_events(self, items: Iterable[tuple[int, int, Event]]) -> None:
+        """Append (seq, ts_ns, event) frames: see _append_events_py, which
+        this is equivalent to. With the accelerator, its C loop takes the
+        Output frames it handles and stops where a checkpoint or flush is
+        due (done here as the Python loop does) or at an item it leaves to
+        the Python loop."""
+        fast = _append_outputs
+        if fast is None:
+            self._append_events_py(items)
+            return
+        if type(items) is not list:
+            items = list(items)
+        i, n = 0, len(items)
+        while i < n:
+            was_empty = not self.buf
+            ckpt_due = self.ckpt_frame + self._checkpoint_frames
+            flush_due = min(self.flushed_size + _FLUSH_BYTES, self._rotate_bytes)
+            i, prev, nframes, size, last_seq = fast(
+                items, i, self.prev, self.nframes, self.size, self.last_seq,
+                ckpt_due, flush_due, self.buf, Output, _STARTS, _STARTS_CSEQ,
+            )
+            if nframes != self.nframes:
+                self._store(prev, nframes, size, last_seq)
+                if was_empty:
+                    self._dirty.append(self)
+                if nframes >= ckpt_due or size >= flush_due:
+                    self._checkpoint_or_flush()
+                    continue
+            if i < n:
+                self._append_events_py(items[i : i + 1])
+                i += 1
+
+    def _checkpoint_or_flush(self) -> None:
+        """After a frame that made a checkpoint or a flush due."""
+        if self.nframes >= self.ckpt_frame + self._checkpoint_frames:
+            self.checkpoint(CK_PERIODIC)
+        if self.size >= self._rotate_bytes:
+            self.rotate()
+        elif self.size - self.flushed_size >= _FLUSH_BYTES:
+            self.flush()
+
+    def _append_events_py(self, items: Iterable[tuple[int, int, Event]]) -> None:
         """Hot path: append (seq, ts_ns, event) frames, the same as
         _append(EVENT, ...) for each, with the chain state kept in locals
         across a run of one session's events (the writer thread hands over
@@ -213,12 +276,7 @@ class ChainWriter:
             size += len(head) + n + _HASH_OVERHEAD
             if nframes >= ckpt_due or size >= flush_due:
                 self._store(prev, nframes, size, last_seq)
-                if nframes >= ckpt_due:
-                    self.checkpoint(CK_PERIODIC)
-                if self.size >= self._rotate_bytes:
-                    self.rotate()
-                elif self.size - self.flushed_size >= _FLUSH_BYTES:
-                    self.flush()
+                self._checkpoint_or_flush()
                 prev, buf, nframes, size = self.prev, self.buf, self.nframes, self.size
                 ckpt_due = self.ckpt_frame + self._checkpoint_frames
                 flush_due = min(self.flushed_size + _FLUSH_BYTES, self._rotate_bytes)
