@@ -109,14 +109,26 @@ def _visible(data: bytes) -> str:
 
 
 class _Pausable:
-    """Pause reading for several reasons at once; resume when none is left."""
+    """Pause reading for several reasons at once; resume when none is left.
+
+    A resume lets asyncssh hand over everything it buffered while paused,
+    and a pause asked for during that hand-over (a consumer filling up
+    again) waits until it is done. asyncssh (2.24) opens the SSH window again
+    to its full size as soon as it delivers one buffered chunk, without
+    counting the chunks still buffered, so pausing again with data left in
+    its buffer would let the peer send another full window on top of it:
+    each pause/resume cycle could grow that buffer by a window (an 80 MB
+    download behind a slow recordings disk held 45 MB there with a 4 MiB
+    window). Drained on every resume, the buffer never holds more than
+    one window."""
 
     def __init__(self) -> None:
         self._pauses: set[str] = set()
+        self._resuming = False
         self.chan: Any = None
 
     def pause(self, why: str) -> None:
-        if not self._pauses and self.chan is not None:
+        if not self._pauses and self.chan is not None and not self._resuming:
             self.chan.pause_reading()
         self._pauses.add(why)
 
@@ -124,8 +136,15 @@ class _Pausable:
         if why not in self._pauses:
             return
         self._pauses.discard(why)
-        if not self._pauses and self.chan is not None:
-            self.chan.resume_reading()
+        if self._pauses or self.chan is None or self._resuming:
+            return
+        self._resuming = True
+        try:
+            self.chan.resume_reading()  # delivers what asyncssh buffered, synchronously
+        finally:
+            self._resuming = False
+        if self._pauses:  # paused again during the delivery
+            self.chan.pause_reading()
 
 
 class GatewayServer(asyncssh.SSHServer):

@@ -17,6 +17,7 @@ import socket
 import struct
 import subprocess
 import termios
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -769,6 +770,100 @@ def test_flow_control_bounds_gateway_memory(env: Env) -> None:
     assert upload.returncode == 0
     assert stalled_down < 40, f"gateway grew {stalled_down:.0f} MB while the client was not reading"
     assert stalled_up < 40, f"gateway grew {stalled_up:.0f} MB while the target was not reading"
+
+
+@contextlib.contextmanager
+def _peak_rss_growth(pid: int) -> Iterator[list[float]]:
+    """Samples the gateway's RSS every 10 ms; yields [growth in MB above the
+    RSS at entry], filled in on exit."""
+    before = _rss_mb(pid)
+    peak = before
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.01):
+            peak = max(peak, _rss_mb(pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    result = [0.0]
+    try:
+        yield result
+    finally:
+        done.set()
+        sampler.join()
+        result[0] = max(peak, _rss_mb(pid)) - before
+
+
+# The two tests below pause and resume the upstream channel again and again
+# while it has data buffered. asyncssh (2.24) re-opens the target's SSH window
+# to its full 4 MiB on the first chunk it hands over after a resume, without
+# counting what it still holds; if the gateway paused again before that
+# buffer was drained, every cycle let it grow by up to a window (45 MB held
+# there for one download). Drained on each resume, it holds at most a window.
+
+
+def test_download_to_a_slow_reader_stays_bounded(env: Env) -> None:
+    """The client reads 20 MB/s, the target sends faster: the client's window
+    opens a little at a time and each opening resumes the upstream channel
+    (60 MB grew the gateway by 37-55 MB before the fix, 9-11 MB after)."""
+    assert env.daemon.proc is not None
+    warm = run_ssh(env.port, env.token, "head -c 1M /dev/zero")
+    assert warm.returncode == 0, warm.stderr
+    size, rate = 60 << 20, 20e6
+    with _peak_rss_growth(env.daemon.proc.pid) as grown:
+        proc = subprocess.Popen(
+            ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
+             "-o", "PreferredAuthentications=keyboard-interactive,password",
+             "alice@127.0.0.1", f"head -c {size} /dev/zero"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, "SSHPASS": env.token},
+        )
+        assert proc.stdout is not None
+        total = 0
+        started = time.monotonic()
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            total += len(chunk)
+            ahead = total / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        assert proc.wait(60) == 0
+    print(f"gateway RSS growth, download to a 20 MB/s reader: {grown[0]:.1f} MB")
+    assert total == size
+    assert grown[0] < 25, f"gateway grew {grown[0]:.0f} MB for a download to a slow reader"
+
+
+SLOW_DISK = str(Path(__file__).parent / "slowdisk")
+
+
+def test_download_behind_a_slow_recordings_disk_stays_bounded(env: Env) -> None:
+    """The recorder cannot keep up (a 20 MB/s recordings disk, a 4 MiB byte
+    queue): it pauses and resumes the upstream channel many times. The gateway
+    holds the recorder's queue plus about a window on each side, not more the
+    more often the recorder paused (80 MB grew it by 29-65 MB before the fix,
+    8-15 MB after)."""
+    tmp = env.tmp / "slowdisk-gw"
+    tmp.mkdir()
+    port = free_port()
+    config = {
+        "recording": {"queue_max_bytes": "4MiB"},
+        "connections": [ssh_conn("box", port, env.target, masking=MASKING)],
+    }
+    token = GatewayTokens(load_or_create_token_key(tmp / "var" / "token_key.ed25519")).issue(
+        "alice", ["ops"], "1h"
+    )
+    path = os.pathsep.join(p for p in (SLOW_DISK, os.environ.get("PYTHONPATH", "")) if p)
+    with running(tmp, config, {"PYTHONPATH": path, "HOOPD_TEST_DISK_RATE": "20e6"}) as daemon:
+        assert daemon.proc is not None
+        warm = run_ssh(port, token, "head -c 1M /dev/zero")  # first-session imports and caches
+        assert warm.returncode == 0, warm.stderr
+        with _peak_rss_growth(daemon.proc.pid) as grown:
+            r = run_ssh(port, token, "head -c 80M /dev/zero")
+        assert r.returncode == 0, r.stderr
+        assert len(r.stdout) == 80 * 1024 * 1024
+        print(f"gateway RSS growth, download behind a 20 MB/s recordings disk: {grown[0]:.1f} MB")
+        assert grown[0] < 24, f"gateway grew {grown[0]:.0f} MB for a download its recorder held back"
 
 
 def test_garbage_on_the_port_does_not_hurt_other_sessions(env: Env) -> None:
