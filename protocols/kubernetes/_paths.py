@@ -165,7 +165,7 @@ def _classify(method: str, path: str, query_string: str) -> KubeRequest:
     subresource = rest[2] if len(rest) > 2 else ""
     if resource == "namespaces":
         namespace = ""
-    watch = watch or query.get("watch", [""])[0].lower() in ("true", "1")
+    watch = watch or query_bool(query, "watch")
     verb = _verb(method, name, subresource, watch)
     dry_run = "All" in query.get("dryRun", [])
     return KubeRequest(
@@ -182,6 +182,18 @@ def _classify(method: str, path: str, query_string: str) -> KubeRequest:
         dry_run=dry_run,
         query=query,
     )
+
+
+def query_bool(query: Mapping[str, Sequence[str]], name: str) -> bool:
+    """A boolean query parameter as the API server reads it
+    (``Convert_Slice_string_To_bool``): absent, ``0`` or ``false`` (any case)
+    is false, any other value -- ``yes``, an empty ``?watch`` -- is true.
+    Reading it any other way would take a watch for a list (buffered to its
+    end, masked as one document) while the server streams events."""
+    values = query.get(name)
+    if not values:
+        return False
+    return values[0] != "0" and values[0].lower() != "false"
 
 
 def _verb(method: str, name: str, subresource: str, watch: bool) -> str:

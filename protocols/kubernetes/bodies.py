@@ -229,7 +229,7 @@ class BodyMasker:
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
-            return self.mask_bytes(data)
+            return self._mask_unparsable(data)
         if level == _K8S:
             counts: Counts = {}
             out = self.prepare(obj, counts)
@@ -238,6 +238,20 @@ class BodyMasker:
         if not counts:
             return data, counts
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(), counts
+
+    def _mask_unparsable(self, data: bytes) -> tuple[bytes, Counts]:
+        """A body that is not one JSON document. Several lines (watch events
+        the gateway did not expect, any newline-delimited JSON) are masked
+        line by line as documents: content rules alone would pass a Secret's
+        base64 ``data`` in clear. Anything else gets the content rules."""
+        if b"\n" not in data.strip():
+            return self.mask_bytes(data)
+        lines = LinesMasker(self)
+        out, counts = lines.feed(data)
+        tail, more = lines.flush()
+        for k, n in more.items():
+            _add(counts, k, n)
+        return out + tail, counts
 
     def mask_bytes(self, data: bytes) -> tuple[bytes, Counts]:
         if self.masker is None:

@@ -112,6 +112,14 @@ def status(code: int, reason: str, message: str, **details: Any) -> web.Response
     return web.json_response(body, status=code)
 
 
+def query_bool(request: web.Request, name: str) -> bool:
+    """A boolean query parameter as the API server reads it
+    (``Convert_Slice_string_To_bool``): absent, ``0`` or ``false`` (any case)
+    is false; any other value, including an empty one, is true."""
+    values = request.query.getall(name, [])
+    return bool(values) and values[0] != "0" and values[0].lower() != "false"
+
+
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386 (also used for strategic merge patches: lists are replaced)."""
     if not isinstance(patch, dict):
@@ -618,7 +626,7 @@ class FakeApi:
         if sub == "log":
             return await self.log(request, ns or "", name or "")
         if name is None:
-            if m == "GET" and q.get("watch") in ("true", "1"):
+            if m == "GET" and query_bool(request, "watch"):
                 return await self.watch(request, kind, ns)
             if m == "GET":
                 return self.list(request, kind, ns)

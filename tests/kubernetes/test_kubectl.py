@@ -183,6 +183,26 @@ def test_secret_masked_in_yaml_json_table_and_watch(kube: Kube) -> None:
     [session] = [s for s in kube.sessions("get secrets db") if s["commands"]][:1] or kube.sessions("secrets db")[:1]
     assert session["masked"] >= 1
 
+@pytest.mark.parametrize("flag", ["watch=yes", "watch", "watch=TRUE"])
+def test_watch_spelled_otherwise_is_still_a_masked_stream(kube: Kube, flag: str) -> None:
+    """The API server watches for any ``watch`` value but ``0``/``false``
+    (empty included). Such a watch used to be taken for a list: buffered
+    until it ended, then masked as one (unparsable) document by content
+    only, so Secret data came back in clear."""
+    for name in ("wsecret1", "wsecret2"):  # two events: the body is no longer one JSON document
+        if kube.kubectl("get", "secret", name).returncode != 0:
+            kube.ok("create", "secret", "generic", name, "--from-literal=motd=watch-hunter2")
+    raw_b64 = base64.b64encode(b"watch-hunter2").decode()
+    started = time.monotonic()
+    out = kube.ok("get", "--raw", f"/api/v1/namespaces/default/secrets?{flag}&timeoutSeconds=2")
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert {"wsecret1", "wsecret2"} <= {e["object"]["metadata"]["name"] for e in events}
+    assert raw_b64 not in out
+    assert time.monotonic() - started < 15
+    [session] = kube.sessions("watch secrets -n default")[-1:]
+    assert session["masked"] >= 1
+
+
 
 def test_exec_stdin_exit_codes_and_recording(kube: Kube) -> None:
     if kube.kubectl("get", "pod", "web-0").returncode != 0:

@@ -141,6 +141,23 @@ def test_non_json_document_falls_back_to_content() -> None:
     assert b"hunter2" not in out
 
 
+def test_several_json_documents_are_masked_line_by_line() -> None:
+    """A JSON body that is not one document (watch events read as a whole)
+    is masked per line, Secret data included, not by content rules alone."""
+    event = json.dumps({"type": "ADDED", "object": SECRET}).encode()
+    out, counts = masker().mask_document(event + b"\n" + event + b"\n")
+    assert B64 not in out and counts.get("kubernetes_secret")
+    assert [json.loads(line)["type"] for line in out.splitlines()] == ["ADDED", "ADDED"]
+    assert out.endswith(b"\n")
+
+
+def test_watch_flag_read_as_the_api_server_reads_it() -> None:
+    for query in ("watch=yes", "watch", "watch=", "watch=TRUE", "watch=1"):
+        assert classify("GET", "/api/v1/secrets", query).verb == "watch", query
+    for query in ("watch=0", "watch=false", "watch=False", "", "watchx=1"):
+        assert classify("GET", "/api/v1/secrets", query).verb == "list", query
+
+
 def _pb_field(num: int, payload: bytes) -> bytes:
     return bytes([(num << 3) | 2, len(payload)]) + payload
 
