@@ -747,9 +747,9 @@ def test_flow_control_bounds_gateway_memory(env: Env) -> None:
     proc.wait(60)
     assert total == 80 * 1024 * 1024
     # upload to a stalled target: it reads nothing for 3 s. Measured from
-    # here: the heap the download phase grew is not handed back to the OS at
-    # once (with a slow recordings disk its peak stays in RSS), and that is not
-    # memory this phase buffers.
+    # here, so that what the download phase left in RSS (freed heap the
+    # allocator keeps for reuse, up to ~20 MB) is not counted against this
+    # phase; the download's own bound has its tests below.
     before_up = _rss_mb(pid)
     upload = subprocess.Popen(
         ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
