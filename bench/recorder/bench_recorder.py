@@ -5,7 +5,9 @@
 Rows:
   baseline-write   msgpack-pack [seq, ts, body] + buffered write, no chaining
   core-write       ChainWriter.append_events: encode + SHA-256 chain + buffered
-                   write + a signed checkpoint every 1000 frames (writer core path)
+                   write + a signed checkpoint every 1000 frames (writer core path),
+                   with the C accelerator (recorder._chainfast) when it is built
+  core-write-py    the same with the pure-Python loop (as HOOPD_PURE_PYTHON=1)
   e2e-write        SessionRecording.write() on this thread -> writer thread ->
                    file, until Recorder.close() returns
   baseline-read    msgpack.Unpacker over the file, no hashing
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import recorder.chain
 from hoopd.model import Output, Stream
 from recorder.chain import ChainWriter
 from recorder.codec import event_body
@@ -56,10 +59,11 @@ def bench_baseline_write(path: Path, event: Output, n: int) -> float:
 
 
 def bench_core_write(
-    directory: Path, key: Ed25519PrivateKey, event: Output, n: int, rotate: int
+    directory: Path, key: Ed25519PrivateKey, event: Output, n: int, rotate: int,
+    session_id: str = "core",
 ) -> float:
     chain = ChainWriter(
-        directory=directory, session_id="core", key=key,
+        directory=directory, session_id=session_id, key=key,
         key_fingerprint=key_fingerprint(key.public_key()), rotate_bytes=rotate,
         checkpoint_frames=1000, fsync="never", dirty=[], on_written=lambda n, b: None,
     )
@@ -107,6 +111,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="verify processes")
     args = ap.parse_args()
     n = args.frames
+    accelerated = recorder.chain.accelerated()
     key = Ed25519PrivateKey.generate()
     event = Output(Stream.STDOUT, os.urandom(args.payload))
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -115,7 +120,13 @@ def main() -> None:
         base = bench_baseline_write(d / "plain.msgpack", event, n)
         rows.append(("baseline-write", n / base, 1.0))
         core = bench_core_write(d, key, event, n, args.rotate)
-        rows.append(("core-write", n / core, base / core))
+        rows.append(("core-write" if accelerated else "core-write (no C)", n / core, base / core))
+        fast, recorder.chain._append_outputs = recorder.chain._append_outputs, None
+        try:
+            core_py = bench_core_write(d, key, event, n, args.rotate, "core-py")
+        finally:
+            recorder.chain._append_outputs = fast
+        rows.append(("core-write-py", n / core_py, base / core_py))
         e2e = bench_e2e_write(d, key, event, n, args.rotate)
         rows.append(("e2e-write", n / e2e, base / e2e))
         rbase, _ = bench_baseline_read(d / "plain.msgpack")
@@ -129,7 +140,9 @@ def main() -> None:
         files = result.files
         size = sum(p.stat().st_size for _, p in segment_files(d / "core"))
     print(f"frames={n} payload={args.payload}B session={size / 1e6:.1f}MB in {files} file(s) "
-          f"verify jobs={args.jobs} python={sys.version.split()[0]}")
+          f"verify jobs={args.jobs} python={sys.version.split()[0]} "
+          f"accelerator={'recorder._chainfast' if accelerated else 'none'} "
+          f"loadavg={os.getloadavg()[0]:.2f}")
     print(f"{'path':<16}{'frames/s':>12}{'vs baseline':>13}")
     for name, rate, ratio in rows:
         print(f"{name:<16}{rate:>12,.0f}{ratio:>12.2f}x")
