@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hoopd.model import Event, Output
-from recorder.chain import ChainWriter, FsyncMode, UnencodableEvent
+from recorder.chain import ChainWriter, FsyncMode, UnencodableEvent, accelerated
 from recorder.keys import export_public_key, key_fingerprint
 from recorder.segment import probe_writable
 
@@ -230,6 +230,10 @@ class Recorder:
             export_public_key(self._key, self._dir)
         except OSError as exc:
             self._set_unhealthy(f"cannot export public key: {exc}")
+        log.info(
+            "recorder: chain loop %s",
+            "in C (recorder._chainfast)" if accelerated() else "in pure Python",
+        )
         self._thread = threading.Thread(target=self._run, name="hoopd-recorder", daemon=True)
         self._thread.start()
 
