@@ -52,8 +52,12 @@ class KubeRequest:
 
     @property
     def discovery(self) -> bool:
-        """Discovery and other non-resource reads (no user data in them)."""
-        return not self.resource_request
+        """Discovery, OpenAPI, version and health documents (no user data in
+        them: their responses are passed through unmasked). Other
+        non-resource paths are not: the API server's ``/logs/`` serves its
+        node's log files, and aggregated or future endpoints may carry
+        anything."""
+        return not self.resource_request and is_discovery_path(self.path)
 
     @property
     def qualified_resource(self) -> str:
@@ -112,6 +116,16 @@ class KubeRequest:
                 dry_run=self.dry_run,
             )
         return out
+
+
+def is_discovery_path(path: str) -> bool:
+    """``/`` (the list of paths) or a path under one of DISCOVERY_PREFIXES.
+    A path with dot segments never is (``/version/../logs/x`` is not under
+    ``/version`` once the server resolves it)."""
+    path = path.rstrip("/")
+    if "/." in path:
+        return False
+    return not path or any(path == p or path.startswith(p + "/") for p in DISCOVERY_PREFIXES)
 
 
 def _split(path: str) -> list[str]:

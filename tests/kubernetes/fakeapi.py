@@ -518,6 +518,12 @@ class FakeApi:
         self.pod_ports: dict[int, int] = {}
         """port-forward: pod port -> local port that answers for it."""
         self.port_forwards = 0
+        self.node_logs: dict[str, str] = {
+            "kube-apiserver.log": "I0101 00:00:00 starting\n"
+            "I0101 00:00:01 etcd client: https://root:etcd-pw-9f2c@10.0.0.5:2379\n"
+            "I0101 00:00:02 webhook token=AKIAIOSFODNN7EXAMPLE rejected\n",
+        }
+        """/logs/NAME: what the API server's logs handler serves from /var/log."""
         for ns in ("default", "kube-system"):
             self.store.create(BY_PATH[("", "v1", "namespaces")], "", {"metadata": {"name": ns}})
 
@@ -540,6 +546,12 @@ class FakeApi:
             )
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
+        if path.startswith("/logs/"):
+            # the API server's logs handler: files of its node's /var/log
+            text = self.node_logs.get(path[len("/logs/"):])
+            if text is None:
+                return status(404, "NotFound", "the server could not find the requested resource")
+            return web.Response(text=text, content_type="text/plain", charset="utf-8")
         if path == "/api":
             if (v := aggregated(request)) is not None:
                 return self.discovery_list([""], v)

@@ -204,6 +204,21 @@ def test_watch_spelled_otherwise_is_still_a_masked_stream(kube: Kube, flag: str)
 
 
 
+def test_api_server_log_files_are_masked_discovery_is_not(kube: Kube) -> None:
+    """Only discovery, OpenAPI, version and health documents pass unmasked.
+    Every other non-resource path used to pass too: ``get --raw /logs/...``
+    (the API server's node log files) came back in clear."""
+    out = kube.ok("get", "--raw", "/logs/kube-apiserver.log")
+    assert "starting" in out and "etcd client" in out
+    assert "etcd-pw-9f2c" not in out and "AKIAIOSFODNN7EXAMPLE" not in out
+    for tricky in ("/version/../logs/kube-apiserver.log", "/version/%2E%2E/logs/kube-apiserver.log"):
+        res = kube.kubectl("get", "--raw", tricky)
+        assert "etcd-pw-9f2c" not in res.stdout + res.stderr, tricky
+    assert json.loads(kube.ok("get", "--raw", "/version"))["minor"] == "32"
+    [session] = kube.sessions("get /logs/kube-apiserver.log")[-1:]
+    assert session["masked"] >= 2
+
+
 def test_exec_stdin_exit_codes_and_recording(kube: Kube) -> None:
     if kube.kubectl("get", "pod", "web-0").returncode != 0:
         kube.ok("run", "web-0", "--image=busybox")

@@ -45,6 +45,12 @@ def test_nonresource(path: str) -> None:
     assert r.text() == f"get {path}"
 
 
+@pytest.mark.parametrize("path", ["/logs/kube-apiserver.log", "/logs", "/metrics", "/debug/pprof/", "/version/../logs/x", "/apis/../logs/x"])
+def test_other_nonresource_paths_are_not_discovery(path: str) -> None:
+    """Their responses are masked: only discovery documents pass unmasked."""
+    assert not classify("GET", path).discovery
+
+
 def test_dry_run_and_attrs() -> None:
     r = classify("POST", "/api/v1/namespaces/a/pods", "dryRun=All&fieldManager=kubectl")
     assert r.dry_run and r.write
