@@ -80,17 +80,38 @@ SPDY_MESSAGE = (
 )
 
 
+UNMASKABLE_ENCODINGS = ("protobuf", "cbor", "yaml")
+"""Response encodings the API server offers that the gateway cannot mask
+structurally: binary ones it cannot read at all, and YAML, where content
+rules alone would pass a Secret's base64 ``data`` and env values in clear."""
+
+
 def json_accept(accept: str) -> str:
-    """Drop protobuf (and CBOR) from an Accept header: the gateway can only
-    mask what it can read, so the upstream must answer JSON."""
+    """Drop protobuf, CBOR and YAML from an Accept header: the gateway masks
+    objects as JSON, so the upstream must answer JSON."""
     if not accept:
         return "application/json"
     kept = [
         part.strip()
         for part in accept.split(",")
-        if part.strip() and "protobuf" not in part and "cbor" not in part
+        if part.strip() and not _unmaskable_encoding(part)
     ]
     return ",".join(kept) or "application/json"
+
+
+def _unmaskable_encoding(media_type: str) -> bool:
+    low = media_type.lower()
+    return any(name in low for name in UNMASKABLE_ENCODINGS)
+
+
+def _refused_encoding(kr: KubeRequest, content_type: str) -> bool:
+    """A response the gateway answers 502 instead of passing: binary
+    encodings always; YAML for API objects (a proxied pod's or service's
+    YAML, or a file under /logs/, is that program's text: content-masked)."""
+    low = content_type.lower()
+    if "protobuf" in low or "cbor" in low:
+        return True
+    return "yaml" in low and kr.resource_request and kr.verb != "proxy"
 
 
 class ClientConn:
@@ -547,10 +568,11 @@ class KubeProxy:
                 ctype = v
             if low not in RESPONSE_DROP:
                 headers.add(k, v)
-        if "protobuf" in ctype or "cbor" in ctype:
-            session.result(cmd, "502", error="upstream answered in a binary encoding")
+        if _refused_encoding(kr, ctype):
+            # not asked for (json_accept): refuse rather than pass it unmasked
+            session.result(cmd, "502", error="upstream answered in an encoding the gateway cannot mask")
             return status_response(
-                502, "hoopd: the API server answered in a binary encoding the gateway cannot mask"
+                502, "hoopd: the API server answered in an encoding the gateway cannot mask"
             )
         code = uhead.status
         streaming = kr.watch or kr.verb in ("logs", "proxy") or (

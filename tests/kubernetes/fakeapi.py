@@ -508,6 +508,29 @@ def openapi_v3_doc(group: str, version: str) -> dict[str, Any]:
     return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": f"v1.{MINOR}.0"}, "paths": paths, "components": {"schemas": {}}}
 
 
+def prefers_yaml(request: web.Request) -> bool:
+    """The API server answers in the first media type of Accept it can
+    serialize; application/yaml is one of them (for objects, lists, Status)."""
+    first = request.headers.get("Accept", "").split(",", 1)[0]
+    return first.split(";", 1)[0].strip().lower() == "application/yaml"
+
+
+@web.middleware
+async def yaml_negotiation(request: web.Request, handler: Any) -> web.StreamResponse:
+    resp = await handler(request)
+    if (
+        prefers_yaml(request)
+        and isinstance(resp, web.Response)
+        and resp.content_type == "application/json"
+        and isinstance(resp.body, bytes)
+    ):
+        import yaml
+
+        doc = yaml.safe_dump(json.loads(resp.body), sort_keys=False).encode()
+        return web.Response(body=doc, status=resp.status, content_type="application/yaml")
+    return resp
+
+
 # ---------------------------------------------------------------- the app
 class FakeApi:
     def __init__(self) -> None:
@@ -528,7 +551,7 @@ class FakeApi:
             self.store.create(BY_PATH[("", "v1", "namespaces")], "", {"metadata": {"name": ns}})
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[yaml_negotiation])
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         return app
 

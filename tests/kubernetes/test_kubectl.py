@@ -219,6 +219,28 @@ def test_api_server_log_files_are_masked_discovery_is_not(kube: Kube) -> None:
     assert session["masked"] >= 2
 
 
+def test_yaml_accept_cannot_fetch_secret_data_in_clear(kube: Kube, fake: FakeApiServer) -> None:
+    """The API server answers in YAML when asked (Accept: application/yaml);
+    a YAML body could only be masked by content rules, so a Secret's base64
+    data and pod env values came back in clear. The gateway asks for JSON
+    instead, which it masks structurally."""
+    if kube.kubectl("get", "secret", "ysecret").returncode != 0:
+        kube.ok("create", "secret", "generic", "ysecret", "--from-literal=motd=yaml-hunter2")
+    raw_b64 = base64.b64encode(b"yaml-hunter2").decode()
+    token = kube.token("alice", ["dev"])
+    url = f"https://127.0.0.1:{kube.port}/api/v1/namespaces/default/secrets/ysecret"
+    ca = str(kube.data_dir / "tls" / "ca.pem")
+    for accept in ("application/yaml", "application/yaml, application/json;q=0.9"):
+        res = subprocess.run(
+            ["curl", "-sS", "--cacert", ca, "-H", f"Authorization: Bearer {token}", "-H", f"Accept: {accept}", url],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert res.returncode == 0, res.stderr
+        assert raw_b64 not in res.stdout and "ysecret" in res.stdout, res.stdout
+    seen = [h for (_, path, h) in fake.api.requests if path.endswith("/secrets/ysecret")][-1]
+    assert "yaml" not in seen.get("Accept", "")
+
+
 def test_exec_stdin_exit_codes_and_recording(kube: Kube) -> None:
     if kube.kubectl("get", "pod", "web-0").returncode != 0:
         kube.ok("run", "web-0", "--image=busybox")

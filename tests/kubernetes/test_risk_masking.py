@@ -17,6 +17,7 @@ from protocols.kubernetes import _proto
 from protocols.kubernetes._paths import classify
 from protocols.kubernetes.bodies import LAST_APPLIED, BodyMasker
 from protocols.kubernetes.exec import exit_code, parse_resize
+from protocols.kubernetes.proxy import _refused_encoding, json_accept
 from protocols.kubernetes.risk import assess, with_rules
 
 
@@ -156,6 +157,22 @@ def test_watch_flag_read_as_the_api_server_reads_it() -> None:
         assert classify("GET", "/api/v1/secrets", query).verb == "watch", query
     for query in ("watch=0", "watch=false", "watch=False", "", "watchx=1"):
         assert classify("GET", "/api/v1/secrets", query).verb == "list", query
+
+
+def test_upstream_is_asked_for_json_only() -> None:
+    assert json_accept("application/yaml") == "application/json"
+    assert json_accept("application/YAML, application/json;q=0.9") == "application/json;q=0.9"
+    assert json_accept("application/vnd.kubernetes.protobuf,application/json") == "application/json"
+    assert json_accept("application/json;as=Table;v=v1;g=meta.k8s.io,application/json") == (
+        "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+    )
+    secret = classify("GET", "/api/v1/namespaces/d/secrets/x")
+    assert _refused_encoding(secret, "application/yaml")
+    assert _refused_encoding(secret, "application/vnd.kubernetes.protobuf")
+    assert not _refused_encoding(secret, "application/json")
+    proxied = classify("GET", "/api/v1/namespaces/d/services/s/proxy/config.yaml")
+    assert not _refused_encoding(proxied, "application/yaml")
+    assert not _refused_encoding(classify("GET", "/logs/a.yaml"), "application/yaml")
 
 
 def _pb_field(num: int, payload: bytes) -> bytes:
