@@ -195,7 +195,9 @@ def _content_length(headers: Headers) -> int | None:
     if len(found) != 1:
         raise ProtocolError("conflicting Content-Length values")
     text = found.pop()
-    if not text.isdigit() or len(text) > 18:
+    # ASCII digits only: str.isdigit() also accepts '²' and other Unicode
+    # digits (a latin-1 decoded head can hold them), which int() then rejects
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ProtocolError("invalid Content-Length")
     return int(text)
 

@@ -204,12 +204,23 @@ def test_switching_protocols_hands_over_the_rest() -> None:
         b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
         b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n",  # '\u00b2'.isdigit()
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\xb9\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ],
 )
 def test_smuggling_shapes_are_refused(raw: bytes) -> None:
     with pytest.raises(ProtocolError):
         RequestParser().feed(raw)
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"1\xb3"])
+def test_unicode_digit_lengths_are_protocol_errors_in_responses(value: bytes) -> None:
+    parser = ResponseParser()
+    parser.expect("GET")
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: " + value + b"\r\n\r\n")
+    assert info.value.status == 502
 
 
 def test_header_limit() -> None:

@@ -368,6 +368,25 @@ def test_garbage_gets_400_and_other_sessions_are_fine(env: Env) -> None:
     assert curl("-i", env.url("api", "/echo/ok")).stdout.startswith(b"HTTP/1.1 200")
 
 
+def test_unicode_digit_content_length_gets_400(env: Env) -> None:
+    """'²' passes str.isdigit() but not int(): the parser raised ValueError
+    in the read callback and the client's connection was dropped without
+    an answer."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=10) as s:
+        s.sendall(
+            b"POST /echo/cl HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + KEYS["alice"][0].encode()
+            + b"\r\nContent-Length: \xb2\r\n\r\nab"
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400"), data
+    assert b"invalid Content-Length" in data
+
+
 @pytest.mark.parametrize("path", ["/reason-json", "/reason-text"])
 def test_reason_phrase_passes_through_and_is_recorded_as_sent(env: Env, path: str) -> None:
     """The upstream's status line reaches the client unchanged, also when the
