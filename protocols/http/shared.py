@@ -49,10 +49,11 @@ REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", APPROVAL_HEADER
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
 RESPONSE_DROP = HOP_BY_HOP
-RANGE_REQUEST = frozenset({"range", "if-range"})
+RANGE_REQUEST = frozenset({"range", "if-range", "request-range"})
 """Dropped when masking: a byte range can cut a secret so that no piece of it
 matches a rule (ask for a card number eight digits at a time), so masked
-connections fetch whole representations."""
+connections fetch whole representations. ``Request-Range`` is Netscape 2-3's
+spelling of Range, which Apache httpd still honours when Range is absent."""
 SENSITIVE = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
 )

@@ -442,6 +442,21 @@ def test_range_requests_cannot_fetch_a_secret_in_pieces(env: Env) -> None:
     assert "Range" not in env.upstream.requests[-1]["headers"]
 
 
+def test_request_range_cannot_fetch_a_secret_in_pieces(env: Env) -> None:
+    """Apache httpd reads ``Request-Range`` when there is no ``Range``; the
+    gateway dropped only Range/If-Range, so a card number still came back
+    eight digits at a time, each piece too short for the card rule."""
+    from tests.http.upstream import Upstream
+
+    text = Upstream.RANGE_TEXT
+    start = text.index(b"4111")
+    out = curl("-i", "-H", f"Request-Range: bytes={start}-{start + 7}", env.url("api", "/range-text"))
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"4111 1111" not in body and body.startswith(b"card on file: [CARD]")
+    assert "Request-Range" not in env.upstream.requests[-1]["headers"]
+
+
 def test_recording_masks_credentials_and_bodies(env: Env) -> None:
     out = curl(
         "-H", "Content-Type: application/json", "-H", "Cookie: session=cookie-secret-123",

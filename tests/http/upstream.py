@@ -128,9 +128,12 @@ class Upstream:
     RANGE_TEXT = b"card on file: 4111 1111 1111 1111, renewal due\n"
 
     async def range_text(self, request: web.Request) -> web.Response:
-        """Honours a single ``Range: bytes=a-b`` as a file server does."""
+        """Honours a single ``Range: bytes=a-b`` as a file server does, and,
+        as Apache httpd does, ``Request-Range`` (Netscape 2-3's spelling)
+        when there is no ``Range``."""
         self.requests.append(_echo_payload(request))
-        body, rng = self.RANGE_TEXT, request.headers.get("Range", "")
+        body = self.RANGE_TEXT
+        rng = request.headers.get("Range") or request.headers.get("Request-Range", "")
         if rng.startswith("bytes=") and "," not in rng:
             first, _, last = rng[6:].partition("-")
             a, b = int(first), min(int(last), len(body) - 1)
