@@ -228,7 +228,7 @@ class ResponseParser:
         lines = text.split("\r\n")
         status_line = lines[0]
         parts = status_line.split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3 or not _ascii_digits(parts[1]):
             raise ParseError(f"bad status line {status_line[:80]!r}")
         version = parts[0]
         status = int(parts[1])
@@ -246,7 +246,7 @@ class ResponseParser:
             headers.append((name, value))
             low = name.lower()
             if low == "content-length":
-                if not value.isdigit() or (length is not None and int(value) != length):
+                if not _ascii_digits(value) or (length is not None and int(value) != length):
                     raise ParseError("bad content-length")
                 length = int(value)
             elif low == "transfer-encoding":
@@ -268,3 +268,10 @@ class ResponseParser:
         if chunked:
             length = None
         return Head(status, reason, headers, length, chunked, keep_alive, encoding)
+
+
+def _ascii_digits(text: str) -> bool:
+    """``str.isdigit()`` alone also accepts '²' and other Unicode digits
+    (heads are decoded as latin-1), which ``int()`` then rejects with a
+    ValueError instead of a ParseError."""
+    return text.isascii() and text.isdigit()

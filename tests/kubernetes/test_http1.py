@@ -84,6 +84,8 @@ def test_truncated_and_bad_input() -> None:
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n",  # '\u00b2'.isdigit()
+        b"HTTP/1.1 2\xb90 OK\r\n\r\n",
     ):
         p = ResponseParser()
         p.start("GET")
