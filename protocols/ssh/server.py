@@ -418,74 +418,161 @@ class GatewayServer(asyncssh.SSHServer):
                 "hoopd: port forwarding is not allowed on this connection",
             )
 
-        async def tunnel(reader: asyncssh.SSHReader[bytes], writer: asyncssh.SSHWriter[bytes]) -> None:
-            await self._tunnel(reader, writer, dest_host, dest_port, f"{orig_host}:{orig_port}")
-
-        return tunnel
+        return _Tunnel(self, dest_host, dest_port, f"{orig_host}:{orig_port}").client
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
         return False  # remote forwarding (-R) is not offered
 
-    async def _tunnel(
-        self,
-        reader: asyncssh.SSHReader[bytes],
-        writer: asyncssh.SSHWriter[bytes],
-        host: str,
-        port: int,
-        origin: str,
-    ) -> None:
-        if not await self.ready or self.upstream is None or self.session is None:
-            writer.close()
+
+class _TunnelEnd(asyncssh.SSHTCPSession[bytes], _Pausable):
+    """One channel of a ``-L`` tunnel: the client's ``direct-tcpip`` channel
+    (index 0) or the upstream one (index 1). A channel session rather than
+    asyncssh's SSHReader/SSHWriter streams: the stream session pauses and
+    resumes its channel with data still buffered, which lets the peer send
+    another window on each cycle (the window problem ``_Pausable`` avoids)."""
+
+    def __init__(self, tunnel: _Tunnel, index: int) -> None:
+        _Pausable.__init__(self)
+        self.tunnel = tunnel
+        self.index = index
+
+    def connection_made(self, chan: Any) -> None:
+        self.chan = chan
+
+    def session_started(self) -> None:
+        if self.index == 0:
+            spawn(self.tunnel.start(), name="ssh-tunnel")
+
+    def data_received(self, data: bytes, datatype: Any) -> None:
+        self.tunnel.data(self.index, data)
+
+    def eof_received(self) -> bool:
+        self.tunnel.eof(self.index)
+        return True  # half-open: the other direction may still carry data
+
+    def pause_writing(self) -> None:
+        self.tunnel.ends[1 - self.index].pause("send_buffer")
+
+    def resume_writing(self) -> None:
+        self.tunnel.ends[1 - self.index].resume("send_buffer")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.lost(self.index)
+
+
+class _Tunnel:
+    """A ``-L`` tunnel: the client's channel, once the command is allowed
+    an upstream ``direct-tcpip`` channel, and the bytes between them (counted
+    in the session's metrics, not recorded)."""
+
+    def __init__(self, server: GatewayServer, host: str, port: int, origin: str) -> None:
+        self.server = server
+        self.host = host
+        self.port = port
+        self.origin = origin
+        self.client = _TunnelEnd(self, 0)
+        self.upstream = _TunnelEnd(self, 1)
+        self.ends = (self.client, self.upstream)
+        self.cmd: Command | None = None
+        self.open = False
+        """The upstream channel is open and what the client sent before it was passed on."""
+        self.pending: list[bytes] = []
+        self.pending_len = 0
+        self.counts = [0, 0]
+        self.eofs = [False, False]
+        self.started = 0.0
+        self.finished = False
+        self.recorded = False
+
+    async def start(self) -> None:
+        server = self.server
+        if not await server.ready or server.upstream is None or server.session is None:
+            self.close()
             return
-        session = self.session
+        session = server.session
         cmd = session.command(
             CommandKind.EXEC,
-            f"direct-tcpip {host}:{port}",
-            {"channel": "direct-tcpip", "origin": origin},
+            f"direct-tcpip {self.host}:{self.port}",
+            {"channel": "direct-tcpip", "origin": self.origin},
         )
-        found = self.handler.risk.rules_only(cmd.text)
+        found = server.handler.risk.rules_only(cmd.text)
         if found.rule_verdicts:
             decision = await session.decide(cmd, found)
             if decision.verdict is Verdict.DENY:
                 session.result(cmd, "refused", error="; ".join(decision.reasons))
-                writer.close()
+                self.close()
                 return
-        started = time.monotonic()
+        self.started = time.monotonic()
+        self.cmd = cmd  # set first: the target's data can arrive before the open returns here
         try:
-            up_reader, up_writer = await self.upstream.open_connection(host, port)
+            await server.upstream.create_connection(lambda: self.upstream, self.host, self.port)
         except (asyncssh.Error, OSError) as exc:
+            self.cmd = None
             reason = getattr(exc, "reason", "") or str(exc)
             session.result(cmd, "failed", error=reason)
-            writer.close()
+            self.close()
             return
-        counts = [0, 0]
+        if self.finished:  # the client went away meanwhile
+            self.close()
+            return
+        self.open = True
+        pending, self.pending, self.pending_len = self.pending, [], 0
+        for data in pending:
+            self.data(0, data)
+        if self.eofs[0]:
+            self.eof(0)
+        self.client.resume("upstream")
 
-        async def pipe(src: Any, dst: Any, index: int) -> None:
-            try:
-                while True:
-                    data = await src.read(65536)
-                    if not data:
-                        break
-                    counts[index] += len(data)
-                    if index == 0:
-                        session.client_data(data, record=False)
-                    else:
-                        session.upstream_data(data, Stream.STDOUT, command_seq=cmd.seq, record=False)
-                    dst.write(data)
-                    await dst.drain()
-                if dst.can_write_eof():
-                    dst.write_eof()
-            except (asyncssh.Error, OSError, BrokenPipeError):
-                pass
+    def data(self, index: int, data: bytes) -> None:
+        session = self.server.session
+        if session is None or self.finished:
+            return
+        if index == 0 and not self.open:  # asyncssh starts reading the client's channel at once
+            self.pending.append(data)
+            self.pending_len += len(data)
+            if self.pending_len >= PENDING_LIMIT:
+                self.client.pause("upstream")
+            return
+        assert self.cmd is not None
+        self.counts[index] += len(data)
+        if index == 0:
+            session.client_data(data, record=False)
+        else:
+            session.upstream_data(data, Stream.STDOUT, command_seq=self.cmd.seq, record=False)
+        try:
+            self.ends[1 - index].chan.write(data)
+        except (asyncssh.Error, OSError):  # the other channel is closing
+            self.close()
 
-        await asyncio.gather(pipe(reader, up_writer, 0), pipe(up_reader, writer, 1))
-        up_writer.close()
-        writer.close()
-        session.result(
-            cmd,
-            f"closed in={counts[0]} out={counts[1]}",
-            duration_ms=(time.monotonic() - started) * 1000,
-        )
+    def eof(self, index: int) -> None:
+        self.eofs[index] = True
+        dst = self.ends[1 - index].chan
+        if index == 0 and not self.open:
+            return  # passed on once the upstream channel is open
+        if dst is not None and dst.can_write_eof() and not dst.is_closing():
+            dst.write_eof()
+        if all(self.eofs):
+            self.close()
+
+    def lost(self, index: int) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close both channels (asyncssh still sends what they buffered) and
+        record the result once."""
+        self.finished = True
+        for end in self.ends:
+            if end.chan is not None:
+                end.chan.close()
+        session = self.server.session
+        if self.cmd is not None and session is not None and not self.recorded:
+            self.recorded = True
+            with contextlib.suppress(SessionEnded):
+                session.result(
+                    self.cmd,
+                    f"closed in={self.counts[0]} out={self.counts[1]}",
+                    duration_ms=(time.monotonic() - self.started) * 1000,
+                )
 
 
 class _UpstreamClient(asyncssh.SSHClient):

@@ -866,6 +866,141 @@ def test_download_behind_a_slow_recordings_disk_stays_bounded(env: Env) -> None:
         assert grown[0] < 24, f"gateway grew {grown[0]:.0f} MB for a download its recorder held back"
 
 
+# The same for a -L tunnel. It used asyncssh's SSHReader/SSHWriter streams,
+# whose session pauses its channel when a window's worth is buffered and
+# resumes it after each read with the rest still in the channel's buffer: a
+# 100 MB download to a 20 MB/s reader held 12-20 MB there with a 2 MiB window.
+# The tunnel now uses channel sessions with _Pausable's discipline.
+# Each test has its own gateway: the module's one keeps freed heap from the
+# tests before, which would hide the growth.
+
+TUNNEL_SIZE, TUNNEL_RATE = 100 << 20, 20e6
+
+
+def _paced(total: int, started: float, rate: float) -> None:
+    ahead = total / rate - (time.monotonic() - started)
+    if ahead > 0:
+        time.sleep(ahead)
+
+
+@contextlib.contextmanager
+def _tunnel_target(serve: Any) -> Iterator[int]:
+    """A TCP server on the target side: ``serve(conn, size)`` for each
+    connection that starts with an 8-byte size (wait_port's probe does not)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while len(head) < 8 and (got := conn.recv(8 - len(head))):
+                    head += got
+                if len(head) == 8:
+                    with contextlib.suppress(OSError):
+                        serve(conn, struct.unpack("!Q", head)[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        srv.close()
+        thread.join(10)
+
+
+@contextlib.contextmanager
+def _forwarding_gateway(env: Env, name: str, target_port: int) -> Iterator[tuple[int, int]]:
+    """Its own gateway and an ``ssh -N -L`` through it: (gateway pid, local port)."""
+    tmp = env.tmp / name
+    tmp.mkdir()
+    port = free_port()
+    keys = [{"key": Path(f"{env.bob_key}.pub").read_text().strip(), "subject": "bob", "groups": ["ops"]}]
+    config = {"connections": [ssh_conn(
+        "box", port, env.target, options={"authorized_keys": keys, "allow_port_forwarding": True}
+    )]}
+    with running(tmp, config) as daemon:
+        assert daemon.proc is not None
+        lport = free_port()
+        proc = subprocess.Popen(
+            key_ssh(env, port, "-N", "-L", f"{lport}:127.0.0.1:{target_port}", "-"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        try:
+            wait_port(lport, proc=proc)
+            yield daemon.proc.pid, lport
+        finally:
+            proc.kill()
+            proc.communicate(timeout=10)
+
+
+def _send_zeros(conn: socket.socket, size: int) -> None:
+    block = b"\0" * (1 << 20)
+    while size > 0:
+        conn.sendall(block[:size])
+        size -= len(block)
+
+
+def test_tunnel_download_to_a_slow_reader_stays_bounded(env: Env) -> None:
+    """The target side streams as fast as it can, the client reads 20 MB/s:
+    the upstream channel is paused and resumed again and again (100 MB grew
+    the gateway by 27-28 MB before it used channel sessions, 3 MB after)."""
+
+    def download(lport: int, size: int, rate: float | None) -> int:
+        with socket.create_connection(("127.0.0.1", lport), timeout=30) as s:
+            s.sendall(struct.pack("!Q", size))
+            total = 0
+            started = time.monotonic()
+            while chunk := s.recv(65536):
+                total += len(chunk)
+                if rate:
+                    _paced(total, started, rate)
+        return total
+
+    with _tunnel_target(_send_zeros) as tport, _forwarding_gateway(env, "tunnel-down", tport) as (pid, lport):
+        assert download(lport, 1 << 20, None) == 1 << 20  # first-tunnel imports and caches
+        with _peak_rss_growth(pid) as grown:
+            total = download(lport, TUNNEL_SIZE, TUNNEL_RATE)
+    print(f"gateway RSS growth, tunnel download to a 20 MB/s reader: {grown[0]:.1f} MB")
+    assert total == TUNNEL_SIZE
+    assert grown[0] < 12, f"gateway grew {grown[0]:.0f} MB for a tunnel download to a slow reader"
+
+
+def test_tunnel_upload_to_a_slow_target_stays_bounded(env: Env) -> None:
+    """The client sends as fast as it can, the target side reads 20 MB/s:
+    the client's channel is paused and resumed again and again (100 MB grew
+    the gateway by 29-35 MB before it used channel sessions, 3 MB after)."""
+
+    def slow_sink(conn: socket.socket, _size: int) -> None:
+        total = 0
+        started = time.monotonic()
+        while chunk := conn.recv(65536):
+            total += len(chunk)
+            _paced(total, started, TUNNEL_RATE)
+        conn.sendall(struct.pack("!Q", total))
+
+    def upload(lport: int, size: int) -> int:
+        with socket.create_connection(("127.0.0.1", lport), timeout=30) as s:
+            s.sendall(struct.pack("!Q", size))
+            _send_zeros(s, size)
+            s.shutdown(socket.SHUT_WR)
+            reply = b""
+            while len(reply) < 8 and (got := s.recv(8)):
+                reply += got
+        return int(struct.unpack("!Q", reply)[0])
+
+    with _tunnel_target(slow_sink) as tport, _forwarding_gateway(env, "tunnel-up", tport) as (pid, lport):
+        assert upload(lport, 1 << 20) == 1 << 20
+        with _peak_rss_growth(pid) as grown:
+            total = upload(lport, TUNNEL_SIZE)
+    print(f"gateway RSS growth, tunnel upload to a 20 MB/s target: {grown[0]:.1f} MB")
+    assert total == TUNNEL_SIZE
+    assert grown[0] < 12, f"gateway grew {grown[0]:.0f} MB for a tunnel upload to a slow target"
+
+
 def test_garbage_on_the_port_does_not_hurt_other_sessions(env: Env) -> None:
     for junk in (b"GET / HTTP/1.1\r\n\r\n", os.urandom(5000), b"SSH-2.0-x\r\n" + os.urandom(3000)):
         with socket.create_connection(("127.0.0.1", env.port), timeout=10) as s:
