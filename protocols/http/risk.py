@@ -12,14 +12,21 @@ Rules that force a verdict, both reported in ``Assessment.rule_verdicts``:
 
 Paths are matched after normalization (``normalize_path``), the same form
 that is sent upstream, so ``/%61dmin`` or ``/api/../admin`` cannot slip past
-a rule on ``/admin/**``.
+a rule on ``/admin/**``. Backends read paths in more ways than RFC 3986 does,
+so rules also see the other paths a backend may act on (``rule_paths``):
+``;params`` stripped from each segment as servlet containers do
+(``/admin;x/users``, ``/api/..;/admin``), every escape decoded (``%2F``,
+``%5C``, ``%3B``, twice for double-decoding backends) and ``\\`` read as
+``/``. Matching fails closed: ``mask``/``review``/``deny`` rules match when
+any of those paths matches, case-insensitively; an ``allow`` rule only when
+every one of them matches, case-sensitively.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 import re2
 
@@ -69,6 +76,59 @@ def normalize_path(path: str) -> str:
     return "/" + "/".join(out) + ("/" if trailing else "")
 
 
+_PARAMS = re.compile(r";[^/]*")
+
+
+def _remove_dots(path: str) -> str:
+    """Dot segments and empty segments removed (no percent handling)."""
+    out: list[str] = []
+    for seg in path.split("/")[1:]:
+        if seg == "" or seg == ".":
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    trailing = path.endswith(("/", "/.", "/..")) and bool(out)
+    return "/" + "/".join(out) + ("/" if trailing else "")
+
+
+def _strip_params(path: str) -> str:
+    """Servlet-container reading: ``;params`` dropped from each segment
+    (``/admin;x/users`` is ``/admin/users``, ``/api/..;/admin`` is ``/admin``)."""
+    return _remove_dots(_PARAMS.sub("", path)) if ";" in path else path
+
+
+def _decode_all(path: str) -> str:
+    """A decoding backend's reading: every escape decoded (``%2F`` and
+    ``%5C`` become separators), ``\\`` read as ``/``, then ``;params`` and
+    dot segments removed."""
+    if "%" in path:
+        path = unquote_to_bytes(path).decode("utf-8", "surrogateescape")
+    path = path.replace("\\", "/")
+    if ";" in path:
+        path = _PARAMS.sub("", path)
+    return _remove_dots(path)
+
+
+def rule_paths(npath: str) -> tuple[str, ...]:
+    """The paths a backend may act on for the normalized path ``npath``,
+    ``npath`` first: with ``;params`` stripped, then fully decoded (up to
+    three times: double-decoding backends exist). One element for a plain path."""
+    if not any(c in npath for c in ";%\\"):
+        return (npath,)
+    paths = [npath]
+    current = _strip_params(npath)
+    for _ in range(4):
+        if current not in paths:
+            paths.append(current)
+        if not any(c in current for c in ";%\\"):
+            break
+        current = _decode_all(current)
+    return tuple(paths)
+
+
 def glob_to_regex(pattern: str) -> str:
     """``/api/**`` -> matches ``/api``, ``/api/`` and anything below; ``*`` one segment."""
     out = ["^"]
@@ -100,13 +160,22 @@ class _CompiledPathRule:
     rule_id: str
     methods: frozenset[str]
     regex: re.Pattern[str]
+    """Case-sensitive (used for ``allow``: every reading must match)."""
+    loose: re.Pattern[str]
+    """Case-insensitive (used for the other actions: any reading matching is enough)."""
     action: Verdict
 
 
 class HttpRiskScorer:
     def __init__(self, rules: tuple[PathRule, ...], risk: RiskSection | None) -> None:
         self._path_rules = [
-            _CompiledPathRule(r.rule_id, r.methods, re.compile(glob_to_regex(r.path)), r.action)
+            _CompiledPathRule(
+                r.rule_id,
+                r.methods,
+                re.compile(glob_to_regex(r.path)),
+                re.compile(glob_to_regex(r.path), re.IGNORECASE),
+                r.action,
+            )
             for r in rules
         ]
         self._category_rules: list[tuple[str, str, Verdict]] = []
@@ -128,25 +197,50 @@ class HttpRiskScorer:
         return LEVEL_SCORES[RiskLevel.MEDIUM], "unusual_method"
 
     def assess(self, method: str, path: str, text: str) -> Assessment:
-        """``path``: normalized path; ``text``: ``METHOD /path?query``."""
+        """``path``: normalized path; ``text``: ``METHOD /path?query``.
+
+        Rules see every reading of the path (``rule_paths``) and fail closed:
+        ``allow`` applies only when all readings match it (case-sensitively),
+        any other action when one reading matches (case-insensitively for
+        globs; pattern rules also search the texts with the path lower-cased)."""
         score, category = self.base(method)
         categories = frozenset({category})
         reasons: list[str] = []
         if score:
             reasons.append(f"{category} request ({method})")
         verdicts: dict[str, Verdict] = {}
+        paths = rule_paths(path) if path != "*" else (path,)
         for pr in self._path_rules:
-            if ("*" in pr.methods or method in pr.methods) and pr.regex.match(path):
+            if not ("*" in pr.methods or method in pr.methods):
+                continue
+            if pr.action is Verdict.ALLOW:
+                hit = all(pr.regex.match(p) for p in paths)
+            else:
+                hit = any(pr.loose.match(p) for p in paths)
+            if hit:
                 verdicts[pr.rule_id] = pr.action
                 reasons.append(f"rule {pr.rule_id}: {pr.action.value}")
         for rid, cat, action in self._category_rules:
             if cat in categories:
                 verdicts[rid] = action
                 reasons.append(f"rule {rid}: {action.value}")
-        for rid, rx, action in self._pattern_rules:
-            if rx.search(text):
-                verdicts[rid] = action
-                reasons.append(f"rule {rid}: {action.value}")
+        if self._pattern_rules:
+            if text.startswith(f"{method} {path}"):
+                rest = text[len(method) + 1 + len(path) :]
+                strict = tuple(f"{method} {p}{rest}" for p in paths)
+                loose = tuple(
+                    dict.fromkeys(strict + tuple(f"{method} {p.lower()}{rest}" for p in paths))
+                )
+            else:
+                strict = loose = (text,)
+            for rid, rx, action in self._pattern_rules:
+                if action is Verdict.ALLOW:
+                    hit = all(rx.search(t) for t in strict)
+                else:
+                    hit = any(rx.search(t) for t in loose)
+                if hit:
+                    verdicts[rid] = action
+                    reasons.append(f"rule {rid}: {action.value}")
         return Assessment(score, categories, tuple(reasons), verdicts)
 
 

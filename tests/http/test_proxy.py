@@ -341,6 +341,31 @@ def test_deny_rules(env: Env) -> None:
     assert curl("-i", env.url("api", "/admin/users")).stdout.startswith(b"HTTP/1.1 200")
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin;x/users",  # servlet containers drop ;params from each segment
+        "/admin;jsessionid=1/users",
+        "/api/..;/admin/users",  # Tomcat: '..;' is '..'
+        "/admin%3Bx/users",
+        "/ADMIN/users",  # case-insensitive backends (IIS, ASP.NET, Windows file systems)
+        "/%41dmin/users",
+        "/admin%2Fusers",  # %2F decoded by backends that route on the decoded path
+        "/api%2F..%2Fadmin/users",
+        "/api/..%5Cadmin/users",  # backslash as separator
+        "/api\\..\\admin\\users",
+        "/%2561dmin/users",  # double decoding
+        "/./admin/users",
+        "/admin/../admin/users",
+    ],
+)
+def test_deny_rules_match_the_path_the_backend_acts_on(env: Env, path: str) -> None:
+    before = len(env.upstream.requests)
+    out = curl("-i", "--path-as-is", "-X", "POST", "-d", "{}", env.url("api", path))
+    assert out.stdout.startswith(b"HTTP/1.1 403"), (path, out.stdout)
+    assert len(env.upstream.requests) == before
+
+
 def test_pipelined_requests(env: Env) -> None:
     import socket
 

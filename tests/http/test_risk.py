@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from hoopd.config import RiskSection
 from hoopd.model import Verdict
 from protocols.http.config import PathRule
-from protocols.http.risk import HttpRiskScorer, glob_to_regex, normalize_path, split_target
+from protocols.http.risk import (
+    HttpRiskScorer,
+    glob_to_regex,
+    normalize_path,
+    rule_paths,
+    split_target,
+)
 
 
 @pytest.mark.parametrize(
@@ -80,6 +86,55 @@ def test_scorer_rules_and_categories() -> None:
     a = scorer.assess("DELETE", "/x", "DELETE /x?force=1")
     assert a.rule_verdicts == {"delete": Verdict.REVIEW, r"pattern:\?force=1": Verdict.DENY}
     assert a.score == 50
+
+
+@pytest.mark.parametrize(
+    ("raw", "readings"),
+    [
+        ("/admin/users", ("/admin/users",)),
+        ("/admin;x/users", ("/admin;x/users", "/admin/users")),
+        ("/api/..;/admin", ("/api/..;/admin", "/admin")),
+        ("/admin%2Fusers", ("/admin%2Fusers", "/admin/users")),
+        ("/api/..%5Cadmin", ("/api/..%5Cadmin", "/admin")),
+        ("/%2561dmin", ("/%2561dmin", "/%61dmin", "/admin")),
+    ],
+)
+def test_rule_paths(raw: str, readings: tuple[str, ...]) -> None:
+    assert rule_paths(normalize_path(raw)) == readings
+
+
+def test_rules_fail_closed_on_every_reading_of_the_path() -> None:
+    risk = RiskSection.model_validate(
+        {
+            "rules": [
+                {"pattern": "^GET /secret/", "action": "deny"},
+                {"pattern": "^DELETE /tmp/", "action": "allow"},
+            ]
+        }
+    )
+    scorer = HttpRiskScorer(
+        (
+            PathRule(path="/admin/**", action=Verdict.DENY, id="admin"),
+            PathRule(method="DELETE", path="/scratch/**", action=Verdict.ALLOW, id="scratch"),
+        ),
+        risk,
+    )
+
+    def verdicts(method: str, raw: str) -> dict[str, Verdict]:
+        npath = normalize_path(raw)
+        return scorer.assess(method, npath, f"{method} {npath}?q=1").rule_verdicts
+
+    for raw in ("/admin;x/users", "/api/..;/admin", "/ADMIN/users", "/admin%2Fx", "/%2561dmin"):
+        assert verdicts("GET", raw) == {"admin": Verdict.DENY}, raw
+    for raw in ("/secret;x/a", "/SECRET/a", "/x%2F..%2Fsecret/a"):
+        assert verdicts("GET", raw) == {"pattern:^GET /secret/": Verdict.DENY}, raw
+    # allow only when every reading is allowed
+    assert verdicts("DELETE", "/scratch/a;v=1") == {"scratch": Verdict.ALLOW}
+    assert verdicts("DELETE", "/scratch/..;/admin") == {"admin": Verdict.DENY}
+    assert verdicts("DELETE", "/scratch%2F..%2Fdb") == {}
+    assert verdicts("DELETE", "/SCRATCH/a") == {}
+    assert verdicts("DELETE", "/tmp/a") == {"pattern:^DELETE /tmp/": Verdict.ALLOW}
+    assert verdicts("DELETE", "/tmp/..;/db") == {}
 
 
 def test_split_target() -> None:
