@@ -25,8 +25,6 @@ from .h1 import (
     ResponseHead,
     ResponseParser,
     chunk,
-    response_head_bytes,
-    status_line,
 )
 from .shared import IDEMPOTENT, json_response, ms
 
@@ -173,10 +171,12 @@ class Exchange:
             headers = Headers([h for h in resp.headers.items if h[0] not in ("connection", "upgrade")])
             headers.add("Connection", "Upgrade")
             headers.add("Upgrade", resp.headers.get("upgrade") or "websocket")
-            data = response_head_bytes(101, resp.reason, headers)
+            reason, counts = proxy.mask_head_fields(resp.reason, headers)
+            data, recorded = proxy.response_head(None, 101, reason, headers)
             self.head_sent = True
             self._send(data)
-            self._record(proxy.redacted_head(data, status_line(101, resp.reason), headers))
+            self._record(recorded)
+            self._head_counts(counts)
             return
         rp = proxy.response_plan(resp)
         plan = rp.plan
@@ -187,6 +187,8 @@ class Exchange:
         opts = proxy.options
         self.body = BodyMasker(plan, proxy.masker, opts.mask_json_max_bytes, opts.unmaskable, proxy.docs)
         self.resp = resp
+        self.reason = rp.reason
+        self._head_counts(rp.counts)
         headers = Headers(list(rp.items))
         if plan.transforms and self.body.buffering:
             self.deferred = headers
@@ -200,7 +202,12 @@ class Exchange:
             self.chunked = True
         else:
             self.client_keep = False
-        self._send_head(resp.status, resp.reason, headers)
+        self._send_head(resp.status, rp.reason, headers)
+
+    def _head_counts(self, counts: dict[str, int]) -> None:
+        """Values masked in the response head: counted like body masks."""
+        if counts and self.client.session is not None:
+            self.client.session.upstream_data(b"", masked=counts, record=False)
 
     def _send_head(
         self, status: int, reason: str, headers: Headers, body: bytes = b"", length: int = -1
@@ -266,8 +273,7 @@ class Exchange:
             return
         session = self.client.session
         if self.deferred is not None:
-            reason = self.resp.reason if self.resp is not None else ""
-            self._send_head(self.status, reason, self.deferred, tail, len(tail))
+            self._send_head(self.status, self.reason, self.deferred, tail, len(tail))
             if session is not None:
                 session.upstream_data(tail, record=False, masked=self.body.counts)
             self._record(tail)

@@ -58,6 +58,38 @@ SENSITIVE = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
 )
 
+RESPONSE_UNMASKED = frozenset(
+    {
+        # framing, caching and content negotiation
+        "content-type", "content-length", "content-encoding", "content-range",
+        "transfer-encoding", "accept-ranges", "etag", "last-modified", "date",
+        "expires", "age", "cache-control", "pragma", "vary", "allow", "retry-after",
+        "digest", "content-digest", "repr-digest",
+        # connection management and WebSocket handshake
+        "connection", "keep-alive", "upgrade", "alt-svc",
+        "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions",
+        # browser security policy and CORS
+        "strict-transport-security", "content-security-policy",
+        "content-security-policy-report-only", "x-content-type-options",
+        "x-frame-options", "referrer-policy", "permissions-policy",
+        "cross-origin-opener-policy", "cross-origin-embedder-policy",
+        "cross-origin-resource-policy", "timing-allow-origin",
+        "access-control-allow-origin", "access-control-allow-methods",
+        "access-control-allow-headers", "access-control-expose-headers",
+        "access-control-allow-credentials", "access-control-max-age",
+        # the session the client must hold (recorded as [REDACTED])
+        "set-cookie",
+    }
+)  # fmt: skip
+"""Response header fields passed to the client without content masking:
+masking would break what they do (an ETag of sixteen digits is not a card
+number, a CORS origin with an IP address must stay one) and they carry no
+user data by design. ``Set-Cookie`` is the session the client must hold
+(masking it would log the user out); it is recorded as ``[REDACTED]``. Every
+other field value, and the reason phrase, is content-masked before the
+client gets it (``Location`` too: a redirect that carries user data loses it,
+as a body would)."""
+
 
 @dataclass(slots=True, eq=False)
 class Prepared:
@@ -91,6 +123,11 @@ class ResponsePlan:
 
     plan: Plan
     items: tuple[Header, ...]
+    """Header fields as the client gets them (content-masked, see ``RESPONSE_UNMASKED``)."""
+    reason: str
+    """The reason phrase as the client gets it (content-masked)."""
+    counts: dict[str, int]
+    """What masking the head replaced, by rule id."""
 
 
 def json_response(
@@ -274,25 +311,54 @@ class HttpProxy:
             etag = headers.get("etag")
             if etag is not None and not etag.startswith("W/"):
                 headers.set("ETag", "W/" + etag)
-        rp = ResponsePlan(plan, tuple(headers.items))
+        reason, counts = self.mask_head_fields(resp.reason, headers)
+        rp = ResponsePlan(plan, tuple(headers.items), reason, counts)
         if not bodyless and len(resp.raw) <= 8192:
             if len(self._response_plans) >= self._CACHE_MAX:
                 self._response_plans.clear()
             self._response_plans[resp.raw] = rp
         return rp
 
+    def mask_head_fields(self, reason: str, headers: Headers) -> tuple[str, dict[str, int]]:
+        """Content-mask a response head for the client, in place: every field
+        value outside ``RESPONSE_UNMASKED``; returns the masked reason phrase
+        and the counts."""
+        if not self.masking:
+            return reason, {}
+        counts: dict[str, int] = {}
+        reason = self._mask_field(reason, counts)
+        items = headers.items
+        for i, (lname, name, value) in enumerate(items):
+            if lname not in RESPONSE_UNMASKED:
+                masked = self._mask_field(value, counts)
+                if masked is not value:
+                    items[i] = (lname, name, masked)
+        return reason, counts
+
+    def _mask_field(self, value: str, counts: dict[str, int]) -> str:
+        if not value:
+            return value
+        out, found = self.masker.mask_value(value.encode("latin-1"))
+        if not found:
+            return value
+        for rule, n in found.items():
+            counts[rule] = counts.get(rule, 0) + n
+        return bytes(out).decode("latin-1")
+
     def response_head(
         self, key: tuple[Any, ...] | None, status: int, reason: str, headers: Headers
     ) -> tuple[bytes, bytes]:
         """(head for the client, head as recorded); memoized by ``key`` when given
-        (the upstream head's bytes plus everything that changed the fields)."""
+        (the upstream head's bytes plus everything that changed the fields).
+        ``reason`` and ``headers`` are already masked (``mask_head_fields``):
+        the recording holds the head the client got, credentials redacted."""
         if key is not None:
             hit = self._out_heads.get(key)
             if hit is not None:
                 return hit
         line = status_line(status, reason)
         data = serialize_head(line, headers)
-        out = (data, self.redacted_head(data, line, headers))
+        out = (data, self._redact(line, headers, mask=False))
         if key is not None:
             if len(self._out_heads) >= self._CACHE_MAX:
                 self._out_heads.clear()
@@ -331,14 +397,17 @@ class HttpProxy:
         masked. ``raw`` (the head's bytes on the wire) is the memo key."""
         return bytes(self._cached(self._head_cache, raw, lambda: self._redact(first_line, headers)))
 
-    def _redact(self, first_line: str, headers: Headers) -> bytes:
+    def _redact(self, first_line: str, headers: Headers, mask: bool = True) -> bytes:
+        """Credentials redacted by header name; the rest content-masked unless
+        ``mask`` is false (a response head already masked for the client)."""
         red = Headers()
         for lname, name, value in headers.items:
             if lname in self.sensitive:
                 scheme = value.split(" ", 1)[0] if lname.endswith("authorization") else ""
                 value = f"{scheme} [REDACTED]".strip() if " " in value and scheme else "[REDACTED]"
             red.items.append((lname, name, value))
-        return self.mask_bytes(serialize_head(first_line, red))[0]
+        data = serialize_head(first_line, red)
+        return self.mask_bytes(data)[0] if mask else data
 
 
 def expire(waiter: asyncio.Future[bool]) -> None:

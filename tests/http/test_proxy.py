@@ -427,6 +427,42 @@ def test_reason_phrase_passes_through_and_is_recorded_as_sent(env: Env, path: st
     assert b"\r\nHTTP/1.1 203 Served From Mirror\r\n" in b"\r\n" + blob
 
 
+@pytest.mark.parametrize("kind", ["text", "json"])
+def test_response_headers_are_masked_and_recorded_as_sent(env: Env, kind: str) -> None:
+    """Content-rule hits in response header values and the reason phrase are
+    masked for the client; structural fields (ETag, CORS, ...) and
+    Set-Cookie pass unchanged; the recording holds the head the client got
+    (Set-Cookie redacted)."""
+    out = curl("-i", env.url("api", f"/header-leak?type={kind}"))
+    head = out.stdout.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    assert head.startswith(b"HTTP/1.1 200 OK for [EMAIL]\r\n"), head
+    assert b"\r\nX-User-Email: [EMAIL]\r\n" in head
+    assert b"\r\nX-Employee: EMP-" not in head and b"123456" not in head
+    assert b"\r\nLocation: /users/[EMAIL]\r\n" in head
+    assert b"\r\nSet-Cookie: remember=alice@example.com; Path=/; HttpOnly\r\n" in head
+    assert b'ETag: W/"4111111111111111"\r\n' in head or b'ETag: "4111111111111111"\r\n' in head
+    assert b"\r\nAccess-Control-Allow-Origin: http://10.0.0.1:8080\r\n" in head
+    sid = sessions_with(env.recordings, f"GET /header-leak?type={kind}")[-1]
+    blob = b"".join(o.data for o in session_events(env.recordings, sid, "output"))
+    expected = head.replace(
+        b"Set-Cookie: remember=alice@example.com; Path=/; HttpOnly", b"Set-Cookie: [REDACTED]"
+    )
+    assert expected in blob, (expected, blob)
+
+
+def test_injected_upstream_credentials_are_never_recorded(env: Env) -> None:
+    out = curl("-i", env.url("retry", "/header-leak"))
+    assert out.stdout.startswith(b"HTTP/1.1 200"), out.stdout
+    sid = sessions_with(env.recordings, "GET /header-leak")[-1]
+    session_events(env.recordings, sid, "output")  # waits for the session's end
+    raw = b"".join(p.read_bytes() for p in (env.recordings / sid).rglob("*") if p.is_file())
+    import base64
+
+    basic = base64.b64encode(f"svc:{UPSTREAM_PASSWORD}".encode())
+    for secret in (basic, UPSTREAM_PASSWORD.encode(), UPSTREAM_HEADER_KEY.encode(), UPSTREAM_QUERY_KEY.encode()):
+        assert secret not in raw, secret
+
+
 def test_utf16_text_is_masked_and_stays_utf16(env: Env) -> None:
     out = curl(env.url("api", "/utf16-text"))
     text = out.stdout.decode("utf-16")

@@ -64,6 +64,7 @@ class Upstream:
         r.add_get("/json", self.json_doc)
         r.add_get("/reason-json", self.reason_json)
         r.add_get("/reason-text", self.reason_text)
+        r.add_get("/header-leak", self.header_leak)
         r.add_get("/range-text", self.range_text)
         r.add_get("/utf16-text", self.utf16_text)
         r.add_get("/gzip-json", self.gzip_json)
@@ -120,6 +121,26 @@ class Upstream:
 
     async def reason_text(self, request: web.Request) -> web.Response:
         return web.Response(text="no secrets here\n", status=203, reason="Served From Mirror")
+
+    HEADER_LEAK = {
+        "X-User-Email": "alice@example.com",
+        "X-Employee": "EMP-123456",
+        "Location": "/users/alice@example.com",
+        "Set-Cookie": "remember=alice@example.com; Path=/; HttpOnly",
+        "ETag": '"4111111111111111"',  # looks like a card number: must pass untouched
+        "Access-Control-Allow-Origin": "http://10.0.0.1:8080",  # looks like an IP address
+    }
+
+    async def header_leak(self, request: web.Request) -> web.Response:
+        """User data in response header values and in the reason phrase."""
+        if request.query.get("type") == "json":
+            body, ctype = json.dumps({"ok": True}).encode(), "application/json"
+        else:
+            body, ctype = b"ok\n", "text/plain"
+        return web.Response(
+            body=body, status=200, reason="OK for alice@example.com", content_type=ctype,
+            headers=self.HEADER_LEAK,
+        )
 
     async def utf16_text(self, request: web.Request) -> web.Response:
         body = "contact alice@example.com or 123-45-6789\n".encode("utf-16")
