@@ -159,6 +159,10 @@ class Transcoder:
         return self._out.encode(self._utf8.decode(data, final), final)
 
 
+class BodyDecodeError(Exception):
+    """A compressed body its coding cannot decode (corrupt upstream data)."""
+
+
 class _Decoder(Protocol):
     def feed(self, data: bytes) -> bytes: ...
     def flush(self) -> bytes: ...
@@ -173,6 +177,12 @@ class ZlibDecoder:
         self._first = True
 
     def feed(self, data: bytes) -> bytes:
+        try:
+            return self._feed(data)
+        except zlib.error as exc:
+            raise BodyDecodeError(str(exc)) from None
+
+    def _feed(self, data: bytes) -> bytes:
         out = []
         if self._first and not self._gzip and data:
             self._first = False
@@ -191,7 +201,10 @@ class ZlibDecoder:
         return b"".join(out)
 
     def flush(self) -> bytes:
-        return self._obj.flush()
+        try:
+            return self._obj.flush()
+        except zlib.error as exc:
+            raise BodyDecodeError(str(exc)) from None
 
 
 class BrotliDecoder:
@@ -200,7 +213,10 @@ class BrotliDecoder:
         self._obj = brotli.Decompressor()
 
     def feed(self, data: bytes) -> bytes:
-        return bytes(self._obj.process(data))
+        try:
+            return bytes(self._obj.process(data))
+        except brotli.error as exc:
+            raise BodyDecodeError(str(exc)) from None
 
     def flush(self) -> bytes:
         return b""
@@ -413,7 +429,7 @@ def mask_request_body(
             return b"[body with content encoding " + encoding.encode() + b" not recorded]", {}
         try:
             data = dec.feed(data) + dec.flush()
-        except (zlib.error, OSError):
+        except (BodyDecodeError, OSError):
             return b"[undecodable compressed body not recorded]", {}
     kind = body_kind(content_type)
     if kind == "json":

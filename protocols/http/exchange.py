@@ -6,13 +6,13 @@ up to the cap."""
 from __future__ import annotations
 
 import asyncio
-import zlib
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from hoopd.model import Output, Stream
 
-from .bodies import BodyMasker, BodyRefused
+from .bodies import BodyDecodeError, BodyMasker, BodyRefused
 from .h1 import (
     END,
     LAST_CHUNK,
@@ -30,6 +30,8 @@ from .shared import IDEMPOTENT, json_response, ms
 
 if TYPE_CHECKING:
     from .proxy import ClientConnection
+
+log = logging.getLogger("hoopd.http")
 
 
 class Exchange:
@@ -241,12 +243,21 @@ class Exchange:
             self.discard = True
             self._error_response(502, "unmaskable", f"response refused: {exc}")
             return
-        except zlib.error as exc:
-            self.discard = True
-            self._error_response(502, "bad_upstream", f"cannot decode the response body: {exc}")
+        except BodyDecodeError as exc:
+            self._undecodable(exc)
             return
         if out:
             self._out(out)
+
+    def _undecodable(self, exc: BodyDecodeError) -> None:
+        """A corrupt compressed body: 502 before the head went out, a cut
+        connection after (the client must not take a truncated body for a whole one)."""
+        self.discard = True
+        coding = self.body.plan.encoding if self.body is not None else ""
+        message = f"cannot decode the {coding} response body: {exc}"
+        session = self.client.session
+        (session.log if session is not None else log).warning("%s: %s", self.cmd.text, message)
+        self._error_response(502, "bad_upstream", message)
 
     def _out(self, out: bytes) -> None:
         session = self.client.session
@@ -267,9 +278,12 @@ class Exchange:
             return
         try:
             tail = self.body.finish()
-        except (BodyRefused, zlib.error) as exc:
+        except BodyRefused as exc:
             self.discard = True
             self._error_response(502, "unmaskable", f"response refused: {exc}")
+            return
+        except BodyDecodeError as exc:
+            self._undecodable(exc)
             return
         session = self.client.session
         if self.deferred is not None:

@@ -145,3 +145,14 @@ def test_ascii_compatible_and_unknown_charsets_are_read_as_bytes() -> None:
         assert foreign_charset(name.lower()) == "", name
     for name in ("utf-16", "utf-32-be", "cp500"):
         assert foreign_charset(name) != "", name
+
+
+def test_corrupt_compressed_request_body_is_recorded_as_a_placeholder() -> None:
+    """A client's corrupt gzip or br request body: the recording says so
+    (brotli's error once escaped and failed the request)."""
+    from protocols.http.bodies import mask_request_body
+
+    masker = next(iter(MASKERS.values()))
+    for coding in ("gzip", "br"):
+        out, counts = mask_request_body(masker, b"\xff" * 40, "application/json", coding)
+        assert out == b"[undecodable compressed body not recorded]" and counts == {}

@@ -463,6 +463,37 @@ def test_injected_upstream_credentials_are_never_recorded(env: Env) -> None:
         assert secret not in raw, secret
 
 
+@pytest.mark.parametrize("enc", ["gzip", "br"])
+@pytest.mark.parametrize("kind", ["json", "text"])
+async def test_corrupt_compressed_body_is_a_clean_upstream_error(env: Env, enc: str, kind: str) -> None:
+    """JSON (buffered): 502 before any head; text (streamed): the head went
+    out, so the connection is cut. Either way a log line, no traceback."""
+    path = f"/corrupt?enc={enc}&type={kind}"
+    before = len(env.daemon.log())
+    async with aiohttp.ClientSession(headers=auth("alice"), auto_decompress=False) as s:
+        if kind == "json":
+            async with s.get(env.url("api", path)) as r:
+                assert r.status == 502
+                body = await r.json()
+                assert body["error"] == "bad_upstream", body
+                assert "decode" in body["message"]
+        else:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with s.get(env.url("api", path)) as r:
+                    assert r.status == 200
+                    await r.read()
+        # the gateway still serves the next request
+        async with s.get(env.url("api", "/echo/after-corrupt")) as r:
+            assert r.status == 200
+    sessions_with(env.recordings, f"GET {path}")
+    deadline = time.monotonic() + 5
+    while "cannot decode" not in env.daemon.log()[before:] and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    log = env.daemon.log()[before:]
+    assert "cannot decode" in log and enc in log, log
+    assert "Traceback" not in log and "Fatal error" not in log, log
+
+
 def test_utf16_text_is_masked_and_stays_utf16(env: Env) -> None:
     out = curl(env.url("api", "/utf16-text"))
     text = out.stdout.decode("utf-16")

@@ -70,6 +70,7 @@ class Upstream:
         r.add_get("/gzip-json", self.gzip_json)
         r.add_get("/br-json", self.br_json)
         r.add_get("/deflate-text", self.deflate_text)
+        r.add_get("/corrupt", self.corrupt)
         r.add_get("/split-text", self.split_text)
         r.add_get("/split-json", self.split_json)
         r.add_get("/sse", self.sse)
@@ -183,6 +184,25 @@ class Upstream:
         half = len(body) // 2
         await resp.write(body[:half])
         await resp.write(body[half:])
+        await resp.write_eof()
+        return resp
+
+    async def corrupt(self, request: web.Request) -> web.StreamResponse:
+        """A compressed body that breaks in its second half (``?enc=gzip|br``,
+        ``?type=json|text``): the first piece decodes, the second does not."""
+        import brotli
+
+        enc = request.query.get("enc", "br")
+        ctype = "application/json" if request.query.get("type") == "json" else "text/plain"
+        plain = json.dumps(SECRET_JSON).encode() * 20
+        good = gzip.compress(plain) if enc == "gzip" else brotli.compress(plain)
+        half = len(good) // 2
+        resp = web.StreamResponse(headers={"Content-Type": ctype, "Content-Encoding": enc})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        await resp.write(good[:half])
+        await asyncio.sleep(0.05)
+        await resp.write(b"\xff" * 64 + good[half:])
         await resp.write_eof()
         return resp
 
