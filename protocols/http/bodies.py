@@ -322,8 +322,72 @@ class JsonDocuments:
         if self.unchanged(data):
             return data, {}
         assert self._json is not None
-        out, counts = self._json.mask_document(data)
-        return bytes(out), dict(counts)
+        # masker.json().mask_document, parsing once: a body that does not
+        # parse may be several documents (below)
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            if b"\n" in data.strip():
+                return self._mask_lines(data)
+            out, counts = self.masker.mask_bytes(data)
+            return bytes(out), dict(counts)
+        return self._document(data, obj)
+
+    def _document(self, data: bytes, obj: Any) -> tuple[bytes, Counts]:
+        """``mask_document`` of ``data``, already parsed into ``obj``."""
+        assert self._json is not None
+        masked, counts = self._json.mask_obj(obj)
+        if not counts:
+            return data, {}
+        return json.dumps(masked, separators=(",", ":"), ensure_ascii=False).encode(), dict(counts)
+
+    def _mask_lines(self, data: bytes) -> tuple[bytes, Counts]:
+        """A body that is not one JSON document but has several lines
+        (NDJSON labelled ``application/json``, as log and export endpoints
+        send): each line that is a JSON document is masked as one (key and
+        path rules apply, as for ``application/x-ndjson``); the runs of other
+        lines are content-masked together (a PEM block spans lines). A body
+        none of whose lines parse is masked exactly as before: by content."""
+        out: list[bytes] = []
+        counts: Counts = {}
+        run: list[bytes] = []
+
+        def flush_run() -> None:
+            if run:
+                masked, found = self.masker.mask_bytes(b"".join(run))
+                out.append(bytes(masked))
+                _add_counts(counts, found)
+                run.clear()
+
+        parts = data.split(b"\n")
+        last = len(parts) - 1
+        for i, line in enumerate(parts):
+            end = b"\n" if i < last else b""
+            obj = _parse(line) if line.strip() else _NOT_JSON
+            if obj is _NOT_JSON:
+                run.append(line + end)
+                continue
+            flush_run()
+            masked, found = self._document(line, obj)
+            out.append(masked + end)
+            _add_counts(counts, found)
+        flush_run()
+        return b"".join(out), counts
+
+
+_NOT_JSON = object()
+
+
+def _parse(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return _NOT_JSON
+
+
+def _add_counts(into: Counts, found: Any) -> None:
+    for k, n in found.items():
+        into[k] = into.get(k, 0) + n
 
 
 def has_structural_rules(masker: Any) -> bool:

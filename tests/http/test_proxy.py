@@ -494,6 +494,23 @@ async def test_corrupt_compressed_body_is_a_clean_upstream_error(env: Env, enc: 
     assert "Traceback" not in log and "Fatal error" not in log, log
 
 
+def test_ndjson_labelled_as_json_is_masked_by_key_line_by_line(env: Env) -> None:
+    """``fields: [password, *_ssn]`` are key rules: content rules alone pass
+    ``badge_ssn: opaque-7731`` (no pattern matches the value)."""
+    out = curl(env.url("api", "/ndjson-as-json"))
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout
+    for line in lines:
+        doc = json.loads(line)
+        assert doc["user"] == "alice" and doc["items"] == [1, 2, 3]
+        assert doc["password"] != "hunter2" and doc["profile"]["home_ssn"] != "123-45-6789"
+        assert doc["email"] != "alice@example.com"
+        assert doc["badge_ssn"] != "opaque-7731", doc
+    sid = sessions_with(env.recordings, "GET /ndjson-as-json")[-1]
+    blob = b"".join(o.data for o in session_events(env.recordings, sid, "output"))
+    assert b"opaque-7731" not in blob and lines[0] in blob
+
+
 def test_utf16_text_is_masked_and_stays_utf16(env: Env) -> None:
     out = curl(env.url("api", "/utf16-text"))
     text = out.stdout.decode("utf-16")

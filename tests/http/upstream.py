@@ -73,6 +73,7 @@ class Upstream:
         r.add_get("/corrupt", self.corrupt)
         r.add_get("/split-text", self.split_text)
         r.add_get("/split-json", self.split_json)
+        r.add_get("/ndjson-as-json", self.ndjson_as_json)
         r.add_get("/sse", self.sse)
         r.add_get("/big", self.big)
         r.add_get("/binary", self.binary)
@@ -232,6 +233,12 @@ class Upstream:
             await resp.write(body[i : i + 7])
         await resp.write_eof()
         return resp
+
+    async def ndjson_as_json(self, request: web.Request) -> web.Response:
+        """Newline-delimited documents labelled application/json (as many log
+        and export endpoints do)."""
+        line = json.dumps({**SECRET_JSON, "badge_ssn": "opaque-7731"}).encode()
+        return web.Response(body=line + b"\n" + line + b"\n", content_type="application/json")
 
     async def sse(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
