@@ -104,7 +104,8 @@ get_ll(PyObject *o, const char *name, long long *out)
     return 0;
 }
 
-/* One item: 1 = appended, 0 = not handled (no error set), -1 = error. */
+/* One item: 1 = appended, 0 = not handled (no error set), -1 = error.
+ * With buf NULL, only whether it would be handled (1 or 0, or -1). */
 static int
 append_one(PyObject *item, PyObject *output_type, PyObject *starts, PyObject *starts_cseq,
            PyObject *buf, EVP_MD_CTX *ctx, unsigned char *prev, Py_ssize_t *frame_size)
@@ -144,6 +145,10 @@ append_one(PyObject *item, PyObject *output_type, PyObject *starts, PyObject *st
     }
     if (!PyBytes_CheckExact(start) || PyBytes_GET_SIZE(start) > MAX_START)
         goto done;
+    if (buf == NULL) {  /* only asked whether the item would be handled */
+        handled = 1;
+        goto done;
+    }
 
     /* hash input = prev || EVENT || prefix; prefix = [seq, ts, {..."data": bin16 */
     unsigned char *p = hin;
@@ -212,11 +217,13 @@ done:
 PyDoc_STRVAR(append_outputs_doc,
 "append_outputs(items, i, prev, nframes, size, last_seq, ckpt_due, flush_due,\n"
 "               buf, output_type, starts, starts_cseq)\n"
-"-> (i, prev, nframes, size, last_seq)\n\n"
+"-> (i, prev, nframes, size, last_seq, j)\n\n"
 "Append the plain Output frames of items[i:] to buf until an item it does\n"
 "not handle or until nframes >= ckpt_due or size >= flush_due after a frame;\n"
-"return the index reached and the updated chain state. starts / starts_cseq\n"
-"map a Stream to its payload map start (codec.OUTPUT_HASH_INPUT*).");
+"return the index reached, the updated chain state and the end j of the\n"
+"stretch items[i:j] it would not handle (j == i when it stopped for a due\n"
+"checkpoint/flush or at the end). starts / starts_cseq map a Stream to its\n"
+"payload map start (codec.OUTPUT_HASH_INPUT*).");
 
 static PyObject *
 append_outputs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
@@ -227,7 +234,7 @@ append_outputs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     unsigned char prev[HASH_LEN];
     EVP_MD_CTX *ctx;
     PyObject *result = NULL;
-    int appended = 0;
+    int appended = 0, unhandled = 0;
 
     if (nargs != 12) {
         PyErr_Format(PyExc_TypeError, "append_outputs() takes 12 arguments (%zd given)", nargs);
@@ -280,14 +287,31 @@ append_outputs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(item);
         if (r < 0)
             goto error;
-        if (r == 0)
+        if (r == 0) {
+            unhandled = 1;
             break;
+        }
         appended = 1;
         i++;
         nframes++;
         size += frame_size;
         if (nframes >= ckpt_due || size >= flush_due)
             break;
+    }
+    /* Stopped at an item left to Python: so are the items after it up to
+     * the next one handled here (one Python call for the stretch). */
+    Py_ssize_t j = i;
+    if (unhandled) {
+        while (++j < PyList_GET_SIZE(items)) {
+            PyObject *item = PyList_GET_ITEM(items, j);
+            Py_INCREF(item);
+            int r = append_one(item, output_type, starts, starts_cseq, NULL, NULL, NULL, NULL);
+            Py_DECREF(item);
+            if (r < 0)
+                goto error;
+            if (r == 1)
+                break;
+        }
     }
     EVP_MD_CTX_free(ctx);
     ctx = NULL;
@@ -297,7 +321,7 @@ append_outputs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_INCREF(prev_obj);
     if (prev_obj == NULL)
         goto error;
-    result = Py_BuildValue("(nNLLN)", i, prev_obj, nframes, size, last_seq);
+    result = Py_BuildValue("(nNLLNn)", i, prev_obj, nframes, size, last_seq, j);
     if (result != NULL)
         return result;
     last_seq = NULL;  /* Py_BuildValue's N consumed both references, even on failure */

@@ -70,7 +70,7 @@ _UINT64_END = 1 << 64
 _STARTS = {s: start for s, (_, start, _) in OUTPUT_HASH_INPUT.items()}
 _STARTS_CSEQ = {s: start for s, (_, start, _) in OUTPUT_HASH_INPUT_CSEQ.items()}
 
-_append_outputs: Callable[..., tuple[int, bytes, int, int, int]] | None = None
+_append_outputs: Callable[..., tuple[int, bytes, int, int, int, int]] | None = None
 if os.environ.get("HOOPD_PURE_PYTHON", "") in ("", "0"):
     with contextlib.suppress(ImportError):
         from recorder._chainfast import append_outputs as _append_outputs
@@ -158,8 +158,8 @@ class ChainWriter:
         """Append (seq, ts_ns, event) frames: see _append_events_py, which
         this is equivalent to. With the accelerator, its C loop takes the
         Output frames it handles and stops where a checkpoint or flush is
-        due (done here as the Python loop does) or at an item it leaves to
-        the Python loop."""
+        due (done here as the Python loop does) or at a stretch of items it
+        leaves to the Python loop."""
         fast = _append_outputs
         if fast is None:
             self._append_events_py(items)
@@ -171,7 +171,7 @@ class ChainWriter:
             was_empty = not self.buf
             ckpt_due = self.ckpt_frame + self._checkpoint_frames
             flush_due = min(self.flushed_size + _FLUSH_BYTES, self._rotate_bytes)
-            i, prev, nframes, size, last_seq = fast(
+            i, prev, nframes, size, last_seq, j = fast(
                 items, i, self.prev, self.nframes, self.size, self.last_seq,
                 ckpt_due, flush_due, self.buf, Output, _STARTS, _STARTS_CSEQ,
             )
@@ -182,9 +182,9 @@ class ChainWriter:
                 if nframes >= ckpt_due or size >= flush_due:
                     self._checkpoint_or_flush()
                     continue
-            if i < n:
-                self._append_events_py(items[i : i + 1])
-                i += 1
+            if i < j:  # items the C loop leaves to this one
+                self._append_events_py(items[i:j])
+                i = j
 
     def _checkpoint_or_flush(self) -> None:
         """After a frame that made a checkpoint or a flush due."""

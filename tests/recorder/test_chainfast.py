@@ -213,8 +213,8 @@ def test_bad_arguments_raise_and_leave_the_buffer_alone() -> None:
     ev = Output(Stream.STDOUT, b"x" * 300)
     good: list[Any] = [[(300, TS, ev)], 0, b"\0" * 32, 0, 0, 0, 10, 10**9, [], Output,
                        starts, starts_cseq]
-    i, prev, nframes, size, last_seq = fn(*good)
-    assert (i, nframes, last_seq) == (1, 1, 300) and len(prev) == 32 and size > 300
+    i, prev, nframes, size, last_seq, j = fn(*good)
+    assert (i, nframes, last_seq, j) == (1, 1, 300, 1) and len(prev) == 32 and size > 300
     assert len(good[8]) == 3 and b"".join(good[8])[5:].startswith(b"\x93\xcd\x01\x2c")
     for index, value, exc in [
         (0, (1, 2), TypeError),  # items not a list
@@ -267,12 +267,13 @@ def test_the_accelerator_hands_back_what_the_fast_branch_does_not_take(
 ) -> None:
     assert _chainfast is not None
     buf: list[bytes] = []
-    i, _, nframes, _, last_seq = _chainfast.append_outputs(
+    i, _, nframes, _, last_seq, j = _chainfast.append_outputs(
         [item], 0, b"\0" * 32, 0, 0, 0, 10, 10**9, buf, Output,
         chain_mod._STARTS, chain_mod._STARTS_CSEQ,
     )
     assert (i, nframes, len(buf)) == ((1, 1, 3) if handled else (0, 0, 0))
     assert last_seq == (item[0] if handled else 0)
+    assert j == 1
 
 
 def test_stops_where_a_checkpoint_or_flush_is_due() -> None:
@@ -280,9 +281,21 @@ def test_stops_where_a_checkpoint_or_flush_is_due() -> None:
     run = [(300 + k, TS, Output(Stream.STDOUT, b"y" * 500)) for k in range(10)]
     args: list[Any] = [run, 0, b"\0" * 32, 5, 0, 0, 8, 10**9, [], Output,
                        chain_mod._STARTS, chain_mod._STARTS_CSEQ]
-    assert _chainfast.append_outputs(*args)[:1] == (3,)  # nframes 5 -> 8
+    r = _chainfast.append_outputs(*args)
+    assert (r[0], r[2], r[5]) == (3, 8, 3)  # nframes 5 -> 8, due: no stretch
     args[6], args[7] = 10**9, 1200  # ~540 B frames: due after the third
-    assert _chainfast.append_outputs(*args)[0] == 3
+    assert _chainfast.append_outputs(*args)[0::5] == (3, 3)
     args[1] = 9
-    assert _chainfast.append_outputs(*args)[0] == 10
+    assert _chainfast.append_outputs(*args)[0::5] == (10, 10)
 
+
+def test_hands_back_a_stretch_of_items_up_to_the_next_one_it_takes() -> None:
+    assert _chainfast is not None
+    fast = Output(Stream.STDOUT, b"y" * 500)
+    slow = Output(Stream.STDOUT, b"y" * 5)
+    run = [(300, TS, fast), (301, TS, slow), (302, TS, slow), (303, TS, fast), (304, TS, slow)]
+    args: list[Any] = [run, 0, b"\0" * 32, 0, 0, 0, 10**9, 10**9, [], Output,
+                       chain_mod._STARTS, chain_mod._STARTS_CSEQ]
+    assert _chainfast.append_outputs(*args)[0::5] == (1, 3)
+    args[1] = 3
+    assert _chainfast.append_outputs(*args)[0::5] == (4, 5)
