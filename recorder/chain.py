@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 import time
 from collections.abc import Callable, Iterable
 from hashlib import sha256
@@ -257,7 +256,11 @@ class ChainWriter:
                     h.update(data)
                     if suffix:
                         h.update(suffix)
-            except (TypeError, ValueError, OverflowError, KeyError, struct.error) as exc:
+            except Exception as exc:
+                # Whatever the encoder raises (an AttributeError from a str
+                # where a Stream belongs as much as an OverflowError), the
+                # event cannot be recorded: the state stays at the frame
+                # before it and its session is failed, not the writer thread.
                 self._store(prev, nframes, size, last_seq)
                 raise UnencodableEvent(event, exc) from exc
             n = len(prefix) + len(data) + len(suffix)

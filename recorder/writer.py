@@ -211,6 +211,7 @@ class Recorder:
         self._stopping = False
         self._closed = False
         self._sessions: dict[str, SessionRecording] = {}  # loop side: not yet closed
+        self._writer_dead = False  # the writer thread stopped on a bug: no recovery
         self._state_lock = threading.Lock()  # healthy/last_error transitions
         self._healthy = True
         self._last_error: str | None = None
@@ -258,6 +259,8 @@ class Recorder:
 
     @property
     def healthy(self) -> bool:
+        if self._writer_dead:
+            return False
         if self._healthy:
             return True
         # While unhealthy, re-probe (rate limited) so that we notice when the
@@ -348,6 +351,24 @@ class Recorder:
 
     # ------------------------------------------------------- writer thread
     def _run(self) -> None:
+        try:
+            self._run_loop()
+        except BaseException as exc:
+            # A bug, not a disk error: nothing will write recordings any more,
+            # so fail closed instead of letting sessions queue into a void.
+            log.exception("recorder: the writer thread stopped on an unexpected error")
+            self._writer_died(f"the writer thread stopped: {exc!r}")
+
+    def _writer_died(self, reason: str) -> None:
+        """Fail every session and stay unhealthy (no thread is left to probe
+        the disk and recover): live sessions end, new ones are refused."""
+        self._writer_dead = True
+        self._set_unhealthy(reason)
+        for sess in list(self._sessions.values()):
+            self._fail(sess, reason, disk=False)
+        self._release_waiters()
+
+    def _run_loop(self) -> None:
         queue = self._queue
         tick = min(0.25, self.settings.checkpoint_seconds, self.settings.fsync_interval)
         last_periodic = time.monotonic()

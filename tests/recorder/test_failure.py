@@ -6,12 +6,13 @@ import asyncio
 import errno
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import recorder.segment as segment
-from hoopd.model import Output, Stream
+from hoopd.model import Event, Output, Stream
 from recorder.reader import SessionReader
 from recorder.writer import Recorder, RecorderSettings, RecorderUnavailable
 
@@ -190,7 +191,21 @@ def test_close_writes_close_checkpoint_for_open_sessions(tmp_path: Path) -> None
         rec.open_session("late")
 
 
-def test_an_unencodable_event_fails_only_its_session(tmp_path: Path) -> None:
+def _too_big_attr() -> Event:
+    from hoopd.model import Command, CommandKind
+
+    return Command(1, CommandKind.SQL, "select 1", {"n": 2**70})
+
+
+def _stream_not_a_stream() -> Event:
+    # a producer bug the encoder meets as an AttributeError, not a TypeError
+    return Output("stdout", b"x", 0, {"email": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make_bad", [_too_big_attr, _stream_not_a_stream])
+def test_an_unencodable_event_fails_only_its_session(
+    tmp_path: Path, make_bad: Callable[[], Event]
+) -> None:
     from hoopd.model import Command, CommandKind
 
     rec = Recorder(RecorderSettings(dir=tmp_path), KEY)
@@ -199,7 +214,7 @@ def test_an_unencodable_event_fails_only_its_session(tmp_path: Path) -> None:
         bad, good = rec.open_session("bad"), rec.open_session("good")
         failures: list[str] = []
         bad.on_failure = failures.append
-        bad.write(Command(1, CommandKind.SQL, "select 1", {"n": 2**70}))
+        bad.write(make_bad())
         good.write(Command(1, CommandKind.SQL, "select 2"))
         deadline = time.monotonic() + 5
         while not failures and time.monotonic() < deadline:
@@ -210,3 +225,35 @@ def test_an_unencodable_event_fails_only_its_session(tmp_path: Path) -> None:
     finally:
         rec.close()
     assert [r.event.text for r in SessionReader(tmp_path / "good").events() if isinstance(r.event, Command)] == ["select 2"]
+
+
+def test_a_crashed_writer_thread_fails_sessions_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the writer loop must not leave sessions queueing unrecorded
+    traffic: they fail, and new sessions are refused."""
+    rec = Recorder(RecorderSettings(dir=tmp_path), KEY)
+    rec.start()
+    try:
+        sess = rec.open_session("live")
+        failures: list[str] = []
+        sess.on_failure = failures.append
+        deadline = time.monotonic() + 5
+        while sess._chain is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        def broken(self: Recorder) -> None:
+            raise RuntimeError("bug in the writer loop")
+
+        monkeypatch.setattr(Recorder, "_process_batch", broken)
+        sess.write(Output(Stream.STDOUT, b"after the bug"))
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert failures and "writer thread stopped" in failures[0]
+        assert not rec.healthy
+        with pytest.raises(RecorderUnavailable):
+            sess.write(Output(Stream.STDOUT, b"more"))
+        with pytest.raises(RecorderUnavailable):
+            rec.open_session("new")
+    finally:
+        rec.close(timeout=1)
