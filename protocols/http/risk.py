@@ -62,18 +62,7 @@ def normalize_path(path: str) -> str:
         path = _PCT.sub(_decode_unreserved, path)
     if "/." not in path and "//" not in path:
         return path or "/"
-    out: list[str] = []
-    segments = path.split("/")
-    for seg in segments[1:]:
-        if seg == "" or seg == ".":
-            continue
-        if seg == "..":
-            if out:
-                out.pop()
-            continue
-        out.append(seg)
-    trailing = path.endswith(("/", "/.", "/..")) and bool(out)
-    return "/" + "/".join(out) + ("/" if trailing else "")
+    return _remove_dots(path)
 
 
 _PARAMS = re.compile(r";[^/]*")
