@@ -122,14 +122,29 @@ def token_env(token: str) -> dict[str, str]:
     return {**os.environ, "SSHPASS": token}
 
 
+def ssh_argv(port: int, command: str, *extra: str, user: str = "alice") -> list[str]:
+    """The real ssh client, logging in to the gateway with a token (SSHPASS)."""
+    return ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(port),
+            "-o", "PreferredAuthentications=keyboard-interactive,password",
+            "-o", "PubkeyAuthentication=no", *extra, f"{user}@127.0.0.1", command]  # fmt: skip
+
+
+def popen_ssh(
+    port: int, token: str, command: str, *, user: str = "alice", stdin: int = subprocess.DEVNULL
+) -> subprocess.Popen[bytes]:
+    """``ssh`` running in the background, stdout and stderr piped."""
+    return subprocess.Popen(
+        ssh_argv(port, command, user=user),
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=token_env(token),
+    )  # fmt: skip
+
+
 def run_ssh(
     port: int, token: str, command: str, *extra: str, input: bytes | None = None,
     timeout: float = 60, user: str = "alice",
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(port),
-         "-o", "PreferredAuthentications=keyboard-interactive,password",
-         "-o", "PubkeyAuthentication=no", *extra, f"{user}@127.0.0.1", command],
+        ssh_argv(port, command, *extra, user=user),
         input=input if input is not None else b"",
         capture_output=True,
         timeout=timeout,

@@ -35,10 +35,10 @@ from tests.ssh.harness import (
     Sshd,
     have_openssh,
     keygen,
+    popen_ssh,
     run_ssh,
     ssh_conn,
     sshd,
-    token_env,
 )
 
 pytestmark = pytest.mark.skipif(not have_openssh(), reason="needs root, sshd and ssh")
@@ -297,13 +297,7 @@ def _decide_pending(env: Env, approve: bool) -> str:
 def test_held_rm_rf(env: Env, approve: bool) -> None:
     victim = env.tmp / f"victim-{approve}"
     (victim / "sub").mkdir(parents=True)
-    proc = subprocess.Popen(
-        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
-         "-o", "PreferredAuthentications=keyboard-interactive,password",
-         "alice@127.0.0.1", f"rm -rf {victim} && echo removed"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "SSHPASS": env.token},
-    )
+    proc = popen_ssh(env.port, env.token, f"rm -rf {victim} && echo removed")
     approval_id = _decide_pending(env, approve)
     out, err = proc.communicate(timeout=30)
     assert approval_id.encode() in err  # the user was told which approval to ask for
@@ -611,12 +605,7 @@ def test_revoked_token_ends_the_session_and_is_refused(env: Env) -> None:
     key = load_or_create_token_key(env.tmp / "var" / "token_key.ed25519")
     leaked = GatewayTokens(key).issue("dave", ["ops"], "1h")
     spare = GatewayTokens(key).issue("dave", ["ops"], "1h")
-    live = subprocess.Popen(
-        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
-         "-o", "PreferredAuthentications=keyboard-interactive,password", "-o", "PubkeyAuthentication=no",
-         "dave@127.0.0.1", "echo started; sleep 20; echo not-reached"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=token_env(leaked),
-    )
+    live = popen_ssh(env.port, leaked, "echo started; sleep 20; echo not-reached", user="dave")
     try:
         assert live.stdout is not None and live.stdout.readline() == b"started\n"
         started = time.monotonic()
@@ -731,13 +720,7 @@ def test_flow_control_bounds_gateway_memory(env: Env) -> None:
     pid = env.daemon.proc.pid
     before = _rss_mb(pid)
     # download to a stalled reader: the client reads nothing for 3 s
-    proc = subprocess.Popen(
-        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
-         "-o", "PreferredAuthentications=keyboard-interactive,password",
-         "alice@127.0.0.1", "head -c 80M /dev/zero"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "SSHPASS": env.token},
-    )
+    proc = popen_ssh(env.port, env.token, "head -c 80M /dev/zero")
     time.sleep(3)
     stalled_down = _rss_mb(pid) - before
     assert proc.stdout is not None
@@ -751,13 +734,7 @@ def test_flow_control_bounds_gateway_memory(env: Env) -> None:
     # allocator keeps for reuse, up to ~20 MB) is not counted against this
     # phase; the download's own bound has its tests below.
     before_up = _rss_mb(pid)
-    upload = subprocess.Popen(
-        ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
-         "-o", "PreferredAuthentications=keyboard-interactive,password",
-         "alice@127.0.0.1", "sleep 3; wc -c"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "SSHPASS": env.token},
-    )
+    upload = popen_ssh(env.port, env.token, "sleep 3; wc -c", stdin=subprocess.PIPE)
     payload = b"\0" * (80 * 1024 * 1024)
     import threading
 
@@ -813,13 +790,7 @@ def test_download_to_a_slow_reader_stays_bounded(env: Env) -> None:
     assert warm.returncode == 0, warm.stderr
     size, rate = 60 << 20, 20e6
     with _peak_rss_growth(env.daemon.proc.pid) as grown:
-        proc = subprocess.Popen(
-            ["sshpass", "-e", "ssh", *SSH_OPTS, "-p", str(env.port),
-             "-o", "PreferredAuthentications=keyboard-interactive,password",
-             "alice@127.0.0.1", f"head -c {size} /dev/zero"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "SSHPASS": env.token},
-        )
+        proc = popen_ssh(env.port, env.token, f"head -c {size} /dev/zero")
         assert proc.stdout is not None
         total = 0
         started = time.monotonic()
