@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 
 from hoopd.model import Stream
 
+from ._paths import query_bool
 from .status import status_response
 
 if TYPE_CHECKING:
@@ -126,7 +127,9 @@ async def relay_websocket(
     )
     await client.prepare(request)
     state.sockets.add(client)
-    tty = request.query.get("tty", "").lower() in ("true", "1")
+    # read as the API server reads it ("yes" or an empty value is a TTY too),
+    # or a terminal's prompt would wait for more output before it is shown
+    tty = query_bool({"tty": request.query.getall("tty", [])}, "tty")
     relay = _Relay(
         proxy, session, cmd, client, upstream, portforward or chosen in PORTFORWARD_PROTOCOLS[2:], tty,
         transfer=kr.file_transfer,

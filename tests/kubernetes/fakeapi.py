@@ -914,8 +914,8 @@ class FakeApi:
         command = qs.get("command", [])
         if sub == "attach":
             command = ["sh"]
-        tty = qs.get("tty", ["false"])[0] in ("true", "1")
-        stdin = qs.get("stdin", ["false"])[0] in ("true", "1")
+        tty = query_bool(request, "tty")
+        stdin = query_bool(request, "stdin")
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return status(400, "BadRequest", "this fake API server only speaks websocket exec (v5.channel.k8s.io)")
         ws = web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"), autoping=True, max_msg_size=0)

@@ -12,15 +12,18 @@ import fcntl
 import json
 import os
 import pty
+import ssl
 import struct
 import subprocess
 import termios
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -267,6 +270,37 @@ def test_exec_without_tty_pausing_mid_secret_is_masked(kube: Kube) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("key ") and res.stdout.endswith(" end\n"), res.stdout
     assert "AKIAIOSFOD" not in res.stdout and "NN7EXAMPLE" not in res.stdout
+
+
+def test_exec_tty_spelled_yes_is_a_terminal(kube: Kube) -> None:
+    """The API server reads any ``tty`` value but 0/false as a TTY; so does the
+    gateway, or a terminal's output that could be the start of a value (here
+    ``AKIA``) would be held until more output came, instead of after
+    exec_flush_ms of silence."""
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    token = kube.token("alice", ["dev"])
+    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
+    script = "printf 'login AKIA'; sleep 4; printf ' done'"
+    query = "&".join(["tty=yes", "stdout=true", "command=sh", "command=-c", "command=" + urllib.parse.quote(script)])
+    url = f"https://127.0.0.1:{kube.port}/api/v1/namespaces/default/pods/web-0/exec?{query}"
+
+    async def first_output() -> tuple[bytes, float]:
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+            url, protocols=("v5.channel.k8s.io",), ssl=ctx, headers={"Authorization": f"Bearer {token}"}
+        ) as ws:
+            start = time.monotonic()
+            seen = b""
+            while b"AKIA" not in seen:
+                msg = await ws.receive(timeout=10)
+                assert msg.type == aiohttp.WSMsgType.BINARY, msg
+                if msg.data[:1] == b"\x01":
+                    seen += msg.data[1:]
+            return seen, time.monotonic() - start
+
+    seen, waited = asyncio.run(first_output())
+    assert b"login AKIA" in seen and b"done" not in seen
+    assert waited < 3, f"the terminal's output was held {waited:.1f}s"
 
 
 def test_port_forward_through_the_gateway(kube: Kube, fake: FakeApiServer, tmp_path: Path) -> None:
@@ -532,7 +566,6 @@ def test_many_kubectl_clients_at_once(kube: Kube) -> None:
 
 
 def test_spdy_is_refused_with_a_clear_message(kube: Kube) -> None:
-    import ssl
     import urllib.request
 
     token = kube.token("alice", ["dev"])
