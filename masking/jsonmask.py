@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .engine import KV_ID, Counts, _replacement_for
@@ -195,66 +196,137 @@ class JsonMasker:
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(), counts
 
     def lines(self, max_line: int = 64 << 20) -> JsonLinesMasker:
-        return JsonLinesMasker(self, max_line)
+        return JsonLinesMasker(self.mask_document, self._m.stream, max_line)
+
+
+DocumentMasker = Callable[[bytes], tuple[bytes, Counts]]
+
+
+def _looks_like_document(line: bytes) -> bool:
+    """A line masked as a JSON document: one that opens an object or array.
+    Other lines (log text, the lines of a PEM block) are content, and a run of
+    them is masked together, so a value that spans lines is still found."""
+    head = line.lstrip()[:1]
+    return head == b"{" or head == b"["
 
 
 class JsonLinesMasker:
-    """Line-delimited JSON (Kubernetes watch streams): ``feed(bytes) -> bytes``, ``flush()``.
+    """Line-delimited JSON (watch streams, ``application/x-ndjson``, log
+    exports): ``feed(bytes) -> bytes``, ``flush() -> bytes``.
 
-    Each complete line is masked as a document. A line longer than ``max_line``
-    is not buffered further: the rest of it goes through a content stream masker."""
+    Each complete line that opens an object or array is masked as a document
+    by ``document`` (key and path rules apply; it falls back to content rules
+    when the line does not parse) and released at its newline. Runs of other
+    lines go through one content stream masker, flushed when the run ends: a
+    PEM private key printed over several lines is masked as it would be in a
+    whole buffer, not line by line (which would let its body lines through).
 
-    def __init__(self, jm: JsonMasker, max_line: int) -> None:
-        self._jm = jm
-        self._buf = b""
+    A line longer than ``max_line`` is not buffered further: with
+    ``long_line_error`` a ValueError is raised (a Kubernetes watch event must
+    be masked as a document or not at all); otherwise the rest of the line is
+    content-masked as part of a run.
+
+    ``counts`` adds up everything masked; ``take_counts()`` returns what was
+    masked since it was last called (released or not yet released)."""
+
+    def __init__(
+        self,
+        document: DocumentMasker,
+        content: Callable[[], StreamMasker],
+        max_line: int,
+        long_line_error: bool = False,
+    ) -> None:
+        self._document = document
+        self._content = content
         self._max = max_line
-        self._raw: StreamMasker | None = None
+        self._long_line_error = long_line_error
+        self._buf = b""
+        self._run: StreamMasker | None = None
+        self._run_seen: Counts = {}
+        self._in_long_line = False
         self.counts: Counts = {}
+        self._fresh: Counts = {}
 
     def _add(self, c: Counts) -> None:
         for k, n in c.items():
             _add(self.counts, k, n)
+            _add(self._fresh, k, n)
+
+    def take_counts(self) -> Counts:
+        self._sync_run_counts()
+        fresh, self._fresh = self._fresh, {}
+        return fresh
+
+    def _sync_run_counts(self) -> None:
+        run = self._run
+        if run is None:
+            return
+        seen = self._run_seen
+        for k, n in run.counts.items():
+            new = n - seen.get(k, 0)
+            if new:
+                seen[k] = n
+                _add(self.counts, k, new)
+                _add(self._fresh, k, new)
+
+    def _to_run(self, data: bytes) -> bytes:
+        if self._run is None:
+            self._run = self._content()
+            self._run_seen = {}
+        out = self._run.feed(data)
+        self._sync_run_counts()
+        return out
+
+    def _end_run(self) -> bytes:
+        run = self._run
+        if run is None:
+            return b""
+        tail = run.flush()
+        self._sync_run_counts()
+        self._run = None
+        return tail
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
-        if self._raw is not None:
+        if self._in_long_line:
             nl = data.find(b"\n")
             if nl < 0:
-                return self._raw.feed(data)
-            out.append(self._raw.feed(data[: nl + 1]) + self._raw.flush())
-            self._add(self._raw.counts)
-            self._raw = None
+                return self._to_run(data)
+            out.append(self._to_run(data[: nl + 1]))
+            self._in_long_line = False
             data = data[nl + 1 :]
-        buf = self._buf + data
+        buf = self._buf + data if self._buf else data
         start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
+        while (nl := buf.find(b"\n", start)) >= 0:
             line = buf[start:nl]
-            if line.strip():
-                masked, c = self._jm.mask_document(line)
+            if _looks_like_document(line):
+                out.append(self._end_run())
+                masked, c = self._document(line)
                 self._add(c)
-                out.append(masked + b"\n")
-            else:
+                out.append(masked)
+                out.append(b"\n")
+            elif self._run is None and not line.strip():
                 out.append(line + b"\n")
+            else:
+                out.append(self._to_run(buf[start : nl + 1]))
             start = nl + 1
         self._buf = buf[start:]
         if len(self._buf) > self._max:
-            self._raw = self._jm._m.stream()
-            out.append(self._raw.feed(self._buf))
+            if self._long_line_error:
+                raise ValueError(f"a line longer than {self._max} bytes")
+            out.append(self._to_run(self._buf))
             self._buf = b""
+            self._in_long_line = True
         return b"".join(out)
 
     def flush(self) -> bytes:
-        if self._raw is not None:
-            tail = self._raw.flush()
-            self._add(self._raw.counts)
-            self._raw = None
-            return tail
         buf, self._buf = self._buf, b""
-        if not buf.strip():
-            return buf
-        masked, c = self._jm.mask_document(buf)
+        if self._in_long_line or not _looks_like_document(buf):
+            self._in_long_line = False
+            if self._run is None and not buf.strip():
+                return buf
+            return self._to_run(buf) + self._end_run()
+        tail = self._end_run()  # the last line is a document without its newline
+        masked, c = self._document(buf)
         self._add(c)
-        return masked
+        return tail + masked

@@ -27,6 +27,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from masking.jsonmask import JsonLinesMasker
+
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 ENV_RULE = "kubernetes_env"
 CONFIGMAP_RULE = "kubernetes_configmap"
@@ -269,38 +271,24 @@ class BodyMasker:
 
 class LinesMasker:
     """Watch streams: newline-delimited JSON events, each masked as a document
-    and released as soon as its newline arrives."""
+    and released as soon as its newline arrives (masking's JsonLinesMasker
+    with this connection's Kubernetes-aware document masker; lines that are
+    not documents are content-masked in runs). An event over 64 MiB is an
+    error rather than content-masked: a Secret's base64 data needs the
+    document pass."""
 
     MAX_LINE = 64 * 1024 * 1024
 
     def __init__(self, bm: BodyMasker) -> None:
-        self._bm = bm
-        self._buf = b""
+        self._lines = JsonLinesMasker(bm.mask_document, bm.stream, self.MAX_LINE, long_line_error=True)
 
     def feed(self, data: bytes) -> tuple[bytes, Counts]:
-        buf = self._buf + data if self._buf else data
-        out: list[bytes] = []
-        counts: Counts = {}
-        start = 0
-        while (nl := buf.find(b"\n", start)) >= 0:
-            line = buf[start:nl]
-            if line.strip():
-                masked, c = self._bm.mask_document(line)
-                for k, n in c.items():
-                    _add(counts, k, n)
-                out.append(masked)
-            out.append(b"\n")
-            start = nl + 1
-        self._buf = buf[start:]
-        if len(self._buf) > self.MAX_LINE:
-            raise ValueError("watch event larger than 64 MiB")
-        return b"".join(out), counts
+        out = self._lines.feed(data)
+        return out, self._lines.take_counts()
 
     def flush(self) -> tuple[bytes, Counts]:
-        buf, self._buf = self._buf, b""
-        if not buf.strip():
-            return buf, {}
-        return self._bm.mask_document(buf)
+        out = self._lines.flush()
+        return out, self._lines.take_counts()
 
 
 class _NullStream:

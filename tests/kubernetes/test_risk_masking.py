@@ -19,6 +19,7 @@ from protocols.kubernetes.bodies import LAST_APPLIED, BodyMasker
 from protocols.kubernetes.exec import exit_code, parse_resize
 from protocols.kubernetes.proxy import _refused_encoding, json_accept
 from protocols.kubernetes.risk import assess, with_rules
+from tests.masking.samples import PEM
 
 
 def cats(method: str, path: str, body: Any = None, query: str = "", **kw: Any) -> set[str]:
@@ -107,6 +108,18 @@ def test_secret_object_list_table_and_watch_are_masked() -> None:
     assert got.endswith(b"\n") and B64 not in got
     whole, _ = bm.lines().feed(event)
     assert whole == got
+
+
+def test_text_body_with_a_private_key_over_several_lines_is_masked() -> None:
+    """A body that is not JSON but has several lines (a pod's proxied log
+    file, an aggregated API's text) is masked line by line for the JSON lines
+    in it, and by content for runs of other lines together: a PEM private key
+    loses its body lines too, not only its header line."""
+    body = b"starting\n" + PEM.encode() + b"\n" + json.dumps({"type": "ADDED", "object": SECRET}).encode() + b"\ndone\n"
+    out, counts = masker().mask_document(body)
+    assert b"MIIEpAIBAAKCAQEA1c7" not in out and b"rXz6Ly3hr3nW6a" not in out and B64 not in out
+    assert out.startswith(b"starting\n[PRIVATE_KEY]\n") and out.endswith(b"\ndone\n")
+    assert counts.get("pem_private_key") == 1
 
 
 def test_pod_env_and_last_applied_masked() -> None:

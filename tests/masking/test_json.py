@@ -3,9 +3,13 @@ from __future__ import annotations
 import base64
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from masking.jsonmask import SECRET_RULE
 
 from .conftest import make
+from .samples import PEM
 
 
 def b64(s: str) -> str:
@@ -208,3 +212,52 @@ def test_json_active_covers_secrets() -> None:
     assert (
         not make({"recognizers": {"credentials": False}, "kubernetes_secrets": "off"}).json().active
     )
+
+
+def test_lines_pem_printed_over_several_lines_is_masked() -> None:
+    """NDJSON with plain-text lines between the documents (log exports): the
+    lines of a PEM private key are masked together, not one at a time, which
+    would have masked the header alone and let the key's body through."""
+    jm = make().json()
+    data = b"{\"a\": 1}\n" + PEM.encode() + b"\n{\"b\": \"password=hunter2\"}\n"
+    lm = jm.lines()
+    out = lm.feed(data) + lm.flush()
+    assert b"MIIEpAIBAAKCAQEA1c7" not in out and b"hunter2" not in out
+    assert out.startswith(b'{"a": 1}\n[PRIVATE_KEY]') and out.endswith(b'password=[SECRET]"}\n')
+    assert lm.counts == {"pem_private_key": 1, "secret_key_value": 1}
+
+
+_LINE = st.sampled_from(
+    [
+        b'{"type": "ADDED", "object": {"kind": "Secret", "data": {"k": "aHVudGVyMg=="}}}',
+        b'{"env": "token=abc123"}',
+        b"[1, 2, 3]",
+        b"plain log line with alice@example.com",
+        b"",
+        b"   ",
+        b"{not json password=hunter2",
+        *PEM.encode().splitlines(),
+    ]
+)
+
+
+@given(
+    lines=st.lists(_LINE, max_size=20),
+    cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=8),
+    final_newline=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_lines_any_chunking_gives_the_whole_buffer_result(
+    lines: list[bytes], cuts: list[int], final_newline: bool
+) -> None:
+    jm = make({"recognizers": {"personal": True}}).json()
+    data = b"\n".join(lines) + (b"\n" if final_newline else b"")
+    whole = jm.lines()
+    expected = whole.feed(data) + whole.flush()
+    pieces = [data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)], strict=True)]
+    lm = jm.lines(max_line=4096)
+    got = b"".join(lm.feed(p) for p in pieces) + lm.flush()
+    assert got == expected
+    assert lm.counts == whole.counts
+    for secret in (b"hunter2", b"abc123", b"alice@example.com", b"aHVudGVyMg=="):
+        assert secret not in got
