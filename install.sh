@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install hoopd. With --dev, also the system packages the test suite drives
 # (real PostgreSQL and OpenSSH servers and clients, curl), what building the
-# recorder's optional C accelerator needs (gcc, Python's and OpenSSL's
-# headers; without them pip skips it) and the Python test dependencies.
+# optional accelerators needs (the recorder's C one: gcc, Python's and
+# OpenSSL's headers; the masking scan's C++ one: g++ and RE2's library and
+# headers; without them pip skips them) and the Python test dependencies.
 # Idempotent; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,7 +24,7 @@ if [ "$dev" = 1 ] && command -v apt-get >/dev/null 2>&1; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends \
         postgresql-15 postgresql-client-15 pgbouncer openssh-server openssh-client sshpass rsync git curl procps \
-        gcc libc6-dev libssl-dev python3-dev >/dev/null
+        gcc g++ libc6-dev libssl-dev libre2-dev python3-dev >/dev/null
 fi
 
 if [ "$dev" = 1 ]; then

@@ -22,11 +22,31 @@ How a buffer is scanned (``Masker._find``):
 * Every match is computed inside a window of ``window`` bytes from its start;
   this is what lets the stream masker hold back a bounded number of bytes and
   still produce exactly the whole-buffer output.
+
+The optional C++ accelerator (``masking/_re2scan.cpp``, built by setup.py when
+g++ and the system RE2, libre2-dev, are there) does the search and the Set call
+of a batch of candidates in one call (``Scanner.scan``); it is used when it is
+importable, google-re2 is installed and ``HOOPD_PURE_PYTHON`` is not set (or per
+masker: ``Masker(..., accelerate=False)``). The Python loop over google-re2 is
+the reference: tests hold the two to the same output.
+
+A batched candidate stands for "the leftmost match of a search from ``from``
+to ``endpos``", ``from`` being where the previous candidate of the batch ended
+(one byte later after an empty match). Which match starts where does not depend
+on where a search starts (the text before it is context either way), so the
+candidate is also the answer for a search from any position in [from, its
+start] to the same ``endpos``; the loop takes it only then, and otherwise asks
+the scanner again (after a rejection -- the scan resumes at p + 1, inside the
+candidate's span -- one search; when the batch is used up, ``endpos`` changed
+(a PEM header) or the loop went past the candidate, a new batch).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import functools
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +90,27 @@ _CTX = 16
 _NO_MATCH: Spans = [(-1, -1)]
 _DIGITS = frozenset(b"0123456789")
 _SKIP = -1
+_BATCH = 64
+"""Candidates per accelerated scan call (fewer when one starts at or past ``limit``)."""
+_NO_BATCH: list[tuple[int, int, int]] = [(-2, -2, -2)]
+
+_re2scan: Any = None
+if HAVE_RE2 and os.environ.get("HOOPD_PURE_PYTHON", "") in ("", "0"):
+    with contextlib.suppress(ImportError):
+        from . import _re2scan
+
+
+def accelerated() -> bool:
+    """Whether maskers use the C++ candidate scan (masking._re2scan) by default."""
+    return _re2scan is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _make_scanner(pattern: bytes, parts: tuple[str, ...], window: int) -> Any:
+    """The accelerator's scanner for a joined pattern and its Set (shared like
+    ``compile_cached``: RE2 objects are thread-safe and their DFAs stay warm)."""
+    assert _re2scan is not None
+    return _re2scan.Scanner(pattern, [p.encode() for p in parts], True, window)
 
 
 @dataclass(eq=False)
@@ -133,15 +174,22 @@ def _replacement_for(config: MaskingConfig, rid: str, category: str) -> Replacem
 class Masker:
     """A compiled per-connection masker. Thread-safe for ``mask_*``; streams are per use."""
 
-    def __init__(self, config: MaskingConfig, hmac_key: bytes) -> None:
+    def __init__(
+        self, config: MaskingConfig, hmac_key: bytes, *, accelerate: bool | None = None
+    ) -> None:
+        """``accelerate``: None uses the C++ scan when it is available (see
+        :func:`accelerated`); False never; True requires it (RuntimeError if the
+        extension is not built or HOOPD_PURE_PYTHON is set)."""
         self.config = config
         self._hmac_key = hmac_key
         self._rules: list[_Rule] = []
         self._pem: _Rule | None = None
         self._main: Compiled | None = None
+        self._parts: tuple[str, ...] = ()
         self._table: list[tuple[_Rule, ...]] = []
         self._idset: Any = None
         self._fast: list[_Fast] = []
+        self._scan: Callable[[bytes, int, int, int, int], list[tuple[int, int, int]]] | None = None
         self.window = 64
         self.pem_window = 0
         # field-name and path rules: (rule id, compiled glob regex, replacer)
@@ -156,6 +204,20 @@ class Masker:
             # The byte-class pre-filter knows only the built-ins.
             self._prefilter = all(r.id in BY_ID for r in self._rules)
             self._kv_rule = next((r for r in self._rules if r.id == KV_ID), None)
+        if accelerate and _re2scan is None:
+            raise RuntimeError(
+                "masking._re2scan is not available (not built, google-re2 missing "
+                "or HOOPD_PURE_PYTHON set)"
+            )
+        if accelerate is not False and _re2scan is not None and self._main is not None:
+            try:
+                self._scan = _make_scanner(self._main.pattern, self._parts, self.window).scan
+            except ValueError:
+                # a pattern google-re2 takes but the system RE2 does not (an
+                # older version): this masker keeps the Python loop
+                if accelerate:
+                    raise
+        self.accelerated = self._scan is not None
 
     # ------------------------------------------------------------------ building
     def _allow_for(self, rid: str) -> tuple[frozenset[bytes], Compiled | None]:
@@ -263,8 +325,9 @@ class Masker:
                 rule.order = order
                 pat = decapture(rule.regex.pattern.decode())
                 parts.append("(?:" + pat + ")")
+            self._parts = tuple(parts)
             self._main = compile_cached("|".join(parts), True)
-            self._idset = make_set(tuple(parts))
+            self._idset = make_set(self._parts)
             self.window = max(r.max_len for r in self._rules) + 1
             table: list[list[_Rule]] = [[] for _ in range(256)]
             for rule in self._rules:
@@ -362,6 +425,14 @@ class Masker:
         fast = self._fast
         window = self.window
         search = main.raw_search if main is not None else None
+        scan = self._scan
+        # accelerated scan: the batch, its next candidate (bi), where that one was
+        # searched from (bfrom) and the endpos of the batch's searches (bend)
+        batch = _NO_BATCH
+        bi = 0
+        bfrom = inf
+        bend = -1
+        k = -1
         q = -1 if pem is not None else inf
         pemfind = _PEM_FIND
         # slow-path state: next newline / next occurrence of each needle at or
@@ -375,13 +446,33 @@ class Masker:
                 if q < 0:
                     q = inf
             endpos = q if q < n else n
-            if search is not None and pos < endpos:
+            if search is None or pos >= endpos:
+                p = inf
+                e0 = -1
+            elif scan is None:
                 p, e0 = search(data, pos, endpos)[0]
                 if p < 0:
                     p = inf
             else:
-                p = inf
-                e0 = -1
+                if pos >= bfrom and bend == endpos:
+                    p, e0, k = batch[bi]
+                    if p >= pos:
+                        bi += 1
+                        bfrom = e0 if e0 > p else p + 1
+                    elif p == -1:
+                        p = inf
+                    else:  # -2 (not searched further) or the loop went past it
+                        p = -2
+                else:
+                    p = -2
+                if p < 0:
+                    # the batch is used up or does not answer a search from here
+                    batch, bi, bfrom, p, e0, k = _rescan(
+                        scan, data, pos, endpos, limit, batch, bi, bfrom, bend
+                    )
+                    bend = endpos
+                    if p < 0:
+                        p = inf
             if q <= p and q < inf:
                 assert pem is not None
                 pspans = pem.regex.match(data, q, min(n, q + self.pem_window))
@@ -412,9 +503,10 @@ class Masker:
                 # names it (captures, if the rule has value groups, come from the
                 # rule's own small regex). Same checks as _accept, inlined.
                 span = data[p:e0]
-                hits = setmatch(span)
-                if hits:
-                    k = hits[0] if len(hits) == 1 else min(hits)
+                if scan is None:
+                    hits = setmatch(span)
+                    k = (hits[0] if len(hits) == 1 else min(hits)) if hits else -1
+                if k >= 0:
                     (rid, left, right, validator, trims, values, full, pyfull, dotted, const,
                      replace, allow_exact, allow_rx) = fast[k]  # fmt: skip
                     spans2: Any = _NO_MATCH
@@ -689,6 +781,40 @@ def _no_hits(_span: bytes) -> list[int]:
     return []
 
 
+_Batch = list[tuple[int, int, int]]
+
+
+def _rescan(
+    scan: Callable[[bytes, int, int, int, int], _Batch],
+    data: bytes,
+    pos: int,
+    endpos: int,
+    limit: int,
+    batch: _Batch,
+    bi: int,
+    bfrom: int,
+    bend: int,
+) -> tuple[_Batch, int, int, int, int, int]:
+    """The leftmost candidate from ``pos`` when ``batch[bi]`` does not answer that
+    search; returns the new (batch, bi, bfrom) and the candidate (p, e0, k), p -1
+    if there is none. ``endpos`` is the batch's from now on."""
+    if pos < bfrom and bend == endpos and batch[bi][0] != -2:
+        # resumed before the next batched candidate's search start (a rejected
+        # or trimmed candidate): one search. A match starting before bfrom is
+        # new; one at or after it is batch[bi] (the leftmost from bfrom).
+        p, e0, k = scan(data, pos, endpos, limit, 1)[0]
+        if 0 <= p < bfrom:
+            return batch, bi, bfrom, p, e0, k
+        if p < 0:
+            return batch, bi, pos, -1, -1, -1
+        return batch, bi + 1, e0 if e0 > p else p + 1, p, e0, k
+    batch = scan(data, pos, endpos, limit, _BATCH)
+    p, e0, k = batch[0]
+    if p < 0:
+        return batch, 0, pos, -1, -1, -1
+    return batch, 1, e0 if e0 > p else p + 1, p, e0, k
+
+
 def _allowed(rx: Compiled, value: bytes) -> bool:
     m = rx.match(value, 0, len(value))
     return m is not None and m[0][1] == len(value)
@@ -710,11 +836,15 @@ def apply_edits(data: bytes, edits: list[Edit], start: int, end: int) -> tuple[b
     return b"".join(out), counts
 
 
-def build_masker(config: MaskingConfig, hmac_key: bytes) -> Masker:
-    """Compile a masker once per connection. An invalid regex raises ValueError naming the rule."""
+def build_masker(
+    config: MaskingConfig, hmac_key: bytes, *, accelerate: bool | None = None
+) -> Masker:
+    """Compile a masker once per connection. An invalid regex raises ValueError naming the rule.
+
+    ``accelerate``: see :class:`Masker` (None: the C++ scan when available)."""
     if not isinstance(hmac_key, bytes | bytearray) or len(hmac_key) < 16:
         raise ValueError("hmac_key must be at least 16 bytes")
-    return Masker(config, bytes(hmac_key))
+    return Masker(config, bytes(hmac_key), accelerate=accelerate)
 
 
-__all__ = ["Counts", "Edit", "Masker", "Replacement", "apply_edits", "build_masker"]
+__all__ = ["Counts", "Edit", "Masker", "Replacement", "accelerated", "apply_edits", "build_masker"]

@@ -1,0 +1,282 @@
+/* Optional C++ accelerator for the candidate scan of Masker._find (masking/engine.py).
+ *
+ * A Scanner holds the two RE2 programs the pure-Python path drives through
+ * google-re2's binding: the joined alternation of every single-line rule
+ * (searched UNANCHORED) and the RE2::Set of the same rules anchored at both
+ * ends (which rules match a candidate span whole). Scanner.scan() does what the
+ * Python loop did per candidate with two calls through the binding, for a batch
+ * of candidates in one call:
+ *
+ *     while True:
+ *         p, e0 = main.Match(UNANCHORED, data, pos, endpos)   # leftmost-first
+ *         k = min(set.Match(data[p:e0])) if e0 - p < window else -1   (-1: no hit)
+ *         emit (p, e0, k)
+ *         pos = e0 if e0 > p else p + 1
+ *
+ * It stops after max_candidates candidates or after the first candidate that
+ * starts at or past ``limit``, and then appends (-2, -2, -2) ("not searched
+ * further"); when a search finds nothing (or pos reaches endpos) it appends
+ * (-1, -1, -1) ("no match from here to endpos"). The RE2 options are those of
+ * masking/_regex.py (max_mem 64 MiB, log_errors off, never_nl as given, UTF-8).
+ *
+ * Linked against the system RE2 (Debian libre2-dev); built by setup.py when
+ * g++ and the headers are there, otherwise the engine uses the Python loop,
+ * which is the reference (tests hold the two to byte-identical output).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <re2/re2.h>
+#include <re2/set.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+/* Release the GIL only for a scan over at least this many bytes: for a short
+ * field the release/reacquire costs more than the scan. */
+constexpr Py_ssize_t kReleaseGil = 4096;
+
+struct Cand {
+    Py_ssize_t p, e0;
+    int k;
+};
+
+struct ScannerObject {
+    PyObject_HEAD
+    re2::RE2 *main;
+    re2::RE2::Set *set;
+    Py_ssize_t window;
+    int nset;
+};
+
+re2::RE2::Options make_options(bool never_nl)
+{
+    re2::RE2::Options opts;
+    opts.set_max_mem(int64_t{64} << 20);
+    opts.set_log_errors(false);
+    opts.set_never_nl(never_nl);
+    return opts;
+}
+
+void Scanner_dealloc(ScannerObject *self)
+{
+    delete self->main;
+    delete self->set;
+    Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
+}
+
+int bytes_arg(PyObject *o, std::string *out)
+{
+    char *buf;
+    Py_ssize_t len;
+    if (PyBytes_AsStringAndSize(o, &buf, &len) < 0)
+        return -1;
+    out->assign(buf, static_cast<size_t>(len));
+    return 0;
+}
+
+PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static const char *kwlist[] = {"pattern", "set_patterns", "never_nl", "window", nullptr};
+    PyObject *pattern_obj, *set_obj;
+    int never_nl;
+    Py_ssize_t window;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOpn:Scanner", const_cast<char **>(kwlist),
+                                     &pattern_obj, &set_obj, &never_nl, &window))
+        return nullptr;
+    std::string pattern;
+    if (bytes_arg(pattern_obj, &pattern) < 0)
+        return nullptr;
+    PyObject *seq = PySequence_Fast(set_obj, "set_patterns must be a sequence of bytes");
+    if (seq == nullptr)
+        return nullptr;
+    std::vector<std::string> set_patterns(static_cast<size_t>(PySequence_Fast_GET_SIZE(seq)));
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        if (bytes_arg(PySequence_Fast_GET_ITEM(seq, i), &set_patterns[static_cast<size_t>(i)]) < 0) {
+            Py_DECREF(seq);
+            return nullptr;
+        }
+    }
+    Py_DECREF(seq);
+
+    re2::RE2::Options opts = make_options(never_nl != 0);
+    std::unique_ptr<re2::RE2> main(new re2::RE2(pattern, opts));
+    if (!main->ok()) {
+        PyErr_Format(PyExc_ValueError, "invalid RE2 pattern: %s", main->error().c_str());
+        return nullptr;
+    }
+    if (main->NumberOfCapturingGroups() != 0) {
+        PyErr_SetString(PyExc_ValueError, "the joined pattern must have no capturing groups");
+        return nullptr;
+    }
+    std::unique_ptr<re2::RE2::Set> set(new re2::RE2::Set(opts, re2::RE2::ANCHOR_BOTH));
+    for (const std::string &p : set_patterns) {
+        std::string error;
+        if (set->Add(p, &error) < 0) {
+            PyErr_Format(PyExc_ValueError, "cannot add pattern to RE2 set: %s", error.c_str());
+            return nullptr;
+        }
+    }
+    if (!set->Compile()) {
+        PyErr_SetString(PyExc_ValueError, "cannot compile RE2 set");
+        return nullptr;
+    }
+    auto *self = reinterpret_cast<ScannerObject *>(type->tp_alloc(type, 0));
+    if (self == nullptr)
+        return nullptr;
+    self->main = main.release();
+    self->set = set.release();
+    self->window = window;
+    self->nset = static_cast<int>(set_patterns.size());
+    return reinterpret_cast<PyObject *>(self);
+}
+
+/* false: out of memory (no exception escapes: this may run without the GIL) */
+bool scan_loop(const ScannerObject *self, const char *data, Py_ssize_t n, Py_ssize_t pos,
+               Py_ssize_t endpos, Py_ssize_t limit, Py_ssize_t max_candidates,
+               std::vector<Cand> *out) noexcept
+try {
+    out->reserve(static_cast<size_t>(std::min<Py_ssize_t>(max_candidates, 256) + 1));
+    const re2::StringPiece text(data, static_cast<size_t>(n));
+    re2::StringPiece m;
+    std::vector<int> hits;
+    for (;;) {
+        if (pos >= endpos
+            || !self->main->Match(text, static_cast<size_t>(pos), static_cast<size_t>(endpos),
+                                  re2::RE2::UNANCHORED, &m, 1)) {
+            out->push_back({-1, -1, -1});
+            return true;
+        }
+        const Py_ssize_t p = m.data() - data;
+        const Py_ssize_t e0 = p + static_cast<Py_ssize_t>(m.size());
+        int k = -1;
+        if (e0 - p < self->window) {
+            hits.clear();
+            self->set->Match(re2::StringPiece(data + p, static_cast<size_t>(e0 - p)), &hits);
+            if (!hits.empty())
+                k = *std::min_element(hits.begin(), hits.end());
+        }
+        out->push_back({p, e0, k});
+        if (p >= limit || static_cast<Py_ssize_t>(out->size()) >= max_candidates) {
+            out->push_back({-2, -2, -2});
+            return true;
+        }
+        pos = e0 > p ? e0 : p + 1;
+    }
+} catch (const std::bad_alloc &) {
+    return false;
+}
+
+PyObject *Scanner_scan(ScannerObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "scan(data, pos, endpos, limit, max_candidates) takes 5 arguments");
+        return nullptr;
+    }
+    Py_ssize_t v[4];
+    for (int i = 0; i < 4; i++) {
+        v[i] = PyLong_AsSsize_t(args[i + 1]);
+        if (v[i] == -1 && PyErr_Occurred())
+            return nullptr;
+    }
+    Py_ssize_t pos = v[0], endpos = v[1], limit = v[2], max_candidates = v[3];
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return nullptr;
+    if (pos < 0 || endpos > view.len || max_candidates < 1) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "scan: need 0 <= pos, endpos <= len(data), max >= 1");
+        return nullptr;
+    }
+    std::vector<Cand> cands;
+    const char *data = static_cast<const char *>(view.buf);
+    bool ok;
+    if (endpos - pos >= kReleaseGil) {
+        Py_BEGIN_ALLOW_THREADS
+        ok = scan_loop(self, data, view.len, pos, endpos, limit, max_candidates, &cands);
+        Py_END_ALLOW_THREADS
+    } else {
+        ok = scan_loop(self, data, view.len, pos, endpos, limit, max_candidates, &cands);
+    }
+    PyBuffer_Release(&view);
+    if (!ok)
+        return PyErr_NoMemory();
+    PyObject *list = PyList_New(static_cast<Py_ssize_t>(cands.size()));
+    if (list == nullptr)
+        return nullptr;
+    for (size_t i = 0; i < cands.size(); i++) {
+        PyObject *t = PyTuple_New(3);
+        if (t == nullptr) {
+            Py_DECREF(list);
+            return nullptr;
+        }
+        PyList_SET_ITEM(list, static_cast<Py_ssize_t>(i), t);
+        PyObject *a = PyLong_FromSsize_t(cands[i].p);
+        PyObject *b = a ? PyLong_FromSsize_t(cands[i].e0) : nullptr;
+        PyObject *c = b ? PyLong_FromLong(cands[i].k) : nullptr;
+        if (c == nullptr) {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            Py_DECREF(list);
+            return nullptr;
+        }
+        PyTuple_SET_ITEM(t, 0, a);
+        PyTuple_SET_ITEM(t, 1, b);
+        PyTuple_SET_ITEM(t, 2, c);
+    }
+    return list;
+}
+
+PyMethodDef Scanner_methods[] = {
+    {"scan", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Scanner_scan)),
+     METH_FASTCALL,
+     "scan(data, pos, endpos, limit, max_candidates) -> list of (p, e0, k)\n\n"
+     "Candidates of the joined pattern from pos (each searched from the previous one's\n"
+     "end, or one byte later after an empty match), each with k = the lowest set rule\n"
+     "matching data[p:e0] whole (-1: none, or the span is not shorter than window);\n"
+     "ends with (-1, -1, -1) (no further match before endpos) or (-2, -2, -2)\n"
+     "(stopped: max_candidates reached or a candidate starts at or past limit)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyTypeObject ScannerType = {
+    PyVarObject_HEAD_INIT(nullptr, 0)
+};
+
+PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "masking._re2scan",
+    "Batched RE2 candidate scan for masking.engine (optional accelerator).", -1, nullptr,
+    nullptr, nullptr, nullptr, nullptr,
+};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__re2scan(void)
+{
+    ScannerType.tp_name = "masking._re2scan.Scanner";
+    ScannerType.tp_basicsize = sizeof(ScannerObject);
+    ScannerType.tp_dealloc = reinterpret_cast<destructor>(Scanner_dealloc);
+    ScannerType.tp_flags = Py_TPFLAGS_DEFAULT;
+    ScannerType.tp_doc =
+        "Scanner(pattern, set_patterns, never_nl, window): the joined pattern and the\n"
+        "RE2::Set (anchored at both ends) of masking.engine's single-line rules.";
+    ScannerType.tp_methods = Scanner_methods;
+    ScannerType.tp_new = Scanner_new;
+    if (PyType_Ready(&ScannerType) < 0)
+        return nullptr;
+    PyObject *mod = PyModule_Create(&moduledef);
+    if (mod == nullptr)
+        return nullptr;
+    Py_INCREF(&ScannerType);
+    if (PyModule_AddObject(mod, "Scanner", reinterpret_cast<PyObject *>(&ScannerType)) < 0) {
+        Py_DECREF(&ScannerType);
+        Py_DECREF(mod);
+        return nullptr;
+    }
+    return mod;
+}

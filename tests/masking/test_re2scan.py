@@ -1,0 +1,225 @@
+"""The C++ candidate scan (masking._re2scan) gives the same output as the Python
+loop over google-re2 (``Masker(..., accelerate=False)``), which is the reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import masking.engine as engine_mod
+from masking import Column, Masker, MaskingConfig, build_masker
+
+from .conftest import KEY
+from .samples import NEGATIVES, PEM, PLANTS
+
+pytestmark = pytest.mark.skipif(
+    not engine_mod.accelerated(),
+    reason="masking._re2scan is not built (install g++ and libre2-dev, then pip install -e .) "
+    "or HOOPD_PURE_PYTHON is set",
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CONFIGS: list[dict[str, Any]] = [
+    {"recognizers": {"personal": True}},
+    {
+        "recognizers": {"personal": True},
+        "rules": [
+            {"id": "emp", "pattern": "EMP-[0-9]{4}"},
+            {
+                "id": "order",
+                "pattern": "order[ #:]+(?P<value>[a-z0-9]{6,10})",
+                "ignore_case": True,
+                "max_length": 40,
+            },
+            # can match empty (at word boundaries): empty candidates in the scan
+            {"id": "xes", "pattern": "\\bX*\\b", "max_length": 8},
+            {"id": "anchored", "pattern": "^ZZ[0-9]{3}|[0-9]{3}QQ$"},
+            {"id": "long", "pattern": "LONG[a-z0-9]+", "max_length": 2000},
+        ],
+        "allow": [
+            {"value": "john.doe@example.com"},
+            {"pattern": "4111.*", "rules": ["card"]},
+            {"pattern": "10\\.0\\..*"},
+        ],
+        "replacements": {"default": "hmac", "card": "partial"},
+    },
+    {"replacements": {"default": "hmac"}},
+    {"recognizers": {"credentials": False, "enable": ["ssn", "card", "phone"]}},
+]
+
+
+def _pair(cfg: dict[str, Any]) -> tuple[Masker, Masker]:
+    config = MaskingConfig.model_validate(cfg)
+    fast = build_masker(config, KEY, accelerate=True)
+    pure = build_masker(config, KEY, accelerate=False)
+    assert fast.accelerated and not pure.accelerated
+    return fast, pure
+
+
+PAIRS = [_pair(c) for c in CONFIGS]
+
+NOT_KEYS = [
+    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+    "-----BEGIN PUBLIC KEY-----",
+    "-----BEGIN ",
+    PEM[:60],
+    PEM.replace("-----END RSA PRIVATE KEY-----", ""),
+]
+NEAR_MISSES = [
+    # digit runs that fail Luhn as cards but hold an SSN / phone
+    "4111 123-45-6789 1112",
+    "41111123456789111",
+    "9123-45-67891234",
+    "4111 1111 1111 1112 123-45-6789",
+    "5555555555554445 415-555-2671",
+    "1234 200 123-45-6789",
+    "123-45-6789-0000",
+    "+1 415-555-2671-1",
+    "10.0.0.1 10.1.2.3 10.0.0.300",
+    "john.doe@example.com jane@example.com",
+    "order #AB12CD34 ORDER:zz9988x",
+    "EMP-1234EMP-5678 xEMP-0001",
+    "ZZ123 ZZ12345 999QQ",
+    "LONG" + "a" * 300,
+    "password=**** token=[SECRET] secret: s3cr3t",
+    *[t for texts in NEGATIVES.values() for t in texts],
+]
+FILLER = st.text(
+    alphabet=st.sampled_from(list("abc xyzX 0123456789-.:@/=#\n\t_+é€😀")),
+    max_size=40,
+)
+DIGITS = st.text(alphabet=st.sampled_from(list("0123456789- ")), min_size=9, max_size=30)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> bytes:
+    parts = []
+    for _ in range(draw(st.integers(1, 8))):
+        parts.append(draw(FILLER))
+        kind = draw(st.integers(0, 9))
+        if kind <= 3:
+            parts.append(draw(st.sampled_from(PLANTS))[1])
+        elif kind <= 5:
+            parts.append(draw(st.sampled_from(NEAR_MISSES)))
+        elif kind == 6:
+            parts.append(draw(DIGITS))
+        elif kind == 7:
+            parts.append(draw(st.sampled_from([PEM, *NOT_KEYS])))
+        parts.append(draw(st.sampled_from(["", " ", "\n", ", ", "\r\n", '"', "(", "="])))
+    return "".join(parts).encode()
+
+
+def _stream(m: Masker, data: bytes, cuts: list[int]) -> tuple[bytes, dict[str, int]]:
+    s = m.stream()
+    out = []
+    prev = 0
+    for c in [*sorted(set(cuts)), len(data)]:
+        c = min(c, len(data))
+        if c < prev:
+            continue
+        out.append(s.feed(data[prev:c]))
+        prev = c
+    out.append(s.flush())
+    return b"".join(out), s.counts
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.integers(0, len(PAIRS) - 1),
+    data=documents(),
+    cuts=st.lists(st.integers(0, 3000), max_size=12),
+)
+def test_same_output_as_the_python_loop(which: int, data: bytes, cuts: list[int]) -> None:
+    fast, pure = PAIRS[which]
+    expected = pure.mask_bytes(data)
+    assert fast.mask_bytes(data) == expected
+    assert _stream(fast, data, cuts) == _stream(pure, data, cuts)
+    assert _stream(pure, data, cuts)[0] == expected[0]
+    # short fields: the row masker's path (pre-filter, one search, then _find)
+    bounds = sorted(cuts)
+    fields = [data[a:b] for a, b in zip([0, *bounds], [*bounds, len(data)], strict=True)]
+    cols = [Column(f"c{i}") for i in range(len(fields))]
+    assert fast.rows(cols).mask(fields) == pure.rows(cols).mask(fields)
+
+
+def test_long_inputs_many_batches() -> None:
+    """More candidates than one batch holds, rejections between them, PEM headers
+    (a new endpos) and a stream whose limit cuts batches short."""
+    lines = []
+    for i in range(3000):
+        _, text, _ = PLANTS[i % len(PLANTS)]
+        lines.append(f"{i} {text} {NEAR_MISSES[i % len(NEAR_MISSES)]}")
+        if i % 97 == 0:
+            lines.append(NOT_KEYS[i % len(NOT_KEYS)])
+    data = "\n".join(lines).encode()
+    for fast, pure in PAIRS:
+        assert fast.mask_bytes(data) == pure.mask_bytes(data)
+        cuts = list(range(0, len(data), 4093))
+        assert _stream(fast, data, cuts) == _stream(pure, data, cuts)
+
+
+def test_scanner_matches_the_binding_loop() -> None:
+    """Scanner.scan's candidates are the binding's search + Set calls, batch by batch."""
+    fast, _ = PAIRS[1]
+    main = fast._main
+    assert main is not None
+    data = (" ".join(t for _, t, _ in PLANTS) + " " + " ".join(NEAR_MISSES)).encode()
+    n = len(data)
+    expected = []
+    pos = 0
+    while pos < n:
+        p, e0 = main.raw_search(data, pos, n)[0]
+        if p < 0:
+            break
+        hits = fast._idset.Match(data[p:e0]) if e0 - p < fast.window else None
+        expected.append((p, e0, min(hits) if hits else -1))
+        pos = e0 if e0 > p else p + 1
+    assert fast._scan is not None
+    got = fast._scan(data, 0, n, n, 10**6)
+    assert got == [*expected, (-1, -1, -1)]
+    assert fast._scan(data, 0, n, n, 3) == [*expected[:3], (-2, -2, -2)]
+    limit = expected[5][0]
+    assert fast._scan(data, 0, n, limit, 100) == [*expected[:6], (-2, -2, -2)]
+    assert fast._scan(data, n, n, n, 5) == [(-1, -1, -1)]
+
+
+def test_accelerate_flag_and_environment() -> None:
+    config = MaskingConfig.model_validate({})
+    assert build_masker(config, KEY).accelerated
+    assert not build_masker(config, KEY, accelerate=False).accelerated
+    env = {k: v for k, v in os.environ.items() if k != "HOOPD_PURE_PYTHON"}
+    code = (
+        "import masking, masking.engine as e; "
+        "m = masking.build_masker(masking.MaskingConfig(), b'k' * 16); "
+        "print(e.accelerated(), m.accelerated)"
+    )
+
+    def run(**extra: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**env, **extra},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip()
+
+    assert run() == "True True"
+    assert run(HOOPD_PURE_PYTHON="1") == "False False"
+    assert run(HOOPD_PURE_PYTHON="0") == "True True"
+
+
+def test_accelerate_required_but_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_mod, "_re2scan", None)
+    with pytest.raises(RuntimeError):
+        build_masker(MaskingConfig.model_validate({}), KEY, accelerate=True)
+    assert not build_masker(MaskingConfig.model_validate({}), KEY).accelerated
