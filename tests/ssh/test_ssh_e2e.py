@@ -533,6 +533,9 @@ def test_pty_shell(env: Env) -> None:
         term.send(b"rm -rf /tmp/hoopd-pty-victim\r")
         _decide_pending(env, False)
         term.expect(b"command refused")
+        # the fresh prompt: typed before the shell took the gateway's Ctrl-C,
+        # keys are flushed with it (the tty discards typeahead on SIGINT)
+        term.expect(b"PS> ")
         term.send(b"echo after-deny\r")
         term.expect(b"after-deny")
         victim = env.tmp / "pty-victim"
@@ -548,6 +551,7 @@ def test_pty_shell(env: Env) -> None:
         term.expect(b"needs a reviewer")
         term.send(b"\x03")
         term.expect(b"cancelled; the line was not run")
+        term.expect(b"PS> ")
         term.send(b"echo after-$((2+3))\r")
         term.expect(b"after-5")
         assert keep.exists()
@@ -562,6 +566,7 @@ def test_pty_shell(env: Env) -> None:
         term.expect(b"needs a reviewer")
         _decide_pending(env, False)
         term.expect(b"command refused")
+        term.expect(b"PS> ")
         term.send(b"echo after-$((3+4))\r")
         term.expect(b"after-7")
         assert keep.exists()
