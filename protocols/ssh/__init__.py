@@ -1,4 +1,4 @@
-"""``ssh``: native ssh, scp, sftp and ``-L`` through the gateway, on asyncssh.
+"""``ssh``: native ssh, scp, sftp, ``-L``, ``-A`` and ``-X`` through the gateway, on asyncssh.
 
 Clients log in to the gateway with a gateway token or API key (as the
 password or the keyboard-interactive answer), a public key registered in
@@ -50,10 +50,6 @@ class SshHandler(ServerHandler):
         if conn.auth == "tls-client-cert":
             problems.append((("auth",), "ssh identifies clients by token, key or certificate"))
         opts: SshOptions = conn.options  # type: ignore[assignment]
-        if getattr(opts, "allow_x11_forwarding", False):
-            problems.append(
-                (("options", "allow_x11_forwarding"), "not supported: X11 forwarding is refused")
-            )
         seen: dict[bytes, int] = {}
         for i, entry in enumerate(getattr(opts, "authorized_keys", ())):
             data = entry.public_data
@@ -139,6 +135,9 @@ class SshHandler(ServerHandler):
             # Per-connection settings, decided again once the login name has
             # picked the connection (GatewayServer.begin_auth, pty_requested).
             agent_forwarding=self.options.allow_agent_forwarding,
+            # Never asyncssh's own X11 forwarding (a display on the gateway
+            # host): GatewayServer answers x11-req and carries it to the
+            # target when allow_x11_forwarding is on.
             x11_forwarding=False,
             allow_pty=True,
             encryption_algs=self.ciphers,

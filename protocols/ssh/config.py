@@ -96,7 +96,11 @@ class SshOptions(BaseModel):
     processes there can use the user's keys (never the gateway's). Off by
     default: requests are refused and the target sees no SSH_AUTH_SOCK."""
     allow_x11_forwarding: bool = False
-    """X11 forwarding is not carried: it must stay false (requests are refused)."""
+    """Carry X11 forwarding (ssh -X/-Y) through to the target: programs there
+    get a DISPLAY whose connections reach the user's X server, each one
+    recorded as an ``x11`` Command with its byte counts (not its content).
+    The target sees a cookie of the gateway's, never the user's. Off by
+    default: requests are refused and the target sees no DISPLAY."""
     allow_pty: bool = True
     route_by_login: tuple[str, ...] = ()
     """Names of other ssh connections this listener also reaches: a client

@@ -86,10 +86,11 @@ def issue_user_cert(
         principals=principals,
         valid_after=int(now) - 60,
         valid_before=int(until),
-        permit_x11_forwarding=False,
-        # The certificate only works at this gateway, whose connection option
-        # (allow_agent_forwarding, off by default) decides; denying it here too
-        # would make -A fail for certificate users where the gateway allows it.
+        # The certificate only works at this gateway, whose connection options
+        # (allow_agent_forwarding, allow_x11_forwarding, off by default)
+        # decide; denying them here too would make -A and -X fail for
+        # certificate users where the gateway allows them.
+        permit_x11_forwarding=True,
         permit_agent_forwarding=True,
         permit_user_rc=False,
         comment=f"hoopd {identity.subject}",

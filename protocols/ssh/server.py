@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import re
+import secrets
+import struct
 import time
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
@@ -163,6 +167,7 @@ class GatewayServer(asyncssh.SSHServer):
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.refused = ""
         self.channels: set[ClientChannel] = set()
+        self.x11: _X11Forwarding | None = None
         self.closed = False
         self._setup_task: asyncio.Task[None] | None = None
         self._failures = 0
@@ -188,6 +193,33 @@ class GatewayServer(asyncssh.SSHServer):
             return key
 
         conn._validate_openssh_certificate = validate_cert  # type: ignore[method-assign]
+        # asyncssh answers x11-req by opening an X display on this host; the
+        # gateway carries the request to the target instead (_X11Forwarding).
+        conn.attach_x11_listener = self._x11_requested  # type: ignore[method-assign]
+
+    async def _x11_requested(
+        self, chan: Any, auth_proto: bytes, auth_data: bytes, screen: int
+    ) -> str | None:
+        """A client channel's ``x11-req`` (ssh -X/-Y), before its shell or
+        exec: remembered for the upstream channel, or refused (None).
+        Accepted before the target is asked (the client's request must be
+        answered before its shell or exec goes on); a target that refuses
+        is reported on the channel's stderr."""
+        conn = self.conn
+        if (
+            conn is None
+            or not self.handler.options.allow_x11_forwarding
+            or not conn.check_key_permission("X11-forwarding")
+            or not conn.check_certificate_permission("X11-forwarding")
+        ):
+            return None
+        if not auth_proto or not auth_data or max(len(auth_proto), len(auth_data)) > X11_AUTH_MAX:
+            return None
+        channel = next((c for c in self.channels if c.chan is chan), None)
+        if channel is None or channel.mode:  # after shell/exec: too late to carry
+            return None
+        channel.x11 = X11Request(bytes(auth_proto), bytes(auth_data), screen)
+        return f"hoopd:0.{screen}"
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -354,6 +386,11 @@ class GatewayServer(asyncssh.SSHServer):
         if self.closed or self.ready.done():
             self.upstream.close()
             return
+        if handler.options.allow_x11_forwarding:
+            # Where asyncssh looks for X11 channels the target opens (without
+            # it, it refuses them).
+            self.x11 = _X11Forwarding(self)
+            self.upstream._x11_listener = self.x11  # type: ignore[assignment]
         self.ready.set_result(True)
 
     def _upstream_failed(self, code: str, message: str) -> None:
@@ -440,8 +477,7 @@ class _TunnelEnd(asyncssh.SSHTCPSession[bytes], _Pausable):
         self.chan = chan
 
     def session_started(self) -> None:
-        if self.index == 0:
-            spawn(self.tunnel.start(), name="ssh-tunnel")
+        self.tunnel.end_started(self.index)
 
     def data_received(self, data: bytes, datatype: Any) -> None:
         self.tunnel.data(self.index, data)
@@ -484,6 +520,10 @@ class _Tunnel:
         self.finished = False
         self.recorded = False
 
+    def end_started(self, index: int) -> None:
+        if index == 0:  # the client opened its channel: now open the target's
+            spawn(self.start(), name="ssh-tunnel")
+
     async def start(self) -> None:
         server = self.server
         if not await server.ready or server.upstream is None or server.session is None:
@@ -512,6 +552,10 @@ class _Tunnel:
             session.result(cmd, "failed", error=reason)
             self.close()
             return
+        self.opened()
+
+    def opened(self) -> None:
+        """The upstream channel is open: pass on what the client sent meanwhile."""
         if self.finished:  # the client went away meanwhile
             self.close()
             return
@@ -575,6 +619,191 @@ class _Tunnel:
                 )
 
 
+X11_AUTH_MAX = 1024
+"""Longest X11 authorization name or data accepted (an MIT-MAGIC-COOKIE-1
+cookie is 16 bytes): bounds what is buffered while a setup is read."""
+
+
+@dataclass(frozen=True)
+class X11Request:
+    """A client's ``x11-req`` (ssh -X/-Y): the authorization its ssh client
+    checks and swaps for the real one when an X11 connection comes back."""
+
+    proto: bytes
+    cookie: bytes
+    screen: int
+
+
+def _x11_refusal(order: bytes, reason: bytes) -> bytes:
+    """An X11 connection-setup reply that fails with ``reason``."""
+    fmt = ">" if order == b"B" else "<"
+    padded = reason + b"\0" * (-len(reason) % 4)
+    return struct.pack(f"{fmt}BBHHH", 0, len(reason), 11, 0, len(padded) // 4) + padded
+
+
+def swap_x11_cookie(setup: bytes, cookies: dict[bytes, X11Request]) -> bytes | None:
+    """``setup`` (the start of an X11 connection from the target) with the
+    gateway's cookie replaced by the client's; None until the whole
+    authorization has arrived. ValueError when it is not an X11 setup or
+    carries no cookie the gateway handed out."""
+    if len(setup) < 12:
+        return None
+    order = setup[:1]
+    if order not in (b"B", b"l"):
+        raise ValueError("not an X11 connection setup")
+    proto_len, data_len = struct.unpack(">HH" if order == b"B" else "<HH", setup[6:10])
+    if proto_len > X11_AUTH_MAX or data_len > X11_AUTH_MAX:
+        raise ValueError("X11 authorization too long")
+    data_at = 12 + proto_len + (-proto_len % 4)
+    end = data_at + data_len + (-data_len % 4)
+    if len(setup) < end:
+        return None
+    proto, cookie = setup[12 : 12 + proto_len], setup[data_at : data_at + data_len]
+    for ours, request in cookies.items():
+        if hmac.compare_digest(cookie, ours) and proto == request.proto:
+            return setup[:data_at] + request.cookie + setup[data_at + data_len :]
+    raise ValueError("X11 authorization does not match")
+
+
+class _X11Forwarding:
+    """X11 forwarding on one upstream connection, installed as asyncssh's
+    X11 listener of that connection (``attach``/``detach``/
+    ``forward_connection``, what ``SSHClientConnection`` calls).
+
+    Each client channel that asked for X11 gets its own random cookie
+    towards the target (same length as the client's), sent in the
+    upstream ``x11-req``: the target's sshd hands its own fake cookie to
+    programs there and puts ours back in their connection setups. An X11
+    channel the target opens is relayed to the client as an ``x11`` channel
+    once ours is found in its setup and replaced by the client's, which the
+    user's ssh client checks and replaces by the real one. The real cookie
+    never leaves the user's machine; the client's never reaches the target."""
+
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+        self._asked: dict[str, X11Request] = {}
+        self.cookies: dict[bytes, X11Request] = {}
+        self._by_chan: dict[Any, bytes] = {}
+
+    def ask(self, request: X11Request) -> str:
+        """A key for asyncssh's ``x11_display``: ``attach`` finds the request by it."""
+        key = f"hoopd-x11-{secrets.token_hex(8)}"
+        self._asked[key] = request
+        return key
+
+    def forgotten(self, key: str) -> None:
+        self._asked.pop(key, None)
+
+    def forwarding(self, chan: Any) -> bool:
+        """Did the target accept X11 forwarding on this upstream channel?"""
+        return chan in self._by_chan
+
+    # -- asyncssh's listener interface ---------------------------------------
+    def attach(self, display: str, chan: Any, single_connection: bool) -> tuple[bytes, bytes, int]:
+        request = self._asked.pop(display, None)
+        if request is None:
+            raise ValueError("no X11 request for this channel")
+        cookie = secrets.token_bytes(len(request.cookie))
+        self.cookies[cookie] = request
+        self._by_chan[chan] = cookie
+        return request.proto, cookie, request.screen
+
+    def detach(self, chan: Any) -> bool:
+        cookie = self._by_chan.pop(chan, None)
+        if cookie is not None:
+            self.cookies.pop(cookie, None)
+        # Never "no channel left": asyncssh would drop this listener and make
+        # its own next time, for a display on the gateway host.
+        return False
+
+    def forward_connection(self) -> Coroutine[Any, Any, _TunnelEnd]:
+        return _X11Relay(self).start()
+
+
+class _X11Relay(_Tunnel):
+    """An X11 connection from the target: the target's ``x11`` channel
+    (index 1), the client's (index 0, opened by the gateway before the
+    target's is confirmed), the cookie swapped in the connection setup and
+    the bytes between them (counted, not recorded). Flow control and the
+    result are the tunnel's."""
+
+    def __init__(self, x11: _X11Forwarding) -> None:
+        super().__init__(x11.server, "", 0, "")
+        self.x11 = x11
+        self.setup: bytearray | None = bytearray()
+        """What the target sent until the setup's authorization is complete."""
+
+    def end_started(self, index: int) -> None:
+        if index == 1:
+            self.opened()
+
+    async def start(self) -> _TunnelEnd:  # type: ignore[override]
+        """The session for the target's channel once the client's is open;
+        ChannelOpenError (the target's open fails) otherwise."""
+        try:
+            return await self._start()
+        except asyncssh.ChannelOpenError:
+            raise
+        except Exception as exc:  # fail closed: asyncssh would leave the open unanswered
+            log.error("X11 channel not relayed: %s", exc)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "hoopd: X11 channel failed") from None
+
+    async def _start(self) -> _TunnelEnd:
+        server = self.server
+        session = server.session
+        if not self.x11.cookies or session is None or session.ended or server.conn is None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "X11 forwarding was not requested")
+        cmd = session.command(CommandKind.EXEC, "x11", {"channel": "x11"})
+        found = server.handler.risk.rules_only(cmd.text)
+        if found.rule_verdicts:
+            decision = await session.decide(cmd, found)
+            if decision.verdict is Verdict.DENY:
+                why = "; ".join(decision.reasons)
+                session.result(cmd, "refused", error=why)
+                raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, f"hoopd: {why}")
+        self.started = time.monotonic()
+        self.cmd = cmd
+        try:
+            await server.conn.create_x11_connection(lambda: self.client)
+        except (asyncssh.Error, OSError) as exc:
+            self.cmd = None
+            reason = getattr(exc, "reason", "") or str(exc)
+            session.result(cmd, "failed", error=reason)
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, reason) from None
+        if self.finished:  # the client closed it at once
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "the client closed the X11 channel")
+        return self.upstream  # asyncssh confirms the target's channel with it
+
+    def data(self, index: int, data: bytes) -> None:
+        if index == 1 and self.setup is not None:
+            self.setup += data
+            try:
+                swapped = swap_x11_cookie(bytes(self.setup), self.x11.cookies)
+            except ValueError as exc:
+                self._refuse(str(exc))
+                return
+            if swapped is None:
+                return
+            self.setup = None
+            data = swapped
+        super().data(index, data)
+
+    def _refuse(self, why: str) -> None:
+        assert self.setup is not None
+        order = bytes(self.setup[:1])
+        self.setup = None
+        session = self.server.session
+        if self.cmd is not None and session is not None and not self.recorded:
+            self.recorded = True
+            with contextlib.suppress(SessionEnded):
+                session.result(self.cmd, "refused", error=why)
+        chan = self.upstream.chan
+        with contextlib.suppress(asyncssh.Error, OSError):
+            if order in (b"B", b"l"):
+                chan.write(_x11_refusal(order, b"hoopd: " + why.encode() + b"\n"))
+        self.close()
+
+
 class _UpstreamClient(asyncssh.SSHClient):
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
@@ -619,6 +848,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self._recorder_wait: asyncio.Task[None] | None = None
         self._rec: RecordBuffer | None = None
         self._agent_set_up: asyncio.Event | None = None  # the client asked for ssh -A
+        self.x11: X11Request | None = None  # the client asked for ssh -X/-Y (and may have it)
 
     @property
     def session(self) -> Session:
@@ -773,6 +1003,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             attrs: dict[str, Any] = {"pty": self.pty is not None, "transfer": self.transfer}
             if await self._forwarded_agent() is not None:
                 attrs["agent_forwarded"] = True
+            if self.x11 is not None:
+                attrs["x11_forwarded"] = True
             self.cmd = session.command(CommandKind.EXEC, self.command, attrs)
             scp = scp_direction(self.command) if self.transfer else None
             if scp is not None:
@@ -831,6 +1063,13 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             # back (to connect to this socket, which leads to the client).
             upstream._agent_forward_path = agent
             self.session.log.info("ssh-agent forwarded to the target")
+        x11, x11_key = self.server.x11, ""
+        if self.x11 is not None and x11 is not None:
+            x11_key = x11.ask(self.x11)
+            # asyncssh sends the x11-req (attach gives it the cookie) and
+            # carries on without X11 if the target refuses it.
+            kwargs["x11_forwarding"] = "ignore_failure"
+            kwargs["x11_display"] = x11_key
         try:
             up_chan, up = await upstream.create_session(lambda: UpstreamChannel(self), **kwargs)
         except (asyncssh.Error, OSError) as exc:
@@ -839,9 +1078,20 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 self.session.result(self.cmd, "failed", error=reason)
             self._refuse(f"the target refused the channel: {reason}")
             return
+        finally:
+            if x11 is not None and x11_key:
+                x11.forgotten(x11_key)
         if self._ended:
             up_chan.close()
             return
+        if x11 is not None and x11_key:
+            if x11.forwarding(up_chan):
+                self.session.log.info("X11 forwarded to the target")
+            else:
+                self.session.error("the target refused X11 forwarding", "x11_refused")
+                self.session.log.warning("the target refused X11 forwarding")
+                with contextlib.suppress(OSError, asyncssh.Error):
+                    self.chan.write_stderr(b"hoopd: X11 forwarding request failed: the target refused it\r\n")
         assert isinstance(up, UpstreamChannel)
         self.up = up
         self.up_chan = up_chan

@@ -37,6 +37,8 @@ class Sshd:
     client_key: Path
     dir: Path
     proc: subprocess.Popen[bytes]
+    no_x11_port: int
+    """The same server on a second port, with X11 forwarding off."""
 
 
 @contextlib.contextmanager
@@ -47,10 +49,13 @@ def sshd(workdir: Path) -> Iterator[Sshd]:
     host_pub = keygen(d / "host_key", "target-host")
     client_pub = keygen(d / "gateway_key", "gateway")
     (d / "authorized_keys").write_text(client_pub + "\n")
-    port = free_port()
+    port, no_x11_port = free_port(), free_port()
     cfg = d / "sshd_config"
+    # X11: sshd writes the fake cookie with xauth to $XAUTHORITY (SetEnv),
+    # not to root's ~/.Xauthority.
     cfg.write_text(
         f"""Port {port}
+Port {no_x11_port}
 ListenAddress 127.0.0.1
 HostKey {d}/host_key
 PidFile {d}/sshd.pid
@@ -63,7 +68,8 @@ UsePAM no
 StrictModes no
 Subsystem sftp internal-sftp
 AllowTcpForwarding yes
-X11Forwarding no
+X11Forwarding yes
+SetEnv XAUTHORITY={d}/xauthority
 PrintMotd no
 PrintLastLog no
 AcceptEnv LANG LC_* HOOPD_TEST
@@ -71,13 +77,15 @@ LogLevel ERROR
 MaxSessions 50
 MaxStartups 50
 Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr
+Match LocalPort {no_x11_port}
+    X11Forwarding no
 """
     )
     log = open(d / "sshd.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_port(port, proc=proc)
-        yield Sshd(port, host_pub, d / "gateway_key", d, proc)
+        yield Sshd(port, host_pub, d / "gateway_key", d, proc, no_x11_port)
     finally:
         proc.terminate()
         try:
@@ -88,7 +96,8 @@ Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.
 
 
 def ssh_conn(
-    name: str, listen: int, target: Sshd, *, options: dict[str, Any] | None = None, **extra: Any
+    name: str, listen: int, target: Sshd, *, options: dict[str, Any] | None = None,
+    target_port: int | None = None, **extra: Any,
 ) -> dict[str, Any]:
     conn: dict[str, Any] = {
         "name": name,
@@ -96,7 +105,7 @@ def ssh_conn(
         "listen": f"127.0.0.1:{listen}",
         "upstream": {
             "host": "127.0.0.1",
-            "port": target.port,
+            "port": target_port or target.port,
             "user": "root",
             "key": str(target.client_key),
             "host_key": target.host_pub,

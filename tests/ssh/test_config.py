@@ -39,6 +39,8 @@ def test_valid_config() -> None:
     assert problems(conn()) == []
     known_hosts_line = "[10.0.0.1]:22,web " + PUB
     assert problems(conn(upstream={**conn()["upstream"], "host_key": known_hosts_line})) == []
+    forwarding = {"allow_agent_forwarding": True, "allow_x11_forwarding": True, "allow_port_forwarding": True}
+    assert problems(conn(options=forwarding)) == []
 
 
 @pytest.mark.parametrize(
@@ -49,7 +51,6 @@ def test_valid_config() -> None:
         ({"upstream": {"host": "h", "user": "u", "password": "env:HOME", "host_key": "nope"}}, "connections[0].upstream.host_key: must be a public key"),
         ({"upstream": {"host": "h", "user": "u", "key": "/nonexistent", "host_key": PUB}}, "connections[0].upstream: cannot read upstream key"),
         ({"options": {"authorized_keys": [{"key": "junk", "subject": "a"}]}}, "connections[0].options.authorized_keys[0].key"),
-        ({"options": {"allow_x11_forwarding": True}}, "connections[0].options.allow_x11_forwarding: not supported"),
         ({"options": {"bogus": 1}}, "connections[0].options.bogus: unknown key"),
         ({"tls": {"enabled": True}}, "connections[0].tls: ssh has its own encryption"),
     ],

@@ -61,6 +61,8 @@ class Env:
     anon_port: int
     agent_port: int
     router_port: int
+    x11_port: int
+    x11_target_off_port: int
 
 
 
@@ -120,7 +122,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     site.mkdir()
     (site / "data.bin").write_bytes(os.urandom(200_000))
     with sshd(tmp) as target, http_file_server(site) as web_port:
-        port, nofwd, anon, agent, router = (free_port() for _ in range(5))
+        port, nofwd, anon, agent, router, x11, x11_off = (free_port() for _ in range(7))
         keys = [{"key": bob_pub, "subject": "bob", "groups": ["ops"]}]
         config = {
             "connections": [
@@ -143,12 +145,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                          options={"authorized_keys": keys, "allow_agent_forwarding": True}),
                 ssh_conn("router", router, target,
                          options={"authorized_keys": keys, "route_by_login": ["box", "nofwd"]}),
+                ssh_conn("x11fwd", x11, target, options={"authorized_keys": keys, "allow_x11_forwarding": True}),
+                ssh_conn("x11-target-off", x11_off, target, target_port=target.no_x11_port,
+                         options={"authorized_keys": keys, "allow_x11_forwarding": True}),
             ]
         }
         key = load_or_create_token_key(tmp / "var" / "token_key.ed25519")
         token = GatewayTokens(key).issue("alice", ["ops"], "1h")
         with running(tmp, config) as daemon:
-            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site, anon, agent, router)
+            yield Env(tmp, target, daemon, port, nofwd, token, bob_key, web_port, site, anon, agent, router,
+                      x11, x11_off)
 
 
 def key_ssh(env: Env, port: int, *args: str, user: str = "bob") -> list[str]:
@@ -683,6 +689,194 @@ def test_agent_forwarding_when_allowed(env: Env) -> None:
     assert used and used[-1]["attrs"].get("agent_forwarded") is True
     plain = [c for c in commands if c["text"] == "echo sock=${SSH_AUTH_SOCK:-none}"]
     assert plain and "agent_forwarded" not in plain[-1]["attrs"]
+
+
+# -- X11 forwarding ----------------------------------------------------------------
+
+X11_UP = (bytes(range(256)) * 1200)[:300_000]
+"""What the X program on the target sends after its connection setup."""
+X11_DOWN = hashlib.sha256(b"x11-down").digest() * 10_000
+"""What the fake X server answers with."""
+X11_CLIENT = r"""
+import hashlib, os, socket, struct, subprocess
+display = os.environ.get("DISPLAY")
+if not display:
+    raise SystemExit("no DISPLAY")
+num = int(display.rsplit(":", 1)[1].split(".")[0])
+entry = subprocess.run(["xauth", "list", display], capture_output=True, text=True, check=True).stdout.split()
+proto, cookie = entry[1].encode(), bytes.fromhex(entry[2])
+print("target-cookie", cookie.hex(), flush=True)
+pad = lambda b: b + bytes(-len(b) % 4)
+up = (bytes(range(256)) * 1200)[:300000]
+s = socket.create_connection(("127.0.0.1", 6000 + num), timeout=20)
+s.sendall(b"l\0" + struct.pack("<HHHHH", 11, 0, len(proto), len(cookie), 0) + pad(proto) + pad(cookie) + up)
+got = bytearray()
+while chunk := s.recv(65536):
+    got += chunk
+print("x11-reply", bytes(got[:2]).decode(), hashlib.sha256(bytes(got[2:34])).hexdigest() == hashlib.sha256(hashlib.sha256(up).digest()).hexdigest(),
+      hashlib.sha256(bytes(got[34:])).hexdigest(), flush=True)
+"""
+
+
+@dataclass
+class FakeX:
+    display: int
+    cookie: bytes
+    client_env: dict[str, str]
+    seen: list[tuple[bytes, bytes, bytes]]
+    """(authorization name, authorization data, what followed) per connection."""
+
+
+@contextlib.contextmanager
+def fake_x_server(env: Env, name: str, *, running: bool = True) -> Iterator[FakeX]:
+    """The user's X server: a TCP listener on 127.0.0.1:6000+N (display
+    127.0.0.1:N) with its cookie in an Xauthority file of its own. It reads
+    a connection setup and len(X11_UP) bytes, then answers "OK", the
+    SHA-256 of what it read and X11_DOWN, and closes. Not ``running``: the
+    port is taken but refuses connections."""
+    listener = socket.socket()
+    display = 0
+    for n in range(300 + os.getpid() % 300, 1000):
+        try:
+            listener.bind(("127.0.0.1", 6000 + n))
+        except OSError:
+            continue
+        display = n
+        break
+    assert display, "no free X display number"
+    if running:
+        listener.listen()
+    listener.settimeout(0.2)
+    cookie = os.urandom(16)
+    xauthority = env.tmp / f"{name}.xauth"
+    subprocess.run(["xauth", "-f", str(xauthority), "add", f"127.0.0.1:{display}", "MIT-MAGIC-COOKIE-1", cookie.hex()],
+                   check=True, capture_output=True, timeout=10)  # fmt: skip
+    fake = FakeX(display, cookie, {**os.environ, "DISPLAY": f"127.0.0.1:{display}", "XAUTHORITY": str(xauthority)}, [])
+    stop = threading.Event()
+
+    def read(conn: socket.socket, n: int) -> bytes:
+        got = b""
+        while len(got) < n and (chunk := conn.recv(n - len(got))):
+            got += chunk
+        return got
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(20)
+                prefix = read(conn, 12)
+                proto_len, data_len = struct.unpack("<HH", prefix[6:10])
+                proto = read(conn, proto_len + (-proto_len % 4))[:proto_len]
+                data = read(conn, data_len + (-data_len % 4))[:data_len]
+                rest = read(conn, len(X11_UP))
+                fake.seen.append((proto, data, rest))
+                conn.sendall(b"OK" + hashlib.sha256(rest).digest() + X11_DOWN)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    if running:
+        thread.start()
+    try:
+        yield fake
+    finally:
+        stop.set()
+        if running:
+            thread.join(5)
+        listener.close()
+
+
+def _x11_client(env: Env) -> str:
+    script = env.tmp / "x11_client.py"
+    if not script.exists():
+        script.write_text(X11_CLIENT)
+    return f"python3 {script}"
+
+
+def test_x11_forwarding_when_allowed(env: Env) -> None:
+    """ssh -Y through a connection with allow_x11_forwarding: a program on the
+    target connects to its DISPLAY with the cookie it finds there (the
+    target's own), the user's X server gets the connection with its real
+    cookie (swapped in by the user's ssh client) and 300 kB go each way."""
+    with fake_x_server(env, "x11-exec") as x:
+        r = subprocess.run(key_ssh(env, env.x11_port, "-Y", _x11_client(env)),
+                           capture_output=True, timeout=60, env=x.client_env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        out = dict(line.split(" ", 1) for line in r.stdout.decode().splitlines())
+        assert out["x11-reply"] == f"OK True {hashlib.sha256(X11_DOWN).hexdigest()}"
+        assert [(proto, data) for proto, data, _ in x.seen] == [(b"MIT-MAGIC-COOKIE-1", x.cookie)]
+        assert x.seen[0][2] == X11_UP
+        assert out["target-cookie"] != x.cookie.hex()  # the target never sees the real cookie
+    evs = all_events(env)
+    commands = [e for e in evs if e["type"] == "command"]
+    [ran] = [c for c in commands if c["text"] == _x11_client(env) and c["attrs"].get("x11_forwarded")]
+    x11 = [c for c in commands if c["text"] == "x11" and c["session"] == ran["session"]]
+    assert [c["attrs"] for c in x11] == [{"channel": "x11"}]
+    [result] = [e for e in evs if e["type"] == "result" and e["session"] == ran["session"]
+                and e["command_seq"] == x11[0]["seq"]]  # fmt: skip
+    assert result["status"] == f"closed in={34 + len(X11_DOWN)} out={48 + len(X11_UP)}"
+    assert not any(x.cookie.hex() in json.dumps(e, default=str) for e in evs)
+
+
+def test_x11_forwarding_in_a_terminal_shell(env: Env) -> None:
+    with fake_x_server(env, "x11-shell") as x:
+        argv = ["env", *(f"{k}={x.client_env[k]}" for k in ("DISPLAY", "XAUTHORITY"))]
+        term = Term([*argv, *key_ssh(env, env.x11_port, "-Y", "-tt", "")[:-1]], 30, 100)
+        try:
+            term.send(f"{_x11_client(env)}; exit\r".encode())
+            term.expect(b"x11-reply OK True")
+            assert term.wait() == 0
+        finally:
+            if term.proc.poll() is None:
+                term.proc.kill()
+        assert [data for _, data, _ in x.seen] == [x.cookie]
+
+
+def test_x11_connection_to_a_user_without_x_server(env: Env) -> None:
+    """The user's ssh cannot reach its X server: the X11 connection is
+    recorded as failed, the target's program sees it closed, the session
+    goes on."""
+    with fake_x_server(env, "x11-no-server", running=False) as x:
+        command = f"{_x11_client(env)} 2>/dev/null; echo after-x11"
+        r = subprocess.run(key_ssh(env, env.x11_port, "-Y", command),
+                           capture_output=True, timeout=60, env=x.client_env)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.endswith(b"after-x11\n")
+    evs = all_events(env)
+    [ran] = [e for e in evs if e["type"] == "command" and e["text"] == command]
+    [x11] = [e for e in evs if e["type"] == "command" and e["text"] == "x11" and e["session"] == ran["session"]]
+    [result] = [e for e in evs if e["type"] == "result" and e["session"] == ran["session"]
+                and e["command_seq"] == x11["seq"]]  # fmt: skip
+    assert result["status"] == "failed", result
+
+
+def test_x11_forwarding_is_refused_by_default(env: Env) -> None:
+    """Without allow_x11_forwarding ssh -Y is told no (as by an sshd with
+    X11Forwarding no), the target sees no DISPLAY and the session goes on."""
+    with fake_x_server(env, "x11-refused") as x:
+        r = subprocess.run(key_ssh(env, env.port, "-Y", "echo display=${DISPLAY:-none}"),
+                           capture_output=True, timeout=30, env=x.client_env)  # fmt: skip
+        assert (r.returncode, r.stdout) == (0, b"display=none\n"), r.stderr
+        assert b"X11 forwarding request failed" in r.stderr
+        assert x.seen == []
+    commands = [e for e in all_events(env) if e["type"] == "command"]
+    plain = [c for c in commands if c["text"] == "echo display=${DISPLAY:-none}"]
+    assert plain and "x11_forwarded" not in plain[-1]["attrs"]
+
+
+def test_x11_forwarding_refused_by_the_target(env: Env) -> None:
+    """The gateway allows it, the target (X11Forwarding no) does not: the
+    user is told on stderr, the session records why, the command runs."""
+    with fake_x_server(env, "x11-target-off") as x:
+        r = subprocess.run(key_ssh(env, env.x11_target_off_port, "-Y", "echo shown=${DISPLAY:-none}"),
+                           capture_output=True, timeout=30, env=x.client_env)  # fmt: skip
+        assert (r.returncode, r.stdout) == (0, b"shown=none\n"), r.stderr
+        assert b"hoopd: X11 forwarding request failed: the target refused it" in r.stderr
+    evs = all_events(env)
+    [ran] = [e for e in evs if e["type"] == "command" and e["text"] == "echo shown=${DISPLAY:-none}"]
+    assert any(e["type"] == "error" and e["code"] == "x11_refused" and e["session"] == ran["session"] for e in evs)
 
 
 def test_git_clone_and_push_over_ssh(env: Env) -> None:
