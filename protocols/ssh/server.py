@@ -5,7 +5,8 @@ Each client SSH connection gets one gateway ``Session`` (opened when
 authentication completes) and one upstream SSH connection made with the
 gateway's own credential to the pinned target. Each client session channel
 is paired with one upstream channel; ``-L`` tunnels become upstream
-``direct-tcpip`` channels.
+``direct-tcpip`` channels; X11 channels the target opens (``ssh -X``) become
+``x11`` channels to the client.
 
 Flow control: a side's send buffer above its high-water mark pauses reading
 on the other side's channel (asyncssh then stops opening the SSH window), a
