@@ -87,7 +87,14 @@ def test_keys_are_stable_and_certs_carry_identity(tmp_path: Path) -> None:
     user = asyncssh.generate_private_key("ssh-ed25519")
     ident = Identity("alice", frozenset({"ops", "dev"}), AuthMethod.GATEWAY_TOKEN, email="a@x", expires_at=4_000_000_000.0)
     cert = issue_user_cert(user_ca(tmp_path), user, ident, ["alice"], 600)
-    back = identity_from_cert(asyncssh.import_certificate(cert.export_certificate()))
+    from asyncssh.public_key import SSHOpenSSHCertificate
+
+    imported = asyncssh.import_certificate(cert.export_certificate())
+    assert isinstance(imported, SSHOpenSSHCertificate)
+    # forwarding is left to the connection's options; user rc is never run
+    assert imported.options == {"permit-X11-forwarding": True, "permit-agent-forwarding": True,
+                                "permit-port-forwarding": True, "permit-pty": True}  # fmt: skip
+    back = identity_from_cert(imported)
     assert back is not None
     assert (back.subject, back.groups, back.email, back.method) == ("alice", ident.groups, "a@x", AuthMethod.SSH_CERT)
     assert back.expires_at is not None and back.expires_at <= __import__("time").time() + 600
