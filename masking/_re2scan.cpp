@@ -135,6 +135,18 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return reinterpret_cast<PyObject *>(self);
 }
 
+/* k of a candidate: the lowest set rule matching data[p:e0] whole, -1 if none or
+ * if the span is not shorter than the window (the engine's slow path then) */
+int set_hit(const ScannerObject *self, const char *data, Py_ssize_t p, Py_ssize_t e0,
+            std::vector<int> *hits)
+{
+    if (e0 - p >= self->window)
+        return -1;
+    hits->clear();
+    self->set->Match(re2::StringPiece(data + p, static_cast<size_t>(e0 - p)), hits);
+    return hits->empty() ? -1 : *std::min_element(hits->begin(), hits->end());
+}
+
 /* false: out of memory (no exception escapes: this may run without the GIL) */
 bool scan_loop(const ScannerObject *self, const char *data, Py_ssize_t n, Py_ssize_t pos,
                Py_ssize_t endpos, Py_ssize_t limit, Py_ssize_t max_candidates,
@@ -143,30 +155,31 @@ try {
     out->reserve(static_cast<size_t>(std::min<Py_ssize_t>(max_candidates, 256) + 1));
     const re2::StringPiece text(data, static_cast<size_t>(n));
     re2::StringPiece m;
-    std::vector<int> hits;
     for (;;) {
         if (pos >= endpos
             || !self->main->Match(text, static_cast<size_t>(pos), static_cast<size_t>(endpos),
                                   re2::RE2::UNANCHORED, &m, 1)) {
             out->push_back({-1, -1, -1});
-            return true;
+            break;
         }
         const Py_ssize_t p = m.data() - data;
         const Py_ssize_t e0 = p + static_cast<Py_ssize_t>(m.size());
-        int k = -1;
-        if (e0 - p < self->window) {
-            hits.clear();
-            self->set->Match(re2::StringPiece(data + p, static_cast<size_t>(e0 - p)), &hits);
-            if (!hits.empty())
-                k = *std::min_element(hits.begin(), hits.end());
-        }
-        out->push_back({p, e0, k});
+        out->push_back({p, e0, -1});
         if (p >= limit || static_cast<Py_ssize_t>(out->size()) >= max_candidates) {
             out->push_back({-2, -2, -2});
-            return true;
+            break;
         }
         pos = e0 > p ? e0 : p + 1;
     }
+    // The Set calls after the searches, one after the other: interleaved with
+    // the searches each would run with a cold cache (several times slower on
+    // text where candidates are far apart).
+    std::vector<int> hits;
+    for (size_t i = 0; i + 1 < out->size(); i++) {
+        Cand &c = (*out)[i];
+        c.k = set_hit(self, data, c.p, c.e0, &hits);
+    }
+    return true;
 } catch (const std::bad_alloc &) {
     return false;
 }
@@ -232,6 +245,66 @@ PyObject *Scanner_scan(ScannerObject *self, PyObject *const *args, Py_ssize_t na
     return list;
 }
 
+/* first_before(data, pos, stop, endpos) -> (p, e0, k) or None
+ *
+ * The leftmost match of the joined pattern from pos if it starts before stop:
+ * one anchored match at each start in [pos, stop), the first that matches is
+ * the leftmost-first match there (what an unanchored search from pos finds when
+ * no match starts earlier). None: no match starts in [pos, stop). For the gap
+ * between a rejected candidate and the next batched one, this costs a few
+ * short anchored runs instead of searching the text up to the next candidate
+ * again. */
+PyObject *Scanner_first_before(ScannerObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "first_before(data, pos, stop, endpos) takes 4 arguments");
+        return nullptr;
+    }
+    Py_ssize_t v[3];
+    for (int i = 0; i < 3; i++) {
+        v[i] = PyLong_AsSsize_t(args[i + 1]);
+        if (v[i] == -1 && PyErr_Occurred())
+            return nullptr;
+    }
+    Py_ssize_t pos = v[0], stop = v[1], endpos = v[2];
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return nullptr;
+    if (pos < 0 || endpos > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "first_before: need 0 <= pos, endpos <= len(data)");
+        return nullptr;
+    }
+    const char *data = static_cast<const char *>(view.buf);
+    const re2::StringPiece text(data, static_cast<size_t>(view.len));
+    re2::StringPiece m;
+    Py_ssize_t p = -1, e0 = -1;
+    if (stop > endpos)
+        stop = endpos;
+    for (Py_ssize_t s = pos; s < stop; s++) {
+        if (self->main->Match(text, static_cast<size_t>(s), static_cast<size_t>(endpos),
+                              re2::RE2::ANCHOR_START, &m, 1)) {
+            p = s;
+            e0 = s + static_cast<Py_ssize_t>(m.size());
+            break;
+        }
+    }
+    int k = -1;
+    if (p >= 0) {
+        try {
+            std::vector<int> hits;
+            k = set_hit(self, data, p, e0, &hits);
+        } catch (const std::bad_alloc &) {
+            PyBuffer_Release(&view);
+            return PyErr_NoMemory();
+        }
+    }
+    PyBuffer_Release(&view);
+    if (p < 0)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(nni)", p, e0, k);
+}
+
 PyMethodDef Scanner_methods[] = {
     {"scan", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Scanner_scan)),
      METH_FASTCALL,
@@ -241,6 +314,12 @@ PyMethodDef Scanner_methods[] = {
      "matching data[p:e0] whole (-1: none, or the span is not shorter than window);\n"
      "ends with (-1, -1, -1) (no further match before endpos) or (-2, -2, -2)\n"
      "(stopped: max_candidates reached or a candidate starts at or past limit)."},
+    {"first_before",
+     reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Scanner_first_before)),
+     METH_FASTCALL,
+     "first_before(data, pos, stop, endpos) -> (p, e0, k) or None\n\n"
+     "The leftmost candidate from pos (to endpos) if it starts before stop, found by an\n"
+     "anchored match at each position in [pos, stop); None if none starts there."},
     {nullptr, nullptr, 0, nullptr},
 };
 

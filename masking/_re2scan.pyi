@@ -8,3 +8,6 @@ class Scanner:
     def scan(
         self, data: bytes, pos: int, endpos: int, limit: int, max_candidates: int, /
     ) -> list[tuple[int, int, int]]: ...
+    def first_before(
+        self, data: bytes, pos: int, stop: int, endpos: int, /
+    ) -> tuple[int, int, int] | None: ...

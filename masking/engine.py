@@ -36,9 +36,12 @@ to ``endpos``", ``from`` being where the previous candidate of the batch ended
 on where a search starts (the text before it is context either way), so the
 candidate is also the answer for a search from any position in [from, its
 start] to the same ``endpos``; the loop takes it only then, and otherwise asks
-the scanner again (after a rejection -- the scan resumes at p + 1, inside the
-candidate's span -- one search; when the batch is used up, ``endpos`` changed
-(a PEM header) or the loop went past the candidate, a new batch).
+the scanner again: after a rejected or trimmed candidate (the scan resumes
+inside its span, before ``from``) an anchored match at each position up to
+``from`` (``Scanner.first_before``; the first that matches is the leftmost match,
+and if none does the batched candidate still is); when the batch is used up,
+``endpos`` changed (a PEM header) or the loop went past the candidate, a new
+batch.
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ _DIGITS = frozenset(b"0123456789")
 _SKIP = -1
 _BATCH = 64
 """Candidates per accelerated scan call (fewer when one starts at or past ``limit``)."""
-_NO_BATCH: list[tuple[int, int, int]] = [(-2, -2, -2)]
+_Batch = list[tuple[int, int, int]]
+_NO_BATCH: _Batch = [(-2, -2, -2)]
 
 _re2scan: Any = None
 if HAVE_RE2 and os.environ.get("HOOPD_PURE_PYTHON", "") in ("", "0"):
@@ -189,7 +193,10 @@ class Masker:
         self._table: list[tuple[_Rule, ...]] = []
         self._idset: Any = None
         self._fast: list[_Fast] = []
-        self._scan: Callable[[bytes, int, int, int, int], list[tuple[int, int, int]]] | None = None
+        self._scan: Callable[[bytes, int, int, int, int], _Batch] | None = None
+        self._first_before: Callable[[bytes, int, int, int], tuple[int, int, int] | None] = (
+            _no_first
+        )
         self.window = 64
         self.pem_window = 0
         # field-name and path rules: (rule id, compiled glob regex, replacer)
@@ -211,7 +218,9 @@ class Masker:
             )
         if accelerate is not False and _re2scan is not None and self._main is not None:
             try:
-                self._scan = _make_scanner(self._main.pattern, self._parts, self.window).scan
+                scanner = _make_scanner(self._main.pattern, self._parts, self.window)
+                self._scan = scanner.scan
+                self._first_before = scanner.first_before
             except ValueError:
                 # a pattern google-re2 takes but the system RE2 does not (an
                 # older version): this masker keeps the Python loop
@@ -426,6 +435,7 @@ class Masker:
         window = self.window
         search = main.raw_search if main is not None else None
         scan = self._scan
+        first_before = self._first_before
         # accelerated scan: the batch, its next candidate (bi), where that one was
         # searched from (bfrom) and the endpos of the batch's searches (bend)
         batch = _NO_BATCH
@@ -468,7 +478,7 @@ class Masker:
                 if p < 0:
                     # the batch is used up or does not answer a search from here
                     batch, bi, bfrom, p, e0, k = _rescan(
-                        scan, data, pos, endpos, limit, batch, bi, bfrom, bend
+                        scan, first_before, data, pos, endpos, limit, batch, bi, bfrom, bend
                     )
                     bend = endpos
                     if p < 0:
@@ -781,11 +791,13 @@ def _no_hits(_span: bytes) -> list[int]:
     return []
 
 
-_Batch = list[tuple[int, int, int]]
+def _no_first(_data: bytes, _pos: int, _stop: int, _endpos: int) -> tuple[int, int, int] | None:
+    raise AssertionError("the accelerated scan is off")
 
 
 def _rescan(
     scan: Callable[[bytes, int, int, int, int], _Batch],
+    first_before: Callable[[bytes, int, int, int], tuple[int, int, int] | None],
     data: bytes,
     pos: int,
     endpos: int,
@@ -800,11 +812,13 @@ def _rescan(
     if there is none. ``endpos`` is the batch's from now on."""
     if pos < bfrom and bend == endpos and batch[bi][0] != -2:
         # resumed before the next batched candidate's search start (a rejected
-        # or trimmed candidate): one search. A match starting before bfrom is
-        # new; one at or after it is batch[bi] (the leftmost from bfrom).
-        p, e0, k = scan(data, pos, endpos, limit, 1)[0]
-        if 0 <= p < bfrom:
-            return batch, bi, bfrom, p, e0, k
+        # or trimmed candidate): anchored matches at each position up to bfrom
+        # (not a search over the text up to batch[bi] again). With none there,
+        # the leftmost match from pos is batch[bi], the leftmost from bfrom.
+        got = first_before(data, pos, bfrom, endpos)
+        if got is not None:
+            return batch, bi, bfrom, *got
+        p, e0, k = batch[bi]
         if p < 0:
             return batch, bi, pos, -1, -1, -1
         return batch, bi + 1, e0 if e0 > p else p + 1, p, e0, k

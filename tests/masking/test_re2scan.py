@@ -189,6 +189,16 @@ def test_scanner_matches_the_binding_loop() -> None:
     limit = expected[5][0]
     assert fast._scan(data, 0, n, limit, 100) == [*expected[:6], (-2, -2, -2)]
     assert fast._scan(data, n, n, n, 5) == [(-1, -1, -1)]
+    # first_before: the leftmost candidate from any position, if it starts before stop
+    for pos in range(0, n, 7):
+        p, e0 = main.raw_search(data, pos, n)[0]
+        want = None
+        if p >= 0:
+            hits = fast._idset.Match(data[p:e0]) if e0 - p < fast.window else None
+            want = (p, e0, min(hits) if hits else -1)
+        stop = pos + 40
+        got = fast._first_before(data, pos, stop, n)
+        assert got == (want if want is not None and want[0] < stop else None), pos
 
 
 def test_accelerate_flag_and_environment() -> None:
