@@ -95,6 +95,10 @@ _DIGITS = frozenset(b"0123456789")
 _SKIP = -1
 _BATCH = 64
 """Candidates per accelerated scan call (fewer when one starts at or past ``limit``)."""
+_FIRST_BEFORE_MAX = 64
+"""Longest gap tried with anchored matches (``Scanner.first_before``); past it
+one search (anchored attempts that each run to the end of a long line would
+make a long rejected candidate quadratic)."""
 _Batch = list[tuple[int, int, int]]
 _NO_BATCH: _Batch = [(-2, -2, -2)]
 
@@ -813,12 +817,19 @@ def _rescan(
     if pos < bfrom and bend == endpos and batch[bi][0] != -2:
         # resumed before the next batched candidate's search start (a rejected
         # or trimmed candidate): anchored matches at each position up to bfrom
-        # (not a search over the text up to batch[bi] again). With none there,
-        # the leftmost match from pos is batch[bi], the leftmost from bfrom.
-        got = first_before(data, pos, bfrom, endpos)
-        if got is not None:
-            return batch, bi, bfrom, *got
-        p, e0, k = batch[bi]
+        # (not a search over the text up to batch[bi] again), or one search
+        # for a long gap. With no match starting before bfrom, the leftmost
+        # match from pos is batch[bi], the leftmost from bfrom.
+        if bfrom - pos <= _FIRST_BEFORE_MAX:
+            got = first_before(data, pos, bfrom, endpos)
+            if got is not None:
+                return batch, bi, bfrom, *got
+            p, e0, k = batch[bi]
+        else:
+            p, e0, k = scan(data, pos, endpos, limit, 1)[0]
+            if 0 <= p < bfrom:
+                return batch, bi, bfrom, p, e0, k
+            # else it is batch[bi], the leftmost match from bfrom
         if p < 0:
             return batch, bi, pos, -1, -1, -1
         return batch, bi + 1, e0 if e0 > p else p + 1, p, e0, k
