@@ -152,7 +152,7 @@ bool scan_loop(const ScannerObject *self, const char *data, Py_ssize_t n, Py_ssi
                Py_ssize_t endpos, Py_ssize_t limit, Py_ssize_t max_candidates,
                std::vector<Cand> *out) noexcept
 try {
-    out->reserve(static_cast<size_t>(std::min<Py_ssize_t>(max_candidates, 256) + 1));
+    out->reserve(static_cast<size_t>(std::min<Py_ssize_t>(max_candidates, 16) + 1));
     const re2::StringPiece text(data, static_cast<size_t>(n));
     re2::StringPiece m;
     for (;;) {

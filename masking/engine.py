@@ -93,7 +93,7 @@ _CTX = 16
 _NO_MATCH: Spans = [(-1, -1)]
 _DIGITS = frozenset(b"0123456789")
 _SKIP = -1
-_BATCH = 64
+_BATCH = 256
 """Candidates per accelerated scan call (fewer when one starts at or past ``limit``)."""
 _FIRST_BEFORE_MAX = 64
 """Longest gap tried with anchored matches (``Scanner.first_before``); past it
