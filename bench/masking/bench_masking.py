@@ -212,6 +212,13 @@ def cases(
     return out
 
 
+def _scan_kind(masker: object) -> str:
+    """Which candidate scan a masker uses (trees before the C++ one have no flag)."""
+    if getattr(masker, "accelerated", False):
+        return "C++ (masking._re2scan)"
+    return "Python loop over google-re2"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -265,6 +272,10 @@ def main() -> None:
         f"rules: {len(masker.rule_ids())} (all built-ins on), corpus {args.mb} MB, best of {args.repeat} "  # type: ignore[attr-defined]
         f"after one warm-up pass, {'CPU' if args.cpu_time else 'wall'} time"
         + (f", alternating with {args.compare_tree}" if args.compare_tree else "")
+    )
+    print(
+        f"candidate scan: this tree {_scan_kind(masker)}"
+        + (f", base {_scan_kind(trees['base']['_masker']())}" if "base" in trees else "")
     )
     names = [k for k in trees["this"] if not k.startswith("_")]
     times: dict[tuple[str, str], list[float]] = {(t, k): [] for t in trees for k in names}
