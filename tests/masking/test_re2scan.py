@@ -205,8 +205,8 @@ def test_scanner_matches_the_binding_loop() -> None:
             hits = fast._idset.Match(data[p:e0]) if e0 - p < fast.window else None
             want = (p, e0, min(hits) if hits else -1)
         stop = pos + 40
-        got = fast._first_before(data, pos, stop, n)
-        assert got == (want if want is not None and want[0] < stop else None), pos
+        first = fast._first_before(data, pos, stop, n)
+        assert first == (want if want is not None and want[0] < stop else None), pos
 
 
 def test_accelerate_flag_and_environment() -> None:
@@ -241,3 +241,32 @@ def test_accelerate_required_but_off(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RuntimeError):
         build_masker(MaskingConfig.model_validate({}), KEY, accelerate=True)
     assert not build_masker(MaskingConfig.model_validate({}), KEY).accelerated
+
+
+def test_threads_share_a_scanner() -> None:
+    """Scans release the GIL on long inputs: maskers of the same rules (one shared
+    Scanner) used from several threads give each thread the single-thread output."""
+    import threading
+
+    fast, pure = PAIRS[0]
+    docs = [
+        "\n".join(f"{i} {PLANTS[(i * 7 + j) % len(PLANTS)][1]} filler text" for i in range(800))
+        for j in range(4)
+    ]
+    data = [d.encode() for d in docs]
+    expected = [pure.mask_bytes(d) for d in data]
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                assert fast.mask_bytes(data[i]) == expected[i]
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(data))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
