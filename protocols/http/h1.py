@@ -229,12 +229,53 @@ class _Parser:
 
     def feed(self, data: bytes) -> list[Event]:
         if data:
-            if self._state == TUNNEL:
+            state = self._state
+            if state == TUNNEL:
                 raise ProtocolError("parser is in tunnel mode")
+            if state == HEAD and not self._buf and data[0] not in (10, 13):
+                # A message that starts a read (the usual case) needs no copy
+                # through the buffer when its head is in it whole and ends in
+                # the first CRLF CRLF (what _find_head_end finds then).
+                end = data.find(b"\r\n\r\n")
+                if (
+                    end > 0
+                    and end + 4 <= self.max_head
+                    and data.find(b"\n\n", 0, end + 2) < 0
+                    and data.find(b"\n\r\n", 0, end) < 0
+                ):
+                    return self._whole_head(data, end)
             self._buf += data
         events: list[Event] = []
         while self._step(events):
             pass
+        return events
+
+    def _whole_head(self, data: bytes, end: int) -> list[Event]:
+        """``feed`` of ``data`` into an empty buffer in state HEAD, the head
+        ending at ``end`` (its CRLF CRLF): the same events and state as the
+        general loop, without copying the head and a body through the buffer."""
+        nxt = end + 4
+        events: list[Event] = [self._head(data[: end + 1])]
+        self._scan = 0
+        size = len(data)
+        state = self._state
+        if state == DONE:
+            events.append(END)
+        elif nxt < size and state == LENGTH:
+            n = min(size - nxt, self._remaining)
+            events.append(Data(data[nxt : nxt + n]))
+            nxt += n
+            self._remaining -= n
+            if self._remaining == 0:
+                events.append(END)
+                self._state = DONE
+        elif nxt < size:
+            self._buf += memoryview(data)[nxt:]
+            while self._step(events):
+                pass
+            return events
+        if nxt < size:
+            self._buf += memoryview(data)[nxt:]
         return events
 
     def feed_eof(self) -> list[Event]:

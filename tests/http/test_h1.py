@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from protocols.http.h1 import (
     Data,
     EndOfMessage,
+    Event,
     ProtocolError,
     RequestHead,
     RequestParser,
@@ -167,6 +168,85 @@ def test_response_head_cache_gives_the_same_events(
 
     for data, method in samples:
         assert run(data, method, split_at(data, cuts), cache) == run(data, method, [data], None)
+
+
+class _BufferedRequests(RequestParser):
+    """Every byte through the buffer and the general loop (no ``_whole_head``)."""
+
+    def feed(self, data: bytes) -> list[Event]:
+        self._buf += data
+        events: list[Event] = []
+        while self._step(events):
+            pass
+        return events
+
+
+class _BufferedResponses(ResponseParser):
+    def feed(self, data: bytes) -> list[Event]:
+        return _BufferedRequests.feed(self, data)  # type: ignore[arg-type]
+
+
+def _trace(parser: _Parser, pieces: list[bytes], *, requests: bool) -> list[object]:
+    """Events, state, buffered byte count and body bytes left after every
+    piece (the parser's observable state between reads)."""
+    out: list[object] = []
+    for piece in pieces:
+        try:
+            events = parser.feed(piece)
+        except ProtocolError as exc:
+            out.append(("error", exc.message))
+            return out
+        out.append((events, parser.state, parser.buffered, parser._remaining))
+        while requests and events and isinstance(events[-1], EndOfMessage) and parser.state == 7:
+            parser.next_message()
+            events = parser.feed(b"")
+            out.append((events, parser.state, parser.buffered, parser._remaining))
+    return out
+
+
+@given(
+    st.lists(request_stream(), min_size=1, max_size=3),
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.binary(max_size=6),
+)
+def test_whole_head_reads_equal_the_buffered_loop(
+    streams: list[bytes], cuts: list[int], junk: bytes
+) -> None:
+    """A read that starts a message takes the shortcut past the buffer
+    (``_whole_head``): after every read, the same events and state as
+    feeding everything through the buffer, cached heads or not."""
+    for data in [b"".join(streams), b"".join(streams) + junk, b"\r\n" + b"".join(streams)]:
+        pieces = split_at(data, cuts)
+        caches: list[dict[bytes, RequestHead] | None] = [None, {}]
+        for cache in caches:
+            ref = _trace(_BufferedRequests(cache=None), pieces, requests=True)
+            assert _trace(RequestParser(cache=cache), pieces, requests=True) == ref
+            if cache is not None:  # a second pass hits the cache
+                assert _trace(RequestParser(cache=cache), pieces, requests=True) == ref
+    small = RequestParser(max_head=40)
+    ref_small = _BufferedRequests(max_head=40)
+    assert _trace(small, [streams[0]], requests=True) == _trace(ref_small, [streams[0]], requests=True)
+
+
+@given(
+    st.lists(response_stream(), min_size=1, max_size=4),
+    st.lists(st.integers(0, 10_000), max_size=8),
+    st.binary(max_size=6),
+)
+def test_whole_head_responses_equal_the_buffered_loop(
+    samples: list[tuple[bytes, str]], cuts: list[int], extra: bytes
+) -> None:
+    cache: dict[bytes, ResponseHead] = {}
+    for data, method in samples:
+        for tail in (b"", extra):
+            pieces = split_at(data + tail, cuts)
+            ref = _BufferedResponses()
+            ref.expect(method)
+            want = _trace(ref, pieces, requests=False)
+            for c in (None, cache, cache):
+                p = ResponseParser(cache=c)
+                p.expect(method)
+                assert _trace(p, pieces, requests=False) == want
 
 
 def test_response_framing() -> None:
