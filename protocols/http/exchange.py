@@ -19,6 +19,7 @@ from .h1 import (
     Data,
     EndOfMessage,
     Event,
+    Header,
     Headers,
     ProtocolError,
     RequestHead,
@@ -37,6 +38,13 @@ log = logging.getLogger("hoopd.http")
 class Exchange:
     """One request/response through the upstream; lives in callbacks."""
 
+    __slots__ = (
+        "_waiter", "body", "bytes_out", "chunked", "client", "client_keep", "cmd", "deadline",
+        "deferred", "discard", "finished_early", "got_bytes", "head", "head_sent", "on_done", "out",
+        "prep", "reason", "rec", "record_left", "request_complete", "resp", "result", "started",
+        "status", "upstream", "upstream_keep",
+    )  # fmt: skip
+
     def __init__(
         self,
         client: ClientConnection,
@@ -45,6 +53,7 @@ class Exchange:
         head: RequestHead,
         started: float,
         request_complete: bool,
+        prep: Any = None,
     ) -> None:
         self.client = client
         self.upstream = upstream
@@ -52,12 +61,14 @@ class Exchange:
         self.head = head
         self.started = started
         self.request_complete = request_complete
-        loop = client.proxy.loop
+        self.prep = prep
+        """The request's ``Prepared`` (the fast path's, for a retry)."""
+        proxy = client.proxy
         self.result: str | None = None
         """How the exchange ended (``keep``, ``close``, ``retry``, ``tunnel``); None while it runs."""
         self._waiter: asyncio.Future[str] | None = None
-        self.on_done: Callable[[str], None] | None = None
-        """Called as soon as the exchange ends (the fast path's continuation)."""
+        self.on_done: Callable[[Exchange, str], None] | None = None
+        """Called with (exchange, result) as soon as it ends (the fast path's continuation)."""
         self.got_bytes = False
         self.head_sent = False
         self.status = 0
@@ -67,17 +78,17 @@ class Exchange:
         self.upstream_keep = False
         self.discard = False
         self.finished_early = False
-        self.deferred: Headers | None = None
+        self.deferred: tuple[Header, ...] | None = None
+        """The head's fields while the head waits for a buffered body."""
         self.resp: ResponseHead | None = None
         """The final response head (the memo key of the client-bound head)."""
         self.reason = ""
-        self.record_left = client.proxy.options.record_body_bytes
+        self.record_left = proxy.options.record_body_bytes
         self.rec: list[bytes] = []
         self.bytes_out = 0
         self.out: list[bytes] = []
-        self.timer: asyncio.TimerHandle | None = loop.call_later(
-            client.proxy.upstream.response_timeout, self.on_timeout
-        )
+        self.deadline = proxy.loop.time() + proxy.upstream.response_timeout
+        """When ``on_timeout`` is due if no final head came (``UpstreamConnection.begin``)."""
 
     def wait(self) -> asyncio.Future[str]:
         """A future of ``result`` (created only when someone waits: the fast path does not)."""
@@ -90,15 +101,12 @@ class Exchange:
     # -- helpers -------------------------------------------------------------
     def _finish(self, result: str) -> None:
         self.flush_out()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.result is None:
             self.result = result
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_result(result)
             if self.on_done is not None:
-                self.on_done(result)
+                self.on_done(self, result)
 
     def _record(self, data: bytes) -> None:
         if self.record_left <= 0 or not data:
@@ -153,9 +161,6 @@ class Exchange:
     def on_head(self, resp: ResponseHead) -> None:
         if 100 <= resp.status < 200 and resp.status != 101:
             return  # interim responses: Expect was answered by the gateway itself
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         proxy = self.client.proxy
         self.status = resp.status
         self.upstream_keep = resp.keep_alive and self.request_complete
@@ -190,21 +195,21 @@ class Exchange:
         self.body = BodyMasker(plan, proxy.masker, opts.mask_json_max_bytes, opts.unmaskable, proxy.docs)
         self.resp = resp
         self.reason = rp.reason
-        self._head_counts(rp.counts)
-        headers = Headers(list(rp.items))
-        if plan.transforms and self.body.buffering:
-            self.deferred = headers
+        if rp.counts:
+            self._head_counts(rp.counts)
+        transforms = plan.transforms
+        if transforms and self.body.buffering:
+            self.deferred = rp.items
             return
         if resp.framing == "none":
             pass
-        elif not plan.transforms and resp.framing == "length":
+        elif not transforms and resp.framing == "length":
             pass  # Content-Length kept
         elif self.head.version == "1.1":
-            headers.add("Transfer-Encoding", "chunked")
             self.chunked = True
         else:
             self.client_keep = False
-        self._send_head(resp.status, rp.reason, headers)
+        self._send_head(resp.status, rp.reason, rp.items)
 
     def _head_counts(self, counts: dict[str, int]) -> None:
         """Values masked in the response head: counted like body masks."""
@@ -212,23 +217,32 @@ class Exchange:
             self.client.session.upstream_data(b"", masked=counts, record=False)
 
     def _send_head(
-        self, status: int, reason: str, headers: Headers, body: bytes = b"", length: int = -1
+        self, status: int, reason: str, items: tuple[Header, ...], body: bytes = b"", length: int = -1
     ) -> None:
-        """``length`` >= 0: add that Content-Length (a masked, buffered body)."""
-        if length >= 0:
-            headers.add("Content-Length", str(length))
+        """The head for the client: ``items`` (``ResponsePlan.items``) plus the
+        framing and connection fields; ``length`` >= 0: add that
+        Content-Length (a masked, buffered body)."""
         version = self.head.version
-        if not self.client_keep:
-            headers.add("Connection", "close")
-        elif version == "1.0":
-            headers.add("Connection", "keep-alive")
         resp = self.resp
         key = (
             None
             if resp is None or resp.framing == "none"  # see HttpProxy.response_plan
             else (resp.raw, reason, length, self.chunked, self.client_keep, version)
         )
-        data, recorded = self.client.proxy.response_head(key, status, reason, headers)
+        proxy = self.client.proxy
+        hit = proxy.memoized_head(key) if key is not None else None
+        if hit is None:
+            headers = Headers(list(items))
+            if self.chunked:
+                headers.add("Transfer-Encoding", "chunked")
+            if length >= 0:
+                headers.add("Content-Length", str(length))
+            if not self.client_keep:
+                headers.add("Connection", "close")
+            elif version == "1.0":
+                headers.add("Connection", "keep-alive")
+            hit = proxy.response_head(key, status, reason, headers)
+        data, recorded = hit
         self.head_sent = True
         self._send(data + body if body else data)
         if self.record_left > 0:
@@ -325,7 +339,6 @@ class Exchange:
         self._error_response(502, "bad_upstream", f"invalid response from the upstream: {err.message}")
 
     def on_timeout(self) -> None:
-        self.timer = None
         if self.result is not None or self.status:
             return
         self.discard = True
@@ -342,6 +355,9 @@ class Exchange:
 class UpstreamConnection(asyncio.Protocol):
     def __init__(self, client: ClientConnection) -> None:
         self.client = client
+        self.loop = client.proxy.loop
+        self._timer: asyncio.TimerHandle | None = None
+        """The response timer, shared by the exchanges on this connection (``begin``)."""
         self.parser = ResponseParser(client.proxy.options.max_header_bytes, client.proxy.response_heads)
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
@@ -366,6 +382,22 @@ class UpstreamConnection(asyncio.Protocol):
     def begin(self, ex: Exchange) -> None:
         self.exchange = ex
         self.parser.expect(ex.head.method)
+        if self._timer is None:
+            self._timer = self.loop.call_at(ex.deadline, self._response_timer)
+
+    def _response_timer(self) -> None:
+        """``on_timeout`` of the exchange in flight once its deadline passed
+        with no final head. One timer serves the exchanges of a kept-alive
+        connection one after the other (set anew only when it fires), not a
+        timer set and cancelled per request."""
+        self._timer = None
+        ex = self.exchange
+        if ex is None or ex.result is not None or ex.status or self.closed:
+            return
+        if ex.deadline > self.loop.time():
+            self._timer = self.loop.call_at(ex.deadline, self._response_timer)
+            return
+        ex.on_timeout()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -462,6 +494,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         if self.tunnel:

@@ -430,35 +430,27 @@ class ClientConnection(asyncio.Protocol):
             up_head = self._upstream_head(head, prep, b"", True)[0]
             if len(prep.up_heads) < 64:
                 prep.up_heads[self.client_ip] = up_head
-        ex = Exchange(self, upstream, cmd, head, started, True)
+        ex = Exchange(self, upstream, cmd, head, started, True, prep)
+        ex.on_done = self._fast_done
         self.exchange = ex
         upstream.reused = True
         upstream.begin(ex)
         upstream.write(up_head)
         self.check_recorder()
-        ex.on_done = lambda result: self._fast_done(result, ex, upstream, cmd, head, prep, started)
         return True
 
-    def _fast_done(
-        self,
-        result: str,
-        ex: Exchange,
-        upstream: UpstreamConnection,
-        cmd: Any,
-        head: RequestHead,
-        prep: Prepared,
-        started: float,
-    ) -> None:
+    def _fast_done(self, ex: Exchange, result: str) -> None:
         self.exchange = None
+        upstream = ex.upstream
         if result == "retry":  # a kept-alive upstream connection closed under us
-            spawn(self._fast_retry(cmd, head, prep, started), name="http-retry")
+            spawn(self._fast_retry(ex.cmd, ex.head, ex.prep, ex.started), name="http-retry")
             return
         if not ex.upstream_keep:
             if self.upstream is upstream:
                 self.upstream = None
             if upstream.transport is not None:
                 upstream.transport.close()
-        self._after_request(result == "keep" and head.keep_alive)
+        self._after_request(result == "keep" and ex.head.keep_alive)
 
     async def _fast_retry(self, cmd: Any, head: RequestHead, prep: Prepared, started: float) -> None:
         recorder = RequestRecorder(self, cmd.seq, head, "", "")

@@ -345,6 +345,10 @@ class HttpProxy:
             counts[rule] = counts.get(rule, 0) + n
         return bytes(out).decode("latin-1")
 
+    def memoized_head(self, key: tuple[Any, ...]) -> tuple[bytes, bytes] | None:
+        """What ``response_head`` returned for ``key`` before, if it is remembered."""
+        return self._out_heads.get(key)
+
     def response_head(
         self, key: tuple[Any, ...] | None, status: int, reason: str, headers: Headers
     ) -> tuple[bytes, bytes]:
