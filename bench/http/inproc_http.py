@@ -8,7 +8,7 @@ result is the process CPU time (all threads: the recorder's too) per
 request, which on a shared machine is far steadier than wrk's requests per
 second. ``--profile`` prints the top functions (cProfile).
 
-    python bench/http/inproc_http.py [--requests 20000] [--no-masking] [--vary] [--profile]
+    python bench/http/inproc_http.py [--requests 20000] [--no-masking] [--vary] [--profile] [--split]
 
 ``--vary``: every response body is different (a counter in it), so the
 masked-document cache never hits: the cost of masking each body afresh.
@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -65,7 +66,7 @@ def response(i: int) -> bytes:
     ) + body
 
 
-async def run(n: int, masking: bool, vary: bool = False) -> float:
+async def run(n: int, masking: bool, vary: bool = False, split: bool = False) -> float:
     work = Path(tempfile.mkdtemp(prefix="hoopd-inproc-"))
     raw = {
         "gateway": {"data_dir": str(work / "var"), "log_level": "warning"},
@@ -110,6 +111,20 @@ async def run(n: int, masking: bool, vary: bool = False) -> float:
         return upstream
 
     client._connect = connect  # type: ignore[method-assign]
+    handler_ns = [0, 0]
+    if split:
+        # thread CPU inside the two data_received callbacks (the handler),
+        # apart from the harness and the event loop around them
+        def timed(fn: Any, slot: int) -> Any:
+            def call(data: bytes) -> None:
+                t0 = time.thread_time_ns()
+                fn(data)
+                handler_ns[slot] += time.thread_time_ns() - t0
+
+            return call
+
+        client.data_received = timed(client.data_received, 0)  # type: ignore[method-assign]
+        upstream.data_received = timed(upstream.data_received, 1)  # type: ignore[method-assign]
     upstream.connection_made(MemoryTransport(to_upstream))
     client.connection_made(MemoryTransport(to_client))
     client.data_received(REQUEST)
@@ -120,6 +135,12 @@ async def run(n: int, masking: bool, vary: bool = False) -> float:
     cpu = time.process_time() - started
     main_cpu = time.thread_time() - main_started
     print(f"main thread: {main_cpu / max(1, n - 1) * 1e6:.1f} us per request")
+    if split:
+        per = max(1, n - 1) * 1000
+        print(
+            f"handler: client side {handler_ns[0] / per:.1f} us, upstream side {handler_ns[1] / per:.1f} us"
+            " per request (thread CPU in data_received)"
+        )
     await daemon.stop()
     return cpu / max(1, n - 1) * 1e6
 
@@ -138,11 +159,12 @@ def main() -> int:
     ap.add_argument("--no-masking", action="store_true")
     ap.add_argument("--vary", action="store_true", help="a different response body every time")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--split", action="store_true", help="also time the two data_received callbacks")
     args = ap.parse_args()
     if args.profile:
         prof = cProfile.Profile()
         prof.enable()
-    us = uvloop.run(run(args.requests, not args.no_masking, args.vary))
+    us = uvloop.run(run(args.requests, not args.no_masking, args.vary, args.split))
     if args.profile:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
