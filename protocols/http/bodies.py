@@ -397,6 +397,11 @@ def has_structural_rules(masker: Any) -> bool:
 class BodyMasker:
     """``feed(bytes) -> bytes`` / ``finish() -> bytes`` for one response body."""
 
+    __slots__ = (
+        "_buf", "_decoder", "_docs", "_json_cap", "_masker", "_size", "_stream", "_text",
+        "_transforms", "_unmaskable", "counts", "fell_back", "mode", "plan",
+    )  # fmt: skip
+
     def __init__(
         self, plan: Plan, masker: Any, json_cap: int, unmaskable: str, docs: JsonDocuments | None = None
     ) -> None:
@@ -404,8 +409,9 @@ class BodyMasker:
         self.mode = plan.mode
         self._masker = masker
         self._docs = docs if docs is not None else JsonDocuments(masker)
-        self._decoder = decoder_for(plan.encoding) if plan.transforms else None
-        self._text = Transcoder(plan.charset) if plan.transforms and plan.charset else None
+        self._transforms = transforms = plan.transforms
+        self._decoder = decoder_for(plan.encoding) if transforms and plan.encoding else None
+        self._text = Transcoder(plan.charset) if transforms and plan.charset else None
         self._json_cap = json_cap
         self._unmaskable = unmaskable
         self._buf: list[bytes] = []
@@ -428,14 +434,14 @@ class BodyMasker:
             self.counts[k] = self.counts.get(k, 0) + n
 
     def feed(self, data: bytes) -> bytes:
-        if not self.plan.transforms:
+        if not self._transforms:
             return data
         if self._text is None:
             return self._feed(data)
         return self._text.from_utf8(self._feed(data))
 
     def finish(self) -> bytes:
-        if not self.plan.transforms:
+        if not self._transforms:
             return b""
         if self._text is None:
             return self._finish()

@@ -436,7 +436,8 @@ class ClientConnection(asyncio.Protocol):
         upstream.reused = True
         upstream.begin(ex)
         upstream.write(up_head)
-        self.check_recorder()
+        # the recorder's backlog is looked at once the response is recorded
+        # (Exchange.flush_record), before the next request is read
         return True
 
     def _fast_done(self, ex: Exchange, result: str) -> None:
@@ -470,14 +471,20 @@ class ClientConnection(asyncio.Protocol):
                 self.transport.close()
             self._wake()
             return
-        self.parser.next_message()
-        try:
-            events = self.parser.feed(b"")
-        except ProtocolError as exc:
-            self.error = exc
-            events = []
-        self.resume("backlog")
-        self._dispatch(events)
+        parser = self.parser
+        parser.next_message()
+        if parser.buffered:  # the client sent more meanwhile (pipelined)
+            try:
+                events = parser.feed(b"")
+            except ProtocolError as exc:
+                self.error = exc
+                events = []
+            self.resume("backlog")
+            self._dispatch(events)
+        else:  # nothing to parse (_dispatch of no events: only an error to wake for)
+            self.resume("backlog")
+            if self.error is not None:
+                self._dispatch([])
         if self.eof:
             self._wake()  # the client half-closed meanwhile: let the task finish up
 
