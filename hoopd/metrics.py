@@ -186,7 +186,7 @@ class ConnectionMetrics:
         self.approvals_pending = metrics.approvals_pending.labels(*lbl)
         self._commands: dict[str, Tally] = {}
         self._decisions: dict[str, Tally] = {}
-        self._masked: dict[str, Any] = {}
+        self._masked: dict[str, Tally] = {}
         # Touch the zero-valued series so /metrics shows the families for a
         # configured connection before its first session.
         for verdict in ("allow", "mask", "review", "deny"):
@@ -221,8 +221,8 @@ class ConnectionMetrics:
         for rule, n in counts.items():
             child = self._masked.get(rule)
             if child is None:
-                child = self._masked[rule] = self.metrics.masked_values.labels(
-                    self.protocol, self.connection, rule
+                child = self._masked[rule] = self.metrics.tally(
+                    self.metrics.masked_values.labels(self.protocol, self.connection, rule)
                 )
             child.inc(n)
 
