@@ -1,6 +1,6 @@
 """SSH through hoopd vs direct, in one run, same cipher.
 
-    python bench/ssh/bench_ssh.py [--size 200M] [--runs 3] [--keys 300]
+    python bench/ssh/bench_ssh.py [--size 200M] [--runs 3] [--keys 300] [--compare-tree DIR]
 
 Starts its own sshd (own config, host key, loopback port) and ``hoopd serve``
 with recording (always on) and masking on (the connection's default masker:
@@ -12,7 +12,13 @@ then measures:
 * the same bulk transfer through a bare asyncssh relay (``bare_proxy.py``:
   no auth, policy, masking or recording), to show what asyncssh itself costs;
 * keystroke echo: in a PTY session running ``cat``, the time from writing one
-  key to the local terminal until its echo comes back, direct and through.
+  key to the local terminal until its echo comes back, direct and through;
+* with ``--compare-tree DIR`` (e.g. ``git worktree add DIR <base commit>``,
+  its accelerators built with ``python setup.py build_ext --inplace``), a
+  second ``hoopd serve`` running that tree's code, measured interleaved with
+  the others: an A/B within one run on a shared machine.
+
+The load average (/proc/loadavg) is printed before and after.
 
 Needs root (sshd, root login to the test target), ssh and sshd installed.
 """
@@ -20,6 +26,7 @@ Needs root (sshd, root login to the test target), ssh and sshd installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import os
 import select
@@ -91,6 +98,16 @@ def echo_latencies(base: list[str], keys: int) -> list[float]:
         os.close(master)
 
 
+def compare_env(tree: Path) -> dict[str, str]:
+    """Run ``python -m hoopd`` from ``tree``: its directory first on the path
+    and not the current one (PYTHONSAFEPATH), ahead of the editable install."""
+    return {"PYTHONPATH": str(tree.resolve()), "PYTHONSAFEPATH": "1"}
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="200M")
@@ -99,7 +116,10 @@ def main() -> int:
     ap.add_argument("--no-masking", action="store_true", help="diagnosis: masking disabled")
     ap.add_argument("--mask-rule", action="store_true",
                     help="add a custom masking rule to the default recognizers")
+    ap.add_argument("--compare-tree", type=Path, metavar="DIR",
+                    help="also run hoopd from this checkout (A/B, interleaved)")
     args = ap.parse_args()
+    load_before = loadavg()
     size = parse_size(args.size)
     with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmpdir:
         tmp = Path(tmpdir)
@@ -123,20 +143,30 @@ def main() -> int:
                 [sys.executable, str(Path(__file__).with_name("bare_proxy.py")), str(bare_port),
                  str(target.port), str(target.client_key), target.host_pub],
             )
-            with running(tmp, {"connections": [conn]}) as daemon:
+            with contextlib.ExitStack() as stack:
+                daemon = stack.enter_context(running(tmp, {"connections": [conn]}))
+                bases = {
+                    "direct": ssh_base(target.port, user_key, "root"),
+                    "asyncssh": ssh_base(bare_port, user_key, "any"),
+                    "hoopd": ssh_base(port, user_key, "bench"),
+                }
+                if args.compare_tree is not None:
+                    (tmp / "compare").mkdir()
+                    cport = free_port()
+                    stack.enter_context(running(
+                        tmp / "compare", {"connections": [{**conn, "listen": f"127.0.0.1:{cport}"}]},
+                        env=compare_env(args.compare_tree),
+                    ))
+                    bases = {"direct": bases["direct"], "asyncssh": bases["asyncssh"],
+                             "compare": ssh_base(cport, user_key, "bench"), "hoopd": bases["hoopd"]}
                 wait_port(bare_port, proc=bare)
-                direct = ssh_base(target.port, user_key, "root")
-                gateway = ssh_base(port, user_key, "bench")
-                floor = ssh_base(bare_port, user_key, "any")
-                for base in (direct, floor, gateway):
+                for base in bases.values():
                     bulk(base, "1M")
-                rows: dict[str, list[float]] = {"direct": [], "asyncssh": [], "hoopd": []}
+                rows: dict[str, list[float]] = {k: [] for k in bases}
                 for _ in range(args.runs):
-                    rows["direct"].append(bulk(direct, args.size))
-                    rows["asyncssh"].append(bulk(floor, args.size))
-                    rows["hoopd"].append(bulk(gateway, args.size))
-                lat = {"direct": echo_latencies(direct, args.keys), "asyncssh": echo_latencies(floor, args.keys),
-                       "hoopd": echo_latencies(gateway, args.keys)}
+                    for k, base in bases.items():
+                        rows[k].append(bulk(base, args.size))
+                lat = {k: echo_latencies(base, args.keys) for k, base in bases.items()}
                 recorded = sum(f.stat().st_size for f in daemon.recordings.rglob("*") if f.is_file())
             bare.kill()
             bare.wait()
@@ -145,17 +175,22 @@ def main() -> int:
     med = {k: statistics.median(v) for k, v in mbps.items()}
     p50 = {k: statistics.median(v) * 1000 for k, v in lat.items()}
     p99 = {k: sorted(v)[int(len(v) * 0.99) - 1] * 1000 for k, v in lat.items()}
+    labels = {"direct": "direct sshd", "asyncssh": "bare asyncssh relay (no hoopd)",
+              "compare": f"hoopd of {args.compare_tree}", "hoopd": "hoopd (recording+masking)"}
+    print(f"load average before: {load_before}, after: {loadavg()}")
     print(f"bulk {args.size} x{args.runs}, cipher {CIPHER}, Compression=no")
-    labels = {"direct": "direct sshd", "asyncssh": "bare asyncssh relay (no hoopd)", "hoopd": "hoopd (recording+masking)"}
-    for k in ("direct", "asyncssh", "hoopd"):
+    for k in rows:
         runs = ", ".join(f"{x:.0f}" for x in mbps[k])
         print(f"  {labels[k]:32} MB/s: {runs}  (median {med[k]:.0f}, best {best[k]:.0f})")
     print(f"  ratio hoopd/direct: median {med['hoopd'] / med['direct']:.2f}, best {best['hoopd'] / best['direct']:.2f}")
     print(f"  ratio bare asyncssh/direct: median {med['asyncssh'] / med['direct']:.2f}")
     print(f"  ratio hoopd/bare asyncssh: median {med['hoopd'] / med['asyncssh']:.2f}")
-    print(f"  recordings written: {recorded / 1e6:.0f} MB")
+    if "compare" in rows:
+        print(f"  ratio hoopd/compare tree: median {med['hoopd'] / med['compare']:.2f} "
+              f"(compare tree/direct: median {med['compare'] / med['direct']:.2f})")
+    print(f"  recordings written (this tree's hoopd): {recorded / 1e6:.0f} MB")
     print(f"keystroke echo round trip, {args.keys} keys")
-    for k in ("direct", "asyncssh", "hoopd"):
+    for k in rows:
         print(f"  {labels[k]:32} p50 {p50[k]:.3f} ms  p99 {p99[k]:.3f} ms")
     print(f"  added by hoopd at p50: {p50['hoopd'] - p50['direct']:.3f} ms "
           f"(bare asyncssh relay adds {p50['asyncssh'] - p50['direct']:.3f} ms)")
