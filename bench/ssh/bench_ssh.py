@@ -104,6 +104,12 @@ def compare_env(tree: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(tree.resolve()), "PYTHONSAFEPATH": "1"}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -145,6 +151,8 @@ def main() -> int:
             )
             with contextlib.ExitStack() as stack:
                 daemon = stack.enter_context(running(tmp, {"connections": [conn]}))
+                assert daemon.proc is not None
+                pids = {"asyncssh": bare.pid, "hoopd": daemon.proc.pid}
                 bases = {
                     "direct": ssh_base(target.port, user_key, "root"),
                     "asyncssh": ssh_base(bare_port, user_key, "any"),
@@ -153,19 +161,25 @@ def main() -> int:
                 if args.compare_tree is not None:
                     (tmp / "compare").mkdir()
                     cport = free_port()
-                    stack.enter_context(running(
+                    other = stack.enter_context(running(
                         tmp / "compare", {"connections": [{**conn, "listen": f"127.0.0.1:{cport}"}]},
                         env=compare_env(args.compare_tree),
                     ))
+                    assert other.proc is not None
+                    pids["compare"] = other.proc.pid
                     bases = {"direct": bases["direct"], "asyncssh": bases["asyncssh"],
                              "compare": ssh_base(cport, user_key, "bench"), "hoopd": bases["hoopd"]}
                 wait_port(bare_port, proc=bare)
                 for base in bases.values():
                     bulk(base, "1M")
                 rows: dict[str, list[float]] = {k: [] for k in bases}
+                cpu: dict[str, list[float]] = {k: [] for k in pids}
                 for _ in range(args.runs):
                     for k, base in bases.items():
+                        before = cpu_seconds(pids[k]) if k in pids else 0.0
                         rows[k].append(bulk(base, args.size))
+                        if k in pids:
+                            cpu[k].append(cpu_seconds(pids[k]) - before)
                 lat = {k: echo_latencies(base, args.keys) for k, base in bases.items()}
                 recorded = sum(f.stat().st_size for f in daemon.recordings.rglob("*") if f.is_file())
             bare.kill()
@@ -182,6 +196,9 @@ def main() -> int:
     for k in rows:
         runs = ", ".join(f"{x:.0f}" for x in mbps[k])
         print(f"  {labels[k]:32} MB/s: {runs}  (median {med[k]:.0f}, best {best[k]:.0f})")
+    print("  relay process CPU per run (all threads; less sensitive to the load than MB/s):")
+    for k, v in cpu.items():
+        print(f"  {labels[k]:32} s: {', '.join(f'{x:.2f}' for x in v)}  (median {statistics.median(v):.2f})")
     print(f"  ratio hoopd/direct: median {med['hoopd'] / med['direct']:.2f}, best {best['hoopd'] / best['direct']:.2f}")
     print(f"  ratio bare asyncssh/direct: median {med['asyncssh'] / med['direct']:.2f}")
     print(f"  ratio hoopd/bare asyncssh: median {med['hoopd'] / med['asyncssh']:.2f}")
