@@ -51,6 +51,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("hoopd.ssh")
 
 PENDING_LIMIT = 256 * 1024
+BATCH_MAX = 256 * 1024
+"""Output of a channel without a terminal that arrives in one event-loop pass
+(asyncssh hands over every packet of one socket read in a row) is masked,
+recorded and sent as one chunk of up to this many bytes: one masker call
+instead of one per SSH packet, whose hold-back tail (up to the masker's
+window, 16 KiB for the built-in rules) is scanned again on every call."""
 UPSTREAM_PKTSIZE = 256 * 1024
 UPSTREAM_WINDOW = 4 * 1024 * 1024
 KBDINT_PROMPT = "Password (gateway token or API key): "
@@ -848,6 +854,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self._ended = False
         self._recorder_wait: asyncio.Task[None] | None = None
         self._rec: RecordBuffer | None = None
+        self._batch: list[bytes] = []  # output of this loop pass (no terminal), one stream
+        self._batch_size = 0
+        self._batch_stderr = False
+        self._batch_due = False  # a call_soon to flush it is scheduled
         self._agent_set_up: asyncio.Event | None = None  # the client asked for ssh -A
         self.x11: X11Request | None = None  # the client asked for ssh -X/-Y (and may have it)
 
@@ -1130,6 +1140,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
     def gateway_message(self, message: str) -> None:
         """Tell the user something on this channel (session ending...)."""
         try:
+            self._flush_batch()
             for s in (self.out, self.err):
                 if s is not None:
                     s.flush()
@@ -1369,6 +1380,35 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         return True
 
     def upstream_output(self, data: bytes, stderr: bool) -> None:
+        if self._rec is None:  # a terminal or a transfer: chunk by chunk
+            self._output(data, stderr)
+            return
+        if self._batch and stderr != self._batch_stderr:
+            self._flush_batch()
+        self._batch.append(data)
+        self._batch_size += len(data)
+        self._batch_stderr = stderr
+        if self._batch_size >= BATCH_MAX:
+            self._flush_batch()
+        elif not self._batch_due:
+            self._batch_due = True
+            asyncio.get_running_loop().call_soon(self._batch_timer)
+
+    def _batch_timer(self) -> None:
+        self._batch_due = False
+        self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        """Pass on the output batched so far (before EOF, exit and close too)."""
+        batch = self._batch
+        if not batch:
+            return
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        self._batch = []
+        self._batch_size = 0
+        self._output(data, self._batch_stderr)
+
+    def _output(self, data: bytes, stderr: bool) -> None:
         if self._ended or self.session.ended:
             return
         if self.tracker is not None:
@@ -1409,6 +1449,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self._wait_for_recorder()
 
     def upstream_eof(self) -> None:
+        self._flush_batch()
         for s in (self.out, self.err):
             if s is not None:
                 s.flush()
@@ -1418,6 +1459,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self.chan.write_eof()
 
     def upstream_closed(self, status: int | None, signal: tuple[Any, ...] | None) -> None:
+        self._flush_batch()
         for s in (self.out, self.err):
             if s is not None:
                 s.flush()
