@@ -8,9 +8,15 @@
   stdout and exit code 7.
 
     python bench/kubernetes/bench_kubernetes.py [--requests 2000] [--rounds 10] [--relay] [--watchers 50] [--execs 20]
+        [--compare-tree DIR]
 
 ``--relay`` adds a third side per round: a bare TLS byte relay
 (``tls_relay.py``), the floor of any proxy with TLS on both legs here.
+
+``--compare-tree DIR`` adds a second gateway running the code of another
+checkout (``git worktree add DIR <commit>``, with its accelerators built:
+``python setup.py build_ext --inplace``), for an A/B in one run: each round
+times direct, this tree and DIR (the two gateways in alternating order).
 """
 
 from __future__ import annotations
@@ -68,35 +74,67 @@ async def request_loop(
                 per_path.setdefault(path.split("?")[0], []).append(ms)
 
 
+class Gw:
+    """One gateway under test: URL, its CA and a token it accepts."""
+
+    def __init__(self, url: str, ctx: ssl.SSLContext, token: str) -> None:
+        self.url, self.ctx, self.token = url, ctx, token
+
+
 async def latency(
-    direct: str, gw: str, fake_ctx: ssl.SSLContext, gw_ctx: ssl.SSLContext, token: str, total: int, rounds: int,
-    relay: str | None = None,
+    direct: str, gw: Gw, fake_ctx: ssl.SSLContext, total: int, rounds: int,
+    relay: str | None = None, base: Gw | None = None,
 ) -> dict[str, Any]:
     """``rounds`` alternating rounds (direct then hoopd, each a fresh keep-alive
     connection); the headline ratio is the median of the per-round p50 ratios,
-    so a burst of load from other jobs hits both sides of a round alike."""
+    so a burst of load from other jobs hits both sides of a round alike.
+    ``base``: the --compare-tree gateway, timed in the same rounds (before or
+    after this tree's, alternating)."""
+    token = gw.token
     d: list[float] = []
     h: list[float] = []
+    b: list[float] = []
     dp: dict[str, list[float]] = {}
     hp: dict[str, list[float]] = {}
+    bp: dict[str, list[float]] = {}
     ratios: list[float] = []
     relay_ratios: list[float] = []
+    base_ratios: list[float] = []
     per = max(len(LOOP), total // rounds)
-    await request_loop(direct, fake_ctx, token, 40, [])  # warm up both paths
-    await request_loop(gw, gw_ctx, token, 40, [])
-    for _ in range(rounds):
+    await request_loop(direct, fake_ctx, token, 40, [])  # warm up all paths
+    await request_loop(gw.url, gw.ctx, gw.token, 40, [])
+    if base is not None:
+        await request_loop(base.url, base.ctx, base.token, 40, [])
+    for i in range(rounds):
         rd: list[float] = []
         rh: list[float] = []
+        rb: list[float] = []
         await request_loop(direct, fake_ctx, token, per, rd, dp)
-        await request_loop(gw, gw_ctx, token, per, rh, hp)
+        if base is not None and i % 2:
+            await request_loop(base.url, base.ctx, base.token, per, rb, bp)
+        await request_loop(gw.url, gw.ctx, gw.token, per, rh, hp)
+        if base is not None and not i % 2:
+            await request_loop(base.url, base.ctx, base.token, per, rb, bp)
         ratios.append(statistics.median(rh) / statistics.median(rd))
+        if rb:
+            base_ratios.append(statistics.median(rb) / statistics.median(rd))
         if relay is not None:
             rr: list[float] = []
             await request_loop(relay, fake_ctx, token, per, rr)
             relay_ratios.append(statistics.median(rr) / statistics.median(rd))
         d += rd
         h += rh
-    extra = {"tls_relay_p50_ratio": round(statistics.median(relay_ratios), 3)} if relay_ratios else {}
+        b += rb
+    extra: dict[str, Any] = {"tls_relay_p50_ratio": round(statistics.median(relay_ratios), 3)} if relay_ratios else {}
+    if base_ratios:
+        extra.update({
+            "compare_tree_p50_ms": round(statistics.median(b), 3),
+            "compare_tree_p95_ms": round(pct(b, 0.95), 3),
+            "compare_tree_round_p50_ratios": [round(r, 2) for r in base_ratios],
+            "compare_tree_p50_ratio": round(statistics.median(base_ratios), 3),
+            "compare_tree_pooled_p50_ratio": round(statistics.median(b) / statistics.median(d), 3),
+            "compare_tree_per_endpoint_p50_ms": {path: round(statistics.median(v), 3) for path, v in bp.items()},
+        })
     return {
         **extra,
         "requests_each": len(d),
@@ -205,21 +243,31 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         [sys.executable, "-m", "tests.kubernetes.fakeapi", "--port", str(fake_port), "--tls-dir", str(tls_dir)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    daemon = None
+    daemons: list[Daemon] = []
     relay: subprocess.Popen[bytes] | None = None
     try:
         wait_port(fake_port, proc=fake)
         (work / "sa-token").write_text("bench-sa-token")
-        gw_port = free_port()
-        daemon = Daemon(work, {"gateway": {"log_level": "warning"}, "connections": [{
-            "name": "kube", "protocol": "kubernetes", "listen": f"127.0.0.1:{gw_port}", "allow_groups": ["dev"],
-            "upstream": {"url": f"https://127.0.0.1:{fake_port}", "ca": str(tls_dir / "ca.pem"), "token": f"file:{work / 'sa-token'}"},
-        }]}).start()
-        data_dir = Path(daemon.config["gateway"]["data_dir"])
-        token = GatewayTokens(load_or_create_token_key(data_dir / KEY_FILE_NAME)).issue("bench", ["dev"], 3600)
+
+        def gateway(tree: Path, workdir: Path) -> Gw:
+            """hoopd serve from ``tree`` (PYTHONSAFEPATH: the current directory
+            does not shadow PYTHONPATH, nor does the editable install)."""
+            workdir.mkdir(exist_ok=True)
+            port = free_port()
+            daemon = Daemon(workdir, {"gateway": {"log_level": "warning"}, "connections": [{
+                "name": "kube", "protocol": "kubernetes", "listen": f"127.0.0.1:{port}", "allow_groups": ["dev"],
+                "upstream": {"url": f"https://127.0.0.1:{fake_port}", "ca": str(tls_dir / "ca.pem"), "token": f"file:{work / 'sa-token'}"},
+            }]}, env={"PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"})
+            daemons.append(daemon.start())
+            data_dir = Path(daemon.config["gateway"]["data_dir"])
+            token = GatewayTokens(load_or_create_token_key(data_dir / KEY_FILE_NAME)).issue("bench", ["dev"], 3600)
+            ctx = ssl.create_default_context(cafile=str(data_dir / "tls" / "ca.pem"))
+            return Gw(f"https://127.0.0.1:{port}", ctx, token)
+
+        this = gateway(ROOT, work / "this")
+        base = gateway(Path(args.compare_tree).resolve(), work / "base") if args.compare_tree else None
         fake_ctx = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
-        gw_ctx = ssl.create_default_context(cafile=str(data_dir / "tls" / "ca.pem"))
-        direct, gw = f"https://127.0.0.1:{fake_port}", f"https://127.0.0.1:{gw_port}"
+        direct = f"https://127.0.0.1:{fake_port}"
         for i in range(20):
             await create_pod(direct, fake_ctx, f"web-{i}")
         relay_url = None
@@ -233,16 +281,18 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             wait_port(relay_port, proc=relay)
             relay_url = f"https://127.0.0.1:{relay_port}"
         results = {
-            "latency": await latency(direct, gw, fake_ctx, gw_ctx, token, args.requests, args.rounds, relay_url),
-            "watchers": await watchers(direct, gw, fake_ctx, gw_ctx, token, args.watchers),
-            "execs": await execs(gw, gw_ctx, token, args.execs),
+            "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+            "latency": await latency(direct, this, fake_ctx, args.requests, args.rounds, relay_url, base),
+            "watchers": await watchers(direct, this.url, fake_ctx, this.ctx, this.token, args.watchers),
+            "execs": await execs(this.url, this.ctx, this.token, args.execs),
+            "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
         }
         return results
     finally:
         if relay is not None:
             relay.kill()
             relay.wait(10)
-        if daemon is not None:
+        for daemon in daemons:
             daemon.stop()
         fake.kill()
         fake.wait(10)
@@ -256,6 +306,8 @@ def main() -> int:
                         help="also time a bare TLS byte relay (bench/kubernetes/tls_relay.py) as a floor")
     parser.add_argument("--watchers", type=int, default=50)
     parser.add_argument("--execs", type=int, default=20)
+    parser.add_argument("--compare-tree", metavar="DIR",
+                        help="also time a gateway running the checkout in DIR, in the same rounds (A/B)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -276,6 +328,10 @@ def main() -> int:
     print(f"p50 direct {lat['direct_p50_ms']} ms, hoopd {lat['hoopd_p50_ms']} ms, "
           f"median per-round p50 ratio {lat['p50_ratio']} (pooled {lat['pooled_p50_ratio']}; target <= 1.3)"
           + (f"; bare TLS relay {lat['tls_relay_p50_ratio']}" if "tls_relay_p50_ratio" in lat else ""))
+    if "compare_tree_p50_ratio" in lat:
+        print(f"compare tree {args.compare_tree}: hoopd {lat['compare_tree_p50_ms']} ms, median per-round p50 ratio "
+              f"{lat['compare_tree_p50_ratio']} (pooled {lat['compare_tree_pooled_p50_ratio']})")
+    print(f"load average before {' '.join(results['loadavg_before'])}, after {' '.join(results['loadavg_after'])}")
     print(f"watchers {results['watchers']['complete']}/{args.watchers} complete, {results['watchers']['errors']} errors; "
           f"execs {results['execs']['ok']}/{args.execs} ok")
     print("PASS" if ok else "FAIL")
