@@ -16,5 +16,6 @@ def append_outputs(
     output_type: type,
     starts: dict[Stream, bytes],
     starts_cseq: dict[Stream, bytes],
+    layouts: dict[type, tuple[tuple[bytes, str | None, int, object], ...]] = ...,
     /,
 ) -> tuple[int, bytes, int, int, int, int]: ...

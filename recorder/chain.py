@@ -5,16 +5,19 @@ encoded-but-unwritten frame pieces. Appending a frame is the hot path: it
 hashes and appends four byte strings to a list; ``flush`` turns the list into
 one write() syscall per batch.
 
-The Output frames of a run go through the optional C accelerator
+The frames of a run go through the optional C accelerator
 (recorder/_chainfast.c, built by setup.py when a compiler and OpenSSL's
-headers are there) when it is importable and HOOPD_PURE_PYTHON is not set;
-the Python loop (``_append_events_py``) is the fallback and the reference,
-and handles every item the accelerator hands back.
+headers are there) when it is importable and HOOPD_PURE_PYTHON is not set:
+plain Outputs by a dedicated path, the other event types of
+codec.EVENT_LAYOUTS by a general encoder. The Python loop
+(``_append_events_py``) is the fallback and the reference, and handles every
+item the accelerator hands back (SessionStart, unusual values).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -26,10 +29,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hoopd.model import Event, Output
 from recorder.codec import (
+    EVENT_LAYOUTS,
+    LAYOUT_SAMPLES,
     OUTPUT_HASH_INPUT,
     OUTPUT_HASH_INPUT_CSEQ,
     OUTPUT_HASH_INPUT_SEQ16,
     OUTPUT_HASH_INPUT_SEQ16_CSEQ,
+    Layout,
     command_seq_suffix,
     event_body,
     make_payload_packer,
@@ -56,6 +62,8 @@ from recorder.format import (
 )
 from recorder.segment import SegmentFile, fsync_dir
 
+log = logging.getLogger(__name__)
+
 FsyncMode = Literal["always", "interval", "never"]
 
 _FLUSH_BYTES = 1 << 20  # bound the memory a busy session buffers between flushes
@@ -69,10 +77,41 @@ _UINT64_END = 1 << 64
 _STARTS = {s: start for s, (_, start, _) in OUTPUT_HASH_INPUT.items()}
 _STARTS_CSEQ = {s: start for s, (_, start, _) in OUTPUT_HASH_INPUT_CSEQ.items()}
 
-_append_outputs: Callable[..., tuple[int, bytes, int, int, int, int]] | None = None
+AppendFn = Callable[..., tuple[int, bytes, int, int, int, int]]
+
+
+def _checked_layouts(fast: AppendFn) -> dict[type[Event], Layout]:
+    """EVENT_LAYOUTS without any layout whose C encoding of a sample event
+    differs from the Python encoder's (a to_record() changed without its
+    layout): those events stay on the Python path, which is the reference."""
+    layouts = dict(EVENT_LAYOUTS)
+    pack = make_payload_packer().pack
+    for event in LAYOUT_SAMPLES:
+        cls = type(event)
+        if cls not in layouts:
+            continue
+        payload = pack([1, 1 << 40, event_body(event)])
+        frame = b"".join((
+            frame_head(EVENT, len(payload)), payload, HASH_BIN_HEADER,
+            sha256(bytes(32) + _EVENT_BYTE + payload).digest(),
+        ))
+        buf: list[bytes] = []
+        fast([(1, 1 << 40, event)], 0, bytes(32), 0, 0, 0, 1 << 62, 1 << 62, buf, Output,
+             _STARTS, _STARTS_CSEQ, {cls: layouts[cls]})
+        if b"".join(buf) != frame:
+            log.warning("recorder: %s events stay on the Python path: the C encoding of a "
+                        "sample differs from event_body()'s", cls.__name__)
+            del layouts[cls]
+    return layouts
+
+
+_append_outputs: AppendFn | None = None
+_LAYOUTS: dict[type[Event], Layout] = {}
 if os.environ.get("HOOPD_PURE_PYTHON", "") in ("", "0"):
     with contextlib.suppress(ImportError):
         from recorder._chainfast import append_outputs as _append_outputs
+    if _append_outputs is not None:
+        _LAYOUTS = _checked_layouts(_append_outputs)
 
 
 def accelerated() -> bool:
@@ -160,6 +199,7 @@ class ChainWriter:
         due (done here as the Python loop does) or at a stretch of items it
         leaves to the Python loop."""
         fast = _append_outputs
+        layouts = _LAYOUTS
         if fast is None:
             self._append_events_py(items)
             return
@@ -172,7 +212,7 @@ class ChainWriter:
             flush_due = min(self.flushed_size + _FLUSH_BYTES, self._rotate_bytes)
             i, prev, nframes, size, last_seq, j = fast(
                 items, i, self.prev, self.nframes, self.size, self.last_seq,
-                ckpt_due, flush_due, self.buf, Output, _STARTS, _STARTS_CSEQ,
+                ckpt_due, flush_due, self.buf, Output, _STARTS, _STARTS_CSEQ, layouts,
             )
             if nframes != self.nframes:
                 self._store(prev, nframes, size, last_seq)

@@ -12,7 +12,21 @@ from typing import Any
 
 import msgpack
 
-from hoopd.model import Event, Output, Stream, event_from_record
+from hoopd.model import (
+    ApprovalEvent,
+    Command,
+    CommandKind,
+    CommandResult,
+    Decision,
+    ErrorEvent,
+    Event,
+    Output,
+    Resize,
+    SessionEnd,
+    Stream,
+    Verdict,
+    event_from_record,
+)
 from recorder.format import bin_header
 
 TYPE_KEY = "t"
@@ -138,6 +152,77 @@ def output_payload_parts(seq: int, ts_ns: int, event: Output) -> tuple[bytes, by
     if not 0 < cseq < _UINT64_END:
         return None
     return seq_ts + _OUTPUT_START_CSEQ[event.stream] + bin_head, command_seq_suffix(cseq)
+
+
+# Layouts of event bodies for the C accelerator's general encoder
+# (recorder/_chainfast.c, append_general): per event type, the body map's
+# entries in the order event_body() builds them, each a field
+# (packed key, attribute, how, arg). The HOW_* codes are the C enum's.
+HOW_CONST = 0  # arg: the packed value (the type name entry)
+HOW_VALUE = 1  # the attribute as the packer packs it
+HOW_ENUM = 2  # attribute._value_, for a member of exactly the StrEnum arg
+HOW_DICT = 3  # dict(attribute)
+HOW_LIST = 4  # list(attribute)
+HOW_NONZERO = 5  # attribute, left out when 0 (Output.command_seq)
+HOW_NONEMPTY = 6  # dict(attribute), left out when empty (Output.masked)
+HOW_DATA = 7  # Output.data (bytes): its own buffer piece when large
+
+LayoutField = tuple[bytes, str | None, int, Any]
+Layout = tuple[LayoutField, ...]
+
+
+def _field(attr: str, how: int = HOW_VALUE, arg: Any = None) -> LayoutField:
+    return (_fixstr(attr), attr, how, arg)
+
+
+def _type_entry(cls: type[Event]) -> LayoutField:
+    return (_fixstr(TYPE_KEY), None, HOW_CONST, _fixstr(cls.type_name))
+
+
+def _layout(cls: type[Event], *fields: LayoutField) -> tuple[type[Event], Layout]:
+    """A non-Output event: to_record()'s entries, then the type name."""
+    return cls, (*fields, _type_entry(cls))
+
+
+# Keep in step with the to_record() methods of hoopd.model: the recorder
+# checks every layout against event_body() and the packer when it imports
+# the accelerator (chain._checked_layouts) and drops one that disagrees,
+# and tests/recorder/test_chainfast.py compares whole files.
+EVENT_LAYOUTS: dict[type[Event], Layout] = dict((
+    (Output, (
+        _type_entry(Output), _field("stream", HOW_ENUM, Stream), _field("data", HOW_DATA),
+        _field("command_seq", HOW_NONZERO), _field("masked", HOW_NONEMPTY),
+    )),
+    _layout(Command, _field("seq"), _field("kind", HOW_ENUM, CommandKind), _field("text"),
+            _field("attrs", HOW_DICT)),
+    _layout(Decision, _field("command_seq"), _field("verdict", HOW_ENUM, Verdict),
+            _field("risk"), _field("reasons", HOW_LIST), _field("rule_ids", HOW_LIST),
+            _field("approval_id"), _field("approver"), _field("break_glass")),
+    _layout(CommandResult, _field("command_seq"), _field("status"), _field("duration_ms"),
+            _field("rows"), _field("error")),
+    _layout(SessionEnd, _field("reason"), _field("error"), _field("bytes_in"),
+            _field("bytes_out")),
+    _layout(ApprovalEvent, _field("approval_id"), _field("command_seq"), _field("state"),
+            _field("command_hash"), _field("reviewer"), _field("comment")),
+    _layout(Resize, _field("cols"), _field("rows")),
+    _layout(ErrorEvent, _field("message"), _field("code")),
+))
+
+# Events with every optional entry present and absent, for the check of
+# EVENT_LAYOUTS against event_body() (and for tests).
+LAYOUT_SAMPLES: tuple[Event, ...] = (
+    Output(Stream.STDOUT, b"x" * 300, 3, {"r": 2}),
+    Output(Stream.STDIN, b"y"),
+    Command(7, CommandKind.HTTP, "GET /", {"method": "GET", "body": {"length": 3}}),
+    Decision(7, Verdict.DENY, 80, ("a", "b"), ("r1",), "ap", "me", True),
+    Decision(0, Verdict.ALLOW),
+    CommandResult(7, "200", 1.5, 3, "e"),
+    CommandResult(7, "200"),
+    SessionEnd("client_closed", "e", 1, 2),
+    ApprovalEvent("ap", 7, "pending", "h", "r", "c"),
+    Resize(80, 24),
+    ErrorEvent("m", "c"),
+)
 
 
 def make_payload_packer() -> msgpack.Packer:
