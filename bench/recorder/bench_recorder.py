@@ -1,6 +1,7 @@
 """Recorder throughput benchmark (prints a table).
 
     python bench/recorder/bench_recorder.py [--frames 300000] [--payload 1024]
+                                            [--mixed http|pg]
 
 Rows:
   baseline-write   msgpack-pack [seq, ts, body] + buffered write, no chaining
@@ -15,6 +16,9 @@ Rows:
   verify           the same with --jobs (default: CPU count) worker processes, as
                    `hoopd replay verify` runs: segment files are checked in parallel
 Each event is an Output with a --payload byte chunk; ratios are vs the baseline.
+With --mixed, the events are instead those of HTTP requests (Command, head
+Output, Decision, Output with masked counts, Result) or of pgbench statements
+(Command, Decision, rows Output, Result), in turn (see frame_breakdown.py).
 core-write and e2e-write rotate files at --rotate bytes (the config default),
 so the session verified is split into files as a real one would be.
 """
@@ -32,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from frame_breakdown import HTTP_REQUEST, PG_STATEMENT  # this script's directory
 
 import recorder.chain
-from hoopd.model import Output, Stream
+from hoopd.model import Event, Output, Stream
 from recorder.chain import ChainWriter
 from recorder.codec import event_body
 from recorder.keys import key_fingerprint
@@ -43,14 +48,14 @@ from recorder.verify import Status, verify_session
 from recorder.writer import Recorder, RecorderSettings
 
 
-def bench_baseline_write(path: Path, event: Output, n: int) -> float:
+def bench_baseline_write(path: Path, events: list[Event], n: int) -> float:
     pack = msgpack.Packer().pack
     ts = time.time_ns()
     with open(path, "wb", buffering=0) as f:
         buf: list[bytes] = []
         t0 = time.perf_counter()
         for seq in range(1, n + 1):
-            buf.append(pack([seq, ts, event_body(event)]))
+            buf.append(pack([seq, ts, event_body(events[seq % len(events)])]))
             if len(buf) >= 4096:
                 f.write(b"".join(buf))
                 buf.clear()
@@ -59,7 +64,7 @@ def bench_baseline_write(path: Path, event: Output, n: int) -> float:
 
 
 def bench_core_write(
-    directory: Path, key: Ed25519PrivateKey, event: Output, n: int, rotate: int,
+    directory: Path, key: Ed25519PrivateKey, events: list[Event], n: int, rotate: int,
     session_id: str = "core",
 ) -> float:
     chain = ChainWriter(
@@ -73,14 +78,17 @@ def bench_core_write(
     # as the writer thread does: runs of one session's queued events, a
     # flush per batch of 4096
     for start in range(1, n + 1, 4096):
-        chain.append_events([(seq, ts, event) for seq in range(start, min(start + 4096, n + 1))])
+        chain.append_events([
+            (seq, ts, events[seq % len(events)])
+            for seq in range(start, min(start + 4096, n + 1))
+        ])
         chain.flush()
     chain.close()
     return time.perf_counter() - t0
 
 
 def bench_e2e_write(
-    directory: Path, key: Ed25519PrivateKey, event: Output, n: int, rotate: int
+    directory: Path, key: Ed25519PrivateKey, events: list[Event], n: int, rotate: int
 ) -> float:
     rec = Recorder(RecorderSettings(dir=directory, rotate_bytes=rotate, fsync="never",
                                     queue_max_frames=n + 1), key)
@@ -88,8 +96,9 @@ def bench_e2e_write(
     t0 = time.perf_counter()
     sess = rec.open_session("e2e")
     write = sess.write
-    for _ in range(n):
-        write(event)
+    m = len(events)
+    for k in range(n):
+        write(events[k % m])
     sess.close()
     rec.close(timeout=600)
     return time.perf_counter() - t0
@@ -109,25 +118,30 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, help="scratch directory (default: a temp dir)")
     ap.add_argument("--rotate", type=int, default=64 << 20, help="segment size (bytes)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="verify processes")
+    ap.add_argument("--mixed", choices=("http", "pg"),
+                    help="the events of HTTP requests / pgbench statements instead of Outputs")
     args = ap.parse_args()
     n = args.frames
     accelerated = recorder.chain.accelerated()
     key = Ed25519PrivateKey.generate()
-    event = Output(Stream.STDOUT, os.urandom(args.payload))
+    if args.mixed:
+        events = [ev for _, ev in (HTTP_REQUEST if args.mixed == "http" else PG_STATEMENT)]
+    else:
+        events = [Output(Stream.STDOUT, os.urandom(args.payload))]
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         d = Path(tmp)
         rows = []
-        base = bench_baseline_write(d / "plain.msgpack", event, n)
+        base = bench_baseline_write(d / "plain.msgpack", events, n)
         rows.append(("baseline-write", n / base, 1.0))
-        core = bench_core_write(d, key, event, n, args.rotate)
+        core = bench_core_write(d, key, events, n, args.rotate)
         rows.append(("core-write" if accelerated else "core-write (no C)", n / core, base / core))
         fast, recorder.chain._append_outputs = recorder.chain._append_outputs, None
         try:
-            core_py = bench_core_write(d, key, event, n, args.rotate, "core-py")
+            core_py = bench_core_write(d, key, events, n, args.rotate, "core-py")
         finally:
             recorder.chain._append_outputs = fast
         rows.append(("core-write-py", n / core_py, base / core_py))
-        e2e = bench_e2e_write(d, key, event, n, args.rotate)
+        e2e = bench_e2e_write(d, key, events, n, args.rotate)
         rows.append(("e2e-write", n / e2e, base / e2e))
         rbase, _ = bench_baseline_read(d / "plain.msgpack")
         rows.append(("baseline-read", n / rbase, 1.0))
@@ -139,7 +153,8 @@ def main() -> None:
             rows.append((name, result.frames / ver, rbase / ver * result.frames / n))
         files = result.files
         size = sum(p.stat().st_size for _, p in segment_files(d / "core"))
-    print(f"frames={n} payload={args.payload}B session={size / 1e6:.1f}MB in {files} file(s) "
+    what = f"mixed={args.mixed}" if args.mixed else f"payload={args.payload}B"
+    print(f"frames={n} {what} session={size / 1e6:.1f}MB in {files} file(s) "
           f"verify jobs={args.jobs} python={sys.version.split()[0]} "
           f"accelerator={'recorder._chainfast' if accelerated else 'none'} "
           f"loadavg={os.getloadavg()[0]:.2f}")

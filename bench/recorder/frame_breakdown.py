@@ -12,6 +12,12 @@ Rows:
   join             b"".join of the run's buffer pieces
   write            os.write of the joined run to a file in --dir
   checkpoint       one signed periodic checkpoint, divided by 1000 frames
+
+Then, per frame type of an HTTP request (protocols/http records a Command,
+the request head as an Output, a Decision, the response as an Output with
+masked counts and a Result) and of a pgbench statement, the C and the
+pure-Python loop over runs of that one event (µs per frame), and over runs
+of whole requests / statements (µs per request).
 """
 
 from __future__ import annotations
@@ -30,13 +36,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import recorder.chain
-from hoopd.model import Output, Stream
+from hoopd.model import (
+    Command,
+    CommandKind,
+    CommandResult,
+    Decision,
+    Event,
+    Output,
+    Stream,
+    Verdict,
+)
 from recorder.chain import ChainWriter
 
 RUN = 4096
 
 
-def best(rounds: int, fn: Callable[[], None], per: int) -> float:
+def best(rounds: int, fn: Callable[[], object], per: int) -> float:
     """Best CPU time of fn() over rounds, in µs per item."""
     times = []
     for _ in range(rounds):
@@ -44,6 +59,56 @@ def best(rounds: int, fn: Callable[[], None], per: int) -> float:
         fn()
         times.append(time.process_time_ns() - t0)
     return min(times) / per / 1000
+
+
+# One proxied HTTP request as protocols/http records it (fast path), and one
+# pgbench statement as protocols/postgres does.
+HTTP_REQUEST: list[tuple[str, Event]] = [
+    ("command", Command(5, CommandKind.HTTP, "GET /api/items/7",
+                        {"method": "GET", "path": "/api/items/7"})),
+    ("head-output", Output(Stream.STDIN, b"GET /api/items/7 HTTP/1.1\r\nhost: upstream\r\n"
+                           b"user-agent: wrk\r\nauthorization: <redacted>\r\n\r\n", 5)),
+    ("decision", Decision(5, Verdict.ALLOW, 10, ("read-only request",), ("http-default",))),
+    ("masked-output", Output(Stream.STDOUT, b"HTTP/1.1 200 OK\r\ncontent-type: application/json"
+                             b"\r\ncontent-length: 96\r\n\r\n" + b'{"id": 7, "email": "****"}' * 4,
+                             5, {"email": 1})),
+    ("result", CommandResult(5, "200", 0.734, None, "")),
+]
+PG_STATEMENT: list[tuple[str, Event]] = [
+    ("pg-command", Command(9, CommandKind.SQL, "SELECT abalance FROM pgbench_accounts "
+                           "WHERE aid = 48213;", {"protocol": "simple"})),
+    ("pg-decision", Decision(9, Verdict.ALLOW)),
+    ("pg-rows", Output(Stream.ROWS, b"T\x00\x00\x00!\x00\x01abalance" + b"\x00" * 60)),
+    ("pg-result", CommandResult(9, "SELECT 1", 0.213, 1, "")),
+]
+
+
+def event_rows(chain: ChainWriter, rounds: int, ts: int) -> list[tuple[str, float, float]]:
+    """(name, C µs, Python µs) per event type and per request/statement."""
+    fast = recorder.chain._append_outputs
+
+    def cost(events: list[Event], per: int) -> tuple[float, float]:
+        items = [(100_000 + k, ts, events[k % len(events)]) for k in range(RUN)]
+
+        def run_loop() -> None:
+            chain.buf.clear()
+            chain.size = chain.flushed_size = 0
+            chain.append_events(items)
+
+        c = best(rounds, run_loop, per) if fast is not None else float("nan")
+        recorder.chain._append_outputs = None
+        try:
+            py = best(rounds, run_loop, per)
+        finally:
+            recorder.chain._append_outputs = fast
+        return c, py
+
+    rows = [(name, *cost([ev], RUN)) for name, ev in HTTP_REQUEST + PG_STATEMENT]
+    http = [ev for _, ev in HTTP_REQUEST]
+    pg = [ev for _, ev in PG_STATEMENT]
+    rows.append(("http-request", *cost(http, RUN // len(http))))
+    rows.append(("pg-statement", *cost(pg, RUN // len(pg))))
+    return rows
 
 
 def main() -> None:
@@ -89,12 +154,17 @@ def main() -> None:
         finally:
             os.close(fd)
         rows.append(("checkpoint", best(args.rounds, lambda: chain.checkpoint("periodic"), 1000)))
+        per_event = event_rows(chain, args.rounds, ts)
         chain.abandon()
     print(f"1 KiB Output frames, runs of {RUN}, best of {args.rounds}, CPU time; "
           f"loadavg={os.getloadavg()[0]:.2f}")
     print(f"{'piece':<16}{'µs/frame':>10}")
     for name, us in rows:
         print(f"{name:<16}{us:>10.3f}")
+    print(f"\nper event type (runs of {RUN}), CPU µs per frame; per request/statement for the mixes")
+    print(f"{'event':<16}{'C':>10}{'Python':>10}{'C/Py':>8}")
+    for name, c, py in per_event:
+        print(f"{name:<16}{c:>10.3f}{py:>10.3f}{c / py:>8.2f}")
 
 
 if __name__ == "__main__":
