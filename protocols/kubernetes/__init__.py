@@ -25,6 +25,7 @@ from hoopd.handler import Loc, ServerHandler
 
 from .config import KubeOptions, KubeUpstream
 from .proxy import ClientConn, KubeProxy
+from .server import FastConn
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
@@ -77,6 +78,12 @@ class KubernetesHandler(ServerHandler):
         self._server: asyncio.Server | None = None
         self._web: _Server | None = None
 
+    def protocol(self) -> FastConn:
+        """A client connection: plain requests on the raw fast path, the rest
+        handed to aiohttp's protocol (``self._web``)."""
+        assert self._web is not None
+        return FastConn(self.proxy, self._web)
+
     async def start(self) -> None:
         conn = self.connection
         await self.proxy.start()
@@ -89,7 +96,7 @@ class KubernetesHandler(ServerHandler):
         )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._web,
+            self.protocol,
             conn.listen.host,
             conn.listen.port,
             ssl=self.gateway.server_ssl_context(conn),

@@ -590,8 +590,7 @@ class KubeProxy:
             session.upstream_data(out, Stream.BODY, command_seq=cmd.seq, masked=counts)
             session.result(cmd, str(code), duration_ms=(time.perf_counter() - started) * 1000)
             return web.Response(status=code, body=out, headers=headers)
-        resp = web.StreamResponse(status=code, headers=headers)
-        await resp.prepare(request)
+        resp = await self._open_stream(request, code, headers)
         error = ""
         try:
             if kr.watch and ("json" in ctype or not ctype):
@@ -603,6 +602,17 @@ class KubeProxy:
         session.result(cmd, str(code), duration_ms=(time.perf_counter() - started) * 1000, error=error)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
+        return resp
+
+    @staticmethod
+    async def _open_stream(request: web.BaseRequest, code: int, headers: CIMultiDict[str]) -> Any:
+        """A streamed response: aiohttp's, or the raw connection's
+        (server.RawRequest.open_stream) for a request that came that way."""
+        opener = getattr(request, "open_stream", None)
+        if opener is not None:
+            return opener(code, headers)
+        resp = web.StreamResponse(status=code, headers=headers)
+        await resp.prepare(request)
         return resp
 
     async def _relay_lines(

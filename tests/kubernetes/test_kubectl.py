@@ -583,3 +583,117 @@ def test_spdy_is_refused_with_a_clear_message(kube: Kube) -> None:
         assert body["kind"] == "Status" and "SPDY is not supported" in body["message"]
     else:
         raise AssertionError("SPDY upgrade was not refused")
+
+
+class _Raw:
+    """One TLS connection to the gateway, requests written by hand, so that
+    the tests choose what shares a connection (server.FastConn's fast path,
+    then the hand-over to aiohttp)."""
+
+    def __init__(self, kube: Kube) -> None:
+        import socket
+
+        ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
+        self.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", kube.port), timeout=10), server_hostname="127.0.0.1")
+        self.token = kube.token("alice", ["dev"])
+        self.buf = b""
+
+    def send(self, method: str, target: str, body: bytes = b"", **headers: str) -> None:
+        headers.setdefault("Authorization", f"Bearer {self.token}")
+        lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1"]
+        lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise EOFError("connection closed")
+        self.buf += data
+
+    def head(self) -> tuple[int, dict[str, str]]:
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status, *lines = head.decode().split("\r\n")
+        return int(status.split()[1]), {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+
+    def response(self, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+        status, headers = self.head()
+        if method == "HEAD" or status in (204, 304):
+            return status, headers, b""
+        if "content-length" in headers:
+            n = int(headers["content-length"])
+            while len(self.buf) < n:
+                self._fill()
+            body, self.buf = self.buf[:n], self.buf[n:]
+            return status, headers, body
+        assert headers.get("transfer-encoding") == "chunked", headers
+        body = b""
+        while True:
+            chunk = self.chunk()
+            if not chunk:
+                return status, headers, body
+            body += chunk
+
+    def chunk(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        n = int(line, 16)
+        while len(self.buf) < n + 2:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n + 2 :]
+        return data
+
+
+def test_one_connection_plain_requests_then_a_watch(kube: Kube) -> None:
+    """Plain requests (pipelined too) on the raw fast path, a body, then a
+    watch on the same connection, which aiohttp takes over."""
+    kube.kubectl("create", "configmap", "raw-cm", "--from-literal=a=b")
+    raw = _Raw(kube)
+    try:
+        raw.send("GET", "/version", Accept="application/json")
+        status, headers, body = raw.response()
+        assert status == 200 and json.loads(body)["minor"] == "32"
+        assert headers["content-type"].startswith("application/json") and "date" in headers and "server" in headers
+        # two requests in one write: answered in order
+        raw.send("GET", "/api/v1/namespaces/default/configmaps/raw-cm")
+        raw.send("GET", "/api/v1/namespaces/default/configmaps/no-such-cm")
+        first, second = raw.response(), raw.response()
+        assert first[0] == 200 and json.loads(first[2])["metadata"]["name"] == "raw-cm"
+        assert second[0] == 404 and json.loads(second[2])["kind"] == "Status"
+        doc = json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "raw-cm-2"}, "data": {"k": "v"}})
+        raw.send("POST", "/api/v1/namespaces/default/configmaps", doc.encode(), Content_Type="application/json")
+        status, _, body = raw.response()
+        assert status == 201 and json.loads(body)["metadata"]["name"] == "raw-cm-2"
+        raw.send("GET", "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=0", Accept="application/json")
+        status, headers = raw.head()
+        assert status == 200 and headers.get("transfer-encoding") == "chunked"
+        events = b""
+        while b"raw-cm-2" not in events:
+            events += raw.chunk()
+        assert json.loads(events.splitlines()[0])["type"] == "ADDED"
+    finally:
+        raw.sock.close()
+        kube.kubectl("delete", "configmap", "raw-cm", "raw-cm-2")
+
+
+def test_heads_the_fast_path_leaves_to_aiohttp(kube: Kube) -> None:
+    """HEAD, Connection: close and a bad token on the same kind of connection."""
+    raw = _Raw(kube)
+    try:
+        raw.send("GET", "/api/v1/namespaces/default/configmaps", Authorization="Bearer nope")
+        status, _, body = raw.response()
+        assert status == 401 and json.loads(body)["reason"] == "Unauthorized"
+        raw.send("HEAD", "/version")
+        status, headers, _ = raw.response("HEAD")
+        assert status == 200 and headers["content-type"].startswith("application/json")
+        raw.send("GET", "/version", Connection="close")
+        status, _, body = raw.response()
+        assert status == 200 and json.loads(body)["minor"] == "32"
+        with pytest.raises((EOFError, ConnectionError)):
+            raw._fill()
+    finally:
+        raw.sock.close()
