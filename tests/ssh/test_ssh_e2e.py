@@ -241,6 +241,38 @@ def test_secret_printed_one_char_at_a_time_is_masked(env: Env) -> None:
     assert r.stdout.startswith(b"token=") and r.stdout.endswith(b" done\n")
 
 
+def test_bulk_exec_output_is_masked_sent_and_recorded_whole(env: Env) -> None:
+    """Exec output without a terminal is batched per event-loop pass (several
+    SSH packets per masker call): secrets inside long lines, between stdout
+    and stderr writes, are masked; nothing is lost, reordered or sent
+    unrecorded; the recording holds exactly what the client received."""
+    marker = f"bulk-{os.getpid()}-{time.monotonic_ns()}"
+    script = (
+        "import sys\n"
+        "o, e = sys.stdout.buffer, sys.stderr.buffer\n"
+        "for i in range(12):\n"
+        "    o.write(b'y' * 70000 + b' token=" + SECRET + " ')\n"
+        "    o.flush()\n"
+        "    e.write(b'err%d\\n' % i)\n"
+        "    e.flush()\n"
+        "o.write(b'tail token=" + SECRET + "')\n"
+    )
+    r = run_ssh(env.port, env.token, f"python3 -c \"{script}\" # {marker}")
+    assert r.returncode == 0, r.stderr
+    assert SECRET.encode() not in r.stdout
+    assert r.stdout.count(b"y") == 12 * 70000
+    assert r.stdout.count(b" token=[SECRET] ") == 12
+    assert r.stdout.startswith(b"y" * 70000 + b" token=[")
+    assert r.stdout.endswith(b" tail token=[SECRET]")
+    assert r.stderr == b"".join(b"err%d\n" % i for i in range(12))
+    events = all_events(env)
+    cmd = next(e for e in events if e["type"] == "command" and marker in e["text"])
+    mine = [e for e in events if e["session"] == cmd["session"] and e["type"] == "output"
+            and e.get("command_seq") == cmd["seq"]]
+    for stream, got in (("stdout", r.stdout), ("stderr", r.stderr)):
+        assert b"".join(output_bytes(e) for e in mine if e["stream"] == stream) == got
+
+
 def test_denied_by_rule(env: Env) -> None:
     r = run_ssh(env.port, env.token, "forbidden-cmd --now")
     assert r.returncode == 126
