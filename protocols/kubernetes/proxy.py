@@ -125,7 +125,9 @@ class ClientConn:
         self.sockets: set[web.WebSocketResponse] = set()
         self.is_closed = False
         self.upstream: UpstreamConn | None = None  # keep-alive connection to the API server
-        self.head_cache: tuple[object, str] | None = None  # last (headers, identity) -> header block
+        # (headers, identity, token) -> upstream header block: kubectl repeats a
+        # few header sets on a connection (JSON and Table Accepts alternate)
+        self.head_cache: dict[tuple[object, Identity, str | None], str] = {}
 
     def closed(self, exc: BaseException | None) -> None:
         self.is_closed = True
@@ -289,13 +291,14 @@ class KubeProxy:
         assert self.target is not None
         token = self.upstream.bearer()
         key = (request.raw_headers, identity, token)
-        cached = state.head_cache if state is not None else None
-        if cached is not None and cached[0] == key:
-            block = cached[1]
-        else:
+        cache = state.head_cache if state is not None else None
+        block = cache.get(key) if cache is not None else None
+        if block is None:
             block = self._header_block(request, identity, token)
-            if state is not None:
-                state.head_cache = (key, block)
+            if cache is not None:
+                if len(cache) >= 8:
+                    cache.clear()
+                cache[key] = block
         length = f"Content-Length: {len(body)}\r\n" if body or request.method in ("POST", "PUT", "PATCH") else ""
         target = request.raw_path if target is None else target
         return f"{request.method} {target} HTTP/1.1\r\n{block}{length}\r\n".encode()
@@ -561,13 +564,13 @@ class KubeProxy:
         uhead = upstream.head
         assert uhead is not None
         ctype = ""
-        headers: CIMultiDict[str] = CIMultiDict()
+        kept: list[tuple[str, str]] = []
         for k, v in uhead.headers:
             low = k.lower()
             if low == "content-type":
                 ctype = v
             if low not in RESPONSE_DROP:
-                headers.add(k, v)
+                kept.append((k, v))
         if _refused_encoding(kr, ctype):
             # not asked for (json_accept): refuse rather than pass it unmasked
             session.result(cmd, "502", error="upstream answered in an encoding the gateway cannot mask")
@@ -589,8 +592,11 @@ class KubeProxy:
                 out, counts = self.bodies.mask_bytes(data)
             session.upstream_data(out, Stream.BODY, command_seq=cmd.seq, masked=counts)
             session.result(cmd, str(code), duration_ms=(time.perf_counter() - started) * 1000)
-            return web.Response(status=code, body=out, headers=headers)
-        resp = await self._open_stream(request, code, headers)
+            respond = getattr(request, "respond", None)
+            if respond is not None:  # server.RawRequest: written without a Response object
+                return respond(code, kept, out, bool(ctype))
+            return web.Response(status=code, body=out, headers=CIMultiDict(kept))
+        resp = await self._open_stream(request, code, CIMultiDict(kept))
         error = ""
         try:
             if kr.watch and ("json" in ctype or not ctype):

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -84,9 +85,26 @@ class RawRequest(HeadersMixin):
     async def read(self, n: int = -1) -> bytes:
         return self._body if n < 0 else self._body[:n]
 
+    def respond(self, status: int, headers: list[tuple[str, str]], body: bytes, has_type: bool) -> RawResponse:
+        """A complete response from upstream headers already filtered by the
+        proxy (no Content-Length, Date or Server among them)."""
+        return RawResponse(status, headers, body, has_type)
+
     def open_stream(self, status: int, headers: CIMultiDict[str]) -> RawStream:
         """A chunked response the proxy writes as the upstream's body arrives."""
         return RawStream(self.protocol, status, None, headers)
+
+
+class RawResponse:
+    """What :meth:`RawRequest.respond` returns: written by FastConn as is."""
+
+    __slots__ = ("body", "has_type", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, has_type: bool) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.has_type = has_type
 
 
 class _Target:
@@ -118,6 +136,7 @@ class FastConn(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._last = 0.0  # loop time the last response ended
         self._targets: dict[str, _Target] = {}
+        self._heads: dict[str, tuple[CIMultiDictProxy[str], int]] = {}  # header block -> parsed
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -208,32 +227,43 @@ class FastConn(asyncio.Protocol):
         request = RawRequest(self, method, raw_path, target.path, target.query_string, headers, raw_headers, body)
         asyncio.get_running_loop().create_task(self._serve(request))
 
-    def _parse(
-        self, buf: bytes, end: int
-    ) -> tuple[str, str, CIMultiDictProxy[str], str, int] | None:
-        """(method, target, headers, raw headers, body length) of a head the
+    def _parse(self, buf: bytes, end: int) -> tuple[str, str, CIMultiDictProxy[str], str, int] | None:
+        """(method, target, headers, header block, body length) of a head the
         fast path takes, None for anything to hand to aiohttp."""
         try:
             text = buf[:end].decode("ascii")
         except UnicodeDecodeError:
             return None
-        if text.count("\r") != text.count("\n"):
-            return None  # a bare CR or LF: aiohttp decides
-        lines = text.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or parts[2] != "HTTP/1.1" or parts[0] not in FAST_METHODS:
+        nl = text.find("\r\n")
+        line, block = (text, "") if nl < 0 else (text[:nl], text[nl:])
+        parts = line.split(" ")
+        if len(parts) != 3 or parts[2] != "HTTP/1.1" or parts[0] not in FAST_METHODS or not line.isprintable():
             return None
         raw_path = parts[1]
-        if not raw_path.startswith("/") or "#" in raw_path or "\t" in raw_path:
+        if not raw_path.startswith("/") or "#" in raw_path:
             return None
+        # a client repeats the same few header blocks: parse each once
+        parsed = self._heads.get(block)
+        if parsed is None:
+            parsed = self._parse_headers(block)
+            if parsed is None:
+                return None
+            if len(self._heads) >= 32:
+                self._heads.clear()
+            self._heads[block] = parsed
+        return parts[0], raw_path, parsed[0], block, parsed[1]
+
+    def _parse_headers(self, block: str) -> tuple[CIMultiDictProxy[str], int] | None:
+        if block.count("\r") != block.count("\n"):
+            return None  # a bare CR or LF: aiohttp decides
         headers: CIMultiDict[str] = CIMultiDict()
         length = 0
         seen_length = False
-        for line in lines[1:]:
+        for line in block.split("\r\n")[1:]:
             name, sep, value = line.partition(":")
             if not sep or not name or not TOKEN.issuperset(name) or not line.isprintable():
                 return None  # also a tab or control character: aiohttp's parser decides
-            value = value.strip(" \t")
+            value = value.strip(" ")
             low = name.lower()
             if low in HANDED_OVER:
                 return None
@@ -247,7 +277,7 @@ class FastConn(asyncio.Protocol):
             elif low == "connection" and value.lower() != "keep-alive":
                 return None
             headers.add(name, value)
-        return parts[0], raw_path, CIMultiDictProxy(headers), text[len(lines[0]) :], length
+        return CIMultiDictProxy(headers), length
 
     def _hand_over(self) -> None:
         """aiohttp's protocol takes the connection from here (same ClientConn,
@@ -278,7 +308,9 @@ class FastConn(asyncio.Protocol):
             resp = status_response(500, "hoopd: internal error")
             self._write(resp, keep_alive=False)
             return
-        if isinstance(resp, RawStream):
+        if isinstance(resp, RawResponse):
+            keep = self._write_raw(resp)
+        elif isinstance(resp, RawStream):
             keep = resp.complete
         else:
             keep = isinstance(resp, web.Response) and self._write(resp)
@@ -293,6 +325,24 @@ class FastConn(asyncio.Protocol):
         self._last = asyncio.get_running_loop().time()
         if self._buf:
             self._next()
+
+    def _write_raw(self, resp: RawResponse) -> bool:
+        """The proxy's usual answer: as :meth:`_write` would write it."""
+        if self.transport is None or self._closed:
+            return False
+        status = resp.status
+        empty = status in EMPTY_BODY_STATUS or 100 <= status < 200
+        out = [head_line(status, None)]
+        out += [f"{key}: {value}\r\n" for key, value in resp.headers]
+        body = resp.body
+        if not empty:
+            out.append(f"Content-Length: {len(body)}\r\n")
+            if body and not resp.has_type:
+                out.append("Content-Type: application/octet-stream\r\n")
+        out.append(f"Date: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n")
+        head = "".join(out).encode("utf-8")
+        self.transport.write(head + body if body and not empty else head)
+        return True
 
     def _write(self, resp: web.Response, keep_alive: bool = True) -> bool:
         """Write a complete response as aiohttp would serialise it (the same
@@ -328,14 +378,20 @@ class FastConn(asyncio.Protocol):
 
 
 def head_line(status: int, reason: str | None) -> str:
-    if reason is None:
-        from http import HTTPStatus
-
+    """The status line; ``reason`` None: the standard phrase, as aiohttp's."""
+    if reason is not None:
+        return f"HTTP/1.1 {status} {reason}\r\n"
+    line = STATUS_LINES.get(status)
+    if line is None:
         try:
-            reason = HTTPStatus(status).phrase
+            phrase = HTTPStatus(status).phrase
         except ValueError:
-            reason = ""
-    return f"HTTP/1.1 {status} {reason}\r\n"
+            phrase = ""
+        line = STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n"
+    return line
+
+
+STATUS_LINES: dict[int, str] = {}
 
 
 class RawStream:
