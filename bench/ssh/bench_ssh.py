@@ -150,6 +150,8 @@ def main() -> int:
                  str(target.port), str(target.client_key), target.host_pub],
             )
             with contextlib.ExitStack() as stack:
+                stack.callback(bare.wait)
+                stack.callback(bare.kill)  # also when a daemon does not start
                 daemon = stack.enter_context(running(tmp, {"connections": [conn]}))
                 assert daemon.proc is not None
                 pids = {"asyncssh": bare.pid, "hoopd": daemon.proc.pid}
@@ -182,8 +184,6 @@ def main() -> int:
                             cpu[k].append(cpu_seconds(pids[k]) - before)
                 lat = {k: echo_latencies(base, args.keys) for k, base in bases.items()}
                 recorded = sum(f.stat().st_size for f in daemon.recordings.rglob("*") if f.is_file())
-            bare.kill()
-            bare.wait()
     mbps = {k: [size / 1e6 / t for t in v] for k, v in rows.items()}
     best = {k: max(v) for k, v in mbps.items()}
     med = {k: statistics.median(v) for k, v in mbps.items()}
