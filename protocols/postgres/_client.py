@@ -1263,6 +1263,8 @@ class ClientConnection(asyncio.Protocol):
             self._row_description(buf, s, e)
         elif t == w.ERROR:
             fields = m.error_fields(buf, s, e)
+            if self.masking is not None:
+                fields = self.masking.mask_error_fields(fields)
             if run is not None and run.capped and fields.get("C") == "57014":
                 tracker.error(fields)
                 return self._cap_error(run)

@@ -440,7 +440,7 @@ class StreamMasking:
             changed = False
             out = []
             for code, value in fields:
-                if code in _MASKED_ERROR_FIELDS:
+                if code not in _KEPT_ERROR_FIELDS:
                     masked, c = m.mask_bytes(value)
                     if c:
                         changed = True
@@ -453,9 +453,30 @@ class StreamMasking:
             return message(t, b"".join(out) + b"\0"), counts
         return None, {}
 
+    def mask_error_fields(self, fields: dict[str, str]) -> dict[str, str]:
+        """The fields of an ErrorResponse as the client sees them after
+        ``mask_other``, for what is recorded of it (the Command's error, the
+        session's error events) -- the recording must not hold more than the
+        client was shown."""
+        if not self.scans:
+            return fields
+        mask = self.masker.mask_text
+        out = {}
+        for code, value in fields.items():
+            if len(code) == 1 and ord(code) not in _KEPT_ERROR_FIELDS:
+                value = mask(value)[0]
+            out[code] = value
+        return out
 
-_MASKED_ERROR_FIELDS = frozenset(b"MDHWq")
-"""message, detail, hint, context (where), internal query."""
+
+_KEPT_ERROR_FIELDS = frozenset(b"SVCPpL")
+"""ErrorResponse/NoticeResponse fields passed unscanned: severity (S, V),
+SQLSTATE (C), positions (P, p) and the source line (L) -- codes and numbers
+clients act on, which cannot hold a value. Every other field is scanned,
+including ones a newer server may add: besides the message, DETAIL
+(``Key (email)=(...) already exists.``), HINT, CONTEXT and the internal
+query, which echo values and statement text, the schema, table, column,
+data type and constraint names are user-chosen text too (fail closed)."""
 
 
 class BinaryCopyHit(Exception):
