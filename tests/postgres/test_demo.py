@@ -1,5 +1,6 @@
 """``hoopd demo`` as a user runs it: start, paste the printed psql command,
-see masked personal data, Ctrl-C, nothing left behind."""
+see masked personal data, have a DELETE held and approve it with the printed
+reviewer command from another process, Ctrl-C, nothing left behind."""
 
 from __future__ import annotations
 
@@ -72,6 +73,40 @@ def test_demo_starts_masks_and_cleans_up() -> None:
         assert rows[0].startswith("Ada Lovelace|")
         assert "@" not in r.stdout and "4111" not in r.stdout, r.stdout
         assert all("[EMAIL]" in row for row in rows), r.stdout
+
+        # a DELETE without WHERE is held; the NOTICE names the approval, and
+        # the reviewer line the demo printed approves it from another process
+        held = subprocess.Popen(
+            ["psql", "-X", "-At", dsn, "-c", "delete from orders", "-c", "select count(*) from orders"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert held.stderr is not None
+            notice = held.stderr.readline()
+            found = re.search(r"approval \(id (apr_[0-9a-z]+)\)", notice)
+            assert found, notice
+            assert held.poll() is None  # waiting for the reviewer
+            approve = next(
+                x.strip() for x in lines if x.strip().startswith("hoopd approvals approve")
+            )
+            words = shlex.split(approve.replace("APPROVAL_ID", found.group(1)))
+            assert words[:3] == ["hoopd", "approvals", "approve"]
+            r = subprocess.run(
+                [sys.executable, "-m", "hoopd", *words[1:]],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert "approved" in r.stdout
+            out, err = held.communicate(timeout=30)
+        finally:
+            if held.poll() is None:
+                held.kill()
+                held.wait()
+        assert held.returncode == 0, err
+        assert out.split() == ["DELETE", "40", "0"], out + err  # it ran, then the count
+
         assert demo_dir.exists()
         assert _processes_mentioning(str(demo_dir))  # the demo's postgres
 
