@@ -66,6 +66,14 @@ from ._regex import (
     strip_group_names,
 )
 from .config import MaskingConfig, Replacement, Rule
+from .literals import (
+    INJECTED_ID,
+    INJECTED_LABEL,
+    literal_forms,
+    literal_pattern,
+    max_form_bytes,
+    prefilter_safe,
+)
 from .paths import PathSet, parse_path
 from .recognizers import BY_ID, EMPTY, KV_KEYS, Recognizer
 from .replacements import ReplacementSpec, constant_replacement, looks_masked, make_replacer
@@ -183,11 +191,20 @@ class Masker:
     """A compiled per-connection masker. Thread-safe for ``mask_*``; streams are per use."""
 
     def __init__(
-        self, config: MaskingConfig, hmac_key: bytes, *, accelerate: bool | None = None
+        self,
+        config: MaskingConfig,
+        hmac_key: bytes,
+        *,
+        accelerate: bool | None = None,
+        literals: Sequence[str] = (),
     ) -> None:
         """``accelerate``: None uses the C++ scan when it is available (see
         :func:`accelerated`); False never; True requires it (RuntimeError if the
-        extension is not built or HOOPD_PURE_PYTHON is set)."""
+        extension is not built or HOOPD_PURE_PYTHON is set).
+
+        ``literals``: secrets the gateway injects upstream, masked wherever they
+        appear (rule ``injected_credential``, see ``masking.literals``) even
+        when ``config.enabled`` is false."""
         self.config = config
         self._hmac_key = hmac_key
         self._rules: list[_Rule] = []
@@ -210,11 +227,24 @@ class Masker:
         self.paths = PathSet([])
         self._kv_rule: _Rule | None = None
         self._prefilter = False
+        forms = literal_forms(literals)
+        self._lit: Compiled | None = None
+        """The injected secrets' forms alone (``mask_injected``, overlap checks)."""
+        self._lit_len = max_form_bytes(forms)
+        self._lit_const = b"[" + INJECTED_LABEL.encode() + b"]"
+        if forms:
+            self._rules.append(self._literal_rule(forms))
         if config.enabled:
             self._compile()
-            # The byte-class pre-filter knows only the built-ins.
-            self._prefilter = all(r.id in BY_ID for r in self._rules)
-            self._kv_rule = next((r for r in self._rules if r.id == KV_ID), None)
+        self._finish()
+        # The byte-class pre-filter knows only the built-ins (and literals
+        # no value it passes can contain).
+        self._prefilter = (
+            bool(self._rules)
+            and all(r.id in BY_ID or r.id == INJECTED_ID for r in self._rules)
+            and prefilter_safe(forms)
+        )
+        self._kv_rule = next((r for r in self._rules if r.id == KV_ID), None)
         if accelerate and _re2scan is None:
             raise RuntimeError(
                 "masking._re2scan is not available (not built, google-re2 missing "
@@ -332,6 +362,39 @@ class Masker:
                 )
             else:
                 self._add_structural(crule, spec)
+
+    def _literal_rule(self, forms: list[str]) -> _Rule:
+        """The injected-secret rule: first in order (at one position it wins
+        over every recognizer), no boundaries, allow-list or validator; a
+        placeholder whatever ``replacements`` says (an hmac of a secret would
+        let a client test guesses of it)."""
+        pattern = literal_pattern(forms)
+        regex = compile_cached(pattern, True)
+        self._lit = regex
+        lo, hi = regex.first_byte_range()
+        const = self._lit_const
+        return _Rule(
+            id=INJECTED_ID,
+            label=INJECTED_LABEL,
+            order=0,
+            regex=regex,
+            local_values=(),
+            validator=None,
+            left=EMPTY,
+            right=EMPTY,
+            dotted=False,
+            replace=lambda _value: const,
+            allow_exact=frozenset(),
+            allow_rx=None,
+            lo=lo,
+            hi=hi,
+            max_len=self._lit_len,
+            const=const,
+        )
+
+    def _finish(self) -> None:
+        """The joined pattern, Set, first-byte table and fast-path tuples of
+        every single-line rule."""
         if self._rules:
             parts = []
             for order, rule in enumerate(self._rules):
@@ -341,7 +404,9 @@ class Masker:
             self._parts = tuple(parts)
             self._main = compile_cached("|".join(parts), True)
             self._idset = make_set(self._parts)
-            self.window = max(r.max_len for r in self._rules) + 1
+            # an injected secret overlapping a match is masked with it
+            # (_widen), so matches are settled that much further on
+            self.window = max(r.max_len for r in self._rules) + 1 + self._lit_len
             table: list[list[_Rule]] = [[] for _ in range(256)]
             for rule in self._rules:
                 for c in range(rule.lo, min(rule.hi, 255) + 1):
@@ -401,7 +466,9 @@ class Masker:
                 vs, ve = s[0], min(s[1], e)
                 break
         value = data[vs:ve]
-        if not value or ((value[0] == 91 or 42 in value) and looks_masked(value)):
+        if not value or (
+            (value[0] == 91 or 42 in value) and looks_masked(value) and rule.id != INJECTED_ID
+        ):
             return _SKIP, 0, e
         if rule.allow_exact and value in rule.allow_exact:
             return _SKIP, 0, e
@@ -440,6 +507,7 @@ class Masker:
         search = main.raw_search if main is not None else None
         scan = self._scan
         first_before = self._first_before
+        lit = self._lit
         # accelerated scan: the batch, its next candidate (bi), where that one was
         # searched from (bfrom) and the endpos of the batch's searches (bend)
         batch = _NO_BATCH
@@ -572,13 +640,21 @@ class Masker:
                             value = span if vs == p and ve == e0 else data[vs:ve]
                             if not (
                                 not value
-                                or ((value[0] == 91 or 42 in value) and looks_masked(value))
+                                or (
+                                    (value[0] == 91 or 42 in value)
+                                    and looks_masked(value)
+                                    and rid != INJECTED_ID  # a secret is never "masked already"
+                                )
                                 or (allow_exact and value in allow_exact)
                                 or (allow_rx is not None and _allowed(allow_rx, value))
                             ):
                                 append(
                                     (vs, ve, const if const is not None else replace(value), rid)
                                 )
+                                if lit is not None and rid != INJECTED_ID:
+                                    e = self._widen(data, p, e, edits, True)
+                            elif lit is not None:
+                                e = self._widen(data, p, e, edits, False)
                             pos = e if e > p else p + 1
                             continue
                         after = k  # the winner was rejected: the rules after it here
@@ -613,7 +689,51 @@ class Masker:
             vs, ve, e = got
             if vs != _SKIP:
                 append((vs, ve, rule.replace(data[vs:ve]), rule.id))
+            if lit is not None and rule.id != INJECTED_ID:
+                e = self._widen(data, p, e, edits, vs != _SKIP)
             pos = e if e > p else p + 1
+
+    def _widen(self, data: bytes, p: int, e: int, edits: list[Edit], edited: bool) -> int:
+        """After a match of another rule over data[p:e] (its value replaced by
+        ``edits[-1]`` when ``edited``): injected secrets that start inside the
+        match are masked too, and one that overlaps the replaced value is
+        masked with it in one edit -- a recognizer that starts earlier and
+        stops inside a secret must not leave the secret's tail in clear (the
+        scan resumes after the match). Returns where the scan resumes.
+
+        Looks at data[p:p + window] only, as every other rule does, so that a
+        stream masks exactly as the whole buffer."""
+        lit = self._lit
+        assert lit is not None
+        lim = min(len(data), p + self.window)
+        found: list[tuple[int, int]] = []
+        q = p
+        while q < e:
+            ls, le = lit.raw_search(data, q, lim)[0]
+            if ls < 0 or ls >= e:
+                break
+            found.append((ls, le))
+            q = le if le > ls else ls + 1
+        if not found:
+            return e
+        const = self._lit_const
+        spans: list[tuple[int, int, bytes, str]] = [
+            (ls, le, const, INJECTED_ID) for ls, le in found
+        ]
+        if edited:
+            spans.append(edits.pop())
+        spans.sort(key=lambda x: (x[0], -x[1]))
+        merged: list[Edit] = []
+        for ed in spans:
+            if merged and ed[0] < merged[-1][1]:
+                top = merged[-1]
+                if top[3] != INJECTED_ID and ed[1] <= top[1]:
+                    continue  # a secret inside the replaced value: gone with it
+                merged[-1] = (top[0], max(top[1], ed[1]), const, INJECTED_ID)
+            else:
+                merged.append(ed)
+        edits.extend(merged)
+        return max(e, merged[-1][1])
 
     # ------------------------------------------------------------------ public API
     @property
@@ -632,6 +752,28 @@ class Masker:
             return data, {}
         edits, _ = self._find(data, 0, True, len(data))
         return apply_edits(data, edits, 0, len(data))
+
+    @property
+    def injects(self) -> bool:
+        """The masker has injected secrets to mask (``literals``)."""
+        return self._lit is not None
+
+    def mask_injected(self, data: bytes) -> tuple[bytes, Counts]:
+        """Only the injected secrets masked: for what no other rule may change
+        (response header fields passed unmasked, such as ``Set-Cookie``)."""
+        lit = self._lit
+        if lit is None or not data:
+            return data, {}
+        edits: list[Edit] = []
+        pos = 0
+        n = len(data)
+        while pos < n:
+            ls, le = lit.raw_search(data, pos, n)[0]
+            if ls < 0:
+                break
+            edits.append((ls, le, self._lit_const, INJECTED_ID))
+            pos = le if le > ls else ls + 1
+        return apply_edits(data, edits, 0, n)
 
     def mask_value(self, data: bytes) -> tuple[bytes, Counts]:
         """``mask_bytes`` for short values (cells, JSON strings): one RE2 search
@@ -862,14 +1004,18 @@ def apply_edits(data: bytes, edits: list[Edit], start: int, end: int) -> tuple[b
 
 
 def build_masker(
-    config: MaskingConfig, hmac_key: bytes, *, accelerate: bool | None = None
+    config: MaskingConfig,
+    hmac_key: bytes,
+    *,
+    accelerate: bool | None = None,
+    literals: Sequence[str] = (),
 ) -> Masker:
     """Compile a masker once per connection. An invalid regex raises ValueError naming the rule.
 
-    ``accelerate``: see :class:`Masker` (None: the C++ scan when available)."""
+    ``accelerate`` and ``literals`` (injected secrets): see :class:`Masker`."""
     if not isinstance(hmac_key, bytes | bytearray) or len(hmac_key) < 16:
         raise ValueError("hmac_key must be at least 16 bytes")
-    return Masker(config, bytes(hmac_key), accelerate=accelerate)
+    return Masker(config, bytes(hmac_key), accelerate=accelerate, literals=literals)
 
 
 __all__ = ["Counts", "Edit", "Masker", "Replacement", "accelerated", "apply_edits", "build_masker"]

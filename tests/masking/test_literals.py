@@ -1,0 +1,127 @@
+"""Injected secrets (``build_masker(..., literals=...)``): masked literally in
+every form an echo uses, whatever the masking configuration says."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from masking import MaskingConfig, build_masker
+from masking.engine import Masker
+
+KEY = b"k" * 32
+TOKEN = "tok/EN+x=9 z"
+SHORT = "pw1"
+LOWER_HEX = re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(TOKEN, safe=""))
+
+
+def masker(config: MaskingConfig | None = None, accelerate: bool | None = None) -> Masker:
+    return build_masker(
+        config or MaskingConfig(), KEY, literals=[TOKEN, SHORT], accelerate=accelerate
+    )
+
+
+CONFIGS = {
+    "default": MaskingConfig(),
+    "off": MaskingConfig(enabled=False),
+    "allowed": MaskingConfig.model_validate(
+        {"allow": [TOKEN, SHORT], "replacements": {"default": "hmac", "credential": "hmac"}}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("accelerate", [None, False])
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        (f"X-Key: {TOKEN}\n", b"X-Key: [REDACTED]\n"),
+        (f"GET /a?sig={quote(TOKEN, safe='')}&b=1", b"GET /a?sig=[REDACTED]&b=1"),
+        (f"GET /a?sig={LOWER_HEX}", b"GET /a?sig=[REDACTED]"),
+        (f"url /a?sig={quote(TOKEN)}", b"url /a?sig=[REDACTED]"),
+        ('{"k": ' + json.dumps(TOKEN).replace("/", "\\/") + "}", b'{"k": "[REDACTED]"}'),
+        (f"pin {SHORT}, again {SHORT}", b"pin [REDACTED], again [REDACTED]"),
+    ],
+)
+def test_every_form_masked_whatever_the_config(
+    name: str, accelerate: bool | None, text: str, want: bytes
+) -> None:
+    m = masker(CONFIGS[name], accelerate=accelerate)
+    out, counts = m.mask_bytes(text.encode())
+    assert out == want
+    assert counts == {"injected_credential": want.count(b"[REDACTED]")}
+    assert m.mask_value(text.encode())[0] == want
+
+
+def test_off_masks_only_the_secrets() -> None:
+    m = masker(CONFIGS["off"])
+    assert m.active and m.injects
+    text = b"alice@example.com password=hunter2 AKIAIOSFODNN7EXAMPLE " + TOKEN.encode()
+    assert m.mask_bytes(text)[0] == text[: -len(TOKEN)] + b"[REDACTED]"
+    assert m.rule_ids() == ["injected_credential"]
+
+
+def test_no_literals_no_rule() -> None:
+    m = build_masker(MaskingConfig(enabled=False), KEY)
+    assert not m.active and not m.injects
+    assert m.mask_injected(b"anything") == (b"anything", {})
+
+
+def test_a_recognizer_stopping_inside_a_secret_does_not_leave_its_tail() -> None:
+    """A rule whose match starts before the secret and ends inside it: the
+    secret is masked with it in one edit."""
+    config = MaskingConfig.model_validate({"rules": [{"id": "ref", "pattern": "ref-[a-z]+"}]})
+    m = build_masker(config, KEY, literals=["abcDEF123"])
+    out, counts = m.mask_bytes(b"see ref-abcDEF123 now")
+    assert out == b"see [REDACTED] now"
+    assert counts == {"injected_credential": 1}
+    # a secret past the match's value but inside the match, and one after it
+    out, _ = m.mask_bytes(b"ref-xyzabcDEF123 abcDEF123")
+    assert b"abcDEF123" not in out and b"DEF123" not in out
+
+
+def test_basic_blob_and_header_only_value() -> None:
+    blob = base64.b64encode(b"svc:" + SHORT.encode()).decode()
+    m = build_masker(MaskingConfig(enabled=False), KEY, literals=[SHORT, blob])
+    out, _ = m.mask_bytes(f"Authorization: Basic {blob}".encode())
+    assert out == b"Authorization: Basic [REDACTED]"
+
+
+def test_mask_injected_alone() -> None:
+    m = masker()
+    got = m.mask_injected(f"c={TOKEN}; user=alice@example.com".encode())
+    assert got == (b"c=[REDACTED]; user=alice@example.com", {"injected_credential": 1})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["a", " ", "\n", TOKEN, SHORT, quote(TOKEN, safe=""), "ref-", "x@y.io "]),
+        max_size=30,
+    ),
+    st.integers(1, 40),
+    st.sampled_from(sorted(CONFIGS)),
+)
+def test_stream_equals_whole_buffer(parts: list[str], step: int, name: str) -> None:
+    m = masker(CONFIGS[name])
+    data = "".join(parts).encode()
+    sm = m.stream()
+    out = b"".join(sm.feed(data[i : i + step]) for i in range(0, len(data), step)) + sm.flush()
+    whole, counts = m.mask_bytes(data)
+    assert out == whole
+    assert sm.counts == counts
+    assert TOKEN.encode() not in out and SHORT.encode() not in out
+
+
+def test_prefilter_kept_for_mixed_tokens_only() -> None:
+    assert build_masker(MaskingConfig(), KEY, literals=["Ab3xYz9Qk"])._prefilter
+    # a lower-case word could hide in a value the byte-class pre-filter skips
+    m = build_masker(MaskingConfig(), KEY, literals=["bxsecret"])
+    assert not m._prefilter
+    assert m.mask_value(b"Xbxsecret")[0] == b"X[REDACTED]"
