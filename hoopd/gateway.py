@@ -123,15 +123,20 @@ class Gateway:
     def masker(self, conn: ConnectionConfig) -> Any:
         """The compiled masker for a connection (``masking.engine.Masker``),
         built once per connection config: credential recognizers are on by
-        default even when the connection says nothing about masking."""
+        default even when the connection says nothing about masking, and the
+        secrets the gateway injects upstream are masked even with masking off
+        (``hoopd.injected``)."""
         key = (conn.name, id(conn))
         masker = self._maskers.get(key)
         if masker is None:
+            from hoopd.injected import injected_secrets
             from masking.config import MaskingConfig
             from masking.engine import build_masker
 
             masking = conn.masking if conn.masking is not None else MaskingConfig()
-            masker = self._maskers[key] = build_masker(masking, self.masking_key)
+            masker = self._maskers[key] = build_masker(
+                masking, self.masking_key, literals=injected_secrets(conn.upstream)
+            )
         return masker
 
     def forget_maskers(self) -> None:

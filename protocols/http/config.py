@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -25,6 +26,11 @@ class BasicAuth(_Strict):
         if ":" in value:
             raise ValueError("a basic-auth user name cannot contain ':'")
         return value
+
+    def injected_forms(self) -> list[str]:
+        """The ``Authorization: Basic`` credential as sent (``hoopd.injected``)."""
+        pair = f"{self.user}:{self.password.reveal()}".encode()
+        return [base64.b64encode(pair).decode()]
 
 
 _HEADER_NAME = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"

@@ -328,17 +328,24 @@ class HttpProxy:
         counts: dict[str, int] = {}
         reason = self._mask_field(reason, counts)
         items = headers.items
+        injects = self.masker.injects
         for i, (lname, name, value) in enumerate(items):
             if lname not in RESPONSE_UNMASKED:
                 masked = self._mask_field(value, counts)
-                if masked is not value:
-                    items[i] = (lname, name, masked)
+            elif injects:
+                # even a field content masking would break (a cookie) must not
+                # hand the client the upstream credential the gateway added
+                masked = self._mask_field(value, counts, self.masker.mask_injected)
+            else:
+                continue
+            if masked is not value:
+                items[i] = (lname, name, masked)
         return reason, counts
 
-    def _mask_field(self, value: str, counts: dict[str, int]) -> str:
+    def _mask_field(self, value: str, counts: dict[str, int], mask: Any = None) -> str:
         if not value:
             return value
-        out, found = self.masker.mask_value(value.encode("latin-1"))
+        out, found = (mask or self.masker.mask_value)(value.encode("latin-1"))
         if not found:
             return value
         for rule, n in found.items():

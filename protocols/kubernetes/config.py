@@ -69,6 +69,15 @@ class KubeUpstream(BaseModel):
                 return None
         return None
 
+    def injected_forms(self) -> list[str]:
+        """The service-account token when it is read from the pod, not
+        configured (``hoopd.injected``; a configured token is found as a
+        ``SecretRef``). Read once, when the connection's masker is built."""
+        if self.token is None and self.in_cluster:
+            token = self.bearer()
+            return [token] if token else []
+        return []
+
     def ssl_context(self) -> ssl.SSLContext | bool:
         if not self.base_url().startswith("https://"):
             return False

@@ -26,6 +26,11 @@ UPSTREAM_TOKEN = "upstream-secret-token-7f3a9c"
 UPSTREAM_PASSWORD = "upstream-basic-pw-41d2"
 UPSTREAM_HEADER_KEY = "upstream-header-key-88e1"
 UPSTREAM_QUERY_KEY = "upstream-query-key-5c0b"
+# the "echo" connection's credentials: characters an echo encodes (percent,
+# JSON, base64), and a short password no recognizer would ever match
+ECHO_PASSWORD = "pw/9+x"
+ECHO_HEADER_KEY = "Hdr/Key+v=1 &z"
+ECHO_QUERY_KEY = "sig/Q+w=2&y z"
 
 MASKING = {
     "recognizers": {"personal": True},
@@ -130,11 +135,22 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "password": UPSTREAM_PASSWORD,
         "header": UPSTREAM_HEADER_KEY,
         "query": UPSTREAM_QUERY_KEY,
+        "echo-password": ECHO_PASSWORD,
+        "echo-header": ECHO_HEADER_KEY,
+        "echo-query": ECHO_QUERY_KEY,
     }.items():
         (secrets / name).write_text(value + "\n")
     ports = {
         n: free_port()
-        for n in ("api", "retry", "strict", "tlsup", "badca", "open", "prefix", "down", "dead", "mtls")
+        for n in (
+            "api", "retry", "strict", "tlsup", "badca", "open", "prefix", "down", "dead", "mtls",
+            "echo", "echomask",
+        )
+    }  # fmt: skip
+    echo_auth = {
+        "basic": {"user": "svc", "password": f"file:{secrets / 'echo-password'}"},
+        "headers": {"X-Api-Key": f"file:{secrets / 'echo-header'}"},
+        "query": {"sig": f"file:{secrets / 'echo-query'}"},
     }
     client_ca = _client_certs(work)
     plain = f"http://127.0.0.1:{upstream.port}"
@@ -196,6 +212,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             _conn("down", ports["down"], {"url": f"http://127.0.0.1:{ports['dead']}"}),
             _conn("prefix", ports["prefix"], {"url": plain + "/echo/base/"}, auth="none",
                   masking=None, risk=None, options={}),
+            # injected credentials an upstream echoes back: with masking off
+            # (only they are masked) and on
+            _conn("echo", ports["echo"], {"url": plain, "auth": echo_auth},
+                  masking={"enabled": False}, risk=None, options={}),
+            _conn("echomask", ports["echomask"], {"url": plain, "auth": echo_auth}, risk=None,
+                  options={}),
         ],
     }
     daemon = Daemon(work, config).start()

@@ -65,6 +65,7 @@ class Upstream:
         r.add_get("/reason-json", self.reason_json)
         r.add_get("/reason-text", self.reason_text)
         r.add_get("/header-leak", self.header_leak)
+        r.add_get("/mirror", self.mirror)
         r.add_get("/range-text", self.range_text)
         r.add_get("/utf16-text", self.utf16_text)
         r.add_get("/gzip-json", self.gzip_json)
@@ -143,6 +144,27 @@ class Upstream:
             body=body, status=200, reason="OK for alice@example.com", content_type=ctype,
             headers=self.HEADER_LEAK,
         )
+
+    async def mirror(self, request: web.Request) -> web.Response:
+        """Echoes the request back as careless servers do: httpbin-like JSON
+        (headers, decoded query, the URL) or, with ``as=text``, an error page
+        quoting the raw target and every header; and in response header
+        fields (a mirrored header, a redirect and a cookie carrying the query)."""
+        self.requests.append(_echo_payload(request))
+        raw_query = request.rel_url.raw_query_string
+        headers = {
+            "X-Echo-Authorization": request.headers.get("Authorization", ""),
+            "X-Echo-Api-Key": request.headers.get("X-Api-Key", ""),
+            "Location": f"/login?next={request.raw_path}",
+            "Set-Cookie": f"last_query={raw_query}; Path=/",
+        }
+        if request.query.get("as") == "text":
+            lines = [f"404 Not Found: {request.raw_path}"]
+            lines += [f"{k}: {v}" for k, v in request.headers.items()]
+            return web.Response(text="\n".join(lines) + "\n", status=404, headers=headers)
+        payload = _echo_payload(request)
+        payload["url"] = str(request.url)
+        return web.json_response(payload, headers=headers)
 
     async def utf16_text(self, request: web.Request) -> web.Response:
         body = "contact alice@example.com or 123-45-6789\n".encode("utf-16")
