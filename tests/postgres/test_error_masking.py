@@ -188,6 +188,11 @@ def test_psycopg_diagnostics_masked(gateway: Gateway, prepared: None) -> None:
             except psycopg.Error as exc:
                 assert exc.diag is not None
                 errors[sql] = f"{exc}\n{_diag_text(exc.diag)}"
+        # a notice between every two rows of a streamed result
+        notices.clear()
+        rows = conn.execute("select n, em_notice() from numbers where n <= 500").fetchall()
+        assert len(rows) == 500 and len(notices) == 500
+        assert all("message_primary=card [CARD] mail [EMAIL]" in n for n in notices)
         # binary results too: the error fields do not depend on the format
         with pytest.raises(psycopg.errors.InvalidTextRepresentation) as caught:
             conn.execute("select v::int from em_creds where kind = 'aws'", binary=True)
