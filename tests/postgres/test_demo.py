@@ -116,8 +116,15 @@ def test_demo_starts_masks_and_cleans_up() -> None:
         assert "stopped; removed" in rest
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # a failed assertion above: Ctrl-C first, so that the demo still
+            # stops its PostgreSQL and removes its directory (SIGKILL would
+            # leave both behind)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     assert not demo_dir.exists()
     deadline = time.monotonic() + 10
     while _processes_mentioning(str(demo_dir)) and time.monotonic() < deadline:
