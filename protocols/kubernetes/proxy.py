@@ -571,6 +571,9 @@ class KubeProxy:
                 ctype = v
             if low not in RESPONSE_DROP:
                 kept.append((k, v))
+        masker = self.bodies.masker
+        if masker is not None and masker.injects:
+            kept = self._mask_injected_fields(kept, session, cmd)
         if _refused_encoding(kr, ctype):
             # not asked for (json_accept): refuse rather than pass it unmasked
             session.result(cmd, "502", error="upstream answered in an encoding the gateway cannot mask")
@@ -585,7 +588,9 @@ class KubeProxy:
             data = await upstream.read()
             counts: dict[str, int]
             if kr.discovery:
-                out, counts = data, {}
+                # not content-masked (kubectl needs it whole); the injected
+                # token could still be echoed
+                out, counts = masker.mask_injected(data) if masker is not None else (data, {})
             elif "json" in ctype or data[:1] in (b"{", b"["):
                 out, counts = self.bodies.mask_document(data)
             else:
@@ -609,6 +614,27 @@ class KubeProxy:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
         return resp
+
+    def _mask_injected_fields(
+        self, fields: list[tuple[str, str]], session: Session, cmd: Command
+    ) -> list[tuple[str, str]]:
+        """Response header fields with the upstream credential the gateway
+        injected masked (an API server or proxy that mirrors a request
+        header); the fields are otherwise passed as they came."""
+        assert self.bodies is not None
+        mask = self.bodies.masker.mask_injected
+        counts: dict[str, int] = {}
+        out = []
+        for name, value in fields:
+            masked, c = mask(value.encode("latin-1"))
+            if c:
+                value = masked.decode("latin-1")
+                for rule, n in c.items():
+                    counts[rule] = counts.get(rule, 0) + n
+            out.append((name, value))
+        if counts:
+            session.upstream_data(b"", Stream.BODY, command_seq=cmd.seq, masked=counts, record=False)
+        return out
 
     @staticmethod
     async def _open_stream(request: web.BaseRequest, code: int, headers: CIMultiDict[str]) -> Any:

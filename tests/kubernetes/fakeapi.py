@@ -569,6 +569,13 @@ class FakeApi:
             )
         if path in ("/healthz", "/readyz", "/livez"):
             return web.Response(text="ok")
+        if path == "/echo-status":
+            # a misbehaving authorizer (webhook, aggregated API server) that
+            # quotes the request's credential in its error and a header
+            cred = request.headers.get("Authorization", "")
+            resp = status(403, "Forbidden", f"credential {cred!r} may not read /echo-status")
+            resp.headers["X-Echo-Authorization"] = cred
+            return resp
         if path.startswith("/logs/"):
             # the API server's logs handler: files of its node's /var/log
             text = self.node_logs.get(path[len("/logs/"):])

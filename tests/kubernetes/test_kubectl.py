@@ -697,3 +697,41 @@ def test_heads_the_fast_path_leaves_to_aiohttp(kube: Kube) -> None:
             raw._fill()
     finally:
         raw.sock.close()
+
+
+@pytest.mark.parametrize("masking", ["default", "off"])
+def test_an_echoed_upstream_token_is_masked(
+    kube: Kube, fake: FakeApiServer, tmp_path: Path, masking: str
+) -> None:
+    """An authorizer that quotes the request's credential in its error Status
+    and a response header: kubectl and the recording get the gateway's
+    upstream token masked, masking on or off."""
+    k = kube if masking == "default" else Kube(tmp_path / "nomask", fake, masking={"enabled": False})
+    try:
+        res = k.kubectl("get", "--raw", "/echo-status")
+        assert res.returncode == 1
+        assert "Error from server (Forbidden)" in res.stderr, res.stderr
+        assert "may not read /echo-status" in res.stderr
+        assert "upstream-sa-token" not in res.stdout + res.stderr
+        if masking == "off":
+            assert "credential 'Bearer [REDACTED]'" in res.stderr, res.stderr
+        token = k.token("alice", ["dev"])
+        ca = str(k.data_dir / "tls" / "ca.pem")
+        head = subprocess.run(
+            ["curl", "-sS", "-i", "--cacert", ca, "-H", f"Authorization: Bearer {token}",
+             f"https://127.0.0.1:{k.port}/echo-status"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout  # fmt: skip
+        assert "upstream-sa-token" not in head
+        assert "\nX-Echo-Authorization: Bearer [REDACTED]\n" in head, head
+        # the API server did get the token (else there would be nothing to mask)
+        assert fake.api.requests[-1][2].get("Authorization") == "Bearer upstream-sa-token"
+        sessions = k.sessions("/echo-status")
+        assert sessions
+        for session in sessions:
+            assert "upstream-sa-token" not in json.dumps(k.events(session["session_id"]))
+        if masking == "off":
+            assert sum(s["masked"] for s in sessions) >= 1
+    finally:
+        if k is not kube:
+            k.close()
