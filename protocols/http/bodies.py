@@ -31,6 +31,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from masking.engine import KV_ID
+from masking.jsonmask import JsonLinesMasker
+from masking.replacements import looks_masked
+
 from .h1 import Headers
 
 try:  # pragma: no cover - depends on the environment
@@ -136,7 +140,14 @@ def plan_response(headers: Headers, masker: Any, unmaskable: str) -> Plan:
     encoding = ""
     if codings:
         if len(codings) > 1 or codings[0] not in DECODABLE:
-            return Plan(unmask, reason=f"content encoding {', '.join(codings)} cannot be decoded")
+            # Always refused, whatever ``unmaskable`` says: the body is of a
+            # type that can hold secrets, and the gateway asked the upstream
+            # for codings it can decode only (HttpProxy.request_head)
+            return Plan(
+                "refuse",
+                reason=f"content encoding {', '.join(codings)} cannot be decoded for masking"
+                f" (the gateway accepts {ACCEPT_ENCODING}, identity)",
+            )
         encoding = codings[0]
     return Plan(kind, encoding, charset=foreign_charset(charset(headers)))
 
@@ -175,8 +186,11 @@ class ZlibDecoder:
         self._gzip = encoding in ("gzip", "x-gzip")
         self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS)
         self._first = True
+        self._fed = False
 
     def feed(self, data: bytes) -> bytes:
+        if data:
+            self._fed = True
         try:
             return self._feed(data)
         except zlib.error as exc:
@@ -202,23 +216,34 @@ class ZlibDecoder:
 
     def flush(self) -> bytes:
         try:
-            return self._obj.flush()
+            tail = self._obj.flush()
         except zlib.error as exc:
             raise BodyDecodeError(str(exc)) from None
+        # zlib takes a stream cut short for a whole one: without its end
+        # marker the body is incomplete, which the client must not mistake
+        # for the whole response (an empty body is no stream at all)
+        if self._fed and not self._obj.eof:
+            raise BodyDecodeError("compressed stream ends before its end (truncated)")
+        return tail
 
 
 class BrotliDecoder:
     def __init__(self) -> None:
         assert brotli is not None
         self._obj = brotli.Decompressor()
+        self._fed = False
 
     def feed(self, data: bytes) -> bytes:
+        if data:
+            self._fed = True
         try:
             return bytes(self._obj.process(data))
         except brotli.error as exc:
             raise BodyDecodeError(str(exc)) from None
 
     def flush(self) -> bytes:
+        if self._fed and not self._obj.is_finished():
+            raise BodyDecodeError("compressed stream ends before its end (truncated)")
         return b""
 
 
@@ -245,6 +270,8 @@ _ANCHORS = ("^", "$", "\\A", "\\z", "\\Z")
 CACHE_MAX_DOC = 16 * 1024
 """JSON documents up to this size have their masked form remembered."""
 CACHE_ENTRIES = 256
+NDJSON_MAX_LINE = 64 << 20
+"""A longer line of line-delimited JSON is content-masked (as ``JsonMasker.lines``)."""
 
 
 class JsonDocuments:
@@ -318,19 +345,24 @@ class JsonDocuments:
         cache[data] = (out, dict(counts))
         return out, counts
 
+    def lines(self) -> JsonLinesMasker:
+        """A stream masker for line-delimited JSON (the masking package's,
+        as Kubernetes watches use) whose lines are masked by ``mask``: the
+        same result per document as a whole body, with the prefilter, the
+        cache and the handling of lines that do not parse (``_several``)."""
+        assert self.masker is not None
+        return JsonLinesMasker(self.mask, self.masker.stream, NDJSON_MAX_LINE)
+
     def _mask(self, data: bytes) -> tuple[bytes, Counts]:
         if self.unchanged(data):
             return data, {}
         assert self._json is not None
         # masker.json().mask_document, parsing once: a body that does not
-        # parse may be several documents (below)
+        # parse may be several documents, or documents and garbage (below)
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
-            if b"\n" in data.strip():
-                return self._mask_lines(data)
-            out, counts = self.masker.mask_bytes(data)
-            return bytes(out), dict(counts)
+            return self._several(data)
         return self._document(data, obj)
 
     def _document(self, data: bytes, obj: Any) -> tuple[bytes, Counts]:
@@ -341,48 +373,272 @@ class JsonDocuments:
             return data, {}
         return json.dumps(masked, separators=(",", ":"), ensure_ascii=False).encode(), dict(counts)
 
-    def _mask_lines(self, data: bytes) -> tuple[bytes, Counts]:
-        """A body that is not one JSON document but has several lines
-        (NDJSON labelled ``application/json``, as log and export endpoints
-        send): each line that is a JSON document is masked as one (key and
-        path rules apply, as for ``application/x-ndjson``); the runs of other
-        lines are content-masked together (a PEM block spans lines). A body
-        none of whose lines parse is masked exactly as before: by content."""
+    def _several(self, data: bytes) -> tuple[bytes, Counts]:
+        """A body that is not one JSON document: NDJSON labelled
+        ``application/json``, documents back to back (``{..}{..}``), a
+        document and garbage, a truncated document. Each document is masked
+        as one (key, path and Secret rules apply); each run of the rest goes
+        through ``_garbage``, so key rules still hit what is shaped like a
+        key and its value, and content rules see the run whole (a PEM block
+        spans lines)."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._garbage(data)
         out: list[bytes] = []
         counts: Counts = {}
-        run: list[bytes] = []
-
-        def flush_run() -> None:
-            if run:
-                masked, found = self.masker.mask_bytes(b"".join(run))
-                out.append(bytes(masked))
-                _add_counts(counts, found)
-                run.clear()
-
-        parts = data.split(b"\n")
-        last = len(parts) - 1
-        for i, line in enumerate(parts):
-            end = b"\n" if i < last else b""
-            obj = _parse(line) if line.strip() else _NOT_JSON
-            if obj is _NOT_JSON:
-                run.append(line + end)
+        for is_doc, piece, obj in split_documents(text):
+            raw = piece.encode("utf-8")
+            if is_doc is None:  # whitespace between documents
+                out.append(raw)
                 continue
-            flush_run()
-            masked, found = self._document(line, obj)
-            out.append(masked + end)
+            masked, found = self._document(raw, obj) if is_doc else self._garbage(raw)
+            out.append(masked)
             _add_counts(counts, found)
-        flush_run()
         return b"".join(out), counts
 
+    def _garbage(self, data: bytes) -> tuple[bytes, Counts]:
+        """Key rules by a tolerant scan (``mask_keys_loosely``), then content rules."""
+        keyed, counts = mask_keys_loosely(self.masker, data)
+        out, found = self.masker.mask_bytes(keyed)
+        _add_counts(counts, found)
+        return bytes(out), counts
 
-_NOT_JSON = object()
+
+_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")
+_AFTER_SCALAR = frozenset(("", " ", "\t", "\r", "\n", "{", "[", '"'))
+_RESYNC = re.compile(r"\n[ \t\r]*[\[{]")
+MAX_RESYNC = 64
+"""Failed parses of a line that opens an object or array before the rest of
+a body is taken as garbage: each may read to the end of the body (a
+truncated, pretty-printed array of objects), so they are bounded."""
 
 
-def _parse(data: bytes) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return _NOT_JSON
+def split_documents(text: str) -> list[tuple[bool | None, str, Any]]:
+    """``text`` as consecutive pieces ``(kind, piece, parsed)``: kind True for
+    a JSON document, None for whitespace between documents, False for a run
+    that does not parse. After a run that does not parse, parsing resumes at
+    the next line that opens an object or array (NDJSON with a stray line)."""
+    pieces: list[tuple[bool | None, str, Any]] = []
+    pos, n, failed = 0, len(text), 0
+    garbage_from = scanned = depth = -1
+    while pos < n:
+        ws = _WS.match(text, pos)
+        end = ws.end() if ws is not None else pos
+        if end == n:
+            break
+        try:
+            obj, doc_end = _DECODER.raw_decode(text, end)
+            if not isinstance(obj, dict | list) and text[doc_end : doc_end + 1] not in _AFTER_SCALAR:
+                # "x":... or 1abc: part of something that is not JSON, whose
+                # key the garbage scan must see whole
+                raise ValueError
+        except ValueError:
+            failed += 1
+            if garbage_from < 0:
+                garbage_from = scanned = pos
+                depth = 0
+            pos = n
+            for nxt in _RESYNC.finditer(text, end) if failed < MAX_RESYNC else ():
+                # only where the garbage has closed what it opened: a line
+                # inside a document cut short is not a document of its own
+                depth = _depth(text, scanned, nxt.start() + 1, depth)
+                scanned = nxt.start() + 1
+                if depth == 0:
+                    pos = scanned
+                    break
+            continue
+        if garbage_from >= 0:
+            pieces.append((False, text[garbage_from:pos], None))
+            garbage_from = -1
+        if end > pos:
+            pieces.append((None, text[pos:end], None))
+        pieces.append((True, text[end:doc_end], obj))
+        pos = doc_end
+    if garbage_from >= 0:
+        pieces.append((False, text[garbage_from:], None))
+    elif pos < n:
+        pieces.append((None, text[pos:], None))
+    return pieces
+
+
+_BRACKETS = re.compile(r'"(?:[^"\\\n]|\\[^\n])*"?|[\[{\]}]')
+
+
+def _depth(text: str, start: int, end: int, depth: int) -> int:
+    """``depth`` plus the objects and arrays ``text[start:end]`` opens and
+    does not close (strings skipped; never below 0)."""
+    for m in _BRACKETS.finditer(text, start, end):
+        c = m.group()[0]
+        if c == "{" or c == "[":
+            depth += 1
+        elif c == "}" or c == "]":
+            depth = max(depth - 1, 0)
+    return depth
+
+
+_TOKEN = re.compile(
+    rb'"(?:[^"\\\n]|\\[^\n])*(?:"|(?=\n)|\\?\Z)'  # a string, maybe cut at a newline or the end
+    rb"|[{}\[\]:,]"
+    rb"|[^{}\[\]:,\"\ \t\r\n]+"  # a number, literal or other bare word
+    rb"|[ \t\r\n]+",
+)
+
+
+class _Frame:
+    """An object or array the loose scan is inside."""
+
+    __slots__ = ("index", "is_obj", "key", "rid", "states", "want_key")
+
+    def __init__(self, is_obj: bool, states: frozenset[Any], rid: str | None) -> None:
+        self.is_obj = is_obj
+        self.states = states
+        self.rid = rid
+        """The rule replacing everything inside (the key or path of the
+        container hit one), as ``JsonMasker._replace_all`` does."""
+        self.key: str | None = None
+        self.want_key = is_obj
+        self.index = 0
+
+
+def mask_keys_loosely(masker: Any, data: bytes) -> tuple[bytes, Counts]:
+    """Key and path rules applied to text that is JSON-shaped but does not
+    parse (cut short, documents with garbage between them): a scan of its
+    tokens that tracks objects, arrays, keys and indexes as a parser would,
+    and tolerates anything. A value a field rule, a path rule or a secret key
+    name would replace in a document is replaced the same way here, so a
+    body does not escape key rules by being malformed. Content rules are not
+    applied (the caller does that)."""
+    paths = masker.paths
+    if not (paths or b":" in data):
+        return data, {}
+    counts: Counts = {}
+    edits: list[tuple[int, int, bytes]] = []
+    stack: list[_Frame] = []
+    top_states: frozenset[Any] = paths.start() if paths else frozenset()
+    for m in _TOKEN.finditer(data):
+        tok = m.group()
+        c = tok[:1]
+        frame = stack[-1] if stack else None
+        if c in b" \t\r\n":
+            continue
+        if c == b":":
+            if frame is not None and frame.is_obj:
+                frame.want_key = False
+        elif c == b",":
+            if frame is not None:
+                if frame.is_obj:
+                    frame.want_key, frame.key = True, None
+                else:
+                    frame.index += 1
+        elif c in b"}]":
+            if stack:
+                stack.pop()
+        elif c == b"{" or c == b"[":
+            states, rid, _ = _position(masker, frame, top_states)
+            # where garbage came before, any object or array may be a
+            # document's root: JSON paths are matched from it too
+            stack.append(_Frame(c == b"{", states | top_states if frame else states, rid))
+        elif frame is not None and frame.is_obj and frame.want_key:
+            if c == b'"':
+                frame.key = _loose_string(tok).decode("utf-8", "replace")
+        else:
+            states, rid, secret_name = _position(masker, frame, top_states)
+            new = _loose_value(masker, tok, rid, secret_name, counts)
+            if new is not None:
+                edits.append((m.start(), m.end(), new))
+    edits.extend(_keyed_values(masker, data, edits, counts))
+    if not edits:
+        return data, counts
+    edits.sort()
+    out, last = [], 0
+    for a, b, new in edits:
+        out.append(data[last:a])
+        out.append(new)
+        last = b
+    out.append(data[last:])
+    return b"".join(out), counts
+
+
+_KEY_VALUE = re.compile(
+    rb'"((?:[^"\\\n]|\\[^\n])*)"[ \t\r\n]*:[ \t\r\n]*'
+    rb'("(?:[^"\\\n]|\\[^\n])*(?:"|(?=\n)|\\?\Z)|[^{}\[\]:,"\ \t\r\n]+)'
+)
+
+
+def _keyed_values(
+    masker: Any, data: bytes, done: list[tuple[int, int, bytes]], counts: Counts
+) -> list[tuple[int, int, bytes]]:
+    """Second pass of ``mask_keys_loosely``: every ``"key": value`` whose key
+    a field rule or a secret key name masks, found wherever it starts. A
+    stray quote in garbage shifts which quotes open strings for the token
+    scan; a search that tries every position does not depend on that. Spans
+    the first pass replaced are left alone."""
+    taken = [(a, b) for a, b, _ in done]
+    more: list[tuple[int, int, bytes]] = []
+    for m in _KEY_VALUE.finditer(data):
+        a, b = m.span(2)
+        if any(x < b and a < y for x, y in taken):
+            continue
+        key = _loose_string(b'"' + m.group(1) + b'"').decode("utf-8", "replace")
+        rid = masker.field_rule(key)
+        new = _loose_value(masker, m.group(2), rid, rid is None and masker.secret_key_name(key), counts)
+        if new is not None:
+            more.append((a, b, new))
+            taken.append((a, b))
+    return more
+
+
+def _position(masker: Any, frame: _Frame | None, top: frozenset[Any]) -> tuple[frozenset[Any], str | None, bool]:
+    """(path states, replacing rule, secret key name?) of the value at the
+    scan's position, decided as ``JsonMasker._walk`` decides."""
+    if frame is None:
+        return top, None, False
+    states: frozenset[Any] = frozenset()
+    hit = None
+    if frame.is_obj:
+        key = frame.key
+        if key is None:
+            return states, frame.rid, False
+        if frame.states:
+            states, hit = masker.paths.child(frame.states, key)
+        rid = frame.rid or hit or masker.field_rule(key)
+        return states, rid, rid is None and masker.secret_key_name(key)
+    if frame.states:
+        states, hit = masker.paths.child(frame.states, frame.index)
+    return states, frame.rid or hit, False
+
+
+def _loose_string(tok: bytes) -> bytes:
+    """The value of a string token (maybe cut short), as the walk would see it."""
+    if tok.endswith(b'"') and len(tok) > 1:
+        try:
+            return str(json.loads(tok)).encode("utf-8", "surrogatepass")
+        except (ValueError, UnicodeDecodeError):
+            pass
+    return tok[1:].rstrip(b'"')
+
+
+def _loose_value(masker: Any, tok: bytes, rid: str | None, secret_name: bool, counts: Counts) -> bytes | None:
+    """The replacement of one scalar token, or None to keep it."""
+    if rid is None and not secret_name:
+        return None
+    is_str = tok[:1] == b'"'
+    if not is_str and tok == b"null":
+        return None
+    raw = _loose_string(tok) if is_str else tok
+    if rid is not None:
+        new = masker.replace_value(rid, raw)
+        counts[rid] = counts.get(rid, 0) + 1
+    else:
+        if not is_str and tok in (b"true", b"false"):
+            return None
+        if looks_masked(raw):
+            return None
+        new = masker.replace_secret_value(raw)
+        counts[KV_ID] = counts.get(KV_ID, 0) + 1
+    return json.dumps(new.decode("utf-8", "replace"), ensure_ascii=False).encode()
 
 
 def _add_counts(into: Counts, found: Any) -> None:
@@ -422,7 +678,7 @@ class BodyMasker:
         if self.mode == "text":
             self._stream = masker.stream()
         elif self.mode == "ndjson":
-            self._stream = masker.json().lines()
+            self._stream = self._docs.lines()
 
     @property
     def buffering(self) -> bool:
@@ -505,7 +761,7 @@ def mask_request_body(
     if kind == "json":
         return (docs if docs is not None else JsonDocuments(masker)).mask(data)
     if kind == "ndjson":
-        lm = masker.json().lines()
+        lm = (docs if docs is not None else JsonDocuments(masker)).lines()
         out = lm.feed(data) + lm.flush()
         return bytes(out), dict(lm.counts)
     out, counts = masker.mask_bytes(data)

@@ -145,9 +145,13 @@ class Exchange:
         if session is not None:
             session.error(message, code)
             session.result(self.cmd, str(status), duration_ms=ms(self.started), error=message)
-        if not self.head_sent:
+        if not self.head_sent or self.bytes_out == sum(map(len, self.out)):
+            # a head still queued in ``out`` (all of the body came in the
+            # read that failed) has not reached the client: take it back,
+            # with what was to be recorded, and answer with the error
             self.head_sent = True
             self.out.clear()
+            self.rec.clear()
             self.client.write(
                 json_response(status, {"error": code, "message": message}, close=True)
             )

@@ -276,10 +276,12 @@ class HttpProxy:
             host = head.headers.get("host")
             if host:
                 add(f"X-Forwarded-Host: {host}\r\n")
-        if accept:
+        if self.masking:
+            # Only codings the gateway can decode for masking; none left, or
+            # none asked for (which allows any): identity, so an upstream has
+            # no reason to send a body the gateway would have to refuse
             keep = [c for c in accept if c.split(";", 1)[0].strip() in DECODABLE or c.startswith("identity")]
-            if keep:
-                add(f"Accept-Encoding: {', '.join(keep)}\r\n")
+            add(f"Accept-Encoding: {', '.join(keep) if keep else 'identity'}\r\n")
         for name, value in self.inject:
             add(f"{name}: {value}\r\n")
         if head.upgrade == "websocket":

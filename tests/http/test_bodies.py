@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from masking.config import MaskingConfig
 from masking.engine import build_masker
-from protocols.http.bodies import JsonDocuments
+from protocols.http.bodies import JsonDocuments, mask_keys_loosely, split_documents
 
 KEY = b"0123456789abcdef0123456789abcdef"
 
@@ -58,56 +58,25 @@ STYLES = [
 ]
 
 
-def reference(masker: Any, data: bytes) -> tuple[bytes, dict[str, int]]:
-    """``mask_document``; for a body that is not one document but has several
-    lines: line by line, each JSON line as a document and each run of other
-    lines by content."""
-    jm = masker.json()
+def reference(masker: Any, data: bytes) -> tuple[bytes, dict[str, int]] | None:
+    """``mask_document`` of a body that is one JSON document (None otherwise)."""
     try:
         json.loads(data)
-        several = False
     except (ValueError, UnicodeDecodeError):
-        several = b"\n" in data.strip()
-    if not several:
-        out, counts = jm.mask_document(data)
-        return bytes(out), dict(counts)
-    pieces: list[bytes] = []
-    total: dict[str, int] = {}
-    run = b""
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines):
-        end = b"\n" if i < len(lines) - 1 else b""
-        try:
-            if not line.strip():
-                raise ValueError
-            json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            run += line + end
-            continue
-        for part, masked in ((run, masker.mask_bytes), (line, jm.mask_document)):
-            if part:
-                got, c = masked(part)
-                pieces.append(bytes(got) + (end if part is line else b""))
-                for k, n in c.items():
-                    total[k] = total.get(k, 0) + n
-        run = b""
-    if run:
-        got, c = masker.mask_bytes(run)
-        pieces.append(bytes(got))
-        for k, n in c.items():
-            total[k] = total.get(k, 0) + n
-    return b"".join(pieces), total
+        return None
+    out, counts = masker.json().mask_document(data)
+    return bytes(out), dict(counts)
 
 
 def check(masker: Any, data: bytes) -> None:
-    want, want_counts = reference(masker, data)
+    want = reference(masker, data)
     docs = JsonDocuments(masker)
-    for _ in range(2):  # computed, then from the cache
-        got, counts = docs.mask(data)
-        assert got == bytes(want)
-        assert counts == dict(want_counts)
-    if docs.unchanged(data):
-        assert want == data and not want_counts
+    first = docs.mask(data)
+    assert docs.mask(data) == first  # computed, then from the cache
+    if want is not None:
+        assert first == want
+    if docs.unchanged(data):  # skipped unparsed: nothing in it to mask
+        assert first == (data, {})
 
 
 @settings(max_examples=300, deadline=None)
@@ -119,39 +88,118 @@ def test_json_fast_path_identical_to_walk(name: str, doc: Any, style: int) -> No
 
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(sorted(MASKERS)), st.binary(max_size=120))
-def test_json_fast_path_garbage_identical(name: str, data: bytes) -> None:
-    check(MASKERS[name], data)
+def test_json_fast_path_garbage(name: str, data: bytes) -> None:
+    """Garbage never fails, and the cache gives what masking gives. Garbage
+    with no key/value shape (no ``:``) is masked by content, as before."""
+    masker = MASKERS[name]
+    check(masker, data)
+    if reference(masker, data) is None and b":" not in data and b"{" not in data and b"[" not in data:
+        want, counts = masker.mask_bytes(data)
+        assert JsonDocuments(masker).mask(data) == (bytes(want), dict(counts))
+
+
+SEPARATORS = ["", " ", "\n", "\r\n", "\n\n", "\t "]
 
 
 @settings(max_examples=150, deadline=None)
 @given(
     st.sampled_from(sorted(MASKERS)),
     st.lists(DOCS, min_size=2, max_size=4),
-    st.sampled_from([b"\n", b"\r\n"]),
-    st.booleans(),
+    st.lists(st.sampled_from(SEPARATORS), min_size=4, max_size=4),
+    st.sampled_from(range(len(STYLES))),
 )
-def test_several_documents_are_masked_line_by_line(
-    name: str, docs: list[Any], newline: bytes, trailing: bool
+def test_documents_back_to_back_are_each_masked_as_one(
+    name: str, docs: list[Any], seps: list[str], style: int
 ) -> None:
-    """NDJSON labelled application/json: each line exactly as its own document."""
+    """NDJSON labelled application/json, ``{..}{..}``, pretty-printed
+    documents one after the other: each is masked exactly as its own
+    document; the whitespace between them is kept."""
     masker = MASKERS[name]
-    lines = [json.dumps(d).encode() + newline[:-1] for d in docs]
-    data = b"\n".join(lines) + (b"\n" if trailing else b"")
-    try:
-        json.loads(data)
-        return  # e.g. "1\n" alone: one document
-    except ValueError:
-        pass
-    got, counts = JsonDocuments(masker).mask(data)
+    texts = [json.dumps(d, **STYLES[style]).encode() for d in docs]  # type: ignore[arg-type]
+    body, want = b"", b""
     want_counts: dict[str, int] = {}
-    want = []
-    for line in lines:
-        masked, c = masker.json().mask_document(line)
-        want.append(bytes(masked))
+    for i, text in enumerate(texts):
+        sep = seps[i].encode() if i else b""
+        if i and not sep and texts[i - 1][-1:].isdigit() and text[:1] in b"-0123456789":
+            sep = b" "  # 1 then 2 would read as 12
+        masked, c = masker.json().mask_document(text)
+        body += sep + text
+        want += sep + bytes(masked)
         for k, n in c.items():
             want_counts[k] = want_counts.get(k, 0) + n
-    assert got == b"\n".join(want) + (b"\n" if trailing else b"")
-    assert counts == want_counts
+    if reference(masker, body) is not None:
+        return  # e.g. a string and whitespace only: one document
+    assert JsonDocuments(masker).mask(body) == (want, want_counts)
+
+
+PLANTED = "QZXplanted"
+KEYED = build_masker(
+    MaskingConfig.model_validate(
+        {"rules": [{"id": "f", "fields": ["password", "*_ssn"]}, {"id": "p", "json_paths": ["$.meta.owner"]}]}
+    ),
+    KEY,
+)
+GARBAGE = st.text(alphabet="abc <>!-/=;.\n\t{}[]:,\"\\0123", max_size=24)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    doc=DOCS,
+    where=st.sampled_from(["password", "x_ssn", "meta.owner", "list.password"]),
+    planted_first=st.booleans(),
+    garbage=st.lists(GARBAGE, min_size=1, max_size=3),
+    cut=st.integers(min_value=0, max_value=10_000),
+    style=st.sampled_from(range(len(STYLES))),
+)
+def test_a_keyed_value_never_passes_in_concatenated_cut_or_garbled_json(
+    doc: Any, where: str, planted_first: bool, garbage: list[str], cut: int, style: int
+) -> None:
+    """A value a key or path rule masks, in a document that comes before or
+    after another document and garbage, or in a document cut short anywhere
+    after its key: not one character of it reaches the output.
+
+    Not covered (a known limit, docs/http.md): after garbage with a stray
+    quote, a path rule's value and an object or list under a masked key are
+    masked by content only."""
+    stray_quote = any('"' in g for g in garbage)
+    if stray_quote and where == "meta.owner":
+        where = "x_ssn"
+    value: Any = {"secret": PLANTED, "n": [PLANTED]} if cut % 2 and not stray_quote else PLANTED
+    planted = {
+        "password": {"id": 1, "password": value},
+        "x_ssn": {"a": doc, "x_ssn": value},
+        "meta.owner": {"meta": {"x": doc, "owner": value}},
+        "list.password": [doc, {"password": value}],
+    }[where]
+    pieces = [json.dumps(doc, **STYLES[style]), *garbage]  # type: ignore[arg-type]
+    text = json.dumps(planted, **STYLES[style])  # type: ignore[arg-type]
+    key_end = text.index(":", text.index("password" if "password" in where else where.split(".")[-1])) + 1
+    text = text[: key_end + cut % (len(text) - key_end + 1)]  # cut short anywhere after the key
+    pieces = [text, *pieces] if planted_first else [*pieces, text]
+    body = "".join(pieces).encode()
+    out, _ = JsonDocuments(KEYED).mask(body)
+    assert b"QZ" not in out, (body, out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_split_documents_covers_the_text_exactly(text: str) -> None:
+    """The pieces of any text are the text, in order; each document piece parses."""
+    pieces = split_documents(text)
+    assert "".join(p for _, p, _ in pieces) == text
+    for kind, piece, obj in pieces:
+        if kind:
+            assert json.loads(piece) == obj or obj != obj  # NaN
+        elif kind is None:
+            assert not piece.strip(" \t\r\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_loose_key_scan_never_fails_and_only_replaces_values(data: bytes) -> None:
+    out, counts = mask_keys_loosely(KEYED, data)
+    if not counts:
+        assert out == data
 
 
 def test_several_documents_key_rules_and_pem_between_them() -> None:
@@ -162,6 +210,19 @@ def test_several_documents_key_rules_and_pem_between_them() -> None:
     assert b"opaque-1" not in out and b"opaque-2" not in out and b"MIIBOgIBAAJB" not in out, out
     assert counts == {"f": 2, "pem_private_key": 1}, counts
     assert out.startswith(b'{"password":') and b"\nnot json\n" in out
+
+
+def test_a_truncated_pretty_printed_document_keeps_its_keyed_values_masked() -> None:
+    """Every line of a document cut short (an upstream that died mid-body)
+    loses what its key rules mask, also in its nested objects and lists."""
+    doc = {"items": [{"id": i, "password": f"pw-{i}", "meta": {"owner": f"own-{i}"}} for i in range(3)]}
+    text = json.dumps(doc, indent=2).encode()
+    body = text[: text.rindex(b"own-2") + 3]
+    out, counts = JsonDocuments(KEYED).mask(body)
+    assert b"pw-" not in out and b"own-" not in out, out
+    # the cut value counts too; "$.meta.owner" also hits under items[]: in a
+    # body that does not parse, paths match from every object (more, not less)
+    assert counts == {"f": 3, "p": 3}, counts
 
 
 def test_prefilter_taken_and_refused() -> None:

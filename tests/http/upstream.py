@@ -75,6 +75,10 @@ class Upstream:
         r.add_get("/split-text", self.split_text)
         r.add_get("/split-json", self.split_json)
         r.add_get("/ndjson-as-json", self.ndjson_as_json)
+        r.add_get("/concat-json", self.concat_json)
+        r.add_get("/truncated", self.truncated)
+        r.add_get("/zstd-text", self.zstd_text)
+        r.add_get("/ndjson-stream", self.ndjson_stream)
         r.add_get("/sse", self.sse)
         r.add_get("/big", self.big)
         r.add_get("/binary", self.binary)
@@ -261,6 +265,81 @@ class Upstream:
         and export endpoints do)."""
         line = json.dumps({**SECRET_JSON, "badge_ssn": "opaque-7731"}).encode()
         return web.Response(body=line + b"\n" + line + b"\n", content_type="application/json")
+
+    CONCAT_SECOND = {"user": "bob", "password": "opaque-pw-3318", "profile": {"badge_ssn": "opaque-5521"}}
+
+    async def concat_json(self, request: web.Request) -> web.Response:
+        """Two documents back to back (``?garbage=1``: garbage after the first,
+        and the second cut short), labelled application/json."""
+        first = json.dumps({"user": "alice", "n": 1}).encode()
+        second = json.dumps(self.CONCAT_SECOND).encode()
+        if request.query.get("garbage"):
+            body = first + b" <!-- proxy note --> " + second[:-2]
+        else:
+            body = first + second
+        return web.Response(body=body, content_type="application/json")
+
+    async def truncated(self, request: web.Request) -> web.StreamResponse:
+        """A compressed body (``?enc=gzip|deflate|br``, ``?type=json|text``)
+        whose stream stops in the middle, in a response framed as complete
+        (right Content-Length): every byte sent decodes, no end marker."""
+        import brotli
+
+        enc = request.query.get("enc", "gzip")
+        ctype = "application/json" if request.query.get("type") == "json" else "text/plain"
+        # a hash per line: enough compressed bytes that each half decodes to text
+        plain = b"".join(
+            json.dumps({**SECRET_JSON, "n": hashlib.sha256(b"%d" % i).hexdigest()}).encode() + b"\n"
+            for i in range(200)
+        )
+        packed = {"gzip": gzip.compress, "deflate": zlib.compress, "br": brotli.compress}[enc](plain)
+        body = packed[: len(packed) * 2 // 3]
+        headers = {"Content-Type": ctype, "Content-Encoding": enc}
+        if not request.query.get("stream"):
+            return web.Response(body=body, headers=headers)
+        # ?stream=1: in two writes, so the head and the first half go out first
+        resp = web.StreamResponse(headers={**headers, "Content-Length": str(len(body))})
+        await resp.prepare(request)
+        await resp.write(body[: len(body) // 2])
+        await asyncio.sleep(0.1)
+        await resp.write(body[len(body) // 2 :])
+        await resp.write_eof()
+        return resp
+
+    async def zstd_text(self, request: web.Request) -> web.Response:
+        """A coding the gateway cannot decode, sent although not asked for."""
+        self.requests.append(_echo_payload(request))
+        return web.Response(
+            body=b"\x28\xb5\x2f\xfd" + b"mail alice@example.com",
+            headers={"Content-Type": "text/plain", "Content-Encoding": "zstd"},
+        )
+
+    NDJSON_STREAM = (
+        b'{"user":"ann","password":"opaque-n1"}{"x_ssn":"opaque-n2"}\n'
+        b"log: key follows\n-----BEGIN RSA PRIVATE KEY-----\n"
+        b"MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
+        b"-----END RSA PRIVATE KEY-----\n"
+        b'{"user":"bob","profile":{"home_ssn":"opaque-n3"},"email":"bob@example.com"}\n'
+    )
+
+    async def ndjson_stream(self, request: web.Request) -> web.StreamResponse:
+        """application/x-ndjson in chunks cut anywhere (``?step=N`` bytes,
+        ``?enc=gzip``: compressed first): a line holding two documents, a
+        PEM key over several non-JSON lines, a document with keyed values."""
+        step = int(request.query.get("step", "7"))
+        body = self.NDJSON_STREAM
+        headers = {"Content-Type": "application/x-ndjson"}
+        if request.query.get("enc") == "gzip":
+            body = gzip.compress(body)
+            headers["Content-Encoding"] = "gzip"
+        resp = web.StreamResponse(headers=headers)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(body), step):
+            await resp.write(body[i : i + step])
+            await asyncio.sleep(0)
+        await resp.write_eof()
+        return resp
 
     async def sse(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
