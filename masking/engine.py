@@ -758,6 +758,12 @@ class Masker:
         """The masker has injected secrets to mask (``literals``)."""
         return self._lit is not None
 
+    @property
+    def literal_pattern(self) -> str:
+        """The injected secrets' RE2 pattern ('' when none), for protocols that
+        pre-filter content with their own superset pattern."""
+        return self._lit.pattern.decode() if self._lit is not None else ""
+
     def mask_injected(self, data: bytes) -> tuple[bytes, Counts]:
         """Only the injected secrets masked: for what no other rule may change
         (response header fields passed unmasked, such as ``Set-Cookie``)."""
