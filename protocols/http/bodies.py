@@ -5,17 +5,20 @@
 * ``json`` (``application/json``, ``*+json``): buffered up to
   ``mask_json_max_bytes`` and masked as a document (by key, path and content);
   past the cap the body falls back to ``text`` (content masking), or is refused
-  when key/path rules exist and ``unmaskable: refuse``.
-* ``ndjson`` (``application/x-ndjson`` and friends): masked line by line.
+  when key/path rules exist and ``unmaskable: refuse``. A body that is not
+  one document is split into documents and garbage (``JsonDocuments._several``).
+* ``ndjson`` (``application/x-ndjson`` and friends): masked line by line
+  (``masking.JsonLinesMasker``, each JSON line by ``JsonDocuments.mask``).
 * ``text`` (``text/*`` including ``text/event-stream``, XML, YAML, forms, no
   content type): streamed through the stream masker, which holds back only
   a bounded tail, so a value split across chunks is still masked.
-* ``pass``: not maskable (binary types, unknown content encodings) and
-  ``unmaskable: pass``; the body is relayed untouched.
-* ``refuse``: not maskable and ``unmaskable: refuse``.
+* ``pass``: a binary type and ``unmaskable: pass``; the body is relayed untouched.
+* ``refuse``: a binary type and ``unmaskable: refuse``, or a maskable type in
+  a content encoding the gateway cannot decode (whatever ``unmaskable`` says).
 
 Compressed bodies (gzip, deflate, br when the ``brotli`` module (a dependency) is
-importable) are decoded when masking applies, and sent on uncompressed.
+importable) are decoded when masking applies, and sent on uncompressed; a
+stream that is corrupt or ends before its end marker raises BodyDecodeError.
 
 All masking goes through this module (``masker.json()``, ``masker.stream()``,
 ``masker.mask_bytes``), keeping the masking package's API in one place.
