@@ -120,8 +120,10 @@ def test_documents_back_to_back_are_each_masked_as_one(
     want_counts: dict[str, int] = {}
     for i, text in enumerate(texts):
         sep = seps[i].encode() if i else b""
-        if i and not sep and texts[i - 1][-1:].isdigit() and text[:1] in b"-0123456789":
-            sep = b" "  # 1 then 2 would read as 12
+        if i and not sep and texts[i - 1][-1:] not in (b"}", b"]") and text[:1] not in (b"{", b"[", b'"'):
+            # 1 then 2 reads as 12; and a value glued to the word after it
+            # ("x"4111..., 1true) is taken for garbage, not for documents
+            sep = b" "
         masked, c = masker.json().mask_document(text)
         body += sep + text
         want += sep + bytes(masked)
