@@ -130,3 +130,40 @@ def test_demo_starts_masks_and_cleans_up() -> None:
     while _processes_mentioning(str(demo_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_mentioning(str(demo_dir)) == []
+
+
+@pytest.mark.skipif(not available(), reason="PostgreSQL binaries not installed")
+def test_demo_ctrl_c_while_starting_cleans_up() -> None:
+    """Ctrl-C as a terminal sends it -- to the whole process group, pg_ctl,
+    initdb and psql included -- at points spread over the start-up (initdb,
+    pg_ctl start, loading the data, the gateway starting): the demo exits and
+    leaves no server and no directory behind."""
+    for delay in (0.0, 0.6, 1.2, 1.8, 2.4):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hoopd", "demo", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,  # its own process group, as in a terminal
+        )
+        try:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            assert first.startswith("hoopd demo: starting PostgreSQL"), first
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGINT)
+            rest, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        found = re.search(r"^hoopd demo: stopped; removed (\S+)$", rest, re.M)
+        assert found, f"Ctrl-C {delay} s into the start-up: {rest}"
+        assert proc.returncode == 0, rest
+        demo_dir = found.group(1)
+        assert not Path(demo_dir).exists()
+        deadline = time.monotonic() + 10
+        while _processes_mentioning(demo_dir) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _processes_mentioning(demo_dir) == [], f"Ctrl-C {delay} s into the start-up"
