@@ -26,16 +26,20 @@ All masking goes through this module (``masker.json()``, ``masker.stream()``,
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
+import contextlib
 import functools
 import json
 import re
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from masking.engine import KV_ID
-from masking.jsonmask import JsonLinesMasker
+from masking.jsonmask import SECRET_RULE, JsonLinesMasker
 from masking.replacements import looks_masked
 
 from .h1 import Headers
@@ -299,6 +303,9 @@ class JsonDocuments:
         self._json = masker.json() if masker is not None else None
         self._cache: dict[bytes, tuple[bytes, Counts]] = {}
         self._main: Any = None
+        self._secret_replace: Callable[[bytes], bytes] | None = None
+        if self._json is not None and getattr(self._json, "_secret_mode", "off") != "off":
+            self._secret_replace = self._json._secret_replace
         self._prefilter = False
         self._kv = False
         self._secret = True
@@ -402,7 +409,7 @@ class JsonDocuments:
 
     def _garbage(self, data: bytes) -> tuple[bytes, Counts]:
         """Key rules by a tolerant scan (``mask_keys_loosely``), then content rules."""
-        keyed, counts = mask_keys_loosely(self.masker, data)
+        keyed, counts = mask_keys_loosely(self.masker, data, self._secret_replace)
         out, found = self.masker.mask_bytes(keyed)
         _add_counts(counts, found)
         return bytes(out), counts
@@ -492,7 +499,7 @@ _TOKEN = re.compile(
 class _Frame:
     """An object or array the loose scan is inside."""
 
-    __slots__ = ("index", "is_obj", "key", "rid", "states", "want_key")
+    __slots__ = ("index", "is_obj", "key", "rid", "secret", "secret_data", "states", "want_key")
 
     def __init__(self, is_obj: bool, states: frozenset[Any], rid: str | None) -> None:
         self.is_obj = is_obj
@@ -503,16 +510,27 @@ class _Frame:
         self.key: str | None = None
         self.want_key = is_obj
         self.index = 0
+        self.secret = False
+        """An object that said ``"kind": "Secret"`` (before its data, as
+        Kubernetes writes it)."""
+        self.secret_data = 0
+        """1: the ``data`` object of a Secret (base64 values), 2: its ``stringData``."""
 
 
-def mask_keys_loosely(masker: Any, data: bytes) -> tuple[bytes, Counts]:
+def mask_keys_loosely(
+    masker: Any, data: bytes, secret_replace: Callable[[bytes], bytes] | None = None
+) -> tuple[bytes, Counts]:
     """Key and path rules applied to text that is JSON-shaped but does not
     parse (cut short, documents with garbage between them): a scan of its
     tokens that tracks objects, arrays, keys and indexes as a parser would,
     and tolerates anything. A value a field rule, a path rule or a secret key
     name would replace in a document is replaced the same way here, so a
-    body does not escape key rules by being malformed. Content rules are not
-    applied (the caller does that)."""
+    body does not escape key rules by being malformed. As garbage can shift
+    the nesting, JSON paths match from every object and array as well as
+    from the root (more is masked, never less). With ``secret_replace``
+    (Kubernetes Secret handling on), the values of the ``data`` and
+    ``stringData`` of an object that said ``"kind": "Secret"`` before them
+    are replaced by it. Content rules are not applied (the caller does that)."""
     paths = masker.paths
     if not (paths or b":" in data):
         return data, {}
@@ -542,13 +560,22 @@ def mask_keys_loosely(masker: Any, data: bytes) -> tuple[bytes, Counts]:
             states, rid, _ = _position(masker, frame, top_states)
             # where garbage came before, any object or array may be a
             # document's root: JSON paths are matched from it too
-            stack.append(_Frame(c == b"{", states | top_states if frame else states, rid))
+            child = _Frame(c == b"{", states | top_states if frame else states, rid)
+            if frame is not None and frame.secret and secret_replace is not None:
+                child.secret_data = {"data": 1, "stringData": 2}.get(frame.key or "", 0)
+            stack.append(child)
         elif frame is not None and frame.is_obj and frame.want_key:
             if c == b'"':
                 frame.key = _loose_string(tok).decode("utf-8", "replace")
         else:
-            states, rid, secret_name = _position(masker, frame, top_states)
-            new = _loose_value(masker, tok, rid, secret_name, counts)
+            if frame is not None and frame.is_obj and frame.key == "kind" and tok == b'"Secret"':
+                frame.secret = True
+            new: bytes | None
+            if frame is not None and frame.secret_data and secret_replace is not None and c == b'"':
+                new = _secret_value(tok, frame.secret_data == 1, secret_replace, counts)
+            else:
+                states, rid, secret_name = _position(masker, frame, top_states)
+                new = _loose_value(masker, tok, rid, secret_name, counts)
             if new is not None:
                 edits.append((m.start(), m.end(), new))
     edits.extend(_keyed_values(masker, data, edits, counts))
@@ -642,6 +669,21 @@ def _loose_value(masker: Any, tok: bytes, rid: str | None, secret_name: bool, co
         new = masker.replace_secret_value(raw)
         counts[KV_ID] = counts.get(KV_ID, 0) + 1
     return json.dumps(new.decode("utf-8", "replace"), ensure_ascii=False).encode()
+
+
+def _secret_value(
+    tok: bytes, b64: bool, secret_replace: Callable[[bytes], bytes], counts: Counts
+) -> bytes:
+    """A value of a Secret's data (base64) or stringData, replaced as
+    ``JsonMasker._secret_data`` replaces it."""
+    raw = _loose_string(tok)
+    if b64:
+        with contextlib.suppress(binascii.Error, ValueError):  # not base64: replaced as it is
+            raw = base64.b64decode(raw, validate=True)
+    new = secret_replace(raw)
+    counts[SECRET_RULE] = counts.get(SECRET_RULE, 0) + 1
+    text = base64.b64encode(new).decode() if b64 else new.decode("utf-8", "replace")
+    return json.dumps(text, ensure_ascii=False).encode()
 
 
 def _add_counts(into: Counts, found: Any) -> None:

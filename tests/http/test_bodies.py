@@ -354,3 +354,34 @@ def test_any_chunking_of_a_plain_or_compressed_body_masks_the_same(
     got = _masked_body(ctype, encoding, LINES_BODY, cuts)
     assert got == _masked_body(ctype, "", LINES_BODY, [])
     assert b"QZX" not in got and b"MIIBOgIBAAJB" not in got and b"AKIAIOSFODNN7" not in got, got
+
+
+SECRET_VALUES = {"tls.key": b"QZX-key-material", "password": b"QZX-pw"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cut=st.integers(min_value=0, max_value=10_000),
+    before=st.sampled_from(["", "garbage ", '{"a": 1}', "<html>"]),
+    style=st.sampled_from(range(len(STYLES))),
+)
+def test_a_secret_cut_short_or_after_garbage_keeps_its_data_replaced(cut: int, before: str, style: int) -> None:
+    """A Kubernetes Secret in a JSON body that does not parse (cut anywhere
+    after ``data`` opens, or after garbage): its data values, base64 or
+    plain, are replaced as in a whole document, never passed."""
+    import base64
+
+    masker = MASKERS["default"]
+    doc = {
+        "kind": "Secret",
+        "apiVersion": "v1",
+        "metadata": {"name": "db"},
+        "data": {k: base64.b64encode(v).decode() for k, v in SECRET_VALUES.items()},
+        "stringData": {"conn": "QZX-conn"},
+    }
+    text = json.dumps(doc, **STYLES[style]).encode()  # type: ignore[arg-type]
+    start = text.index(b'"data"')
+    body = before.encode() + text[: start + cut % (len(text) - start + 1)]
+    out, _ = JsonDocuments(masker).mask(body)
+    leaked = [base64.b64encode(v)[:4] for v in SECRET_VALUES.values()] + [b"QZX"]
+    assert not any(x in out for x in leaked), (body, out)
