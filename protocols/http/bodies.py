@@ -41,6 +41,7 @@ from typing import Any, Protocol
 from masking.engine import KV_ID
 from masking.jsonmask import SECRET_RULE, JsonLinesMasker
 from masking.replacements import looks_masked
+from masking.stream import StreamMasker
 
 from .h1 import Headers
 
@@ -360,8 +361,9 @@ class JsonDocuments:
         as Kubernetes watches use) whose lines are masked by ``mask``: the
         same result per document as a whole body, with the prefilter, the
         cache and the handling of lines that do not parse (``_several``)."""
-        assert self.masker is not None
-        return JsonLinesMasker(self.mask, self.masker.stream, NDJSON_MAX_LINE)
+        masker = self.masker
+        assert masker is not None
+        return JsonLinesMasker(self.mask, lambda: KeyedRun(masker), NDJSON_MAX_LINE)
 
     def _mask(self, data: bytes) -> tuple[bytes, Counts]:
         if self.unchanged(data):
@@ -579,8 +581,13 @@ def mask_keys_loosely(
             if new is not None:
                 edits.append((m.start(), m.end(), new))
     edits.extend(_keyed_values(masker, data, edits, counts))
+    return _apply(data, edits), counts
+
+
+def _apply(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    """``data`` with the (start, end, replacement) edits made (they do not overlap)."""
     if not edits:
-        return data, counts
+        return data
     edits.sort()
     out, last = [], 0
     for a, b, new in edits:
@@ -588,7 +595,27 @@ def mask_keys_loosely(
         out.append(new)
         last = b
     out.append(data[last:])
-    return b"".join(out), counts
+    return b"".join(out)
+
+
+class KeyedRun(StreamMasker):
+    """The content stream for a run of lines of line-delimited JSON that do
+    not open an object or array (``JsonLinesMasker``): each line gets the
+    quote-parity-free ``"key": value`` scan of ``_keyed_values`` before the
+    content stream masker, so the ``"password": "x",`` line of a
+    pretty-printed document in an NDJSON stream is masked by its key as in
+    an ``application/json`` body. ``JsonLinesMasker`` feeds whole lines
+    (bar lines over its limit; a ``"key": value`` cut there gets content
+    rules only). Key masks are counted in ``counts`` with the content ones."""
+
+    def __init__(self, masker: Any) -> None:
+        super().__init__(masker)
+        self._keys_of = masker
+
+    def feed(self, data: bytes) -> bytes:
+        if b":" in data:
+            data = _apply(data, _keyed_values(self._keys_of, data, [], self.counts))
+        return super().feed(data)
 
 
 _KEY_VALUE = re.compile(

@@ -311,6 +311,7 @@ LINES_BODY = (
     b"MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
     b"-----END RSA PRIVATE KEY-----\n"
     b'{"meta":{"owner":"QZX-3"},"note":"key AKIAIOSFODNN7EXAMPLE"}\n'
+    b'{\n  "user": "pretty",\n  "password": "QZX-6",\n  "home_ssn": "QZX-7"\n}\n'
     b'{"items":[{"password":"QZX-4"}, {"meta": {"owner": "QZX-5"'
 )
 
@@ -347,7 +348,7 @@ def test_any_chunking_of_a_plain_or_compressed_body_masks_the_same(
     ctype: str, encoding: str, cuts: list[int]
 ) -> None:
     """Line-delimited JSON with two documents on a line, a PEM key over
-    several lines and a last document cut short, as JSON (buffered) or
+    several lines, a pretty-printed document and a last document cut short, as JSON (buffered) or
     NDJSON (streamed), plain or compressed: however the upstream's bytes
     are chunked, the client gets the bytes of the unchunked plain body, and
     no keyed value, private key or access key id in them."""

@@ -84,7 +84,7 @@ def test_json_with_garbage_and_a_cut_document_keeps_key_rules(env: Env) -> None:
 def test_ndjson_in_any_chunks_masks_keys_lines_and_pem(env: Env, query: str) -> None:
     """application/x-ndjson streamed in chunks cut anywhere (also inside a
     gzip stream): the line with two documents, the PEM key spread over
-    lines and the keyed values arrive masked, identically for every
+    lines, a pretty-printed document's lines and the keyed values arrive masked, identically for every
     chunking, and the recording holds exactly what the client read."""
     out = curl("--compressed", env.url("api", f"/ndjson-stream?{query}"))
     body = out.stdout

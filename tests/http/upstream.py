@@ -319,13 +319,15 @@ class Upstream:
         b"log: key follows\n-----BEGIN RSA PRIVATE KEY-----\n"
         b"MIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6Ppy1tPf9Cnzj4p4WGeKLs1Pt8Qu\n"
         b"-----END RSA PRIVATE KEY-----\n"
+        b'{\n  "kind": "pretty",\n  "password": "opaque-n4",\n  "badge_ssn": "opaque-n5"\n}\n'
         b'{"user":"bob","profile":{"home_ssn":"opaque-n3"},"email":"bob@example.com"}\n'
     )
 
     async def ndjson_stream(self, request: web.Request) -> web.StreamResponse:
         """application/x-ndjson in chunks cut anywhere (``?step=N`` bytes,
         ``?enc=gzip``: compressed first): a line holding two documents, a
-        PEM key over several non-JSON lines, a document with keyed values."""
+        PEM key over several non-JSON lines, a pretty-printed document, a
+        document with keyed values."""
         step = int(request.query.get("step", "7"))
         body = self.NDJSON_STREAM
         headers = {"Content-Type": "application/x-ndjson"}
