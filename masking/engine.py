@@ -508,6 +508,7 @@ class Masker:
         scan = self._scan
         first_before = self._first_before
         lit = self._lit
+        next_lit = [-1]  # where the next injected secret starts (see _widen)
         # accelerated scan: the batch, its next candidate (bi), where that one was
         # searched from (bfrom) and the endpos of the batch's searches (bend)
         batch = _NO_BATCH
@@ -652,9 +653,9 @@ class Masker:
                                     (vs, ve, const if const is not None else replace(value), rid)
                                 )
                                 if lit is not None and rid != INJECTED_ID:
-                                    e = self._widen(data, p, e, edits, True)
+                                    e = self._widen(data, p, e, edits, True, next_lit)
                             elif lit is not None:
-                                e = self._widen(data, p, e, edits, False)
+                                e = self._widen(data, p, e, edits, False, next_lit)
                             pos = e if e > p else p + 1
                             continue
                         after = k  # the winner was rejected: the rules after it here
@@ -690,10 +691,12 @@ class Masker:
             if vs != _SKIP:
                 append((vs, ve, rule.replace(data[vs:ve]), rule.id))
             if lit is not None and rule.id != INJECTED_ID:
-                e = self._widen(data, p, e, edits, vs != _SKIP)
+                e = self._widen(data, p, e, edits, vs != _SKIP, next_lit)
             pos = e if e > p else p + 1
 
-    def _widen(self, data: bytes, p: int, e: int, edits: list[Edit], edited: bool) -> int:
+    def _widen(
+        self, data: bytes, p: int, e: int, edits: list[Edit], edited: bool, next_lit: list[int]
+    ) -> int:
         """After a match of another rule over data[p:e] (its value replaced by
         ``edits[-1]`` when ``edited``): injected secrets that start inside the
         match are masked too, and one that overlaps the replaced value is
@@ -701,13 +704,28 @@ class Masker:
         stops inside a secret must not leave the secret's tail in clear (the
         scan resumes after the match). Returns where the scan resumes.
 
-        Looks at data[p:p + window] only, as every other rule does, so that a
-        stream masks exactly as the whole buffer."""
+        What it decides depends on data[p:p + window] only, as for every
+        other rule, so that a stream masks exactly as the whole buffer (the
+        search for the next secret may look further, but its answer is used
+        only when the secret starts inside the match)."""
         lit = self._lit
         assert lit is not None
-        lim = min(len(data), p + self.window)
+        n = len(data)
+        nxt = next_lit[0]
+        if nxt < p:
+            # where the next secret starts (n + 1: none): found once and
+            # reused while the scan has not reached it, so a body full of
+            # other matches (e-mail addresses) costs one search, not one each
+            nxt = lit.raw_search(data, p, n)[0][0]
+            next_lit[0] = nxt = nxt if nxt >= 0 else n + 1
+        if nxt >= e:
+            return e
+        next_lit[0] = -1  # consumed below
+        # a secret that overlaps the match starts before e, so it ends before
+        # e + the longest form
+        lim = min(n, p + self.window, e + self._lit_len)
         found: list[tuple[int, int]] = []
-        q = p
+        q = nxt
         while q < e:
             ls, le = lit.raw_search(data, q, lim)[0]
             if ls < 0 or ls >= e:

@@ -30,6 +30,8 @@ def masker(config: MaskingConfig | None = None, accelerate: bool | None = None) 
 CONFIGS = {
     "default": MaskingConfig(),
     "off": MaskingConfig(enabled=False),
+    # a rule whose matches stop inside the token ("ref-tok/EN" before "+")
+    "ref": MaskingConfig.model_validate({"rules": [{"id": "ref", "pattern": "ref-[a-zA-Z/]+"}]}),
     "allowed": MaskingConfig.model_validate(
         {"allow": [TOKEN, SHORT], "replacements": {"default": "hmac", "credential": "hmac"}}
     ),
