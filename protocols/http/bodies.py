@@ -493,9 +493,9 @@ def _depth(text: str, start: int, end: int, depth: int) -> int:
 _TOKEN = re.compile(
     rb'"(?:[^"\\\n]|\\[^\n])*(?:"|(?=\n)|\\?\Z)'  # a string, maybe cut at a newline or the end
     rb"|[{}\[\]:,]"
-    rb"|[^{}\[\]:,\"\ \t\r\n]+"  # a number, literal or other bare word
-    rb"|[ \t\r\n]+",
+    rb"|[^{}\[\]:,\"\ \t\r\n]+",  # a number, literal or other bare word
 )
+"""JSON's tokens (whitespace matches nothing: ``finditer`` skips it)."""
 
 
 class _Frame:
@@ -540,12 +540,11 @@ def mask_keys_loosely(
     edits: list[tuple[int, int, bytes]] = []
     stack: list[_Frame] = []
     top_states: frozenset[Any] = paths.start() if paths else frozenset()
+    key_rules: KeyRules = {}
     for m in _TOKEN.finditer(data):
         tok = m.group()
         c = tok[:1]
         frame = stack[-1] if stack else None
-        if c in b" \t\r\n":
-            continue
         if c == b":":
             if frame is not None and frame.is_obj:
                 frame.want_key = False
@@ -559,7 +558,7 @@ def mask_keys_loosely(
             if stack:
                 stack.pop()
         elif c == b"{" or c == b"[":
-            states, rid, _ = _position(masker, frame, top_states)
+            states, rid, _ = _position(masker, frame, top_states, key_rules)
             # where garbage came before, any object or array may be a
             # document's root: JSON paths are matched from it too
             child = _Frame(c == b"{", states | top_states if frame else states, rid)
@@ -576,11 +575,11 @@ def mask_keys_loosely(
             if frame is not None and frame.secret_data and secret_replace is not None and c == b'"':
                 new = _secret_value(tok, frame.secret_data == 1, secret_replace, counts)
             else:
-                states, rid, secret_name = _position(masker, frame, top_states)
+                states, rid, secret_name = _position(masker, frame, top_states, key_rules)
                 new = _loose_value(masker, tok, rid, secret_name, counts)
             if new is not None:
                 edits.append((m.start(), m.end(), new))
-    edits.extend(_keyed_values(masker, data, edits, counts))
+    edits.extend(_keyed_values(masker, data, edits, counts, key_rules))
     return _apply(data, edits), counts
 
 
@@ -625,29 +624,52 @@ _KEY_VALUE = re.compile(
 
 
 def _keyed_values(
-    masker: Any, data: bytes, done: list[tuple[int, int, bytes]], counts: Counts
+    masker: Any,
+    data: bytes,
+    done: list[tuple[int, int, bytes]],
+    counts: Counts,
+    key_rules: KeyRules | None = None,
 ) -> list[tuple[int, int, bytes]]:
     """Second pass of ``mask_keys_loosely``: every ``"key": value`` whose key
     a field rule or a secret key name masks, found wherever it starts. A
     stray quote in garbage shifts which quotes open strings for the token
     scan; a search that tries every position does not depend on that. Spans
     the first pass replaced are left alone."""
-    taken = [(a, b) for a, b, _ in done]
+    # ``done`` and the matches both come in order and without overlaps of
+    # their own: one pointer finds the edit of ``done`` a match could overlap
+    taken = sorted((a, b) for a, b, _ in done)
+    i, n = 0, len(taken)
     more: list[tuple[int, int, bytes]] = []
     for m in _KEY_VALUE.finditer(data):
         a, b = m.span(2)
-        if any(x < b and a < y for x, y in taken):
+        while i < n and taken[i][1] <= a:
+            i += 1
+        if i < n and taken[i][0] < b:
             continue
         key = _loose_string(b'"' + m.group(1) + b'"').decode("utf-8", "replace")
-        rid = masker.field_rule(key)
-        new = _loose_value(masker, m.group(2), rid, rid is None and masker.secret_key_name(key), counts)
+        rid, secret_name = _key_rule(masker, key, key_rules if key_rules is not None else {})
+        new = _loose_value(masker, m.group(2), rid, secret_name, counts)
         if new is not None:
             more.append((a, b, new))
-            taken.append((a, b))
     return more
 
 
-def _position(masker: Any, frame: _Frame | None, top: frozenset[Any]) -> tuple[frozenset[Any], str | None, bool]:
+KeyRules = dict[str, tuple[str | None, bool]]
+"""Per scan: a key name's field rule and whether it is a secret key name
+(the same keys come back in every object of a body)."""
+
+
+def _key_rule(masker: Any, key: str, cache: KeyRules) -> tuple[str | None, bool]:
+    hit = cache.get(key)
+    if hit is None:
+        rid = masker.field_rule(key)
+        hit = cache[key] = (rid, rid is None and masker.secret_key_name(key))
+    return hit
+
+
+def _position(
+    masker: Any, frame: _Frame | None, top: frozenset[Any], key_rules: KeyRules
+) -> tuple[frozenset[Any], str | None, bool]:
     """(path states, replacing rule, secret key name?) of the value at the
     scan's position, decided as ``JsonMasker._walk`` decides."""
     if frame is None:
@@ -660,8 +682,11 @@ def _position(masker: Any, frame: _Frame | None, top: frozenset[Any]) -> tuple[f
             return states, frame.rid, False
         if frame.states:
             states, hit = masker.paths.child(frame.states, key)
-        rid = frame.rid or hit or masker.field_rule(key)
-        return states, rid, rid is None and masker.secret_key_name(key)
+        rid = frame.rid or hit
+        if rid is not None:
+            return states, rid, False
+        rid, secret_name = _key_rule(masker, key, key_rules)
+        return states, rid, secret_name
     if frame.states:
         states, hit = masker.paths.child(frame.states, frame.index)
     return states, frame.rid or hit, False
@@ -669,6 +694,8 @@ def _position(masker: Any, frame: _Frame | None, top: frozenset[Any]) -> tuple[f
 
 def _loose_string(tok: bytes) -> bytes:
     """The value of a string token (maybe cut short), as the walk would see it."""
+    if b"\\" not in tok:
+        return tok[1:-1] if tok.endswith(b'"') and len(tok) > 1 else tok[1:]
     if tok.endswith(b'"') and len(tok) > 1:
         try:
             return str(json.loads(tok)).encode("utf-8", "surrogatepass")
