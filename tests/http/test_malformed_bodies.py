@@ -149,6 +149,24 @@ def dechunk(data: bytes) -> bytes:
     return out
 
 
+def test_upstream_closing_mid_body_is_a_502_or_a_cut_connection(env: Env) -> None:
+    """The upstream's connection ends halfway through its Content-Length
+    (gzip): buffered JSON gets a 502 naming the failure; streamed text,
+    whose head and masked first half went out, ends without its last chunk."""
+    out = curl("-i", "-H", "Accept-Encoding: gzip", env.url("api", "/early-eof?type=json"))
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502"), out.stdout[:300]
+    assert json.loads(body)["error"] == "bad_upstream"
+    raw = raw_get(env, "/early-eof?type=text", "Accept-Encoding: gzip\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Transfer-Encoding: chunked" in head, head
+    assert not body.endswith(b"0\r\n\r\n") and b"[EMAIL]" in body
+    assert not any(s in raw for s in SECRETS)
+    rec, errors = recorded(env, "GET /early-eof?type=text")
+    assert dechunk(body) in rec and not any(s in rec for s in SECRETS)
+    assert any("upstream" in e for e in errors), errors
+
+
 def test_undecodable_coding_is_refused_even_when_unmaskable_passes(env: Env) -> None:
     """``api`` passes unmaskable (binary) bodies; a text body in a coding the
     gateway cannot decode could hold anything, so it is refused whatever

@@ -79,6 +79,7 @@ class Upstream:
         r.add_get("/truncated", self.truncated)
         r.add_get("/zstd-text", self.zstd_text)
         r.add_get("/ndjson-stream", self.ndjson_stream)
+        r.add_get("/early-eof", self.early_eof)
         r.add_get("/sse", self.sse)
         r.add_get("/big", self.big)
         r.add_get("/binary", self.binary)
@@ -305,6 +306,27 @@ class Upstream:
         await resp.write(body[len(body) // 2 :])
         await resp.write_eof()
         return resp
+
+    async def early_eof(self, request: web.Request) -> web.StreamResponse:
+        """A gzip body (``?type=json|text``) whose connection closes halfway
+        through the Content-Length it announced (written raw: aiohttp would
+        not send a short body)."""
+        ctype = "application/json" if request.query.get("type") == "json" else "text/plain"
+        plain = b"".join(
+            json.dumps({**SECRET_JSON, "n": hashlib.sha256(b"%d" % i).hexdigest()}).encode() + b"\n"
+            for i in range(200)
+        )
+        body = gzip.compress(plain)
+        transport = request.transport
+        assert transport is not None
+        transport.write(
+            f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Encoding: gzip\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        await asyncio.sleep(0.1)
+        transport.close()
+        return web.StreamResponse()  # never sent: the connection is gone
 
     async def zstd_text(self, request: web.Request) -> web.Response:
         """A coding the gateway cannot decode, sent although not asked for."""
