@@ -32,15 +32,20 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.mark.skipif(not available(), reason="PostgreSQL binaries not installed")
-def test_demo_starts_masks_and_cleans_up() -> None:
-    proc = subprocess.Popen(
+def _start_demo(start_new_session: bool = False) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "hoopd", "demo", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=start_new_session,
     )
+
+
+@pytest.mark.skipif(not available(), reason="PostgreSQL binaries not installed")
+def test_demo_starts_masks_and_cleans_up() -> None:
+    proc = _start_demo()
     lines: list[str] = []
     try:
         assert proc.stdout is not None
@@ -139,14 +144,7 @@ def test_demo_ctrl_c_while_starting_cleans_up() -> None:
     pg_ctl start, loading the data, the gateway starting): the demo exits and
     leaves no server and no directory behind."""
     for delay in (0.0, 0.6, 1.2, 1.8, 2.4):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "hoopd", "demo", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,  # its own process group, as in a terminal
-        )
+        proc = _start_demo(start_new_session=True)  # its own process group, as in a terminal
         try:
             assert proc.stdout is not None
             first = proc.stdout.readline()
