@@ -204,6 +204,8 @@ class Store:
     watchers: set[asyncio.Queue[WatchEvent]] = field(default_factory=set)
     logs: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     log_waiters: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+    closing: bool = False
+    """Set on shutdown: log followers end instead of waiting for lines."""
 
     @staticmethod
     def rkey(kind: Kind) -> str:
@@ -876,9 +878,11 @@ class FakeApi:
                         data, left = data[:left], left - len(data[:left])
                     await resp.write(data)
                     sent = len(lines)
-                if not follow or left == 0:
+                if not follow or left == 0 or store.closing:
                     break
                 ev = store.log_waiters.setdefault((ns, name), asyncio.Event())
+                # a set Event's wait() returns without yielding to the loop:
+                # waiting on one again would spin and block the loop forever
                 await ev.wait()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -1119,6 +1123,7 @@ class FakeApiServer:
         assert self._runner is not None
         for q in list(self.api.store.watchers):
             q.put_nowait(WatchEvent(-1, "STOP", KINDS[0], {}))
+        self.api.store.closing = True
         for ev in self.api.store.log_waiters.values():
             ev.set()
         await self._runner.cleanup()
