@@ -171,15 +171,20 @@ def prefilter_parts(config: Any) -> list[str]:
     return parts
 
 
-def build_prefilter(config: Any, literal: str = "") -> Any:
-    """A compiled superset matcher for every content rule, or None.
-    ``literal``: the masker's injected-secret pattern (``Masker.literal_pattern``),
-    on even when ``config`` is disabled."""
-    from masking._regex import Compiled
-
+def content_parts(config: Any, literal: str = "") -> list[str]:
+    """What a content scan must find: ``literal``, the masker's
+    injected-secret pattern (``Masker.literal_pattern``, on even when
+    ``config`` is disabled), and the content rules of an enabled ``config``."""
     parts = [literal] if literal else []
     if config is not None and getattr(config, "enabled", True):
         parts += prefilter_parts(config)
+    return parts
+
+
+def build_prefilter(parts: list[str]) -> Any:
+    """A compiled superset matcher for ``parts`` (``content_parts``), or None."""
+    from masking._regex import Compiled
+
     if not parts:
         return None
     # never_nl as in the engine: no value match crosses a newline, so none
@@ -203,15 +208,11 @@ class StreamMasking:
         self.masker = masker
         self.active = bool(masker is not None and masker.active)
         self.scans = bool(self.active and masker.scans_content)
-        literal: str = getattr(masker, "literal_pattern", "") if self.scans else ""
-        self.prefilter = build_prefilter(config, literal) if self.scans else None
-        if self.scans and self.prefilter is None:
+        parts = content_parts(config, getattr(masker, "literal_pattern", "")) if self.scans else []
+        self.prefilter = build_prefilter(parts)
+        if self.prefilter is None:
             self.scans = False
-        self.min_width = (
-            min_match_width([*prefilter_parts(config), *([literal] if literal else [])])
-            if self.scans
-            else 0
-        )
+        self.min_width = min_match_width(parts) if self.scans else 0
         """No content rule matches fewer bytes: shorter values need no scan."""
         self._qualified: list[tuple[str, str]] = []
         for rule in getattr(config, "rules", ()) or ():
