@@ -724,14 +724,7 @@ class Masker:
         # a secret that overlaps the match starts before e, so it ends before
         # e + the longest form
         lim = min(n, p + self.window, e + self._lit_len)
-        found: list[tuple[int, int]] = []
-        q = nxt
-        while q < e:
-            ls, le = lit.raw_search(data, q, lim)[0]
-            if ls < 0 or ls >= e:
-                break
-            found.append((ls, le))
-            q = le if le > ls else ls + 1
+        found = self._literal_spans(data, nxt, lim, e)
         if not found:
             return e
         const = self._lit_const
@@ -785,19 +778,26 @@ class Masker:
     def mask_injected(self, data: bytes) -> tuple[bytes, Counts]:
         """Only the injected secrets masked: for what no other rule may change
         (response header fields passed unmasked, such as ``Set-Cookie``)."""
-        lit = self._lit
-        if lit is None or not data:
+        if self._lit is None or not data:
             return data, {}
-        edits: list[Edit] = []
-        pos = 0
         n = len(data)
-        while pos < n:
-            ls, le = lit.raw_search(data, pos, n)[0]
-            if ls < 0:
+        const = self._lit_const
+        spans = self._literal_spans(data, 0, n, n)
+        return apply_edits(data, [(ls, le, const, INJECTED_ID) for ls, le in spans], 0, n)
+
+    def _literal_spans(self, data: bytes, pos: int, end: int, before: int) -> list[tuple[int, int]]:
+        """The injected secrets in data[pos:end] that start before ``before``,
+        leftmost first and not overlapping."""
+        lit = self._lit
+        assert lit is not None
+        found: list[tuple[int, int]] = []
+        while pos < before:
+            ls, le = lit.raw_search(data, pos, end)[0]
+            if ls < 0 or ls >= before:
                 break
-            edits.append((ls, le, self._lit_const, INJECTED_ID))
+            found.append((ls, le))
             pos = le if le > ls else ls + 1
-        return apply_edits(data, edits, 0, n)
+        return found
 
     def mask_value(self, data: bytes) -> tuple[bytes, Counts]:
         """``mask_bytes`` for short values (cells, JSON strings): one RE2 search
