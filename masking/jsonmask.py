@@ -43,6 +43,12 @@ class JsonMasker:
         self._paths = masker.paths
 
     @property
+    def secret_replacer(self) -> Callable[[bytes], bytes] | None:
+        """The replacement of a Kubernetes Secret's data values, or None when
+        Secret handling is off (for scans of JSON that does not parse)."""
+        return self._secret_replace if self._secret_mode != "off" else None
+
+    @property
     def active(self) -> bool:
         """False when no JSON could change: no content/field/path rules and
         Kubernetes Secret handling off (``Masker.active`` does not cover Secrets)."""

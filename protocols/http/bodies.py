@@ -304,9 +304,9 @@ class JsonDocuments:
         self._json = masker.json() if masker is not None else None
         self._cache: dict[bytes, tuple[bytes, Counts]] = {}
         self._main: Any = None
-        self._secret_replace: Callable[[bytes], bytes] | None = None
-        if self._json is not None and getattr(self._json, "_secret_mode", "off") != "off":
-            self._secret_replace = self._json._secret_replace
+        self._secret_replace: Callable[[bytes], bytes] | None = (
+            self._json.secret_replacer if self._json is not None else None
+        )
         self._prefilter = False
         self._kv = False
         self._secret = True
