@@ -109,7 +109,7 @@ class Gateway:
         self.sessions: dict[str, Session] = {}
         self._conn_metrics: dict[tuple[str, str], ConnectionMetrics] = {}
         self._ssl_contexts: dict[str, ssl.SSLContext] = {}
-        self._maskers: dict[tuple[str, int], Any] = {}
+        self._maskers: dict[tuple[str, int], tuple[tuple[str, ...], Any]] = {}
         self._masking_key: bytes | None = None
         self.accepting = True
 
@@ -125,18 +125,21 @@ class Gateway:
         built once per connection config: credential recognizers are on by
         default even when the connection says nothing about masking, and the
         secrets the gateway injects upstream are masked even with masking off
-        (``hoopd.injected``)."""
-        key = (conn.name, id(conn))
-        masker = self._maskers.get(key)
-        if masker is None:
-            from hoopd.injected import injected_secrets
-            from masking.config import MaskingConfig
-            from masking.engine import build_masker
+        (``hoopd.injected``). A credential read from a file that rotates
+        changes the injected secrets: the masker is built again then."""
+        from hoopd.injected import injected_secrets
 
-            masking = conn.masking if conn.masking is not None else MaskingConfig()
-            masker = self._maskers[key] = build_masker(
-                masking, self.masking_key, literals=injected_secrets(conn.upstream)
-            )
+        key = (conn.name, id(conn))
+        literals = tuple(injected_secrets(conn.upstream))
+        cached = self._maskers.get(key)
+        if cached is not None and cached[0] == literals:
+            return cached[1]
+        from masking.config import MaskingConfig
+        from masking.engine import build_masker
+
+        masking = conn.masking if conn.masking is not None else MaskingConfig()
+        masker = build_masker(masking, self.masking_key, literals=list(literals))
+        self._maskers[key] = (literals, masker)
         return masker
 
     def forget_maskers(self) -> None:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from hoopd.configtypes import ConfigPath, Duration, SecretRef, Size
+from protocols.kubernetes.tokenfile import TokenFile
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -23,7 +24,12 @@ class KubeUpstream(BaseModel):
     ca: ConfigPath | None = None
     """CA bundle for the API server's certificate (default: system CAs)."""
     token: SecretRef | None = None
-    """Bearer token the gateway presents (``env:NAME`` / ``file:PATH``)."""
+    """Bearer token the gateway presents (``env:NAME`` / ``file:PATH``), read
+    at start and on reload."""
+    token_file: ConfigPath | None = None
+    """A file holding the bearer token, read again whenever it changes (a
+    projected service-account token, a token a sidecar renews). With
+    ``in_cluster: true`` and no token, the pod's service-account token file."""
     client_cert: ConfigPath | None = None
     client_key: ConfigPath | None = None
     insecure_skip_verify: bool = False
@@ -50,7 +56,25 @@ class KubeUpstream(BaseModel):
             raise ValueError("url is required (or in_cluster: true)")
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key must be given together")
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("token and token_file are exclusive")
+        if self.token_file is not None:
+            try:
+                readable = bool(self.token_file.read_text().strip())
+            except OSError as exc:
+                raise ValueError(f"cannot read token_file {self.token_file}: {exc.strerror}") from None
+            if not readable:
+                raise ValueError(f"token_file {self.token_file} is empty")
         return self
+
+    _tokens: TokenFile | None = PrivateAttr(default=None)
+
+    def model_post_init(self, context: object, /) -> None:
+        path = self.token_file
+        if path is None and self.token is None and self.in_cluster:
+            path = SA_DIR / "token"
+        if path is not None:
+            self._tokens = TokenFile(path)
 
     def base_url(self) -> str:
         if self.url:
@@ -62,21 +86,18 @@ class KubeUpstream(BaseModel):
     def bearer(self) -> str | None:
         if self.token is not None:
             return self.token.reveal()
-        if self.in_cluster:
-            try:
-                return (SA_DIR / "token").read_text().strip()
-            except OSError:
-                return None
+        if self._tokens is not None:
+            return self._tokens.current()
         return None
 
     def injected_forms(self) -> list[str]:
-        """The service-account token when it is read from the pod, not
-        configured (``hoopd.injected``; a configured token is found as a
-        ``SecretRef``). Read once, when the connection's masker is built."""
-        if self.token is None and self.in_cluster:
-            token = self.bearer()
-            return [token] if token else []
-        return []
+        """The tokens read from a token file (``hoopd.injected``; a configured
+        ``token`` is found as a ``SecretRef``): the current one and the last
+        few before it, which responses to earlier requests may still echo."""
+        if self._tokens is None:
+            return []
+        self._tokens.current()
+        return list(self._tokens.seen)
 
     def ssl_context(self) -> ssl.SSLContext | bool:
         if not self.base_url().startswith("https://"):

@@ -181,6 +181,7 @@ class KubeProxy:
         self.bodies: BodyMasker | None = None
         self._refusals: dict[tuple[str, str], tuple[float, int, str]] = {}
         self._info: dict[tuple[str, str, str], _Info] = {}
+        self._injected_token: str | None = None
 
     async def start(self) -> None:
         ssl_ctx = self.upstream.ssl_context()
@@ -193,7 +194,11 @@ class KubeProxy:
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
         )
-        self.bodies = BodyMasker(
+        self._injected_token = self.upstream.bearer()
+        self.bodies = self._body_masker()
+
+    def _body_masker(self) -> BodyMasker:
+        return BodyMasker(
             self.gateway.masker(self.connection),
             mask_env=self.options.mask_env,
             configmap_keys=self.options.configmap_keys,
@@ -255,6 +260,17 @@ class KubeProxy:
         return session
 
     # ------------------------------------------------------------------ headers
+    def upstream_token(self) -> str | None:
+        """The bearer token to inject now. When a token file has rotated, the
+        masker is rebuilt first, so the new token is masked in the very
+        response that could echo it."""
+        token = self.upstream.bearer()
+        if token != self._injected_token:
+            self._injected_token = token
+            if self.bodies is not None:
+                self.bodies = self._body_masker()
+        return token
+
     def upstream_headers(
         self, request: web.BaseRequest, identity: Identity, *, websocket: bool = False
     ) -> CIMultiDict[str]:
@@ -268,7 +284,7 @@ class KubeProxy:
             headers.add(key, value)
         headers["Accept"] = json_accept(request.headers.get("Accept", ""))
         headers["Accept-Encoding"] = "identity"
-        token = self.upstream.bearer()
+        token = self.upstream_token()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if self.upstream.impersonate and not identity.anonymous:
@@ -289,7 +305,7 @@ class KubeProxy:
         the same header rules as ``upstream_headers``. The header block is
         remembered per client connection (kubectl repeats the same headers)."""
         assert self.target is not None
-        token = self.upstream.bearer()
+        token = self.upstream_token()
         key = (request.raw_headers, identity, token)
         cache = state.head_cache if state is not None else None
         block = cache.get(key) if cache is not None else None

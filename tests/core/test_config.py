@@ -179,3 +179,25 @@ def test_ipv6_listen(registry: Registry) -> None:
     cfg = parse_config({"connections": [tcp(listen="[::1]:15000")]}, registry)
     assert cfg.connections[0].listen.host == "::1"
     assert str(cfg.connections[0].listen) == "[::1]:15000"
+
+
+def kube(upstream: dict) -> dict:
+    return {"name": "k", "protocol": "kubernetes", "listen": "127.0.0.1:16443", "upstream": upstream}
+
+
+def test_kubernetes_token_file_is_checked_at_load(registry: Registry, tmp_path: Path) -> None:
+    (tmp_path / "tok").write_text("a-token\n")
+    (tmp_path / "empty").write_text("\n")
+    os.environ["HOOPD_TEST_KUBE_TOKEN"] = "x"
+    url = "https://10.0.0.1:6443"
+    found = problems(
+        {"connections": [
+            kube({"url": url, "token_file": str(tmp_path / "missing")}),
+            kube({"url": url, "token_file": str(tmp_path / "empty")}),
+            kube({"url": url, "token_file": str(tmp_path / "tok"), "token": "env:HOOPD_TEST_KUBE_TOKEN"}),
+        ]},
+        registry,
+    )  # fmt: skip
+    assert any(p.startswith("connections[0].upstream: ") and "cannot read token_file" in p for p in found), found
+    assert any(p.startswith("connections[1].upstream: ") and "is empty" in p for p in found), found
+    assert any(p.startswith("connections[2].upstream: ") and "exclusive" in p for p in found), found

@@ -699,6 +699,32 @@ def test_heads_the_fast_path_leaves_to_aiohttp(kube: Kube) -> None:
         raw.sock.close()
 
 
+def test_a_rotated_token_file_is_sent_and_masked(fake: FakeApiServer, tmp_path: Path) -> None:
+    """A projected service-account token rotated by the kubelet (a new file
+    swapped in): the next requests carry the new token without a restart, and
+    an API server echoing it gets it masked (masking off: only the rule for
+    injected credentials can do that)."""
+    token = tmp_path / "projected-token"
+    token.write_text("first-projected-token-0123\n")
+    upstream = {"url": fake.url, "ca": str(fake.ca), "token_file": str(token)}
+    k = Kube(tmp_path / "gw", fake, upstream=upstream, masking={"enabled": False})
+    try:
+        res = k.kubectl("get", "--raw", "/echo-status")
+        assert fake.api.requests[-1][2].get("Authorization") == "Bearer first-projected-token-0123"
+        assert "credential 'Bearer [REDACTED]'" in res.stderr, res.stderr
+        fresh = tmp_path / "projected-token.new"
+        fresh.write_text("second-projected-token-4567\n")
+        os.replace(fresh, token)
+        time.sleep(1.2)  # the file is looked at once a second
+        res = k.kubectl("get", "--raw", "/echo-status")
+        assert fake.api.requests[-1][2].get("Authorization") == "Bearer second-projected-token-4567"
+        assert "credential 'Bearer [REDACTED]'" in res.stderr, res.stderr
+        assert "projected-token" not in res.stderr
+        assert "ok" in k.ok("get", "--raw", "/healthz")
+    finally:
+        k.close()
+
+
 @pytest.mark.parametrize("masking", ["default", "off"])
 def test_an_echoed_upstream_token_is_masked(
     kube: Kube, fake: FakeApiServer, tmp_path: Path, masking: str
