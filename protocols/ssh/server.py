@@ -39,6 +39,7 @@ from hoopd.transfer import is_tar_stream
 from .keys import identity_from_cert
 from .lines import Enter, LineTracker
 from .output import MaskedStream, RecordBuffer
+from .packets import skip_ignore_padding
 from .scp import ScpAudit, ScpError, ScpFile
 from .sftp import FileOp, SftpAudit, SftpError
 from .shparse import parse
@@ -182,6 +183,7 @@ class GatewayServer(asyncssh.SSHServer):
     # -- connection ----------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        skip_ignore_padding(conn)  # half the packets to the client (packets.py)
         peer = conn.get_extra_info("peername")
         if peer:
             self.client_addr = f"{peer[0]}:{peer[1]}"
@@ -814,6 +816,9 @@ class _X11Relay(_Tunnel):
 class _UpstreamClient(asyncssh.SSHClient):
     def __init__(self, server: GatewayServer) -> None:
         self.server = server
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        skip_ignore_padding(conn)  # as towards the client (packets.py)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.upstream_lost(exc)

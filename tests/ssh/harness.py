@@ -42,8 +42,13 @@ class Sshd:
 
 
 @contextlib.contextmanager
-def sshd(workdir: Path) -> Iterator[Sshd]:
-    d = workdir / "sshd"
+def sshd(
+    workdir: Path, *, name: str = "sshd", log_level: str = "ERROR",
+    ciphers: str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr",
+) -> Iterator[Sshd]:
+    """``log_level`` DEBUG3 logs every packet type received to ``sshd.log``;
+    ``ciphers`` (its ``Ciphers``) picks the cipher a gateway gets."""
+    d = workdir / name
     d.mkdir()
     Path("/run/sshd").mkdir(exist_ok=True)
     host_pub = keygen(d / "host_key", "target-host")
@@ -73,10 +78,10 @@ SetEnv XAUTHORITY={d}/xauthority
 PrintMotd no
 PrintLastLog no
 AcceptEnv LANG LC_* HOOPD_TEST
-LogLevel ERROR
+LogLevel {log_level}
 MaxSessions 50
 MaxStartups 50
-Ciphers aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr
+Ciphers {ciphers}
 Match LocalPort {no_x11_port}
     X11Forwarding no
 """
