@@ -113,8 +113,14 @@ async def relay_websocket(
             compress=0,
         )
     except aiohttp.WSServerHandshakeError as exc:
+        # Only the status is passed on: the upstream's body and header fields
+        # (a Status that may quote the request, credential included) are not
+        # read, so nothing of them can reach the client unmasked.
         session.result(cmd, str(exc.status), error=exc.message)
-        return status_response(exc.status or 502, f"hoopd: upstream refused the {kr.verb}: {exc.message}")
+        message = f"hoopd: upstream refused the {kr.verb}: {exc.status} {exc.message}"
+        # kubectl retries a refused websocket over SPDY: say why then too
+        proxy._remember_refusal(session, cmd, message)
+        return status_response(exc.status or 502, message)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         session.metrics.upstream_errors.inc()
         reason = str(exc) or type(exc).__name__
@@ -176,6 +182,7 @@ class _Relay:
         self.idle: float | None = (
             opts.exec_flush_ms / 1000 if tty else (None if notty is None else notty / 1000)
         )
+        self.bodies = proxy.bodies
         self.maskers = {STDOUT: proxy.bodies.stream(), STDERR: proxy.bodies.stream()}
         self.reported: dict[int, dict[str, int]] = {STDOUT: {}, STDERR: {}}
         self.exit_code: int | None = None
@@ -284,11 +291,19 @@ class _Relay:
                 if ch in (STDOUT, STDERR):
                     await self._emit(ch, self.maskers[ch].feed(data[1:]))
                     continue
+                masked: dict[str, int] = {}
                 if ch == STATUS:
                     await self._flush()
                     self.exit_code = exit_code(data[1:])
                     self.record_result()  # before the client can hang up
-                session.upstream_data(data, Stream.STDOUT, command_seq=self.cmd.seq, record=False)
+                    # kubectl prints a failed exec's message (a runtime error
+                    # quoting the command, or a credential an upstream echoes):
+                    # masked like any Status document
+                    status, masked = self.bodies.mask_document(data[1:])
+                    data = bytes([STATUS]) + status
+                session.upstream_data(
+                    data, Stream.STDOUT, command_seq=self.cmd.seq, record=False, masked=masked
+                )
                 await self.client.send_bytes(data)
             elif msg.type == WSMsgType.TEXT:
                 session.upstream_data(msg.data.encode(), Stream.STDOUT, command_seq=self.cmd.seq)

@@ -927,13 +927,27 @@ class FakeApi:
             command = ["sh"]
         tty = query_bool(request, "tty")
         stdin = query_bool(request, "stdin")
+        cred = request.headers.get("Authorization", "")
+        if name == "echo-status":
+            # an authorizer in front of the kubelet that refuses the upgrade
+            # and quotes the request's credential (body and a header)
+            resp = status(403, "Forbidden", f"credential {cred!r} may not exec in {name}")
+            resp.headers["X-Echo-Authorization"] = cred
+            return resp
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return status(400, "BadRequest", "this fake API server only speaks websocket exec (v5.channel.k8s.io)")
         ws = web.WebSocketResponse(protocols=("v5.channel.k8s.io", "v4.channel.k8s.io"), autoping=True, max_msg_size=0)
+        ws.headers["X-Echo-Authorization"] = cred  # a header mirrored into the 101 response
         await ws.prepare(request)
         self.execs += 1
         if not command:
             await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "message": "no command", "reason": "BadRequest"}).encode())
+            await ws.close()
+            return ws
+        if command == ["echo-credential"]:
+            # a runtime error on the status channel (3) that quotes the request's credential
+            await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "reason": "InternalError",
+                                                       "message": f"exec refused for credential {cred!r}"}).encode())
             await ws.close()
             return ws
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "TERM": "xterm", "POD_NAME": name}

@@ -1,0 +1,113 @@
+"""What the API server answers to exec itself, outside stdout/stderr: the
+upgrade response (101 or a refusal) and the status channel (3). The real
+kubectl through ``hoopd serve`` against the fake API server, whose upstream
+token (``upstream-sa-token``) must never reach the client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from collections.abc import Iterator
+
+import pytest
+
+from tests.kubernetes.fakeapi import FakeApiServer
+from tests.kubernetes.test_kubectl import Kube
+
+TOKEN = "upstream-sa-token"
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeApiServer]:
+    with FakeApiServer(tmp_path_factory.mktemp("fake-tls")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["default", "off"])
+def kube(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, fake: FakeApiServer) -> Iterator[Kube]:
+    extra = {} if request.param == "default" else {"masking": {"enabled": False}}
+    k = Kube(tmp_path_factory.mktemp(f"kube-{request.param}"), fake, **extra)
+    try:
+        for pod in ("web-0", "echo-status"):
+            if k.kubectl("get", "pod", pod).returncode != 0:
+                k.ok("run", pod, "--image=busybox")
+        yield k
+    finally:
+        k.close()
+
+
+def upgrade_head(kube: Kube, pod: str) -> str:
+    """The head (and what follows it in the first read) of the gateway's
+    answer to an exec upgrade, as a websocket client reads it."""
+    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
+    token = kube.token("alice", ["dev"])
+    req = (
+        f"GET /api/v1/namespaces/default/pods/{pod}/exec?command=true&stdout=true HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{kube.port}\r\nAuthorization: Bearer {token}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", kube.port), timeout=20) as raw, ctx.wrap_socket(
+        raw, server_hostname="127.0.0.1"
+    ) as sock:
+        sock.sendall(req.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode("latin-1")
+
+
+def assert_no_token_recorded(kube: Kube, text: str) -> None:
+    sessions = kube.sessions(text)
+    assert sessions
+    for session in sessions:
+        assert TOKEN not in json.dumps(kube.events(session["session_id"]))
+
+
+def test_refused_exec_upgrade_passes_no_upstream_credential(kube: Kube) -> None:
+    """A 403 to the upgrade that quotes the credential in its Status and a
+    header: kubectl gets the gateway's own refusal, not the upstream's body
+    or header fields (the upstream's answer is read only for its status)."""
+    res = kube.kubectl("exec", "echo-status", "--", "true")
+    assert res.returncode != 0
+    assert "upstream refused the exec: 403" in res.stderr, res.stderr
+    assert TOKEN not in res.stdout + res.stderr
+    head = upgrade_head(kube, "echo-status")
+    assert head.startswith("HTTP/1.1 403"), head
+    assert TOKEN not in head and "X-Echo-Authorization" not in head, head
+
+
+def test_exec_upgrade_101_headers_are_the_gateways(kube: Kube) -> None:
+    """The upstream's 101 carries a mirrored Authorization header; the 101
+    the client gets is the gateway's own handshake."""
+    head = upgrade_head(kube, "web-0")
+    assert head.startswith("HTTP/1.1 101"), head
+    assert TOKEN not in head and "X-Echo-Authorization" not in head, head
+
+
+def test_exec_status_channel_is_masked(kube: Kube) -> None:
+    """kubectl prints the message of a failed exec's Status (channel 3): the
+    upstream token it quotes is [REDACTED], masking on or off, and content
+    rules apply to it like to stdout (a runtime's "executable not found"
+    quotes the command)."""
+    res = kube.kubectl("exec", "web-0", "--", "echo-credential")
+    assert res.returncode != 0
+    assert "exec refused for credential 'Bearer [REDACTED]'" in res.stderr, res.stderr
+    assert TOKEN not in res.stdout + res.stderr
+    assert_no_token_recorded(kube, "echo-credential")
+    if kube.daemon.config["connections"][0].get("masking", {}).get("enabled", True):
+        res = kube.kubectl("exec", "web-0", "--", "AKIAIOSFODNN7EXAMPLE")
+        assert res.returncode != 0
+        assert "No such file or directory" in res.stderr, res.stderr
+        assert "AKIAIOSFODNN7EXAMPLE" not in res.stderr.replace("exec web-0 -- AKIAIOSFODNN7EXAMPLE", "")
+        assert "[AWS_ACCESS_KEY_ID]" in res.stderr, res.stderr
+
+
+def test_exec_exit_code_survives_status_masking(kube: Kube) -> None:
+    res = kube.kubectl("exec", "web-0", "--", "sh", "-c", "exit 7")
+    assert res.returncode == 7, res.stderr
+    assert "command terminated with exit code 7" in res.stderr
