@@ -8,11 +8,13 @@ response) would hand it to the client; the recognizers find it only when its
 shape happens to match one (``Bearer ...``). Every such value is therefore a
 literal rule of the connection's masker (``INJECTED_ID``), on whatever the
 masking configuration says, in the forms an echo plausibly takes: as sent,
-percent-encoded (either hex case), JSON-escaped and HTML-escaped.
+percent-encoded (either hex case), JSON-escaped and HTML-escaped, and each of
+those inside base64 (``base64_cores``), the base64 encoded the same ways.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -27,6 +29,37 @@ _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
+BASE64_MIN = 12
+"""Shortest secret (bytes) whose base64 cores are masked: its shortest core is
+15 characters of the secret's own bits, which no unrelated base64 matches."""
+
+
+def base64_cores(secret: str) -> list[str]:
+    """The base64 characters that encode ``secret`` wherever it sits in a
+    larger base64 blob (an upstream returning a Kubernetes Secret, a JSON
+    field or a JWT claim that holds the request's credential).
+
+    Base64 turns each 3 bytes into 4 characters, so the secret starts at one of
+    three alignments. For each, the characters that mix in a neighbour's bits
+    are dropped -- the first two (one neighbour byte before) or three (two
+    before), and the last one or none after the secret's final byte -- and
+    what stays depends on the secret alone. Standard and URL-safe alphabets;
+    no padding (it only ends a blob). Empty under ``BASE64_MIN`` bytes."""
+    raw = secret.encode("utf-8", "surrogatepass")
+    if len(raw) < BASE64_MIN:
+        return []
+    cores = []
+    for shift, start in ((0, 0), (1, 2), (2, 3)):
+        total = shift + len(raw)
+        # whole groups, then the characters of a last partial group whose six
+        # bits all come from the secret (one for one byte left, two for two)
+        end = 4 * (total // 3) + total % 3
+        core = base64.b64encode(b"\0" * shift + raw)[start:end].decode("ascii")
+        cores.append(core)
+        cores.append(core.replace("+", "-").replace("/", "_"))
+    return list(dict.fromkeys(cores))
+
+
 def literal_forms(secrets: Iterable[str]) -> list[str]:
     """Every form of every secret to mask, longest first (at one position the
     longest form is the one taken: a form can be a prefix of another).
@@ -37,20 +70,30 @@ def literal_forms(secrets: Iterable[str]) -> list[str]:
     for secret in secrets:
         if not secret:
             continue
-        forms.update(
-            (
-                secret,
-                quote(secret, safe=""),
-                quote(secret),  # urllib's default keeps "/"
-                quote_plus(secret, safe=""),
-                json.dumps(secret)[1:-1],
-                json.dumps(secret, ensure_ascii=False)[1:-1],
-                json.dumps(secret)[1:-1].replace("/", "\\/"),  # PHP's json_encode
-                html.escape(secret),
-            )
-        )
+        texts = set(_encodings(secret))
+        # base64 of any of those (a return URL kept in a base64 "state"
+        # parameter holds the percent-encoded secret), and each base64 core
+        # echoed as text is: percent-encoded in a URL, escaped in JSON...
+        cores = {core for text in texts for core in base64_cores(text)}
+        forms.update(texts)
+        for core in cores:
+            forms.update(_encodings(core))
     return sorted(
         (f for f in forms if f and "\n" not in f and "\r" not in f), key=lambda f: (-len(f), f)
+    )
+
+
+def _encodings(text: str) -> tuple[str, ...]:
+    """``text`` as sent, percent-encoded, JSON- and HTML-escaped."""
+    return (
+        text,
+        quote(text, safe=""),
+        quote(text),  # urllib's default keeps "/"
+        quote_plus(text, safe=""),
+        json.dumps(text)[1:-1],
+        json.dumps(text, ensure_ascii=False)[1:-1],
+        json.dumps(text)[1:-1].replace("/", "\\/"),  # PHP's json_encode
+        html.escape(text),
     )
 
 

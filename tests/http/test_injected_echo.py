@@ -95,3 +95,35 @@ def test_a_short_password_echoed_alone_is_masked(env: Env) -> None:
     assert out.returncode == 0, out.stderr
     assert b"note=[REDACTED]" in out.stdout
     assert ECHO_PASSWORD.encode() not in out.stdout
+
+
+def _readable(blob: str) -> bytes:
+    """Everything a client decoding ``blob`` as base64 reads, at each of the
+    four character offsets (masking may have cut it anywhere)."""
+    chars = "".join(c for c in blob if c.isalnum() or c in "+/")
+    out = []
+    for off in range(4):
+        part = chars[off:]
+        out.append(base64.b64decode(part[: len(part) - len(part) % 4]))
+    return b"\n".join(out)
+
+
+@pytest.mark.parametrize("conn", ["echo", "echomask"])
+def test_echoed_credentials_inside_base64_blobs(env: Env, conn: str) -> None:
+    """The request's headers and URL returned base64-encoded inside a JSON
+    field, at each base64 alignment: the header key and query key the
+    gateway adds (12 bytes and more) cannot be decoded from what the client
+    gets. (The 6-byte basic password is too short for its base64 to be told
+    from any blob's: it is masked where it appears as text.)"""
+    out = curl(env.url(conn, "/mirror?as=b64"))
+    assert out.returncode == 0, out.stderr
+    dumps = json.loads(out.stdout)["dumps"]
+    assert len(dumps) == 3
+    seen = env.upstream.requests[-1]
+    assert seen["headers"]["X-Api-Key"] == ECHO_HEADER_KEY  # what was echoed
+    for blob in dumps:
+        assert "[REDACTED]" in blob, blob
+        readable = _readable(blob)
+        assert b"X-Api-Key: " in readable or b"X-Api-Key" in readable  # the rest is intact
+        for secret in (ECHO_HEADER_KEY, ECHO_QUERY_KEY, quote(ECHO_QUERY_KEY, safe="")):
+            assert secret.encode() not in readable, (secret, blob)

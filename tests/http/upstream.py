@@ -5,6 +5,7 @@ can run in the test thread)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import hashlib
 import json
@@ -167,6 +168,14 @@ class Upstream:
             lines = [f"404 Not Found: {request.raw_path}"]
             lines += [f"{k}: {v}" for k, v in request.headers.items()]
             return web.Response(text="\n".join(lines) + "\n", status=404, headers=headers)
+        if request.query.get("as") == "b64":
+            # a debug dump of the request kept base64-encoded (as a Secret's
+            # data or a JSON field holds it), after 0, 1 and 2 bytes of
+            # preamble: the headers start at each base64 alignment
+            dump = "".join(f"{k}: {v}\n" for k, v in request.headers.items())
+            dump += f"url: {request.url}\n"
+            blobs = [base64.b64encode(b"#" * i + dump.encode()).decode() for i in range(3)]
+            return web.json_response({"dumps": blobs}, headers=headers)
         payload = _echo_payload(request)
         payload["url"] = str(request.url)
         return web.json_response(payload, headers=headers)

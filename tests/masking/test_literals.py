@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import re
 from urllib.parse import quote
 
@@ -127,3 +128,45 @@ def test_prefilter_kept_for_mixed_tokens_only() -> None:
     m = build_masker(MaskingConfig(), KEY, literals=["bxsecret"])
     assert not m._prefilter
     assert m.mask_value(b"Xbxsecret")[0] == b"X[REDACTED]"
+
+
+def _decodings(text: bytes) -> list[bytes]:
+    """What a client decoding ``text`` as base64 (either alphabet) can read,
+    at each of the four character offsets (a blob cut anywhere)."""
+    chars = bytes(c for c in text if c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+    std = chars.replace(b"-", b"+").replace(b"_", b"/")
+    out = []
+    for off in range(4):
+        part = std[off:]
+        out.append(base64.b64decode(part[: len(part) - len(part) % 4]))
+    return out
+
+
+@pytest.mark.parametrize("accelerate", [None, False])
+@pytest.mark.parametrize("name", ["default", "off"])
+@pytest.mark.parametrize("urlsafe", [False, True])
+@pytest.mark.parametrize("before", [0, 1, 2, 3, 7])
+def test_a_secret_inside_a_base64_blob_is_masked_at_every_alignment(
+    accelerate: bool | None, name: str, urlsafe: bool, before: int
+) -> None:
+    """An upstream that returns the request's credential base64-encoded inside
+    a larger blob (a Secret's data, a JSON field, a JWT claim): whatever bytes
+    come before and after it, no decoding of the output holds it."""
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    plain = b"x" * before + b"token: " + TOKEN.encode() + b"\nuser: alice\n"
+    blob = encode(plain)
+    assert any(TOKEN.encode() in d for d in _decodings(blob))  # readable unmasked
+    m = masker(CONFIGS[name], accelerate=accelerate)
+    out, counts = m.mask_bytes(b'{"data": {"config": "' + blob + b'"}}')
+    assert b"[REDACTED]" in out and counts.get("injected_credential") == 1, out
+    assert not any(TOKEN.encode() in d for d in _decodings(out)), out
+
+
+def test_base64_of_short_secrets_and_unrelated_base64_is_left_alone() -> None:
+    """Only secrets of 12 bytes or more: the base64 of a short password is a
+    few characters common in any blob. Random base64 is not over-masked."""
+    m = masker(CONFIGS["off"])
+    short = base64.b64encode(b"ab" + SHORT.encode() + b"cd")
+    assert m.mask_bytes(short) == (short, {})
+    noise = base64.b64encode(bytes(random.Random(7).getrandbits(8) for _ in range(300_000)))
+    assert m.mask_bytes(noise) == (noise, {})
