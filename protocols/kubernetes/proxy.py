@@ -588,8 +588,8 @@ class KubeProxy:
             if low not in RESPONSE_DROP:
                 kept.append((k, v))
         masker = self.bodies.masker
-        if masker is not None and masker.injects:
-            kept = self._mask_injected_fields(kept, session, cmd)
+        if masker is not None and masker.active:
+            kept = self._mask_fields(kept, session, cmd)
         if _refused_encoding(kr, ctype):
             # not asked for (json_accept): refuse rather than pass it unmasked
             session.result(cmd, "502", error="upstream answered in an encoding the gateway cannot mask")
@@ -631,20 +631,23 @@ class KubeProxy:
             await resp.write_eof()
         return resp
 
-    def _mask_injected_fields(
+    def _mask_fields(
         self, fields: list[tuple[str, str]], session: Session, cmd: Command
     ) -> list[tuple[str, str]]:
-        """Response header fields with the upstream credential the gateway
-        injected masked (an API server or proxy that mirrors a request
-        header); the fields are otherwise passed as they came."""
+        """Response header fields content-masked like a body: kubectl prints a
+        ``Warning`` field (an admission webhook's text) on stderr, and an API
+        server or proxy may mirror a request header, the upstream credential
+        the gateway injected included. A cookie (``proxy`` to a service) only
+        has that credential masked: masking more would break its session."""
         assert self.bodies is not None
-        mask = self.bodies.masker.mask_injected
+        masker = self.bodies.masker
         counts: dict[str, int] = {}
         out = []
         for name, value in fields:
+            mask = masker.mask_injected if name.lower() == "set-cookie" else masker.mask_value
             masked, c = mask(value.encode("latin-1"))
             if c:
-                value = masked.decode("latin-1")
+                value = bytes(masked).decode("latin-1")
                 for rule, n in c.items():
                     counts[rule] = counts.get(rule, 0) + n
             out.append((name, value))

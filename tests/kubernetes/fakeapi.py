@@ -578,6 +578,15 @@ class FakeApi:
             resp = status(403, "Forbidden", f"credential {cred!r} may not read /echo-status")
             resp.headers["X-Echo-Authorization"] = cred
             return resp
+        if path == "/warning":
+            # an admission webhook's warning (kubectl prints it as "Warning: ...")
+            # quoting what it objects to, and the request's credential
+            cred = request.headers.get("Authorization", "")
+            resp = web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Success"})
+            resp.headers["Warning"] = (
+                f'299 - "env DB_PASSWORD has a literal value: password=hunter2, key AKIAIOSFODNN7EXAMPLE, sent with {cred}"'
+            )
+            return resp
         if path.startswith("/logs/"):
             # the API server's logs handler: files of its node's /var/log
             text = self.node_logs.get(path[len("/logs/"):])

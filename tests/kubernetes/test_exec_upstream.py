@@ -111,3 +111,16 @@ def test_exec_exit_code_survives_status_masking(kube: Kube) -> None:
     res = kube.kubectl("exec", "web-0", "--", "sh", "-c", "exit 7")
     assert res.returncode == 7, res.stderr
     assert "command terminated with exit code 7" in res.stderr
+
+
+def test_warning_header_kubectl_prints_is_masked(kube: Kube) -> None:
+    """kubectl prints a response's ``Warning`` header (an admission webhook's
+    warning) on stderr: content rules and the upstream token apply to it as
+    to a body."""
+    res = kube.kubectl("get", "--raw", "/warning")
+    assert res.returncode == 0, res.stderr
+    assert "Warning: env DB_PASSWORD has a literal value" in res.stderr, res.stderr
+    assert TOKEN not in res.stderr and "Bearer [REDACTED]" in res.stderr, res.stderr
+    if kube.daemon.config["connections"][0].get("masking", {}).get("enabled", True):
+        assert "hunter2" not in res.stderr and "AKIAIOSFODNN7EXAMPLE" not in res.stderr, res.stderr
+        assert "password=[SECRET]" in res.stderr and "[AWS_ACCESS_KEY_ID]" in res.stderr, res.stderr
