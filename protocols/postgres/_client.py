@@ -36,15 +36,19 @@ from typing import TYPE_CHECKING, Any
 from hoopd.aio import spawn
 from hoopd.config import RiskSection
 from hoopd.gateway import AuthFailed, SessionRefused
-from hoopd.model import AuthMethod, CommandKind, Identity, Stream, Verdict
+from hoopd.model import AuthMethod, CommandKind, Decision, Identity, Stream, Verdict
 from hoopd.policy import Assessment, decide_command
 from hoopd.session import SessionEnded
 from hoopd.tls import identity_from_peercert
 
 from . import _messages as m
 from . import _wire as w
+from ._copy_format import ascii_safe
+from ._copy_mask import CopyColumns, CopyShapeError, copy_data
+from ._copy_probe import ASYNC_TYPES, Probe
+from ._copy_stmt import CopyTarget, CopyUnsupported, copy_target
 from ._masking import BinaryCopyHit, Hits
-from ._scoring import Judge, combine, split_statements
+from ._scoring import Judge, Judged, combine, split_statements
 from ._tracker import (
     BIND,
     CLOSE,
@@ -96,11 +100,19 @@ FAST_RESULT = True
 _I32 = struct.Struct("!i")
 _SIMPLE = {"protocol": "simple"}
 _SQL = CommandKind.SQL
+_COPY_STDOUT = "copy_stdout"
+"""The risk scorer's category for COPY ... TO STDOUT."""
+COPY_RULE = "copy_columns"
+"""Rule id of a COPY refused because it cannot be masked by column."""
 
 
 Reg = tuple[int, str, list[Running], Any]
 """An answer to expect: (kind, name, statements, the Statement/Portal a
 Describe is about)."""
+CopyProbe = tuple[Running, Judged, "CopyTarget | str", bool]
+"""A COPY TO STDOUT waiting for its columns: the statement, its judgement,
+what to probe (or why it cannot be), and whether its allow decision is
+still to be recorded."""
 
 
 class ClientGone(Exception):
@@ -127,6 +139,10 @@ class Unit:
     ends_with_sync: bool = False
     partial: bool = False
     """Earlier messages of this batch already went to the server."""
+    decide: bool = True
+    """Some statement needs a decision (review/deny); False when the unit
+    only waits for COPY column probes."""
+    probes: list[CopyProbe] = field(default_factory=list)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -140,6 +156,18 @@ class ClientConnection(asyncio.Protocol):
         self.up: UpstreamProtocol | None = None
         self.tracker = Tracker(self)
         self.masking = handler.masking if handler.masking.active else None
+        self._copy_names = bool(self.masking is not None and self.masking.by_name)
+        """COPY TO STDOUT needs its columns probed (column rules apply)."""
+        self._copy_cols: CopyColumns | None = None
+        """The COPY TO streaming now, masked by column."""
+        self._probes: list[CopyProbe] = []
+        self._probing = 0
+        """COPY column probes sent and not yet answered (a cheap test for
+        the backend path before it asks the tracker)."""
+        self._q_held = False
+        self._in_batch = False
+        """The Query being framed comes inside an extended batch (no Sync yet)."""
+        self._client_encoding = "UTF8"
         self.prepared = handler.scorer.new_tracker()
         self._risk = self.conn.risk or _DEFAULT_RISK
         self.cframer = w.Framer(frontend=True)
@@ -485,6 +513,9 @@ class ClientConnection(asyncio.Protocol):
         self.key = self.handler.register_key(self)
         out = [w.auth_ok()]
         out += [w.parameter_status(k, v) for k, v in login.parameters]
+        for k, v in login.parameters:
+            if k == "client_encoding":
+                self._client_encoding = v
         out += login.notices
         out.append(w.backend_key_data(*self.key))
         out.append(w.ready_for_query(login.status))
@@ -586,7 +617,7 @@ class ClientConnection(asyncio.Protocol):
             # one statement (pgbench, most drivers): no lists of judgements
             text = stmts[0].strip()
             j = judge(text)
-            if not j.allowed:
+            if not j.allowed or (self._copy_names and _COPY_STDOUT in j.assessment.categories):
                 return False
             try:
                 cmd = session.command(_SQL, text, _SIMPLE)
@@ -600,7 +631,7 @@ class ClientConnection(asyncio.Protocol):
             texts = [stmt.strip() for stmt in stmts]
             judged = [judge(text) for text in texts]
             for j in judged:
-                if not j.allowed:
+                if not j.allowed or (self._copy_names and _COPY_STDOUT in j.assessment.categories):
                     return False
             runs = []
             try:
@@ -646,6 +677,7 @@ class ClientConnection(asyncio.Protocol):
                 unit = self.unit
                 assert unit is not None
                 unit.data.append(buf[s:e])
+                self._in_batch = True
                 self._frame(t, buf, s, e, unit.regs, unit.items)
                 if t in (w.S, w.H) or t == w.X:
                     unit.ends_with_sync = t == w.S
@@ -654,6 +686,8 @@ class ClientConnection(asyncio.Protocol):
                 continue
             if t == w.COPY_DATA or t == w.COPY_DONE or t == w.COPY_FAIL:
                 copy_bytes += e - s
+                if batch_at == s:
+                    batch_at = e  # COPY FROM data opens no extended batch
                 continue
             if t == w.X:
                 self._client_terminated = True
@@ -667,6 +701,7 @@ class ClientConnection(asyncio.Protocol):
                 return
             if t == w.Q or t == w.F:
                 # a simple query is a batch of its own
+                self._in_batch = batch_partial or batch_at < s
                 batch_at, batch_regs, batch_items = s, len(regs), []
             hold = self._frame(t, buf, s, e, regs, batch_items)
             if hold:
@@ -680,6 +715,9 @@ class ClientConnection(asyncio.Protocol):
                 unit.data = [buf[f[1] : f[2]] for f in frames[start_idx : i + 1]]
                 unit.regs = regs[batch_regs:]
                 unit.items = batch_items
+                if t == w.Q:
+                    unit.decide = self._q_held
+                    unit.probes, self._probes = self._probes, []
                 self.unit = unit
                 if t in (w.Q, w.F):
                     self._begin_decision(buf[e:])
@@ -721,12 +759,15 @@ class ClientConnection(asyncio.Protocol):
             text = m.query_text(buf, s, e)
             runs: list[Running] = []
             hold = False
+            probes: list[CopyProbe] = []
             for stmt in split_statements(text):
-                run, verdict = self._judge(stmt.strip(), {"protocol": "simple"}, None, items)
+                run, verdict = self._judge(stmt.strip(), {"protocol": "simple"}, None, items, probes)
                 runs.append(run)
                 hold = hold or verdict not in _ALLOWED
             regs.append((QUERY, "", runs, None))
-            return hold
+            self._q_held = hold
+            self._probes = probes
+            return hold or bool(probes)
         if t == w.P:
             pm = m.parse_msg(buf, s, e)
             tracker.on_parse(pm.name, pm.query)
@@ -810,16 +851,51 @@ class ClientConnection(asyncio.Protocol):
         attrs: dict[str, Any],
         params: Any,
         items: list[tuple[Running, Assessment, Any]],
+        probes: list[CopyProbe] | None = None,
     ) -> tuple[Running, Verdict]:
+        """Judge one statement. A COPY TO STDOUT under column rules is, in a
+        simple Query (``probes`` given), queued for a column probe -- its
+        allow decision is recorded once the probe succeeded -- and refused
+        anywhere else: its columns cannot be learned there (fail closed)."""
         session = self.session
         assert session is not None and self.judge is not None
         judged = self.judge(text)
         cmd = session.command(CommandKind.SQL, text, attrs)
         run = Running(cmd)
+        if self._copy_names and _COPY_STDOUT in judged.assessment.categories:
+            if probes is not None and not self._in_batch:
+                target: CopyTarget | str
+                try:
+                    target = copy_target(text)
+                except CopyUnsupported as exc:
+                    target = str(exc)
+                items.append((run, judged.assessment, params))
+                probes.append((run, judged, target, judged.allowed))
+                return run, judged.verdict
+            judged = self._refused(
+                judged,
+                "a COPY TO STDOUT in an extended-protocol batch cannot be masked by column"
+                " (its columns are learned only for a simple query)",
+            )
         items.append((run, judged.assessment, params))
         if judged.allowed:
             session.final_decision(judged.decision(cmd.seq))
         return run, judged.verdict
+
+    def _refused(self, judged: Judged, why: str) -> Judged:
+        """``judged`` turned into a refusal (42501) by the rule COPY_RULE."""
+        found = judged.assessment
+        refused = Assessment(
+            found.score,
+            found.categories,
+            (*found.reasons, why),
+            {**found.rule_verdicts, COPY_RULE: Verdict.DENY},
+        )
+        session = self.session
+        assert session is not None
+        session.log.warning("COPY refused: %s", why)
+        decision = decide_command(0, self._risk, session.identity, refused, break_glass=session.break_glass)
+        return Judged(refused, decision)
 
     def _judge_function(
         self, oid: int, nargs: int, items: list[tuple[Running, Assessment, Any]]
@@ -858,10 +934,10 @@ class ClientConnection(asyncio.Protocol):
         denied_msg = ""
         code = SQLSTATE_DENIED
         try:
-            if len(items) == 1:
+            if unit.decide and len(items) == 1:
                 run, found, params = items[0]
                 decision = await session.decide(run.cmd, found, params=params, on_held=self._on_held)
-            else:
+            elif unit.decide:
                 text = ";\n".join(r.cmd.text for r, _, _ in items)
                 batch = session.command(
                     CommandKind.SQL,
@@ -874,10 +950,14 @@ class ClientConnection(asyncio.Protocol):
                     params=[p for _, _, p in items],
                     on_held=self._on_held,
                 )
-            if decision.verdict not in _ALLOWED:
+            if unit.decide and decision.verdict not in _ALLOWED:
                 why = decision.reasons[-1] if decision.reasons else "denied by policy"
                 ident = f" (approval {decision.approval_id})" if decision.approval_id else ""
                 denied_msg = f"hoopd: statement refused{ident}: {why}"
+            elif unit.probes:
+                why = await self._learn_copy_columns(unit.probes)
+                if why:
+                    denied_msg = f"hoopd: COPY refused: {why}"
         except asyncio.CancelledError:
             if self._closed:
                 return
@@ -899,6 +979,70 @@ class ClientConnection(asyncio.Protocol):
         self.state = NORMAL
         self._decision = None
         self._replay_stash()
+
+    async def _learn_copy_columns(self, probes: list[CopyProbe]) -> str:
+        """Probe the columns of each COPY TO STDOUT of a Query, one after the
+        other, and give each its masking plan. Returns why the Query must be
+        refused ('' if it may run); the refused COPY gets a deny decision."""
+        session = self.session
+        masking = self.masking
+        assert session is not None and masking is not None
+        why = ""
+        for i, (run, judged, target, deferred) in enumerate(probes):
+            why = await self._probe_one(run, target) if isinstance(target, CopyTarget) else target
+            if self._closed or session.ended:
+                return why
+            if why:
+                session.log.warning("COPY refused: %s", why)
+                for later, j, _, d in probes[i:]:
+                    if d or later is run:
+                        session.final_decision(
+                            Decision(
+                                later.cmd.seq, Verdict.DENY, j.risk, (*j.reasons, why),
+                                (*j.rule_ids, COPY_RULE), "", "", j.break_glass,
+                            )
+                        )  # fmt: skip
+                return why
+            if deferred:
+                session.final_decision(judged.decision(run.cmd.seq))
+        return why
+
+    async def _probe_one(self, run: Running, target: CopyTarget) -> str:
+        masking = self.masking
+        assert masking is not None
+        encoding = target.encoding or self._client_encoding
+        if not target.binary and not ascii_safe(encoding):
+            return f"COPY data in encoding {encoding} cannot be masked by column"
+        probe = Probe(target)
+        probe.future = asyncio.get_running_loop().create_future()
+        self.tracker.expect_probe(probe)
+        self._probing += 1
+        self._send_up(probe.request())
+        try:
+            await probe.future
+        except asyncio.CancelledError:
+            probe.cancel()
+            raise
+        if probe.error is not None:
+            code = probe.error.get("C", "")
+            if code == "25P02":
+                # the transaction is aborted: the COPY fails the same way, no rows
+                return ""
+            msg = masking.mask_error_fields(probe.error).get("M", "")
+            return f"its columns could not be learned for masking ({code}: {msg})"
+        if probe.columns is None:
+            return "its columns could not be learned for masking (no result description)"
+        plan = masking.plan(probe.columns)
+        if not plan.forced:
+            return ""  # no column is masked by name: content masking as for any COPY
+        if target.binary:
+            return (
+                "binary COPY data cannot be masked by column (a column rule applies to "
+                + ", ".join(c.name for c, r in zip(probe.columns, plan.rules, strict=True) if r)
+                + "); use FORMAT text or csv"
+            )
+        run.copy = (plan, probe.columns, target.fmt)
+        return ""
 
     def _replay_stash(self) -> None:
         if self.state == DECIDING or self._gated:
@@ -989,6 +1133,9 @@ class ClientConnection(asyncio.Protocol):
                 reason="masking_failed",
             )
             return
+        except CopyShapeError as exc:
+            self._fatal("42501", f"hoopd: COPY data cannot be masked by column: {exc}", reason="masking_failed")
+            return
         except w.ProtocolViolation as exc:
             self._fatal("08P01", f"hoopd: invalid data from the database: {exc}")
             return
@@ -1032,7 +1179,9 @@ class ClientConnection(asyncio.Protocol):
         for t, s, e, nrows in others:
             if nrows != before:
                 plan = run.plan if run is not None else None
-                if (
+                if self._probing and tracker.probe_head() is not None:
+                    seg = self._probe_rows(buf, pos, s, pieces, seg)
+                elif (
                     hits is None
                     and not caps
                     and (masking is None or run is None or (plan is not None and not plan.forced))
@@ -1049,6 +1198,8 @@ class ClientConnection(asyncio.Protocol):
                     seg = self._rows(buf, pos, s, nrows - before, run, hits, pieces, seg, counts)
                 before = nrows
             replacement = self._backend_message(t, buf, s, e, run)
+            if self._copy_cols is not None and (t == _COPY_DATA or t == w.COPY_DONE):
+                replacement = self._copy_columns(t, buf, s, e, counts)
             if (
                 hits is not None
                 and masking is not None
@@ -1072,11 +1223,54 @@ class ClientConnection(asyncio.Protocol):
                 if run is not None:
                     seq = run.cmd.seq
         if rows != before:
-            seg = self._rows(buf, pos, end, rows - before, run, hits, pieces, seg, counts)
+            if self._probing and tracker.probe_head() is not None:
+                seg = self._probe_rows(buf, pos, end, pieces, seg)
+            else:
+                seg = self._rows(buf, pos, end, rows - before, run, hits, pieces, seg, counts)
         if not pieces:
             return (buf[seg:end] if seg or end != len(buf) else buf), counts, seq
         pieces.append(buf[seg:end])
         return b"".join(pieces), counts, seq
+
+    def _probe_rows(self, buf: bytes, pos: int, stop: int, pieces: list[bytes], seg: int) -> int:
+        """DataRows of the COPY column probe: read, and dropped from what the
+        client gets. Returns the new ``seg``."""
+        probe = self.tracker.probe_head()
+        unpack = _I32.unpack_from
+        p = pos
+        while p < stop:
+            e = p + 1 + unpack(buf, p + 1)[0]
+            probe.message(w.DATA_ROW, buf, p, e)
+            p = e
+        pieces.append(buf[seg:pos])
+        return stop
+
+    def _copy_columns(self, t: int, buf: bytes, s: int, e: int, counts: dict[str, int]) -> bytes | None:
+        """A CopyData (or the CopyDone) of a COPY masked by column: the
+        message(s) to send instead, None to send it as it is. Content rules
+        are applied here to what changed (``_backend`` does the rest)."""
+        cols = self._copy_cols
+        masking = self.masking
+        assert cols is not None and masking is not None
+        if t == _COPY_DATA:
+            new, c = cols.feed(buf[s + 5 : e])
+            if new is None:
+                return None
+        else:
+            self._copy_cols = None
+            new, c = cols.finish()
+        for k, n in c.items():
+            counts[k] = counts.get(k, 0) + n
+        out = b""
+        if new:
+            out = copy_data(new)
+            if masking.scans:
+                masked, c = masking.mask_other(_COPY_DATA, out, 0, len(out), False)
+                if masked is not None:
+                    out = masked
+                for k, n in c.items():
+                    counts[k] = counts.get(k, 0) + n
+        return out if t == _COPY_DATA else out + buf[s:e]
 
     def _one_result(
         self, buf: bytes, start: int, end: int, others: list[w.RowsFrame], rows: int
@@ -1252,6 +1446,15 @@ class ClientConnection(asyncio.Protocol):
     def _backend_message(self, t: int, buf: bytes, s: int, e: int, run: Running | None) -> bytes | None:
         """Tracker bookkeeping; returns a replacement for the message (b"" drops it)."""
         tracker = self.tracker
+        probe = tracker.probe_head() if self._probing else None
+        if probe is not None and t not in ASYNC_TYPES:
+            status = probe.message(t, buf, s, e)
+            if status is not None:
+                tracker.probe_done(status)
+                self._probing -= 1
+            return b""  # the probe's answers are the gateway's own
+        if self._copy_cols is not None and t in (_COMMAND_COMPLETE, w.ERROR, _READY):
+            self._copy_cols = None  # the COPY ended without CopyDone: a held partial row is dropped
         if t == _COMMAND_COMPLETE:
             if run is not None and run.capped:
                 tracker.command_complete("capped")
@@ -1287,6 +1490,15 @@ class ClientConnection(asyncio.Protocol):
             overall, _ = m.copy_response(buf, s, e)
             tracker.copy_out = True
             tracker.copy_out_binary = overall == 1
+            if run is not None and run.copy is not None and t == w.COPY_OUT:
+                plan, cols, fmt = run.copy
+                if overall == 1:
+                    raise CopyShapeError("the server sent binary COPY data for a text COPY")
+                self._copy_cols = CopyColumns(self.masking, plan, cols, fmt)
+        elif t == w.PARAMETER_STATUS:
+            name, value = m.parameter_status(buf, s, e)
+            if name == "client_encoding":
+                self._client_encoding = value
         elif t == w.COPY_IN:
             tracker.copy_in = True
         elif t == w.FUNCTION_RESULT:

@@ -221,6 +221,14 @@ class StreamMasking:
                     self._qualified.append((rule.id, field.split(".", 1)[1].lower()))
         self._plans: dict[tuple[tuple[str, int, int], ...], RowPlan] = {}
         self._json: Any = None
+        rules = getattr(config, "rules", ()) or ()
+        self.by_name = self.active and (
+            (getattr(config, "enabled", True) and any(rule.fields for rule in rules))
+            or self.masker.secret_key_name("password")
+        )
+        """Some values are masked by their column's name (a ``fields:`` rule,
+        or a secret-like name with secret_key_value on): a COPY TO STDOUT,
+        which names no columns, needs them learned first (``_copy_probe``)."""
 
     # -- planning ---------------------------------------------------------------
     def column_rule(self, name: str) -> str | None:

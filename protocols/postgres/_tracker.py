@@ -16,6 +16,8 @@ Close          CloseComplete ``3``
 Sync           ReadyForQuery ``Z``
 Query          per statement: [``T`` ``D``*] ``C`` | ``I`` | COPY..., then ``Z``
 FunctionCall   FunctionCallResponse ``V``, then ``Z``
+(probe)        the gateway's own batch before a COPY TO STDOUT
+               (``_copy_probe``): everything up to its ``Z`` is swallowed
 =============  =========================================================
 
 An ErrorResponse in the extended protocol makes the server skip everything up
@@ -37,10 +39,13 @@ from typing import Any, Protocol
 
 from ._messages import Column
 
-PARSE, BIND, DESC_STMT, DESC_PORTAL, EXEC, CLOSE, SYNC, QUERY, FCALL, DENIED = range(10)
+PARSE, BIND, DESC_STMT, DESC_PORTAL, EXEC, CLOSE, SYNC, QUERY, FCALL, DENIED, PROBE = range(11)
 _ENDS_AT_READY = frozenset({SYNC, QUERY, FCALL, DENIED})
 """Expectations that ReadyForQuery answers."""
-_NAMES = ["parse", "bind", "describe-S", "describe-P", "execute", "close", "sync", "query", "fcall", "denied"]
+_NAMES = [
+    "parse", "bind", "describe-S", "describe-P", "execute", "close", "sync", "query", "fcall", "denied",
+    "probe",
+]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -60,6 +65,9 @@ class Running:
     """Set when a cap was exceeded: the reason shown to the client."""
     portal: Any = None
     """Extended protocol: the Portal it executes (columns learned late)."""
+    copy: Any = None
+    """COPY TO STDOUT masked by column: (plan, columns, CopyFormat) learned
+    by the gateway's probe before the statement was sent."""
 
 
 @dataclass(slots=True)
@@ -142,6 +150,22 @@ class Tracker:
             self.discarding = False
         self.queue.append(Expect(kind, name, running or [], 0, message, target))
         return True
+
+    def expect_probe(self, probe: Any) -> None:
+        """The gateway's COPY column probe was sent: its answers (up to its
+        ReadyForQuery) are the relay's, not the client's."""
+        self.queue.append(Expect(PROBE, "", [], target=probe))
+
+    def probe_head(self) -> Any:
+        """The probe whose answers are arriving now, or None."""
+        queue = self.queue
+        if queue and queue[0].kind == PROBE:
+            return queue[0].target
+        return None
+
+    def probe_done(self, status: bytes) -> None:
+        self.queue.popleft()
+        self.status = status
 
     def expect_query(self, running: list[Running]) -> None:
         """``expect(QUERY, "", running)`` for the relay's hot path (a Query
@@ -282,12 +306,13 @@ class Tracker:
         else:
             # Z while something else is expected: the server and the tracker
             # disagree (should not happen). Drop everything up to a Sync.
-            while self.queue and self.queue[0].kind not in (SYNC, QUERY, FCALL, DENIED):
+            while self.queue and self.queue[0].kind not in (SYNC, QUERY, FCALL, DENIED, PROBE):
                 e = self.queue.popleft()
                 for run in e.running:
                     if not run.done:
                         self._skip(run, "no result from the server")
-            if self.queue:
+            if self.queue and self.queue[0].kind != PROBE:
+                # (a probe's answers are still to come: it stays)
                 self.queue.popleft()
 
     def _skip(self, run: Running, why: str) -> None:

@@ -8,7 +8,9 @@ whole directory. Connections on the gateway:
   against a direct connection and for benchmarks-like traffic;
 - ``strict``: TLS required from clients;
 - ``quick``: approvals time out after 1 s;
-- ``capped``: at most 100 rows per statement.
+- ``capped``: at most 100 rows per statement;
+- ``nocols``: content masking only (no column rule, secret_key_value off,
+  so no value is masked by its column's name).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def _conn(name: str, port: int, pg: PgServer, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("pg-gateway")
-    ports = {n: free_port() for n in ("db", "plain", "strict", "quick", "capped")}
+    ports = {n: free_port() for n in ("db", "plain", "strict", "quick", "capped", "nocols")}
     masking = {
         "recognizers": {"personal": True},
         "rules": [
@@ -132,6 +134,12 @@ def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ports["capped"],
                 pg,
                 options={"allow_plaintext_loopback": True, "max_rows_per_statement": 100},
+            ),
+            _conn(
+                "nocols",
+                ports["nocols"],
+                pg,
+                masking={"recognizers": {"personal": True, "disable": ["secret_key_value"]}},
             ),
         ]
     }
