@@ -306,8 +306,11 @@ class _Relay:
                 )
                 await self.client.send_bytes(data)
             elif msg.type == WSMsgType.TEXT:
-                session.upstream_data(msg.data.encode(), Stream.STDOUT, command_seq=self.cmd.seq)
-                await self.client.send_str(msg.data)
+                # no channel protocol sends text (kubectl fails on it without
+                # showing it), but it is recorded and another client may show it
+                text, masked = self.bodies.mask_bytes(msg.data.encode())
+                session.upstream_data(text, Stream.STDOUT, command_seq=self.cmd.seq, masked=masked)
+                await self.client.send_str(text.decode("utf-8", "replace"))
             else:
                 break
         await self._flush()

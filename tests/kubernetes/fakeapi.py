@@ -953,6 +953,12 @@ class FakeApi:
             await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "message": "no command", "reason": "BadRequest"}).encode())
             await ws.close()
             return ws
+        if command == ["echo-text"]:
+            # a text frame, which no channel protocol uses (kubectl ignores it)
+            await ws.send_str(f"debug: key AKIAIOSFODNN7EXAMPLE, credential {cred}")
+            await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Success"}).encode())
+            await ws.close()
+            return ws
         if command == ["echo-credential"]:
             # a runtime error on the status channel (3) that quotes the request's credential
             await ws.send_bytes(b"\x03" + json.dumps({"metadata": {}, "status": "Failure", "reason": "InternalError",

@@ -5,6 +5,7 @@ token (``upstream-sa-token``) must never reach the client."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import ssl
@@ -59,6 +60,13 @@ def upgrade_head(kube: Kube, pod: str) -> str:
                 break
             data += chunk
         return data.decode("latin-1")
+
+
+def output_text(data: object) -> str:
+    """An exported Output's data (text, or ``{"base64": ...}`` for bytes that are not)."""
+    if isinstance(data, dict):
+        return base64.b64decode(data["base64"]).decode("utf-8", "replace")
+    return str(data)
 
 
 def assert_no_token_recorded(kube: Kube, text: str) -> None:
@@ -124,3 +132,21 @@ def test_warning_header_kubectl_prints_is_masked(kube: Kube) -> None:
     if kube.daemon.config["connections"][0].get("masking", {}).get("enabled", True):
         assert "hunter2" not in res.stderr and "AKIAIOSFODNN7EXAMPLE" not in res.stderr, res.stderr
         assert "password=[SECRET]" in res.stderr and "[AWS_ACCESS_KEY_ID]" in res.stderr, res.stderr
+
+
+def test_exec_text_frame_is_masked_in_the_recording(kube: Kube) -> None:
+    """A text frame from the upstream (no channel protocol sends one; kubectl
+    fails on it without showing it) is recorded and relayed masked like
+    output."""
+    res = kube.kubectl("exec", "web-0", "--", "echo-text")
+    assert "unexpected message type" in res.stderr, res.stderr
+    assert TOKEN not in res.stdout + res.stderr
+    [session] = kube.sessions("-- echo-text")
+    events = kube.events(session["session_id"])
+    recorded = json.dumps(events) + "".join(
+        output_text(e["data"]) for e in events if e["type"] == "output"
+    )
+    assert "debug: key" in recorded
+    assert TOKEN not in recorded and "Bearer [REDACTED]" in recorded, recorded
+    if kube.daemon.config["connections"][0].get("masking", {}).get("enabled", True):
+        assert "AKIAIOSFODNN7EXAMPLE" not in recorded, recorded
