@@ -9,8 +9,10 @@ client saw. See docs/postgres.md.
 
 Modules: ``_wire`` (framing, encoders), ``_messages`` (decoders),
 ``_tracker`` (which answer belongs to which statement), ``_masking``
-(stream masking), ``_scoring`` (adapter to the risk scorer), ``_upstream``
-(login to the database), ``_client`` (the asyncio driver).
+(stream masking), ``_copy_stmt``/``_copy_probe``/``_copy_format``/``_copy_mask``
+(column masking of COPY TO STDOUT), ``_scoring`` (adapter to the risk
+scorer), ``_upstream`` (login to the database), ``_client`` (the asyncio
+driver).
 """
 
 from __future__ import annotations

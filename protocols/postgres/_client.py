@@ -18,6 +18,11 @@ swapped for the gateway's 42501.
 Server -> client: frames are tracked (``_tracker``) to attribute rows,
 completion tags and errors to Commands; masking rewrites only the messages
 that change; one Output(rows) is recorded per received chunk.
+
+COPY TO STDOUT under column rules: its Query waits like a held unit while
+the gateway's own probe (``_copy_probe``) learns the columns; the probe's
+answers are swallowed here, and the COPY's rows are masked by column
+(``_copy_mask``) -- or the Query is refused as a denied unit.
 """
 
 from __future__ import annotations
@@ -104,6 +109,9 @@ _COPY_STDOUT = "copy_stdout"
 """The risk scorer's category for COPY ... TO STDOUT."""
 COPY_RULE = "copy_columns"
 """Rule id of a COPY refused because it cannot be masked by column."""
+_COPY_NOT_ALONE = (
+    "a COPY TO STDOUT is masked by column only as the single statement of its query"
+)
 
 
 Reg = tuple[int, str, list[Running], Any]
@@ -765,6 +773,11 @@ class ClientConnection(asyncio.Protocol):
                 runs.append(run)
                 hold = hold or verdict not in _ALLOWED
             regs.append((QUERY, "", runs, None))
+            if probes and len(runs) > 1:
+                # the probe runs before the whole Query: an earlier statement
+                # in it (CREATE, SET search_path...) could make the COPY's
+                # columns other than the probed ones -- fail closed
+                probes = [(r, j, _COPY_NOT_ALONE, d) for r, j, _, d in probes]
             self._q_held = hold
             self._probes = probes
             return hold or bool(probes)

@@ -202,6 +202,15 @@ def test_probe_errors_and_transactions(gateway: Gateway, tables: None) -> None:
     )
     r = psql(gateway.env("db"), "", input=script)
     assert "hoopd: COPY refused: its columns could not be learned for masking (42P01" in r.stderr
+    # in a multi-statement query, an earlier statement could change what the
+    # COPY's columns are after the probe (here: which cm_people it reads)
+    multi = psql(
+        gateway.env("db"),
+        "create temp table cm_people(id int, other text, x text, y text, z text);"
+        " copy cm_people to stdout",
+    )
+    assert "COPY refused: a COPY TO STDOUT is masked by column only as the single" in multi.stderr
+    assert multi.stdout == ""
     assert "after refusal" in r.stdout
     assert "in transaction" in r.stdout and "\n1\t[SSN_COL]\n" in r.stdout
     # an aborted transaction: the COPY fails as it would without the gateway
