@@ -11,10 +11,13 @@ secret-named columns; ``nocols`` has no rule that depends on a name."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 from collections.abc import Iterator
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -97,6 +100,25 @@ def test_psql_copy_query_to_stdout(gateway: Gateway, pg: PgServer, tables: None)
     through = psql(gateway.env("db"), cmd)
     assert through.stdout == _expect_masked(direct.stdout, [0])
     assert through.stdout.splitlines()[3] == "\\N\t4\tDee"  # NULL is not masked into a value
+    # content rules still apply, in the same rows as the column rule
+    mixed = psql(
+        gateway.env("db"), "\\copy (select ssn, email, name from people order by id) to stdout"
+    )
+    assert mixed.stdout == "[SSN_COL]\t[EMAIL]\tAnn\n[SSN_COL]\t[EMAIL]\tBob\n"
+
+
+async def test_asyncpg_copy_from_query(gateway: Gateway, tables: None) -> None:
+    conn = await asyncpg.connect(gateway.dsn("db"), ssl="require")
+    try:
+        out = io.BytesIO()
+        await conn.copy_from_query("select id, ssn from cm_people order by id", output=out)
+        assert out.getvalue().splitlines()[:2] == [b"1\t[SSN_COL]", b"2\t[SSN_COL]"]
+        out = io.BytesIO()
+        await conn.copy_from_table("cm_people", columns=["ssn", "name"], output=out, format="csv")
+        assert b"plain-ssn" not in out.getvalue() and b"[SSN_COL],Ann" in out.getvalue()
+        assert await conn.fetchval("select 'usable'") == "usable"
+    finally:
+        await conn.close()
 
 
 def test_copy_csv_header_column_list(gateway: Gateway, pg: PgServer, tables: None) -> None:
@@ -105,9 +127,6 @@ def test_copy_csv_header_column_list(gateway: Gateway, pg: PgServer, tables: Non
     through = psql(gateway.env("db"), cmd)
     assert through.returncode == 0, through.stderr
     # a quoted CSV field may span lines: compare the parsed rows
-    import csv
-    import io
-
     want = list(csv.reader(io.StringIO(direct)))
     got = list(csv.reader(io.StringIO(through.stdout)))
     assert got[0] == ["id", "ssn", "note"]  # the header is column names, not values
