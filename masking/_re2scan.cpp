@@ -30,6 +30,9 @@
 #include <re2/set.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +54,14 @@ struct ScannerObject {
     re2::RE2::Set *set;
     Py_ssize_t window;
     int nset;
+    /* starts[b]: a match of some rule may start with byte b. Searches skip the
+     * bytes no match can start with before asking RE2 (whose DFA steps through
+     * every byte, ~2 ns each): a run of NULs or other bytes outside every
+     * rule's first-byte range (binary output, /dev/zero) costs a table lookup
+     * per byte. Which match is leftmost does not change: none starts in the
+     * skipped bytes, and RE2 still sees the text before the new start as
+     * context (\b, ^). */
+    std::array<bool, 256> starts;
 };
 
 re2::RE2::Options make_options(bool never_nl)
@@ -67,6 +78,87 @@ void Scanner_dealloc(ScannerObject *self)
     delete self->main;
     delete self->set;
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
+}
+
+/* What comes before a match start, for RE2's empty-width assertions (\b, \B,
+ * ^, (?m)^): the start of the text, a word byte, a newline, another byte. */
+const char *const kBefore[] = {"", "a", "\n", " "};
+/* ... and what follows an empty match (plus the end of the text, ""). */
+const char *const kAfter[] = {"", "a", "\n", " "};
+
+/* Can ``rx`` match the empty string in some context? Then a match may start
+ * at any byte. (RE2::FullMatch("") alone misses \bX*\b, which matches empty
+ * only between a word byte and another byte.) */
+bool matches_empty(const re2::RE2 &rx)
+{
+    for (const char *before : kBefore)
+        for (const char *after : kAfter) {
+            const std::string text = std::string(before) + after;
+            const size_t at = std::strlen(before);
+            if (rx.Match(text, at, at, re2::RE2::ANCHOR_BOTH, nullptr, 0))
+                return true;
+        }
+    return false;
+}
+
+/* Add the bytes a non-empty match of ``pattern`` can start with, after each
+ * kind of byte before it: RE2's PossibleMatchRange(min, max, n) bounds every
+ * match anchored at the start of the text (min <= s <= max), so for the
+ * pattern behind a one-byte context C, the second bytes of min and max bound
+ * the first byte of a match after C (max may be rounded up to the next byte,
+ * or end after C: every byte then). Compiled without never_nl (which would make
+ * the newline context unmatchable; the pattern without it matches a superset).
+ * False when RE2 cannot say: every byte is then a possible start. */
+bool add_starts(const std::string &pattern, const re2::RE2::Options &opts,
+                std::array<bool, 256> *starts)
+{
+    re2::RE2::Options loose = opts;
+    loose.set_never_nl(false);
+    const re2::RE2 rx(pattern, loose);
+    if (!rx.ok() || matches_empty(rx))
+        return false;
+    for (const char *before : kBefore) {
+        const size_t n = std::strlen(before);
+        std::string escaped;
+        for (const char *c = before; *c; c++)
+            escaped += *c == '\n' ? std::string("\\n") : std::string(1, *c);
+        const re2::RE2 ctx(escaped + "(?:" + pattern + ")", loose);
+        std::string lo, hi;
+        if (!ctx.ok() || !ctx.PossibleMatchRange(&lo, &hi, static_cast<int>(n) + 1))
+            return false;
+        if (lo == before && hi == before)
+            continue;  // no match after this context (RE2's walk found no byte to go on)
+        if (lo.size() <= n || lo.compare(0, n, before) != 0 || hi.compare(0, n, before) < 0)
+            return false;  // not the shape expected: do not guess
+        const int first = static_cast<unsigned char>(lo[n]);
+        const int last = hi.size() > n && hi.compare(0, n, before) == 0
+                             ? static_cast<unsigned char>(hi[n])
+                             : 255;
+        for (int b = first; b <= last; b++)
+            (*starts)[static_cast<size_t>(b)] = true;
+    }
+    return true;
+}
+
+/* The first position in [pos, endpos) whose byte can start a match; endpos if none. */
+inline Py_ssize_t next_start(const ScannerObject *self, const char *data, Py_ssize_t pos,
+                             Py_ssize_t endpos)
+{
+    const bool *s = self->starts.data();
+    const auto *d = reinterpret_cast<const unsigned char *>(data);
+    if (!s[0]) {  // whole words of NULs (/dev/zero, tar padding, sparse files)
+        uint64_t w;
+        while (pos + 8 <= endpos && (std::memcpy(&w, d + pos, 8), w == 0))
+            pos += 8;
+    }
+    // then eight independent lookups per step, one byte at a time at the end
+    while (pos + 8 <= endpos
+           && !(s[d[pos]] | s[d[pos + 1]] | s[d[pos + 2]] | s[d[pos + 3]] | s[d[pos + 4]]
+                | s[d[pos + 5]] | s[d[pos + 6]] | s[d[pos + 7]]))
+        pos += 8;
+    while (pos < endpos && !s[d[pos]])
+        pos++;
+    return pos;
 }
 
 int bytes_arg(PyObject *o, std::string *out)
@@ -125,9 +217,16 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "cannot compile RE2 set");
         return nullptr;
     }
+    std::array<bool, 256> starts{};
+    for (const std::string &p : set_patterns)
+        if (!add_starts(p, opts, &starts)) {
+            starts.fill(true);
+            break;
+        }
     auto *self = reinterpret_cast<ScannerObject *>(type->tp_alloc(type, 0));
     if (self == nullptr)
         return nullptr;
+    self->starts = starts;
     self->main = main.release();
     self->set = set.release();
     self->window = window;
@@ -156,6 +255,7 @@ try {
     const re2::StringPiece text(data, static_cast<size_t>(n));
     re2::StringPiece m;
     for (;;) {
+        pos = next_start(self, data, pos, endpos);
         if (pos >= endpos
             || !self->main->Match(text, static_cast<size_t>(pos), static_cast<size_t>(endpos),
                                   re2::RE2::UNANCHORED, &m, 1)) {
@@ -282,7 +382,8 @@ PyObject *Scanner_first_before(ScannerObject *self, PyObject *const *args, Py_ss
     if (stop > endpos)
         stop = endpos;
     for (Py_ssize_t s = pos; s < stop; s++) {
-        if (self->main->Match(text, static_cast<size_t>(s), static_cast<size_t>(endpos),
+        if (self->starts[static_cast<unsigned char>(data[s])]
+            && self->main->Match(text, static_cast<size_t>(s), static_cast<size_t>(endpos),
                               re2::RE2::ANCHOR_START, &m, 1)) {
             p = s;
             e0 = s + static_cast<Py_ssize_t>(m.size());

@@ -53,7 +53,22 @@ CONFIGS: list[dict[str, Any]] = [
     },
     {"replacements": {"default": "hmac"}},
     {"recognizers": {"credentials": False, "enable": ["ssn", "card", "phone"]}},
+    {
+        # a match's first byte that depends on the byte before it (the scanner
+        # skips bytes no match can start with; "7" starts none here), and a
+        # rule that starts with NUL
+        "recognizers": {"credentials": False},
+        "rules": [
+            {"id": "inword", "pattern": "\\Bx9[0-9]+"},
+            {"id": "afterword", "pattern": "\\b~w[0-9]+"},
+            {"id": "line", "pattern": "(?m)^-q[0-9]+"},
+            {"id": "upper", "pattern": "[A-C]z9[0-9]"},
+            {"id": "ab", "pattern": "ab[0-9]{3}"},
+            {"id": "nul", "pattern": "\\x00\\x01KEY[0-9]{4}"},
+        ],
+    },
 ]
+ADVERSARIAL = ["7x91", " x91", "7~w5", " ~w5", "\n-q42", " -q7", "Bz90", "ab123", "\x00\x01KEY1234"]
 
 
 def _pair(cfg: dict[str, Any]) -> tuple[Masker, Masker]:
@@ -90,6 +105,7 @@ NEAR_MISSES = [
     "ZZ123 ZZ12345 999QQ",
     "LONG" + "a" * 300,
     "password=**** token=[SECRET] secret: s3cr3t",
+    *ADVERSARIAL,
     *[t for texts in NEGATIVES.values() for t in texts],
 ]
 FILLER = st.text(
@@ -158,6 +174,56 @@ def test_same_output_as_the_python_loop(which: int, data: bytes, cuts: list[int]
     assert fast.rows(cols).mask(fields) == pure.rows(cols).mask(fields)
 
 
+BINARY = st.one_of(
+    st.binary(max_size=48),
+    st.integers(1, 3000).map(bytes),  # a run of NULs (/dev/zero, tar padding)
+    st.sampled_from([b"\xff" * 40, bytes(range(256)), b"\x00\x01\x1f " * 20, b"\x00" * 7 + b"A"]),
+)
+
+
+@st.composite
+def binary_documents(draw: st.DrawFn) -> bytes:
+    """Binary output with values planted between, right after or right before
+    runs of bytes no rule starts with (the scanner skips those)."""
+    parts = []
+    for _ in range(draw(st.integers(1, 8))):
+        parts.append(draw(BINARY))
+        kind = draw(st.integers(0, 3))
+        if kind <= 1:
+            parts.append(draw(st.sampled_from(PLANTS))[1].encode())
+        elif kind == 2:
+            parts.append(draw(st.sampled_from(NEAR_MISSES)).encode())
+        else:
+            parts.append(draw(st.sampled_from(ADVERSARIAL)).encode())
+    return b"".join(parts)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.integers(0, max(len(PAIRS) - 1, 0)),
+    data=binary_documents(),
+    cuts=st.lists(st.integers(0, 6000), max_size=8),
+)
+def test_binary_output_same_as_the_python_loop(which: int, data: bytes, cuts: list[int]) -> None:
+    fast, pure = PAIRS[which]
+    expected = pure.mask_bytes(data)
+    assert fast.mask_bytes(data) == expected
+    assert _stream(fast, data, cuts) == _stream(pure, data, cuts)
+
+
+def test_values_between_long_nul_runs_are_masked() -> None:
+    """What a user sees of a secret inside /dev/zero-like output: masked, at
+    any offset from the NUL runs around it (word-aligned or not)."""
+    fast, pure = PAIRS[1]
+    for rid, text, secret in PLANTS[::5]:
+        for before in (0, 1, 7, 8, 9, 100_003):
+            data = bytes(before) + text.encode() + bytes(70_001)
+            out, counts = fast.mask_bytes(data)
+            assert (out, counts) == pure.mask_bytes(data)
+            assert secret.encode() not in out, (rid, before)
+            assert out.startswith(bytes(before)) and out.endswith(bytes(70_001))
+
+
 def test_long_inputs_many_batches() -> None:
     """More candidates than one batch holds, rejections between them, PEM headers
     (a new endpos) and a stream whose limit cuts batches short."""
@@ -207,6 +273,39 @@ def test_scanner_matches_the_binding_loop() -> None:
         stop = pos + 40
         first = fast._first_before(data, pos, stop, n)
         assert first == (want if want is not None and want[0] < stop else None), pos
+
+
+def _binding_candidates(m: Masker, data: bytes) -> list[tuple[int, int, int]]:
+    """The candidates of the Python loop's search + Set calls over all of data."""
+    main = m._main
+    assert main is not None
+    n = len(data)
+    found = []
+    pos = 0
+    while pos < n:
+        p, e0 = main.raw_search(data, pos, n)[0]
+        if p < 0:
+            break
+        hits = m._idset.Match(data[p:e0]) if e0 - p < m.window else None
+        found.append((p, e0, min(hits) if hits else -1))
+        pos = e0 if e0 > p else p + 1
+    return found
+
+
+@pytest.mark.parametrize("which", [2, len(CONFIGS) - 1])
+@pytest.mark.parametrize("gap", [b"\x00" * 19, b"\x01\xff", b"\xff"])
+def test_scanner_skips_no_candidate_in_binary(which: int, gap: bytes) -> None:
+    """After runs of bytes no rule starts with (NULs for the built-ins; \\x01
+    and \\xff for both), Scanner.scan returns exactly the binding loop's
+    candidates: each search starts after the previous candidate, so the
+    gap before each value is skipped before RE2 is asked."""
+    fast, _ = PAIRS[which]
+    assert fast._scan is not None
+    pieces = [t for _, t, _ in PLANTS[::3]] + ADVERSARIAL
+    data = b"".join(gap[: 1 + i % len(gap)] + t.encode() for i, t in enumerate(pieces))
+    expected = _binding_candidates(fast, data)
+    assert len(expected) >= 5
+    assert fast._scan(data, 0, len(data), len(data), 10**6) == [*expected, (-1, -1, -1)]
 
 
 def test_accelerate_flag_and_environment() -> None:
