@@ -121,6 +121,8 @@ def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         "rules": [
             {"match": "delete_without_where", "action": "review"},
             {"match": "drop_database", "action": "deny"},
+            # a marker for statements a test wants held (test_copy_masking)
+            {"pattern": "hoopd-review-marker", "action": "review"},
         ],
     }
     config = {

@@ -23,6 +23,7 @@ import pytest
 
 from tests.postgres.conftest import Gateway
 from tests.postgres.test_error_masking import _recorded, _user_env
+from tests.postgres.test_held import Psql
 from tests.support.pgserver import PgServer
 
 SSNS = ("plain-ssn-1", "tab\tand\\back", 'line\nbreak,"quoted"')
@@ -257,3 +258,19 @@ def test_recording_holds_masked_rows_and_refusals(gateway: Gateway, tables: None
         if '"decision"' in line and "copy_columns" in line
     ]
     assert decisions and decisions[0]["verdict"] == "deny"
+
+
+def test_held_copy_probed_after_approval(gateway: Gateway, tables: None) -> None:
+    # a COPY a risk rule holds for review: approved, its columns are probed
+    # and masked like any other COPY's
+    script = (
+        "\\copy (select ssn, 'hoopd-review-marker' as tag from cm_people where id = 1) to stdout\n"
+        "select 'after';\n"
+    )
+    held = Psql(gateway.env("db"), script)
+    assert held.approval.wait(20), held.lines
+    r = gateway.approvals("approve", held.approval_id, "--comment", "ok")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out, err = held.finish()
+    assert held.proc.returncode == 0, err
+    assert out == "[SSN_COL]\thoopd-review-marker\nafter\n"
