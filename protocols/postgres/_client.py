@@ -1026,6 +1026,7 @@ class ClientConnection(asyncio.Protocol):
         encoding = target.encoding or self._client_encoding
         if not target.binary and not ascii_safe(encoding):
             return f"COPY data in encoding {encoding} cannot be masked by column"
+        run.copy = ()  # probed: nothing to mask unless set below
         probe = Probe(target)
         probe.future = asyncio.get_running_loop().create_future()
         self.tracker.expect_probe(probe)
@@ -1503,11 +1504,17 @@ class ClientConnection(asyncio.Protocol):
             overall, _ = m.copy_response(buf, s, e)
             tracker.copy_out = True
             tracker.copy_out_binary = overall == 1
-            if run is not None and run.copy is not None and t == w.COPY_OUT:
-                plan, cols, fmt = run.copy
-                if overall == 1:
-                    raise CopyShapeError("the server sent binary COPY data for a text COPY")
-                self._copy_cols = CopyColumns(self.masking, plan, cols, fmt)
+            if t == w.COPY_OUT and self._copy_names:
+                if run is None or run.copy is None:
+                    # Every COPY TO STDOUT is probed or refused before it is
+                    # sent; one that was not (the risk scorer did not see a
+                    # COPY in it) cannot be masked by column: fail closed.
+                    raise CopyShapeError("its columns were not learned before it ran")
+                if run.copy:
+                    plan, cols, fmt = run.copy
+                    if overall == 1:
+                        raise CopyShapeError("the server sent binary COPY data for a text COPY")
+                    self._copy_cols = CopyColumns(self.masking, plan, cols, fmt)
         elif t == w.PARAMETER_STATUS:
             name, value = m.parameter_status(buf, s, e)
             if name == "client_encoding":

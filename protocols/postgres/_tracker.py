@@ -66,8 +66,9 @@ class Running:
     portal: Any = None
     """Extended protocol: the Portal it executes (columns learned late)."""
     copy: Any = None
-    """COPY TO STDOUT masked by column: (plan, columns, CopyFormat) learned
-    by the gateway's probe before the statement was sent."""
+    """COPY TO STDOUT under column rules: (plan, columns, CopyFormat) learned
+    by the gateway's probe before the statement was sent; ``()`` when the
+    probe found nothing to mask by column; None: not probed."""
 
 
 @dataclass(slots=True)
