@@ -123,7 +123,7 @@ async def relay_websocket(
         return status_response(exc.status or 502, message)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         session.metrics.upstream_errors.inc()
-        reason = str(exc) or type(exc).__name__
+        reason = proxy.failure_reason(exc)
         session.error(f"upstream unreachable: {reason}", "upstream_unreachable")
         session.result(cmd, "503", error=reason)
         return status_response(503, f"hoopd: the Kubernetes API server is unreachable: {reason}")

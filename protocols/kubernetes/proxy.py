@@ -340,6 +340,15 @@ class KubeProxy:
                 out.append(f"Impersonate-Group: {_header_value(group)}\r\n")
         return "".join(out)
 
+    def failure_reason(self, exc: BaseException) -> str:
+        """Why the upstream failed, for the client's Status and the recording,
+        masked: a head the parser refuses is quoted (a bad status or header
+        line), and it holds whatever the upstream put there, an echoed
+        request header too."""
+        reason = str(exc) or type(exc).__name__
+        masker = self.bodies.masker if self.bodies is not None else None
+        return masker.mask_text(reason)[0] if masker is not None else reason
+
     async def send(self, state: ClientConn, method: str, head: bytes, body: bytes) -> UpstreamResponse:
         """On the client connection's upstream connection (opened or reopened
         as needed); a reused connection the server closed meanwhile is retried
@@ -555,7 +564,7 @@ class KubeProxy:
             upstream = await self.send(state, request.method, head, raw)
         except (UpstreamError, OSError, TimeoutError) as exc:
             session.metrics.upstream_errors.inc()
-            reason = str(exc) or type(exc).__name__
+            reason = self.failure_reason(exc)
             session.error(f"upstream unreachable: {reason}", "upstream_unreachable")
             session.result(cmd, "503", error=reason)
             return status_response(503, f"hoopd: the Kubernetes API server is unreachable: {reason}")

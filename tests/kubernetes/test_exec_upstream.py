@@ -9,6 +9,7 @@ import base64
 import json
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -150,3 +151,64 @@ def test_exec_text_frame_is_masked_in_the_recording(kube: Kube) -> None:
     assert TOKEN not in recorded and "Bearer [REDACTED]" in recorded, recorded
     if kube.daemon.config["connections"][0].get("masking", {}).get("enabled", True):
         assert "AKIAIOSFODNN7EXAMPLE" not in recorded, recorded
+
+
+class BrokenUpstream:
+    """A plain-HTTP "API server" that answers every request with a head the
+    gateway cannot parse, quoting the request's Authorization in it (a
+    misconfigured proxy in front of the API server)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.ca = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                cred = next(
+                    (line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+                     if line.lower().startswith(b"authorization:")), b"",
+                )  # fmt: skip
+                if self.kind == "status":
+                    conn.sendall(b"HTTP/1.1 OOPS " + cred + b"\r\n\r\n")
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Debug " + cred + b"\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("kind", ["status", "header"])
+def test_an_unparsable_upstream_head_is_not_quoted_unmasked(
+    kind: str, fake: FakeApiServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The 503 the gateway answers for a head it cannot parse says why, with
+    a piece of the bad line: the upstream token in it is masked, in what
+    kubectl prints and in the recording."""
+    broken = BrokenUpstream(kind)
+    workdir = tmp_path_factory.mktemp("kube-broken")
+    # Kube writes the token to workdir/sa-token before the daemon starts
+    k = Kube(workdir, fake, upstream={"url": broken.url, "token": f"file:{workdir / 'sa-token'}"})
+    try:
+        res = k.kubectl("get", "--raw", "/api/v1/namespaces")
+        assert res.returncode != 0
+        assert "ServiceUnavailable" in res.stderr and "bad " in res.stderr, res.stderr
+        assert "[REDACTED]" in res.stderr and TOKEN not in res.stderr, res.stderr
+        assert_no_token_recorded(k, "namespaces")
+    finally:
+        k.close()
+        broken.close()
