@@ -45,9 +45,11 @@ class Sshd:
 def sshd(
     workdir: Path, *, name: str = "sshd", log_level: str = "ERROR",
     ciphers: str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr",
+    rekey_limit: str = "default none",
 ) -> Iterator[Sshd]:
     """``log_level`` DEBUG3 logs every packet type received to ``sshd.log``;
-    ``ciphers`` (its ``Ciphers``) picks the cipher a gateway gets."""
+    ``ciphers`` (its ``Ciphers``) picks the cipher a gateway gets;
+    ``rekey_limit`` (its ``RekeyLimit``, e.g. ``1M``) makes it renegotiate keys often."""
     d = workdir / name
     d.mkdir()
     Path("/run/sshd").mkdir(exist_ok=True)
@@ -82,6 +84,7 @@ LogLevel {log_level}
 MaxSessions 50
 MaxStartups 50
 Ciphers {ciphers}
+RekeyLimit {rekey_limit}
 Match LocalPort {no_x11_port}
     X11Forwarding no
 """

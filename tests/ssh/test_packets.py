@@ -32,7 +32,9 @@ DOWNLOAD = 3_000_000
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, tuple[int, Sshd]]]]:
     """One target per cipher (its only one, so the gateway's upstream uses it
-    too), each behind its own connection of one gateway."""
+    too), each behind its own connection of one gateway. The targets (and the
+    clients below) renegotiate keys every megabyte: the padding stays off
+    across key exchanges started from either side."""
     if not have_openssh():
         pytest.skip("needs root, sshd and ssh")
     tmp = tmp_path_factory.mktemp("packets")
@@ -43,7 +45,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, di
         ports: dict[str, tuple[int, Sshd]] = {}
         conns = []
         for i, cipher in enumerate(CIPHERS):
-            target = stack.enter_context(sshd(tmp, name=f"sshd{i}", log_level="DEBUG3", ciphers=cipher))
+            target = stack.enter_context(
+                sshd(tmp, name=f"sshd{i}", log_level="DEBUG3", ciphers=cipher, rekey_limit="1M")
+            )
             ports[cipher] = (free_port(), target)
             conns.append(ssh_conn(f"c{i}", ports[cipher][0], target, options={"authorized_keys": keys}))
         stack.enter_context(running(tmp, {"connections": conns}))
@@ -59,7 +63,7 @@ def test_openssh_client_and_target_receive_no_ignore_padding(
     upload = os.urandom(1_000_000)
     # LogLevel before SSH_OPTS: ssh keeps the first value it is given.
     argv = ["ssh", "-o", "LogLevel=DEBUG3", *SSH_OPTS, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-            "-i", str(user_key), "-c", cipher, "-p", str(port), "user@127.0.0.1",
+            "-o", "RekeyLimit=1M", "-i", str(user_key), "-c", cipher, "-p", str(port), "user@127.0.0.1",
             f"sha256sum; head -c {DOWNLOAD} /dev/zero | tr '\\0' x"]  # fmt: skip
     r = subprocess.run(argv, input=upload, capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -67,6 +71,7 @@ def test_openssh_client_and_target_receive_no_ignore_padding(
     assert f"cipher: {cipher}".encode() in r.stderr  # the cipher asked for is the one in use
     assert r.stderr.count(IGNORED) == 0
     assert (target.dir / "sshd.log").read_bytes().count(IGNORED) == 0
+    assert r.stderr.count(b"SSH2_MSG_KEXINIT sent") >= 3  # rekeyed along the way
 
 
 class _Server(asyncssh.SSHServer):
