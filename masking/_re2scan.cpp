@@ -13,6 +13,18 @@
  *         emit (p, e0, k)
  *         pos = e0 if e0 > p else p + 1
  *
+ * With a scan pattern (and side rules), ``main.Match(UNANCHORED, ...)`` above is
+ * computed without running the joined pattern's DFA over the text: RE2 builds
+ * that DFA lazily, and on base64, hex or other alphanumeric-dense text the
+ * rules' leading bounded repetitions (``[A-Za-z0-9_.-]{0,64}password``, an
+ * e-mail's local part) keep a thread alive at every start position, so it
+ * builds new states all the time (0.2-2 MB/s with every rule on). The scan
+ * pattern joins the rules' scan forms, which start at their rare part; the
+ * leftmost full match starts at most ``lookback`` bytes before the leftmost
+ * scan-form match, so the joined pattern runs from there only (find_next).
+ * Side rules are found from a literal anchor (side_start). Same candidates
+ * (tests/masking/test_dense.py).
+ *
  * It stops after max_candidates candidates or after the first candidate that
  * starts at or past ``limit``, and then appends (-2, -2, -2) ("not searched
  * further"); when a search finds nothing (or pos reaches endpos) it appends
@@ -31,6 +43,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -62,6 +75,30 @@ struct ScannerObject {
      * skipped bytes, and RE2 still sees the text before the new start as
      * context (\b, ^). */
     std::array<bool, 256> starts;
+    /* DFA-friendly scan (optional): ``scan`` is the joined pattern with the
+     * rules' leading bounded repetitions over broad classes taken off (a
+     * keyword, an ``@``, a ``::`` left to find). Its DFA stays small on
+     * base64/hex/alphanumeric-dense text, where the full pattern's lazily built
+     * DFA explodes (one thread per start position inside every counter, times
+     * every rule). Each rule's scan form matches where the rule matches (so a
+     * scan match at m means a full match starts at m or before it) and every
+     * full match starts at most ``lookback`` bytes before a scan match, over
+     * bytes in ``left`` only. The full pattern is then run from that bound
+     * only. */
+    re2::RE2 *scan;
+    Py_ssize_t lookback;
+    std::array<bool, 256> left;
+    /* Side rules: taken out of both scans' way, found from a literal anchor
+     * (``://``, ``Q~``): the rule's prefix up to the anchor (lx) in a window of
+     * maxleft bytes before it, then the rule anchored there. */
+    struct Side {
+        std::string anchor;
+        re2::RE2 *lx;
+        re2::RE2 *rule;
+        Py_ssize_t maxleft;
+        Py_ssize_t rare;  // the anchor's byte searched with memchr (see find_anchor)
+    };
+    std::vector<Side> *sides;
 };
 
 re2::RE2::Options make_options(bool never_nl)
@@ -77,6 +114,13 @@ void Scanner_dealloc(ScannerObject *self)
 {
     delete self->main;
     delete self->set;
+    delete self->scan;
+    if (self->sides != nullptr)
+        for (auto &side : *self->sides) {
+            delete side.lx;
+            delete side.rule;
+        }
+    delete self->sides;
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
 }
 
@@ -173,12 +217,15 @@ int bytes_arg(PyObject *o, std::string *out)
 
 PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static const char *kwlist[] = {"pattern", "set_patterns", "never_nl", "window", nullptr};
+    static const char *kwlist[] = {"pattern", "set_patterns", "never_nl", "window",
+                                   "scan_pattern", "lookback", "left_bytes", "sides", nullptr};
     PyObject *pattern_obj, *set_obj;
+    PyObject *scan_obj = Py_None, *left_obj = nullptr, *sides_obj = nullptr;
     int never_nl;
-    Py_ssize_t window;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOpn:Scanner", const_cast<char **>(kwlist),
-                                     &pattern_obj, &set_obj, &never_nl, &window))
+    Py_ssize_t window, lookback = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOpn|OnSO:Scanner", const_cast<char **>(kwlist),
+                                     &pattern_obj, &set_obj, &never_nl, &window, &scan_obj,
+                                     &lookback, &left_obj, &sides_obj))
         return nullptr;
     std::string pattern;
     if (bytes_arg(pattern_obj, &pattern) < 0)
@@ -223,9 +270,84 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
             starts.fill(true);
             break;
         }
+    std::unique_ptr<re2::RE2> scan;
+    if (scan_obj != Py_None) {
+        std::string scan_pattern;
+        if (bytes_arg(scan_obj, &scan_pattern) < 0)
+            return nullptr;
+        scan.reset(new re2::RE2(scan_pattern, opts));
+        if (!scan->ok()) {
+            PyErr_Format(PyExc_ValueError, "invalid RE2 scan pattern: %s", scan->error().c_str());
+            return nullptr;
+        }
+    }
+    std::array<bool, 256> left{};
+    if (left_obj != nullptr) {
+        std::string lb;
+        if (bytes_arg(left_obj, &lb) < 0)
+            return nullptr;
+        for (unsigned char c : lb)
+            left[c] = true;
+    }
+    std::unique_ptr<std::vector<ScannerObject::Side>> sides(new std::vector<ScannerObject::Side>);
+    struct SideGuard {  // frees the side programs if construction fails half-way
+        std::vector<ScannerObject::Side> *v;
+        ~SideGuard()
+        {
+            if (v != nullptr)
+                for (auto &side : *v) {
+                    delete side.lx;
+                    delete side.rule;
+                }
+        }
+    } guard{sides.get()};
+    if (sides_obj != nullptr && sides_obj != Py_None) {
+        PyObject *sseq = PySequence_Fast(sides_obj, "sides must be a sequence");
+        if (sseq == nullptr)
+            return nullptr;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sseq); i++) {
+            PyObject *anchor_o, *lx_o, *rule_o;
+            Py_ssize_t maxleft;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sseq, i), "SSSn:side", &anchor_o,
+                                  &lx_o, &rule_o, &maxleft)) {
+                Py_DECREF(sseq);
+                return nullptr;
+            }
+            std::string anchor, lx, rule;
+            if (bytes_arg(anchor_o, &anchor) < 0 || bytes_arg(lx_o, &lx) < 0
+                || bytes_arg(rule_o, &rule) < 0) {
+                Py_DECREF(sseq);
+                return nullptr;
+            }
+            // the anchor byte least likely in text: not a letter, digit, space
+            // or ':' (timestamps) if it has one, else its last byte
+            Py_ssize_t rare = static_cast<Py_ssize_t>(anchor.size()) - 1;
+            for (size_t j = 0; j < anchor.size(); j++) {
+                const unsigned char b = static_cast<unsigned char>(anchor[j]);
+                if (!std::isalnum(b) && b != ' ' && b != ':') {
+                    rare = static_cast<Py_ssize_t>(j);
+                    break;
+                }
+            }
+            ScannerObject::Side side{anchor, new re2::RE2(lx, opts), nullptr, maxleft, rare};
+            side.rule = new re2::RE2(rule, opts);
+            sides->push_back(side);
+            if (anchor.empty() || !side.lx->ok() || !side.rule->ok()) {
+                Py_DECREF(sseq);
+                PyErr_SetString(PyExc_ValueError, "invalid side rule");
+                return nullptr;
+            }
+        }
+        Py_DECREF(sseq);
+    }
     auto *self = reinterpret_cast<ScannerObject *>(type->tp_alloc(type, 0));
     if (self == nullptr)
         return nullptr;
+    guard.v = nullptr;
+    self->scan = scan.release();
+    self->lookback = lookback;
+    self->left = left;
+    self->sides = sides.release();
     self->starts = starts;
     self->main = main.release();
     self->set = set.release();
@@ -246,6 +368,138 @@ int set_hit(const ScannerObject *self, const char *data, Py_ssize_t p, Py_ssize_
     return hits->empty() ? -1 : *std::min_element(hits->begin(), hits->end());
 }
 
+constexpr Py_ssize_t kInf = PY_SSIZE_T_MAX;
+
+/* What one scan call knows of a side rule (the call's endpos is fixed and its
+ * positions only grow). */
+struct SideCache {
+    Py_ssize_t from = -1;    // start: the leftmost rule start >= from ...
+    Py_ssize_t start = kInf; // ... among anchors before ``anchors`` (kInf: none)
+    Py_ssize_t anchors = 0;
+};
+
+/* The first occurrence of the side rule's anchor in data[k:end], -1 if none:
+ * memchr for its rarest byte (SIMD; glibc's memmem for a 2-3 byte needle is
+ * several times slower, and this runs over all the text between candidates). */
+Py_ssize_t find_anchor(const ScannerObject::Side &sd, const char *data, Py_ssize_t k,
+                       Py_ssize_t end)
+{
+    const Py_ssize_t alen = static_cast<Py_ssize_t>(sd.anchor.size());
+    const Py_ssize_t r = sd.rare;
+    const char c = sd.anchor[static_cast<size_t>(r)];
+    for (Py_ssize_t i = k + r; i < end - (alen - 1 - r);) {
+        const void *f = std::memchr(data + i, c, static_cast<size_t>(end - (alen - 1 - r) - i));
+        if (f == nullptr)
+            return -1;
+        const Py_ssize_t at = static_cast<const char *>(f) - data - r;
+        if (std::memcmp(data + at, sd.anchor.data(), static_cast<size_t>(alen)) == 0)
+            return at;
+        i = at + r + 1;
+    }
+    return -1;
+}
+
+/* The leftmost start >= x of a side rule, if it is below hi (else kInf).
+ *
+ * Every match of a side rule starts at most maxleft bytes before the first
+ * occurrence of its anchor at or after its start, and is a match of ``lx``
+ * (the rule up to and with the anchor) there; a later anchor only has later
+ * starts (the prefix's bytes cannot run through an anchor). So the anchors
+ * are taken in order, and for each one the starts of lx in the window before
+ * it, each tried as a start of the whole rule. */
+Py_ssize_t side_start(const ScannerObject::Side &sd, SideCache *c, const char *data,
+                      const re2::StringPiece &text, Py_ssize_t x, Py_ssize_t endpos,
+                      Py_ssize_t hi)
+{
+    if (c->from >= 0 && x >= c->from && c->start != kInf && x <= c->start)
+        return c->start < hi ? c->start : kInf;
+    if (c->from < 0 || x < c->from || c->start != kInf)
+        c->anchors = x;  // start over from x (no knowledge, or went past the start)
+    c->from = x;
+    c->start = kInf;
+    const Py_ssize_t alen = static_cast<Py_ssize_t>(sd.anchor.size());
+    // an anchor at or after this cannot have a start below hi
+    const Py_ssize_t limit =
+        hi >= endpos ? endpos : std::min(endpos, hi + sd.maxleft + alen);
+    Py_ssize_t k = std::max(c->anchors, x);
+    re2::StringPiece m;
+    while (k < limit) {
+        // only anchors that start before limit (a search to endpos would make
+        // every call of a long scan with few candidates cost the rest of the text)
+        const Py_ssize_t end = std::min(endpos, limit + alen - 1);
+        k = find_anchor(sd, data, k, end);
+        if (k < 0) {
+            c->anchors = limit;
+            return kInf;
+        }
+        Py_ssize_t lo = std::max(x, k - sd.maxleft);
+        const Py_ssize_t we = k + alen;
+        while (lo <= k
+               && sd.lx->Match(text, static_cast<size_t>(lo), static_cast<size_t>(we),
+                               re2::RE2::UNANCHORED, &m, 1)) {
+            const Py_ssize_t q = m.data() - data;
+            if (sd.rule->Match(text, static_cast<size_t>(q), static_cast<size_t>(endpos),
+                               re2::RE2::ANCHOR_START, nullptr, 0)) {
+                c->start = q;
+                c->anchors = k;
+                return q < hi ? q : kInf;
+            }
+            lo = q + 1;
+        }
+        k++;
+    }
+    c->anchors = std::max(c->anchors, limit);
+    return kInf;
+}
+
+/* The leftmost match of the joined pattern in [pos, endpos] (what one unanchored
+ * search of it finds), via the DFA-friendly scan pattern and side rules. */
+bool find_next(const ScannerObject *self, const char *data, const re2::StringPiece &text,
+               Py_ssize_t pos, Py_ssize_t endpos, std::vector<SideCache> *caches,
+               Py_ssize_t *p, Py_ssize_t *e0)
+{
+    re2::StringPiece m;
+    Py_ssize_t ms = kInf;
+    const Py_ssize_t from = next_start(self, data, pos, endpos);
+    if (self->scan != nullptr && from < endpos
+        && self->scan->Match(text, static_cast<size_t>(from), static_cast<size_t>(endpos),
+                             re2::RE2::UNANCHORED, &m, 1))
+        ms = m.data() - data;
+    // a full match that starts before ms does so over ``left`` bytes, at most
+    // lookback bytes before it
+    Py_ssize_t s = ms;
+    if (ms != kInf) {
+        const Py_ssize_t floor = std::max(pos, ms - self->lookback);
+        const auto *d = reinterpret_cast<const unsigned char *>(data);
+        while (s > floor && self->left[d[s - 1]])
+            s--;
+    }
+    Py_ssize_t u = kInf;
+    for (size_t i = 0; i < self->sides->size(); i++)
+        u = std::min(u, side_start((*self->sides)[i], &(*caches)[i], data, text, pos, endpos,
+                                   std::min(s, u)));
+    if (ms == kInf && u == kInf)
+        return false;
+    bool ok;
+    if (u < s)  // a side rule's start, before any scan-form rule's
+        ok = self->main->Match(text, static_cast<size_t>(u), static_cast<size_t>(endpos),
+                               re2::RE2::ANCHOR_START, &m, 1);
+    else if (s < ms)  // a match starts in [s, ms]: one short search
+        ok = self->main->Match(text, static_cast<size_t>(s), static_cast<size_t>(endpos),
+                               re2::RE2::UNANCHORED, &m, 1)
+             && m.data() - data <= ms;
+    else
+        ok = self->main->Match(text, static_cast<size_t>(ms), static_cast<size_t>(endpos),
+                               re2::RE2::ANCHOR_START, &m, 1);
+    if (!ok  // cannot happen if the scan forms keep their promises: the plain search
+        && !self->main->Match(text, static_cast<size_t>(pos), static_cast<size_t>(endpos),
+                              re2::RE2::UNANCHORED, &m, 1))
+        return false;
+    *p = m.data() - data;
+    *e0 = *p + static_cast<Py_ssize_t>(m.size());
+    return true;
+}
+
 /* false: out of memory (no exception escapes: this may run without the GIL) */
 bool scan_loop(const ScannerObject *self, const char *data, Py_ssize_t n, Py_ssize_t pos,
                Py_ssize_t endpos, Py_ssize_t limit, Py_ssize_t max_candidates,
@@ -254,16 +508,27 @@ try {
     out->reserve(static_cast<size_t>(std::min<Py_ssize_t>(max_candidates, 16) + 1));
     const re2::StringPiece text(data, static_cast<size_t>(n));
     re2::StringPiece m;
+    const bool split = self->scan != nullptr || !self->sides->empty();
+    std::vector<SideCache> caches(self->sides->size());
     for (;;) {
-        pos = next_start(self, data, pos, endpos);
-        if (pos >= endpos
-            || !self->main->Match(text, static_cast<size_t>(pos), static_cast<size_t>(endpos),
-                                  re2::RE2::UNANCHORED, &m, 1)) {
-            out->push_back({-1, -1, -1});
-            break;
+        Py_ssize_t p, e0;
+        if (split) {
+            if (pos >= endpos || !find_next(self, data, text, pos, endpos, &caches, &p, &e0)) {
+                out->push_back({-1, -1, -1});
+                break;
+            }
+        } else {
+            pos = next_start(self, data, pos, endpos);
+            if (pos >= endpos
+                || !self->main->Match(text, static_cast<size_t>(pos),
+                                      static_cast<size_t>(endpos), re2::RE2::UNANCHORED, &m,
+                                      1)) {
+                out->push_back({-1, -1, -1});
+                break;
+            }
+            p = m.data() - data;
+            e0 = p + static_cast<Py_ssize_t>(m.size());
         }
-        const Py_ssize_t p = m.data() - data;
-        const Py_ssize_t e0 = p + static_cast<Py_ssize_t>(m.size());
         out->push_back({p, e0, -1});
         if (p >= limit || static_cast<Py_ssize_t>(out->size()) >= max_candidates) {
             out->push_back({-2, -2, -2});

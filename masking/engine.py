@@ -121,12 +121,57 @@ def accelerated() -> bool:
     return _re2scan is not None
 
 
+_Side = tuple[bytes, bytes, bytes, int]
+"""(anchor, prefix pattern, rule pattern, maxleft) of a side rule (see ``SideForm``)."""
+
+
 @functools.lru_cache(maxsize=64)
-def _make_scanner(pattern: bytes, parts: tuple[str, ...], window: int) -> Any:
+def _make_scanner(
+    pattern: bytes,
+    parts: tuple[str, ...],
+    window: int,
+    scan: bytes | None = None,
+    lookback: int = 0,
+    left: bytes = b"",
+    sides: tuple[_Side, ...] = (),
+) -> Any:
     """The accelerator's scanner for a joined pattern and its Set (shared like
-    ``compile_cached``: RE2 objects are thread-safe and their DFAs stay warm)."""
+    ``compile_cached``: RE2 objects are thread-safe and their DFAs stay warm),
+    with the DFA-friendly scan pattern and side rules (see ``_scan_plan``)."""
     assert _re2scan is not None
-    return _re2scan.Scanner(pattern, [p.encode() for p in parts], True, window)
+    return _re2scan.Scanner(
+        pattern, [p.encode() for p in parts], True, window, scan, lookback, left, list(sides)
+    )
+
+
+def _scan_plan(
+    rules: Sequence[tuple[str, str]],
+) -> tuple[bytes | None, int, bytes, tuple[_Side, ...]]:
+    """What the C++ scan searches instead of the joined pattern, for rules
+    (id, decaptured pattern) in order: the joined scan forms (built-ins with a
+    ``ScanForm`` start at their rare part; the others as they are; None if every
+    rule is a side rule), the longest lookback and the union of the left bytes
+    of the scan forms, and the side rules. Which match is leftmost, and the
+    match, still come from the full joined pattern (see ``_re2scan.cpp``)."""
+    parts: list[str] = []
+    lookback = 0
+    left: set[int] = set()
+    sides: list[_Side] = []
+    for rid, pat in rules:
+        rec = BY_ID.get(rid)
+        if rec is not None and decapture(rec.pattern) != pat:
+            rec = None  # not the built-in's pattern: the forms do not apply
+        if rec is not None and rec.side is not None:
+            sd = rec.side
+            sides.append((sd.anchor, sd.prefix.encode(), pat.encode(), sd.maxleft))
+            continue
+        if rec is not None and rec.scan is not None:
+            pat = decapture(rec.scan.pattern)
+            lookback = max(lookback, rec.scan.lookback)
+            left |= rec.scan.left
+        parts.append("(?:" + pat + ")")
+    scan = "|".join(parts).encode() if parts else None
+    return scan, lookback, bytes(sorted(left)), tuple(sides)
 
 
 @dataclass(eq=False)
@@ -252,7 +297,14 @@ class Masker:
             )
         if accelerate is not False and _re2scan is not None and self._main is not None:
             try:
-                scanner = _make_scanner(self._main.pattern, self._parts, self.window)
+                scanner = _make_scanner(
+                    self._main.pattern,
+                    self._parts,
+                    self.window,
+                    *_scan_plan(
+                        [(r.id, p[3:-1]) for r, p in zip(self._rules, self._parts, strict=True)]
+                    ),
+                )
                 self._scan = scanner.scan
                 self._first_before = scanner.first_before
             except ValueError:
@@ -811,9 +863,15 @@ class Masker:
         """``mask_value`` after the byte-class pre-filter."""
         main = self._main
         if main is not None:
-            if main.raw_search(data, 0, len(data))[0][0] < 0 and (
-                self._pem is None or 45 not in data or data.find(PEM_START) < 0
-            ):
+            n = len(data)
+            # the accelerated scan, not the joined pattern's own search: a long
+            # base64 value (a JSON field) would meet the joined DFA's blow-up
+            first = (
+                self._scan(data, 0, n, n, 1)[0][0]
+                if self._scan
+                else main.raw_search(data, 0, n)[0][0]
+            )
+            if first < 0 and (self._pem is None or 45 not in data or data.find(PEM_START) < 0):
                 return data, {}
         elif self._pem is None or 45 not in data or data.find(PEM_START) < 0:
             return data, {}

@@ -28,6 +28,41 @@ EMPTY: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
+class ScanForm:
+    """The pattern the accelerated scan searches for a rule whose pattern starts
+    with a bounded repetition of a broad class (``[A-Za-z0-9_.-]{0,64}password``):
+    unanchored, such a prefix keeps a thread alive at every start position in a
+    run of the class, and RE2's DFA for all rules together explodes on base64,
+    hex and other alphanumeric-dense text (0.2-2 MB/s). The scan form starts at
+    the rare part instead.
+
+    Promises, relied on by ``masking/_re2scan.cpp`` (and checked by
+    tests/masking/test_dense.py against the full pattern): the rule matches
+    wherever the scan form matches (at the same start), and every match of the
+    rule starts at most ``lookback`` bytes before a match of the scan form, over
+    bytes in ``left`` only."""
+
+    pattern: str
+    lookback: int
+    left: frozenset[int]
+
+
+@dataclass(frozen=True)
+class SideForm:
+    """A rule the accelerated scan leaves out of its joined pattern and finds from
+    a literal ``anchor`` instead (its scheme or prefix is a bounded repetition
+    that the joined DFA cannot afford, and no shorter form matches only where
+    the rule does). Promises: every match of the rule starts at most ``maxleft``
+    bytes before an occurrence of ``anchor`` and ``prefix`` (the rule up to and
+    with that anchor) matches from the start to the anchor's end; the starts that
+    go with a later anchor are later."""
+
+    anchor: bytes
+    prefix: str
+    maxleft: int
+
+
+@dataclass(frozen=True)
 class Recognizer:
     id: str
     category: Category
@@ -54,15 +89,32 @@ class Recognizer:
     start of a candidate and the end of its line (sound: every match contains them)."""
     prefixes: tuple[bytes, ...] = ()
     """Every match starts with one of these (lower-case; compared case-insensitively)."""
+    scan: ScanForm | None = None
+    side: SideForm | None = None
     examples: tuple[str, ...] = field(default=(), compare=False)
 
 
 _IPV4 = r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}"
 
-KV_KEYS = (
-    r"[A-Za-z0-9_.-]{0,64}(?i:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
+_KV_WORDS = (
+    r"(?i:password|passwd|passphrase|secret|token|api[_-]?key|apikey"
     r"|access[_-]?key|private[_-]?key|credential|client[_-]?secret)[A-Za-z0-9_.-]{0,64}|(?i:pwd)"
 )
+KV_KEYS = r"[A-Za-z0-9_.-]{0,64}" + _KV_WORDS
+_KV_CLASS = ALNUM | frozenset(b"_.-")
+_KV_REST = (
+    r")[\"']?[ \t]*(?::|=|=>|:=)[ \t]*"
+    r"(?:\"(?P<v1>[^\"\r\n]+)\"|'(?P<v2>[^'\r\n]+)'|(?P<v3>[^\s\"',;&<>]+))"
+    r"|\b(?i:password)[ \t]+'(?P<v4>[^'\r\n]+)'"
+)
+
+_EMAIL_LOCAL = r"(?:[A-Za-z0-9._%+-]|[^\x00-\x7F])"
+_EMAIL_DOMAIN = (
+    r"@(?:[A-Za-z0-9-]|[^\x00-\x7F])+(?:\.(?:[A-Za-z0-9-]|[^\x00-\x7F])+)*\.[A-Za-z]{2,24}"
+)
+_IPV6_FULL = r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}"
+_IPV6_SHORT = r"::[0-9A-Fa-f:.]{0,45}"
+_HEX = frozenset(b"0123456789ABCDEFabcdef")
 
 BUILTINS: tuple[Recognizer, ...] = (
     # ---- credentials (on by default) -------------------------------------------------
@@ -147,6 +199,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         category="credential",
         label="AZURE_CLIENT_SECRET",
         pattern=r"[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}",
+        side=SideForm(b"Q~", r"[A-Za-z0-9_~.-]{3}[0-9]Q~", 4),
         max_len=40,
         min_len=37,
         left=TOKEN | frozenset(b"~."),
@@ -256,6 +309,8 @@ BUILTINS: tuple[Recognizer, ...] = (
         category="credential",
         label="PASSWORD",
         pattern=r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/?#@\"'<>]*:(?P<v>[^\s/?#\"'<>]+)@",
+        # the scheme's bytes cannot run through "://"
+        side=SideForm(b"://", r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://", 21),
         max_len=2048,
         min_len=7,
         needs=((b"://",), (b"@",)),
@@ -265,11 +320,10 @@ BUILTINS: tuple[Recognizer, ...] = (
         id="secret_key_value",
         category="credential",
         label="SECRET",
-        pattern=(
-            r"(?:" + KV_KEYS + r")[\"']?[ \t]*(?::|=|=>|:=)[ \t]*"
-            r"(?:\"(?P<v1>[^\"\r\n]+)\"|'(?P<v2>[^'\r\n]+)'|(?P<v3>[^\s\"',;&<>]+))"
-            r"|\b(?i:password)[ \t]+'(?P<v4>[^'\r\n]+)'"
-        ),
+        pattern=r"(?:" + KV_KEYS + _KV_REST,
+        # from the key word: the name's start is found afterwards (at most 64
+        # name bytes before it)
+        scan=ScanForm(r"(?:" + _KV_WORDS + _KV_REST, 64, _KV_CLASS),
         max_len=4096,
         min_len=4,
         validator=v.key_value,
@@ -282,7 +336,14 @@ BUILTINS: tuple[Recognizer, ...] = (
         id="email",
         category="personal",
         label="EMAIL",
-        pattern=r"(?:[A-Za-z0-9._%+-]|[^\x00-\x7F]){1,64}@(?:[A-Za-z0-9-]|[^\x00-\x7F])+(?:\.(?:[A-Za-z0-9-]|[^\x00-\x7F])+)*\.[A-Za-z]{2,24}",
+        pattern=_EMAIL_LOCAL + "{1,64}" + _EMAIL_DOMAIN,
+        # from the local part's last character (63 more characters of at most
+        # 4 bytes before it)
+        scan=ScanForm(
+            _EMAIL_LOCAL + _EMAIL_DOMAIN,
+            63 * 4,
+            ALNUM | frozenset(b"._%+-") | frozenset(range(0x80, 0x100)),
+        ),
         max_len=320,
         min_len=6,
         validator=v.email,
@@ -368,7 +429,9 @@ BUILTINS: tuple[Recognizer, ...] = (
         id="ipv6",
         category="personal",
         label="IP",
-        pattern=r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}|[0-9A-Fa-f:]{0,39}::[0-9A-Fa-f:.]{0,45}",
+        pattern=_IPV6_FULL + "|[0-9A-Fa-f:]{0,39}" + _IPV6_SHORT,
+        # compressed forms from their "::"
+        scan=ScanForm(_IPV6_FULL + "|" + _IPV6_SHORT, 39, _HEX | frozenset(b":")),
         max_len=45,
         min_len=2,
         validator=v.ipv6,

@@ -1,0 +1,234 @@
+"""Base64, hex and other alphanumeric-dense text: the C++ scan searches the
+rules' scan forms (``recognizers.ScanForm``) and side rules (``SideForm``)
+instead of the joined pattern, whose DFA explodes on such text. It must find
+exactly the candidates the joined pattern finds, and mask exactly as the
+Python loop over the joined pattern (the reference)."""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import masking.engine as engine_mod
+from masking import Masker, MaskingConfig, build_masker
+from masking._regex import Compiled, decapture
+from masking.recognizers import BUILTINS
+
+from .conftest import KEY
+from .samples import NEGATIVES, PLANTS
+
+pytestmark = pytest.mark.skipif(
+    not engine_mod.accelerated(), reason="masking._re2scan is not built or HOOPD_PURE_PYTHON is set"
+)
+
+CONFIGS: list[dict[str, Any]] = [
+    {},
+    {"recognizers": {"personal": True}},
+    {
+        "recognizers": {"personal": True},
+        "rules": [{"id": "emp", "pattern": "EMP-[0-9]{4}"}],
+        "replacements": {"default": "hmac"},
+    },
+    # only side rules and scan forms with a lookback
+    {"recognizers": {"credentials": False, "enable": ["url_password", "email", "ipv6"]}},
+    {"recognizers": {"credentials": False, "enable": ["azure_client_secret"]}},
+]
+
+
+def _pair(cfg: dict[str, Any]) -> tuple[Masker, Masker]:
+    config = MaskingConfig.model_validate(cfg)
+    return build_masker(config, KEY, accelerate=True), build_masker(config, KEY, accelerate=False)
+
+
+PAIRS = [_pair(c) for c in CONFIGS] if engine_mod.accelerated() else []
+
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+VALUES = [
+    "password=hunter2",
+    "db_password: s3cr3t!",
+    'AWS_SECRET_ACCESS_KEY="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"',
+    "x.token=abc",
+    "pwd=1",
+    "PASSWORD 'x y'",
+    "john.doe@example.com",
+    "é@ü.example.org",
+    "a@b.co",
+    "@example.com",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "GB82 WEST 1234 5698 7654 32",
+    "GB82WEST12345698765432",
+    "+44 20 7946 0958",
+    "(415) 555-2671",
+    "123-45-6789",
+    "10.1.2.3",
+    "2001:db8::8a2e:370:7334",
+    "fe80::1ff:fe23:4567:890a",
+    "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+    "postgres://app:pw1@db/app",
+    "a+b.c://u:p@h",
+    "1://u:p@h",
+    "abc8Q~" + "A" * 34,
+    "Q~Q8Q~" + "b" * 31,
+    "ghp_" + "a" * 36,
+    "AKIAIOSFODNN7EXAMPLE",
+    "Bearer abcdefghijklmnop1234",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig",
+    "EMP-1234",
+]
+SEPARATORS = ["", "", " ", "\n", "=", ":", ", ", '"', "/", "+", "@", "::", "://", "-", ".", "_"]
+
+
+def _b64(draw: st.DrawFn) -> str:
+    return draw(st.text(alphabet=st.sampled_from(list(B64)), max_size=120))
+
+
+@st.composite
+def dense(draw: st.DrawFn) -> bytes:
+    parts = []
+    for _ in range(draw(st.integers(1, 10))):
+        kind = draw(st.integers(0, 5))
+        if kind <= 1:
+            parts.append(_b64(draw))
+        elif kind == 2:
+            parts.append(
+                draw(st.text(alphabet=st.sampled_from(list("0123456789abcdef:")), max_size=80))
+            )
+        elif kind == 3:
+            parts.append(
+                draw(
+                    st.text(
+                        alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60
+                    )
+                )
+            )
+        else:
+            parts.append(draw(st.sampled_from(VALUES + [t for _, t, _ in PLANTS])))
+        parts.append(draw(st.sampled_from(SEPARATORS)))
+    return "".join(parts).encode()
+
+
+def _joined_candidates(m: Masker, data: bytes) -> list[tuple[int, int]]:
+    """Every candidate of the joined pattern (the reference search), in order."""
+    assert m._main is not None
+    out = []
+    pos, n = 0, len(data)
+    while pos < n:
+        p, e = m._main.raw_search(data, pos, n)[0]
+        if p < 0:
+            break
+        out.append((p, e))
+        pos = e if e > p else p + 1
+    return out
+
+
+def _scanned_candidates(m: Masker, data: bytes) -> list[tuple[int, int]]:
+    assert m._scan is not None
+    n = len(data)
+    return [(p, e) for p, e, _ in m._scan(data, 0, n, n, 1 << 30) if p >= 0]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=dense(), which=st.integers(0, len(CONFIGS) - 1))
+def test_scan_finds_the_joined_patterns_candidates(data: bytes, which: int) -> None:
+    fast, _ = PAIRS[which]
+    assert _scanned_candidates(fast, data) == _joined_candidates(fast, data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=dense(), which=st.integers(0, len(CONFIGS) - 1))
+def test_dense_text_masks_as_the_reference(data: bytes, which: int) -> None:
+    fast, pure = PAIRS[which]
+    assert fast.mask_bytes(data) == pure.mask_bytes(data)
+    assert fast.mask_value(data) == pure.mask_value(data)
+
+
+@pytest.mark.parametrize("which", range(len(CONFIGS)))
+def test_samples_and_base64_blobs(which: int) -> None:
+    fast, pure = PAIRS[which]
+    rng = random.Random(which)
+    texts = [t for _, t, _ in PLANTS] + [t for ts in NEGATIVES.values() for t in ts]
+    for _ in range(20):
+        blob = base64.b64encode(rng.randbytes(3000)).decode()
+        cut = rng.randrange(len(blob))
+        texts.append(blob[:cut] + rng.choice(VALUES) + rng.choice(SEPARATORS) + blob[cut:])
+    for text in texts:
+        data = text.encode()
+        assert _scanned_candidates(fast, data) == _joined_candidates(fast, data), text
+        assert fast.mask_bytes(data) == pure.mask_bytes(data), text
+
+
+def test_secrets_inside_base64_are_still_masked() -> None:
+    fast, pure = PAIRS[1]
+    blob = base64.b64encode(random.Random(5).randbytes(6000))
+    data = blob[:4000] + b" password=hunter2 bob@example.com " + blob[4000:]
+    out, counts = fast.mask_bytes(data)
+    assert b"hunter2" not in out and b"bob@example.com" not in out
+    assert counts == {"secret_key_value": 1, "email": 1}
+    assert (out, counts) == pure.mask_bytes(data)
+
+
+# ---- the promises the C++ scan relies on, per built-in (see ScanForm / SideForm)
+
+FORMS = [r for r in BUILTINS if r.scan is not None or r.side is not None]
+
+
+@st.composite
+def around(draw: st.DrawFn) -> bytes:
+    """Text dense in the bytes these rules' prefixes are made of."""
+    alphabet = [
+        *B64,
+        *"_.-%~:@\x80é",
+        "://",
+        "Q~",
+        "::",
+        "password",
+        "Token",
+        "pwd",
+        "=",
+        " ",
+    ]
+    return "".join(draw(st.lists(st.sampled_from(alphabet + VALUES), max_size=40))).encode()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=around())
+def test_scan_and_side_forms_keep_their_promises(data: bytes) -> None:
+    n = len(data)
+    for rec in FORMS:
+        full = Compiled(decapture(rec.pattern).encode(), never_nl=True)
+        starts = [p for p in range(n + 1) if full.match(data, p, n) is not None]
+        if rec.scan is not None:
+            form = Compiled(decapture(rec.scan.pattern).encode(), never_nl=True)
+            at = [k for k in range(n + 1) if form.match(data, k, n) is not None]
+            # the rule matches wherever its scan form does
+            assert set(at) <= set(starts), rec.id
+            # every match of the rule starts at most lookback bytes of
+            # ``left`` before a match of the scan form
+            for p in starts:
+                assert any(
+                    p <= k <= p + rec.scan.lookback and all(b in rec.scan.left for b in data[p:k])
+                    for k in at
+                ), (rec.id, p)
+        else:
+            assert rec.side is not None
+            prefix = Compiled(rec.side.prefix.encode(), never_nl=True)
+            anchors = [m.start() for m in re.finditer(re.escape(rec.side.anchor), data)]
+            last = -1
+            for p in starts:
+                ks = [
+                    k
+                    for k in anchors
+                    if p <= k <= p + rec.side.maxleft
+                    and prefix.fullmatch(data, p, k + len(rec.side.anchor)) is not None
+                ]
+                assert ks, (rec.id, p)
+                # a later anchor's starts are later
+                assert min(ks) >= last, (rec.id, p)
+                last = min(ks)
