@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -31,7 +33,7 @@ from aiohttp import WSMsgType, web
 from hoopd.model import Stream
 
 from ._paths import query_bool
-from .status import status_response
+from .status import status_body, status_response
 
 if TYPE_CHECKING:
     from hoopd.model import Command
@@ -43,6 +45,51 @@ if TYPE_CHECKING:
 CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOLS = ("portforward.k8s.io", "v4.channel.k8s.io", "SPDY/3.1+portforward.k8s.io")
 STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+REFUSAL_MAX = 64 * 1024
+"""Bytes of a refused upgrade's body read and relayed (client-go reads as many)."""
+
+
+@dataclass
+class Refusal:
+    """The body of an upgrade the upstream refused (filled by refusal_trace)."""
+
+    body: bytes = b""
+    content_type: str = ""
+
+
+_REFUSAL: contextvars.ContextVar[Refusal | None] = contextvars.ContextVar("hoopd_kube_refusal", default=None)
+
+
+def refusal_trace(read_timeout: float) -> aiohttp.TraceConfig:
+    """Reads the body of a refused websocket upgrade for ``relay_websocket``.
+
+    aiohttp's ``ws_connect`` closes a non-101 response without reading it, and
+    that body is the API server's Status (``pods "x" not found``), which
+    kubectl prints. The hook runs inside ``ws_connect``, in the handler's task,
+    after the response head arrived and before the handshake is checked; a
+    101 is left alone, so successful execs are unchanged."""
+
+    async def on_request_end(
+        _session: aiohttp.ClientSession, _ctx: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        refusal = _REFUSAL.get()
+        resp = params.response
+        if refusal is None or resp.status == 101:
+            return
+        refusal.content_type = resp.headers.get("Content-Type", "")
+        chunks: list[bytes] = []
+        size = 0
+        # a body that does not come (or never ends) must not hold the refusal
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            async with asyncio.timeout(read_timeout):
+                while size < REFUSAL_MAX and (chunk := await resp.content.read(REFUSAL_MAX - size)):
+                    chunks.append(chunk)
+                    size += len(chunk)
+        refusal.body = b"".join(chunks)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    return trace
 
 
 def exit_code(payload: bytes) -> int | None:
@@ -103,6 +150,8 @@ async def relay_websocket(
     headers = proxy.upstream_headers(request, session.identity, websocket=True)
     for drop in ("Upgrade", "Connection"):
         headers.pop(drop, None)
+    refusal = Refusal()
+    reset = _REFUSAL.set(refusal)
     try:
         upstream = await proxy.http.ws_connect(
             proxy.base + request.raw_path,
@@ -113,20 +162,15 @@ async def relay_websocket(
             compress=0,
         )
     except aiohttp.WSServerHandshakeError as exc:
-        # Only the status is passed on: the upstream's body and header fields
-        # (a Status that may quote the request, credential included) are not
-        # read, so nothing of them can reach the client unmasked.
-        session.result(cmd, str(exc.status), error=exc.message)
-        message = f"hoopd: upstream refused the {kr.verb}: {exc.status} {exc.message}"
-        # kubectl retries a refused websocket over SPDY: say why then too
-        proxy._remember_refusal(session, cmd, message)
-        return status_response(exc.status or 502, message)
+        return refused_upgrade(proxy, session, cmd, kr, exc, refusal, started)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         session.metrics.upstream_errors.inc()
         reason = proxy.failure_reason(exc)
         session.error(f"upstream unreachable: {reason}", "upstream_unreachable")
         session.result(cmd, "503", error=reason)
         return status_response(503, f"hoopd: the Kubernetes API server is unreachable: {reason}")
+    finally:
+        _REFUSAL.reset(reset)
     chosen = upstream.protocol
     client = web.WebSocketResponse(
         protocols=(chosen,) if chosen else (), autoping=True, max_msg_size=0, compress=False
@@ -151,6 +195,60 @@ async def relay_websocket(
             await client.close()
     relay.record_result()
     return client
+
+
+def refused_upgrade(
+    proxy: KubeProxy,
+    session: Session,
+    cmd: Command,
+    kr: KubeRequest,
+    exc: aiohttp.WSServerHandshakeError,
+    refusal: Refusal,
+    started: float,
+) -> web.Response:
+    """The upstream's refusal (pod or container not found, forbidden, no host
+    assigned...) as the API server gave it: its status and its body, masked
+    like any response body (kubectl prints the Status's message, which may
+    quote the request, the injected credential included). Its header fields
+    are not relayed. kubectl retries a refused websocket over SPDY: the same
+    answer is kept for that retry."""
+    code, out, counts, ctype, message = _refusal_answer(proxy, kr, exc, refusal)
+    session.upstream_data(out, Stream.BODY, command_seq=cmd.seq, masked=counts)
+    session.result(cmd, str(code), duration_ms=(time.perf_counter() - started) * 1000, error=message[:200])
+    proxy._remember_refusal(session, cmd, message, code=code, body=out, content_type=ctype)
+    return web.Response(status=code, body=out, headers={"Content-Type": ctype})
+
+
+def _refusal_answer(
+    proxy: KubeProxy, kr: KubeRequest, exc: aiohttp.WSServerHandshakeError, refusal: Refusal
+) -> tuple[int, bytes, dict[str, int], str, str]:
+    """(status, masked body, mask counts, content type, message) for the client."""
+    assert proxy.bodies is not None
+    code = exc.status
+    body = refusal.body
+    if not 400 <= code <= 599:
+        # a 101 with a bad handshake, or a success that is no upgrade
+        message = f"hoopd: the API server answered the {kr.verb} upgrade with {code}: {exc.message}"
+        return 502, status_body(502, message), {}, "application/json", message
+    if not body.strip():
+        message = f"hoopd: upstream refused the {kr.verb}: {code}"
+        return code, status_body(code, message), {}, "application/json", message
+    if "json" in refusal.content_type or body.lstrip()[:1] == b"{":
+        out, counts = proxy.bodies.mask_document(body)
+        return code, out, counts, "application/json", _status_message(out)
+    # e.g. a kubelet's text error relayed by the API server; kubectl prints
+    # it after "unable to upgrade connection:"
+    out, counts = proxy.bodies.mask_bytes(body)
+    return code, out, counts, "text/plain; charset=utf-8", out.decode("utf-8", "replace").strip()
+
+
+def _status_message(doc: bytes) -> str:
+    """A Status's message (for the recording's error), else the text."""
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        st = json.loads(doc)
+        if isinstance(st, dict) and isinstance(st.get("message"), str):
+            return str(st["message"])
+    return doc.decode("utf-8", "replace").strip()
 
 
 class _Relay:

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -32,8 +32,9 @@ from hoopd.tls import identity_from_peercert
 from . import _proto
 from ._paths import KubeRequest, classify
 from .bodies import BodyMasker
+from .exec import refusal_trace, relay_websocket
 from .risk import assess, summary, with_rules
-from .status import status_response, unauthorized
+from .status import status_body, status_response, unauthorized
 from .upstream import IDEMPOTENT, REUSE_IDLE, Target, UpstreamConn, UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -159,6 +160,16 @@ async def _close_ws(ws: web.WebSocketResponse, message: str) -> None:
         pass
 
 
+class _Refused(NamedTuple):
+    """An exec/attach/port-forward refusal kept for kubectl's SPDY retry."""
+
+    expires: float
+    code: int
+    message: str
+    body: bytes
+    content_type: str
+
+
 class _Info:
     __slots__ = ("attrs", "found", "kr", "text")
 
@@ -179,7 +190,7 @@ class KubeProxy:
         self.http: aiohttp.ClientSession | None = None  # websockets only
         self.target: Target | None = None
         self.bodies: BodyMasker | None = None
-        self._refusals: dict[tuple[str, str], tuple[float, int, str]] = {}
+        self._refusals: dict[tuple[str, str], _Refused] = {}
         self._info: dict[tuple[str, str, str], _Info] = {}
         self._injected_token: str | None = None
 
@@ -193,6 +204,7 @@ class KubeProxy:
             ),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
+            trace_configs=[refusal_trace(self.upstream.connect_timeout)],
         )
         self._injected_token = self.upstream.bearer()
         self.bodies = self._body_masker()
@@ -438,8 +450,6 @@ class KubeProxy:
             session.result(cmd, "403", error="denied")
             return status_response(403, message, "Forbidden")
         if upgrade == "websocket":
-            from .exec import relay_websocket
-
             return await relay_websocket(self, request, state, session, cmd, kr, started)
         return await self.forward(request, session, cmd, kr, raw, started)
 
@@ -525,26 +535,39 @@ class KubeProxy:
         )
         return decision, message
 
-    def _remember_refusal(self, session: Session, cmd: Command, message: str) -> None:
+    def _remember_refusal(
+        self,
+        session: Session,
+        cmd: Command,
+        message: str,
+        *,
+        code: int = 400,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         """kubectl 1.30+ retries a refused exec websocket over SPDY; keep the
-        reason so that the SPDY refusal can repeat it."""
+        answer so that the SPDY refusal can repeat it: the gateway's own
+        reason (as a 400 Status), or the upstream's refusal as relayed
+        (``code``, masked ``body``), which is what the API server would
+        answer the SPDY request too."""
         if cmd.attrs.get("verb") not in ("exec", "attach", "portforward"):
             return
         now = time.monotonic()
-        self._refusals = {k: v for k, v in self._refusals.items() if v[0] > now}
-        self._refusals[(session.identity.subject, cmd.text)] = (
-            now + self.options.refused_message_ttl,
-            403,
-            message,
+        self._refusals = {k: v for k, v in self._refusals.items() if v.expires > now}
+        if body is None:
+            body = status_body(code, message, "BadRequest" if code == 400 else "")
+        self._refusals[(session.identity.subject, cmd.text)] = _Refused(
+            now + self.options.refused_message_ttl, code, message, body, content_type
         )
 
     def refuse_spdy(self, session: Session, kr: KubeRequest) -> web.Response:
         cmd = session.command(CommandKind.K8S, kr.text(), {**kr.attrs(), "transport": "spdy"})
         hit = self._refusals.get((session.identity.subject, cmd.text))
-        message = hit[2] if hit and hit[0] > time.monotonic() else SPDY_MESSAGE
-        session.final_decision(Decision(cmd.seq, Verdict.DENY, reasons=(message,)))
-        session.result(cmd, "400", error="spdy refused")
-        return status_response(400, message, "BadRequest")
+        if hit is None or hit.expires <= time.monotonic():
+            hit = _Refused(0.0, 400, SPDY_MESSAGE, status_body(400, SPDY_MESSAGE, "BadRequest"), "application/json")
+        session.final_decision(Decision(cmd.seq, Verdict.DENY, reasons=(hit.message,)))
+        session.result(cmd, str(hit.code), error="spdy refused")
+        return web.Response(status=hit.code, body=hit.body, headers={"Content-Type": hit.content_type})
 
     # ------------------------------------------------------------------ forwarding
     async def forward(

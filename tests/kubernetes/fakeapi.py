@@ -14,7 +14,9 @@ kubectl touches for get/describe/apply/delete/exec/logs -f/get -w/scale:
 * logs (``follow=true`` streams appended lines);
 * exec over websocket ``v5.channel.k8s.io``/``v4.channel.k8s.io`` running a real
   subprocess (a pty with ``tty=true``, resizes applied), exit codes as a Status
-  on channel 3.
+  on channel 3; refused as the API server refuses it (pod not found, container
+  not valid, no host assigned: a Status; a container not running: the
+  kubelet's text), on the websocket and on kubectl's SPDY retry alike.
 
 Run standalone: ``python -m tests.kubernetes.fakeapi --port 6443 --tls-dir DIR``.
 In tests: ``with FakeApiServer(tmp) as api: api.url``.
@@ -290,7 +292,8 @@ def defaults(kind: Kind, obj: dict[str, Any]) -> None:
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("nodeName", "fake-node")
         obj["status"] = {
-            "phase": "Running",
+            # not scheduled (an explicit empty nodeName): exec is refused
+            "phase": "Running" if spec["nodeName"] else "Pending",
             "podIP": "10.0.0.7",
             "startTime": now_iso(),
             "conditions": [{"type": "Ready", "status": "True"}],
@@ -531,6 +534,38 @@ async def yaml_negotiation(request: web.Request, handler: Any) -> web.StreamResp
         doc = yaml.safe_dump(json.loads(resp.body), sort_keys=False).encode()
         return web.Response(body=doc, status=resp.status, content_type="application/yaml")
     return resp
+
+
+def stream_location_error(pod: dict[str, Any], container: str) -> web.Response | None:
+    """The API server's checks before it proxies exec/attach to the kubelet
+    (``streamLocation`` in pkg/registry/core/pod/strategy.go), whatever the
+    transport: so a refused websocket and kubectl's SPDY retry get the same
+    Status, as from a real API server."""
+    name = pod["metadata"]["name"]
+    spec = pod.get("spec") or {}
+    containers = [c.get("name") for key in ("containers", "initContainers", "ephemeralContainers")
+                  for c in spec.get(key) or []]
+    if not container:
+        names = [c.get("name") for c in spec.get("containers") or []]
+        if len(names) > 1:
+            return status(400, "BadRequest", f"a container name must be specified for pod {name}, "
+                          f"choose one of: [{' '.join(names)}]")
+    elif container not in containers:
+        return status(400, "BadRequest", f"container {container} is not valid for pod {name}")
+    if not spec.get("nodeName"):
+        return status(400, "BadRequest", f"pod {name} does not have a host assigned")
+    return None
+
+
+def kubelet_error(pod: dict[str, Any], container: str) -> web.Response | None:
+    """The kubelet's answer for a container that is not running (waiting,
+    terminated), which the API server relays as it came: a 500 whose body
+    is text, not a Status (``streaming.WriteError``)."""
+    name = container or pod["spec"]["containers"][0]["name"]
+    for st in (pod.get("status") or {}).get("containerStatuses") or []:
+        if st.get("name") == name and "running" not in (st.get("state") or {}):
+            return web.Response(status=500, text=f'container not found ("{name}")')
+    return None
 
 
 # ---------------------------------------------------------------- the app
@@ -928,8 +963,13 @@ class FakeApi:
         return ws
 
     async def exec(self, request: web.Request, kind: Kind, ns: str, name: str, sub: str) -> web.StreamResponse:
-        if self.store.get(kind, ns, name) is None:
+        pod = self.store.get(kind, ns, name)
+        if pod is None:
             return status(404, "NotFound", f'pods "{name}" not found', name=name, kind="pods")
+        container = request.query.get("container", "")
+        refused = stream_location_error(pod, container) or kubelet_error(pod, container)
+        if refused is not None:
+            return refused
         qs = parse_qs(request.query_string)
         command = qs.get("command", [])
         if sub == "attach":

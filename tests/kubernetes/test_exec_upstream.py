@@ -9,13 +9,16 @@ import base64
 import json
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.kubernetes.fakeapi import FakeApiServer
-from tests.kubernetes.test_kubectl import Kube
+from tests.kubernetes.test_kubectl import Kube, fake_kind
 
 TOKEN = "upstream-sa-token"
 
@@ -40,8 +43,8 @@ def kube(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 
 def upgrade_head(kube: Kube, pod: str) -> str:
-    """The head (and what follows it in the first read) of the gateway's
-    answer to an exec upgrade, as a websocket client reads it."""
+    """The gateway's answer to an exec upgrade, as a websocket client reads
+    it: the head and, for a refusal, its whole body (by Content-Length)."""
     ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
     token = kube.token("alice", ["dev"])
     req = (
@@ -55,12 +58,36 @@ def upgrade_head(kube: Kube, pod: str) -> str:
     ) as sock:
         sock.sendall(req.encode())
         data = b""
-        while b"\r\n\r\n" not in data:
+        while b"\r\n\r\n" not in data or len(data.partition(b"\r\n\r\n")[2]) < content_length(data):
             chunk = sock.recv(65536)
             if not chunk:
                 break
             data += chunk
         return data.decode("latin-1")
+
+
+def content_length(data: bytes) -> int:
+    head = data.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name == "content-length":
+            return int(value)
+    return 0
+
+
+def direct_kubectl(fake: FakeApiServer, workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl straight at the fake API server (with the gateway's token):
+    what a user without the gateway sees."""
+    config = workdir / "direct-kubeconfig"
+    if not config.exists():
+        config.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "direct",
+            "clusters": [{"name": "fake", "cluster": {"server": fake.url, "certificate-authority": str(fake.ca)}}],
+            "users": [{"name": "sa", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "direct", "context": {"cluster": "fake", "user": "sa", "namespace": "default"}}],
+        }))  # fmt: skip
+    argv = ["kubectl", "--kubeconfig", str(config), "--cache-dir", str(workdir / "direct-cache"), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=30)
 
 
 def output_text(data: object) -> str:
@@ -77,17 +104,102 @@ def assert_no_token_recorded(kube: Kube, text: str) -> None:
         assert TOKEN not in json.dumps(kube.events(session["session_id"]))
 
 
-def test_refused_exec_upgrade_passes_no_upstream_credential(kube: Kube) -> None:
+UNSCHEDULED = """
+apiVersion: v1
+kind: Pod
+metadata: {name: unscheduled}
+spec:
+  nodeName: ""
+  containers: [{name: main, image: busybox}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "printed"),
+    [
+        (("exec", "nope", "--", "true"), 'Error from server (NotFound): pods "nope" not found'),
+        (("exec", "web-0", "-c", "nope", "--", "true"),
+         "Error from server (BadRequest): container nope is not valid for pod web-0"),
+        (("exec", "unscheduled", "--", "true"),
+         "Error from server (BadRequest): pod unscheduled does not have a host assigned"),
+        (("attach", "-q", "unscheduled"),
+         "Error from server (BadRequest): pod unscheduled does not have a host assigned"),
+    ],
+)  # fmt: skip
+def test_refused_exec_prints_the_api_servers_status(
+    kube: Kube, fake: FakeApiServer, tmp_path: Path, args: tuple[str, ...], printed: str
+) -> None:
+    """An exec the API server refuses (kubectl tries the websocket, then
+    SPDY): kubectl prints the API server's own Status, as without the
+    gateway, and the recording holds the refused exec with that Status."""
+    if kube.kubectl("get", "pod", "unscheduled").returncode != 0:
+        kube.ok("apply", "-f", "-", input=UNSCHEDULED)
+    res = kube.kubectl(*args)
+    direct = direct_kubectl(fake, tmp_path, *args)
+    assert (direct.returncode, direct.stderr.strip()) == (1, printed), direct.stderr
+    assert (res.returncode, res.stderr, res.stdout) == (1, direct.stderr, direct.stdout)
+    pod = next(a for a in args[1:] if not a.startswith("-"))
+    if pod == "nope":
+        return  # kubectl reads the pod first: no exec was sent
+    text = f"{args[0]} pods {pod} -n default" + (" -c nope" if "-c" in args else "")
+    [websocket, spdy] = kube.sessions(text)[-2:]
+    events = kube.events(websocket["session_id"])
+    body = b"".join(base64.b64decode(e["data"]["base64"]) if isinstance(e["data"], dict) else e["data"].encode()
+                    for e in events if e["type"] == "output" and e["stream"] == "body")  # fmt: skip
+    status = json.loads(body)
+    assert (status["kind"], status["code"], status["message"]) == ("Status", 400, printed.partition("): ")[2])
+    [result] = [e for e in events if e["type"] == "result"]
+    assert result["status"] == "400"
+    [command] = [e for e in kube.events(spdy["session_id"]) if e["type"] == "command"]
+    assert command["attrs"]["transport"] == "spdy"
+
+
+def test_kubelets_text_refusal_is_printed_as_without_the_gateway(
+    kube: Kube, fake: FakeApiServer, tmp_path: Path
+) -> None:
+    """A container that is not running: the kubelet answers the exec with a
+    text body, which the API server relays; kubectl prints it after
+    "unable to upgrade connection", through the gateway as without it."""
+    if kube.kubectl("get", "pod", "stopped").returncode != 0:
+        kube.ok("run", "stopped", "--image=busybox")
+
+    def stop() -> None:
+        pod = fake.api.store.get(fake_kind("pods"), "default", "stopped")
+        assert pod is not None
+        pod["status"]["containerStatuses"][0]["state"] = {"terminated": {"exitCode": 0}}
+
+    fake.call(stop)
+    res = kube.kubectl("exec", "stopped", "--", "true")
+    direct = direct_kubectl(fake, tmp_path, "exec", "stopped", "--", "true")
+    assert direct.stderr == 'error: unable to upgrade connection: container not found ("stopped")\n', direct.stderr
+    assert (res.returncode, res.stderr) == (1, direct.stderr)
+
+
+def test_refused_exec_upgrade_status_is_masked(kube: Kube) -> None:
     """A 403 to the upgrade that quotes the credential in its Status and a
-    header: kubectl gets the gateway's own refusal, not the upstream's body
-    or header fields (the upstream's answer is read only for its status)."""
+    header: kubectl prints the API server's message with the upstream token
+    masked (masking on or off), in the websocket answer and in the one
+    repeated for kubectl's SPDY retry; the header is not relayed."""
     res = kube.kubectl("exec", "echo-status", "--", "true")
-    assert res.returncode != 0
-    assert "upstream refused the exec: 403" in res.stderr, res.stderr
-    assert TOKEN not in res.stdout + res.stderr
+    assert res.returncode == 1
+    assert res.stderr == (
+        "Error from server (Forbidden): credential 'Bearer [REDACTED]' may not exec in echo-status\n"
+    ), res.stderr
     head = upgrade_head(kube, "echo-status")
     assert head.startswith("HTTP/1.1 403"), head
+    assert "may not exec in echo-status" in head and "Bearer [REDACTED]" in head, head
     assert TOKEN not in head and "X-Echo-Authorization" not in head, head
+    assert_no_token_recorded(kube, "exec pods echo-status")
+
+
+def test_exec_upgrade_of_a_missing_pod_is_the_api_servers_404(kube: Kube) -> None:
+    """A pod gone between kubectl's read of it and the exec (or a client that
+    does not read it first): the upgrade's answer is the API server's 404
+    Status, not the gateway's."""
+    head = upgrade_head(kube, "gone")
+    assert head.startswith("HTTP/1.1 404"), head
+    status = json.loads(head.partition("\r\n\r\n")[2])
+    assert (status["reason"], status["message"]) == ("NotFound", 'pods "gone" not found'), status
 
 
 def test_exec_upgrade_101_headers_are_the_gateways(kube: Kube) -> None:
