@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from hoopd.model import Output, Stream
 
 from .bodies import BodyDecodeError, BodyMasker, BodyRefused
 from .h1 import (
+    DONE,
     END,
     LAST_CHUNK,
     Data,
@@ -34,6 +36,38 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hoopd.http")
 
+REPLAY_MAX_BYTES = 8192
+"""Upstream reads up to this size that hold a whole response are remembered (``Replay``)."""
+REPLAY_ENTRIES = 256
+
+# What an exchange did, in order (``Exchange.trace``, ``Replay.ops``):
+SEND = 0  # (SEND, bytes): written to the client
+COUNT = 1  # (COUNT, bytes, counts | None): session.upstream_data (metrics, not recorded)
+RECORD = 2  # (RECORD, bytes, counts): recorded as the command's STDOUT Output
+RESULT = 3  # (RESULT, status, error): session.result
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What one exchange did with a response that came whole in one upstream
+    read: the client's bytes, the metrics, the recorded Output and Result.
+
+    Masking, framing and head rewriting are pure functions of the read's
+    bytes and the request's method, version and keep-alive (the connection's
+    config being fixed for an ``HttpProxy``), so the same read on another
+    request does the same things: ``Exchange.replay`` repeats them (with this
+    request's command number and duration) instead of parsing, planning and
+    masking again. APIs answer small requests with the same bytes over and
+    over; only a read that holds exactly one response (and the exchange that
+    ended with it, without an error) is remembered."""
+
+    ops: tuple[tuple[Any, ...], ...]
+    status: int
+    upstream_keep: bool
+    client_keep: bool
+    result: str
+    bytes_out: int
+
 
 class Exchange:
     """One request/response through the upstream; lives in callbacks."""
@@ -42,7 +76,7 @@ class Exchange:
         "_waiter", "body", "bytes_out", "chunked", "client", "client_keep", "cmd", "deadline",
         "deferred", "discard", "finished_early", "got_bytes", "head", "head_sent", "on_done", "out",
         "prep", "reason", "rec", "record_left", "request_complete", "resp", "result", "started",
-        "status", "upstream", "upstream_keep",
+        "status", "trace", "upstream", "upstream_keep",
     )  # fmt: skip
 
     def __init__(
@@ -89,6 +123,8 @@ class Exchange:
         self.out: list[bytes] = []
         self.deadline = proxy.loop.time() + proxy.upstream.response_timeout
         """When ``on_timeout`` is due if no final head came (``UpstreamConnection.begin``)."""
+        self.trace: list[tuple[Any, ...]] | None = None
+        """What this exchange does, while it may become a ``Replay`` (None: not traced)."""
 
     def wait(self) -> asyncio.Future[str]:
         """A future of ``result`` (created only when someone waits: the fast path does not)."""
@@ -121,8 +157,11 @@ class Exchange:
             return
         if self.rec:
             counts = dict(self.body.counts) if final and self.body is not None else {}
-            session.record(Output(Stream.STDOUT, b"".join(self.rec), self.cmd.seq, counts))
+            data = b"".join(self.rec)
+            session.record(Output(Stream.STDOUT, data, self.cmd.seq, counts))
             self.rec = []
+            if self.trace is not None:
+                self.trace.append((RECORD, data, counts))
         self.client.check_recorder()
 
     def _send(self, data: bytes) -> None:
@@ -136,11 +175,23 @@ class Exchange:
     def flush_out(self) -> None:
         out = self.out
         if out:
-            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.client.write(data)
             out.clear()
+            if self.trace is not None:
+                self.trace.append((SEND, data))
+
+    def _count(self, data: bytes, masked: dict[str, int] | None = None) -> None:
+        """Bytes for the client in the session's totals and metrics (recorded by ``flush_record``)."""
+        session = self.client.session
+        if session is not None:
+            session.upstream_data(data, record=False, masked=masked)
+            if self.trace is not None:
+                self.trace.append((COUNT, data, dict(masked) if masked else None))
 
     def _error_response(self, status: int, code: str, message: str) -> None:
         """Before the head went out: answer with an error; after: cut the connection."""
+        self.trace = None  # an error is never replayed
         session = self.client.session
         if session is not None:
             session.error(message, code)
@@ -217,8 +268,8 @@ class Exchange:
 
     def _head_counts(self, counts: dict[str, int]) -> None:
         """Values masked in the response head: counted like body masks."""
-        if counts and self.client.session is not None:
-            self.client.session.upstream_data(b"", masked=counts, record=False)
+        if counts:
+            self._count(b"", counts)
 
     def _send_head(
         self, status: int, reason: str, items: tuple[Header, ...], body: bytes = b"", length: int = -1
@@ -278,9 +329,7 @@ class Exchange:
         self._error_response(502, "bad_upstream", message)
 
     def _out(self, out: bytes) -> None:
-        session = self.client.session
-        if session is not None:
-            session.upstream_data(out, record=False)
+        self._count(out)
         self._record(out)
         self._send(chunk(out) if self.chunked else out)
 
@@ -306,8 +355,7 @@ class Exchange:
         session = self.client.session
         if self.deferred is not None:
             self._send_head(self.status, self.reason, self.deferred, tail, len(tail))
-            if session is not None:
-                session.upstream_data(tail, record=False, masked=self.body.counts)
+            self._count(tail, self.body.counts)
             self._record(tail)
         elif tail:
             self._out(tail)
@@ -315,11 +363,46 @@ class Exchange:
             self._send(LAST_CHUNK)
         if session is not None:
             if self.body.counts and self.deferred is None:
-                session.upstream_data(b"", masked=self.body.counts, record=False)
+                self._count(b"", self.body.counts)
             self.flush_record(final=True)
             attrs_err = "masked as text: JSON over the size limit" if self.body.fell_back else ""
-            session.result(self.cmd, str(self.status), duration_ms=ms(self.started), error=attrs_err)
+            status = str(self.status)
+            session.result(self.cmd, status, duration_ms=ms(self.started), error=attrs_err)
+            if self.trace is not None:
+                self.trace.append((RESULT, status, attrs_err))
         self._finish("keep" if self.client_keep else "close")
+
+    def replay(self, rp: Replay) -> None:
+        """Do what the exchange ``rp`` was made from did (see ``Replay``)."""
+        client = self.client
+        session = client.session
+        assert session is not None
+        for op in rp.ops:
+            kind = op[0]
+            if kind == SEND:
+                client.write(op[1])
+            elif kind == COUNT:
+                session.upstream_data(op[1], record=False, masked=op[2])
+            elif kind == RECORD:
+                session.record(Output(Stream.STDOUT, op[1], self.cmd.seq, dict(op[2])))
+                client.check_recorder()
+            else:
+                session.result(self.cmd, op[1], duration_ms=ms(self.started), error=op[2])
+        self.status = rp.status
+        self.upstream_keep = rp.upstream_keep
+        self.client_keep = rp.client_keep
+        self.head_sent = True
+        self.bytes_out = rp.bytes_out
+        self._finish(rp.result)
+
+    def as_replay(self) -> Replay | None:
+        """This exchange as a ``Replay``, if it was traced and ended well."""
+        trace = self.trace
+        if trace is None or self.result not in ("keep", "close") or self.discard:
+            return None
+        return Replay(
+            tuple(trace), self.status, self.upstream_keep, self.client_keep, self.result, self.bytes_out
+        )
 
     def on_upstream_lost(self, exc: Exception | None) -> None:
         if self.result is not None:
@@ -448,6 +531,16 @@ class UpstreamConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        key = self._replay_key(ex, data)
+        if key is not None:
+            replays = self.client.proxy.replays
+            rp = replays.get(key)
+            if rp is not None:
+                ex.got_bytes = True
+                self.parser.skip_message()
+                ex.replay(rp)
+                return
+            ex.trace = []
         ex.got_bytes = True
         try:
             events = self.parser.feed(data)
@@ -457,6 +550,26 @@ class UpstreamConnection(asyncio.Protocol):
                 self.transport.close()
             return
         self._deliver(ex, events)
+        if key is not None:
+            rp = ex.as_replay() if self.parser.state == DONE and not self.parser.buffered else None
+            ex.trace = None
+            if rp is not None:
+                if len(replays) >= REPLAY_ENTRIES:
+                    replays.clear()
+                replays[key] = rp
+
+    def _replay_key(self, ex: Exchange, data: bytes) -> tuple[Any, ...] | None:
+        """The ``Replay`` key of the first read of a response (None: not one to remember)."""
+        if (
+            ex.got_bytes
+            or len(data) > REPLAY_MAX_BYTES
+            or not ex.request_complete
+            or self.client.session is None
+            or not self.parser.fresh
+        ):
+            return None
+        head = ex.head
+        return (data, head.method, head.version, head.keep_alive)
 
     def _deliver(self, ex: Exchange, events: list[Event]) -> None:
         for ev in events:

@@ -518,6 +518,21 @@ class ResponseParser(_Parser):
         self._state = HEAD
         self._scan = 0
 
+    @property
+    def fresh(self) -> bool:
+        """Waiting for a response head, nothing buffered: what ``feed`` then
+        makes of a read depends on that read (and the method) only."""
+        return self._state == HEAD and not self._buf
+
+    def skip_message(self) -> None:
+        """From ``fresh``: the state ``feed`` leaves after a read that held
+        one whole response and nothing more (a replayed response, see
+        ``exchange.Replay``)."""
+        assert self.fresh
+        self._state = DONE
+        self._scan = 0
+        self._remaining = 0
+
     def _head(self, head: bytes) -> Event:
         cache = self._cache
         if cache is None or self._method == "HEAD":

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
     from hoopd.policy import Assessment
 
+    from .exchange import Replay
+
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -204,6 +206,8 @@ class HttpProxy:
         self._prepared: dict[bytes, Prepared] = {}
         self._response_plans: dict[bytes, ResponsePlan] = {}
         self._out_heads: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        self.replays: dict[tuple[Any, ...], Replay] = {}
+        """Whole responses by (upstream read, method, version, keep-alive): see ``exchange.Replay``."""
         self.forwarded_proto = "https" if self.listener_tls else "http"
         self.bearer_auth = connection.auth == "default"
 
