@@ -144,8 +144,7 @@ def test_refused_exec_prints_the_api_servers_status(
     text = f"{args[0]} pods {pod} -n default" + (" -c nope" if "-c" in args else "")
     [websocket, spdy] = kube.sessions(text)[-2:]
     events = kube.events(websocket["session_id"])
-    body = b"".join(base64.b64decode(e["data"]["base64"]) if isinstance(e["data"], dict) else e["data"].encode()
-                    for e in events if e["type"] == "output" and e["stream"] == "body")  # fmt: skip
+    body = "".join(output_text(e["data"]) for e in events if e["type"] == "output" and e["stream"] == "body")
     status = json.loads(body)
     assert (status["kind"], status["code"], status["message"]) == ("Status", 400, printed.partition("): ")[2])
     [result] = [e for e in events if e["type"] == "result"]
@@ -190,6 +189,11 @@ def test_refused_exec_upgrade_status_is_masked(kube: Kube) -> None:
     assert "may not exec in echo-status" in head and "Bearer [REDACTED]" in head, head
     assert TOKEN not in head and "X-Echo-Authorization" not in head, head
     assert_no_token_recorded(kube, "exec pods echo-status")
+    events = kube.events(kube.sessions("exec pods echo-status -n default -- true")[0]["session_id"])
+    [result] = [e for e in events if e["type"] == "result"]
+    assert result["status"] == "403" and "may not exec" in result["error"], result
+    body = "".join(output_text(e["data"]) for e in events if e["type"] == "output" and e["stream"] == "body")
+    assert "credential 'Bearer [REDACTED]' may not exec in echo-status" in body, body
 
 
 def test_exec_upgrade_of_a_missing_pod_is_the_api_servers_404(kube: Kube) -> None:
@@ -297,6 +301,8 @@ class BrokenUpstream:
                 )  # fmt: skip
                 if self.kind == "status":
                     conn.sendall(b"HTTP/1.1 OOPS " + cred + b"\r\n\r\n")
+                elif self.kind == "no-upgrade":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n")
                 else:
                     conn.sendall(b"HTTP/1.1 200 OK\r\nX-Debug " + cred + b"\r\n\r\n")
 
@@ -321,6 +327,25 @@ def test_an_unparsable_upstream_head_is_not_quoted_unmasked(
         assert "ServiceUnavailable" in res.stderr and "bad " in res.stderr, res.stderr
         assert "[REDACTED]" in res.stderr and TOKEN not in res.stderr, res.stderr
         assert_no_token_recorded(k, "namespaces")
+    finally:
+        k.close()
+        broken.close()
+
+
+def test_an_upgrade_answered_without_an_upgrade_is_a_502(
+    fake: FakeApiServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """An upstream (a proxy that does not pass upgrades) answering the exec
+    with a 200: the client gets a 502 Status, not a 200 it would take for
+    success."""
+    broken = BrokenUpstream("no-upgrade")
+    workdir = tmp_path_factory.mktemp("kube-no-upgrade")
+    k = Kube(workdir, fake, upstream={"url": broken.url, "token": f"file:{workdir / 'sa-token'}"})
+    try:
+        head = upgrade_head(k, "web-0")
+        assert head.startswith("HTTP/1.1 502"), head
+        status = json.loads(head.partition("\r\n\r\n")[2])
+        assert status["message"].startswith("hoopd: the API server answered the exec upgrade with 200"), status
     finally:
         k.close()
         broken.close()
