@@ -89,13 +89,13 @@ struct ScannerObject {
     Py_ssize_t lookback;
     std::array<bool, 256> left;
     /* Side rules: taken out of both scans' way, found from a literal anchor
-     * (``://``, ``Q~``): the rule's prefix up to the anchor (lx) in a window of
-     * maxleft bytes before it, then the rule anchored there. */
+     * (``://``, ``Q~``): the rule searched from maxleft bytes before it (see
+     * side_start). */
     struct Side {
         std::string anchor;
-        re2::RE2 *lx;
         re2::RE2 *rule;
         Py_ssize_t maxleft;
+        std::array<bool, 256> stop;  // bytes the rule's tail after the anchor never holds
         Py_ssize_t rare;  // the anchor's byte searched with memchr (see find_anchor)
     };
     std::vector<Side> *sides;
@@ -116,10 +116,8 @@ void Scanner_dealloc(ScannerObject *self)
     delete self->set;
     delete self->scan;
     if (self->sides != nullptr)
-        for (auto &side : *self->sides) {
-            delete side.lx;
+        for (auto &side : *self->sides)
             delete side.rule;
-        }
     delete self->sides;
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
 }
@@ -295,10 +293,8 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         ~SideGuard()
         {
             if (v != nullptr)
-                for (auto &side : *v) {
-                    delete side.lx;
+                for (auto &side : *v)
                     delete side.rule;
-                }
         }
     } guard{sides.get()};
     if (sides_obj != nullptr && sides_obj != Py_None) {
@@ -306,19 +302,22 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         if (sseq == nullptr)
             return nullptr;
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sseq); i++) {
-            PyObject *anchor_o, *lx_o, *rule_o;
+            PyObject *anchor_o, *rule_o, *stop_o;
             Py_ssize_t maxleft;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sseq, i), "SSSn:side", &anchor_o,
-                                  &lx_o, &rule_o, &maxleft)) {
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sseq, i), "SSnS:side", &anchor_o,
+                                  &rule_o, &maxleft, &stop_o)) {
                 Py_DECREF(sseq);
                 return nullptr;
             }
-            std::string anchor, lx, rule;
-            if (bytes_arg(anchor_o, &anchor) < 0 || bytes_arg(lx_o, &lx) < 0
-                || bytes_arg(rule_o, &rule) < 0) {
+            std::string anchor, rule, stop;
+            if (bytes_arg(anchor_o, &anchor) < 0 || bytes_arg(rule_o, &rule) < 0
+                || bytes_arg(stop_o, &stop) < 0) {
                 Py_DECREF(sseq);
                 return nullptr;
             }
+            std::array<bool, 256> stops{};
+            for (unsigned char b : stop)
+                stops[b] = true;
             // the anchor byte least likely in text: not a letter, digit, space
             // or ':' (timestamps) if it has one, else its last byte
             Py_ssize_t rare = static_cast<Py_ssize_t>(anchor.size()) - 1;
@@ -329,10 +328,9 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                     break;
                 }
             }
-            ScannerObject::Side side{anchor, new re2::RE2(lx, opts), nullptr, maxleft, rare};
-            side.rule = new re2::RE2(rule, opts);
+            ScannerObject::Side side{anchor, new re2::RE2(rule, opts), maxleft, stops, rare};
             sides->push_back(side);
-            if (anchor.empty() || !side.lx->ok() || !side.rule->ok()) {
+            if (anchor.empty() || !side.rule->ok()) {
                 Py_DECREF(sseq);
                 PyErr_SetString(PyExc_ValueError, "invalid side rule");
                 return nullptr;
@@ -401,12 +399,13 @@ Py_ssize_t find_anchor(const ScannerObject::Side &sd, const char *data, Py_ssize
 
 /* The leftmost start >= x of a side rule, if it is below hi (else kInf).
  *
- * Every match of a side rule starts at most maxleft bytes before the first
- * occurrence of its anchor at or after its start, and is a match of ``lx``
- * (the rule up to and with the anchor) there; a later anchor only has later
- * starts (the prefix's bytes cannot run through an anchor). So the anchors
- * are taken in order, and for each one the starts of lx in the window before
- * it, each tried as a start of the whole rule. */
+ * Every match of a side rule starts at most maxleft bytes before its anchor,
+ * its tail (after the anchor) holds no ``stop`` byte, and a later start has a
+ * later anchor (recognizers.SideForm). So for the anchors
+ * before limit (the ones a start below hi can have), one search of the rule
+ * from maxleft bytes before the first of them, ending at a stop byte after
+ * the last, sees each of their matches whole: a dense run of anchors whose
+ * tails fail ("ab://ab://...") costs one DFA pass, not calls per anchor. */
 Py_ssize_t side_start(const ScannerObject::Side &sd, SideCache *c, const char *data,
                       const re2::StringPiece &text, Py_ssize_t x, Py_ssize_t endpos,
                       Py_ssize_t hi)
@@ -421,32 +420,26 @@ Py_ssize_t side_start(const ScannerObject::Side &sd, SideCache *c, const char *d
     // an anchor at or after this cannot have a start below hi
     const Py_ssize_t limit =
         hi >= endpos ? endpos : std::min(endpos, hi + sd.maxleft + alen);
-    Py_ssize_t k = std::max(c->anchors, x);
+    const Py_ssize_t from = std::max(c->anchors, x);
+    const Py_ssize_t k =
+        from < limit ? find_anchor(sd, data, from, std::min(endpos, limit + alen - 1)) : -1;
+    if (k < 0) {
+        c->anchors = std::max(c->anchors, limit);
+        return kInf;
+    }
+    const auto *d = reinterpret_cast<const unsigned char *>(data);
+    Py_ssize_t w = std::max(limit + alen - 1, k + alen);
+    while (w < endpos && !sd.stop[d[w]])
+        w++;
+    w = std::min(w, endpos);
     re2::StringPiece m;
-    while (k < limit) {
-        // only anchors that start before limit (a search to endpos would make
-        // every call of a long scan with few candidates cost the rest of the text)
-        const Py_ssize_t end = std::min(endpos, limit + alen - 1);
-        k = find_anchor(sd, data, k, end);
-        if (k < 0) {
-            c->anchors = limit;
-            return kInf;
-        }
-        Py_ssize_t lo = std::max(x, k - sd.maxleft);
-        const Py_ssize_t we = k + alen;
-        while (lo <= k
-               && sd.lx->Match(text, static_cast<size_t>(lo), static_cast<size_t>(we),
-                               re2::RE2::UNANCHORED, &m, 1)) {
-            const Py_ssize_t q = m.data() - data;
-            if (sd.rule->Match(text, static_cast<size_t>(q), static_cast<size_t>(endpos),
-                               re2::RE2::ANCHOR_START, nullptr, 0)) {
-                c->start = q;
-                c->anchors = k;
-                return q < hi ? q : kInf;
-            }
-            lo = q + 1;
-        }
-        k++;
+    if (sd.rule->Match(text, static_cast<size_t>(std::max(x, k - sd.maxleft)),
+                       static_cast<size_t>(w), re2::RE2::UNANCHORED, &m, 1)) {
+        // the leftmost start >= x even if it is not below hi: a start before
+        // it would have an earlier anchor (the rule's promise), inside the window
+        const Py_ssize_t q = m.data() - data;
+        c->start = q;
+        return q < hi ? q : kInf;
     }
     c->anchors = std::max(c->anchors, limit);
     return kInf;

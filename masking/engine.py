@@ -121,8 +121,8 @@ def accelerated() -> bool:
     return _re2scan is not None
 
 
-_Side = tuple[bytes, bytes, bytes, int]
-"""(anchor, prefix pattern, rule pattern, maxleft) of a side rule (see ``SideForm``)."""
+_Side = tuple[bytes, bytes, int, bytes]
+"""(anchor, rule pattern, maxleft, stop bytes) of a side rule (see ``SideForm``)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -163,7 +163,7 @@ def _scan_plan(
             rec = None  # not the built-in's pattern: the forms do not apply
         if rec is not None and rec.side is not None:
             sd = rec.side
-            sides.append((sd.anchor, sd.prefix.encode(), pat.encode(), sd.maxleft))
+            sides.append((sd.anchor, pat.encode(), sd.maxleft, bytes(sorted(sd.stop))))
             continue
         if rec is not None and rec.scan is not None:
             pat = decapture(rec.scan.pattern)

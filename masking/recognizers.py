@@ -50,16 +50,17 @@ class ScanForm:
 @dataclass(frozen=True)
 class SideForm:
     """A rule the accelerated scan leaves out of its joined pattern and finds from
-    a literal ``anchor`` instead (its scheme or prefix is a bounded repetition
-    that the joined DFA cannot afford, and no shorter form matches only where
-    the rule does). Promises: every match of the rule starts at most ``maxleft``
-    bytes before an occurrence of ``anchor`` and ``prefix`` (the rule up to and
-    with that anchor) matches from the start to the anchor's end; the starts that
-    go with a later anchor are later."""
+    a literal ``anchor`` instead: its scheme or prefix is a bounded repetition
+    the joined DFA cannot afford, and no shorter form matches only where the
+    rule does. Promises: every match of the rule holds an occurrence of
+    ``anchor`` that starts at most ``maxleft`` bytes after the match's start and
+    after which the match holds no ``stop`` byte (so a search of the rule that
+    ends at a stop byte sees every match whose anchor is before it whole), and
+    a later start has a later (or the same) anchor."""
 
     anchor: bytes
-    prefix: str
     maxleft: int
+    stop: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         category="credential",
         label="AZURE_CLIENT_SECRET",
         pattern=r"[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}",
-        side=SideForm(b"Q~", r"[A-Za-z0-9_~.-]{3}[0-9]Q~", 4),
+        side=SideForm(b"Q~", 4, frozenset(range(256)) - (TOKEN | frozenset(b"~."))),
         max_len=40,
         min_len=37,
         left=TOKEN | frozenset(b"~."),
@@ -309,8 +310,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         category="credential",
         label="PASSWORD",
         pattern=r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://[^\s:/?#@\"'<>]*:(?P<v>[^\s/?#\"'<>]+)@",
-        # the scheme's bytes cannot run through "://"
-        side=SideForm(b"://", r"\b[A-Za-z][A-Za-z0-9+.-]{1,20}://", 21),
+        side=SideForm(b"://", 21, frozenset(b"\t\n\f\r /?#\"'<>")),
         max_len=2048,
         min_len=7,
         needs=((b"://",), (b"@",)),
