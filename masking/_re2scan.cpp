@@ -56,6 +56,9 @@ namespace {
  * field the release/reacquire costs more than the scan. */
 constexpr Py_ssize_t kReleaseGil = 4096;
 
+/* Side rules a scanner takes (the built-ins have two). */
+constexpr size_t kMaxSides = 4;
+
 struct Cand {
     Py_ssize_t p, e0;
     int k;
@@ -96,6 +99,7 @@ struct ScannerObject {
         re2::RE2 *rule;
         Py_ssize_t maxleft;
         std::array<bool, 256> stop;  // bytes the rule's tail after the anchor never holds
+        Py_ssize_t tail;             // the tail's longest length (-1: unbounded)
         Py_ssize_t rare;  // the anchor's byte searched with memchr (see find_anchor)
     };
     std::vector<Side> *sides;
@@ -301,11 +305,16 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyObject *sseq = PySequence_Fast(sides_obj, "sides must be a sequence");
         if (sseq == nullptr)
             return nullptr;
+        if (PySequence_Fast_GET_SIZE(sseq) > static_cast<Py_ssize_t>(kMaxSides)) {
+            Py_DECREF(sseq);
+            PyErr_SetString(PyExc_ValueError, "too many side rules");
+            return nullptr;
+        }
         for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(sseq); i++) {
             PyObject *anchor_o, *rule_o, *stop_o;
-            Py_ssize_t maxleft;
-            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sseq, i), "SSnS:side", &anchor_o,
-                                  &rule_o, &maxleft, &stop_o)) {
+            Py_ssize_t maxleft, tail;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(sseq, i), "SSnSn:side", &anchor_o,
+                                  &rule_o, &maxleft, &stop_o, &tail)) {
                 Py_DECREF(sseq);
                 return nullptr;
             }
@@ -328,7 +337,7 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                     break;
                 }
             }
-            ScannerObject::Side side{anchor, new re2::RE2(rule, opts), maxleft, stops, rare};
+            ScannerObject::Side side{anchor, new re2::RE2(rule, opts), maxleft, stops, tail, rare};
             sides->push_back(side);
             if (anchor.empty() || !side.rule->ok()) {
                 Py_DECREF(sseq);
@@ -397,6 +406,28 @@ Py_ssize_t find_anchor(const ScannerObject::Side &sd, const char *data, Py_ssize
     return -1;
 }
 
+/* What the searches of one buffer learnt, kept across scan calls (the engine
+ * passes the same memo for one buffer and endpos; positions only grow): the
+ * leftmost scan-form match from ``from`` and each side rule's cache. Without
+ * it, a run of side-rule candidates (Azure-like secrets that fail their
+ * boundary checks) in text without a scan-form match would search the rest of
+ * the text again for every candidate. */
+struct Memo {
+    const char *data;
+    Py_ssize_t n, endpos;
+    Py_ssize_t from, ms;  // ms: leftmost scan-form start >= from (kInf: none)
+    SideCache sides[kMaxSides];
+};
+
+void memo_reset(Memo *memo, const char *data, Py_ssize_t n, Py_ssize_t endpos)
+{
+    *memo = Memo{};
+    memo->data = data;
+    memo->n = n;
+    memo->endpos = endpos;
+    memo->from = -1;
+}
+
 /* The leftmost start >= x of a side rule, if it is below hi (else kInf).
  *
  * Every match of a side rule starts at most maxleft bytes before its anchor,
@@ -429,7 +460,10 @@ Py_ssize_t side_start(const ScannerObject::Side &sd, SideCache *c, const char *d
     }
     const auto *d = reinterpret_cast<const unsigned char *>(data);
     Py_ssize_t w = std::max(limit + alen - 1, k + alen);
-    while (w < endpos && !sd.stop[d[w]])
+    // (a tail of bounded length ends before the cap: a long run without a
+    // stop byte is not walked again for every candidate)
+    const Py_ssize_t cap = sd.tail < 0 ? endpos : std::min(endpos, w + sd.tail);
+    while (w < cap && !sd.stop[d[w]])
         w++;
     w = std::min(w, endpos);
     re2::StringPiece m;
@@ -448,16 +482,21 @@ Py_ssize_t side_start(const ScannerObject::Side &sd, SideCache *c, const char *d
 /* The leftmost match of the joined pattern in [pos, endpos] (what one unanchored
  * search of it finds), via the DFA-friendly scan pattern and side rules. */
 bool find_next(const ScannerObject *self, const char *data, const re2::StringPiece &text,
-               Py_ssize_t pos, Py_ssize_t endpos, std::vector<SideCache> *caches,
-               Py_ssize_t *p, Py_ssize_t *e0)
+               Py_ssize_t pos, Py_ssize_t endpos, Memo *memo, Py_ssize_t *p, Py_ssize_t *e0)
 {
     re2::StringPiece m;
     Py_ssize_t ms = kInf;
     const Py_ssize_t from = next_start(self, data, pos, endpos);
-    if (self->scan != nullptr && from < endpos
-        && self->scan->Match(text, static_cast<size_t>(from), static_cast<size_t>(endpos),
-                             re2::RE2::UNANCHORED, &m, 1))
-        ms = m.data() - data;
+    if (memo->from >= 0 && memo->from <= from && from <= memo->ms) {
+        ms = memo->ms;  // still the leftmost from here
+    } else {
+        if (self->scan != nullptr && from < endpos
+            && self->scan->Match(text, static_cast<size_t>(from), static_cast<size_t>(endpos),
+                                 re2::RE2::UNANCHORED, &m, 1))
+            ms = m.data() - data;
+        memo->from = from;
+        memo->ms = ms;
+    }
     // a full match that starts before ms does so over ``left`` bytes, at most
     // lookback bytes before it
     Py_ssize_t s = ms;
@@ -469,7 +508,7 @@ bool find_next(const ScannerObject *self, const char *data, const re2::StringPie
     }
     Py_ssize_t u = kInf;
     for (size_t i = 0; i < self->sides->size(); i++)
-        u = std::min(u, side_start((*self->sides)[i], &(*caches)[i], data, text, pos, endpos,
+        u = std::min(u, side_start((*self->sides)[i], &memo->sides[i], data, text, pos, endpos,
                                    std::min(s, u)));
     if (ms == kInf && u == kInf)
         return false;
@@ -496,17 +535,21 @@ bool find_next(const ScannerObject *self, const char *data, const re2::StringPie
 /* false: out of memory (no exception escapes: this may run without the GIL) */
 bool scan_loop(const ScannerObject *self, const char *data, Py_ssize_t n, Py_ssize_t pos,
                Py_ssize_t endpos, Py_ssize_t limit, Py_ssize_t max_candidates,
-               std::vector<Cand> *out) noexcept
+               std::vector<Cand> *out, Memo *memo) noexcept
 try {
     out->reserve(static_cast<size_t>(std::min<Py_ssize_t>(max_candidates, 16) + 1));
     const re2::StringPiece text(data, static_cast<size_t>(n));
     re2::StringPiece m;
     const bool split = self->scan != nullptr || !self->sides->empty();
-    std::vector<SideCache> caches(self->sides->size());
+    Memo local;
+    if (memo == nullptr)
+        memo = &local;
+    if (memo->data != data || memo->n != n || memo->endpos != endpos)
+        memo_reset(memo, data, n, endpos);
     for (;;) {
         Py_ssize_t p, e0;
         if (split) {
-            if (pos >= endpos || !find_next(self, data, text, pos, endpos, &caches, &p, &e0)) {
+            if (pos >= endpos || !find_next(self, data, text, pos, endpos, memo, &p, &e0)) {
                 out->push_back({-1, -1, -1});
                 break;
             }
@@ -544,10 +587,21 @@ try {
 
 PyObject *Scanner_scan(ScannerObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
+    if (nargs != 5 && nargs != 6) {
         PyErr_SetString(PyExc_TypeError,
-                        "scan(data, pos, endpos, limit, max_candidates) takes 5 arguments");
+                        "scan(data, pos, endpos, limit, max_candidates[, memo]) takes 5 or 6 "
+                        "arguments");
         return nullptr;
+    }
+    Memo *memo = nullptr;
+    if (nargs == 6 && args[5] != Py_None) {
+        // a bytearray of MEMO_SIZE bytes that the caller keeps for one buffer
+        if (!PyByteArray_Check(args[5])
+            || PyByteArray_GET_SIZE(args[5]) < static_cast<Py_ssize_t>(sizeof(Memo))) {
+            PyErr_SetString(PyExc_TypeError, "scan: memo must be a bytearray(MEMO_SIZE)");
+            return nullptr;
+        }
+        memo = reinterpret_cast<Memo *>(PyByteArray_AS_STRING(args[5]));
     }
     Py_ssize_t v[4];
     for (int i = 0; i < 4; i++) {
@@ -569,10 +623,10 @@ PyObject *Scanner_scan(ScannerObject *self, PyObject *const *args, Py_ssize_t na
     bool ok;
     if (endpos - pos >= kReleaseGil) {
         Py_BEGIN_ALLOW_THREADS
-        ok = scan_loop(self, data, view.len, pos, endpos, limit, max_candidates, &cands);
+        ok = scan_loop(self, data, view.len, pos, endpos, limit, max_candidates, &cands, memo);
         Py_END_ALLOW_THREADS
     } else {
-        ok = scan_loop(self, data, view.len, pos, endpos, limit, max_candidates, &cands);
+        ok = scan_loop(self, data, view.len, pos, endpos, limit, max_candidates, &cands, memo);
     }
     PyBuffer_Release(&view);
     if (!ok)
@@ -667,12 +721,13 @@ PyObject *Scanner_first_before(ScannerObject *self, PyObject *const *args, Py_ss
 PyMethodDef Scanner_methods[] = {
     {"scan", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Scanner_scan)),
      METH_FASTCALL,
-     "scan(data, pos, endpos, limit, max_candidates) -> list of (p, e0, k)\n\n"
+     "scan(data, pos, endpos, limit, max_candidates[, memo]) -> list of (p, e0, k)\n\n"
      "Candidates of the joined pattern from pos (each searched from the previous one's\n"
      "end, or one byte later after an empty match), each with k = the lowest set rule\n"
      "matching data[p:e0] whole (-1: none, or the span is not shorter than window);\n"
      "ends with (-1, -1, -1) (no further match before endpos) or (-2, -2, -2)\n"
-     "(stopped: max_candidates reached or a candidate starts at or past limit)."},
+     "(stopped: max_candidates reached or a candidate starts at or past limit).\n"
+     "memo: a bytearray(MEMO_SIZE) kept by the caller for the calls over one buffer."},
     {"first_before",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Scanner_first_before)),
      METH_FASTCALL,
@@ -710,6 +765,10 @@ PyMODINIT_FUNC PyInit__re2scan(void)
     PyObject *mod = PyModule_Create(&moduledef);
     if (mod == nullptr)
         return nullptr;
+    if (PyModule_AddIntConstant(mod, "MEMO_SIZE", static_cast<long>(sizeof(Memo))) < 0) {
+        Py_DECREF(mod);
+        return nullptr;
+    }
     Py_INCREF(&ScannerType);
     if (PyModule_AddObject(mod, "Scanner", reinterpret_cast<PyObject *>(&ScannerType)) < 0) {
         Py_DECREF(&ScannerType);

@@ -114,6 +114,7 @@ _re2scan: Any = None
 if HAVE_RE2 and os.environ.get("HOOPD_PURE_PYTHON", "") in ("", "0"):
     with contextlib.suppress(ImportError):
         from . import _re2scan
+_MEMO_SIZE: int = getattr(_re2scan, "MEMO_SIZE", 0)
 
 
 def accelerated() -> bool:
@@ -121,8 +122,8 @@ def accelerated() -> bool:
     return _re2scan is not None
 
 
-_Side = tuple[bytes, bytes, int, bytes]
-"""(anchor, rule pattern, maxleft, stop bytes) of a side rule (see ``SideForm``)."""
+_Side = tuple[bytes, bytes, int, bytes, int]
+"""(anchor, rule pattern, maxleft, stop bytes, tail) of a side rule (see ``SideForm``)."""
 
 
 @functools.lru_cache(maxsize=64)
@@ -163,7 +164,7 @@ def _scan_plan(
             rec = None  # not the built-in's pattern: the forms do not apply
         if rec is not None and rec.side is not None:
             sd = rec.side
-            sides.append((sd.anchor, pat.encode(), sd.maxleft, bytes(sorted(sd.stop))))
+            sides.append((sd.anchor, pat.encode(), sd.maxleft, bytes(sorted(sd.stop)), sd.tail))
             continue
         if rec is not None and rec.scan is not None:
             pat = decapture(rec.scan.pattern)
@@ -259,7 +260,7 @@ class Masker:
         self._table: list[tuple[_Rule, ...]] = []
         self._idset: Any = None
         self._fast: list[_Fast] = []
-        self._scan: Callable[[bytes, int, int, int, int], _Batch] | None = None
+        self._scan: Callable[..., _Batch] | None = None
         self._first_before: Callable[[bytes, int, int, int], tuple[int, int, int] | None] = (
             _no_first
         )
@@ -558,6 +559,8 @@ class Masker:
         window = self.window
         search = main.raw_search if main is not None else None
         scan = self._scan
+        # what the scanner learnt about this buffer, kept across its calls
+        memo = bytearray(_MEMO_SIZE)
         first_before = self._first_before
         lit = self._lit
         next_lit = [-1]  # where the next injected secret starts (see _widen)
@@ -603,7 +606,7 @@ class Masker:
                 if p < 0:
                     # the batch is used up or does not answer a search from here
                     batch, bi, bfrom, p, e0, k = _rescan(
-                        scan, first_before, data, pos, endpos, limit, batch, bi, bfrom, bend
+                        scan, first_before, data, pos, endpos, limit, batch, bi, bfrom, bend, memo
                     )
                     bend = endpos
                     if p < 0:
@@ -1024,7 +1027,7 @@ def _no_first(_data: bytes, _pos: int, _stop: int, _endpos: int) -> tuple[int, i
 
 
 def _rescan(
-    scan: Callable[[bytes, int, int, int, int], _Batch],
+    scan: Callable[..., _Batch],
     first_before: Callable[[bytes, int, int, int], tuple[int, int, int] | None],
     data: bytes,
     pos: int,
@@ -1034,6 +1037,7 @@ def _rescan(
     bi: int,
     bfrom: int,
     bend: int,
+    memo: bytearray,
 ) -> tuple[_Batch, int, int, int, int, int]:
     """The leftmost candidate from ``pos`` when ``batch[bi]`` does not answer that
     search; returns the new (batch, bi, bfrom) and the candidate (p, e0, k), p -1
@@ -1050,14 +1054,14 @@ def _rescan(
                 return batch, bi, bfrom, *got
             p, e0, k = batch[bi]
         else:
-            p, e0, k = scan(data, pos, endpos, limit, 1)[0]
+            p, e0, k = scan(data, pos, endpos, limit, 1, memo)[0]
             if 0 <= p < bfrom:
                 return batch, bi, bfrom, p, e0, k
             # else it is batch[bi], the leftmost match from bfrom
         if p < 0:
             return batch, bi, pos, -1, -1, -1
         return batch, bi + 1, e0 if e0 > p else p + 1, p, e0, k
-    batch = scan(data, pos, endpos, limit, _BATCH)
+    batch = scan(data, pos, endpos, limit, _BATCH, memo)
     p, e0, k = batch[0]
     if p < 0:
         return batch, 0, pos, -1, -1, -1

@@ -61,6 +61,8 @@ class SideForm:
     anchor: bytes
     maxleft: int
     stop: frozenset[int]
+    tail: int = -1
+    """The most bytes a match holds after its anchor (-1: no bound but ``stop``)."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ BUILTINS: tuple[Recognizer, ...] = (
         category="credential",
         label="AZURE_CLIENT_SECRET",
         pattern=r"[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}",
-        side=SideForm(b"Q~", 4, frozenset(range(256)) - (TOKEN | frozenset(b"~."))),
+        side=SideForm(b"Q~", 4, frozenset(range(256)) - (TOKEN | frozenset(b"~.")), 34),
         max_len=40,
         min_len=37,
         left=TOKEN | frozenset(b"~."),

@@ -238,6 +238,7 @@ def test_scan_and_side_forms_keep_their_promises(data: bytes) -> None:
                     if p <= k <= p + sd.maxleft
                     and k + len(sd.anchor) <= e
                     and not any(b in sd.stop for b in data[k + len(sd.anchor) : e])
+                    and (sd.tail < 0 or e - k - len(sd.anchor) <= sd.tail)
                 ]
                 assert ks, (rec.id, p)
                 # and a later start has a later anchor
