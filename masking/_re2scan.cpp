@@ -377,8 +377,8 @@ int set_hit(const ScannerObject *self, const char *data, Py_ssize_t p, Py_ssize_
 
 constexpr Py_ssize_t kInf = PY_SSIZE_T_MAX;
 
-/* What one scan call knows of a side rule (the call's endpos is fixed and its
- * positions only grow). */
+/* What the searches of one buffer (and endpos) know of a side rule, kept in
+ * the Memo across scan calls. */
 struct SideCache {
     Py_ssize_t from = -1;    // start: the leftmost rule start >= from ...
     Py_ssize_t start = kInf; // ... among anchors before ``anchors`` (kInf: none)
