@@ -3,7 +3,8 @@
 
 Base64 (JWTs, certificates, Kubernetes Secret data, images in JSON), hex
 dumps and random printable ASCII are where RE2's lazily built DFA for the
-joined pattern of every rule explodes. For each config (credentials only = the
+joined pattern of every rule explodes; "anchors" are runs of ``://`` and
+``Q~`` whose rules fail, which the scan finds from those literals. For each config (credentials only = the
 default; every built-in = ``personal``) and kind of data, a fresh process builds
 a masker and masks ``--blobs`` fresh blobs of ``--kb`` KB each with
 ``mask_bytes``, then the same blobs ``--rounds`` more times:
@@ -35,7 +36,7 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIGS = {"default": {}, "personal": {"personal": True}}
-KINDS = ("base64", "hex", "printable")
+KINDS = ("base64", "hex", "printable", "anchors")
 
 
 def blobs(kind: str, count: int, size: int, seed: int = 1) -> list[bytes]:
@@ -46,8 +47,13 @@ def blobs(kind: str, count: int, size: int, seed: int = 1) -> list[bytes]:
             out.append(base64.b64encode(rng.randbytes(size * 3 // 4)))
         elif kind == "hex":
             out.append(rng.randbytes(size // 2).hex().encode())
-        else:
+        elif kind == "printable":
             out.append(bytes(rng.randrange(32, 127) for _ in range(size)))
+        else:
+            # URL schemes and Azure-secret markers whose tails fail, back to
+            # back: the rules found from a literal anchor (recognizers.SideForm)
+            unit = rng.choice([b"ab://", b"x+y://z/", b"Q~", b"q1Q~-"])
+            out.append((unit * (size // len(unit) + 1))[:size])
     return out
 
 
