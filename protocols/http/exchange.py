@@ -46,6 +46,8 @@ COUNT = 1  # (COUNT, bytes, counts | None): session.upstream_data (metrics, not 
 RECORD = 2  # (RECORD, bytes, counts): recorded as the command's STDOUT Output
 RESULT = 3  # (RESULT, status, error): session.result
 
+_UNSEEN: Any = object()
+
 
 @dataclass(frozen=True, slots=True)
 class Replay:
@@ -534,13 +536,21 @@ class UpstreamConnection(asyncio.Protocol):
         key = self._replay_key(ex, data)
         if key is not None:
             replays = self.client.proxy.replays
-            rp = replays.get(key)
-            if rp is not None:
+            rp = replays.get(key, _UNSEEN)
+            if rp is _UNSEEN:
+                # seen once: traced (and remembered) only when it comes again,
+                # so that answers that never repeat cost no trace
+                if len(replays) >= REPLAY_ENTRIES:
+                    replays.clear()
+                replays[key] = None
+                key = None
+            elif rp is not None:
                 ex.got_bytes = True
                 self.parser.skip_message()
                 ex.replay(rp)
                 return
-            ex.trace = []
+            else:
+                ex.trace = []
         ex.got_bytes = True
         try:
             events = self.parser.feed(data)
@@ -554,8 +564,6 @@ class UpstreamConnection(asyncio.Protocol):
             rp = ex.as_replay() if self.parser.state == DONE and not self.parser.buffered else None
             ex.trace = None
             if rp is not None:
-                if len(replays) >= REPLAY_ENTRIES:
-                    replays.clear()
                 replays[key] = rp
 
     def _replay_key(self, ex: Exchange, data: bytes) -> tuple[Any, ...] | None:

@@ -206,8 +206,9 @@ class HttpProxy:
         self._prepared: dict[bytes, Prepared] = {}
         self._response_plans: dict[bytes, ResponsePlan] = {}
         self._out_heads: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
-        self.replays: dict[tuple[Any, ...], Replay] = {}
-        """Whole responses by (upstream read, method, version, keep-alive): see ``exchange.Replay``."""
+        self.replays: dict[tuple[Any, ...], Replay | None] = {}
+        """Whole responses by (upstream read, method, version, keep-alive): see
+        ``exchange.Replay``; None: seen once, not traced yet."""
         self.forwarded_proto = "https" if self.listener_tls else "http"
         self.bearer_auth = connection.auth == "default"
 
