@@ -15,7 +15,13 @@ a masker and masks ``--blobs`` fresh blobs of ``--kb`` KB each with
 * warm: median over the repeated calls.
 
     python bench/masking/bench_dense.py [--kb 40] [--blobs 6] [--rounds 3]
-        [--compare-tree DIR]
+        [--compare-tree DIR] [--adversarial]
+
+``--adversarial`` times instead input shapes that make a candidate every few
+bytes and reject it (each was re-checked in Python: validator, boundaries,
+the rule's own regex), 1 MB of each (``--kb 1000``; ``--blobs 1``): ``first``
+is the first call of the process, ``warm`` the median of ``--rounds`` more
+calls over the same bytes (``fresh`` is not printed).
 
 ``--compare-tree DIR`` also times DIR/masking (e.g. ``git archive REV masking |
 tar -x -C DIR``, plus a built ``_re2scan*.so`` copied in for its C++ scan) in
@@ -37,6 +43,16 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CONFIGS = {"default": {}, "personal": {"personal": True}}
 KINDS = ("base64", "hex", "printable", "anchors")
+ADVERSARIAL = {
+    # one unit repeated: each makes a candidate every few bytes that fails
+    "ipv6 a::": b"a::",  # '::' forms that fail their boundaries
+    "hex ab:": b"ab:",  # hex groups with colons
+    "azure abc1Q~": b"abc1Q~",  # Azure-like secrets glued to the next
+    "email a@b.c": b"a@b.c",  # e-mail-like, half of them real
+    "kv xtoken:": b"xtoken:",  # a key word whose value runs on
+    "card 4111 ": b"4111 ",  # card candidates failing Luhn
+    "dots 1.": b"1.",  # digits and dots
+}
 
 
 def blobs(kind: str, count: int, size: int, seed: int = 1) -> list[bytes]:
@@ -49,6 +65,9 @@ def blobs(kind: str, count: int, size: int, seed: int = 1) -> list[bytes]:
             out.append(rng.randbytes(size // 2).hex().encode())
         elif kind == "printable":
             out.append(bytes(rng.randrange(32, 127) for _ in range(size)))
+        elif kind in ADVERSARIAL:
+            unit = ADVERSARIAL[kind]
+            out.append((unit * (size // len(unit) + 1))[:size])
         else:
             # URL schemes and Azure-secret markers whose tails fail, back to
             # back: the rules found from a literal anchor (recognizers.SideForm)
@@ -114,12 +133,21 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--kb", type=int, default=40, help="blob size in KB")
-    ap.add_argument("--blobs", type=int, default=6, help="fresh blobs per measurement")
+    ap.add_argument("--kb", type=int, help="blob size in KB (40; 1000 with --adversarial)")
+    ap.add_argument(
+        "--blobs", type=int, help="fresh blobs per measurement (6; 1 with --adversarial)"
+    )
     ap.add_argument("--rounds", type=int, default=3, help="repeated passes over the blobs")
     ap.add_argument("--compare-tree", metavar="DIR", help="also time DIR/masking")
+    ap.add_argument(
+        "--adversarial", action="store_true", help="dense failing candidates (1 MB each)"
+    )
     ap.add_argument("--child", nargs=3, metavar=("TREE", "CONFIG", "KIND"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.kb is None:
+        args.kb = 1000 if args.adversarial else 40
+    if args.blobs is None:
+        args.blobs = 1 if args.adversarial else 6
     if args.child:
         child(*args.child, args.kb, args.blobs, args.rounds)
         return
@@ -131,15 +159,20 @@ def main() -> None:
         f"python {sys.version.split()[0]}, cpus {os.cpu_count()}, load avg {os.getloadavg()[0]:.2f}; "
         f"{args.blobs} blobs of {args.kb} KB, {args.rounds} warm rounds; MB/s of CPU time"
     )
-    print(f"{'config':9s} {'data':10s} {'tree':5s} {'first':>8s} {'fresh':>8s} {'warm':>8s}")
+    kinds = tuple(ADVERSARIAL) if args.adversarial else KINDS
+    width = max(len(k) for k in kinds)
+    fresh = "" if args.adversarial else f" {'fresh':>8s}"
+    print(f"{'config':9s} {'data':{width}s} {'tree':5s} {'first':>8s}{fresh} {'warm':>8s}")
     for config in CONFIGS:
-        for kind in KINDS:
+        for kind in kinds:
             for name, tree in trees.items():
                 r = measure(tree, config, kind, args)
                 flag = "" if r["accelerated"] else "  (Python loop: no C++ scan)"
+                fresh = "" if args.adversarial else f" {r['fresh']:8.1f}"
+                f = ".2f" if args.adversarial else ".1f"  # under 1 MB/s before
                 print(
-                    f"{config:9s} {kind:10s} {name:5s} {r['first']:8.1f} {r['fresh']:8.1f} "
-                    f"{r['warm']:8.1f}{flag}",
+                    f"{config:9s} {kind:{width}s} {name:5s} {r['first']:8{f}}{fresh} "
+                    f"{r['warm']:8{f}}{flag}",
                     flush=True,
                 )
     print(f"load avg at the end: {os.getloadavg()[0]:.2f}")
