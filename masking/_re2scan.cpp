@@ -59,6 +59,12 @@ constexpr Py_ssize_t kReleaseGil = 4096;
 /* Side rules a scanner takes (the built-ins have two). */
 constexpr size_t kMaxSides = 4;
 
+/* Rules a scanner checks candidates for (bits of a uint64_t). */
+constexpr Py_ssize_t kMaxRules = 64;
+
+/* A rule's validator, as the engine names it (engine._VALIDATOR_CODES). */
+constexpr int kNoValidator = 0, kPython = 1, kCard = 2;
+
 struct Cand {
     Py_ssize_t p, e0;
     int k;
@@ -103,6 +109,21 @@ struct ScannerObject {
         Py_ssize_t rare;  // the anchor's byte searched with memchr (see find_anchor)
     };
     std::vector<Side> *sides;
+    /* The engine's cheap checks per rule (set order), to pass over candidates
+     * the Python loop would only reject (optional; see noop_candidate). */
+    struct Check {
+        std::array<bool, 256> left;   // bytes that must not precede a match
+        std::array<bool, 256> right;  // bytes that must not follow it
+        bool dotted, trims, values;
+        int validator;                // kNoValidator, kPython (Python's to say) or kCard
+        int lo, hi;                   // the engine's first-byte range (its slow-path table)
+        re2::RE2 *rx;                 // the rule alone (decaptured)
+        re2::RE2 *loose;              // ... without its assertions (nullptr: none given)
+    };
+    std::vector<Check> *checks;
+    /* startmask[b]: rules a match may start with b (lo..hi or RE2's start
+     * bytes); leftmask[b]: rules whose left boundary refuses b. */
+    std::array<uint64_t, 256> startmask, leftmask, rightmask;  // rightmask: refused after
 };
 
 re2::RE2::Options make_options(bool never_nl)
@@ -123,6 +144,10 @@ void Scanner_dealloc(ScannerObject *self)
         for (auto &side : *self->sides)
             delete side.rule;
     delete self->sides;
+    if (self->checks != nullptr)
+        for (auto &c : *self->checks)
+            delete c.rx;
+    delete self->checks;
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
 }
 
@@ -220,14 +245,16 @@ int bytes_arg(PyObject *o, std::string *out)
 PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static const char *kwlist[] = {"pattern", "set_patterns", "never_nl", "window",
-                                   "scan_pattern", "lookback", "left_bytes", "sides", nullptr};
+                                   "scan_pattern", "lookback", "left_bytes", "sides", "checks",
+                                   nullptr};
     PyObject *pattern_obj, *set_obj;
     PyObject *scan_obj = Py_None, *left_obj = nullptr, *sides_obj = nullptr;
+    PyObject *checks_obj = nullptr;
     int never_nl;
     Py_ssize_t window, lookback = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOpn|OnSO:Scanner", const_cast<char **>(kwlist),
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SOpn|OnSOO:Scanner", const_cast<char **>(kwlist),
                                      &pattern_obj, &set_obj, &never_nl, &window, &scan_obj,
-                                     &lookback, &left_obj, &sides_obj))
+                                     &lookback, &left_obj, &sides_obj, &checks_obj))
         return nullptr;
     std::string pattern;
     if (bytes_arg(pattern_obj, &pattern) < 0)
@@ -347,10 +374,92 @@ PyObject *Scanner_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         }
         Py_DECREF(sseq);
     }
+    std::unique_ptr<std::vector<ScannerObject::Check>> checks;
+    struct CheckGuard {  // frees the rule programs if construction fails half-way
+        std::vector<ScannerObject::Check> *v;
+        ~CheckGuard()
+        {
+            if (v != nullptr)
+                for (auto &c : *v) {
+                    delete c.rx;
+                    delete c.loose;
+                }
+        }
+    } cguard{nullptr};
+    std::array<uint64_t, 256> startmask{}, leftmask{}, rightmask{};
+    if (checks_obj != nullptr && checks_obj != Py_None) {
+        PyObject *cseq = PySequence_Fast(checks_obj, "checks must be a sequence");
+        if (cseq == nullptr)
+            return nullptr;
+        const Py_ssize_t nc = PySequence_Fast_GET_SIZE(cseq);
+        if (nc != static_cast<Py_ssize_t>(set_patterns.size()) || nc > kMaxRules) {
+            Py_DECREF(cseq);
+            PyErr_SetString(PyExc_ValueError, "checks: one per set pattern, at most 64");
+            return nullptr;
+        }
+        checks.reset(new std::vector<ScannerObject::Check>);
+        cguard.v = checks.get();
+        for (Py_ssize_t i = 0; i < nc; i++) {
+            PyObject *left_o, *right_o, *loose_o;
+            int dotted, trims, values, validator, lo, hi;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(cseq, i), "SSpppiiiS:check", &left_o,
+                                  &right_o, &dotted, &trims, &values, &validator, &lo, &hi,
+                                  &loose_o)) {
+                Py_DECREF(cseq);
+                return nullptr;
+            }
+            std::string lb, rb, loose;
+            if (bytes_arg(left_o, &lb) < 0 || bytes_arg(right_o, &rb) < 0
+                || bytes_arg(loose_o, &loose) < 0) {
+                Py_DECREF(cseq);
+                return nullptr;
+            }
+            ScannerObject::Check c{};
+            for (unsigned char b : lb)
+                c.left[b] = true;
+            for (unsigned char b : rb)
+                c.right[b] = true;
+            c.dotted = dotted != 0;
+            c.trims = trims != 0;
+            c.values = values != 0;
+            c.validator = validator;
+            c.lo = lo;
+            c.hi = hi;
+            const std::string &pat = set_patterns[static_cast<size_t>(i)];
+            c.rx = new re2::RE2(pat, opts);
+            c.loose = loose.empty() ? nullptr : new re2::RE2(loose, opts);
+            checks->push_back(c);
+            if (!c.rx->ok() || (c.loose != nullptr && !c.loose->ok())) {
+                Py_DECREF(cseq);
+                PyErr_SetString(PyExc_ValueError, "invalid rule pattern in checks");
+                return nullptr;
+            }
+            // the bytes a match may start with: the engine's range, and what
+            // RE2 says after each kind of byte (the union: either may be loose)
+            std::array<bool, 256> st{};
+            if (!add_starts(pat, opts, &st))
+                st.fill(true);
+            const uint64_t bit = uint64_t{1} << i;
+            for (int b = 0; b < 256; b++) {
+                if (st[static_cast<size_t>(b)] || (lo <= b && b <= hi))
+                    startmask[static_cast<size_t>(b)] |= bit;
+                if (c.left[static_cast<size_t>(b)])
+                    leftmask[static_cast<size_t>(b)] |= bit;
+                if (c.right[static_cast<size_t>(b)])
+                    rightmask[static_cast<size_t>(b)] |= bit;
+            }
+        }
+        Py_DECREF(cseq);
+    }
     auto *self = reinterpret_cast<ScannerObject *>(type->tp_alloc(type, 0));
     if (self == nullptr)
         return nullptr;
     guard.v = nullptr;
+    cguard.v = nullptr;
+    self->checks = checks.release();
+    self->startmask = startmask;
+    self->leftmask = leftmask;
+    self->rightmask = rightmask;
     self->scan = scan.release();
     self->lookback = lookback;
     self->left = left;
@@ -376,6 +485,7 @@ int set_hit(const ScannerObject *self, const char *data, Py_ssize_t p, Py_ssize_
 }
 
 constexpr Py_ssize_t kInf = PY_SSIZE_T_MAX;
+constexpr int kNotYet = -3;  // a candidate's k before its Set call
 
 /* What the searches of one buffer (and endpos) know of a side rule, kept in
  * the Memo across scan calls. */
@@ -417,6 +527,15 @@ struct Memo {
     Py_ssize_t n, endpos;
     Py_ssize_t from, ms;  // ms: leftmost scan-form start >= from (kInf: none)
     SideCache sides[kMaxSides];
+    /* Rules with no match (of the rule with its assertions taken out, which
+     * matches wherever the rule does, in any context) starting in
+     * [absent_at[r], endpos); kInf: not known. ``asked``: rules found present
+     * (not asked again for this buffer); ``blocked``: how often a rule not
+     * asked yet kept a position from being passed over. */
+    Py_ssize_t absent_at[kMaxRules];
+    uint64_t asked;
+    uint8_t blocked[kMaxRules];
+    Py_ssize_t nl_from, nl;  // the first newline at or after nl_from (n: none)
 };
 
 void memo_reset(Memo *memo, const char *data, Py_ssize_t n, Py_ssize_t endpos)
@@ -426,6 +545,9 @@ void memo_reset(Memo *memo, const char *data, Py_ssize_t n, Py_ssize_t endpos)
     memo->n = n;
     memo->endpos = endpos;
     memo->from = -1;
+    for (Py_ssize_t &a : memo->absent_at)
+        a = kInf;
+    memo->nl_from = -1;
 }
 
 /* The leftmost start >= x of a side rule, if it is below hi (else kInf).
@@ -532,6 +654,216 @@ bool find_next(const ScannerObject *self, const char *data, const re2::StringPie
     return true;
 }
 
+
+/* ---- candidates the Python loop would only reject ------------------------
+ *
+ * Masker._find confirms a candidate (p, e0, k) in Python: rule k's left
+ * boundary (the byte before p), its right boundary (the byte at e0, unless
+ * its validator may trim), its validator; if k fails, each later rule whose
+ * first-byte range holds data[p] is matched anchored at p (to line_end: the
+ * next newline, p + window or endpos) and confirmed the same way; if none
+ * passes, nothing is masked at p and the loop goes on from p + 1. Input that
+ * makes such a candidate every few bytes ('a::' repeated: an IPv6 '::' form
+ * glued to the next) cost several Python-level steps per byte (0.3 MB/s). The
+ * checks below are the ones that need no Python (boundaries, matches, a rule
+ * absent from the rest of the text); a candidate they all refuse is not
+ * returned, and the search goes on from p + 1, as the loop would. Whether
+ * nothing happens at p depends on p only (its match, line, bytes), not on
+ * where the search started, so a batched candidate still answers a search
+ * from anywhere between the previous one's end and its start. */
+
+inline bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* validators.card's digit test: 13-19 digits, the first 2-6, not both
+ * separators, Luhn. ``v`` holds only digits, spaces and dashes (the card
+ * pattern's bytes). */
+bool card_digits_ok(const unsigned char *v, Py_ssize_t len)
+{
+    bool space = false, dash = false;
+    int digits = 0, total = 0;
+    unsigned char first = 0;
+    // Luhn from the right: every second digit doubled (digit sum of 2d)
+    static const int kDouble[10] = {0, 2, 4, 6, 8, 1, 3, 5, 7, 9};
+    for (Py_ssize_t i = len - 1; i >= 0; i--) {
+        const unsigned char c = v[i];
+        if (c == ' ') {
+            space = true;
+        } else if (c == '-') {
+            dash = true;
+        } else {
+            const int dv = c - '0';
+            total += digits % 2 == 0 ? dv : kDouble[dv];
+            digits++;
+            first = c;
+        }
+    }
+    if (digits < 13 || digits > 19 || first < '2' || first > '6' || (space && dash))
+        return false;
+    return total % 10 == 0;
+}
+
+/* validators.card: the accepted length, 0 if refused. */
+Py_ssize_t card_length(const unsigned char *v, Py_ssize_t len)
+{
+    if (card_digits_ok(v, len))
+        return len;
+    for (Py_ssize_t i = len - 1; i > 12; i--)
+        if ((v[i] == ' ' || v[i] == '-') && card_digits_ok(v, i))
+            return i;
+    return 0;
+}
+
+/* The rule's validator on data[p:e]: the accepted length, 0 if refused, -1 if
+ * only Python can say. */
+Py_ssize_t validate(int validator, const unsigned char *d, Py_ssize_t p, Py_ssize_t e)
+{
+    for (Py_ssize_t i = p; i < e; i++)  // (what the card pattern matches; else Python's)
+        if (!is_digit(d[i]) && d[i] != ' ' && d[i] != '-')
+            return -1;
+    return validator == kCard ? card_length(d + p, e - p) : -1;
+}
+
+/* A match of a rule ending at e is refused by its right boundary. */
+inline bool refused_after(const ScannerObject::Check &c, const unsigned char *d, Py_ssize_t n,
+                          Py_ssize_t e)
+{
+    return e < n && (c.right[d[e]] || (c.dotted && d[e] == '.' && e + 1 < n && is_digit(d[e + 1])));
+}
+
+/* The first newline at or after p (n if none), kept in the memo: a long line
+ * is searched once, not once per candidate. */
+Py_ssize_t next_nl(Memo *memo, const char *data, Py_ssize_t n, Py_ssize_t p)
+{
+    if (memo->nl_from < 0 || p < memo->nl_from || p > memo->nl) {
+        const void *f = std::memchr(data + p, '\n', static_cast<size_t>(n - p));
+        memo->nl = f != nullptr ? static_cast<const char *>(f) - data : n;
+        memo->nl_from = p;
+    }
+    return memo->nl;
+}
+
+/* Rule r has no match starting at p or later (to endpos)? Asked of the rule
+ * without assertions (which matches wherever the rule does, in any context:
+ * with the text around it, or alone as the Set sees a candidate), once per
+ * buffer and only after it kept positions from being passed over a few times
+ * (text with few rejected candidates pays nothing). */
+bool absent(const ScannerObject *self, size_t r, const re2::StringPiece &text, Py_ssize_t p,
+            Py_ssize_t endpos, Memo *memo, bool ask)
+{
+    if (memo->absent_at[r] <= p)
+        return true;
+    const uint64_t bit = uint64_t{1} << r;
+    const ScannerObject::Check &c = (*self->checks)[r];
+    if (!ask || c.loose == nullptr || (memo->asked & bit) != 0 || memo->blocked[r]++ < 8)
+        return false;
+    memo->asked |= bit;
+    if (c.loose->Match(text, static_cast<size_t>(p), static_cast<size_t>(endpos),
+                       re2::RE2::UNANCHORED, nullptr, 0))
+        return false;
+    memo->absent_at[r] = p;
+    return true;
+}
+
+/* Nothing can happen at x whatever candidate starts there: every rule that
+ * may start with data[x] is refused by the byte before it or absent. */
+bool pass_over(const ScannerObject *self, const char *data, const re2::StringPiece &text,
+               Py_ssize_t x, Py_ssize_t endpos, Memo *memo)
+{
+    const auto *d = reinterpret_cast<const unsigned char *>(data);
+    uint64_t mask = self->startmask[d[x]];
+    if (x > 0)
+        mask &= ~self->leftmask[d[x - 1]];
+    while (mask != 0) {
+        const int r = __builtin_ctzll(mask);
+        if (!absent(self, static_cast<size_t>(r), text, x, endpos, memo, true))
+            return false;
+        mask &= mask - 1;
+    }
+    return true;
+}
+
+/* Rule r (tried anchored at p by the Python slow path) would not be accepted. */
+bool refused(const ScannerObject *self, size_t r, const char *data, Py_ssize_t n,
+             const re2::StringPiece &text, Py_ssize_t p, Py_ssize_t line_end, Py_ssize_t endpos,
+             Memo *memo)
+{
+    const ScannerObject::Check &c = (*self->checks)[r];
+    const auto *d = reinterpret_cast<const unsigned char *>(data);
+    if (p > 0 && c.left[d[p - 1]])
+        return true;
+    if (absent(self, r, text, p, endpos, memo, false))
+        return true;
+    re2::StringPiece m;
+    if (line_end <= p
+        || !c.rx->Match(text, static_cast<size_t>(p), static_cast<size_t>(line_end),
+                        re2::RE2::ANCHOR_START, &m, 1))
+        return true;
+    Py_ssize_t e = p + static_cast<Py_ssize_t>(m.size());
+    if (c.validator != kNoValidator) {
+        // (Python's _accept: the validator, then the byte after what it took)
+        const Py_ssize_t v = c.validator == kPython ? -1 : validate(c.validator, d, p, e);
+        if (v < 0)
+            return false;  // Python's to say
+        if (v == 0)
+            return true;
+        e = p + v;
+    }
+    return refused_after(c, d, n, e);
+}
+
+/* Can a candidate be refused by a boundary at all (cheap, before its Set
+ * call)? A real value is mostly followed by a byte no rule refuses (space,
+ * quote, newline), so its Set call stays after the searches (see scan_loop). */
+inline bool maybe_noop(const ScannerObject *self, const char *data, Py_ssize_t n, Py_ssize_t p,
+                       Py_ssize_t e0)
+{
+    const auto *d = reinterpret_cast<const unsigned char *>(data);
+    return (p > 0 && (self->leftmask[d[p - 1]] & self->startmask[d[p]]) != 0)
+           || (e0 < n && (self->rightmask[d[e0]] != 0 || d[e0] == '.'));
+}
+
+/* The Python loop would mask nothing at p (candidate p..e0 of rule k, -1: none
+ * named) and go on from p + 1. */
+bool noop_candidate(const ScannerObject *self, const char *data, Py_ssize_t n,
+                    const re2::StringPiece &text, Py_ssize_t p, Py_ssize_t e0, int k,
+                    Py_ssize_t endpos, Memo *memo)
+{
+    const auto *d = reinterpret_cast<const unsigned char *>(data);
+    size_t first = 0;
+    if (k >= 0) {
+        const ScannerObject::Check &c = (*self->checks)[static_cast<size_t>(k)];
+        // a rule with value groups is dropped (every rule tried) if its own
+        // regex does not match the span in context
+        if (c.values
+            && !c.rx->Match(text, static_cast<size_t>(p), static_cast<size_t>(e0),
+                            re2::RE2::ANCHOR_BOTH, nullptr, 0))
+            return false;
+        // the fast path: the left boundary, the right one (unless the
+        // validator may trim), the validator, then the byte after what it took
+        bool out = (p > 0 && c.left[d[p - 1]]) || (!c.trims && refused_after(c, d, n, e0));
+        if (!out && c.validator != kNoValidator) {
+            const Py_ssize_t v = c.validator == kPython ? -1 : validate(c.validator, d, p, e0);
+            if (v < 0)
+                return false;  // Python's to say
+            out = v == 0 || (c.trims && refused_after(c, d, n, p + v));
+        }
+        if (!out)
+            return false;
+        first = static_cast<size_t>(k) + 1;
+    }
+    const Py_ssize_t line_end =
+        std::min(next_nl(memo, data, n, p), std::min(p + self->window, endpos));
+    const int b = d[p];
+    for (size_t r = first; r < self->checks->size(); r++) {
+        const ScannerObject::Check &c = (*self->checks)[r];
+        if (b < c.lo || b > c.hi)
+            continue;  // not in the slow path's table
+        if (!refused(self, r, data, n, text, p, line_end, endpos, memo))
+            return false;
+    }
+    return true;
+}
+
 /* false: out of memory (no exception escapes: this may run without the GIL) */
 bool scan_loop(const ScannerObject *self, const char *data, Py_ssize_t n, Py_ssize_t pos,
                Py_ssize_t endpos, Py_ssize_t limit, Py_ssize_t max_candidates,
@@ -541,6 +873,7 @@ try {
     const re2::StringPiece text(data, static_cast<size_t>(n));
     re2::StringPiece m;
     const bool split = self->scan != nullptr || !self->sides->empty();
+    std::vector<int> hits;
     Memo local;
     if (memo == nullptr)
         memo = &local;
@@ -565,7 +898,20 @@ try {
             p = m.data() - data;
             e0 = p + static_cast<Py_ssize_t>(m.size());
         }
-        out->push_back({p, e0, -1});
+        int k = kNotYet;
+        if (self->checks != nullptr && p < limit && maybe_noop(self, data, n, p, e0)) {
+            k = set_hit(self, data, p, e0, &hits);
+            if (noop_candidate(self, data, n, text, p, e0, k, endpos, memo)) {
+                // what the loop would do: nothing here, go on from p + 1 (and
+                // past the bytes where nothing can happen either)
+                pos = p + 1;
+                const Py_ssize_t stop = std::min(endpos, limit);
+                while (pos < stop && pass_over(self, data, text, pos, endpos, memo))
+                    pos++;
+                continue;
+            }
+        }
+        out->push_back({p, e0, k});
         if (p >= limit || static_cast<Py_ssize_t>(out->size()) >= max_candidates) {
             out->push_back({-2, -2, -2});
             break;
@@ -575,10 +921,10 @@ try {
     // The Set calls after the searches, one after the other: interleaved with
     // the searches each would run with a cold cache (several times slower on
     // text where candidates are far apart).
-    std::vector<int> hits;
     for (size_t i = 0; i + 1 < out->size(); i++) {
         Cand &c = (*out)[i];
-        c.k = set_hit(self, data, c.p, c.e0, &hits);
+        if (c.k == kNotYet)
+            c.k = set_hit(self, data, c.p, c.e0, &hits);
     }
     return true;
 } catch (const std::bad_alloc &) {
@@ -668,9 +1014,19 @@ PyObject *Scanner_scan(ScannerObject *self, PyObject *const *args, Py_ssize_t na
  * again. */
 PyObject *Scanner_first_before(ScannerObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "first_before(data, pos, stop, endpos) takes 4 arguments");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "first_before(data, pos, stop, endpos[, memo]) takes 4 or 5 arguments");
         return nullptr;
+    }
+    Memo *memo = nullptr;
+    if (nargs == 5 && args[4] != Py_None) {
+        if (!PyByteArray_Check(args[4])
+            || PyByteArray_GET_SIZE(args[4]) < static_cast<Py_ssize_t>(sizeof(Memo))) {
+            PyErr_SetString(PyExc_TypeError, "first_before: memo must be a bytearray(MEMO_SIZE)");
+            return nullptr;
+        }
+        memo = reinterpret_cast<Memo *>(PyByteArray_AS_STRING(args[4]));
     }
     Py_ssize_t v[3];
     for (int i = 0; i < 3; i++) {
@@ -688,29 +1044,39 @@ PyObject *Scanner_first_before(ScannerObject *self, PyObject *const *args, Py_ss
         return nullptr;
     }
     const char *data = static_cast<const char *>(view.buf);
-    const re2::StringPiece text(data, static_cast<size_t>(view.len));
+    const Py_ssize_t n = view.len;
+    const re2::StringPiece text(data, static_cast<size_t>(n));
     re2::StringPiece m;
     Py_ssize_t p = -1, e0 = -1;
+    int k = -1;
     if (stop > endpos)
         stop = endpos;
-    for (Py_ssize_t s = pos; s < stop; s++) {
-        if (self->starts[static_cast<unsigned char>(data[s])]
-            && self->main->Match(text, static_cast<size_t>(s), static_cast<size_t>(endpos),
-                              re2::RE2::ANCHOR_START, &m, 1)) {
+    Memo local;
+    if (memo == nullptr)
+        memo = &local;
+    if (memo->data != data || memo->n != n || memo->endpos != endpos)
+        memo_reset(memo, data, n, endpos);
+    try {
+        std::vector<int> hits;
+        for (Py_ssize_t s = pos; s < stop; s++) {
+            if (!self->starts[static_cast<unsigned char>(data[s])]
+                || (self->checks != nullptr && pass_over(self, data, text, s, endpos, memo))
+                || !self->main->Match(text, static_cast<size_t>(s), static_cast<size_t>(endpos),
+                                      re2::RE2::ANCHOR_START, &m, 1))
+                continue;
+            const Py_ssize_t e = s + static_cast<Py_ssize_t>(m.size());
+            k = set_hit(self, data, s, e, &hits);
+            // (a candidate the loop would only reject: on to the next byte)
+            if (self->checks != nullptr && maybe_noop(self, data, n, s, e)
+                && noop_candidate(self, data, n, text, s, e, k, endpos, memo))
+                continue;
             p = s;
-            e0 = s + static_cast<Py_ssize_t>(m.size());
+            e0 = e;
             break;
         }
-    }
-    int k = -1;
-    if (p >= 0) {
-        try {
-            std::vector<int> hits;
-            k = set_hit(self, data, p, e0, &hits);
-        } catch (const std::bad_alloc &) {
-            PyBuffer_Release(&view);
-            return PyErr_NoMemory();
-        }
+    } catch (const std::bad_alloc &) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
     }
     PyBuffer_Release(&view);
     if (p < 0)
@@ -731,9 +1097,10 @@ PyMethodDef Scanner_methods[] = {
     {"first_before",
      reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(Scanner_first_before)),
      METH_FASTCALL,
-     "first_before(data, pos, stop, endpos) -> (p, e0, k) or None\n\n"
+     "first_before(data, pos, stop, endpos[, memo]) -> (p, e0, k) or None\n\n"
      "The leftmost candidate from pos (to endpos) if it starts before stop, found by an\n"
-     "anchored match at each position in [pos, stop); None if none starts there."},
+     "anchored match at each position in [pos, stop); None if none starts there.\n"
+     "Candidates the engine's loop would only reject are passed over (scan too)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -60,6 +60,7 @@ from ._regex import (
     Compiled,
     Spans,
     compile_cached,
+    copy_class_opening,
     decapture,
     make_set,
     python_fullmatch,
@@ -77,7 +78,7 @@ from .literals import (
 from .paths import PathSet, parse_path
 from .recognizers import BY_ID, EMPTY, KV_KEYS, Recognizer
 from .replacements import ReplacementSpec, constant_replacement, looks_masked, make_replacer
-from .validators import TRIMMING, Validator, key_value
+from .validators import TRIMMING, Validator, card, key_value
 
 if TYPE_CHECKING:
     from .jsonmask import JsonMasker
@@ -135,14 +136,70 @@ def _make_scanner(
     lookback: int = 0,
     left: bytes = b"",
     sides: tuple[_Side, ...] = (),
+    checks: tuple[_Check, ...] | None = None,
 ) -> Any:
     """The accelerator's scanner for a joined pattern and its Set (shared like
     ``compile_cached``: RE2 objects are thread-safe and their DFAs stay warm),
-    with the DFA-friendly scan pattern and side rules (see ``_scan_plan``)."""
+    with the DFA-friendly scan pattern and side rules (see ``_scan_plan``) and
+    the rules' cheap checks (``_Rule.check``; None: every candidate is returned)."""
     assert _re2scan is not None
     return _re2scan.Scanner(
-        pattern, [p.encode() for p in parts], True, window, scan, lookback, left, list(sides)
+        pattern,
+        [p.encode() for p in parts],
+        True,
+        window,
+        scan,
+        lookback,
+        left,
+        list(sides),
+        None if checks is None else list(checks),
     )
+
+
+_Check = tuple[bytes, bytes, bool, bool, bool, int, int, int, bytes]
+"""(left, right, dotted, trims, has value groups, validator code, first-byte
+range lo, hi, the pattern without assertions) of a rule, for the C++ scan to
+pass over the candidates the loop would only reject (``_re2scan.cpp``,
+``noop_candidate``)."""
+
+_VALIDATOR_CODES: dict[Validator, int] = {card: 2}
+"""Validators the C++ scan runs itself (same result, property-tested); any
+other is 1: only Python can say (0: no validator)."""
+
+_ASSERTIONS = frozenset("bBAz")
+
+
+def loosen(pattern: str) -> str:
+    """``pattern`` with its assertions (``\\b``, ``\\B``, ``\\A``, ``\\z``, ``^``,
+    ``$``) taken out: it matches wherever the pattern does, whatever the text
+    around (the C++ scan asks it whether a rule is absent from the rest of a
+    buffer, which must hold for a candidate the Set names on its own too).
+    "" (never asked) for a pattern with ``\\Q`` (quoted text is not walked)."""
+    if "\\Q" in pattern:
+        return ""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            esc = pattern[i : i + 2]
+            out.append("(?:)" if not in_class and esc[1:] in _ASSERTIONS else esc)
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+            out.append(c)
+            i += 1
+            continue
+        if c == "[":
+            in_class = True
+            i = copy_class_opening(pattern, i, out)
+            continue
+        out.append("(?:)" if c in "^$" else c)
+        i += 1
+    return "".join(out)
 
 
 def _scan_plan(
@@ -261,9 +318,8 @@ class Masker:
         self._idset: Any = None
         self._fast: list[_Fast] = []
         self._scan: Callable[..., _Batch] | None = None
-        self._first_before: Callable[[bytes, int, int, int], tuple[int, int, int] | None] = (
-            _no_first
-        )
+        self._first_before: Callable[..., tuple[int, int, int] | None] = _no_first
+        self._plan: tuple[bytes | None, int, bytes, tuple[_Side, ...]] = (None, 0, b"", ())
         self.window = 64
         self.pem_window = 0
         # field-name and path rules: (rule id, compiled glob regex, replacer)
@@ -298,13 +354,19 @@ class Masker:
             )
         if accelerate is not False and _re2scan is not None and self._main is not None:
             try:
+                self._plan = _scan_plan(
+                    [(r.id, p[3:-1]) for r, p in zip(self._rules, self._parts, strict=True)]
+                )
+                checks = (
+                    tuple(
+                        self._check(r, p[3:-1])
+                        for r, p in zip(self._rules, self._parts, strict=True)
+                    )
+                    if len(self._rules) <= 64
+                    else None
+                )
                 scanner = _make_scanner(
-                    self._main.pattern,
-                    self._parts,
-                    self.window,
-                    *_scan_plan(
-                        [(r.id, p[3:-1]) for r, p in zip(self._rules, self._parts, strict=True)]
-                    ),
+                    self._main.pattern, self._parts, self.window, *self._plan, checks
                 )
                 self._scan = scanner.scan
                 self._first_before = scanner.first_before
@@ -316,6 +378,22 @@ class Masker:
         self.accelerated = self._scan is not None
 
     # ------------------------------------------------------------------ building
+    @staticmethod
+    def _check(rule: _Rule, pattern: str) -> _Check:
+        """What the C++ scan needs to tell that the loop would only reject a
+        candidate (``_Check``); ``pattern`` is the rule's decaptured pattern."""
+        return (
+            bytes(sorted(rule.left)),
+            bytes(sorted(rule.right)),
+            rule.dotted,
+            rule.trims,
+            bool(rule.local_values),
+            0 if rule.validator is None else _VALIDATOR_CODES.get(rule.validator, 1),
+            rule.lo,
+            rule.hi,
+            loosen(pattern).encode(),
+        )
+
     def _allow_for(self, rid: str) -> tuple[frozenset[bytes], Compiled | None]:
         exact: set[bytes] = set()
         pats: list[str] = []
@@ -1022,13 +1100,15 @@ def _no_hits(_span: bytes) -> list[int]:
     return []
 
 
-def _no_first(_data: bytes, _pos: int, _stop: int, _endpos: int) -> tuple[int, int, int] | None:
+def _no_first(
+    _data: bytes, _pos: int, _stop: int, _endpos: int, _memo: Any = None
+) -> tuple[int, int, int] | None:
     raise AssertionError("the accelerated scan is off")
 
 
 def _rescan(
     scan: Callable[..., _Batch],
-    first_before: Callable[[bytes, int, int, int], tuple[int, int, int] | None],
+    first_before: Callable[..., tuple[int, int, int] | None],
     data: bytes,
     pos: int,
     endpos: int,
@@ -1049,7 +1129,7 @@ def _rescan(
         # for a long gap. With no match starting before bfrom, the leftmost
         # match from pos is batch[bi], the leftmost from bfrom.
         if bfrom - pos <= _FIRST_BEFORE_MAX:
-            got = first_before(data, pos, bfrom, endpos)
+            got = first_before(data, pos, bfrom, endpos, memo)
             if got is not None:
                 return batch, bi, bfrom, *got
             p, e0, k = batch[bi]

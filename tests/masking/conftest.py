@@ -17,3 +17,12 @@ def make(cfg: dict[str, Any] | None = None) -> Masker:
 def full() -> Masker:
     """Every built-in recognizer on."""
     return make({"recognizers": {"personal": True}})
+
+
+def unchecked(m: Masker) -> Any:
+    """``m``'s C++ scanner without the rules' cheap checks: it returns every
+    candidate of the joined pattern, even those the loop would only reject."""
+    import masking.engine as engine_mod
+
+    assert m._main is not None
+    return engine_mod._make_scanner(m._main.pattern, m._parts, m.window, *m._plan)

@@ -20,7 +20,7 @@ from masking import Masker, MaskingConfig, build_masker
 from masking._regex import Compiled, decapture
 from masking.recognizers import BUILTINS
 
-from .conftest import KEY
+from .conftest import KEY, unchecked
 from .samples import NEGATIVES, PLANTS
 
 pytestmark = pytest.mark.skipif(
@@ -131,7 +131,7 @@ def _joined_candidates(m: Masker, data: bytes) -> list[tuple[int, int]]:
 def _scanned_candidates(m: Masker, data: bytes) -> list[tuple[int, int]]:
     assert m._scan is not None
     n = len(data)
-    return [(p, e) for p, e, _ in m._scan(data, 0, n, n, 1 << 30) if p >= 0]
+    return [(p, e) for p, e, _ in unchecked(m).scan(data, 0, n, n, 1 << 30) if p >= 0]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -244,3 +244,114 @@ def test_scan_and_side_forms_keep_their_promises(data: bytes) -> None:
                 # and a later start has a later anchor
                 assert min(ks) >= last, (rec.id, p)
                 last = min(ks)
+
+
+# ---- candidates the loop would only reject (``noop_candidate`` in _re2scan.cpp)
+
+# units that make a failing candidate every few bytes when repeated
+UNITS = [
+    "a::",
+    "ab:",
+    "abc1Q~",
+    "a@b.c",
+    "xtoken:",
+    "4111 ",
+    "1.",
+    "1.2.3.4.",
+    "ab://",
+    "q1Q~-",
+    "x_AKIAIOSFODNN7EXAMPL",
+    "eyJx.",
+    "+1 ",
+    "415-",
+    "GB82 ",
+    "Bearer ",
+    "::",
+    ":",
+]
+
+
+@st.composite
+def adversarial(draw: st.DrawFn) -> bytes:
+    """Runs of the units above, real values spliced in between and inside."""
+    parts = []
+    for _ in range(draw(st.integers(1, 6))):
+        unit = draw(st.sampled_from(UNITS))
+        run = unit * draw(st.integers(1, 40))
+        cut = draw(st.integers(0, len(run)))
+        if draw(st.booleans()):
+            run = run[:cut] + draw(st.sampled_from(VALUES)) + run[cut:]
+        parts.append(run)
+        parts.append(draw(st.sampled_from(SEPARATORS)))
+    return "".join(parts).encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=adversarial(), which=st.integers(0, len(CONFIGS) - 1))
+def test_dense_rejections_mask_as_the_reference(data: bytes, which: int) -> None:
+    fast, pure = PAIRS[which]
+    expected = pure.mask_bytes(data)
+    # a rejected candidate's gap: anchored matches (first_before) or one search
+    for gap in (0, engine_mod._FIRST_BEFORE_MAX):
+        saved = engine_mod._FIRST_BEFORE_MAX
+        engine_mod._FIRST_BEFORE_MAX = gap
+        try:
+            assert fast.mask_bytes(data) == expected
+        finally:
+            engine_mod._FIRST_BEFORE_MAX = saved
+    assert fast.mask_value(data) == pure.mask_value(data)
+    # a stream: limits cut the scans short, buffers are masked again
+    s = fast.stream()
+    out = b"".join(s.feed(data[i : i + 97]) for i in range(0, len(data), 97)) + s.flush()
+    assert (out, s.counts) == expected
+
+
+@pytest.mark.parametrize("which", range(len(CONFIGS)))
+@pytest.mark.parametrize("unit", UNITS)
+def test_long_runs_of_failing_candidates(which: int, unit: str) -> None:
+    """Long enough for the rules found absent from the rest of the text to be
+    asked about, with a value at the end that must still be masked."""
+    fast, pure = PAIRS[which]
+    for value in ("", " password=hunter2 bob@example.com 4111 1111 1111 1111"):
+        data = (unit * 300 + value).encode()
+        assert fast.mask_bytes(data) == pure.mask_bytes(data), (unit, value)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=around())
+def test_loosened_rules_match_wherever_the_rules_do(data: bytes) -> None:
+    """engine.loosen (a rule without its assertions, which the C++ scan asks
+    whether a rule is absent from the rest of a buffer) matches wherever the
+    rule does, in the text and on a candidate span alone (as the Set sees it)."""
+    n = len(data)
+    for rec in BUILTINS:
+        pat = decapture(rec.pattern)
+        full = Compiled(pat.encode(), never_nl=True)
+        loose = Compiled(engine_mod.loosen(pat).encode(), never_nl=True)
+        for p in range(n):
+            spans = full.match(data, p, n)
+            if spans is None:
+                continue
+            e = spans[0][1]
+            assert loose.search(data, p, n) is not None, (rec.id, p)
+            assert loose.fullmatch(data[p:e], 0, e - p) is not None, (rec.id, p)
+
+
+def test_loosen_takes_out_assertions_only() -> None:
+    assert engine_mod.loosen(r"\bab$|^c\B[\b^$]") == r"(?:)ab(?:)|(?:)c(?:)[\b^$]"
+    assert engine_mod.loosen(r"[^\s]+\\b") == r"[^\s]+\\b"
+    assert engine_mod.loosen(r"\Q^a\E") == ""  # quoted text is not walked: never asked
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.lists(
+        st.sampled_from(["0", "1", "2", "3", "4", "5", "7", "9", " ", "-", "4111"]), max_size=120
+    ).map(lambda xs: "".join(xs).encode())
+)
+def test_card_candidates_are_judged_as_python_does(data: bytes) -> None:
+    """The C++ scan runs validators.card itself (Luhn, IIN, separators,
+    trimming back to a separator) to pass over the cards that fail."""
+    for which in (1, 2):
+        fast, pure = PAIRS[which]
+        assert fast.mask_bytes(data) == pure.mask_bytes(data)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import masking.engine as engine_mod
 from masking import Column, Masker, MaskingConfig, build_masker
 
-from .conftest import KEY
+from .conftest import KEY, unchecked
 from .samples import NEGATIVES, PEM, PLANTS
 
 pytestmark = pytest.mark.skipif(
@@ -257,12 +257,12 @@ def test_scanner_matches_the_binding_loop() -> None:
         expected.append((p, e0, min(hits) if hits else -1))
         pos = e0 if e0 > p else p + 1
     assert fast._scan is not None
-    got = fast._scan(data, 0, n, n, 10**6)
+    got = unchecked(fast).scan(data, 0, n, n, 10**6)
     assert got == [*expected, (-1, -1, -1)]
-    assert fast._scan(data, 0, n, n, 3) == [*expected[:3], (-2, -2, -2)]
+    assert unchecked(fast).scan(data, 0, n, n, 3) == [*expected[:3], (-2, -2, -2)]
     limit = expected[5][0]
-    assert fast._scan(data, 0, n, limit, 100) == [*expected[:6], (-2, -2, -2)]
-    assert fast._scan(data, n, n, n, 5) == [(-1, -1, -1)]
+    assert unchecked(fast).scan(data, 0, n, limit, 100) == [*expected[:6], (-2, -2, -2)]
+    assert unchecked(fast).scan(data, n, n, n, 5) == [(-1, -1, -1)]
     # first_before: the leftmost candidate from any position, if it starts before stop
     for pos in range(0, n, 7):
         p, e0 = main.raw_search(data, pos, n)[0]
@@ -271,7 +271,7 @@ def test_scanner_matches_the_binding_loop() -> None:
             hits = fast._idset.Match(data[p:e0]) if e0 - p < fast.window else None
             want = (p, e0, min(hits) if hits else -1)
         stop = pos + 40
-        first = fast._first_before(data, pos, stop, n)
+        first = unchecked(fast).first_before(data, pos, stop, n)
         assert first == (want if want is not None and want[0] < stop else None), pos
 
 
@@ -305,7 +305,7 @@ def test_scanner_skips_no_candidate_in_binary(which: int, gap: bytes) -> None:
     data = b"".join(gap[: 1 + i % len(gap)] + t.encode() for i, t in enumerate(pieces))
     expected = _binding_candidates(fast, data)
     assert len(expected) >= 5
-    assert fast._scan(data, 0, len(data), len(data), 10**6) == [*expected, (-1, -1, -1)]
+    assert unchecked(fast).scan(data, 0, len(data), len(data), 10**6) == [*expected, (-1, -1, -1)]
 
 
 def test_accelerate_flag_and_environment() -> None:
