@@ -773,13 +773,15 @@ bool pass_over(const ScannerObject *self, const char *data, const re2::StringPie
     uint64_t mask = self->startmask[d[x]];
     if (x > 0)
         mask &= ~self->leftmask[d[x - 1]];
+    // (every rule asked, not only up to the first present one: the later
+    // ones are then passed over in noop_candidate without a match each)
+    bool pass = true;
     while (mask != 0) {
         const int r = __builtin_ctzll(mask);
-        if (!absent(self, static_cast<size_t>(r), text, x, endpos, memo, true))
-            return false;
+        pass = absent(self, static_cast<size_t>(r), text, x, endpos, memo, true) && pass;
         mask &= mask - 1;
     }
-    return true;
+    return pass;
 }
 
 /* Rule r (tried anchored at p by the Python slow path) would not be accepted. */
@@ -791,7 +793,7 @@ bool refused(const ScannerObject *self, size_t r, const char *data, Py_ssize_t n
     const auto *d = reinterpret_cast<const unsigned char *>(data);
     if (p > 0 && c.left[d[p - 1]])
         return true;
-    if (absent(self, r, text, p, endpos, memo, false))
+    if (absent(self, r, text, p, endpos, memo, true))
         return true;
     re2::StringPiece m;
     if (line_end <= p
