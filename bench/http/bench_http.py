@@ -9,7 +9,14 @@ and the ratios. Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install -y wrk
 nginx``). Every server runs from a temporary directory on loopback.
 
     python bench/http/bench_http.py [--duration 10] [--connections 32] [--threads 1]
-                                    [--rounds 3] [--compare-tree DIR]
+                                    [--rounds 3] [--compare-tree DIR] [--vary]
+
+``--vary``: the origin puts nginx's ``$request_id`` into every body, so no two
+responses are the same bytes. Without it the same JSON comes back each time
+(only ``Date`` changes, once a second), which hoopd's per-connection caches of
+masked bodies and replayed exchanges (``protocols/http/exchange.py``) turn
+into cache hits; ``--vary`` measures the path an API with unique answers
+(request ids, timestamps) takes.
 
 The machine is shared and noisy, so the targets are measured in several
 alternating rounds (``--rounds``) and the medians reported, with the median
@@ -65,8 +72,10 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def nginx_conf(work: Path, origin: int, proxy: int, workers: int) -> Path:
+def nginx_conf(work: Path, origin: int, proxy: int, workers: int, vary: bool = False) -> Path:
     body = BODY.replace("'", "\\'")
+    if vary:  # 32 hex characters of nginx's per-request id: every body differs
+        body = body.replace('{"id": 42,', '{"id": 42, "request_id": "$request_id",')
     conf = f"""
 worker_processes {workers};
 pid {work}/nginx.pid;
@@ -177,6 +186,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds (medians)")
     ap.add_argument("--compare-tree", default="", help="also run hoopd from this checkout (hoopd-base)")
     ap.add_argument("--json", action="store_true", help="print results as JSON")
+    ap.add_argument("--vary", action="store_true", help="a different body in every response ($request_id)")
     args = ap.parse_args()
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -187,7 +197,7 @@ def main() -> int:
     origin, proxy, listen, relay = (free_port() for _ in range(4))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        conf = nginx_conf(work, origin, proxy, args.nginx_workers)
+        conf = nginx_conf(work, origin, proxy, args.nginx_workers, args.vary)
         procs.append(
             subprocess.Popen([nginx, "-p", str(work), "-c", str(conf), "-g", "daemon off;"])
         )
@@ -270,6 +280,7 @@ def main() -> int:
         "connections": args.connections,
         "threads": args.threads,
         "nginx_workers": args.nginx_workers,
+        "vary": args.vary,
         "body_bytes": len(BODY),
         "results": {k: {kk: vv for kk, vv in v.items() if kk != "raw"} for k, v in results.items()},
         "rounds": args.rounds,
