@@ -527,14 +527,14 @@ struct Memo {
     Py_ssize_t n, endpos;
     Py_ssize_t from, ms;  // ms: leftmost scan-form start >= from (kInf: none)
     SideCache sides[kMaxSides];
-    /* Rules with no match (of the rule with its assertions taken out, which
-     * matches wherever the rule does, in any context) starting in
-     * [absent_at[r], endpos); kInf: not known. ``asked``: rules found present
-     * (not asked again for this buffer); ``blocked``: how often a rule not
-     * asked yet kept a position from being passed over. */
+    /* No match of rule r (with its assertions taken out, which matches
+     * wherever the rule does, in any context) starts in [absent_at[r],
+     * endpos) (kInf: not known); asked_until != 0: asked (not again);
+     * ``blocked``: how often the rule kept a position from being passed over
+     * since blocked_since (asked only when that is dense: see absent). */
     Py_ssize_t absent_at[kMaxRules];
-    uint64_t asked;
-    uint8_t blocked[kMaxRules];
+    Py_ssize_t asked_until[kMaxRules], blocked_since[kMaxRules];
+    int blocked[kMaxRules];
     Py_ssize_t nl_from, nl;  // the first newline at or after nl_from (n: none)
 };
 
@@ -745,18 +745,24 @@ Py_ssize_t next_nl(Memo *memo, const char *data, Py_ssize_t n, Py_ssize_t p)
 /* Rule r has no match starting at p or later (to endpos)? Asked of the rule
  * without assertions (which matches wherever the rule does, in any context:
  * with the text around it, or alone as the Set sees a candidate), once per
- * buffer and only after it kept positions from being passed over a few times
- * (text with few rejected candidates pays nothing). */
+ * buffer, and only when the rule blocked 8 positions within 1 KiB: text with
+ * few rejected candidates pays nothing (a rule absent from a long buffer
+ * costs a pass over the rest of it). */
 bool absent(const ScannerObject *self, size_t r, const re2::StringPiece &text, Py_ssize_t p,
             Py_ssize_t endpos, Memo *memo, bool ask)
 {
     if (memo->absent_at[r] <= p)
         return true;
-    const uint64_t bit = uint64_t{1} << r;
     const ScannerObject::Check &c = (*self->checks)[r];
-    if (!ask || c.loose == nullptr || (memo->asked & bit) != 0 || memo->blocked[r]++ < 8)
+    if (!ask || c.loose == nullptr || memo->asked_until[r] != 0)
         return false;
-    memo->asked |= bit;
+    if (p - memo->blocked_since[r] > 1024) {
+        memo->blocked_since[r] = p;
+        memo->blocked[r] = 0;
+    }
+    if (++memo->blocked[r] < 8)
+        return false;
+    memo->asked_until[r] = endpos;
     if (c.loose->Match(text, static_cast<size_t>(p), static_cast<size_t>(endpos),
                        re2::RE2::UNANCHORED, nullptr, 0))
         return false;
@@ -773,15 +779,13 @@ bool pass_over(const ScannerObject *self, const char *data, const re2::StringPie
     uint64_t mask = self->startmask[d[x]];
     if (x > 0)
         mask &= ~self->leftmask[d[x - 1]];
-    // (every rule asked, not only up to the first present one: the later
-    // ones are then passed over in noop_candidate without a match each)
-    bool pass = true;
     while (mask != 0) {
         const int r = __builtin_ctzll(mask);
-        pass = absent(self, static_cast<size_t>(r), text, x, endpos, memo, true) && pass;
+        if (!absent(self, static_cast<size_t>(r), text, x, endpos, memo, true))
+            return false;
         mask &= mask - 1;
     }
-    return pass;
+    return true;
 }
 
 /* Rule r (tried anchored at p by the Python slow path) would not be accepted. */
@@ -793,7 +797,7 @@ bool refused(const ScannerObject *self, size_t r, const char *data, Py_ssize_t n
     const auto *d = reinterpret_cast<const unsigned char *>(data);
     if (p > 0 && c.left[d[p - 1]])
         return true;
-    if (absent(self, r, text, p, endpos, memo, true))
+    if (absent(self, r, text, p, endpos, memo, false))
         return true;
     re2::StringPiece m;
     if (line_end <= p
