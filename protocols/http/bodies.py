@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from masking._regex import Compiled
 from masking.engine import KV_ID
 from masking.jsonmask import SECRET_RULE, JsonLinesMasker
 from masking.replacements import looks_masked
@@ -273,7 +274,40 @@ _KV_WORDS = re.compile(
 )
 """Words one of which every key name the ``secret_key_value`` recognizer
 replaces by name contains (``masking.recognizers.KV_KEYS``)."""
+_KV_FIND = Compiled(_KV_WORDS.pattern).raw_search
+"""``_KV_WORDS`` searched as the engine matches key names (RE2 when it is
+there): its case folding is Unicode's, so ``password`` spelt with long s
+(U+017F) is a secret key name to the engine and must be seen here too; and it
+is several times faster."""
 _ANCHORS = ("^", "$", "\\A", "\\z", "\\Z")
+
+_AFTER_WS = re.compile(rb"[ \t\r\n]*")
+_NOT_JSON_SAFE = re.compile(rb'["\\\x00-\x1f]')
+"""Bytes a replacement cannot be spliced into a string literal with."""
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook``: an object with a key twice is refused (the walk
+    keeps only the last value; the raw bytes keep both)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _DuplicateKey
+    return obj
+
+
+def _is_key(data: bytes, close: int) -> bool:
+    """The string whose closing quote is at ``close`` is an object's key
+    (keys are never masked by content)."""
+    after = _AFTER_WS.match(data, close + 1)
+    return after is not None and data[after.end() : after.end() + 1] == b":"
+
+
+_UNIQUE = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+"""Parses only to know a document is one valid document, keys unique."""
 
 CACHE_MAX_DOC = 16 * 1024
 """JSON documents up to this size have their masked form remembered."""
@@ -283,8 +317,9 @@ NDJSON_MAX_LINE = 64 << 20
 
 
 class JsonDocuments:
-    """Masks whole JSON documents exactly as ``masker.json().mask_document``
-    (the reference: parse, walk every key and value, re-serialize), cheaper:
+    """Masks whole JSON documents as ``masker.json().mask_document`` (the
+    reference: parse, walk every key and value, re-serialize) does, to the
+    same values and counts, cheaper:
 
     * prefilter: a document without escapes whose raw bytes have no candidate
       of any content rule (one RE2 search of the joined pattern), no PEM
@@ -296,6 +331,11 @@ class JsonDocuments:
     * cache: the result for a small document is remembered, keyed by its exact
       bytes (masking is a pure function of them; APIs answer the same small
       documents over and over).
+    * in place: a document the prefilter would take but for candidates that
+      start inside value strings has exactly those strings masked by
+      ``mask_value`` (the walk's own call) and spliced into the upstream's
+      bytes, formatting kept (``_in_place``); anything it cannot vouch for
+      goes to the walk.
 
     ``tests/http/test_bodies.py`` checks output and counts against the walk."""
 
@@ -330,16 +370,75 @@ class JsonDocuments:
 
     def unchanged(self, data: bytes) -> bool:
         """True when the walk provably changes nothing (see the class doc)."""
+        return self._plain(data) and self._first_candidate(data, 0) < 0
+
+    def _plain(self, data: bytes) -> bool:
+        """No escapes, PEM header, secret-key word or ``"Secret"``: every key
+        and value the walk sees is its raw bytes, only content rules can
+        change it, and the walk's content scan of a value is ``mask_value``
+        of those bytes."""
         if not self._prefilter or b"\\" in data or 0 in data:
-            return False
-        main = self._main
-        if main is not None and main.raw_search(data, 0, len(data))[0][0] >= 0:
             return False
         if b"-----BEGIN " in data:
             return False
-        if self._kv and _KV_WORDS.search(data) is not None:
+        if self._kv and _KV_FIND(data, 0, len(data))[0][0] >= 0:
             return False
         return not (self._secret and b'"Secret"' in data)
+
+    def _first_candidate(self, data: bytes, pos: int) -> int:
+        """Where the leftmost candidate of any content rule at or after
+        ``pos`` starts (-1: none)."""
+        main = self._main
+        if main is None:
+            return -1
+        return int(main.raw_search(data, pos, len(data))[0][0])
+
+    def _in_place(self, data: bytes, first: int) -> tuple[bytes, Counts] | None:
+        """The walk's result for a ``_plain`` document whose first candidate
+        starts at ``first``, as the upstream's bytes with only the masked
+        value strings replaced; None when that cannot be vouched for (the
+        caller walks).
+
+        Why it is the walk: a match of the joined pattern in a string alone
+        is one in the raw bytes too (anchored patterns are excluded; for
+        ``\\b`` a quote is no word byte, as the end of the text is not), so a
+        string the walk's ``mask_value`` changes holds a candidate in the raw
+        bytes, and the search from before it finds that one or an earlier one. Each string a candidate starts in gets
+        ``mask_value`` of its raw bytes, which is what the walk computes for
+        it (no escapes: the bytes are its UTF-8). A candidate outside value
+        strings (a number the walk may mask, or one spanning quotes and
+        structure), duplicate keys (the walk drops all but the last) and a
+        replacement JSON would need to escape go to the walk."""
+        try:
+            # json.loads of bytes without NULs reads UTF-8, a BOM skipped
+            _UNIQUE.decode(data.decode("utf-8-sig", "surrogatepass"))
+        except (ValueError, UnicodeDecodeError, _DuplicateKey):
+            return None
+        edits: list[tuple[int, int, bytes]] = []
+        counts: Counts = {}
+        mask_value = self.masker.mask_value
+        p = first
+        quotes, counted = 0, 0  # quotes in data[:counted]
+        while p >= 0:
+            # without escapes every quote opens or closes a string: an odd
+            # number up to p puts p in a string (or on its opening quote)
+            quotes += data.count(b'"', counted, p + 1)
+            counted = p + 1
+            if quotes % 2 == 0:  # outside strings, or on a closing quote
+                return None
+            start = data.rfind(b'"', 0, counted) + 1
+            end = data.find(b'"', start)
+            if not _is_key(data, end):
+                new, found = mask_value(data[start:end])
+                if found:
+                    if _NOT_JSON_SAFE.search(new) is not None:
+                        return None
+                    edits.append((start, end, bytes(new)))
+                    _add_counts(counts, found)
+            quotes += data.count(b'"', counted, end + 1)
+            counted = end + 1
+            p = self._first_candidate(data, counted)
+        return _apply(data, edits), counts
 
     def mask(self, data: bytes) -> tuple[bytes, Counts]:
         if self._json is None or not data:
@@ -366,8 +465,13 @@ class JsonDocuments:
         return JsonLinesMasker(self.mask, lambda: KeyedRun(masker), NDJSON_MAX_LINE)
 
     def _mask(self, data: bytes) -> tuple[bytes, Counts]:
-        if self.unchanged(data):
-            return data, {}
+        if self._plain(data):
+            first = self._first_candidate(data, 0)
+            if first < 0:
+                return data, {}
+            done = self._in_place(data, first)
+            if done is not None:
+                return done
         assert self._json is not None
         # masker.json().mask_document, parsing once: a body that does not
         # parse may be several documents, or documents and garbage (below)

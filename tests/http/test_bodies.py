@@ -4,6 +4,7 @@ reference walk (``masker.json().mask_document``) gives, bytes and counts."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from hypothesis import given, settings
@@ -68,15 +69,38 @@ def reference(masker: Any, data: bytes) -> tuple[bytes, dict[str, int]] | None:
     return bytes(out), dict(counts)
 
 
+def in_place(docs: JsonDocuments, data: bytes) -> tuple[bytes, dict[str, int]] | None:
+    """What the in-place path gives for ``data`` (None: it declines, or the
+    prefilter passes the document as it is)."""
+    if not docs._plain(data):
+        return None
+    first = docs._first_candidate(data, 0)
+    return docs._in_place(data, first) if first >= 0 else None
+
+
 def check(masker: Any, data: bytes) -> None:
+    """The walk's values and counts; the walk's very bytes unless masked in
+    place, which keeps the upstream's bytes but for the masked values."""
     want = reference(masker, data)
     docs = JsonDocuments(masker)
     first = docs.mask(data)
     assert docs.mask(data) == first  # computed, then from the cache
+    raw = in_place(JsonDocuments(masker), data)
     if want is not None:
-        assert first == want
+        assert first[1] == want[1]
+        assert json.loads(first[0]) == json.loads(want[0])
+        if raw is None:  # declined: the walk ran
+            assert first == want
+        else:
+            assert first == raw
+            assert _outside_strings(first[0]) == _outside_strings(data)
     if docs.unchanged(data):  # skipped unparsed: nothing in it to mask
         assert first == (data, {})
+
+
+def _outside_strings(data: bytes) -> list[bytes]:
+    """Everything but the string literals: the formatting kept in place."""
+    return re.split(rb'"(?:[^"\\]|\\.)*"', data)
 
 
 @settings(max_examples=300, deadline=None)
@@ -84,6 +108,84 @@ def check(masker: Any, data: bytes) -> None:
 def test_json_fast_path_identical_to_walk(name: str, doc: Any, style: int) -> None:
     data = json.dumps(doc, **STYLES[style]).encode()  # type: ignore[arg-type]
     check(MASKERS[name], data)
+
+
+PLAIN_VALUES = [
+    "ops@example.com", "card 4111-1111-1111-1111 ok", "key AKIAIOSFODNN7EXAMPLE",
+    "a=b c=ops@example.com", "ünïcødé bob@example.com ☕", "x@y", "e-mail: a.b@example.co.uk, c@d.org",
+    "4111111111111111", "0123456789abcdef0123456789abcdef", "EMP-123456 and EMP-654321", "widget",
+    "x ab y", "+1 415 555 0100", "10.0.0.1", "123-45-6789", "start here", "[EMAIL]", "日本",
+]
+"""Values without escapes or secret-key words, which the in-place path takes."""
+RAW_KEYS = [*KEYS, "pa\u017f\u017fword", "owner", "ops@example.com", "4111111111111111", "client_secret", "notes"]
+PLAIN_KEYS = ["id", "name", "email", "owner", "notes", "ab", "start", "ops@example.com", "4111111111111111"]
+NUMBERS = st.sampled_from([4111111111111111, 12.5, -0.0, 1e300, 42, True, False, None, 1234567890123])
+# mostly what the in-place path takes, now and then what makes it decline
+RAW_SCALARS = st.one_of(
+    *[st.sampled_from(PLAIN_VALUES)] * 6, NUMBERS, st.sampled_from(VALUES), st.text(max_size=10)
+)
+RAW_DOCS = st.recursive(
+    RAW_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        # pairs: keys may repeat
+        *[st.lists(st.tuples(st.sampled_from(PLAIN_KEYS), inner), max_size=4)] * 3,
+        st.lists(st.tuples(st.sampled_from(RAW_KEYS), inner), max_size=4),
+    ),
+    max_leaves=14,
+)
+SPACES = ["", " ", "  ", "\n", "\n    ", "\t", "\r\n"]
+
+
+@st.composite
+def render(draw: st.DrawFn, node: Any) -> str:
+    """``node`` as JSON text with whitespace of the upstream's choosing
+    between tokens and strings escaped or not (lists of pairs are objects)."""
+    ws = lambda: draw(st.sampled_from(SPACES))  # noqa: E731
+    if isinstance(node, list) and node and all(isinstance(x, tuple) for x in node):
+        members = [f"{ws()}{draw(render(k))}{ws()}:{ws()}{draw(render(v))}{ws()}" for k, v in node]
+        return "{" + ",".join(members) + "}"
+    if isinstance(node, list):
+        return "[" + ",".join(f"{ws()}{draw(render(v))}{ws()}" for v in node) + "]"
+    if isinstance(node, str):
+        return json.dumps(node, ensure_ascii=draw(st.sampled_from([False, False, False, True])))
+    if isinstance(node, float) and draw(st.booleans()):
+        return repr(node).replace("e+", "E")  # another spelling of the same number
+    return json.dumps(node)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(MASKERS)), RAW_DOCS.flatmap(render), st.sampled_from(SPACES))
+def test_masked_in_place_parses_to_what_the_walk_gives(name: str, text: str, pad: str) -> None:
+    """Whatever the formatting, escapes, repeated keys or values (e-mails,
+    cards, AWS keys, key=value text, secret key names, unicode): the same
+    values and counts as the walk; in place, the upstream's bytes outside
+    the masked strings are kept; where the in-place path declines, the
+    walk's bytes."""
+    check(MASKERS[name], (pad + text + pad).encode())
+
+
+def test_a_pretty_printed_answer_keeps_its_formatting() -> None:
+    """Only the masked value changes: indentation, key order, number
+    spellings and the untouched values stay as the upstream sent them."""
+    body = b'{\n  "id": 42,\n  "owner": "ops@example.com",\n  "price": 1.50E2,\n  "tags": [ "a" ]\n}\n'
+    out, counts = JsonDocuments(MASKERS["personal"]).mask(body)
+    assert out == body.replace(b"ops@example.com", b"[EMAIL]")
+    assert counts == {"email": 1}
+
+
+def test_what_in_place_cannot_vouch_for_is_walked() -> None:
+    """Repeated keys (the walk keeps the last), a number a rule matches and
+    escapes are masked by the walk, re-serialized compactly."""
+    docs = JsonDocuments(MASKERS["personal"])
+    for body in (
+        b'{"owner": "a@example.com", "owner": "b@example.com"}',
+        b'{"card": 4111111111111111, "owner": "a@example.com"}',
+        b'{"owner": "a\\u0040example.com", "n": 1}',
+    ):
+        out, counts = docs.mask(body)
+        assert (out, counts) == MASKERS["personal"].json().mask_document(body), body
+        assert b" " not in out
 
 
 @settings(max_examples=200, deadline=None)
