@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 try:
@@ -155,42 +155,54 @@ def copy_class_opening(pattern: str, i: int, out: list[str]) -> int:
     return i
 
 
+def pattern_pieces(pattern: str) -> Iterator[tuple[int, str, bool]]:
+    """``(index, piece, rewritable)`` for each piece of a pattern: an escape
+    (two characters), a character class's opening (``copy_class_opening``) or
+    one character. ``rewritable`` is False inside a class (and for its
+    opening and closing ``]``): the rewrites of a pattern (``decapture``,
+    ``engine.loosen``, the postgres prefilter's ``strip_assertions``) only
+    touch what stands outside classes, so they share this one walk."""
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            yield i, pattern[i : i + 2], not in_class
+            i += 2
+        elif in_class:
+            in_class = c != "]"
+            yield i, c, False
+            i += 1
+        elif c == "[":
+            opening: list[str] = []
+            end = copy_class_opening(pattern, i, opening)
+            yield i, "".join(opening), False
+            in_class = True
+            i = end
+        else:
+            yield i, c, True
+            i += 1
+
+
 def decapture(pattern: str) -> str:
     """Turn every capturing group into a non-capturing one (``(x)``, ``(?P<n>x)`` -> ``(?:x)``).
 
     The joined scan pattern must have no captures: with captures RE2 runs its
     slower submatch engine over the (large) joined program for every match."""
     out: list[str] = []
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
+    skip_to = 0  # past a group's name
+    for i, piece, rewritable in pattern_pieces(pattern):
+        if i < skip_to:
             continue
-        if in_class:
-            if c == "]":
-                in_class = False
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
-            in_class = True
-            i = copy_class_opening(pattern, i, out)
-            continue
-        if c == "(":
+        if rewritable and piece == "(":
             if pattern.startswith("(?P<", i):
-                j = pattern.index(">", i)
+                skip_to = pattern.index(">", i) + 1
                 out.append("(?:")
-                i = j + 1
                 continue
             if not pattern.startswith("(?", i):
                 out.append("(?:")
-                i += 1
                 continue
-        out.append(c)
-        i += 1
+        out.append(piece)
     return "".join(out)
 
 

@@ -60,9 +60,9 @@ from ._regex import (
     Compiled,
     Spans,
     compile_cached,
-    copy_class_opening,
     decapture,
     make_set,
+    pattern_pieces,
     python_fullmatch,
     strip_group_names,
 )
@@ -178,27 +178,9 @@ def loosen(pattern: str) -> str:
     if "\\Q" in pattern:
         return ""
     out: list[str] = []
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            esc = pattern[i : i + 2]
-            out.append("(?:)" if not in_class and esc[1:] in _ASSERTIONS else esc)
-            i += 2
-            continue
-        if in_class:
-            if c == "]":
-                in_class = False
-            out.append(c)
-            i += 1
-            continue
-        if c == "[":
-            in_class = True
-            i = copy_class_opening(pattern, i, out)
-            continue
-        out.append("(?:)" if c in "^$" else c)
-        i += 1
+    for _, piece, rewritable in pattern_pieces(pattern):
+        assertion = piece in ("^", "$") or (piece[0] == "\\" and piece[1:] in _ASSERTIONS)
+        out.append("(?:)" if rewritable and assertion else piece)
     return "".join(out)
 
 

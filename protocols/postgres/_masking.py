@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from masking._regex import copy_class_opening
+from masking._regex import pattern_pieces
 from masking.engine import KV_ID
 from masking.replacements import looks_masked
 
@@ -93,33 +93,13 @@ _SCANS = frozenset({SCAN, SCAN_OR_NULL, SCAN_JSON})
 def strip_assertions(pattern: str) -> str:
     """Remove zero-width assertions outside character classes."""
     out: list[str] = []
-    i = 0
-    in_class = False
-    n = len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < n:
-            nxt = pattern[i + 1]
-            if not in_class and nxt in "bBAz":
-                i += 2
-                continue
-            out.append(pattern[i : i + 2])
-            i += 2
+    skip_to = 0  # past a rewritten {m,n}
+    for i, piece, rewritable in pattern_pieces(pattern):
+        if i < skip_to:
             continue
-        if in_class:
-            if ch == "]":
-                in_class = False
-            out.append(ch)
-            i += 1
+        if rewritable and (piece in ("^", "$") or (piece[0] == "\\" and piece[1:2] in ("b", "B", "A", "z"))):
             continue
-        if ch == "[":
-            in_class = True
-            i = copy_class_opening(pattern, i, out)
-            continue
-        if ch in "^$":
-            i += 1
-            continue
-        if ch == "{":
+        if rewritable and piece == "{":
             close = pattern.find("}", i)
             body = pattern[i + 1 : close] if close > 0 else ""
             if "," in body and body.split(",", 1)[1].strip().isdigit():
@@ -127,10 +107,9 @@ def strip_assertions(pattern: str) -> str:
                 # unanchored DFA with counters blows up and RE2 falls back
                 # to its slow NFA)
                 out.append("{" + body.split(",", 1)[0] + ",}")
-                i = close + 1
+                skip_to = close + 1
                 continue
-        out.append(ch)
-        i += 1
+        out.append(piece)
     return "".join(out)
 
 
