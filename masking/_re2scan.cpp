@@ -880,11 +880,17 @@ try {
     re2::StringPiece m;
     const bool split = self->scan != nullptr || !self->sides->empty();
     std::vector<int> hits;
+    // A caller's memo is kept for one buffer; without one, a fresh memo. (A
+    // stack Memo left uninitialised once kept what an earlier call had learnt
+    // of another buffer that happened to sit at the same address with the
+    // same length, and a match there went unmasked.)
     Memo local;
-    if (memo == nullptr)
+    if (memo == nullptr) {
         memo = &local;
-    if (memo->data != data || memo->n != n || memo->endpos != endpos)
         memo_reset(memo, data, n, endpos);
+    } else if (memo->data != data || memo->n != n || memo->endpos != endpos) {
+        memo_reset(memo, data, n, endpos);
+    }
     for (;;) {
         Py_ssize_t p, e0;
         if (split) {
@@ -1057,11 +1063,17 @@ PyObject *Scanner_first_before(ScannerObject *self, PyObject *const *args, Py_ss
     int k = -1;
     if (stop > endpos)
         stop = endpos;
+    // A caller's memo is kept for one buffer; without one, a fresh memo. (A
+    // stack Memo left uninitialised once kept what an earlier call had learnt
+    // of another buffer that happened to sit at the same address with the
+    // same length, and a match there went unmasked.)
     Memo local;
-    if (memo == nullptr)
+    if (memo == nullptr) {
         memo = &local;
-    if (memo->data != data || memo->n != n || memo->endpos != endpos)
         memo_reset(memo, data, n, endpos);
+    } else if (memo->data != data || memo->n != n || memo->endpos != endpos) {
+        memo_reset(memo, data, n, endpos);
+    }
     try {
         std::vector<int> hits;
         for (Py_ssize_t s = pos; s < stop; s++) {
