@@ -104,6 +104,11 @@ _DIGITS = frozenset(b"0123456789")
 _SKIP = -1
 _BATCH = 256
 """Candidates per accelerated scan call (fewer when one starts at or past ``limit``)."""
+_CHUNK = 1 << 16
+"""Searches for candidates stop this many bytes (at least 2 windows) past where
+they start (``_find``): a match that runs to the end of a long line (a key
+word followed by megabytes without a stop byte, ``token:token:...``) would
+otherwise be searched to that end again for every candidate, quadratic."""
 _FIRST_BEFORE_MAX = 64
 """Longest gap tried with anchored matches (``Scanner.first_before``); past it
 one search (anchored attempts that each run to the end of a long line would
@@ -638,21 +643,35 @@ class Masker:
         # searched again for every candidate)
         nl = -1
         found: dict[bytes, tuple[int, int, int]] = {}
+        # Far from endpos, searches end at ``cend`` (send), a chunk ahead. A
+        # start p a window or more before it is found as the whole search
+        # would (every match that can be taken ends within p + window: one
+        # longer goes to the slow path, which matches rules within p + window
+        # only; a start before p whose matches all run past cend can have
+        # none that short); a later one is searched again with a longer chunk.
+        chunk = max(_CHUNK, 2 * window)
+        cend = -1
         while True:
             if q < pos:
                 q = pemfind(data, pos, n)[0][0]
                 if q < 0:
                     q = inf
             endpos = q if q < n else n
-            if search is None or pos >= endpos:
+            if endpos - pos <= chunk or search is None:
+                send = endpos
+            else:
+                if pos > cend - window or cend > endpos:
+                    cend = pos + chunk
+                send = cend
+            if search is None or pos >= send:
                 p = inf
                 e0 = -1
             elif scan is None:
-                p, e0 = search(data, pos, endpos)[0]
+                p, e0 = search(data, pos, send)[0]
                 if p < 0:
                     p = inf
             else:
-                if pos >= bfrom and bend == endpos:
+                if pos >= bfrom and bend == send:
                     p, e0, k = batch[bi]
                     if p >= pos:
                         bi += 1
@@ -666,11 +685,21 @@ class Masker:
                 if p < 0:
                     # the batch is used up or does not answer a search from here
                     batch, bi, bfrom, p, e0, k = _rescan(
-                        scan, first_before, data, pos, endpos, limit, batch, bi, bfrom, bend, memo
+                        scan, first_before, data, pos, send, limit, batch, bi, bfrom, bend, memo
                     )
-                    bend = endpos
+                    bend = send
                     if p < 0:
                         p = inf
+            if send < endpos and p > send - window:
+                if p < inf:  # not settled by this chunk: a longer one settles it
+                    cend = min(p + chunk, endpos)
+                    continue
+                # no start before send - window has a match short enough to take
+                if send - window >= limit:
+                    return edits, max(pos, limit)
+                pos = send - window
+                cend = -1
+                continue
             if q <= p and q < inf:
                 assert pem is not None
                 pspans = pem.regex.match(data, q, min(n, q + self.pem_window))
