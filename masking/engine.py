@@ -104,7 +104,7 @@ _DIGITS = frozenset(b"0123456789")
 _SKIP = -1
 _BATCH = 256
 """Candidates per accelerated scan call (fewer when one starts at or past ``limit``)."""
-_CHUNK = 1 << 16
+_CHUNK = 1 << 18
 """Searches for candidates stop this many bytes (at least 2 windows) past where
 they start (``_find``): a match that runs to the end of a long line (a key
 word followed by megabytes without a stop byte, ``token:token:...``) would
