@@ -644,13 +644,15 @@ class Masker:
         nl = -1
         found: dict[bytes, tuple[int, int, int]] = {}
         # Far from endpos, searches end at ``cend`` (send), a chunk ahead. A
-        # start p a window or more before it is found as the whole search
-        # would (every match that can be taken ends within p + window: one
-        # longer goes to the slow path, which matches rules within p + window
-        # only; a start before p whose matches all run past cend can have
-        # none that short); a later one is searched again with a longer chunk.
+        # start p ``margin`` bytes or more before it is found as the whole
+        # search would (every match that can be taken ends within p + window:
+        # one longer goes to the slow path, which matches rules within p +
+        # window only; a start before p whose matches all run past cend can
+        # have none that short); a later one is searched again with a longer
+        # chunk. At a newline the margin is 0: no match runs past one.
         chunk = max(_CHUNK, 2 * window)
         cend = -1
+        margin = window
         while True:
             if q < pos:
                 q = pemfind(data, pos, n)[0][0]
@@ -660,8 +662,8 @@ class Masker:
             if endpos - pos <= chunk or search is None:
                 send = endpos
             else:
-                if pos > cend - window or cend > endpos:
-                    cend = pos + chunk
+                if pos > cend - margin or cend > endpos:
+                    cend, margin = _chunk_end(data, pos + chunk, endpos, chunk, window)
                 send = cend
             if search is None or pos >= send:
                 p = inf
@@ -690,14 +692,14 @@ class Masker:
                     bend = send
                     if p < 0:
                         p = inf
-            if send < endpos and p > send - window:
+            if send < endpos and p > send - margin:
                 if p < inf:  # not settled by this chunk: a longer one settles it
-                    cend = min(p + chunk, endpos)
+                    cend, margin = _chunk_end(data, p + chunk, endpos, chunk, window)
                     continue
-                # no start before send - window has a match short enough to take
-                if send - window >= limit:
+                # no start before send - margin has a match short enough to take
+                if send - margin >= limit:
                     return edits, max(pos, limit)
-                pos = send - window
+                pos = send - margin
                 cend = -1
                 continue
             if q <= p and q < inf:
@@ -1115,6 +1117,17 @@ def _no_first(
     _data: bytes, _pos: int, _stop: int, _endpos: int, _memo: Any = None
 ) -> tuple[int, int, int] | None:
     raise AssertionError("the accelerated scan is off")
+
+
+def _chunk_end(data: bytes, at: int, endpos: int, chunk: int, window: int) -> tuple[int, int]:
+    """Where a chunk of ``_find``'s searches that should end at ``at`` ends,
+    and its margin: the next newline if there is one within a chunk (margin 0:
+    the rules are single-line, so no match runs past it), else ``at``
+    (margin: a window)."""
+    if at >= endpos:
+        return endpos, window
+    nl = data.find(b"\n", at, min(endpos, at + chunk))
+    return (nl, 0) if nl >= 0 else (at, window)
 
 
 def _rescan(
