@@ -145,8 +145,10 @@ void Scanner_dealloc(ScannerObject *self)
             delete side.rule;
     delete self->sides;
     if (self->checks != nullptr)
-        for (auto &c : *self->checks)
+        for (auto &c : *self->checks) {
             delete c.rx;
+            delete c.loose;
+        }
     delete self->checks;
     Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
 }
