@@ -821,13 +821,17 @@ bool refused(const ScannerObject *self, size_t r, const char *data, Py_ssize_t n
 
 /* Can a candidate be refused by a boundary at all (cheap, before its Set
  * call)? A real value is mostly followed by a byte no rule refuses (space,
- * quote, newline), so its Set call stays after the searches (see scan_loop). */
+ * quote, newline), so its Set call stays after the searches (see scan_loop).
+ * An empty candidate at the end of the data (p == n: scan returns one when
+ * limit > n) has no byte at p to look up, nor after it: it is kept (and
+ * noop_candidate, which reads d[p] too, is never asked about it). */
 inline bool maybe_noop(const ScannerObject *self, const char *data, Py_ssize_t n, Py_ssize_t p,
                        Py_ssize_t e0)
 {
     const auto *d = reinterpret_cast<const unsigned char *>(data);
-    return (p > 0 && (self->leftmask[d[p - 1]] & self->startmask[d[p]]) != 0)
-           || (e0 < n && (self->rightmask[d[e0]] != 0 || d[e0] == '.'));
+    return p < n
+           && ((p > 0 && (self->leftmask[d[p - 1]] & self->startmask[d[p]]) != 0)
+               || (e0 < n && (self->rightmask[d[e0]] != 0 || d[e0] == '.')));
 }
 
 /* The Python loop would mask nothing at p (candidate p..e0 of rule k, -1: none

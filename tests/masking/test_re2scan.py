@@ -436,3 +436,38 @@ def test_a_dropped_scanner_frees_every_rule_program() -> None:
     after = _heap_in_use()
     assert after is not None
     assert (after - before) // rounds < 16 * 1024
+
+
+_AT_PAGE_END = """
+import ctypes, mmap, sys
+from masking import MaskingConfig, build_masker
+from tests.masking.test_re2scan import CONFIGS, KEY
+
+page = mmap.PAGESIZE
+mem = mmap.mmap(-1, 2 * page)
+base = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+# the page after the data unreadable: a read past its end faults
+assert ctypes.CDLL(None).mprotect(ctypes.c_void_p(base + page), page, 0) == 0
+scan = build_masker(MaskingConfig.model_validate(CONFIGS[1]), KEY)._scan
+for text in (b"abc", b"a 4111 1111 1111 1111", b"EMP-1234"):
+    mem[page - len(text) : page] = text
+    data = memoryview(mem)[page - len(text) : page]
+    n = len(text)
+    for limit in (n, n + 1, n + 100):
+        print(scan(data, 0, n, limit, 100) == scan(text, 0, n, limit, 100), flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes")
+def test_no_read_past_the_end_of_the_data() -> None:
+    """A scan whose limit is past the data's end could meet an empty
+    candidate at the very end (the ``\\bX*\\b`` rule after a word byte) and
+    look up the byte after the data for its boundary checks: for a bytes
+    object that is the NUL after it, for a buffer ending at an unmapped page
+    a crash. Same candidates as on bytes, no read past the end."""
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_PAGE_END], cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True"] * 9
