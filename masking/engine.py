@@ -693,13 +693,12 @@ class Masker:
                     if p < 0:
                         p = inf
             if send < endpos and p > send - margin:
-                if p < inf:  # not settled by this chunk: a longer one settles it
-                    cend, margin = _chunk_end(data, p + chunk, endpos, chunk, window)
-                    continue
-                # no start before send - margin has a match short enough to take
+                # nothing to take starts before send - margin; p (if any) is
+                # not settled by this chunk: the next one, from there, settles it
                 if send - margin >= limit:
                     return edits, max(pos, limit)
-                pos = send - margin
+                if send - margin > pos:
+                    pos = send - margin
                 cend = -1
                 continue
             if q <= p and q < inf:
