@@ -78,7 +78,7 @@ from .literals import (
 from .paths import PathSet, parse_path
 from .recognizers import BY_ID, EMPTY, KV_KEYS, Recognizer
 from .replacements import ReplacementSpec, constant_replacement, looks_masked, make_replacer
-from .validators import TRIMMING, Validator, card, key_value
+from .validators import TRIMMING, Validator, card, ipv6, key_value
 
 if TYPE_CHECKING:
     from .jsonmask import JsonMasker
@@ -104,6 +104,9 @@ _DIGITS = frozenset(b"0123456789")
 _SKIP = -1
 _BATCH = 256
 """Candidates per accelerated scan call (fewer when one starts at or past ``limit``)."""
+_BATCH_MIN = 4
+"""The fewest asked for after batches were dropped with candidates unused (see
+``_rescan``)."""
 _CHUNK = 1 << 18
 """Searches for candidates stop this many bytes (at least 2 windows) past where
 they start (``_find``): a match that runs to the end of a long line (a key
@@ -167,9 +170,10 @@ range lo, hi, the pattern without assertions) of a rule, for the C++ scan to
 pass over the candidates the loop would only reject (``_re2scan.cpp``,
 ``noop_candidate``)."""
 
-_VALIDATOR_CODES: dict[Validator, int] = {card: 2}
-"""Validators the C++ scan runs itself (same result, property-tested); any
-other is 1: only Python can say (0: no validator)."""
+_VALIDATOR_CODES: dict[Validator, int] = {card: 2, ipv6: 3}
+"""Validators the C++ scan runs itself (same result, property-tested): card
+whole, ipv6 for the values it refuses for having too few hex digits (the rest
+is Python's); any other is 1: only Python can say (0: no validator)."""
 
 _ASSERTIONS = frozenset("bBAz")
 
@@ -633,6 +637,7 @@ class Masker:
         # searched from (bfrom) and the endpos of the batch's searches (bend)
         batch = _NO_BATCH
         bi = 0
+        want = [_BATCH]  # candidates to ask for per batch (see _rescan)
         bfrom = inf
         bend = -1
         k = -1
@@ -687,7 +692,18 @@ class Masker:
                 if p < 0:
                     # the batch is used up or does not answer a search from here
                     batch, bi, bfrom, p, e0, k = _rescan(
-                        scan, first_before, data, pos, send, limit, batch, bi, bfrom, bend, memo
+                        scan,
+                        first_before,
+                        data,
+                        pos,
+                        send,
+                        limit,
+                        batch,
+                        bi,
+                        bfrom,
+                        bend,
+                        memo,
+                        want,
                     )
                     bend = send
                     if p < 0:
@@ -1141,10 +1157,15 @@ def _rescan(
     bfrom: int,
     bend: int,
     memo: bytearray,
+    want: list[int],
 ) -> tuple[_Batch, int, int, int, int, int]:
     """The leftmost candidate from ``pos`` when ``batch[bi]`` does not answer that
     search; returns the new (batch, bi, bfrom) and the candidate (p, e0, k), p -1
-    if there is none. ``endpos`` is the batch's from now on."""
+    if there is none. ``endpos`` is the batch's from now on. ``want[0]``: how
+    many candidates a new batch asks for, fewer after a batch is dropped with
+    candidates unused (dense matches that the loop accepts with an end past
+    the next batched start: the scanner judged 256 candidates to have one
+    used), more again after a batch is used up."""
     if pos < bfrom and bend == endpos and batch[bi][0] != -2:
         # resumed before the next batched candidate's search start (a rejected
         # or trimmed candidate): anchored matches at each position up to bfrom
@@ -1164,7 +1185,11 @@ def _rescan(
         if p < 0:
             return batch, bi, pos, -1, -1, -1
         return batch, bi + 1, e0 if e0 > p else p + 1, p, e0, k
-    batch = scan(data, pos, endpos, limit, _BATCH, memo)
+    if batch[bi][0] >= 0:
+        want[0] = max(_BATCH_MIN, want[0] >> 2)
+    elif want[0] < _BATCH:
+        want[0] = min(_BATCH, want[0] << 1)
+    batch = scan(data, pos, endpos, limit, want[0], memo)
     p, e0, k = batch[0]
     if p < 0:
         return batch, 0, pos, -1, -1, -1

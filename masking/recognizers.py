@@ -359,7 +359,9 @@ BUILTINS: tuple[Recognizer, ...] = (
         id="card",
         category="personal",
         label="CARD",
-        pattern=r"\b[0-9](?:[ -]?[0-9]){12,18}",
+        # (the first digit as the validator wants it: a digit run that
+        # starts with 0, 1 or 7-9 makes no candidate to refuse one by one)
+        pattern=r"\b[2-6](?:[ -]?[0-9]){12,18}",
         max_len=37,
         min_len=13,
         validator=v.card,
