@@ -653,10 +653,15 @@ class Masker:
         # search would (every match that can be taken ends within p + window:
         # one longer goes to the slow path, which matches rules within p +
         # window only; a start before p whose matches all run past cend can
-        # have none that short); a later one is searched again with a longer
-        # chunk. At a newline the margin is 0: no match runs past one.
-        chunk = max(_CHUNK, 2 * window)
+        # have none that short); a later one, in the next chunk, from send -
+        # margin. At a newline the margin is 0: no match runs past one. A
+        # margin is searched twice: after a chunk without any candidate the
+        # next is twice as long (at most 4 chunks), after one with candidates
+        # it is one chunk again (a candidate's search may run to its end).
+        chunk0 = max(_CHUNK, 2 * window)
+        chunk = chunk0
         cend = -1
+        cstart = -1  # where the chunk's searches began
         margin = window
         while True:
             if q < pos:
@@ -669,6 +674,7 @@ class Masker:
             else:
                 if pos > cend - margin or cend > endpos:
                     cend, margin = _chunk_end(data, pos + chunk, endpos, chunk, window)
+                    cstart = pos
                 send = cend
             if search is None or pos >= send:
                 p = inf
@@ -713,6 +719,7 @@ class Masker:
                 # not settled by this chunk: the next one, from there, settles it
                 if send - margin >= limit:
                     return edits, max(pos, limit)
+                chunk = min(2 * chunk, 4 * chunk0) if p == inf and pos == cstart else chunk0
                 if send - margin > pos:
                     pos = send - margin
                 cend = -1

@@ -52,6 +52,9 @@ ADVERSARIAL = {
     "kv xtoken:": b"xtoken:",  # a key word whose value runs on
     "card 4111 ": b"4111 ",  # card candidates failing Luhn
     "dots 1.": b"1.",  # digits and dots
+    "digits  1": b" 1",  # a list of small numbers: card candidates that fail
+    "cards  4": b" 4",  # real cards, trimmed back to a separator
+    "ipv6 ::.": b"::.",  # IPv6 candidates without hex digits
 }
 
 
