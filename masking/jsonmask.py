@@ -194,9 +194,10 @@ class JsonMasker:
         changed ones are re-serialized compactly. Non-JSON falls back to content masking."""
         try:
             obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+            out, counts = self.mask_obj(obj)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # (RecursionError: nested deeper than the parser or the walk go)
             return self._m.mask_bytes(data)
-        out, counts = self.mask_obj(obj)
         if not counts:
             return data, counts
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(), counts

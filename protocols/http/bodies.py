@@ -476,10 +476,16 @@ class JsonDocuments:
         # masker.json().mask_document, parsing once: a body that does not
         # parse may be several documents, or documents and garbage (below)
         try:
-            obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return self._several(data)
-        return self._document(data, obj)
+            try:
+                obj = json.loads(data)
+            except (ValueError, UnicodeDecodeError):
+                return self._several(data)
+            return self._document(data, obj)
+        except RecursionError:
+            # nested deeper than the parser or the walk go (a thousand levels,
+            # which a user can put in a stored object to break every read of
+            # it): the tolerant key scan, which keeps a stack, then content
+            return self._garbage(data)
 
     def _document(self, data: bytes, obj: Any) -> tuple[bytes, Counts]:
         """``mask_document`` of ``data``, already parsed into ``obj``."""

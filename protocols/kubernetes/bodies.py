@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from masking.jsonmask import JsonLinesMasker
+from protocols.http.bodies import mask_keys_loosely
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 ENV_RULE = "kubernetes_env"
@@ -232,14 +233,33 @@ class BodyMasker:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             return self._mask_unparsable(data)
-        if level == _K8S:
-            counts: Counts = {}
-            out = self.prepare(obj, counts)
-        else:
-            out, counts = self.mask_obj(obj)
+        except RecursionError:
+            return self._mask_too_deep(data)
+        try:
+            if level == _K8S:
+                counts: Counts = {}
+                out = self.prepare(obj, counts)
+            else:
+                out, counts = self.mask_obj(obj)
+        except RecursionError:
+            return self._mask_too_deep(data)
         if not counts:
             return data, counts
         return json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode(), counts
+
+    def _mask_too_deep(self, data: bytes) -> tuple[bytes, Counts]:
+        """A document nested deeper than the parser or the walk go (a
+        thousand levels, which a user can put in a custom resource to break
+        every read of it): key, path and Secret rules by the tolerant scan,
+        which keeps its own stack, then the content rules."""
+        if self.masker is None:
+            return data, {}
+        secret = self.json.secret_replacer if self.json is not None else None
+        keyed, counts = mask_keys_loosely(self.masker, data, secret)
+        out, found = self.mask_bytes(keyed)
+        for k, n in found.items():
+            _add(counts, k, n)
+        return out, counts
 
     def _mask_unparsable(self, data: bytes) -> tuple[bytes, Counts]:
         """A body that is not one JSON document. Several lines (watch events

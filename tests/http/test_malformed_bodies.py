@@ -69,6 +69,22 @@ def test_concatenated_json_documents_are_each_masked_by_key(env: Env) -> None:
     assert rec.endswith(body) and b"opaque" not in rec
 
 
+@pytest.mark.parametrize("depth", [900, 3000, 100_000])
+def test_json_nested_too_deep_to_parse_keeps_key_rules(env: Env, depth: int) -> None:
+    """A document nested deeper than the parser or the walk go (which a user
+    can store to break every read of it) is masked by the tolerant key scan:
+    a 200 with ``password`` and ``*_ssn`` values replaced, not a dropped
+    connection or a value in clear."""
+    out = curl("-i", env.url("api", f"/deep-json?depth={depth}"))
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert body.startswith(b"[" * depth) and body.endswith(b"]" * depth)
+    assert b"opaque" not in body and b'"bob"' in body
+    rec, errors = recorded(env, f"GET /deep-json?depth={depth}")
+    assert not errors and b"opaque" not in rec
+    assert body[: 64 * 1024] in rec  # (the first record_body_bytes of it)
+
+
 def test_json_with_garbage_and_a_cut_document_keeps_key_rules(env: Env) -> None:
     """A document, an HTML comment a proxy added, then a document cut short:
     the keyed values of the cut one are masked all the same."""

@@ -77,6 +77,7 @@ class Upstream:
         r.add_get("/split-json", self.split_json)
         r.add_get("/ndjson-as-json", self.ndjson_as_json)
         r.add_get("/concat-json", self.concat_json)
+        r.add_get("/deep-json", self.deep_json)
         r.add_get("/truncated", self.truncated)
         r.add_get("/zstd-text", self.zstd_text)
         r.add_get("/ndjson-stream", self.ndjson_stream)
@@ -277,6 +278,13 @@ class Upstream:
         return web.Response(body=line + b"\n" + line + b"\n", content_type="application/json")
 
     CONCAT_SECOND = {"user": "bob", "password": "opaque-pw-3318", "profile": {"badge_ssn": "opaque-5521"}}
+
+    async def deep_json(self, request: web.Request) -> web.Response:
+        """``CONCAT_SECOND`` inside ``?depth=N`` nested arrays (a thousand
+        levels and more: deeper than Python's parser goes)."""
+        depth = int(request.query.get("depth", "3000"))
+        inner = json.dumps(self.CONCAT_SECOND).encode()
+        return web.Response(body=b"[" * depth + inner + b"]" * depth, content_type="application/json")
 
     async def concat_json(self, request: web.Request) -> web.Response:
         """Two documents back to back (``?garbage=1``: garbage after the first,

@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -263,3 +264,19 @@ def test_cached_documents_same_result_and_counts() -> None:
     second, c2 = bm.mask_document(raw)
     assert first == second and b"hunter2" not in second
     assert c2 == {"kubernetes_env": 1}
+
+
+@pytest.mark.parametrize("depth", [900, 3000, 100_000])
+def test_objects_nested_too_deep_to_parse_are_still_masked(depth: int) -> None:
+    """A custom resource nested deeper than Python's parser or the walk go
+    (a user can store one to break every read of a list holding it): the
+    tolerant key scan replaces a Secret's data and secret-named values, the
+    content rules the rest; no exception reaches the request."""
+    secret = {"kind": "Secret", "data": {"token": base64.b64encode(b"hunter2-b64").decode()}}
+    inner = {"spec": {"db_password": "opaque-3318", "note": "password=hunter2"}, "items": [secret]}
+    data = b"[" * depth + json.dumps(inner).encode() + b"]" * depth
+    out, counts = masker().mask_document(data)
+    assert out.startswith(b"[" * depth) and out.endswith(b"]" * depth)
+    for clear in (b"opaque-3318", b"hunter2", base64.b64encode(b"hunter2-b64")):
+        assert clear not in out
+    assert counts

@@ -261,3 +261,14 @@ def test_lines_any_chunking_gives_the_whole_buffer_result(
     assert lm.counts == whole.counts
     for secret in (b"hunter2", b"abc123", b"alice@example.com", b"aHVudGVyMg=="):
         assert secret not in got
+
+
+def test_documents_nested_too_deep_get_the_content_rules() -> None:
+    """Deeper than Python's parser or the walk go: masked as text (content
+    rules), not an exception for the caller."""
+    jm = make().json()
+    for depth in (900, 3000, 100_000):
+        data = b"[" * depth + b'"password=hunter2"' + b"]" * depth
+        out, counts = jm.mask_document(data)
+        assert b"hunter2" not in out and counts == {"secret_key_value": 1}
+        assert out.startswith(b"[" * depth)
