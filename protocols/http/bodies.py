@@ -983,6 +983,8 @@ def json_summary(data: bytes) -> dict[str, Any] | None:
         obj = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return {"type": "invalid-json"}
+    except RecursionError:
+        return {"type": "nested-too-deep"}
     if isinstance(obj, dict):
         keys = sorted(str(k) for k in obj)
         return {"type": "object", "keys": keys[:32], "key_count": len(keys)}

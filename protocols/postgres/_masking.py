@@ -357,13 +357,15 @@ class StreamMasking:
         masked, counts = m.mask_bytes(doc)
         if not counts or _is_json(masked):
             return masked, counts
-        try:
-            obj = json.loads(doc, parse_constant=_reject)
-        except ValueError:
-            return None, counts
         if self._json is None:
             self._json = m.json()
-        out, _ = self._json.mask_obj(obj)
+        try:
+            obj = json.loads(doc, parse_constant=_reject)
+            out, _ = self._json.mask_obj(obj)
+        except (ValueError, RecursionError):
+            # (RecursionError: nested deeper than the parser or the walk go:
+            # NULL, as for a document that does not parse)
+            return None, counts
         text = json.dumps(out, ensure_ascii=False, allow_nan=False).encode()
         again, more = m.mask_bytes(text)
         if more:
@@ -488,9 +490,10 @@ def _reject(name: str) -> Any:
 
 
 def _is_json(data: bytes) -> bool:
+    """(False too for a document nested deeper than Python's parser goes.)"""
     try:
         json.loads(data, parse_constant=_reject)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return True
 

@@ -22,9 +22,9 @@ from tests.http.upstream import SECRET_JSON, Upstream
 SECRETS = (b"hunter2", b"alice@example.com", b"123-45-6789", b"EMP-123456")
 
 
-def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+def curl(*args: str, timeout: float = 30, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     cmd = ["curl", "-sS", "--max-time", str(timeout), "-H", f"Authorization: Bearer {KEYS['alice'][0]}"]
-    return subprocess.run([*cmd, *args], capture_output=True, timeout=timeout + 5)
+    return subprocess.run([*cmd, *args], capture_output=True, timeout=timeout + 5, input=input)
 
 
 def raw_get(env: Env, path: str, extra: str = "") -> bytes:
@@ -226,3 +226,18 @@ def test_truncated_gzip_upstream_secret_json_never_reaches_the_client_whole() ->
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     part = d.decompress(packed[: len(packed) * 2 // 3]) + d.flush()
     assert not d.eof and b"hunter2" in part
+
+
+def test_request_json_nested_too_deep_is_summarised_and_relayed(env: Env) -> None:
+    """A client's JSON request body nested deeper than Python's parser goes:
+    recorded as such and relayed (the echo upstream's answer comes back
+    masked like any other), not a session that fails."""
+    body = b"[" * 5000 + b'{"password": "pw-deep-4471"}' + b"]" * 5000
+    out = curl("-i", "-H", "Content-Type: application/json", "--data-binary", "@-",
+               env.url("api", "/echo/deep"), input=body)  # fmt: skip
+    head, _, answer = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), (head, out.stderr)
+    assert b"pw-deep-4471" not in answer
+    sid = sessions_with(env.recordings, "POST /echo/deep")[-1]
+    cmds = session_events(env.recordings, sid, "command")
+    assert cmds[0].attrs["body"]["summary"] == {"type": "nested-too-deep"}

@@ -121,3 +121,21 @@ async def test_binary_arrays_and_records_of_numbers_scanned(gateway: Gateway) ->
         assert tuple(arow["rok"]) == (1, "x")
     finally:
         await conn2.close()
+
+
+async def test_jsonb_nested_too_deep_to_parse_is_null_not_a_broken_session(gateway: Gateway) -> None:
+    """A jsonb value with a hit, nested deeper than Python's parser goes (a
+    user can store one): it cannot be re-checked as JSON, so it is NULL, the
+    same as a document that does not parse; the session goes on. (asyncpg
+    returns jsonb as its text: the client does not parse it either.)"""
+    query = (
+        "select (repeat('[', 3000) || '{\"card\": 4111111111111111, \"s\": \"4111111111111111\"}'"
+        " || repeat(']', 3000))::jsonb as doc, 1 as n"
+    )
+    conn = await asyncpg.connect(gateway.dsn("db"), ssl="require")
+    try:
+        row = await conn.fetchrow(query)
+        assert tuple(row) == (None, 1)
+        assert await conn.fetchval("select 2") == 2
+    finally:
+        await conn.close()
