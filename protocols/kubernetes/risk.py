@@ -174,6 +174,9 @@ def assess(
         cats["rbac_change"] = f"{verb} {res} {req.name}".rstrip()
         if _grants_cluster_admin(body) or (deleting and req.name == "cluster-admin"):
             cats["cluster_admin"] = "grants or changes cluster-admin (or * on *)"
+        elif opaque_body and body is None:
+            # (not decoded: it may grant anything)
+            cats["cluster_admin"] = "an RBAC object whose body could not be inspected"
     if res == "secrets" and not req.subresource and verb in ("get", "list", "watch"):
         cats["read_secret"] = f"reads secret{'s' if not req.name else ' ' + req.name}"
     if verb in ("exec", "attach"):

@@ -18,7 +18,7 @@ from protocols.kubernetes import _proto
 from protocols.kubernetes._paths import classify
 from protocols.kubernetes.bodies import LAST_APPLIED, BodyMasker
 from protocols.kubernetes.exec import exit_code, parse_resize
-from protocols.kubernetes.proxy import _refused_encoding, json_accept
+from protocols.kubernetes.proxy import _refused_encoding, decode_body, json_accept
 from protocols.kubernetes.risk import assess, with_rules
 from tests.masking.samples import PEM
 
@@ -280,3 +280,35 @@ def test_objects_nested_too_deep_to_parse_are_still_masked(depth: int) -> None:
     for clear in (b"opaque-3318", b"hunter2", base64.b64encode(b"hunter2-b64")):
         assert clear not in out
     assert counts
+
+
+def _laughs(levels: int, extra: str = "") -> bytes:
+    """"Billion laughs": each list holds nine aliases of the one before (a
+    few hundred bytes; 9**levels strings if expanded)."""
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels + 1)]
+    return (extra + "\n".join(lines)).encode()
+
+
+def test_yaml_aliases_of_collections_make_the_body_opaque() -> None:
+    """A YAML request body with an alias of a mapping or sequence is not
+    decoded (every walk, str() or recording of the graph would visit 9**n
+    nodes on the event loop: seconds at n=7, hours at n=10): opaque, and
+    judged as such; an alias of a scalar is kept; JSON is unchanged."""
+    bomb = _laughs(9, "kind: Pod\nspec:\n  containers: []\n")
+    for ctype, raw in (("application/yaml", bomb), ("application/apply-patch+yaml", _laughs(1))):
+        body, opaque = decode_body(ctype, raw)
+        decoded = body is not None
+        del body  # (never shown by a failing assert: its repr is the expansion)
+        assert opaque and not decoded
+    assert cats("POST", "/api/v1/namespaces/a/pods", None, opaque_body=True) == {"opaque_pod_spec"}
+    # an RBAC object that could not be read may grant anything
+    assert cats(
+        "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", None, opaque_body=True
+    ) == {"rbac_change", "cluster_admin"}
+    assert decode_body("application/yaml", b"a: &x 1\nb: *x\nc: [1, 2]\n") == (
+        {"a": 1, "b": 1, "c": [1, 2]}, False
+    )
+    pod = b'{"kind": "Pod", "spec": {"containers": [{"securityContext": {"privileged": true}}]}}'
+    body, opaque = decode_body("application/apply-patch+yaml", pod)
+    assert not opaque and cats("PATCH", "/api/v1/namespaces/a/pods/p", body) == {"privileged_pod"}
