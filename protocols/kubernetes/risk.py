@@ -13,7 +13,7 @@ cluster_admin            95   an RBAC object granting cluster-admin or ``*``
 rbac_change              60   create/update/patch/delete of RBAC objects
 privileged_pod           85   privileged containers, hostPID/hostIPC/hostNetwork,
                               hostPath volumes, added SYS_ADMIN/ALL capabilities
-opaque_pod_spec          75   a pod-bearing object sent as protobuf (not inspected)
+opaque_pod_spec          75   a pod-bearing object whose spec could not be inspected
 scale_to_zero            80   replicas set to 0 in a protected namespace
 exec                     50   exec/attach into a pod
 portforward              40   port-forward to a pod
@@ -185,7 +185,7 @@ def assess(
         cats["portforward"] = f"port-forward to pod {req.name}"
     if res in POD_BEARING and verb in ("create", "update", "patch") and not req.subresource:
         if opaque_body:
-            cats["opaque_pod_spec"] = "pod spec sent as protobuf could not be inspected"
+            cats["opaque_pod_spec"] = "pod spec could not be inspected (protobuf, YAML aliases, undecodable)"
         else:
             findings = pod_spec_findings(body)
             if findings:
