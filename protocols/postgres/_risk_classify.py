@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import re2
 from pglast import parser as pg
 
 from protocols.postgres._risk_catalog import (
@@ -53,12 +54,34 @@ class Statement:
     text: str
 
 
+LONGEST_OPERATOR_RUN = 1024
+"""Longer runs of operator characters are not given to the parser.
+PostgreSQL's lexer (libpg_query's, in pglast) takes time quadratic in the
+length of such a run (``+`` 16,000 times: 1 s; ``/*/**/`` repeated likewise):
+it runs on the gateway's event loop, before any policy, so one client's
+query would stall every session. Real SQL has none this long (1024 costs
+~4 ms); such a query is unparseable (policy decides, default review)."""
+_OPERATOR_RUNS = re2.compile(r"[~!@#^&|`?+\-*/%<>=]{256,}")  # (RE2 counts stop at 1000)
+
+
+def lexer_trap(sql: str) -> str | None:
+    """Why ``sql`` must not reach the parser (None: it may)."""
+    if len(sql) > LONGEST_OPERATOR_RUN:
+        for run in _OPERATOR_RUNS.finditer(sql):
+            if run.end() - run.start() > LONGEST_OPERATOR_RUN:
+                return f"a run of more than {LONGEST_OPERATOR_RUN} operator characters"
+    return None
+
+
 def parse(sql: str) -> list[Statement]:
     """Parse into statements. Raises ``ValueError`` (or pglast's
     ``ParseError``, a subclass of Exception) on anything unparseable."""
     if "\x00" in sql:
         # libpg_query reads a C string: everything after a NUL would be unseen.
         raise ValueError("NUL byte in query text")
+    trap = lexer_trap(sql)
+    if trap is not None:
+        raise ValueError(trap)
     tree = json.loads(pg.parse_sql_json(sql))
     raw = sql.encode("utf-8")
     out = []
@@ -242,6 +265,9 @@ class _Walk:
         if self.depth >= MAX_DEPTH:
             return
         try:
+            trap = lexer_trap(text)
+            if trap is not None:
+                raise ValueError(trap)
             tree = json.loads(pg.parse_plpgsql_json(text))
         except Exception:
             self.add("dynamic_sql", f"{prefix}: body could not be analysed")
@@ -286,6 +312,8 @@ def _plpgsql_query(node: Any) -> str | None:
 def _single_literal(expr: str) -> str | None:
     """The string value if ``expr`` is one SQL string literal."""
     try:
+        if lexer_trap(expr) is not None:
+            return None
         stmts = json.loads(pg.parse_sql_json(f"SELECT {expr}")).get("stmts", [])
         target = stmts[0]["stmt"]["SelectStmt"]["targetList"]
         if len(target) == 1:

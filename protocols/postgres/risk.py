@@ -42,6 +42,7 @@ from protocols.postgres._risk_classify import (
     Statement,
     classify,
     classify_expressions,
+    lexer_trap,
     parse,
     score_of,
 )
@@ -59,6 +60,7 @@ UNPARSEABLE_RULE_ID = "risk.unparseable"
 ``review_at: never``, or deny)."""
 
 TEXT_CACHE_MAX_CHARS = 4096
+
 """Longer texts are never kept in the exact-text cache."""
 
 _SEVERITY = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.REVIEW: 2, Verdict.DENY: 3}
@@ -251,6 +253,9 @@ class SqlRiskScorer:
             return self._assess(self._read, sql)
         if "\x00" in sql:
             return self._unparseable_assessment(sql, "NUL byte in query text")
+        trap = lexer_trap(sql)
+        if trap is not None:
+            return self._unparseable_assessment(sql, trap)
         try:
             fp = pg.fingerprint(sql)
         except Exception as exc:
@@ -409,6 +414,8 @@ def score_statement_text(
         # EXECUTE name[(plain values)]: one statement, no calls in the
         # parameters, so only the body matters. Saves a parse per call.
         return _score_execute(simple.group(1), sql, (), tracker, scorer)
+    if lexer_trap(sql) is not None:
+        return scorer.score(sql)  # reports it as unparseable
     try:
         statements = parse(sql)
     except Exception:

@@ -93,3 +93,25 @@ def test_fast_path_answer_does_not_depend_on_which_digits(sql: str, data: st.Dat
     )
     assert _fast_read_text(sql.lower()) == _fast_read_text(other.lower())
     assert _fast_read(sql) == _fast_read(other) == _fast_read_text(sql)
+
+
+def test_long_operator_runs_never_reach_the_parser() -> None:
+    """PostgreSQL's lexer takes time quadratic in a run of operator
+    characters (64 KB of ``+``: ~16 s on the gateway's event loop, before
+    any policy). Such a run is refused before the parser, wherever the text
+    would be parsed: the statement, a PREPAREd body, a DO block's body, a
+    dynamic EXECUTE's literal. Shorter runs and ordinary SQL are unaffected."""
+    run = "+" * 65536
+    texts = [
+        f"select 1 {run} 1",
+        "select 1 /*" + "/*/**/" * 11000 + "*/",
+        f"prepare p as select 1 {run} 1; execute p",
+        f"DO $$ BEGIN PERFORM 1 {run} 1; END $$",
+        f"DO $$ BEGIN EXECUTE 'select 1 {run} 1'; END $$",
+    ]
+    for sql in texts:
+        for found in (SCORER.score(sql), score_statement_text(sql, PreparedStatements(), SCORER)):
+            assert found.categories == {"unparseable"}, sql[:20]
+            assert any("operator characters" in r for r in found.reasons), found.reasons
+    assert SCORER.score("select 1 " + "-" * 1000 + "\n from t").categories == {"read"}  # (a comment)
+    assert SCORER.score("delete from t where a <> 1").categories == {"write"}
