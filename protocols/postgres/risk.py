@@ -60,7 +60,6 @@ UNPARSEABLE_RULE_ID = "risk.unparseable"
 ``review_at: never``, or deny)."""
 
 TEXT_CACHE_MAX_CHARS = 4096
-
 """Longer texts are never kept in the exact-text cache."""
 
 _SEVERITY = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.REVIEW: 2, Verdict.DENY: 3}
