@@ -552,6 +552,19 @@ void memo_reset(Memo *memo, const char *data, Py_ssize_t n, Py_ssize_t endpos)
     memo->nl_from = -1;
 }
 
+/* The memo for a scan of data[:n] to endpos: the caller's (kept for one
+ * buffer: reset if it was another's), else ``local``, always reset. (A stack
+ * Memo left uninitialised once kept what an earlier call had learnt of
+ * another buffer that happened to sit at the same address with the same
+ * length, and a match there went unmasked.) */
+Memo *memo_for(Memo *given, Memo *local, const char *data, Py_ssize_t n, Py_ssize_t endpos)
+{
+    Memo *memo = given != nullptr ? given : local;
+    if (given == nullptr || memo->data != data || memo->n != n || memo->endpos != endpos)
+        memo_reset(memo, data, n, endpos);
+    return memo;
+}
+
 /* The leftmost start >= x of a side rule, if it is below hi (else kInf).
  *
  * Every match of a side rule starts at most maxleft bytes before its anchor,
@@ -903,17 +916,8 @@ try {
     re2::StringPiece m;
     const bool split = self->scan != nullptr || !self->sides->empty();
     std::vector<int> hits;
-    // A caller's memo is kept for one buffer; without one, a fresh memo. (A
-    // stack Memo left uninitialised once kept what an earlier call had learnt
-    // of another buffer that happened to sit at the same address with the
-    // same length, and a match there went unmasked.)
     Memo local;
-    if (memo == nullptr) {
-        memo = &local;
-        memo_reset(memo, data, n, endpos);
-    } else if (memo->data != data || memo->n != n || memo->endpos != endpos) {
-        memo_reset(memo, data, n, endpos);
-    }
+    memo = memo_for(memo, &local, data, n, endpos);
     for (;;) {
         Py_ssize_t p, e0;
         if (split) {
@@ -1086,17 +1090,8 @@ PyObject *Scanner_first_before(ScannerObject *self, PyObject *const *args, Py_ss
     int k = -1;
     if (stop > endpos)
         stop = endpos;
-    // A caller's memo is kept for one buffer; without one, a fresh memo. (A
-    // stack Memo left uninitialised once kept what an earlier call had learnt
-    // of another buffer that happened to sit at the same address with the
-    // same length, and a match there went unmasked.)
     Memo local;
-    if (memo == nullptr) {
-        memo = &local;
-        memo_reset(memo, data, n, endpos);
-    } else if (memo->data != data || memo->n != n || memo->endpos != endpos) {
-        memo_reset(memo, data, n, endpos);
-    }
+    memo = memo_for(memo, &local, data, n, endpos);
     try {
         std::vector<int> hits;
         for (Py_ssize_t s = pos; s < stop; s++) {
