@@ -62,6 +62,12 @@ class PostgresOptions(BaseModel):
     max_bytes_per_statement: Size | None = None
     max_rows_per_session: int | None = Field(default=None, ge=1)
     max_bytes_per_session: Size | None = None
+    login_timeout: Duration = Field(default=60.0, gt=0)
+    """Seconds from connecting to being logged in (startup packets, TLS,
+    credentials), like PostgreSQL's ``authentication_timeout``: a client that
+    connects and stalls holds no connection slot longer. Then the connection
+    is closed, after ``FATAL 57014`` once the client has sent its startup
+    message."""
 
 
 class PostgresHandler(ServerHandler):

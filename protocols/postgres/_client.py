@@ -342,11 +342,25 @@ class ClientConnection(asyncio.Protocol):
         return str(peer[0]), f"{peer[0]}:{peer[1]}"
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        login_by = loop.time() + self.handler.options.login_timeout
         try:
-            params = await self._negotiate()
+            deadline = asyncio.timeout_at(login_by)
+            try:
+                async with deadline:
+                    params = await self._negotiate()
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                # (before a startup message there is no protocol to answer in)
+                self._login_timed_out("before its startup message")
+                self._end("login_timeout")
+                if self.transport is not None:
+                    self.transport.close()
+                return
             if params is None:
                 return
-            await self._start_session(params)
+            await self._start_session(params, login_by)
         except ClientGone:
             self._end("client_closed")
         except asyncio.CancelledError:
@@ -395,6 +409,15 @@ class ClientConnection(asyncio.Protocol):
                 params.pop(k)
             return params
         raise w.ProtocolViolation("too many startup packets")
+
+    def _login_timed_out(self, when: str) -> None:
+        """Logged and counted (``hoopd_auth_failures_total{reason="login_timeout"}``)."""
+        host, _ = self._peer()
+        log.info(
+            "%s: client %s not logged in after %.0f s (%s): closing",
+            self.conn.name, host, self.handler.options.login_timeout, when,
+        )  # fmt: skip
+        self.gateway.connection_metrics(self.conn).auth_failed("login_timeout")
 
     def _tls_enabled(self) -> bool:
         tls = self.conn.tls
@@ -472,10 +495,18 @@ class ClientConnection(asyncio.Protocol):
                 out[k] = v
         return out
 
-    async def _start_session(self, params: dict[str, str]) -> None:
+    async def _start_session(self, params: dict[str, str], login_by: float) -> None:
         if "replication" in params and params["replication"] not in ("false", "off", "0", "no"):
             raise FatalError("0A000", "replication connections are not supported by hoopd")
-        identity = await self._authenticate()
+        deadline = asyncio.timeout_at(login_by)
+        try:
+            async with deadline:
+                identity = await self._authenticate()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            self._login_timed_out("during authentication")
+            raise FatalError("57014", "canceling authentication due to timeout") from None
         _, client_addr = self._peer()
         startup = self._upstream_startup(params)
         up = self.handler.upstream

@@ -10,7 +10,8 @@ whole directory. Connections on the gateway:
 - ``quick``: approvals time out after 1 s;
 - ``capped``: at most 100 rows per statement;
 - ``nocols``: content masking only (no column rule, secret_key_value off,
-  so no value is masked by its column's name).
+  so no value is masked by its column's name);
+- ``hurry``: clients must be logged in within 1 s.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _conn(name: str, port: int, pg: PgServer, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("pg-gateway")
-    ports = {n: free_port() for n in ("db", "plain", "strict", "quick", "capped", "nocols")}
+    ports = {n: free_port() for n in ("db", "plain", "strict", "quick", "capped", "nocols", "hurry")}
     masking = {
         "recognizers": {"personal": True},
         "rules": [
@@ -142,6 +143,12 @@ def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ports["nocols"],
                 pg,
                 masking={"recognizers": {"personal": True, "disable": ["secret_key_value"]}},
+            ),
+            _conn(
+                "hurry",
+                ports["hurry"],
+                pg,
+                options={"allow_plaintext_loopback": True, "login_timeout": "1s"},
             ),
         ]
     }
