@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
+import yaml
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -818,25 +819,25 @@ def decode_body(content_type: str, raw: bytes) -> tuple[Any, bool]:
         return None, True
 
 
-def _load_yaml_tree(raw: bytes) -> Any:
-    """``yaml.safe_load`` of a request body that must be a tree. An alias of
-    a mapping or sequence is refused (a yaml error: the body is opaque): nine
+class _TreeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` for a request body that must be a tree: an alias of
+    a mapping or sequence is refused (a yaml error: the body is opaque). Nine
     lists of nine aliases of the one before ("billion laughs", a few hundred
     bytes) load as a small graph, but every walk, ``str()`` or recording of it
     visits 9**n nodes, seconds to hours on the event loop. kubectl sends
     JSON; an alias of a scalar is kept (it cannot multiply anything)."""
-    import yaml
 
-    class TreeLoader(yaml.SafeLoader):
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()
-                node = self.anchors.get(event.anchor)
-                if node is not None and not isinstance(node, yaml.ScalarNode):
-                    raise yaml.composer.ComposerError(
-                        None, None, "an alias of a mapping or sequence", event.start_mark
-                    )
-            return super().compose_node(parent, index)
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = self.anchors.get(event.anchor)
+            if node is not None and not isinstance(node, yaml.ScalarNode):
+                raise yaml.composer.ComposerError(
+                    None, None, "an alias of a mapping or sequence", event.start_mark
+                )
+        return super().compose_node(parent, index)
 
-    return yaml.load(raw, Loader=TreeLoader)  # (a SafeLoader)
+
+def _load_yaml_tree(raw: bytes) -> Any:
+    return yaml.load(raw, Loader=_TreeLoader)  # (a SafeLoader, see _TreeLoader)
 
