@@ -413,10 +413,8 @@ def score_statement_text(
         # EXECUTE name[(plain values)]: one statement, no calls in the
         # parameters, so only the body matters. Saves a parse per call.
         return _score_execute(simple.group(1), sql, (), tracker, scorer)
-    if lexer_trap(sql) is not None:
-        return scorer.score(sql)  # reports it as unparseable
     try:
-        statements = parse(sql)
+        statements = parse(sql)  # (refuses a lexer trap itself)
     except Exception:
         return scorer.score(sql)  # reports it as unparseable
     if not any(s.kind in _TRACKED for s in statements):
