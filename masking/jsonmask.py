@@ -194,9 +194,12 @@ class JsonMasker:
         changed ones are re-serialized compactly. Non-JSON falls back to content masking."""
         try:
             obj = json.loads(data)
-            out, counts = self.mask_obj(obj)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            # (RecursionError: nested deeper than the parser or the walk go)
+            # (RecursionError: nested deeper than the parser goes)
+            return self._m.mask_bytes(data)
+        try:
+            out, counts = self.mask_obj(obj)
+        except RecursionError:  # ... or than the walk goes
             return self._m.mask_bytes(data)
         if not counts:
             return data, counts
