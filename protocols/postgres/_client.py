@@ -342,25 +342,10 @@ class ClientConnection(asyncio.Protocol):
         return str(peer[0]), f"{peer[0]}:{peer[1]}"
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        login_by = loop.time() + self.handler.options.login_timeout
         try:
-            deadline = asyncio.timeout_at(login_by)
-            try:
-                async with deadline:
-                    params = await self._negotiate()
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                # (before a startup message there is no protocol to answer in)
-                self._login_timed_out("before its startup message")
-                self._end("login_timeout")
-                if self.transport is not None:
-                    self.transport.close()
-                return
-            if params is None:
-                return
-            await self._start_session(params, login_by)
+            login = await self._log_in()
+            if login is not None:
+                await self._start_session(*login)
         except ClientGone:
             self._end("client_closed")
         except asyncio.CancelledError:
@@ -410,14 +395,37 @@ class ClientConnection(asyncio.Protocol):
             return params
         raise w.ProtocolViolation("too many startup packets")
 
-    def _login_timed_out(self, when: str) -> None:
-        """Logged and counted (``hoopd_auth_failures_total{reason="login_timeout"}``)."""
+    async def _log_in(self) -> tuple[dict[str, str], Identity] | None:
+        """Startup packets and credentials, within ``options.login_timeout``
+        (None: a CancelRequest, or the timeout before a startup message)."""
+        params: dict[str, str] | None = None
+        deadline = asyncio.timeout(self.handler.options.login_timeout)
+        try:
+            async with deadline:
+                params = await self._negotiate()
+                if params is None:
+                    return None
+                if params.get("replication", "false") not in ("false", "off", "0", "no"):
+                    raise FatalError("0A000", "replication connections are not supported by hoopd")
+                return params, await self._authenticate()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+        # Logged and counted (hoopd_auth_failures_total{reason="login_timeout"})
         host, _ = self._peer()
+        when = "during authentication" if params is not None else "before its startup message"
         log.info(
             "%s: client %s not logged in after %.0f s (%s): closing",
             self.conn.name, host, self.handler.options.login_timeout, when,
         )  # fmt: skip
         self.gateway.connection_metrics(self.conn).auth_failed("login_timeout")
+        if params is not None:
+            raise FatalError("57014", "canceling authentication due to timeout")
+        # (before a startup message there is no protocol to answer in)
+        self._end("login_timeout")
+        if self.transport is not None:
+            self.transport.close()
+        return None
 
     def _tls_enabled(self) -> bool:
         tls = self.conn.tls
@@ -495,18 +503,7 @@ class ClientConnection(asyncio.Protocol):
                 out[k] = v
         return out
 
-    async def _start_session(self, params: dict[str, str], login_by: float) -> None:
-        if "replication" in params and params["replication"] not in ("false", "off", "0", "no"):
-            raise FatalError("0A000", "replication connections are not supported by hoopd")
-        deadline = asyncio.timeout_at(login_by)
-        try:
-            async with deadline:
-                identity = await self._authenticate()
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            self._login_timed_out("during authentication")
-            raise FatalError("57014", "canceling authentication due to timeout") from None
+    async def _start_session(self, params: dict[str, str], identity: Identity) -> None:
         _, client_addr = self._peer()
         startup = self._upstream_startup(params)
         up = self.handler.upstream
