@@ -970,6 +970,32 @@ try {
     return false;
 }
 
+/* The optional memo argument: a bytearray of MEMO_SIZE bytes that the caller
+ * keeps for one buffer (None: *memo is left alone). false: TypeError set. */
+bool memo_arg(PyObject *arg, const char *who, Memo **memo)
+{
+    if (arg == Py_None)
+        return true;
+    if (!PyByteArray_Check(arg)
+        || PyByteArray_GET_SIZE(arg) < static_cast<Py_ssize_t>(sizeof(Memo))) {
+        PyErr_Format(PyExc_TypeError, "%s: memo must be a bytearray(MEMO_SIZE)", who);
+        return false;
+    }
+    *memo = reinterpret_cast<Memo *>(PyByteArray_AS_STRING(arg));
+    return true;
+}
+
+/* ``count`` integer arguments into v. false: the exception is set. */
+bool ssize_args(PyObject *const *args, int count, Py_ssize_t *v)
+{
+    for (int i = 0; i < count; i++) {
+        v[i] = PyLong_AsSsize_t(args[i]);
+        if (v[i] == -1 && PyErr_Occurred())
+            return false;
+    }
+    return true;
+}
+
 PyObject *Scanner_scan(ScannerObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 5 && nargs != 6) {
@@ -979,21 +1005,9 @@ PyObject *Scanner_scan(ScannerObject *self, PyObject *const *args, Py_ssize_t na
         return nullptr;
     }
     Memo *memo = nullptr;
-    if (nargs == 6 && args[5] != Py_None) {
-        // a bytearray of MEMO_SIZE bytes that the caller keeps for one buffer
-        if (!PyByteArray_Check(args[5])
-            || PyByteArray_GET_SIZE(args[5]) < static_cast<Py_ssize_t>(sizeof(Memo))) {
-            PyErr_SetString(PyExc_TypeError, "scan: memo must be a bytearray(MEMO_SIZE)");
-            return nullptr;
-        }
-        memo = reinterpret_cast<Memo *>(PyByteArray_AS_STRING(args[5]));
-    }
     Py_ssize_t v[4];
-    for (int i = 0; i < 4; i++) {
-        v[i] = PyLong_AsSsize_t(args[i + 1]);
-        if (v[i] == -1 && PyErr_Occurred())
-            return nullptr;
-    }
+    if (!memo_arg(nargs == 6 ? args[5] : Py_None, "scan", &memo) || !ssize_args(args + 1, 4, v))
+        return nullptr;
     Py_ssize_t pos = v[0], endpos = v[1], limit = v[2], max_candidates = v[3];
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
@@ -1059,20 +1073,10 @@ PyObject *Scanner_first_before(ScannerObject *self, PyObject *const *args, Py_ss
         return nullptr;
     }
     Memo *memo = nullptr;
-    if (nargs == 5 && args[4] != Py_None) {
-        if (!PyByteArray_Check(args[4])
-            || PyByteArray_GET_SIZE(args[4]) < static_cast<Py_ssize_t>(sizeof(Memo))) {
-            PyErr_SetString(PyExc_TypeError, "first_before: memo must be a bytearray(MEMO_SIZE)");
-            return nullptr;
-        }
-        memo = reinterpret_cast<Memo *>(PyByteArray_AS_STRING(args[4]));
-    }
     Py_ssize_t v[3];
-    for (int i = 0; i < 3; i++) {
-        v[i] = PyLong_AsSsize_t(args[i + 1]);
-        if (v[i] == -1 && PyErr_Occurred())
-            return nullptr;
-    }
+    if (!memo_arg(nargs == 5 ? args[4] : Py_None, "first_before", &memo)
+        || !ssize_args(args + 1, 3, v))
+        return nullptr;
     Py_ssize_t pos = v[0], stop = v[1], endpos = v[2];
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
