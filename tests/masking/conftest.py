@@ -19,6 +19,23 @@ def full() -> Masker:
     return make({"recognizers": {"personal": True}})
 
 
+def masked_at_each_gap(m: Masker, data: bytes) -> list[tuple[bytes, dict[str, int]]]:
+    """``m.mask_bytes(data)`` twice: the gap after a rejected candidate
+    searched once (``engine._FIRST_BEFORE_MAX`` 0), and by anchored matches
+    (``first_before``, the default bound)."""
+    import masking.engine as engine_mod
+
+    saved = engine_mod._FIRST_BEFORE_MAX
+    out = []
+    for gap in (0, saved):
+        engine_mod._FIRST_BEFORE_MAX = gap
+        try:
+            out.append(m.mask_bytes(data))
+        finally:
+            engine_mod._FIRST_BEFORE_MAX = saved
+    return out
+
+
 def unchecked(m: Masker) -> Any:
     """``m``'s C++ scanner without the rules' cheap checks: it returns every
     candidate of the joined pattern, even those the loop would only reject."""

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import masking.engine as engine_mod
 from masking import Column, Masker, MaskingConfig, build_masker
 
-from .conftest import KEY, unchecked
+from .conftest import KEY, masked_at_each_gap, unchecked
 from .samples import NEGATIVES, PEM, PLANTS
 
 pytestmark = pytest.mark.skipif(
@@ -156,14 +156,7 @@ def _stream(m: Masker, data: bytes, cuts: list[int]) -> tuple[bytes, dict[str, i
 def test_same_output_as_the_python_loop(which: int, data: bytes, cuts: list[int]) -> None:
     fast, pure = PAIRS[which]
     expected = pure.mask_bytes(data)
-    # a rejected candidate's gap: anchored matches (first_before) or one search
-    for gap in (0, engine_mod._FIRST_BEFORE_MAX):
-        saved = engine_mod._FIRST_BEFORE_MAX
-        engine_mod._FIRST_BEFORE_MAX = gap
-        try:
-            assert fast.mask_bytes(data) == expected
-        finally:
-            engine_mod._FIRST_BEFORE_MAX = saved
+    assert masked_at_each_gap(fast, data) == [expected, expected]
     assert fast.mask_bytes(data) == expected
     assert _stream(fast, data, cuts) == _stream(pure, data, cuts)
     assert _stream(pure, data, cuts)[0] == expected[0]
@@ -247,15 +240,7 @@ def test_scanner_matches_the_binding_loop() -> None:
     assert main is not None
     data = (" ".join(t for _, t, _ in PLANTS) + " " + " ".join(NEAR_MISSES)).encode()
     n = len(data)
-    expected = []
-    pos = 0
-    while pos < n:
-        p, e0 = main.raw_search(data, pos, n)[0]
-        if p < 0:
-            break
-        hits = fast._idset.Match(data[p:e0]) if e0 - p < fast.window else None
-        expected.append((p, e0, min(hits) if hits else -1))
-        pos = e0 if e0 > p else p + 1
+    expected = _binding_candidates(fast, data)
     assert fast._scan is not None
     got = unchecked(fast).scan(data, 0, n, n, 10**6)
     assert got == [*expected, (-1, -1, -1)]
