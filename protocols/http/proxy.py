@@ -124,6 +124,7 @@ class ClientConnection(asyncio.Protocol):
             and not self.events
             and self.exchange is None
             and isinstance(events[0], RequestHead)
+            and isinstance(events[1], EndOfMessage)  # not [head, first body bytes]
             and self._fast(events[0])
         ):
             return

@@ -709,3 +709,22 @@ def test_many_requests_on_one_connection(env: Env) -> None:
     assert verdicts[:3] == ["allow", "deny", "allow"]
     statuses = [r.status for r in session_events(env.recordings, sid, "result")]
     assert statuses[:3] == ["200", "403", "200"]
+
+
+def test_a_body_that_begins_with_its_head_on_a_kept_alive_connection(env: Env) -> None:
+    """A request whose head and the first bytes of its body come in one read,
+    on a connection past its first request, is two parser events (head,
+    data) like a bodyless one (head, end): it must take the general path and
+    reach the upstream whole, not as a bodyless request with the rest of its
+    body left in the parser."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", env.ports["open"]), timeout=10) as s:
+        assert _exchange(s, b"GET /echo/first HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+        s.sendall(b"POST /echo/split-body HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhalf")
+        time.sleep(0.2)
+        status, body = _exchange(s, b"-rest!", "POST")
+        assert status == 200
+        echoed = json.loads(body)
+        assert echoed["body_len"] == 10 and echoed["headers"]["Content-Length"] == "10"
+        assert _exchange(s, b"GET /echo/after HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
