@@ -65,6 +65,8 @@ class HttpHandler(ServerHandler):
             conn.listen.host,
             conn.listen.port,
             ssl=ssl_ctx,
+            # a handshake that stalls holds no more than a request head may
+            ssl_handshake_timeout=proxy.options.header_timeout if ssl_ctx is not None else None,
             reuse_address=True,
             backlog=1024,
         )

@@ -188,5 +188,16 @@ class HttpOptions(_Strict):
     max_header_bytes: Size = 64 * 1024
     idle_timeout: Duration = 120.0
     """Close a keep-alive client connection idle for this long."""
+    header_timeout: Duration = Field(default=60.0, gt=0)
+    """Seconds a client has to send a complete request head, like nginx's
+    ``client_header_timeout``: on a new connection from connecting (the TLS
+    handshake has as long), on a kept-alive one from the first byte of the
+    next request (until then ``idle_timeout`` applies). Then ``408 Request
+    Timeout`` if part of a head came, and the connection is closed."""
+    body_timeout: Duration = Field(default=60.0, gt=0)
+    """Longest pause between two reads of a request body, like nginx's
+    ``client_body_timeout``. Then ``408 Request Timeout`` (unless the
+    response has begun), the connection is closed and the upstream request
+    is abandoned."""
     forwarded_headers: bool = True
     """Send X-Forwarded-For / -Proto / -Host upstream."""

@@ -83,6 +83,10 @@ class ClientConnection(asyncio.Protocol):
         self._write_paused = False
         self._terminated = False
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = None
+        """Armed while a request head is awaited and overdue (header_timeout)."""
+        self.timed_out: tuple[str, str] | None = None
+        """(reason, message) once the client was too slow: how the session ends."""
         self.last_active = 0.0
         self.awaiting_head = False
         """The serve task waits for the next request head (nothing in flight)."""
@@ -102,6 +106,10 @@ class ClientConnection(asyncio.Protocol):
         if peer:
             self.client_addr = f"{peer[0]}:{peer[1]}"
             self.client_ip = str(peer[0])
+        # the first head is due header_timeout after connecting, bytes or not
+        self._head_timer = self.proxy.loop.call_later(
+            self.proxy.options.header_timeout, self._head_timeout
+        )
         self.task = spawn(self.serve(), name="http-client")
 
     def data_received(self, data: bytes) -> None:
@@ -115,8 +123,55 @@ class ClientConnection(asyncio.Protocol):
             events = []
             self.pause("error")
         self._dispatch(events)
+        if self._head_timer is None and self.awaiting_head:
+            self._watch_head()
+
+    def _watch_head(self) -> None:
+        """Part of a next request head is here while none is in flight: it is
+        due within header_timeout (the first byte ends idle_timeout)."""
+        if self.parser.buffered and not self.fast_busy and not self.events and not self.closed:
+            self._head_timer = self.proxy.loop.call_later(
+                self.proxy.options.header_timeout, self._head_timeout
+            )
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.closed or self.tunnel is not None or not self.awaiting_head:
+            return
+        if self.fast_busy or self.events:  # a head came meanwhile
+            return
+        partial = self.parser.buffered > 0
+        timeout = self.proxy.options.header_timeout
+        log.info(
+            "%s: client %s sent no complete request head within %.0f s (%s): closing",
+            self.proxy.connection.name, self.client_addr, timeout,
+            f"{self.parser.buffered} bytes of it" if partial else "nothing",
+        )  # fmt: skip
+        message = f"no complete request head within {timeout:g} s"
+        if self.session is None:  # never identified: counted as a failed login
+            self.proxy.gateway.connection_metrics(self.proxy.connection).auth_failed(
+                "header_timeout"
+            )
+        self._timed_out("header_timeout", message, answer=partial)
+
+    def _timed_out(self, reason: str, message: str, *, answer: bool) -> None:
+        """The client was too slow: 408 if ``answer`` (and nothing of a
+        response was sent yet), then close; the serve task ends the session
+        with ``reason``."""
+        self.timed_out = (reason, message)
+        ex = self.exchange
+        if answer and (ex is None or not ex.head_sent):
+            self.write(json_response(408, {"error": reason, "message": message}, close=True))
+        if self.transport is not None:
+            self.transport.close()
+        w = self.waiter
+        if w is not None:
+            expire(w)
 
     def _dispatch(self, events: list[Event]) -> None:
+        if self._head_timer is not None and any(isinstance(ev, RequestHead) for ev in events):
+            self._head_timer.cancel()
+            self._head_timer = None
         if (
             len(events) == 2
             and self.awaiting_head
@@ -149,6 +204,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         self._wake()
         if self.tunnel is not None and self.tunnel.transport is not None:
             self.tunnel.transport.close()
@@ -264,6 +322,8 @@ class ClientConnection(asyncio.Protocol):
         try:
             while not self.closed:
                 self.awaiting_head = True
+                if self._head_timer is None:
+                    self._watch_head()
                 try:
                     ev = await self.next_event(idle=self.proxy.options.idle_timeout)
                 except ProtocolError as exc:
@@ -301,6 +361,8 @@ class ClientConnection(asyncio.Protocol):
             log.exception("http session failed")
             reason, error = "error", str(exc) or type(exc).__name__
         finally:
+            if self.timed_out is not None:
+                reason, error = self.timed_out
             self._close_all()
             if self.session is not None:
                 self.session.end(reason, error)
@@ -486,6 +548,8 @@ class ClientConnection(asyncio.Protocol):
             self.resume("backlog")
             if self.error is not None:
                 self._dispatch([])
+        if self._head_timer is None and self.awaiting_head:
+            self._watch_head()
         if self.eof:
             self._wake()  # the client half-closed meanwhile: let the task finish up
 
@@ -531,8 +595,25 @@ class ClientConnection(asyncio.Protocol):
             if self.queued <= QUEUE_LIMIT // 2:
                 self.resume("backlog")
 
+    async def _body_event(self) -> Event | None:
+        """The next event of a request body, within body_timeout of the last
+        one (None: the client left or was too slow)."""
+        timeout = self.proxy.options.body_timeout
+        while True:
+            ev = await self.next_event(idle=timeout)
+            if ev is not None or self.closed or self.eof or self.timed_out is not None:
+                return ev
+            if "recorder" in self._pauses:  # the gateway stopped reading, not the client
+                continue
+            log.info(
+                "%s: client %s sent no request body bytes for %.0f s: closing",
+                self.proxy.connection.name, self.client_addr, timeout,
+            )  # fmt: skip
+            self._timed_out("body_timeout", f"no request body bytes for {timeout:g} s", answer=True)
+            return None
+
     async def _peek(self) -> Event | None:
-        ev = await self.next_event()
+        ev = await self._body_event()
         if ev is not None:
             self.events.appendleft(ev)
             if isinstance(ev, Data):
@@ -735,7 +816,7 @@ class ClientConnection(asyncio.Protocol):
             if ex.result is not None:
                 ex.finished_early = True
                 return True
-            ev = await self.next_event()
+            ev = await self._body_event()
             if ev is None:
                 return False
             if isinstance(ev, EndOfMessage):
