@@ -53,7 +53,7 @@ from ._copy_mask import CopyColumns, CopyShapeError, copy_data
 from ._copy_probe import ASYNC_TYPES, Probe
 from ._copy_stmt import CopyTarget, CopyUnsupported, copy_target
 from ._masking import BinaryCopyHit, Hits
-from ._scoring import Judge, Judged, combine, split_statements
+from ._scoring import Judge, Judged, combine
 from ._tracker import (
     BIND,
     CLOSE,
@@ -177,6 +177,9 @@ class ClientConnection(asyncio.Protocol):
         """The Query being framed comes inside an extended batch (no Sync yet)."""
         self._client_encoding = "UTF8"
         self.prepared = handler.scorer.new_tracker()
+        self._offload_min = handler.scorer.offload_min_chars
+        self._analysed = False
+        """The frames coming back from the parse worker: do not send them again."""
         self._risk = self.conn.risk or _DEFAULT_RISK
         self.cframer = w.Framer(frontend=True)
         self.bframer = w.Framer(frontend=False)
@@ -633,7 +636,7 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             buf, frames = self.cframer.feed(data)
-            if frames:
+            if frames and not self._analysing(buf, frames):
                 self._client_frames(buf, frames)
         except w.ProtocolViolation as exc:
             self._fatal("08P01", f"invalid frontend message: {exc}", reason="protocol_error")
@@ -648,7 +651,9 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         judge = self.judge
         assert session is not None and judge is not None
-        stmts = split_statements(data[5 : n - 1].decode("utf-8", "replace"))
+        if n > self._offload_min:
+            return False  # its text may be one for the parse worker
+        stmts = self.handler.scorer.split(data[5 : n - 1].decode("utf-8", "replace"))
         if len(stmts) == 1:
             # one statement (pgbench, most drivers): no lists of judgements
             text = stmts[0].strip()
@@ -685,6 +690,47 @@ class ClientConnection(asyncio.Protocol):
         if session.congested:
             self._wait_for_recorder()
         return True
+
+    def _analysing(self, buf: bytes, frames: list[w.Frame]) -> bool:
+        """If statement texts in ``frames`` are long enough for the parse
+        worker and not analysed yet: hold the frames and what follows them
+        (as a held statement is held) while it analyses them, then take them
+        again -- True. The event loop, shared by every session, stays free."""
+        if self._analysed:
+            # Their analyses may have been evicted since by other sessions'
+            # (then they are parsed here, on the loop): never loop on it.
+            self._analysed = False
+            return False
+        longest = self._offload_min
+        scorer = self.handler.scorer
+        texts: list[str] = []
+        for t, s, e in frames:
+            if e - s <= longest:
+                continue  # no text in it can be that long
+            if t == w.Q:
+                texts += [stmt.strip() for stmt in scorer.split(m.query_text(buf, s, e))]
+            elif t == w.P:
+                texts.append(m.parse_msg(buf, s, e).query.strip())
+        wanted = [text for text in texts if scorer.needs_analysis(text)]
+        if not wanted:
+            return False
+        self._stash = [buf[frames[0][1] : frames[-1][2]] + self.cframer.take_tail()]
+        self._stash_size = len(self._stash[0])
+        self._gated = True
+        spawn(self._analyse(wanted), name="pg-analyse")
+        return True
+
+    async def _analyse(self, texts: list[str]) -> None:
+        scorer = self.handler.scorer
+        try:
+            for text in texts:
+                scorer.prime(text, await self.handler.parse_worker.analyse(text))
+        finally:
+            self._gated = False
+            if not self._closed:
+                self._analysed = True
+                self._replay_stash()
+                self._analysed = False
 
     def _stash_add(self, data: bytes) -> None:
         self._stash.append(data)
@@ -796,7 +842,7 @@ class ClientConnection(asyncio.Protocol):
             runs: list[Running] = []
             hold = False
             probes: list[CopyProbe] = []
-            for stmt in split_statements(text):
+            for stmt in self.handler.scorer.split(text):
                 run, verdict = self._judge(stmt.strip(), {"protocol": "simple"}, None, items, probes)
                 runs.append(run)
                 hold = hold or verdict not in _ALLOWED

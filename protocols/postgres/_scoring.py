@@ -130,8 +130,11 @@ class Scorer:
     (``risk.PreparedStatements``) so that EXECUTE is scored as what it runs.
     """
 
-    def __init__(self, risk: Any) -> None:
+    def __init__(self, risk: Any, max_parsed_chars: int | None = None) -> None:
         self.risk = risk
+        self.max_parsed_chars = max_parsed_chars
+        self.offload_min_chars = 1 << 62
+        """Texts this long or shorter are never handed to the parse worker."""
         self._cache: OrderedDict[str, Assessment] = OrderedDict()
         self._scorer: Any = None
         self._score_text: Callable[..., Assessment] | None = None
@@ -139,7 +142,11 @@ class Scorer:
         try:
             from protocols.postgres import risk as risk_mod
 
-            self._scorer = risk_mod.SqlRiskScorer(risk)
+            if max_parsed_chars is None:
+                max_parsed_chars = risk_mod.MAX_PARSED_CHARS
+            self.max_parsed_chars = max_parsed_chars
+            self.offload_min_chars = risk_mod.OFFLOAD_MIN_CHARS
+            self._scorer = risk_mod.SqlRiskScorer(risk, max_parsed_chars=max_parsed_chars)
             self._score_text = risk_mod.score_statement_text
             self._tracker_cls = risk_mod.PreparedStatements
         except (ImportError, AttributeError) as exc:
@@ -158,6 +165,21 @@ class Scorer:
         except Exception:
             return None
         return found
+
+    def needs_analysis(self, sql: str) -> bool:
+        """See ``SqlRiskScorer.needs_analysis`` (False without the scorer)."""
+        return self._scorer is not None and bool(self._scorer.needs_analysis(sql))
+
+    def prime(self, sql: str, analysis: Any) -> None:
+        if self._scorer is not None:
+            self._scorer.prime(sql, analysis)
+
+    def split(self, sql: str) -> list[str]:
+        """``split_statements``, except that a text too long to be parsed
+        is not split either: it is one (unparseable) statement."""
+        if self.max_parsed_chars is not None and len(sql) > self.max_parsed_chars:
+            return [sql] if sql.strip() else []
+        return split_statements(sql)
 
     def new_tracker(self) -> Any:
         return self._tracker_cls()

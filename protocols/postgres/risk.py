@@ -36,6 +36,7 @@ from pglast import parser as pg
 from hoopd.config import RiskLevel, RiskSection
 from hoopd.model import Verdict
 from hoopd.policy import LEVEL_SCORES, Assessment
+from protocols.postgres._analysis import Analysis, parse_error
 from protocols.postgres._risk_catalog import CATEGORY_SCORES
 from protocols.postgres._risk_classify import (
     Classification,
@@ -61,6 +62,19 @@ UNPARSEABLE_RULE_ID = "risk.unparseable"
 
 TEXT_CACHE_MAX_CHARS = 4096
 """Longer texts are never kept in the exact-text cache."""
+
+OFFLOAD_MIN_CHARS = 16 * 1024
+"""Longer texts are worth parsing in the parse worker rather than on the
+event loop (``needs_analysis``): parsing costs ~1 µs of CPU per byte."""
+
+MAX_PARSED_CHARS = 4 * 1024 * 1024
+"""Default for ``max_parsed_chars``: longer texts are not parsed. Parsing
+needs ~75 bytes of memory per byte of a multi-row INSERT (libpg_query's
+JSON tree and its decoded form: 830 MB for an 11 MB statement) and about a
+second per MB; bulk loads belong in COPY, whose data is not parsed."""
+
+_ANALYSED_MAX_CHARS = 64 * 1024 * 1024
+"""Total length of the texts whose analyses are kept (``_AnalysisCache``)."""
 
 _SEVERITY = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.REVIEW: 2, Verdict.DENY: 3}
 
@@ -165,6 +179,33 @@ class _LRU:
             self.data.popitem(last=False)
 
 
+class _AnalysisCache:
+    """Analyses of long texts, by text, bounded by the texts' total length:
+    the parse worker's answers wait here until the scorer asks, and a long
+    prepared statement run again is not parsed again."""
+
+    __slots__ = ("chars", "data")
+
+    def __init__(self) -> None:
+        self.data: OrderedDict[str, Analysis] = OrderedDict()
+        self.chars = 0
+
+    def get(self, sql: str) -> Analysis | None:
+        found = self.data.get(sql)
+        if found is not None:
+            self.data.move_to_end(sql)
+        return found
+
+    def put(self, sql: str, analysis: Analysis) -> None:
+        if len(sql) > _ANALYSED_MAX_CHARS or sql in self.data:
+            return
+        self.data[sql] = analysis
+        self.chars += len(sql)
+        while self.chars > _ANALYSED_MAX_CHARS:
+            old, _ = self.data.popitem(last=False)
+            self.chars -= len(old)
+
+
 @dataclass(frozen=True, slots=True)
 class CacheInfo:
     text_hits: int
@@ -180,10 +221,17 @@ class SqlRiskScorer:
     the defaults). Build one per connection and share it across sessions."""
 
     def __init__(
-        self, risk: RiskSection | None, *, cache_size: int = 4096, fast_path: bool = True
+        self,
+        risk: RiskSection | None,
+        *,
+        cache_size: int = 4096,
+        fast_path: bool = True,
+        max_parsed_chars: int = MAX_PARSED_CHARS,
     ) -> None:
         self.risk = risk or RiskSection()
         self._fast_path = fast_path
+        self.max_parsed_chars = max_parsed_chars
+        self._analysed = _AnalysisCache()
         self._match: dict[str, list[tuple[str, Verdict]]] = {}
         self._patterns: list[tuple[str, Verdict, re2._Regexp]] = []
         for rule in self.risk.rules:
@@ -222,6 +270,24 @@ class SqlRiskScorer:
             found = self._read_assessment = self._assess(self._read, "")
         return found
 
+    def needs_analysis(self, sql: str) -> bool:
+        """True if scoring ``sql`` would parse a text long enough to be
+        parsed in the parse worker, and no analysis of it is at hand: get
+        one (``_analysis.analyse``, in the worker) and ``prime`` it first."""
+        return (
+            OFFLOAD_MIN_CHARS < len(sql) <= self.max_parsed_chars
+            and self._analysed.get(sql) is None
+        )
+
+    def prime(self, sql: str, analysis: Analysis) -> None:
+        """Keep ``analysis`` (of ``sql``) for the next ``score`` of ``sql``."""
+        if len(sql) > OFFLOAD_MIN_CHARS:
+            self._analysed.put(sql, analysis)
+
+    def analysis_of(self, sql: str) -> Analysis | None:
+        """The primed analysis of ``sql``, if any."""
+        return self._analysed.get(sql) if len(sql) > OFFLOAD_MIN_CHARS else None
+
     def cache_info(self) -> CacheInfo:
         return CacheInfo(
             self._text_cache.hits,
@@ -250,6 +316,12 @@ class SqlRiskScorer:
             if cacheable:
                 self._text_cache.put(sql, self._read)
             return self._assess(self._read, sql)
+        if len(sql) > self.max_parsed_chars:
+            why = f"longer than {self.max_parsed_chars} characters (max_parsed_sql): not parsed"
+            return self._unparseable_assessment(sql, why)
+        analysis = self.analysis_of(sql)
+        if analysis is not None:
+            return self._primed(sql, analysis)
         if "\x00" in sql:
             return self._unparseable_assessment(sql, "NUL byte in query text")
         trap = lexer_trap(sql)
@@ -258,19 +330,30 @@ class SqlRiskScorer:
         try:
             fp = pg.fingerprint(sql)
         except Exception as exc:
-            return self._unparseable_assessment(sql, _parse_error(exc))
+            return self._unparseable_assessment(sql, parse_error(exc))
         cached = self._fp_cache.get(fp)
         if cached is None:
             try:
                 statements = parse(sql)
             except Exception as exc:
-                return self._unparseable_assessment(sql, _parse_error(exc))
+                return self._unparseable_assessment(sql, parse_error(exc))
             found = classify(statements)
             cached = self._finish(found)
             if found.fingerprint_stable:
                 self._fp_cache.put(fp, cached)
         if cacheable:
             self._text_cache.put(sql, cached)
+        return self._assess(cached, sql)
+
+    def _primed(self, sql: str, analysis: Analysis) -> Assessment:
+        """``_score`` of a text the parse worker analysed (the same steps)."""
+        if analysis.error or analysis.found is None:
+            return self._unparseable_assessment(sql, analysis.error or "not analysed")
+        cached = self._fp_cache.get(analysis.fingerprint)
+        if cached is None:
+            cached = self._finish(analysis.found)
+            if analysis.found.fingerprint_stable:
+                self._fp_cache.put(analysis.fingerprint, cached)
         return self._assess(cached, sql)
 
     def _finish(self, found: Classification) -> _Cached:
@@ -316,15 +399,6 @@ def _merge_verdict(verdicts: dict[str, Verdict], rule_id: str, action: Verdict) 
     old = verdicts.get(rule_id)
     if old is None or _SEVERITY[action] > _SEVERITY[old]:
         verdicts[rule_id] = action
-
-
-def _parse_error(exc: Exception) -> str:
-    if isinstance(exc, pg.ParseError):
-        message = str(exc.args[0]) if exc.args else "syntax error"
-        where = exc.args[1] if len(exc.args) > 1 else None
-        at = f" at character {where}" if isinstance(where, int) and where > 0 else ""
-        return f"unparseable SQL: {message}{at}"[:200]
-    return f"unparseable SQL ({type(exc).__name__})"
 
 
 # -- prepared statements -----------------------------------------------------
@@ -405,6 +479,8 @@ def score_statement_text(
     ``scorer.score(sql)``.
     """
     scorer = scorer or _default_scorer()
+    if len(sql) > scorer.max_parsed_chars:
+        return scorer.score(sql)  # reports it as not parsed
     lowered = sql.lower()
     if not any(word in lowered for word in _PREPARED_WORDS):
         return scorer.score(sql)
@@ -413,6 +489,14 @@ def score_statement_text(
         # EXECUTE name[(plain values)]: one statement, no calls in the
         # parameters, so only the body matters. Saves a parse per call.
         return _score_execute(simple.group(1), sql, (), tracker, scorer)
+    analysis = scorer.analysis_of(sql)
+    if analysis is not None:
+        if not analysis.tracked:
+            return scorer.score(sql)
+        # Following the statements would parse each one again on the event
+        # loop, which the parse worker was there to avoid: fail closed.
+        why = f"PREPARE, EXECUTE or DEALLOCATE in a text over {OFFLOAD_MIN_CHARS} characters"
+        return scorer._unparseable_assessment(sql, f"{why}: not followed")
     try:
         statements = parse(sql)  # (refuses a lexer trap itself)
     except Exception:

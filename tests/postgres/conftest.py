@@ -7,7 +7,7 @@ whole directory. Connections on the gateway:
 - ``plain``: default masking, ``review_at: never`` -- for identity checks
   against a direct connection and for benchmarks-like traffic;
 - ``strict``: TLS required from clients;
-- ``quick``: approvals time out after 1 s;
+- ``quick``: approvals time out after 1 s; statements over 64 KiB are not parsed;
 - ``capped``: at most 100 rows per statement;
 - ``nocols``: content masking only (no column rule, secret_key_value off,
   so no value is masked by its column's name);
@@ -131,7 +131,14 @@ def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             _conn("db", ports["db"], pg, masking=masking, risk=risk, approval={"timeout": "30s"}),
             _conn("plain", ports["plain"], pg, risk={"review_at": "never"}),
             _conn("strict", ports["strict"], pg, options={}),
-            _conn("quick", ports["quick"], pg, risk=risk, approval={"timeout": "1s"}),
+            _conn(
+                "quick",
+                ports["quick"],
+                pg,
+                risk=risk,
+                approval={"timeout": "1s"},
+                options={"allow_plaintext_loopback": True, "max_parsed_sql": "64KiB"},
+            ),
             _conn(
                 "capped",
                 ports["capped"],
