@@ -12,7 +12,10 @@ is always built for one direction.
 The framers never copy message bodies: ``feed`` returns the buffer it parsed
 and a list of ``(type, start, end)`` spans into it, so a relay can forward
 whole runs of messages with one slice and decode only the messages it cares
-about. Partial trailing data is kept for the next ``feed``.
+about. Partial trailing data is kept for the next ``feed``. A long message
+that arrives in many chunks is kept as a list of chunks and joined once it
+is complete (``LONG_MESSAGE``): appending every chunk to one buffer would copy
+it again on each read, quadratic in its length.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ MAX_STARTUP_LENGTH = 10_000
 
 DEFAULT_MAX_FRONTEND = 256 * 1024 * 1024
 DEFAULT_MAX_BACKEND = 1024 * 1024 * 1024 + 64
+LONG_MESSAGE = 64 * 1024
+"""A partial message longer than this is gathered as a list of chunks."""
 
 # Frontend (client -> server) message types after startup.
 FRONTEND_TYPES = frozenset(b"QPBEDCHSFdcfXp")
@@ -91,12 +96,17 @@ class Framer:
     is called (the client side, after it sent its StartupMessage).
     """
 
-    __slots__ = ("_max", "_startup", "_tail", "_types")
+    __slots__ = ("_have", "_max", "_need", "_parts", "_startup", "_tail", "_types")
 
     def __init__(
         self, *, frontend: bool, startup: bool = False, max_length: int | None = None
     ) -> None:
         self._tail = b""
+        self._parts: list[bytes] = []
+        """The chunks of a long message still incomplete (``_tail`` is empty)."""
+        self._have = 0
+        self._need = 0
+        """Bytes ``_parts`` must hold to complete its first message (0: none)."""
         self._startup = startup
         self._types = FRONTEND_TYPES if frontend else BACKEND_TYPES
         if max_length is None:
@@ -115,12 +125,35 @@ class Framer:
 
     def pending(self) -> int:
         """Bytes held back waiting for the rest of a message."""
-        return len(self._tail)
+        return self._have if self._need else len(self._tail)
 
     def take_tail(self) -> bytes:
         """Hand over the partial data held back (and forget it)."""
+        if self._need:
+            parts, self._parts, self._have, self._need = self._parts, [], 0, 0
+            return b"".join(parts)
         tail, self._tail = self._tail, b""
         return tail
+
+    def _gather(self, data: bytes) -> bytes | None:
+        """With a long message incomplete: add ``data`` to its chunks; the
+        whole buffer once the message is complete, else None."""
+        self._parts.append(data)
+        self._have += len(data)
+        if self._have < self._need:
+            return None
+        parts, self._parts, self._have, self._need = self._parts, [], 0, 0
+        return b"".join(parts)
+
+    def _keep(self, buf: bytes, pos: int, end: int, stop: int) -> None:
+        """Keep ``buf[pos:end]``, the start of a message ending at ``stop``."""
+        if stop - pos > LONG_MESSAGE:
+            self._tail = b""
+            self._parts = [buf[pos:end]]
+            self._have = end - pos
+            self._need = stop - pos
+        else:
+            self._tail = buf[pos:]
 
     def feed(self, data: bytes) -> tuple[bytes, list[Frame]]:
         """Add bytes; return the buffer and the complete messages in it.
@@ -147,6 +180,12 @@ class Framer:
             frames.append((STARTUP, 0, length))
             self._tail = buf[length:]
             return buf, frames
+        if self._need:
+            whole = self._gather(data)
+            if whole is None:
+                return b"", frames
+            buf = whole
+            end = len(buf)
         types = self._types
         limit = self._max
         unpack = _I32.unpack_from
@@ -159,7 +198,8 @@ class Framer:
                     f"invalid message (type {t!r}, length {length}) at offset {pos}"
                 )
             if stop > end:
-                break
+                self._keep(buf, pos, end, stop)
+                return buf, frames
             frames.append((t, pos, stop))
             pos = stop
         self._tail = buf[pos:] if pos < end else b""
@@ -175,8 +215,14 @@ class Framer:
         counts the DataRows before it in this call; ``rows`` counts all of
         them. Between two listed messages there are only DataRows.
         """
-        buf = self._tail + data if self._tail else data
         others: list[RowsFrame] = []
+        if self._need:
+            whole = self._gather(data)
+            if whole is None:
+                return b"", 0, 0, others, 0
+            buf = whole
+        else:
+            buf = self._tail + data if self._tail else data
         pos = 0
         end = len(buf)
         last = end - 5
@@ -189,7 +235,8 @@ class Framer:
             stop = pos + 1 + length
             if t == 68 and 4 <= length <= limit:  # DataRow: the common case
                 if stop > end:
-                    break
+                    self._keep(buf, pos, end, stop)
+                    return buf, 0, pos, others, rows
                 rows += 1
                 pos = stop
                 continue
@@ -198,7 +245,8 @@ class Framer:
                     f"invalid message (type {t!r}, length {length}) at offset {pos}"
                 )
             if stop > end:
-                break
+                self._keep(buf, pos, end, stop)
+                return buf, 0, pos, others, rows
             others.append((t, pos, stop, rows))
             pos = stop
         self._tail = buf[pos:] if pos < end else b""

@@ -4,6 +4,10 @@ waits for more bytes); encoders and decoders agree."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -80,6 +84,68 @@ def test_backend_feed_rows_matches_feed(msgs: list[bytes], cuts: list[int]) -> N
     assert others == expected
     assert layout == ["D" if x[0] == w.DATA_ROW else x[0] for x in msgs]
     assert framer.pending() == 0
+
+
+@contextlib.contextmanager
+def long_message(size: int) -> Iterator[None]:
+    """Messages longer than ``size`` bytes are gathered as lists of chunks."""
+    saved, w.LONG_MESSAGE = w.LONG_MESSAGE, size
+    try:
+        yield
+    finally:
+        w.LONG_MESSAGE = saved
+
+
+@given(
+    st.lists(frontend_msg, max_size=12),
+    st.lists(backend_msg, max_size=12),
+    st.lists(st.integers(0, 10_000), max_size=10),
+    st.integers(0, 40),
+)
+def test_long_messages_gathered_split_anywhere(
+    front: list[bytes], back: list[bytes], cuts: list[int], size: int
+) -> None:
+    """The chunk lists of long messages frame like one buffer, in ``feed``
+    and ``feed_rows``; ``pending``/``take_tail`` hand over what is held."""
+    with long_message(size):
+        fdata = b"".join(front)
+        assert frame_all(w.Framer(frontend=True), split(fdata, cuts)) == front
+        framer = w.Framer(frontend=False)
+        got: list[bytes] = []
+        rows = 0
+        for chunk in split(b"".join(back), cuts):
+            buf, _start, _end, found, n = framer.feed_rows(chunk)
+            got += [bytes(buf[s:e]) for _, s, e, _ in found]
+            rows += n
+        assert got == [x for x in back if x[0] != w.DATA_ROW]
+        assert rows == sum(x[0] == w.DATA_ROW for x in back)
+        assert framer.pending() == 0
+        if fdata:
+            held = w.Framer(frontend=True)
+            cut = len(fdata) - 1  # the last message stays incomplete
+            for chunk in split(fdata[:cut], cuts):
+                held.feed(chunk)
+            last = len(front[-1]) - 1
+            assert held.pending() == last
+            assert held.take_tail() == fdata[cut - last : cut]
+            assert held.pending() == 0
+
+
+def test_a_long_message_in_small_chunks_is_joined_once() -> None:
+    """A 32 MiB Query arriving in 4 KiB reads: appending each read to one
+    buffer copies 128 GiB in all (minutes of CPU); gathered, it is joined
+    once."""
+    body = b"x" * (32 * 1024 * 1024)
+    msg = w.query(body.decode())
+    framer = w.Framer(frontend=True)
+    started = time.process_time()
+    frames: list[w.Frame] = []
+    for i in range(0, len(msg), 4096):
+        _buf, frames = framer.feed(msg[i : i + 4096])
+    spent = time.process_time() - started
+    complete = len(frames) == 1 and frames[0][2] - frames[0][1] == len(msg)
+    assert complete
+    assert spent < 3.0, f"{spent:.1f} s of CPU to frame one 32 MiB message"
 
 
 @given(st.lists(st.tuples(st.integers(0, 200), st.integers(1, 20)), max_size=10), st.integers(0, 250), st.integers(0, 30))
