@@ -107,6 +107,12 @@ class Metrics:
         self.upstream_errors = Counter(
             "hoopd_upstream_errors", "Upstream connection failures", conn, registry=r
         )
+        self.scorer_failures = Counter(
+            "hoopd_scorer_failures",
+            "Commands the risk scorer could not judge (they count as unparseable), by reason",
+            (*conn, "reason"),
+            registry=r,
+        )
         self.config_reloads = Counter(
             "hoopd_config_reloads", "Config reloads, by result", ("result",), registry=r
         )

@@ -120,7 +120,10 @@ class PostgresHandler(ServerHandler):
         from ._scoring import Scorer
 
         self.scorer = Scorer(connection.risk, self.options.max_parsed_sql)
-        self.parse_worker = ParseWorker()
+        failures = gateway.metrics.scorer_failures
+        self.parse_worker = ParseWorker(
+            lambda reason: failures.labels(self.name, connection.name, reason).inc()
+        )
         """Parses long statements off the event loop (started on first use)."""
         masker = None
         try:

@@ -24,6 +24,7 @@ import logging
 import os
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,9 +46,11 @@ _MAX_ANSWER = 16 * 1024 * 1024
 class ParseWorker:
     """One child process, started on first use, serving one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_failure: Callable[[str], None] | None = None) -> None:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
+        self._on_failure = on_failure
+        """Told ``timeout`` or ``worker_failed`` when a text goes unanalysed."""
 
     async def analyse(self, sql: str) -> Analysis:
         """``analyse(sql)``, computed in the child. Never raises (except
@@ -62,11 +65,14 @@ class ParseWorker:
                 self._kill()  # its answer would be read as the next text's
                 raise
             except TimeoutError:
-                why = f"parsing took longer than {deadline:.0f} s"
+                why, reason = f"parsing took longer than {deadline:.0f} s", "timeout"
             except (OSError, EOFError, ValueError, asyncio.IncompleteReadError) as exc:
                 why = f"the parse worker failed ({type(exc).__name__}: {exc})"
+                reason = "worker_failed"
             log.warning("SQL not analysed: %s; it counts as unparseable", why)
             self._kill()
+            if self._on_failure is not None:
+                self._on_failure(reason)
             return Analysis(why)
 
     async def _ask(self, data: bytes) -> Analysis:

@@ -106,8 +106,10 @@ def test_the_worker_answers_what_analyse_answers() -> None:
 
 
 def test_a_dead_worker_is_replaced() -> None:
+    told: list[str] = []
+
     async def run() -> None:
-        worker = ParseWorker()
+        worker = ParseWorker(told.append)
         try:
             assert (await worker.analyse(LONG["insert"])).error == ""
             first = worker.pid
@@ -120,14 +122,17 @@ def test_a_dead_worker_is_replaced() -> None:
             await worker.close()
 
     asyncio.run(run())
+    assert told == []  # it died between texts: no text went unanalysed
 
 
 def test_a_worker_over_its_deadline_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     """No answer in time: the child is killed and the text counts as
     unparseable, which the default policy sends to review."""
 
+    told: list[str] = []
+
     async def run() -> Analysis:
-        worker = ParseWorker()
+        worker = ParseWorker(told.append)
         try:
             assert (await worker.analyse("SELECT 1")).error == ""  # started
             first = worker.pid
@@ -146,6 +151,7 @@ def test_a_worker_over_its_deadline_fails_closed(monkeypatch: pytest.MonkeyPatch
 
     late = asyncio.run(run())
     assert late.error.startswith("parsing took longer than")
+    assert told == ["timeout"]  # counted: hoopd_scorer_failures_total{reason="timeout"}
     scorer = SqlRiskScorer(None)
     scorer.prime(LONG["insert"], late)
     found = scorer.score(LONG["insert"])
@@ -161,3 +167,27 @@ def test_an_analysis_survives_the_wire() -> None:
         assert Analysis.from_wire(found.to_wire()) == found
     with pytest.raises(ValueError):
         Analysis.from_wire(["too", "short"])
+
+
+def test_a_worker_dying_mid_text_fails_closed_and_is_counted() -> None:
+    told: list[str] = []
+    sql = "INSERT INTO t VALUES " + _values(40000)  # a second or more of parsing
+
+    async def run() -> Analysis:
+        worker = ParseWorker(told.append)
+        try:
+            assert (await worker.analyse("SELECT 1")).error == ""
+            pid = worker.pid
+            assert pid is not None
+            pending = asyncio.ensure_future(worker.analyse(sql))
+            await asyncio.sleep(0.3)
+            os.kill(pid, signal.SIGKILL)
+            found = await pending
+            assert (await worker.analyse("SELECT 1")).error == ""  # a new child
+            return found
+        finally:
+            await worker.close()
+
+    found = asyncio.run(run())
+    assert found.error.startswith("the parse worker failed"), found
+    assert told == ["worker_failed"]
