@@ -79,6 +79,12 @@ log = logging.getLogger("hoopd.postgres")
 
 HANDSHAKE_LIMIT = 64 * 1024
 STASH_LIMIT = 4 * 1024 * 1024
+UNIT_MAX_BYTES = STASH_LIMIT
+UNIT_MAX_MESSAGES = 4096
+"""A held extended batch that grows past either limit before its Sync is
+decided with what it has, as if the client had sent Flush there (the rest of
+the batch is judged as it comes): collecting it whole would hold all of it,
+and a client that never sends Sync, in memory."""
 ROW_DESCRIPTION_CACHE = 256
 DENY_SQL = "HOOPD DENIED"
 SQLSTATE_DENIED = "42501"
@@ -151,6 +157,11 @@ class Unit:
     """Some statement needs a decision (review/deny); False when the unit
     only waits for COPY column probes."""
     probes: list[CopyProbe] = field(default_factory=list)
+    size: int = 0
+    """Bytes in ``data``."""
+    cut: bool = False
+    """Decided before its batch ended (UNIT_MAX_BYTES/UNIT_MAX_MESSAGES): the
+    batch goes on after it."""
 
 
 class ClientConnection(asyncio.Protocol):
@@ -759,10 +770,20 @@ class ClientConnection(asyncio.Protocol):
                 unit = self.unit
                 assert unit is not None
                 unit.data.append(buf[s:e])
+                unit.size += e - s
                 self._in_batch = True
                 self._frame(t, buf, s, e, unit.regs, unit.items)
                 if t in (w.S, w.H) or t == w.X:
                     unit.ends_with_sync = t == w.S
+                    self._begin_decision(buf[e:])
+                    return
+                if unit.size > UNIT_MAX_BYTES or len(unit.data) > UNIT_MAX_MESSAGES:
+                    unit.cut = True
+                    session.log.info(
+                        "a held batch reached %d messages, %d bytes before its Sync:"
+                        " deciding it now, the rest of the batch follows",
+                        len(unit.data), unit.size,
+                    )  # fmt: skip
                     self._begin_decision(buf[e:])
                     return
                 continue
@@ -795,6 +816,7 @@ class ClientConnection(asyncio.Protocol):
                 unit = Unit(simple=t in (w.Q, w.F), partial=batch_partial and t == w.E)
                 start_idx = next(j for j, f in enumerate(frames) if f[1] == batch_at)
                 unit.data = [buf[f[1] : f[2]] for f in frames[start_idx : i + 1]]
+                unit.size = sum(map(len, unit.data))
                 unit.regs = regs[batch_regs:]
                 unit.items = batch_items
                 if t == w.Q:
@@ -1007,10 +1029,13 @@ class ClientConnection(asyncio.Protocol):
 
     # -- held units ------------------------------------------------------------------
     def _begin_decision(self, rest: bytes) -> None:
+        """``rest``: the framed buffer after the unit -- its later messages
+        and the partial one the framer holds, which is dropped there (taken
+        twice, its bytes would reach the server twice)."""
         self.state = DECIDING
-        tail = self.cframer.take_tail()
-        self._stash = [rest + tail] if rest or tail else []
-        self._stash_size = len(rest) + len(tail)
+        self.cframer.take_tail()
+        self._stash = [rest] if rest else []
+        self._stash_size = len(rest)
         self._decision = spawn(self._decide_unit(), name="pg-hold")
 
     async def _decide_unit(self) -> None:
@@ -1062,6 +1087,8 @@ class ClientConnection(asyncio.Protocol):
             data = b"".join(unit.data)
             self._send_up(data)
             session.client_data(data, record=False)
+        if unit.cut:
+            self.tracker.outstanding_batch = True
         self.unit = None
         self.state = NORMAL
         self._decision = None

@@ -4,13 +4,19 @@ out, the client gets a clean 42501 and the same psql session goes on."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import socket
+import struct
 import subprocess
 import threading
+import time
 
 import psycopg
 import pytest
 
+from protocols.postgres import _wire as w
 from tests.postgres.conftest import Gateway
 from tests.support.pgserver import PgServer
 
@@ -124,3 +130,107 @@ def test_denied_category_and_sql_prepare_execute(gateway: Gateway, pg: PgServer)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("execute wipe")
         assert conn.execute("select count(*) from victims").fetchone() == (10,)
+
+
+def _raw_session(gateway: Gateway, conn: str) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", gateway.ports[conn]), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    s.sendall(w.startup_message({"user": "x", "database": "postgres"}))
+    assert s.recv(9)[:1] == b"R"  # cleartext password request
+    s.sendall(w.password_message(gateway.token))
+    _read_until(s, w.ready_for_query(b"I"))
+    return s
+
+
+def _read_until(s: socket.socket, end: bytes) -> bytes:
+    buf = b""
+    while not buf.endswith(end):
+        chunk = s.recv(65536)
+        assert chunk, buf[-200:]
+        buf += chunk
+    return buf
+
+
+def test_held_batch_without_sync_is_bounded(gateway: Gateway, pg: PgServer) -> None:
+    """A statement held for review, then a pipeline that never sends Sync:
+    the batch is decided once it is long (the reviewer is asked before any
+    Sync) and later bytes wait -- the gateway stops reading from the client
+    instead of collecting the pipeline in memory. Deny it and the session
+    goes on."""
+    _reset(pg)
+    s = _raw_session(gateway, "db")
+    s.sendall(w.parse("", "delete from victims") + w.bind("", "") + w.execute(""))
+    # Binds with a 64 KiB parameter: cheap for the gateway to take, skipped
+    # by the server once the held statement is refused
+    value = b"x" * 65000
+    bind = w.message(w.B, b"\0\0" + struct.pack("!hhi", 0, 1, len(value)) + value + b"\0\0")
+    chunk = bind * 16
+    total = 64 * 1024 * 1024
+    sent = [0]
+
+    def pipeline() -> None:
+        s.settimeout(None)
+        with contextlib.suppress(OSError):
+            while sent[0] < total:
+                s.sendall(chunk)
+                sent[0] += len(chunk)
+
+    writer = threading.Thread(target=pipeline, daemon=True)
+    writer.start()
+    # the reviewer is asked before any Sync
+    s2 = socket.socket(fileno=os.dup(s.fileno()))
+    s2.settimeout(20)
+    notice = b""
+    while b"apr_" not in notice:
+        got = s2.recv(4096)
+        assert got, notice
+        notice += got
+    approval = re.search(rb"\(id (apr_[0-9a-z]+)\)", notice)
+    assert approval is not None
+    # the client is held back: what it could send stops growing, well below the total
+    stalled = 0
+    last = -1
+    while stalled < 3 and sent[0] < total:
+        time.sleep(1)
+        stalled = stalled + 1 if sent[0] == last else 0
+        last = sent[0]
+    accepted = sent[0]
+    assert accepted < 32 * 1024 * 1024, f"the gateway took {accepted >> 20} MiB of a held pipeline"
+    r = gateway.approvals("deny", approval.group(1).decode(), "--comment", "no")
+    assert r.returncode == 0, r.stdout + r.stderr
+    writer.join(120)
+    assert not writer.is_alive()
+    s2.sendall(w.sync())
+    answer = _read_until(s2, w.ready_for_query(b"I"))
+    denied = b"42501" in answer and b"statement refused" in answer
+    assert denied, answer[-300:]
+    s2.sendall(w.query("select 'still here'"))
+    assert b"still here" in _read_until(s2, w.ready_for_query(b"I"))
+    s2.close()
+    s.close()
+    assert pg.execute("select count(*) from victims").strip() == "10"
+
+
+def test_held_query_then_part_of_the_next_in_one_read(gateway: Gateway) -> None:
+    """A held Query and the first bytes of the next message in one read:
+    once approved, the next message reaches the server whole, once."""
+    s = _raw_session(gateway, "db")
+    nxt = w.query("select 'next'")
+    s.sendall(w.query("select 'hoopd-review-marker' as held") + nxt[:7])
+    notice = b""
+    while b"apr_" not in notice:
+        got = s.recv(4096)
+        assert got, notice
+        notice += got
+    time.sleep(0.2)
+    s.sendall(nxt[7:])
+    approval = re.search(rb"\(id (apr_[0-9a-z]+)\)", notice)
+    assert approval is not None
+    r = gateway.approvals("approve", approval.group(1).decode())
+    assert r.returncode == 0, r.stdout + r.stderr
+    answer = _read_until(s, w.ready_for_query(b"I"))
+    if b"next" not in answer:
+        answer += _read_until(s, w.ready_for_query(b"I"))
+    both = b"SELECT 1" in answer and b"next" in answer and b"08P01" not in answer
+    assert both, answer[-300:]
+    s.close()
