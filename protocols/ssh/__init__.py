@@ -143,5 +143,7 @@ class SshHandler(ServerHandler):
             encryption_algs=self.ciphers,
             config=None,
             reuse_address=True,
-            login_timeout=60.0,
+            # GatewayServer ends a stalled login itself (logged, counted);
+            # asyncssh's own timer only backs it up
+            login_timeout=self.options.login_timeout + 5.0,
         )

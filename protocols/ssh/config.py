@@ -123,6 +123,12 @@ class SshOptions(BaseModel):
     slowly cannot escape masking. Set a duration for non-terminal programs
     that show prompts without a newline."""
     cert_max_ttl: Duration = 12 * 3600.0
+    login_timeout: Duration = Field(default=60.0, gt=0)
+    """Seconds from connecting to being logged in (version exchange, key
+    exchange, authentication), like OpenSSH's ``LoginGraceTime``: a client
+    that stalls on the way is disconnected (``SSH_MSG_DISCONNECT`` with the
+    reason once keys are exchanged). The listener's own value counts, also
+    for logins that ``route_by_login`` carries to another connection."""
     shell_lines: bool = True
     """Record (and judge) the line typed before Enter in interactive shells."""
 

@@ -179,10 +179,14 @@ class GatewayServer(asyncssh.SSHServer):
         self.closed = False
         self._setup_task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._login_timer: asyncio.TimerHandle | None = None
 
     # -- connection ----------------------------------------------------------
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        self._login_timer = asyncio.get_running_loop().call_later(
+            self.entry.options.login_timeout, self._login_timeout
+        )
         skip_ignore_padding(conn)  # half the packets to the client (packets.py)
         peer = conn.get_extra_info("peername")
         if peer:
@@ -230,8 +234,27 @@ class GatewayServer(asyncssh.SSHServer):
         channel.x11 = X11Request(bytes(auth_proto), bytes(auth_data), screen)
         return f"hoopd:0.{screen}"
 
+    def _login_timeout(self) -> None:
+        """Not logged in within ``options.login_timeout`` of connecting."""
+        self._login_timer = None
+        if self.closed or self.conn is None:
+            return
+        timeout = self.entry.options.login_timeout
+        stage = f"authenticating as {self.username!r}" if self.username else "before authentication"
+        log.info(
+            "%s: client %s not logged in after %.0f s (%s): disconnecting",
+            self.entry.connection.name, self.client_addr, timeout, stage,
+        )  # fmt: skip
+        self.entry.gateway.connection_metrics(self.entry.connection).auth_failed("login_timeout")
+        self.conn.disconnect(
+            asyncssh.DISC_BY_APPLICATION, f"hoopd: not logged in within {timeout:g} s"
+        )
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = None
         if self._setup_task is not None and not self._setup_task.done():
             self._setup_task.cancel()
         if not self.ready.done():
@@ -328,6 +351,9 @@ class GatewayServer(asyncssh.SSHServer):
         return bytes(key.public_data) == self.handler.ca_public
 
     def auth_completed(self) -> None:
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = None
         self._setup_task = spawn(self._setup(), name="ssh-setup")
 
     # -- session and upstream --------------------------------------------------
