@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import re2
 from pglast import parser as pg
 
+from protocols.postgres._lexer_trap import lexer_trap
 from protocols.postgres._risk_catalog import (
     CATEGORY_SCORES,
     DROP_CATEGORIES,
@@ -52,25 +52,6 @@ class Statement:
     kind: str
     node: Node
     text: str
-
-
-LONGEST_OPERATOR_RUN = 1024
-"""Longer runs of operator characters are not given to the parser.
-PostgreSQL's lexer (libpg_query's, in pglast) takes time quadratic in the
-length of such a run (``+`` 16,000 times: 1 s; ``/*/**/`` repeated likewise):
-it runs on the gateway's event loop, before any policy, so one client's
-query would stall every session. Real SQL has none this long (1024 costs
-~4 ms); such a query is unparseable (policy decides, default review)."""
-_OPERATOR_RUNS = re2.compile(r"[~!@#^&|`?+\-*/%<>=]{256,}")  # (RE2 counts stop at 1000)
-
-
-def lexer_trap(sql: str) -> str | None:
-    """Why ``sql`` must not reach the parser (None: it may)."""
-    if len(sql) > LONGEST_OPERATOR_RUN:
-        for run in _OPERATOR_RUNS.finditer(sql):
-            if run.end() - run.start() > LONGEST_OPERATOR_RUN:
-                return f"a run of more than {LONGEST_OPERATOR_RUN} operator characters"
-    return None
 
 
 def parse(sql: str) -> list[Statement]:
@@ -260,12 +241,14 @@ class _Walk:
                 self.note(f"{prefix}: {reason}")
         self.categories |= inner.categories - {"read", "multi_statement", "empty", "other"}
 
-    def plpgsql(self, text: str, prefix: str) -> None:
-        """Look inside a PL/pgSQL body (DO block or CREATE FUNCTION)."""
+    def plpgsql(self, text: str, body: str | None, prefix: str) -> None:
+        """Look inside a PL/pgSQL body (DO block or CREATE FUNCTION).
+        ``text`` is the statement, ``body`` the code it holds, which the
+        PL/pgSQL parser lexes again: a run quoted in ``text`` is code there."""
         if self.depth >= MAX_DEPTH:
             return
         try:
-            trap = lexer_trap(text)
+            trap = lexer_trap(text) or (lexer_trap(body) if body is not None else "no body")
             if trap is not None:
                 raise ValueError(trap)
             tree = json.loads(pg.parse_plpgsql_json(text))
@@ -530,12 +513,12 @@ def _language(options: list[Any]) -> tuple[str, str | None]:
 
 def _do(w: _Walk, b: Node, text: str, top: bool) -> bool | None:
     w.stable = False
-    language, _ = _language(b.get("args", []))
+    language, body = _language(b.get("args", []))
     w.add("do_block", "DO block runs procedural code")
     if language not in TRUSTED_LANGUAGES:
         w.add("untrusted_language", f"DO block in untrusted language {language}")
     elif language == "plpgsql":
-        w.plpgsql(text, "DO block")
+        w.plpgsql(text, body, "DO block")
     return False
 
 
@@ -548,7 +531,7 @@ def _create_function(w: _Walk, b: Node, text: str, top: bool) -> bool | None:
     if language not in TRUSTED_LANGUAGES:
         w.add("untrusted_language", f"{what} {name} in untrusted language {language}")
     elif language == "plpgsql":
-        w.plpgsql(text, f"{what.lower()} {name}")
+        w.plpgsql(text, body, f"{what.lower()} {name}")
     elif language == "sql" and body:
         w.nested(body, f"{what.lower()} {name}")
     if b.get("sql_body"):
