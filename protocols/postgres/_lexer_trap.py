@@ -5,7 +5,8 @@ The lexer takes time quadratic in a run of operator characters
 rule reads the whole run, keeps a token of one or a few characters (``+``
 and ``-`` are stripped from an operator's end; a ``/*`` or ``--`` in it ends
 it) and reads the rest of the run again for the next token. ``+`` 16,000
-times costs 1 s, 64 KB 16 s, on the gateway's event loop before any policy.
+times costs 0.9 s of CPU, 64,000 times 4.8 s (pglast 8.8), on the gateway's
+event loop before any policy.
 The same happens in a block comment at every nested ``/*``: the comment
 start rule reads all the operator characters that follow it.
 

@@ -41,33 +41,39 @@ def categories(sql: str) -> frozenset[str]:
 
 # (a) runs the lexer reads once ---------------------------------------------
 
+def harmless(n: int) -> list[str]:
+    """Statements with a run of ``n`` operator characters (about) that the
+    lexer reads once."""
+    dashes = "-" * n
+    return [
+        f"insert into t values ('{dashes}')",
+        "insert into t values ('" + "|-----" * (n // 6) + "|')",  # a markdown table line
+        "insert into t values (E'" + "=" * n + "\\n')",  # base64-ish padding
+        "insert into t values ($$" + "/" * n + "$$)",  # a long path
+        "insert into t values ($body$" + "+-" * (n // 2) + "$body$)",
+        "insert into t values (U&'" + "*" * n + "')",
+        "insert into t values ('a'\n'" + "<>" * (n // 2) + "')",  # continued string
+        "insert into t values (E'it\\'s'\n-- a comment\n'" + "~" * n + "')",
+        f'insert into t ("{dashes}") values (1)',
+        f"insert into t values (1) -- {dashes}\n",
+        f"-- {dashes}\ninsert into t values (1)",
+        f"{dashes}\ninsert into t values (1)",  # a comment made of dashes
+        f"insert into t values (1) /* {dashes} */",
+        f"insert into t values (1) /*{dashes}*/",
+        "/* " + "+--+" * (n // 4) + " */ insert into t values (1)",
+        f"insert into t values (1) --{'/*' * (n // 2)}\n",
+        "insert into t values ('" + "/*" * (n // 2) + "')",
+        f"insert into t values ($1, '{dashes}')",
+    ]
+
+
 DASHES = "-" * 20000
-HARMLESS = [
-    f"insert into t values ('{DASHES}')",
-    "insert into t values ('" + "|-----" * 4000 + "|')",  # a markdown table line
-    "insert into t values (E'" + "=" * 20000 + "\\n')",  # base64-ish padding
-    "insert into t values ($$" + "/" * 20000 + "$$)",  # a long path
-    "insert into t values ($body$" + "+-" * 10000 + "$body$)",
-    "insert into t values (U&'" + "*" * 20000 + "')",
-    "insert into t values ('a'\n'" + "<>" * 10000 + "')",  # continued string
-    "insert into t values (E'it\\'s'\n-- a comment\n'" + "~" * 20000 + "')",
-    f'insert into t ("{DASHES}") values (1)',
-    f"insert into t values (1) -- {DASHES}\n",
-    f"-- {DASHES}\ninsert into t values (1)",
-    f"{DASHES}\ninsert into t values (1)",  # a comment made of dashes
-    f"insert into t values (1) /* {DASHES} */",
-    f"insert into t values (1) /*{DASHES}*/",
-    "/* " + "+--+" * 5000 + " */ insert into t values (1)",
-    f"insert into t values (1) --{'/*' * 5000}\n",
-    "insert into t values ('" + "/*" * 10000 + "')",
-    f"insert into t values ($1, '{DASHES}')",
-]
 
 
 def test_runs_inside_literals_and_comments_are_scored_as_their_statement() -> None:
     plain = categories("insert into t values (1)")
     assert "write" in plain
-    for sql in HARMLESS:
+    for sql in harmless(20000):
         assert lexer_trap(sql) is None, sql[:40]
         assert categories(sql) == plain, sql[:40]
 
@@ -76,12 +82,10 @@ def test_harmless_runs_parse_in_linear_time() -> None:
     """What was measured (pglast 8.8): 256 KB of such a run inside any
     literal or comment costs 1-4 ms to fingerprint or parse; 64 KB of
     ``+`` as operators costs ~5 s. Here: 64 KB, in each shape."""
-    for sql in HARMLESS:
-        big = sql.replace("0000", "3200")  # 20,000 -> 23,200, 10,000 -> 13,200
-        big = big.replace("4000", "12000").replace("5000", "16000")
-        assert lexer_trap(big) is None, big[:40]
-        took = cpu(lambda big=big: lex_and_parse(big))
-        assert took < 0.25, (big[:40], took)
+    for sql in harmless(65536):
+        assert lexer_trap(sql) is None, sql[:40]
+        took = cpu(lambda sql=sql: lex_and_parse(sql))
+        assert took < 0.25, (sql[:40], took)
 
 
 # (b) runs the lexer reads again and again ------------------------------------
