@@ -4,7 +4,8 @@ Kubernetes awareness: an object with ``kind: Secret`` has its ``data`` values
 (base64) and ``stringData`` values replaced (``kubernetes_secrets: replace``,
 the default) or decoded, content-masked and re-encoded (``mask``). The
 ``kubectl.kubernetes.io/last-applied-configuration`` annotation of a Secret (a
-JSON copy of it) is masked the same way. Lists, watch events (``{"type":…,
+JSON copy of it) is masked the same way; so are the items of a
+``SecretList``, which the API server sends without a ``kind``. Lists, watch events (``{"type":…,
 "object":…}``) and ``Table`` responses are walked like any other JSON, so a
 Secret anywhere inside is found.
 """
@@ -94,9 +95,16 @@ class JsonMasker:
                 return out
         return node
 
-    def _walk(self, node: Any, states: frozenset[State], counts: Counts) -> Any:
+    def _walk(
+        self, node: Any, states: frozenset[State], counts: Counts, secrets: bool = False
+    ) -> Any:
+        """``secrets``: ``node`` is a SecretList's ``items`` (or one of them)."""
         if isinstance(node, dict):
-            secret = self._secret_mode != "off" and node.get("kind") == "Secret"
+            kind = node.get("kind")
+            on = self._secret_mode != "off"
+            # The API server leaves kind out of a list's items: a SecretList's are Secrets.
+            secret = on and (kind == "Secret" or (secrets and kind is None))
+            secret_list = on and kind == "SecretList"
             out: dict[str, Any] = {}
             for k, v in node.items():
                 child_states: frozenset[State] = frozenset()
@@ -122,6 +130,8 @@ class JsonMasker:
                     out[k] = self._secret_data(v, k == "data", counts)
                 elif secret and k == "metadata" and isinstance(v, dict):
                     out[k] = self._secret_metadata(v, child_states, counts)
+                elif secret_list and k == "items" and isinstance(v, list):
+                    out[k] = self._walk(v, child_states, counts, secrets=True)
                 else:
                     out[k] = self._walk(v, child_states, counts)
             return out
@@ -135,7 +145,7 @@ class JsonMasker:
                 res.append(
                     self._replace_all(v, hit, counts)
                     if hit
-                    else self._walk(v, child_states, counts)
+                    else self._walk(v, child_states, counts, secrets and isinstance(v, dict))
                 )
             return res
         return self._scalar(node, counts)

@@ -608,10 +608,15 @@ _TOKEN = re.compile(
 """JSON's tokens (whitespace matches nothing: ``finditer`` skips it)."""
 
 
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 class _Frame:
     """An object or array the loose scan is inside."""
 
-    __slots__ = ("index", "is_obj", "key", "rid", "secret", "secret_data", "states", "want_key")
+    __slots__ = (
+        "index", "is_obj", "key", "rid", "secret", "secret_data", "secret_list", "states", "want_key",
+    )  # fmt: skip
 
     def __init__(self, is_obj: bool, states: frozenset[Any], rid: str | None) -> None:
         self.is_obj = is_obj
@@ -627,6 +632,9 @@ class _Frame:
         Kubernetes writes it)."""
         self.secret_data = 0
         """1: the ``data`` object of a Secret (base64 values), 2: its ``stringData``."""
+        self.secret_list = 0
+        """1: an object that said ``"kind": "SecretList"``; 2: its ``items``
+        array, whose objects are Secrets (the API server leaves their kind out)."""
 
 
 def mask_keys_loosely(
@@ -642,7 +650,7 @@ def mask_keys_loosely(
     from the root (more is masked, never less). With ``secret_replace``
     (Kubernetes Secret handling on), the values of the ``data`` and
     ``stringData`` of an object that said ``"kind": "Secret"`` before them
-    are replaced by it. Content rules are not applied (the caller does that)."""
+    are replaced by it, as are those of the items of a ``SecretList``. Content rules are not applied (the caller does that)."""
     paths = masker.paths
     if not (paths or b":" in data):
         return data, {}
@@ -674,16 +682,26 @@ def mask_keys_loosely(
             child = _Frame(c == b"{", states | top_states if frame else states, rid)
             if frame is not None and frame.secret and secret_replace is not None:
                 child.secret_data = {"data": 1, "stringData": 2}.get(frame.key or "", 0)
+            elif frame is not None and frame.secret_list == 1 and frame.key == "items":
+                child.secret_list = 2
+            elif frame is not None and frame.secret_list == 2 and c == b"{":
+                child.secret = True
             stack.append(child)
         elif frame is not None and frame.is_obj and frame.want_key:
             if c == b'"':
                 frame.key = _loose_string(tok).decode("utf-8", "replace")
         else:
-            if frame is not None and frame.is_obj and frame.key == "kind" and tok == b'"Secret"':
-                frame.secret = True
+            if frame is not None and frame.is_obj and frame.key == "kind":
+                if tok == b'"Secret"':
+                    frame.secret = True
+                elif tok == b'"SecretList"':
+                    frame.secret_list = 1
             new: bytes | None
             if frame is not None and frame.secret_data and secret_replace is not None and c == b'"':
                 new = _secret_value(tok, frame.secret_data == 1, secret_replace, counts)
+            elif secret_replace is not None and c == b'"' and _secret_last_applied(stack):
+                # a JSON copy of the Secret, which this scan does not parse: all of it
+                new = _secret_value(tok, False, secret_replace, counts)
             else:
                 states, rid, secret_name = _position(masker, frame, top_states, key_rules)
                 new = _loose_value(masker, tok, rid, secret_name, counts)
@@ -691,6 +709,17 @@ def mask_keys_loosely(
                 edits.append((m.start(), m.end(), new))
     edits.extend(_keyed_values(masker, data, edits, counts, key_rules))
     return _apply(data, edits), counts
+
+
+def _secret_last_applied(stack: list[_Frame]) -> bool:
+    """The scan is at the value of a Secret's last-applied annotation."""
+    return (
+        len(stack) >= 3
+        and stack[-1].key == _LAST_APPLIED
+        and stack[-2].key == "annotations"
+        and stack[-3].key == "metadata"
+        and stack[-3].secret
+    )
 
 
 def _apply(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:

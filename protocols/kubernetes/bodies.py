@@ -76,12 +76,12 @@ class BodyMasker:
             pattern = getattr(rule, "pattern", None) or ""
             if "^" in pattern or "$" in pattern or "\\A" in pattern or "\\z" in pattern:
                 return None
-        triggers = [b'"Secret"', LAST_APPLIED.encode(), b"\\u"]
+        triggers = [b'"Secret"', b'"SecretList"', LAST_APPLIED.encode(), b"\\u"]
         k8s = []
         if self.mask_env != "none":
             k8s.append(b'"env"')
         if self._cm is not None:
-            k8s.append(b'"ConfigMap"')
+            k8s += [b'"ConfigMap"', b'"ConfigMapList"']
         self._k8s_triggers = tuple(k8s)
         return tuple(triggers)
 
@@ -159,6 +159,7 @@ class BodyMasker:
     def prepare(self, node: Any, counts: Counts) -> Any:
         """The Kubernetes-specific pass (in place, returns node)."""
         stack = [node]
+        secrets: set[int] = set()
         while stack:
             cur = stack.pop()
             if isinstance(cur, list):
@@ -173,10 +174,20 @@ class BodyMasker:
                         for c in containers:
                             if isinstance(c, dict):
                                 self._env(c, counts)
-            if cur.get("kind") == "ConfigMap":
+            kind = cur.get("kind")
+            items = cur.get("items")
+            if kind == "ConfigMap":
                 self._configmap(cur, counts)
+            elif kind in ("ConfigMapList", "SecretList") and isinstance(items, list):
+                # The API server leaves kind out of a list's items.
+                for item in items:
+                    if isinstance(item, dict) and "kind" not in item:
+                        if kind == "ConfigMapList":
+                            self._configmap(item, counts)
+                        else:
+                            secrets.add(id(item))  # the generic JSON masker's, as a Secret
             meta = cur.get("metadata")
-            if isinstance(meta, dict) and cur.get("kind") != "Secret":
+            if isinstance(meta, dict) and kind != "Secret" and id(cur) not in secrets:
                 ann = meta.get("annotations")
                 if isinstance(ann, dict) and isinstance(ann.get(LAST_APPLIED), str):
                     ann[LAST_APPLIED] = self._last_applied(ann[LAST_APPLIED], counts)

@@ -278,6 +278,12 @@ class Store:
             ev.set()
 
 
+def list_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A list's items as the API server sends them: without kind and
+    apiVersion (the list says them once; kubectl fills them back in)."""
+    return [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items]
+
+
 DEFAULT_LOG = [
     "starting web server",
     "connecting to db with password=hunter2",
@@ -739,7 +745,7 @@ class FakeApi:
                 for o in items:
                     if not dry:
                         store.delete(kind, ns or "", o["metadata"]["name"])
-                return web.json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {}, "items": items})
+                return web.json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {}, "items": list_items(items)})
             return status(405, "MethodNotAllowed", "method not allowed")
         current = store.get(kind, ns or "", name)
         if current is None:
@@ -853,7 +859,7 @@ class FakeApi:
                 body=json.dumps(table(kind, items, rv, request.query.get("includeObject", "Metadata"))).encode(),
                 headers={"Content-Type": "application/json;as=Table;v=v1;g=meta.k8s.io"},
             )
-        return web.json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": rv}, "items": items})
+        return web.json_response({"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": rv}, "items": list_items(items)})
 
     async def watch(self, request: web.Request, kind: Kind, ns: str | None) -> web.StreamResponse:
         store = self.store

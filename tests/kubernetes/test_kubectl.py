@@ -186,6 +186,22 @@ def test_secret_masked_in_yaml_json_table_and_watch(kube: Kube) -> None:
     [session] = [s for s in kube.sessions("get secrets db") if s["commands"]][:1] or kube.sessions("secrets db")[:1]
     assert session["masked"] >= 1
 
+def test_listed_secrets_are_masked_though_their_items_say_no_kind(kube: Kube) -> None:
+    """The API server sends a list's items without kind (the fake does the
+    same); each item of a SecretList is still a Secret, whatever its keys."""
+    for name in ("lsecret1", "lsecret2"):
+        if kube.kubectl("get", "secret", name).returncode != 0:
+            kube.ok("create", "secret", "generic", name, "--from-literal=motd=list-hunter2")
+    raw_b64 = base64.b64encode(b"list-hunter2").decode()
+    raw = kube.ok("get", "--raw", "/api/v1/namespaces/default/secrets")
+    items = json.loads(raw)["items"]
+    assert {"lsecret1", "lsecret2"} <= {i["metadata"]["name"] for i in items}
+    assert not any("kind" in i for i in items)
+    everywhere = kube.ok("get", "--raw", "/api/v1/secrets")
+    for out in (raw, everywhere, kube.ok("get", "secrets", "-o", "json"), kube.ok("get", "secrets", "-o", "yaml")):
+        assert raw_b64 not in out and "lsecret1" in out
+
+
 @pytest.mark.parametrize("flag", ["watch=yes", "watch", "watch=TRUE"])
 def test_watch_spelled_otherwise_is_still_a_masked_stream(kube: Kube, flag: str) -> None:
     """The API server watches for any ``watch`` value but ``0``/``false``

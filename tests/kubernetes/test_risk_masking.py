@@ -140,6 +140,52 @@ def test_configmap_keys_by_option() -> None:
     assert doc["data"]["db_url"] == "***" and doc["data"]["color"] == "blue"
 
 
+def _as_listed(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object as a list's item from the API server: without kind and apiVersion."""
+    return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
+
+
+LISTED_SECRET = {
+    "metadata": {"name": "regcred", "namespace": "default"},
+    "type": "Opaque",
+    # keys that no secret-key-name rule knows: only the Secret rule masks them
+    "data": {"motd": base64.b64encode(b"list-hunter2").decode(), "config.yaml": B64.decode()},
+}
+
+
+@pytest.mark.parametrize("mode", ["replace", "mask"])
+def test_secret_list_items_without_kind_are_secrets(mode: str) -> None:
+    """``kubectl get secrets -o json`` (and every client listing Secrets)
+    gets a SecretList whose items do not say ``kind: Secret``."""
+    bm = BodyMasker(
+        build_masker(MaskingConfig.model_validate({"kubernetes_secrets": mode, "rules": [{"id": "h", "pattern": "hunter2"}]}), b"k" * 32)
+    )
+    listed = {"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"}, "items": [LISTED_SECRET, _as_listed(SECRET)]}
+    raw = json.dumps(listed).encode()
+    out, counts = bm.mask_document(raw)
+    assert b"list-hunter2" not in base64.b64decode(json.loads(out)["items"][0]["data"]["motd"])
+    assert B64 not in out and b"hunter2" not in out
+    assert counts
+    # a document too deep to parse goes through the tolerant scan: same rule
+    deep = raw[:-1] + b',"extra":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    out, _ = bm.mask_document(deep)
+    assert B64 not in out and base64.b64encode(b"list-hunter2") not in out
+    # an item that says another kind is that kind
+    other = {**listed, "items": [{**LISTED_SECRET, "kind": "NotASecret"}]}
+    out, _ = bm.mask_document(json.dumps(other).encode())
+    assert base64.b64encode(b"list-hunter2") in out
+
+
+def test_configmap_list_items_without_kind_get_configmap_keys() -> None:
+    cm = {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"db_url": "postgres://u:secretpw@h/db", "color": "blue"}}
+    listed = {"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {}, "items": [_as_listed(cm), cm]}
+    out, counts = masker(configmap_keys=["db_*"]).mask_document(json.dumps(listed).encode())
+    items = json.loads(out)["items"]
+    assert [i["data"]["db_url"] for i in items] == ["***", "***"]
+    assert [i["data"]["color"] for i in items] == ["blue", "blue"]
+    assert counts == {"kubernetes_configmap": 2}
+
+
 def test_logs_stream_masking_split_anywhere() -> None:
     bm = masker()
     text = b"connecting with password=hunter2 now\nok\n"
