@@ -55,7 +55,21 @@ class JsonMasker:
         Kubernetes Secret handling off (``Masker.active`` does not cover Secrets)."""
         return self._m.active or self._secret_mode != "off"
 
+    @property
+    def has_paths(self) -> bool:
+        """JSON path rules exist: where a value sits matters, not only its key."""
+        return bool(self._paths)
+
     # -------------------------------------------------------------- objects
+    def mask_item(self, item: Any, list_kind: Any) -> tuple[Any, Counts]:
+        """``item`` masked as ``mask_obj`` masks it as one of the ``items`` of
+        a document of kind ``list_kind``. Only without JSON path rules
+        (``has_paths``), as those depend on the position in the document."""
+        assert not self._paths, "JSON path rules: mask the whole document"
+        counts: Counts = {}
+        secrets = self._secret_mode != "off" and list_kind == "SecretList"
+        return self._walk(item, frozenset(), counts, secrets), counts
+
     def mask_obj(self, obj: Any) -> tuple[Any, Counts]:
         counts: Counts = {}
         out = self._walk(obj, self._paths.start() if self._paths else frozenset(), counts)

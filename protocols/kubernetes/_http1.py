@@ -4,7 +4,11 @@ The gateway sends one request at a time on a keep-alive connection to the API
 server and reads the answer with this parser: status line, headers, then the
 body by ``Content-Length``, ``chunked`` or until the connection closes.
 ``Content-Encoding: gzip/deflate`` bodies are decompressed (the gateway asks
-for ``identity``, but masking must see plain text whatever the server does).
+for ``identity``, but masking must see plain text whatever the server does),
+in pieces of at most ``PIECE`` bytes. ``limit`` caps the body bytes of a
+response (after decoding; ``BodyTooLarge`` past it), checked piece by piece:
+a few MiB of gzip can hold gigabytes of zeros, and decoding a whole read at
+once would hold a thousand times the read in memory.
 
 ``feed(data)`` returns a list of events: ``Head``, body ``bytes``, ``END``.
 Malformed input raises ``ParseError``; the driver then closes the connection.
@@ -17,10 +21,15 @@ from dataclasses import dataclass
 
 MAX_HEAD = 256 * 1024
 MAX_CHUNK_LINE = 4096
+PIECE = 1 << 20
 
 
 class ParseError(Exception):
     pass
+
+
+class BodyTooLarge(ParseError):
+    """The response body is over the parser's ``limit``."""
 
 
 @dataclass(slots=True)
@@ -65,12 +74,16 @@ class ResponseParser:
         self._left = 0
         self._decoder: zlib._Decompress | None = None
         self.head: Head | None = None
+        self.limit: int | None = None
+        """Most body bytes (decoded) a response may have; None: no limit."""
+        self._body_bytes = 0
 
     def start(self, method: str) -> None:
         self._state = _HEAD
         self._method = method
         self.head = None
         self._decoder = None
+        self._body_bytes = 0
 
     @property
     def done(self) -> bool:
@@ -207,13 +220,26 @@ class ResponseParser:
         return False  # _DONE: extra bytes stay in pending
 
     def _body(self, data: bytes, events: list[Event]) -> None:
-        if self._decoder is not None and data:
-            try:
-                data = self._decoder.decompress(data)
-            except zlib.error as exc:
-                raise ParseError(f"bad compressed body: {exc}") from None
-        if data:
-            events.append(data)
+        decoder = self._decoder
+        if decoder is None:
+            if data:
+                self._count(len(data))
+                events.append(data)
+            return
+        try:
+            while data:
+                piece = decoder.decompress(data, PIECE)
+                data = decoder.unconsumed_tail
+                if piece:
+                    self._count(len(piece))
+                    events.append(piece)
+        except zlib.error as exc:
+            raise ParseError(f"bad compressed body: {exc}") from None
+
+    def _count(self, n: int) -> None:
+        self._body_bytes += n
+        if self.limit is not None and self._body_bytes > self.limit:
+            raise BodyTooLarge(f"the response body is over {self.limit} bytes")
 
     def _finish(self, events: list[Event]) -> None:
         if self._decoder is not None:
@@ -222,6 +248,7 @@ class ResponseParser:
             except zlib.error as exc:
                 raise ParseError(f"bad compressed body: {exc}") from None
             if tail:
+                self._count(len(tail))
                 events.append(tail)
             self._decoder = None
         self._state = _DONE

@@ -29,6 +29,7 @@ from typing import Any
 
 from masking.jsonmask import JsonLinesMasker
 from protocols.http.bodies import mask_keys_loosely
+from protocols.kubernetes._slices import SLICED_MIN_BYTES, mask_sliced
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 ENV_RULE = "kubernetes_env"
@@ -156,10 +157,17 @@ class BodyMasker:
                     out[k] = v
             obj[key] = out
 
-    def prepare(self, node: Any, counts: Counts) -> Any:
-        """The Kubernetes-specific pass (in place, returns node)."""
+    def prepare(self, node: Any, counts: Counts, item_of: Any = None) -> Any:
+        """The Kubernetes-specific pass (in place, returns node). ``item_of``:
+        ``node`` is one of the ``items`` of a document of that kind, and
+        gets what the pass of the whole document would give it."""
         stack = [node]
         secrets: set[int] = set()
+        if isinstance(node, dict) and "kind" not in node:
+            if item_of == "ConfigMapList":
+                self._configmap(node, counts)
+            elif item_of == "SecretList":
+                secrets.add(id(node))
         while stack:
             cur = stack.pop()
             if isinstance(cur, list):
@@ -205,6 +213,41 @@ class BodyMasker:
         for k, n in c.items():
             _add(counts, k, n)
         return json.dumps(masked, separators=(",", ":")) + "\n"
+
+    # ------------------------------------------------------- list slices
+    def mask_item(self, item: Any, raw: bytes | None, list_kind: Any) -> tuple[Any, Counts, bool]:
+        """One of the ``items`` (``rows``) of a document of kind ``list_kind``
+        masked as masking the whole document masks it (``_slices``; JSON path
+        rules excluded). ``raw``: its bytes, for its own fast path (None: no
+        fast path; the full walk changes nothing the fast path would not).
+        Returns the item, its counts, and whether the fast path found it
+        needed the full walk."""
+        counts: Counts = {}
+        # the items of a SecretList or ConfigMapList carry no marker of their own
+        level = _FULL if raw is None or list_kind == "SecretList" else self._fast_path(raw)
+        if list_kind == "ConfigMapList" and self._cm is not None:
+            level = max(level, _K8S)
+        if level == _NONE:
+            return item, counts, False
+        item = self.prepare(item, counts, item_of=list_kind)
+        if level == _FULL and self.json is not None:
+            item, found = self.json.mask_item(item, list_kind)
+            for k, n in found.items():
+                _add(counts, k, n)
+        return item, counts, level == _FULL
+
+    def mask_envelope(self, envelope: dict[str, Any]) -> tuple[Any, Counts]:
+        """A list document without its ``items`` (``rows``), masked."""
+        return self.mask_obj(envelope)
+
+    async def mask_large_document(self, data: bytes) -> tuple[bytes, Counts]:
+        """``mask_document``, giving the event loop back between slices of a
+        large list (``_slices``)."""
+        if len(data) >= SLICED_MIN_BYTES:
+            done = await mask_sliced(self, data)
+            if done is not None:
+                return done
+        return self.mask_document(data)
 
     # ------------------------------------------------------------ public
     def mask_obj(self, obj: Any) -> tuple[Any, Counts]:

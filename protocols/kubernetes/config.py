@@ -126,6 +126,11 @@ class KubeOptions(BaseModel):
     """Globs of ConfigMap keys whose values are masked (field rules also apply)."""
     max_body: Size = 16 * 1024 * 1024
     """Largest request body read for classification (larger: 413)."""
+    max_response_bytes: Size = 64 * 1024 * 1024
+    """Largest response body (after decompression) masked as one document;
+    larger: refused with 502 and the upstream connection closed. Watches,
+    logs and other streamed responses are masked as they come and have no
+    such limit."""
     file_transfer: bool = True
     """``kubectl cp`` (an exec of ``tar`` with the archive on stdin/stdout).
     An archive is binary: masking would corrupt it (a replaced value changes

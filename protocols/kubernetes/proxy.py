@@ -36,7 +36,15 @@ from .bodies import BodyMasker
 from .exec import refusal_trace, relay_websocket
 from .risk import assess, summary, with_rules
 from .status import status_body, status_response, unauthorized
-from .upstream import IDEMPOTENT, REUSE_IDLE, Target, UpstreamConn, UpstreamError, UpstreamResponse
+from .upstream import (
+    IDEMPOTENT,
+    REUSE_IDLE,
+    ResponseTooLarge,
+    Target,
+    UpstreamConn,
+    UpstreamError,
+    UpstreamResponse,
+)
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
@@ -198,6 +206,7 @@ class KubeProxy:
     async def start(self) -> None:
         ssl_ctx = self.upstream.ssl_context()
         self.target = Target(self.base, ssl_ctx, self.upstream.connect_timeout)
+        self.target.limit = self.options.max_response_bytes
         self.http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ssl_ctx, limit=0, keepalive_timeout=60),
             timeout=aiohttp.ClientTimeout(
@@ -586,6 +595,8 @@ class KubeProxy:
         try:
             head = self.request_head(request, session.identity, raw, state, target)
             upstream = await self.send(state, request.method, head, raw)
+        except ResponseTooLarge:
+            return self._too_large(session, cmd)
         except (UpstreamError, OSError, TimeoutError) as exc:
             session.metrics.upstream_errors.inc()
             reason = self.failure_reason(exc)
@@ -634,14 +645,17 @@ class KubeProxy:
             uhead.chunked and not ctype.startswith("application/json")
         )
         if not streaming:
-            data = await upstream.read()
+            try:
+                data = await upstream.read()
+            except ResponseTooLarge:
+                return self._too_large(session, cmd)
             counts: dict[str, int]
             if kr.discovery:
                 # not content-masked (kubectl needs it whole); the injected
                 # token could still be echoed
                 out, counts = masker.mask_injected(data) if masker is not None else (data, {})
             elif "json" in ctype or data[:1] in (b"{", b"["):
-                out, counts = self.bodies.mask_document(data)
+                out, counts = await self.bodies.mask_large_document(data)
             else:
                 out, counts = self.bodies.mask_bytes(data)
             session.upstream_data(out, Stream.BODY, command_seq=cmd.seq, masked=counts)
@@ -650,6 +664,7 @@ class KubeProxy:
             if respond is not None:  # server.RawRequest: written without a Response object
                 return respond(code, kept, out, bool(ctype))
             return web.Response(status=code, body=out, headers=CIMultiDict(kept))
+        upstream.unlimit()  # masked as it streams: its size is the client's business
         resp = await self._open_stream(request, code, CIMultiDict(kept))
         error = ""
         try:
@@ -663,6 +678,20 @@ class KubeProxy:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await resp.write_eof()
         return resp
+
+    def _too_large(self, session: Session, cmd: Command) -> web.Response:
+        """A response masked as a whole (not streamed) is over
+        ``max_response_bytes``: refused, never passed unmasked; the
+        upstream connection is closed, not reused."""
+        limit = self.options.max_response_bytes
+        message = (
+            f"hoopd: the API server's response is over {limit} bytes (max_response_bytes), "
+            "too large to mask; ask for less (kubectl --chunk-size, a label selector)"
+        )
+        session.log.warning("response refused: over max_response_bytes (%d)", limit)
+        session.error(message, "response_too_large")
+        session.result(cmd, "502", error=message)
+        return status_response(502, message)
 
     def _mask_fields(
         self, fields: list[tuple[str, str]], session: Session, cmd: Command

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-from ._http1 import END, Event, Head, ParseError, ResponseParser
+from ._http1 import END, BodyTooLarge, Event, Head, ParseError, ResponseParser
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 HIGH_WATER = 1 << 20  # unread body bytes before the upstream socket is paused
@@ -28,6 +28,10 @@ REUSE_IDLE = 30.0  # a non-idempotent request does not reuse a connection idle l
 
 class UpstreamError(Exception):
     """The API server could not be reached or answered garbage."""
+
+
+class ResponseTooLarge(UpstreamError):
+    """A response body over the connection's ``limit`` (before ``unlimit``)."""
 
 
 class Target:
@@ -45,6 +49,9 @@ class Target:
         if self.tls:
             self.ssl = ssl_ctx if isinstance(ssl_ctx, ssl.SSLContext) else ssl.create_default_context()
         self.connect_timeout = connect_timeout
+        self.limit: int | None = None
+        """Most body bytes of a response, until the reader lifts it (see
+        UpstreamResponse.unlimit); None: no limit."""
 
     async def connect(self) -> UpstreamConn:
         loop = asyncio.get_running_loop()
@@ -61,6 +68,7 @@ class Target:
             raise UpstreamError(f"connect to {self.host}:{self.port} timed out") from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError(str(exc) or type(exc).__name__) from None
+        proto.limit = self.limit
         return proto
 
 
@@ -77,6 +85,8 @@ class UpstreamConn(asyncio.Protocol):
         self._response: UpstreamResponse | None = None
         self._head: asyncio.Future[Head] | None = None
         self._got_bytes = False
+        self.limit: int | None = None
+        """Target.limit: each response starts with it."""
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -93,6 +103,9 @@ class UpstreamConn(asyncio.Protocol):
             return
         try:
             events = self._parser.feed(data)
+        except BodyTooLarge as exc:
+            self._fail(ResponseTooLarge(str(exc)))
+            return
         except ParseError as exc:
             self._fail(UpstreamError(f"bad response from the API server: {exc}"))
             return
@@ -108,6 +121,9 @@ class UpstreamConn(asyncio.Protocol):
             return
         try:
             events = self._parser.feed_eof()
+        except BodyTooLarge as err:
+            self._fail(ResponseTooLarge(str(err)))
+            return
         except ParseError as err:
             self._fail(UpstreamError(f"the API server closed the connection: {exc or err}"))
             return
@@ -172,6 +188,7 @@ class UpstreamConn(asyncio.Protocol):
         resp = UpstreamResponse(self)
         self._response = resp
         self._parser.start(method)
+        self._parser.limit = self.limit
         loop = asyncio.get_running_loop()
         self._head = fut = loop.create_future()
         if body:
@@ -253,8 +270,13 @@ class UpstreamResponse:
     def complete(self) -> bool:
         return self._eof and not self._chunks
 
+    def unlimit(self) -> None:
+        """The body is streamed, not held: no limit on its size."""
+        self._conn._parser.limit = None
+
     async def read(self) -> bytes:
-        """The whole body."""
+        """The whole body (ResponseTooLarge: over the connection's limit,
+        which stops reading it)."""
         self._unbounded = True
         if self._paused:
             self._paused = False
