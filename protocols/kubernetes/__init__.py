@@ -100,6 +100,8 @@ class KubernetesHandler(ServerHandler):
             conn.listen.host,
             conn.listen.port,
             ssl=self.gateway.server_ssl_context(conn),
+            # a handshake that stalls holds no more than a request head may
+            ssl_handshake_timeout=self.proxy.options.header_timeout,
             reuse_address=True,
             backlog=1024,
         )

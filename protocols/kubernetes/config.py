@@ -144,5 +144,14 @@ class KubeOptions(BaseModel):
     """The same without a TTY. Unset (default): held output waits for more
     output or the end of the stream, so a secret the target prints with a
     pause in the middle cannot be split past the masker."""
+    header_timeout: Duration = Field(default=60.0, gt=0)
+    """Seconds a client has to send a complete request head, like nginx's
+    ``client_header_timeout``: on a new connection from connecting (the TLS
+    handshake has as long), on a kept-alive one from the first byte of the
+    next request. Then ``408`` if part of a head came, and the connection is
+    closed."""
+    body_timeout: Duration = Field(default=60.0, gt=0)
+    """Longest pause between two reads of a request body, like nginx's
+    ``client_body_timeout``. Then ``408`` and the connection is closed."""
     refused_message_ttl: Duration = 30.0
     """How long a refusal of an exec is remembered to explain kubectl's SPDY retry."""

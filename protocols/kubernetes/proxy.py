@@ -138,6 +138,8 @@ class ClientConn:
         # (headers, identity, token) -> upstream header block: kubectl repeats a
         # few header sets on a connection (JSON and Table Accepts alternate)
         self.head_cache: dict[tuple[object, Identity, str | None], str] = {}
+        self.timed_out: tuple[str, str] | None = None
+        """(reason, message) once the client was too slow: how the session ends."""
 
     def closed(self, exc: BaseException | None) -> None:
         self.is_closed = True
@@ -145,7 +147,10 @@ class ClientConn:
             self.upstream.close()
             self.upstream = None
         if self.session is not None:
-            self.session.end("client_closed", str(exc) if exc else "")
+            if self.timed_out is not None:
+                self.session.end(*self.timed_out)
+            else:
+                self.session.end("client_closed", str(exc) if exc else "")
 
     def terminate(self, reason: str, message: str) -> None:
         session = self.session
@@ -399,6 +404,38 @@ class KubeProxy:
         return await conn.request(method, head, body)
 
     # ------------------------------------------------------------------ entry
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole body, or its first ``max_body + 1`` bytes: ``read(n)``
+        gives what has arrived, a body that comes in several reads needs
+        several. TimeoutError: no byte for ``body_timeout``."""
+        limit = self.options.max_body + 1
+        whole = getattr(request, "whole_body", None)
+        if whole is not None:  # the fast path's request: read in full already
+            return whole[:limit]
+        timeout = self.options.body_timeout
+        parts: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = await asyncio.wait_for(request.content.read(limit - size), timeout)
+            if not chunk:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _body_timed_out(self, request: web.BaseRequest, state: ClientConn) -> web.Response:
+        timeout = self.options.body_timeout
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        log.info(
+            "%s: client %s: no request body bytes for %g s: closing",
+            self.connection.name, peer[0] if peer else "unknown", timeout,
+        )  # fmt: skip
+        message = f"hoopd: no request body bytes for {timeout:g} s"
+        state.timed_out = ("body_timeout", message)
+        resp = status_response(408, message, "Timeout")
+        resp.force_close()
+        return resp
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         state: ClientConn = request.protocol.kube  # type: ignore[attr-defined]
         identity = await self.identify(request, state)
@@ -420,9 +457,11 @@ class KubeProxy:
             if (request.content_length or 0) > self.options.max_body:
                 return status_response(413, "hoopd: request body too large")
             try:
-                raw = await request.content.read(self.options.max_body + 1)
+                raw = await self._read_body(request)
             except (aiohttp.ClientError, ConnectionError):
                 return status_response(400, "hoopd: could not read the request body")
+            except TimeoutError:
+                return self._body_timed_out(request, state)
             if len(raw) > self.options.max_body:
                 return status_response(413, "hoopd: request body too large")
             body, opaque = decode_body(request.content_type, raw)

@@ -82,6 +82,11 @@ class RawRequest(HeadersMixin):
     def can_read_body(self) -> bool:
         return bool(self._body)
 
+    @property
+    def whole_body(self) -> bytes:
+        """The body, complete (FastConn reads all of it before the request starts)."""
+        return self._body
+
     async def read(self, n: int = -1) -> bytes:
         return self._body if n < 0 else self._body[:n]
 
@@ -135,6 +140,10 @@ class FastConn(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._last = 0.0  # loop time the last response ended
+        self._fresh = True  # no request started yet: the first head is due from connecting
+        self._head_at = 0.0  # loop time the pending request's first byte came (or connecting)
+        self._read_at = 0.0  # loop time of the last read
+        self._loop: asyncio.AbstractEventLoop  # set once connected
         self._targets: dict[str, _Target] = {}
         self._heads: dict[str, tuple[CIMultiDictProxy[str], int]] = {}  # header block -> parsed
 
@@ -144,9 +153,17 @@ class FastConn(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
-        self._buf = self._buf + data if self._buf else data
+        now = self._read_at = self._loop.time()
+        if self._buf:
+            self._buf += data
+        else:
+            self._buf = data
+            if not self._fresh:
+                self._head_at = now
         if not self._busy:
             self._next()
+            if self._buf and not self._busy:  # part of a request: its deadline may come sooner
+                self._watch()
         elif len(self._buf) > MAX_HEAD + self.proxy.options.max_body and self.transport is not None:
             self.transport.pause_reading()  # a client sending ahead of the answers
             self._paused = True
@@ -181,18 +198,73 @@ class FastConn(asyncio.Protocol):
 
     def _arm_idle(self) -> None:
         # one timer for the connection, not one per request: it looks at the
-        # time the last response ended when it fires
-        loop = asyncio.get_running_loop()
-        self._last = loop.time()
-        self._idle = loop.call_at(self._last + KEEPALIVE, self._idle_timeout)
+        # state of the connection when it fires (_due)
+        loop = self._loop = asyncio.get_running_loop()
+        self._last = self._head_at = self._read_at = loop.time()
+        self._idle = loop.call_at(self._due()[0], self._idle_timeout)
+
+    def _due(self) -> tuple[float, str]:
+        """When the connection is closed if nothing changes, and why: idle
+        between requests (KEEPALIVE), a head not complete (header_timeout,
+        from connecting for the first request), a body not complete
+        (body_timeout since the last read)."""
+        opts = self.proxy.options
+        if not self._buf:
+            if self._fresh:
+                return self._head_at + opts.header_timeout, "header_timeout"
+            return self._last + KEEPALIVE, "idle"
+        if self._buf.find(b"\r\n\r\n") < 0:
+            return self._head_at + opts.header_timeout, "header_timeout"
+        return self._read_at + opts.body_timeout, "body_timeout"
+
+    def _watch(self) -> None:
+        """Bring the timer forward to the deadline of a request in progress."""
+        timer = self._idle
+        if timer is None or self._closed:
+            return
+        due = self._due()[0]
+        if due < timer.when():
+            timer.cancel()
+            self._idle = self._loop.call_at(due, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
-        loop = asyncio.get_running_loop()
-        due = self._last + KEEPALIVE
-        if self._busy or due > loop.time():
-            self._idle = loop.call_at(max(due, loop.time() + 1.0), self._idle_timeout)
-        elif self.transport is not None:
-            self.transport.close()
+        loop = self._loop
+        now = loop.time()
+        if self._busy:
+            self._idle = loop.call_at(max(self._last + KEEPALIVE, now + 1.0), self._idle_timeout)
+            return
+        due, why = self._due()
+        if due > now:
+            self._idle = loop.call_at(due, self._idle_timeout)
+        elif why == "idle":
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self._timed_out(why)
+
+    def _timed_out(self, why: str) -> None:
+        """A head or body too slow: 408 if part of a request came, then close."""
+        self._idle = None
+        transport = self.transport
+        if transport is None or self._closed:
+            return
+        opts = self.proxy.options
+        proxy = self.proxy
+        peer = transport.get_extra_info("peername")
+        client = peer[0] if peer else "unknown"
+        if why == "header_timeout":
+            message = f"no complete request head within {opts.header_timeout:g} s"
+        else:
+            message = f"no request body bytes for {opts.body_timeout:g} s"
+        log.info("%s: client %s: %s: closing", proxy.connection.name, client, message)
+        if self.kube.session is None:  # never identified: counted as a failed login
+            proxy.gateway.connection_metrics(proxy.connection).auth_failed(why)
+        else:
+            self.kube.timed_out = (why, f"hoopd: {message}")
+        if self._buf:
+            self._write(status_response(408, f"hoopd: {message}", "Timeout"), keep_alive=False)
+        self._buf = b""
+        transport.close()
 
     # ------------------------------------------------------------------ requests
     def _next(self) -> None:
@@ -224,6 +296,7 @@ class FastConn(asyncio.Protocol):
             self._hand_over()
             return
         self._busy = True
+        self._fresh = False
         request = RawRequest(self, method, raw_path, target.path, target.query_string, headers, raw_headers, body)
         asyncio.get_running_loop().create_task(self._serve(request))
 
@@ -322,9 +395,11 @@ class FastConn(asyncio.Protocol):
         if self._paused:
             self._paused = False
             self.transport.resume_reading()
-        self._last = asyncio.get_running_loop().time()
+        self._last = self._head_at = asyncio.get_running_loop().time()
         if self._buf:
             self._next()
+            if self._buf and not self._busy:
+                self._watch()
 
     def _write_raw(self, resp: RawResponse) -> bool:
         """The proxy's usual answer: as :meth:`_write` would write it."""
