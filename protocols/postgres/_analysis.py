@@ -31,6 +31,8 @@ class Analysis:
     fingerprint: str = ""
     found: Classification | None = None
     tracked: bool = False
+    transient: bool = False
+    """Not about the text: the parse worker failed. Used once, not kept."""
 
     def to_wire(self) -> list[object]:
         found = self.found

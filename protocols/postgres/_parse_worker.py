@@ -73,7 +73,7 @@ class ParseWorker:
             self._kill()
             if self._on_failure is not None:
                 self._on_failure(reason)
-            return Analysis(why)
+            return Analysis(why, transient=True)
 
     async def _ask(self, data: bytes) -> Analysis:
         proc = self._proc

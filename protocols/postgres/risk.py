@@ -196,8 +196,13 @@ class _AnalysisCache:
             self.data.move_to_end(sql)
         return found
 
+    def drop(self, sql: str) -> None:
+        if self.data.pop(sql, None) is not None:
+            self.chars -= len(sql)
+
     def put(self, sql: str, analysis: Analysis) -> None:
-        if len(sql) > _ANALYSED_MAX_CHARS or sql in self.data:
+        self.drop(sql)
+        if len(sql) > _ANALYSED_MAX_CHARS:
             return
         self.data[sql] = analysis
         self.chars += len(sql)
@@ -288,6 +293,10 @@ class SqlRiskScorer:
         """The primed analysis of ``sql``, if any."""
         return self._analysed.get(sql) if len(sql) > OFFLOAD_MIN_CHARS else None
 
+    def _used(self, sql: str, analysis: Analysis) -> None:
+        if analysis.transient:
+            self._analysed.drop(sql)  # the next attempt asks the worker again
+
     def cache_info(self) -> CacheInfo:
         return CacheInfo(
             self._text_cache.hits,
@@ -347,6 +356,7 @@ class SqlRiskScorer:
 
     def _primed(self, sql: str, analysis: Analysis) -> Assessment:
         """``_score`` of a text the parse worker analysed (the same steps)."""
+        self._used(sql, analysis)
         if analysis.error or analysis.found is None:
             return self._unparseable_assessment(sql, analysis.error or "not analysed")
         cached = self._fp_cache.get(analysis.fingerprint)

@@ -156,6 +156,8 @@ def test_a_worker_over_its_deadline_fails_closed(monkeypatch: pytest.MonkeyPatch
     scorer.prime(LONG["insert"], late)
     found = scorer.score(LONG["insert"])
     assert found.categories == frozenset({"unparseable"})
+    # a failure is not the text's: the next time it goes to the worker again
+    assert scorer.needs_analysis(LONG["insert"])
     strict = SqlRiskScorer(RiskSection.model_validate({"review_at": "never"}))
     strict.prime(LONG["insert"], late)
     assert strict.score(LONG["insert"]).rule_verdicts == {"risk.unparseable": Verdict.REVIEW}
