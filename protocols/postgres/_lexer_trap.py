@@ -31,7 +31,12 @@ LONGEST_OPERATOR_RUN = 1024
 """Longer runs of operator characters are looked at (shorter ones are not:
 a run of 1024 costs the lexer ~4 ms however it is read)."""
 
-_OPERATOR_RUNS = re2.compile(r"[~!@#^&|`?+\-*/%<>=]{256,}")  # (RE2 counts stop at 1000)
+_OPERATOR_RUNS = re2.compile(r"[~!@#^&|`?+\-*/%<>=]{32,}")
+TEXT_BUDGET = 16 * LONGEST_OPERATOR_RUN * (LONGEST_OPERATOR_RUN + 1) // 2
+"""What all runs of a text together may cost the lexer (in characters it
+reads again, as :func:`run_costs` counts them): sixteen runs of 1024, about
+70 ms to fingerprint. Without it, many runs just under the limit would do
+what one long run does (64 runs of 1024: 0.28 s for 65 KB; ~4 s per MB)."""
 
 _OP_CHARS = "~!@#^&|`?+-*/%<>="
 # Each operator character of a long run is replaced by one of these (lone
@@ -94,18 +99,22 @@ def lexer_trap(sql: str) -> str | None:
     """Why ``sql`` must not reach the parser (None: it may)."""
     if len(sql) <= LONGEST_OPERATOR_RUN:
         return None
-    runs = [
-        (m.start(), m.end())
-        for m in _OPERATOR_RUNS.finditer(sql)
-        if m.end() - m.start() > LONGEST_OPERATOR_RUN
-    ]
+    runs = [(m.start(), m.end()) for m in _OPERATOR_RUNS.finditer(sql)]
     if not runs:
         return None
+    longest = max(end - start for start, end in runs)
+    # read as operators from end to end, the runs would cost at most this
+    if longest <= LONGEST_OPERATOR_RUN and sum((e - s) ** 2 for s, e in runs) // 2 <= TEXT_BUDGET:
+        return None
+    too_long = f"a run of more than {LONGEST_OPERATOR_RUN} operator characters"
+    too_many = "runs of operator characters the lexer would read again too often"
     costs = run_costs(sql, runs)
-    if costs is None or any(
-        cost > allowed_cost(end - start) for cost, (start, end) in zip(costs, runs, strict=True)
-    ):
-        return f"a run of more than {LONGEST_OPERATOR_RUN} operator characters"
+    if costs is None:
+        return too_long if longest > LONGEST_OPERATOR_RUN else too_many
+    if any(cost > allowed_cost(e - s) for cost, (s, e) in zip(costs, runs, strict=True)):
+        return too_long
+    if sum(costs) > TEXT_BUDGET:
+        return too_many
     return None
 
 

@@ -116,6 +116,12 @@ def split_statements(sql: str) -> list[str]:
     try:
         from pglast import parser
 
+        from protocols.postgres._lexer_trap import lexer_trap
+
+        if lexer_trap(sql) is not None:
+            # the splitter runs the same lexer: one unparseable statement
+            return [sql]
+
         parts = list(parser.split(sql, with_parser=False))
     except Exception:
         return [sql]

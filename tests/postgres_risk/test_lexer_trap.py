@@ -280,3 +280,28 @@ def test_lexer_trap_takes_linear_time() -> None:
         t_small = min(cpu(lambda s=small: lexer_trap(s)) for _ in range(3))
         t_large = min(cpu(lambda s=large: lexer_trap(s)) for _ in range(3))
         assert t_large < 8 * max(t_small, 0.002), (name, t_small, t_large)
+
+
+def test_many_runs_under_the_limit_are_refused_together() -> None:
+    """64 runs of 1024 ``+`` (66 KB): each is at the limit, together they cost
+    the lexer what one run of 8,000 does (0.28 s to fingerprint; ~4 s per
+    MB). Runs of the same length inside literals cost nothing and pass."""
+    many = "select 1" + (" + 1 " + "+" * 1024 + " 1") * 64
+    assert lexer_trap(many) == "runs of operator characters the lexer would read again too often"
+    found = SqlRiskScorer(None).score(many)
+    assert found.categories == {"unparseable"}
+    quoted = "insert into notes values " + ",".join(f"('{'+' * 1024}')" for _ in range(64))
+    assert lexer_trap(quoted) is None
+    assert SqlRiskScorer(None).score(quoted).categories == {"write"}
+
+
+def test_statements_are_not_split_through_a_lexer_trap() -> None:
+    """Splitting a simple Query into statements runs the same lexer, before
+    any scoring: a trap there is one (unparseable) statement, at once."""
+    from protocols.postgres._scoring import split_statements
+
+    sql = "select 1; select 1 " + "+" * 32768
+    started = time.process_time()
+    assert split_statements(sql) == [sql]
+    assert time.process_time() - started < 1.0  # the lexer itself: ~7 s
+    assert split_statements("select 1; select 2") == ["select 1", "select 2"]
