@@ -20,7 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hoopd.aio import spawn
 from hoopd.configtypes import Duration, Port
@@ -47,10 +47,19 @@ class TcpUpstream(BaseModel):
     connect_timeout: Duration = 10.0
 
 
+class TcpOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    idle_timeout: Duration | None = Field(default=600.0, gt=0)
+    """Close a relay that carried no byte either way for this long, like
+    nginx's stream ``proxy_timeout`` (10 min); null: never. A client that
+    connects and sends nothing holds its upstream connection no longer."""
+
+
 class TcpHandler(ServerHandler):
     name = "tcp"
     description = "opaque TCP relay, recorded both ways; identifies clients by TLS certificate"
     upstream_model = TcpUpstream
+    options_model = TcpOptions
 
     @classmethod
     def check_connection(cls, conn: ConnectionConfig) -> list[tuple[Loc, str]]:
@@ -74,6 +83,7 @@ class TcpHandler(ServerHandler):
         super().__init__(connection, gateway)
         self._server: asyncio.Server | None = None
         self.upstream: TcpUpstream = connection.upstream
+        self.options: TcpOptions = connection.options  # type: ignore[assignment]
 
     async def start(self) -> None:
         conn = self.connection
@@ -120,13 +130,41 @@ class _ClientSide(_Side):
         self._eof = False
         self._closed = False
         self._setup_task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self.active = 0.0
+        """Loop time of the last byte either way (options.idle_timeout)."""
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        idle = self.handler.options.idle_timeout
+        if idle is not None:
+            self.active = self._loop.time()
+            self._idle_timer = self._loop.call_later(idle, self._check_idle)
         self._setup_task = spawn(self._setup(), name="tcp-setup")
 
+    def _check_idle(self) -> None:
+        """One timer per relay: it looks at the last activity when it fires."""
+        idle = self.handler.options.idle_timeout
+        assert idle is not None
+        left = self.active + idle - self._loop.time()
+        if left > 0:
+            self._idle_timer = self._loop.call_later(left, self._check_idle)
+            return
+        self._idle_timer = None
+        if self._closed:
+            return
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        message = f"no data either way for {idle:g} s"
+        log.info(
+            "%s: relay for %s idle (%s): closing",
+            self.handler.connection.name, peer[0] if peer else "unknown", message,
+        )  # fmt: skip
+        self._terminate("idle_timeout", message)
+
     def data_received(self, data: bytes) -> None:
+        self.active = self._loop.time()
         if self.upstream is None or self.upstream.transport is None:
             # uvloop ignores pause_reading() inside connection_made, so data can
             # arrive before the upstream is up: buffer it (bounded).
@@ -156,6 +194,9 @@ class _ClientSide(_Side):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._setup_task is not None and not self._setup_task.done():
             self._setup_task.cancel()
         if self.upstream is not None and self.upstream.transport is not None:
@@ -283,6 +324,7 @@ class _UpstreamSide(_Side):
 
     def data_received(self, data: bytes) -> None:
         client = self.client
+        client.active = client._loop.time()
         session = client.session
         if session is None or client.transport is None or client.transport.is_closing():
             return
