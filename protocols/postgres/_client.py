@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import ssl
@@ -79,6 +80,10 @@ log = logging.getLogger("hoopd.postgres")
 
 HANDSHAKE_LIMIT = 64 * 1024
 STASH_LIMIT = 4 * 1024 * 1024
+RECORDED_PARAM_BYTES = 64 * 1024
+"""A longer Bind parameter is recorded by its length and SHA-256 only: the
+recording needs no bulk values, and masking 50 MB dense with personal data
+(~4 MB/s) would hold the event loop for seconds."""
 UNIT_MAX_BYTES = STASH_LIMIT
 UNIT_MAX_MESSAGES = 4096
 """A held extended batch that grows past either limit before its Sync is
@@ -937,7 +942,12 @@ class ClientConnection(asyncio.Protocol):
         return False
 
     def _params(self, bind: Any) -> tuple[list[str | None] | None, list[str | None] | None]:
-        """(params for the approval hash, params as recorded: masked)."""
+        """(params for the approval hash, params as recorded: masked; one
+        longer than RECORDED_PARAM_BYTES by its length and digest only).
+
+        A binary parameter is shown in hex, unless its bytes are UTF-8 text
+        that a masking rule hits (text types are plain UTF-8 in binary, and
+        asyncpg sends every parameter in binary): then the masked text."""
         if bind is None or not bind.params:
             return None, None
         raw: list[str | None] = []
@@ -949,9 +959,18 @@ class ClientConnection(asyncio.Protocol):
             else:
                 raw.append("\\x" + v.hex())
         masking = self.handler.masking
-        if not masking.scans:
-            return raw, raw
-        shown = [None if p is None else masking.masker.mask_text(p)[0] for p in raw]
+        shown: list[str | None] = []
+        for i, p in enumerate(raw):
+            if p is None:
+                shown.append(None)
+            elif len(bind.params[i]) > RECORDED_PARAM_BYTES:
+                shown.append(_unrecorded(bind.params[i]))
+            elif not masking.scans:
+                shown.append(p)
+            elif bind.param_format(i) == 0:
+                shown.append(masking.masker.mask_text(p)[0])
+            else:
+                shown.append(_binary_shown(masking.masker, bind.params[i], p))
         return raw, shown
 
     def _judge(
@@ -1693,6 +1712,20 @@ class ClientConnection(asyncio.Protocol):
             f"hoopd: statement canceled: its result has {run.capped}",
             hint="narrow the query (WHERE, LIMIT) or ask an administrator to raise the limit",
         )
+
+
+def _binary_shown(masker: Any, value: bytes, as_hex: str) -> str:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return as_hex
+    masked, counts = masker.mask_text(text)
+    return masked if counts else as_hex
+
+
+def _unrecorded(value: bytes) -> str:
+    digest = hashlib.sha256(value).hexdigest()
+    return f"[parameter of {len(value)} bytes, not recorded; sha256 {digest}]"
 
 
 def _tag_count(tag: str) -> int | None:

@@ -93,3 +93,54 @@ def test_a_statement_over_max_parsed_sql_is_reviewed_not_parsed(gateway: Gateway
     assert found, message
     shown = json.loads(gateway.approvals("show", found.group(1), "--json").stdout)
     assert "max_parsed_sql" in json.dumps(shown)
+
+
+def test_a_long_parameter_is_recorded_by_length_and_digest(gateway: Gateway, pg: PgServer) -> None:
+    """Bind parameters are recorded masked -- asyncpg's, all binary, too --
+    and one over 64 KiB only by its length and SHA-256 (masking megabytes
+    of values dense with personal data would hold every session; the
+    recording needs no bulk values)."""
+    import hashlib
+    import secrets
+
+    from tests.helpers import hoopd, wait_for
+
+    pg.execute("create table if not exists long_params(id int, body text)")
+    body = "ann@example.com " * 10000  # 160,000 characters
+    user = f"params-{secrets.token_hex(4)}"
+    token = hoopd(
+        "token", "issue", "-c", str(gateway.daemon.config_path), "--sub", user, "--groups", "dba"
+    ).stdout.strip()
+
+    async def run() -> None:
+        conn = await asyncpg.connect(gateway.dsn("db").replace(gateway.token, token), ssl="require")
+        await conn.execute("INSERT INTO long_params VALUES ($1, $2)", 1, body)
+        await conn.execute("INSERT INTO long_params VALUES ($1, $2)", 2, "bob@corp.io")
+        assert await conn.fetchval("SELECT length(body) FROM long_params WHERE id = 1") == len(body)
+        await conn.close()
+
+    asyncio.run(run())
+
+    def recorded() -> list[list[str | None]] | None:
+        listed = hoopd("replay", "list", str(gateway.daemon.recordings), "--json").stdout
+        for line in listed.splitlines():
+            s = json.loads(line)
+            if s["user"] == user and s["end_reason"]:
+                export = hoopd(
+                    "replay", "export", str(gateway.daemon.recordings), s["session_id"],
+                    "--format", "jsonl",
+                ).stdout  # fmt: skip
+                events = [json.loads(e) for e in export.splitlines()]
+                return [
+                    e["attrs"]["params"]
+                    for e in events
+                    if e["type"] == "command" and "params" in e.get("attrs", {})
+                ]
+        return None
+
+    params = wait_for(recorded, timeout=15)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    assert [
+        ["\\x00000001", f"[parameter of {len(body)} bytes, not recorded; sha256 {digest}]"],
+        ["\\x00000002", "[EMAIL]"],  # a binary text value a rule hits: masked text
+    ] == params[-2:], params
