@@ -440,7 +440,14 @@ class KubeProxy:
         state: ClientConn = request.protocol.kube  # type: ignore[attr-defined]
         identity = await self.identify(request, state)
         if identity is None:
-            return unauthorized()
+            resp = unauthorized()
+            if getattr(request, "whole_body", None) is None:
+                # aiohttp's server owns this connection: its parser bounds
+                # neither a whole head (128 lines of 64 KiB) nor its time
+                # (only the 120 s keep-alive), so an unknown client gets no
+                # second request on it
+                resp.force_close()
+            return resp
         info = self.request_info(request.method, request.path, request.query_string)
         kr = info.kr
         got = await self.session_for(state, identity, request, kr)

@@ -210,3 +210,23 @@ async def test_a_head_over_64_kib_is_refused(env: Env, pieces: int) -> None:
     assert data.startswith(b"HTTP/1.1 431 "), data[:100]
     assert took < 3
     writer.close()
+
+
+async def test_aiohttp_path_closes_after_401(env: Env) -> None:
+    """A request aiohttp's server takes (here HEAD) without a credential gets
+    401 and the connection is closed: aiohttp bounds neither a whole head
+    nor how long it takes, so an unknown client gets no second head there.
+    (The fast path keeps its connection: its heads are bounded.)"""
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.port, ssl=_tls())
+    writer.write(b"HEAD /api HTTP/1.1\r\nHost: x\r\n\r\n")
+    data, took = await _until_closed(reader)
+    assert data.startswith(b"HTTP/1.1 401 ") and took < 3
+    writer.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.port, ssl=_tls())
+    writer.write(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 401 ") and b"close" not in head.lower()
+    writer.write(f"GET /api HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.token}\r\n\r\n".encode())
+    rest = await asyncio.wait_for(reader.readuntil(b"HTTP/1.1 200 "), 5)
+    assert rest
+    writer.close()
