@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -39,6 +40,12 @@ log = logging.getLogger("hoopd.http")
 REPLAY_MAX_BYTES = 8192
 """Upstream reads up to this size that hold a whole response are remembered (``Replay``)."""
 REPLAY_ENTRIES = 256
+SLICE_SECONDS = 0.02
+"""Loop time an upstream connection's reads may take before it stops reading
+until the loop has gone round (``UpstreamConnection.data_received``). libuv
+reads a readable socket up to 32 times (256 KiB each) in one loop iteration,
+and each read's body is masked there: a text body dense with e-mails (~4 MB/s)
+held every other session of the listener for up to seconds."""
 
 # What an exchange did, in order (``Exchange.trace``, ``Replay.ops``):
 SEND = 0  # (SEND, bytes): written to the client
@@ -457,6 +464,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._pauses: set[str] = set()
+        self._busy = 0.0
 
     @property
     def usable(self) -> bool:
@@ -524,6 +532,23 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        started = time.perf_counter()
+        self._received(data)
+        self._busy += time.perf_counter() - started
+        if self._busy >= SLICE_SECONDS:
+            self._give_way()
+
+    def _give_way(self) -> None:
+        """Stop reading until the loop has run what else is ready: the
+        bytes are handled in the same order, the other sessions get a turn."""
+        self._busy = 0.0
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.closed or "slice" in self._pauses:
+            return
+        self.pause("slice")
+        self.loop.call_soon(self.resume, "slice")
+
+    def _received(self, data: bytes) -> None:
         if self.tunnel:
             self.client.tunnel_out(data)
             return

@@ -1,0 +1,108 @@
+"""An upstream connection gives the loop back after costly reads.
+
+libuv reads a readable socket up to 32 times in one loop iteration and each
+read's body is masked there, so one response dense with masked values held
+every other session of the listener (``bench/http/stall_http.py``: 4 MiB of
+text/plain e-mails, ~1 s of ping stall on a loaded 2-core machine before,
+~0.15 s after). ``UpstreamConnection`` stops reading once its reads took
+``SLICE_SECONDS`` and starts again when the loop has gone round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import uvloop
+
+from protocols.http import exchange
+from protocols.http.exchange import UpstreamConnection
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.closing = False
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def _connection(cost: float) -> tuple[UpstreamConnection, FakeTransport, list[bytes]]:
+    got: list[bytes] = []
+
+    def tunnel_out(data: bytes) -> None:
+        got.append(data)
+        end = time.perf_counter() + cost
+        while time.perf_counter() < end:
+            pass
+
+    proxy = SimpleNamespace(
+        loop=asyncio.get_running_loop(),
+        options=SimpleNamespace(max_header_bytes=65536),
+        response_heads={},
+    )
+    client: Any = SimpleNamespace(proxy=proxy, tunnel_out=tunnel_out)
+    conn = UpstreamConnection(client)
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.tunnel = True  # the simplest path through data_received
+    return conn, transport, got
+
+
+def _run(coro: Any) -> Any:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def test_costly_read_pauses_until_the_loop_went_round() -> None:
+    async def main() -> tuple[list[str], list[str], list[bytes]]:
+        conn, transport, got = _connection(exchange.SLICE_SECONDS * 1.5)
+        conn.data_received(b"abc")
+        paused = list(transport.calls)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return paused, transport.calls, got
+
+    paused, calls, got = _run(main())
+    assert paused == ["pause"]
+    assert calls == ["pause", "resume"]
+    assert got == [b"abc"]
+
+
+def test_cheap_reads_pause_once_their_time_adds_up() -> None:
+    async def main() -> tuple[list[str], int]:
+        conn, transport, _ = _connection(exchange.SLICE_SECONDS / 4)
+        n = 0
+        while not transport.calls:
+            conn.data_received(b"x")
+            n += 1
+        return list(transport.calls), n
+
+    calls, n = _run(main())
+    assert calls == ["pause"]
+    assert 4 <= n <= 5
+
+
+def test_other_pauses_are_kept() -> None:
+    async def main() -> tuple[list[str], list[str]]:
+        conn, transport, _ = _connection(exchange.SLICE_SECONDS * 1.5)
+        conn.data_received(b"x")
+        conn.pause("tunnel")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        before = list(transport.calls)
+        conn.resume("tunnel")
+        return before, transport.calls
+
+    before, after = _run(main())
+    assert before == ["pause"]
+    assert after == ["pause", "resume"]
