@@ -90,6 +90,13 @@ UNIT_MAX_MESSAGES = 4096
 decided with what it has, as if the client had sent Flush there (the rest of
 the batch is judged as it comes): collecting it whole would hold all of it,
 and a client that never sends Sync, in memory."""
+INFLIGHT_MAX = 8192
+"""Answers the gateway may be waiting for (the tracker's queue) before it
+stops reading from the client; it reads again at half. A client that
+pipelines without reading its results is held back here, not by the
+server's socket buffers with every pipelined statement tracked in memory.
+Above what the server holds back unflushed (8 KiB of answers, at most
+~1600 of them), so a pipeline without Sync cannot wait on itself."""
 ROW_DESCRIPTION_CACHE = 256
 DENY_SQL = "HOOPD DENIED"
 SQLSTATE_DENIED = "42501"
@@ -705,6 +712,8 @@ class ClientConnection(asyncio.Protocol):
         self._send_up(data)
         if session.congested:
             self._wait_for_recorder()
+        if len(tracker.queue) > INFLIGHT_MAX:
+            self.pause("inflight")
         return True
 
     def _analysing(self, buf: bytes, frames: list[w.Frame]) -> bool:
@@ -847,6 +856,8 @@ class ClientConnection(asyncio.Protocol):
         session.client_data(buf[region:end], record=copy_bytes > 0)
         if session.congested:
             self._wait_for_recorder()
+        if len(tracker.queue) > INFLIGHT_MAX:
+            self.pause("inflight")
 
     def _flush_regs(self, regs: list[Reg]) -> None:
         tracker = self.tracker
@@ -1260,6 +1271,8 @@ class ClientConnection(asyncio.Protocol):
             if end == start:
                 return
             out, counts, seq = self._backend(buf, start, end, others, rows)
+            if "inflight" in self._pauses and len(self.tracker.queue) <= INFLIGHT_MAX // 2:
+                self.resume("inflight")
         except BinaryCopyHit:
             self._fatal(
                 "42501",
