@@ -90,6 +90,11 @@ class ResponseParser:
         return self._state == _DONE
 
     @property
+    def decoding(self) -> bool:
+        """A compressed body is being read."""
+        return self._decoder is not None and self._state != _DONE
+
+    @property
     def pending(self) -> bytes:
         """Bytes received after the end of the response (a misbehaving server)."""
         return self._buf

@@ -23,6 +23,11 @@ from ._http1 import END, BodyTooLarge, Event, Head, ParseError, ResponseParser
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 HIGH_WATER = 1 << 20  # unread body bytes before the upstream socket is paused
+DECODE_SLICE = 4096
+"""Compressed bytes handed to the parser at a time: one slice decodes to at
+most ~4 MiB (deflate's ratio is ~1032:1), and between slices the response's
+flow control applies -- a whole read (256 KiB) of a gzip bomb would decode
+to ~260 MiB in one go."""
 REUSE_IDLE = 30.0  # a non-idempotent request does not reuse a connection idle longer
 
 
@@ -87,6 +92,12 @@ class UpstreamConn(asyncio.Protocol):
         self._got_bytes = False
         self.limit: int | None = None
         """Target.limit: each response starts with it."""
+        self._raw = b""
+        """Received bytes not parsed yet: a compressed body waits here while
+        its reader is behind (see DECODE_SLICE)."""
+        self._lost_later = False
+        """connection_lost came while ``_raw`` was not empty (``_lost_exc``)."""
+        self._lost_exc: BaseException | None = None
 
     # ------------------------------------------------------------------ asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,15 +112,37 @@ class UpstreamConn(asyncio.Protocol):
         if self._response is None:  # bytes nobody asked for: the server is confused
             self._fail(UpstreamError("unexpected data from the API server"))
             return
-        try:
-            events = self._parser.feed(data)
-        except BodyTooLarge as exc:
-            self._fail(ResponseTooLarge(str(exc)))
-            return
-        except ParseError as exc:
-            self._fail(UpstreamError(f"bad response from the API server: {exc}"))
-            return
-        self._dispatch(events)
+        self._raw = self._raw + data if self._raw else data
+        self._pump()
+
+    def _pump(self) -> None:
+        """Parse what was received: whole, or a compressed body a slice at a
+        time until its reader is behind (the rest waits in ``_raw``)."""
+        parser = self._parser
+        while self._raw:
+            resp = self._response
+            if resp is None:  # bytes after the response: the server is confused
+                self._raw = b""
+                self.close()
+                return
+            if resp._paused:
+                return
+            data = self._raw
+            if parser.decoding or parser.head is None:
+                data = data[:DECODE_SLICE]
+            self._raw = self._raw[len(data) :]
+            try:
+                events = parser.feed(data)
+            except BodyTooLarge as exc:
+                self._fail(ResponseTooLarge(str(exc)))
+                return
+            except ParseError as exc:
+                self._fail(UpstreamError(f"bad response from the API server: {exc}"))
+                return
+            self._dispatch(events)
+        if self._lost_later:
+            self._lost_later = False
+            self._lost(self._lost_exc)
 
     def eof_received(self) -> bool | None:
         return False  # close the transport
@@ -117,6 +150,12 @@ class UpstreamConn(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         self.transport = None
+        if self._raw and self._response is not None:
+            self._lost_later, self._lost_exc = True, exc  # after what was received (_pump)
+            return
+        self._lost(exc)
+
+    def _lost(self, exc: BaseException | None) -> None:
         if self._response is None:
             return
         try:
@@ -153,11 +192,14 @@ class UpstreamConn(asyncio.Protocol):
             else:
                 assert isinstance(ev, bytes)
                 resp._feed(ev)
-                if resp._size > HIGH_WATER and not resp._unbounded and self.transport is not None:
+                if resp._size > HIGH_WATER and not resp._unbounded and not resp._paused:
                     resp._paused = True
-                    self.transport.pause_reading()
+                    if self.transport is not None:
+                        self.transport.pause_reading()
 
     def _fail(self, exc: Exception) -> None:
+        self._raw = b""
+        self._lost_later = False
         resp, self._response = self._response, None
         fut = self._head
         if fut is not None and not fut.done():
@@ -169,6 +211,8 @@ class UpstreamConn(asyncio.Protocol):
     def _resume(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
+        if self._raw or self._lost_later:
+            self._pump()
 
     # ------------------------------------------------------------------ API
     def close(self) -> None:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from protocols.kubernetes import _http1
+from protocols.kubernetes import _http1, upstream
 from tests.helpers import Daemon, free_port
+from tests.support.transports import MemoryTransport
 
 SECRET = b'{"kind":"Secret","apiVersion":"v1","metadata":{"name":"s"},"data":{"password":"aHVudGVyMg=="}}'
 
@@ -161,3 +162,32 @@ def test_parser_decodes_in_pieces_and_stops_at_the_limit() -> None:
     fits = all(len(p) <= _http1.PIECE for p in pieces)
     assert fits
     assert sum(map(len, pieces)) == (64 << 20) + 65
+
+
+def test_a_streamed_compressed_body_is_decoded_as_it_is_read() -> None:
+    """A watch (no size limit) whose API server sends a gzip bomb: one read
+    of it does not decode whole; the gateway decodes a slice at a time while
+    the reader keeps up, and holds the compressed rest while it does not."""
+
+    async def go() -> None:
+        conn = upstream.UpstreamConn()
+        conn.connection_made(MemoryTransport())
+        bomb = _bomb(256)
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb)
+        task = asyncio.ensure_future(conn.request("GET", b"GET /watch HTTP/1.1\r\n\r\n", b""))
+        await asyncio.sleep(0)
+        conn.data_received(head + bomb)  # the whole bomb in one read
+        resp = await task
+        resp.unlimit()
+        held = resp._size
+        bounded = held <= upstream.HIGH_WATER + (8 << 20)
+        assert bounded, f"{held >> 20} MiB decoded from one read"
+        total = 0
+        while chunk := await resp.readany():
+            total += len(chunk)
+            most = resp._size <= upstream.HIGH_WATER + (8 << 20)
+            assert most
+        assert total == (256 << 20) + 65
+        conn.connection_lost(None)
+
+    asyncio.run(go())
