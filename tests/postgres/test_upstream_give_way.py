@@ -1,0 +1,116 @@
+"""The upstream connection gives the loop back after costly reads.
+
+libuv reads a readable socket up to 32 times in one loop iteration; the
+relay masks each read synchronously, so a database answering with rows dense
+in masked values held every other session of the listener for seconds
+(``bench/postgres/stall_results.py --shapes many-rows``: an 8 MiB result of
+e-mail-dense rows, 13 s of ping stall before, ~2.8 s with this on a loaded
+2-core machine, where one 256 KB read costs ~0.24 s). ``UpstreamProtocol``
+pauses its transport once its reads took ``SLICE_SECONDS`` and resumes it
+when the loop has gone round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import uvloop
+
+from protocols.postgres import _upstream
+from protocols.postgres._upstream import UpstreamProtocol
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.closing = False
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+def _busy(seconds: float) -> Any:
+    def on_data(data: bytes) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    return on_data
+
+
+def _run(coro: Any) -> Any:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def test_costly_read_pauses_until_the_loop_went_round() -> None:
+    async def main() -> list[str]:
+        proto = UpstreamProtocol()
+        transport = FakeTransport()
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        proto.on_data = _busy(_upstream.SLICE_SECONDS * 1.5)
+        proto.data_received(b"x")
+        paused = list(transport.calls)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return [*paused, "|", *transport.calls]
+
+    assert _run(main()) == ["pause", "|", "pause", "resume"]
+
+
+def test_cheap_reads_pause_once_their_time_adds_up() -> None:
+    async def main() -> tuple[list[str], int]:
+        proto = UpstreamProtocol()
+        transport = FakeTransport()
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        proto.on_data = _busy(_upstream.SLICE_SECONDS / 4)
+        n = 0
+        while not transport.calls:
+            proto.data_received(b"x")
+            n += 1
+        return list(transport.calls), n
+
+    calls, n = _run(main())
+    assert calls == ["pause"]
+    assert 4 <= n <= 5
+
+
+def test_other_pauses_are_kept() -> None:
+    """A pause for another reason (client buffer full) outlives the slice's."""
+
+    async def main() -> list[str]:
+        proto = UpstreamProtocol()
+        transport = FakeTransport()
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        proto.on_data = _busy(_upstream.SLICE_SECONDS * 1.5)
+        proto.data_received(b"x")
+        proto.pause("client_buffer")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        calls = list(transport.calls)
+        proto.resume("client_buffer")
+        return [*calls, "|", *transport.calls[len(calls) :]]
+
+    assert _run(main()) == ["pause", "|", "resume"]
+
+
+def test_closing_transport_is_left_alone() -> None:
+    async def main() -> list[str]:
+        proto = UpstreamProtocol()
+        transport = FakeTransport()
+        transport.closing = True
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        proto.on_data = _busy(_upstream.SLICE_SECONDS * 1.5)
+        proto.data_received(b"x")
+        await asyncio.sleep(0)
+        return transport.calls
+
+    assert _run(main()) == []
