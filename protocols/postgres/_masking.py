@@ -53,6 +53,7 @@ from ._wire import (
 )
 
 Counts = dict[str, int]
+_LENGTH = struct.Struct("!i")
 
 TEXT_OIDS = frozenset({25, 1043, 1042, 19, 114, 142, 705, 18, 2275})
 """Types whose binary format is their text bytes."""
@@ -273,11 +274,20 @@ class StreamMasking:
 
     # -- scanning -----------------------------------------------------------------
     def hits(self, buf: bytes, start: int, end: int) -> Hits | None:
-        """Spans of prefilter matches in buf[start:end], or None.
+        """Spans of prefilter matches in buf[start:end] (a run of complete
+        messages), or None.
 
         Matches are leftmost and non-overlapping, so a message must be
         checked when any span *intersects* it (a span that starts in one
-        message can cover the start of a match in the next one)."""
+        message can cover the start of a match in the next one). One span
+        per message is enough: after a match the search goes on from the
+        end of its message (or of the match, if that is later). Searched
+        from any position, the spans intersect every match that starts at
+        or after it, so a message holding a value the engine masks (a
+        prefilter match inside it) is still touched; a message only a
+        skipped match ran into has no match of its own and needs no look.
+        Enumerating every match instead made one search call per e-mail of
+        a text cell dense with them, more CPU than masking the cell."""
         pf = self.prefilter
         if pf is None:
             return None
@@ -288,10 +298,21 @@ class StreamMasking:
             return None
         starts: list[int] = []
         ends: list[int] = []
+        unpack = _LENGTH.unpack_from
+        msg = start  # a message start at or before s
         while True:
             pos = e if e > s else s + 1
             starts.append(s)
             ends.append(pos)
+            while msg < end:
+                nxt = msg + 1 + unpack(buf, msg + 1)[0]
+                if nxt <= msg or nxt > s:
+                    break
+                msg = nxt
+            else:
+                break
+            if nxt > pos:
+                pos = nxt
             if pos >= end:
                 break
             s, e = search(buf, pos, end)[0]
