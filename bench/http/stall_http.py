@@ -18,6 +18,8 @@ Shapes: ``json-emails`` (a JSON array of e-mail strings), ``json-plain``
 (objects of plain words; with ``--key-rule`` their ``note`` key is a field
 rule), ``text-emails`` (text/plain, one address per line), ``gzip-text``
 (the same, gzip-encoded: the size is the decoded size), ``gzip-json``,
+``gzip-same`` (one address repeated, gzip-encoded: ~1000:1, so one upstream
+read decodes to megabytes),
 ``sse`` (``text/event-stream``, ``data: <email>`` events), ``ws-text``
 (one WebSocket text message of that size, dense with e-mails),
 ``post-json`` (a request body of that size, upstream answers ``ok``).
@@ -96,6 +98,9 @@ def serve_upstream(port: int) -> None:
                 data = json_emails(size)
             elif shape == "json-plain":
                 data = json_plain(size)
+            elif shape == "gzip-same":
+                line = b"ann@example.com\n"
+                data = line * (size // len(line))
             elif shape == "sse":
                 data = b"".join(b"data: " + line + b"\n" for line in emails_text(size).splitlines(True))
             else:

@@ -325,7 +325,23 @@ class Exchange:
             self._undecodable(exc)
             return
         if out:
+            if self.deferred is not None:
+                self._release_head()
             self._out(out)
+
+    def _release_head(self) -> None:
+        """A buffered (JSON) body went over ``mask_json_max_bytes`` and is
+        streamed instead: its deferred head goes out first, framed as a
+        streamed body's (``on_head``), before the first masked bytes."""
+        items, self.deferred = self.deferred, None
+        assert items is not None and self.resp is not None
+        if self.resp.framing == "none":
+            pass
+        elif self.head.version == "1.1":
+            self.chunked = True
+        else:
+            self.client_keep = False
+        self._send_head(self.status, self.reason, items)
 
     def _undecodable(self, exc: BodyDecodeError) -> None:
         """A corrupt compressed body: 502 before the head went out, a cut
