@@ -22,6 +22,7 @@ rule), ``text-emails`` (text/plain, one address per line), ``gzip-text``
 read decodes to megabytes),
 ``sse`` (``text/event-stream``, ``data: <email>`` events), ``ws-text``
 (one WebSocket text message of that size, dense with e-mails),
+``ws-send`` (the same message sent by the client: masked for the recording),
 ``post-json`` (a request body of that size, upstream answers ``ok``).
 """
 
@@ -143,7 +144,11 @@ def serve_upstream(port: int) -> None:
         size = int(request.match_info["size"])
         sock = web.WebSocketResponse(max_msg_size=0)
         await sock.prepare(request)
-        await sock.send_str(emails_text(size).decode())
+        if request.query.get("recv"):
+            await sock.receive()
+            await sock.send_str("ok")
+        else:
+            await sock.send_str(emails_text(size).decode())
         await sock.close()
         return sock
 
@@ -176,14 +181,17 @@ async def pinger(port: int, samples: list[float], done: asyncio.Event) -> None:
     writer.close()
 
 
-async def ws_client(port: int, size: int) -> int:
+async def ws_client(port: int, size: int, send: bool = False) -> int:
     import aiohttp
 
     async with aiohttp.ClientSession() as s, s.ws_connect(
-        f"http://127.0.0.1:{port}/ws/{size}", headers={"Authorization": f"Bearer {API_KEY}"},
+        f"http://127.0.0.1:{port}/ws/{size}" + ("?recv=1" if send else ""),
+        headers={"Authorization": f"Bearer {API_KEY}"},
         max_msg_size=0,
     ) as sock:
         got = 0
+        if send:
+            await sock.send_str(emails_text(size).decode())
         async for msg in sock:
             got += len(msg.data)
         return got
@@ -196,8 +204,8 @@ async def one(port: int, pid: int, shape: str, size: int) -> dict[str, Any]:
     await asyncio.sleep(0.3)
     before = len(samples)
     cpu0, t0 = loop_cpu(pid), time.perf_counter()
-    if shape == "ws-text":
-        got = await ws_client(port, size)
+    if shape in ("ws-text", "ws-send"):
+        got = await ws_client(port, size, send=shape == "ws-send")
     else:
         url = f"http://127.0.0.1:{port}/bulk/{shape}/{size}"
         cmd = ["curl", "-sS", "-o", "/dev/null", "-w", "%{size_download}", "-H", f"Authorization: Bearer {API_KEY}"]
