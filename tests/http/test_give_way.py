@@ -19,21 +19,7 @@ import uvloop
 
 from protocols.http import exchange
 from protocols.http.exchange import UpstreamConnection
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.closing = False
-
-    def pause_reading(self) -> None:
-        self.calls.append("pause")
-
-    def resume_reading(self) -> None:
-        self.calls.append("resume")
-
-    def is_closing(self) -> bool:
-        return self.closing
+from tests.support.transports import ReadingSwitches as FakeTransport
 
 
 def _connection(cost: float) -> tuple[UpstreamConnection, FakeTransport, list[bytes]]:

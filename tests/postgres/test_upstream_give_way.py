@@ -20,21 +20,7 @@ import uvloop
 
 from protocols.postgres import _upstream
 from protocols.postgres._upstream import UpstreamProtocol
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-        self.closing = False
-
-    def pause_reading(self) -> None:
-        self.calls.append("pause")
-
-    def resume_reading(self) -> None:
-        self.calls.append("resume")
-
-    def is_closing(self) -> bool:
-        return self.closing
+from tests.support.transports import ReadingSwitches as FakeTransport
 
 
 def _busy(seconds: float) -> Any:

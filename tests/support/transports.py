@@ -47,3 +47,21 @@ class MemoryTransport(asyncio.Transport):
 
     def can_write_eof(self) -> bool:
         return True
+
+
+class ReadingSwitches:
+    """Only the reading switches of a transport, each call noted in
+    ``calls`` ("pause", "resume"): for what pauses and resumes reading."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.closing = False
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+    def is_closing(self) -> bool:
+        return self.closing
