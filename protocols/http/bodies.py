@@ -17,8 +17,9 @@
   a content encoding the gateway cannot decode (whatever ``unmaskable`` says).
 
 Compressed bodies (gzip, deflate, br when the ``brotli`` module (a dependency) is
-importable) are decoded when masking applies, and sent on uncompressed; a
-stream that is corrupt or ends before its end marker raises BodyDecodeError.
+importable) are decoded when masking applies, ``DECODE_STEP`` at a time
+(``BodyMasker.pending``), and sent on uncompressed; a stream that is
+corrupt or ends before its end marker raises BodyDecodeError.
 
 All masking goes through this module (``masker.json()``, ``masker.stream()``,
 ``masker.mask_bytes``), keeping the masking package's API in one place.
@@ -33,6 +34,7 @@ import contextlib
 import functools
 import json
 import re
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +51,9 @@ from .h1 import Headers
 try:  # pragma: no cover - depends on the environment
     import brotli
 
-    HAVE_BROTLI = True
+    # brotli >= 1.2 bounds a step's output (``output_buffer_limit``); an
+    # older one would decode a bomb whole, so br is not accepted with it
+    HAVE_BROTLI = hasattr(brotli.Decompressor, "can_accept_more_data")
 except ImportError:  # pragma: no cover
     brotli = None
     HAVE_BROTLI = False
@@ -184,8 +188,17 @@ class BodyDecodeError(Exception):
 
 
 class _Decoder(Protocol):
-    def feed(self, data: bytes) -> bytes: ...
+    @property
+    def pending(self) -> bool: ...
+    def feed(self, data: bytes, limit: int = 0) -> bytes: ...
     def flush(self) -> bytes: ...
+
+
+DECODE_STEP = 1 << 20
+"""Decoded bytes a response body's decoder gives at a time (``BodyMasker.feed``):
+a 256 KiB read of a gzip bomb (deflate's ratio is ~1032:1) is ~256 MiB
+decoded; the compressed rest waits (``pending``) until the client took the
+step before (``UpstreamConnection._pump``)."""
 
 
 class ZlibDecoder:
@@ -196,36 +209,61 @@ class ZlibDecoder:
         self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if self._gzip else zlib.MAX_WBITS)
         self._first = True
         self._fed = False
+        self._in = b""
+        """Compressed input not decoded yet (over ``limit``)."""
 
-    def feed(self, data: bytes) -> bytes:
+    @property
+    def pending(self) -> bool:
+        """Input is waiting: ``feed(b"", limit)`` decodes more of it."""
+        return bool(self._in)
+
+    def feed(self, data: bytes, limit: int = 0) -> bytes:
+        """Decode ``data`` after the input kept from before: all of it, or
+        (``limit`` > 0) about ``limit`` bytes of output, keeping the rest."""
         if data:
             self._fed = True
+            self._in = self._in + data if self._in else data
         try:
-            return self._feed(data)
+            return self._feed(limit)
         except zlib.error as exc:
+            self._in = b""
             raise BodyDecodeError(str(exc)) from None
 
-    def _feed(self, data: bytes) -> bytes:
-        out = []
-        if self._first and not self._gzip and data:
+    def _feed(self, limit: int) -> bytes:
+        if self._first and not self._gzip and self._in:
             self._first = False
             try:
-                return self._obj.decompress(data)
+                first = self._obj.decompress(self._in, limit)
             except zlib.error:
                 self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-        self._first = False
-        while data:
-            out.append(self._obj.decompress(data))
-            data = self._obj.unused_data
-            if data and self._gzip and self._obj.eof:
-                self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
             else:
+                self._in = b"" if self._obj.eof else self._obj.unconsumed_tail
+                return first
+        self._first = False
+        out: list[bytes] = []
+        n = 0
+        while self._in:
+            obj = self._obj
+            if obj.eof:
+                if not self._gzip:
+                    self._in = b""  # after a deflate stream's end: ignored
+                    break
+                obj = self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the next gzip member
+            before = len(self._in)
+            piece = obj.decompress(self._in, limit - n if limit else 0)
+            out.append(piece)
+            n += len(piece)
+            self._in = obj.unused_data if obj.eof else obj.unconsumed_tail
+            if not piece and len(self._in) == before and not obj.eof:
+                raise BodyDecodeError("zlib decoder makes no progress")
+            if limit and n >= limit:
                 break
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def flush(self) -> bytes:
+        rest = self.feed(b"") if self._in else b""
         try:
-            tail = self._obj.flush()
+            tail = rest + self._obj.flush()
         except zlib.error as exc:
             raise BodyDecodeError(str(exc)) from None
         # zlib takes a stream cut short for a whole one: without its end
@@ -241,19 +279,52 @@ class BrotliDecoder:
         assert brotli is not None
         self._obj = brotli.Decompressor()
         self._fed = False
+        self._in = b""
+        self._busy = False
+        """The decompressor may have output to give for the input it has
+        (its last step reached the limit): it gets no more input till then."""
 
-    def feed(self, data: bytes) -> bytes:
+    @property
+    def pending(self) -> bool:
+        return self._busy or bool(self._in)
+
+    def feed(self, data: bytes, limit: int = 0) -> bytes:
         if data:
             self._fed = True
+            self._in = self._in + data if self._in else data
         try:
-            return bytes(self._obj.process(data))
+            return self._feed(limit)
         except brotli.error as exc:
+            self._in = b""
+            self._busy = False
             raise BodyDecodeError(str(exc)) from None
 
+    def _feed(self, limit: int) -> bytes:
+        obj = self._obj
+        limit = limit or sys.maxsize
+        out: list[bytes] = []
+        n = 0
+        while (self._busy or self._in) and n < limit:
+            data = b""
+            if not self._busy:  # (input while output is due would be lost)
+                data, self._in = self._in, b""
+            piece = bytes(obj.process(data, output_buffer_limit=limit - n))
+            if not obj.can_accept_more_data():
+                if not piece and not data:
+                    raise BodyDecodeError("brotli decoder makes no progress")
+                self._busy = True
+            else:
+                # output up to the limit: there may be more of it
+                self._busy = len(piece) >= limit - n
+            out.append(piece)
+            n += len(piece)
+        return out[0] if len(out) == 1 else b"".join(out)
+
     def flush(self) -> bytes:
+        tail = self.feed(b"") if self.pending else b""
         if self._fed and not self._obj.is_finished():
             raise BodyDecodeError("compressed stream ends before its end (truncated)")
-        return b""
+        return tail
 
 
 def decoder_for(encoding: str) -> _Decoder | None:
@@ -929,7 +1000,17 @@ class BodyMasker:
         for k, n in counts.items():
             self.counts[k] = self.counts.get(k, 0) + n
 
+    @property
+    def pending(self) -> bool:
+        """Compressed input is waiting to be decoded: ``feed(b"")`` goes on
+        with it (``DECODE_STEP`` at a time), ``finish`` only after it."""
+        decoder = self._decoder
+        return decoder is not None and decoder.pending
+
     def feed(self, data: bytes) -> bytes:
+        """The masked bytes of ``data`` (what may go out so far); a
+        compressed body is decoded ``DECODE_STEP`` bytes at a time, the rest
+        of ``data`` kept (``pending``)."""
         if not self._transforms:
             return data
         if self._text is None:
@@ -939,13 +1020,19 @@ class BodyMasker:
     def finish(self) -> bytes:
         if not self._transforms:
             return b""
+        head = b""
+        if self.pending:  # decoded at once: callers bound memory by feeding b"" first
+            parts = []
+            while self.pending:
+                parts.append(self.feed(b""))
+            head = b"".join(parts)
         if self._text is None:
-            return self._finish()
-        return self._text.from_utf8(self._finish(), final=True)
+            return head + self._finish()
+        return head + self._text.from_utf8(self._finish(), final=True)
 
     def _feed(self, data: bytes) -> bytes:
         if self._decoder is not None:
-            data = self._decoder.feed(data)
+            data = self._decoder.feed(data, DECODE_STEP)
         if self._text is not None:
             data = self._text.to_utf8(data)
         if self.mode == "json":

@@ -6,6 +6,7 @@ up to the cap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -329,6 +330,12 @@ class Exchange:
                 self._release_head()
             self._out(out)
 
+    @property
+    def backlogged(self) -> bool:
+        """Compressed body bytes wait to be decoded (``BodyMasker.pending``)."""
+        body = self.body
+        return body is not None and self.result is None and not self.discard and body.pending
+
     def _release_head(self) -> None:
         """A buffered (JSON) body went over ``mask_json_max_bytes`` and is
         streamed instead: its deferred head goes out first, framed as a
@@ -481,6 +488,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._pauses: set[str] = set()
         self._busy = 0.0
+        self.decoding = False
+        """A compressed body's decoding is behind (``_pump``): reading is
+        paused ("decode") and later parser events wait in ``_held``."""
+        self._held: list[Event] = []
+        self._pump_handle: asyncio.Handle | None = None
+        self._lost: tuple[Exception | None] | None = None
+        """connection_lost that came while decoding: reported after (``_pump``)."""
 
     @property
     def usable(self) -> bool:
@@ -528,6 +542,12 @@ class UpstreamConnection(asyncio.Protocol):
         self._pauses.discard(why)
         if not self._pauses and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
+        elif self.decoding and self._pump_handle is None and not self._blocked():
+            self._pump_handle = self.loop.call_soon(self._pump)
+
+    def _blocked(self) -> bool:
+        """Decoding waits: the client's buffer or the recorder is full."""
+        return any(why not in ("decode", "slice") for why in self._pauses)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -573,6 +593,14 @@ class UpstreamConnection(asyncio.Protocol):
             # nothing was asked: a broken upstream; drop the connection
             if self.transport is not None:
                 self.transport.close()
+            return
+        if self.decoding:  # bytes read before the pause took effect: after the backlog
+            try:
+                self._held.extend(self.parser.feed(data))
+            except ProtocolError as exc:
+                ex.on_protocol_error(exc)
+                if self.transport is not None:
+                    self.transport.close()
             return
         key = self._replay_key(ex, data)
         if key is not None:
@@ -621,9 +649,26 @@ class UpstreamConnection(asyncio.Protocol):
         return (data, head.method, head.version, head.keep_alive)
 
     def _deliver(self, ex: Exchange, events: list[Event]) -> None:
-        for ev in events:
+        if self._dispatch(ex, events):
+            self._pump()
+            return
+        if ex.result is None:
+            ex.flush_out()
+            ex.flush_record()
+
+    def _dispatch(self, ex: Exchange, events: list[Event]) -> bool:
+        """Hand ``events`` to the exchange; True when a compressed body's
+        decoding fell behind: the events after it wait in ``_held``."""
+        for i, ev in enumerate(events):
             if isinstance(ev, Data):
                 ex.on_data(ev.data)
+                if ex.backlogged:
+                    self._held = events[i + 1 :] + self._held
+                    if not self.decoding:
+                        self.decoding = True
+                        ex.trace = None  # not one read's doing any more: never replayed
+                        self.pause("decode")
+                    return True
             elif ev is END or isinstance(ev, EndOfMessage):
                 ex.on_end()
                 if ex.status == 101:
@@ -632,16 +677,56 @@ class UpstreamConnection(asyncio.Protocol):
                     self.client.start_tunnel(self, client_left, ex.cmd.seq)
                     if leftover:
                         self.client.tunnel_out(leftover)
-                    return
+                    return False
             else:
                 assert isinstance(ev, ResponseHead)
                 ex.on_head(ev)
-        if ex.result is None:
-            ex.flush_out()
-            ex.flush_record()
+        return False
+
+    def _pump(self) -> None:
+        """Decode a compressed body's backlog ``DECODE_STEP`` at a time while
+        the client takes it: stop when the client's buffer (or the recorder)
+        is full -- ``resume`` comes back here -- or after ``SLICE_SECONDS``
+        (the next loop turn goes on); then the events that came after it
+        (the body's end), then reading again. A bomb's read (~1000:1) is
+        thus never decoded whole in one callback."""
+        self._pump_handle = None
+        ex = self.exchange
+        started = time.perf_counter()
+        try:
+            while ex is not None and ex.result is None:
+                if ex.backlogged:
+                    if self._blocked():
+                        return
+                    if time.perf_counter() - started >= SLICE_SECONDS:
+                        self._pump_handle = self.loop.call_soon(self._pump)
+                        return
+                    ex.on_data(b"")
+                    ex.flush_out()  # the client's buffer says when to stop
+                    ex.flush_record()
+                    continue
+                if not self._held:
+                    break
+                events, self._held = self._held, []
+                self._dispatch(ex, events)
+        finally:
+            if ex is not None and ex.result is None:
+                ex.flush_out()
+                ex.flush_record()
+        self._held = []
+        self.decoding = False
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            self._connection_lost(lost[0])
+            return
+        self.resume("decode")
 
     def eof_received(self) -> bool:
         self.eof = True
+        if self.decoding:  # read before the pause took effect: after the backlog
+            with contextlib.suppress(ProtocolError):  # connection_lost reports it
+                self._held.extend(self.parser.feed_eof())
+            return False
         if self.tunnel:
             t = self.client.transport
             if t is not None and t.can_write_eof() and not self.client.eof:
@@ -665,6 +750,12 @@ class UpstreamConnection(asyncio.Protocol):
             self._timer = None
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        if self.decoding and self.exchange is not None and self.exchange.result is None:
+            self._lost = (exc,)  # after what was received (``_pump``)
+            return
+        self._connection_lost(exc)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
         if self.tunnel:
             self.client.tunnel_closed()
             if self.client.transport is not None:

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -488,3 +489,53 @@ def test_a_secret_cut_short_or_after_garbage_keeps_its_data_replaced(cut: int, b
     out, _ = JsonDocuments(masker).mask(body)
     leaked = [base64.b64encode(v)[:4] for v in SECRET_VALUES.values()] + [b"QZX"]
     assert not any(x in out for x in leaked), (body, out)
+
+
+# -- a compressed body is decoded a bounded step at a time ---------------------------
+
+
+def _compressed(coding: str, plain: bytes) -> bytes:
+    import gzip
+    import zlib
+
+    import brotli
+
+    if coding == "gzip":
+        return gzip.compress(plain[: len(plain) // 3]) + gzip.compress(plain[len(plain) // 3 :])
+    if coding == "deflate":
+        return zlib.compress(plain, 9)
+    if coding == "raw-deflate":
+        c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        return c.compress(plain) + c.flush()
+    return bytes(brotli.compress(plain, quality=5))
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "br"])
+def test_a_bomb_is_decoded_a_step_at_a_time(coding: str) -> None:
+    """One upstream read of a bomb gives ``DECODE_STEP`` (brotli: up to
+    twice that) and keeps the rest: ``feed(b"")`` goes on with it; the
+    steps make the whole body, and ``finish`` decodes what is left."""
+    from protocols.http.bodies import DECODE_STEP, BodyMasker, decoder_for, plan_response
+    from protocols.http.h1 import Headers
+
+    plain = b"line of text without anything to mask\n" * (12 << 20 >> 5)
+    data = _compressed(coding, plain)
+    encoding = "deflate" if coding == "raw-deflate" else coding
+    assert len(data) < len(plain) // 100
+    decoder = decoder_for(encoding)
+    assert decoder is not None
+    steps = [decoder.feed(data[:100], DECODE_STEP), decoder.feed(data[100:], DECODE_STEP)]
+    while decoder.pending:
+        steps.append(decoder.feed(b"", DECODE_STEP))
+        assert len(steps) < 100
+    steps.append(decoder.flush())
+    assert max(map(len, steps)) <= 2 * DECODE_STEP
+    assert len(steps) > len(plain) // (2 * DECODE_STEP)
+    assert b"".join(steps) == plain
+
+    headers = Headers([("content-type", "Content-Type", "text/plain"),
+                       ("content-encoding", "Content-Encoding", encoding)])
+    body = BodyMasker(plan_response(headers, KEYED, "pass"), KEYED, 1 << 20, "pass")
+    first = body.feed(data)
+    assert body.pending and len(first) <= 2 * DECODE_STEP
+    assert first + body.finish() == plain  # finish: the rest at once

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import gzip
 import hashlib
 import json
 import ssl
+import struct
 import threading
 import zlib
 from typing import Any
@@ -34,6 +36,27 @@ def _echo_payload(request: web.Request, body: bytes = b"") -> dict[str, Any]:
         "headers": {k: v for k, v in request.headers.items()},
         "body_len": len(body),
     }
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb(first: bytes, block: bytes, count: int) -> bytes:
+    """gzip of ``first + block * count`` (see ``Upstream.bomb``)."""
+
+    def segment(data: bytes) -> bytes:
+        c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        return c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
+
+    crc = zlib.crc32(first)
+    for _ in range(count):
+        crc = zlib.crc32(block, crc)
+    size = (len(first) + len(block) * count) & 0xFFFFFFFF
+    return (
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+        + segment(first)
+        + segment(block) * count
+        + b"\x03\x00"  # an empty final block
+        + struct.pack("<II", crc, size)
+    )
 
 
 class Upstream:
@@ -84,6 +107,7 @@ class Upstream:
         r.add_get("/early-eof", self.early_eof)
         r.add_get("/sse", self.sse)
         r.add_get("/big", self.big)
+        r.add_get("/bomb", self.bomb)
         r.add_get("/binary", self.binary)
         r.add_post("/upload", self.upload)
         r.add_get("/ws", self.ws)
@@ -407,6 +431,30 @@ class Upstream:
             h.update(part)
             await resp.write(part)
             sent += len(part)
+        await resp.write_eof()
+        return resp
+
+    BOMB_FIRST = b"first line: mail alice@example.com\n"
+    BOMB_LINE = b"x" * 1023 + b"\n"
+    BOMB_BLOCK = BOMB_LINE * ((1 << 20) // len(BOMB_LINE))
+
+    async def bomb(self, request: web.Request) -> web.StreamResponse:
+        """A gzip bomb: ``BOMB_FIRST`` then ``?blocks=N`` times ``BOMB_BLOCK``
+        (1 MiB) in one gzip stream of ~2 KiB per block (``?type=``: the
+        Content-Type; ``?delay=S``: a pause after the first bytes). Built
+        from one compressed block repeated, each after a full flush (so
+        independent of the bytes before it)."""
+        blocks = int(request.query.get("blocks", "1024"))
+        ctype = request.query.get("type", "text/plain")
+        body = _gzip_bomb(self.BOMB_FIRST, self.BOMB_BLOCK, blocks)
+        resp = web.StreamResponse(
+            headers={"Content-Type": ctype, "Content-Encoding": "gzip", "Content-Length": str(len(body))}
+        )
+        await resp.prepare(request)
+        await resp.write(body[:16])
+        # ?delay=S: the rest is all there when the gateway reads it
+        await asyncio.sleep(float(request.query.get("delay", "0")))
+        await resp.write(body[16:])
         await resp.write_eof()
         return resp
 
