@@ -1081,7 +1081,10 @@ def mask_request_body(
         if dec is None:
             return b"[body with content encoding " + encoding.encode() + b" not recorded]", {}
         try:
-            data = dec.feed(data) + dec.flush()
+            # a bounded step: a 64 KiB prefix of a gzip bomb is ~64 MiB
+            # decoded (br far more), and the recording keeps a prefix anyway
+            decoded = dec.feed(data, DECODE_STEP)
+            data = decoded if dec.pending else decoded + dec.flush()
         except (BodyDecodeError, OSError):
             return b"[undecodable compressed body not recorded]", {}
     kind = body_kind(content_type)

@@ -406,6 +406,24 @@ def test_corrupt_compressed_request_body_is_recorded_as_a_placeholder() -> None:
         assert out == b"[undecodable compressed body not recorded]" and counts == {}
 
 
+@pytest.mark.parametrize("coding", ["gzip", "br"])
+def test_a_compressed_request_body_is_decoded_one_step_for_the_recording(coding: str) -> None:
+    """The recorded prefix of a client's compressed body (an authenticated
+    client's bomb: 64 KiB of gzip is ~64 MiB decoded) is decoded one
+    ``DECODE_STEP`` at most, and still masked."""
+    from protocols.http.bodies import DECODE_STEP, mask_request_body
+
+    plain = b"ann@example.com\n" + b"line of text without anything to mask\n" * (64 << 20 >> 5)
+    data = _compressed(coding, plain)[: 64 * 1024]
+    out, counts = mask_request_body(MASKERS["personal"], data, "text/plain", coding)
+    assert len(out) <= 2 * DECODE_STEP  # (the old code decoded all of it, then
+    # found the prefix truncated and recorded nothing)
+    assert b"ann@example.com" not in out and counts.get("email") == 1
+    small = _compressed(coding, b"ann@example.com and nothing else")
+    out, _ = mask_request_body(MASKERS["personal"], small, "text/plain", coding)
+    assert b"ann@example.com" not in out and out.endswith(b" and nothing else")
+
+
 # -- whole bodies through BodyMasker: chunking and compression change nothing -------
 
 LINES_BODY = (
