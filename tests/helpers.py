@@ -3,6 +3,7 @@ listener, running ``hoopd`` as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -173,3 +174,31 @@ class WebhookReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def read_until_closed(sock: socket.socket, limit: float = 10) -> tuple[bytes, float]:
+    """Everything the gateway sends until it closes, and how long that took
+    (``limit``: seconds to wait for each read)."""
+    sock.settimeout(limit)
+    started = time.monotonic()
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data, time.monotonic() - started
+
+
+async def read_until_closed_async(
+    reader: asyncio.StreamReader,
+    limit: float = 10,
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> tuple[bytes, float]:
+    """``read_until_closed`` for an asyncio stream; an error in ``tolerate``
+    counts as the close."""
+    started = time.monotonic()
+    data = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), limit):
+            data += chunk
+    except tolerate:
+        pass
+    return data, time.monotonic() - started

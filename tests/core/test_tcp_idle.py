@@ -11,23 +11,18 @@ from pathlib import Path
 
 from tests.core.test_daemon_tcp import ended_sessions, tcp_conn
 from tests.core.upstreams import echo_server
-from tests.helpers import free_port, hoopd, running
-
-
-def _until_closed(sock: socket.socket, limit: float = 10) -> tuple[bytes, float]:
-    sock.settimeout(limit)
-    started = time.monotonic()
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data, time.monotonic() - started
+from tests.helpers import free_port, hoopd, read_until_closed, running
 
 
 def test_an_idle_relay_is_closed(tmp_path: Path) -> None:
     port = free_port()
-    with echo_server() as upstream, running(
-        tmp_path, {"connections": [tcp_conn("t", port, upstream.port, options={"idle_timeout": "1s"})]}
-    ) as daemon:
+    with (
+        echo_server() as upstream,
+        running(
+            tmp_path,
+            {"connections": [tcp_conn("t", port, upstream.port, options={"idle_timeout": "1s"})]},
+        ) as daemon,
+    ):
         # talking every 0.4 s for 2 s (longer than the timeout): kept
         with socket.create_connection(("127.0.0.1", port), timeout=5) as busy:
             for i in range(5):
@@ -35,10 +30,10 @@ def test_an_idle_relay_is_closed(tmp_path: Path) -> None:
                 assert busy.recv(100) == b"ping %d\n" % i
                 time.sleep(0.4)
             # then silent: closed after about a second
-            data, took = _until_closed(busy)
+            data, took = read_until_closed(busy)
             assert data == b"" and took < 3
         with socket.create_connection(("127.0.0.1", port), timeout=5) as silent:
-            data, took = _until_closed(silent)
+            data, took = read_until_closed(silent)
             assert data == b"" and took < 3
         rows = ended_sessions(daemon.recordings, 2)
         assert {r["end_reason"] for r in rows} == {"idle_timeout"}

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hoopd.identity.apikeys import hash_api_key
-from tests.helpers import Daemon, free_port
+from tests.helpers import Daemon, free_port, read_until_closed_async
 from tests.http.conftest import KEYS, Env
 from tests.http.recordings import session_events, sessions_with
 
@@ -55,15 +54,6 @@ def slow(env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[D
         daemon.stop()
 
 
-async def _until_closed(reader: asyncio.StreamReader, limit: float = 10) -> tuple[bytes, float]:
-    """Everything the gateway sends until it closes, and how long that took."""
-    started = time.monotonic()
-    data = b""
-    while chunk := await asyncio.wait_for(reader.read(65536), limit):
-        data += chunk
-    return data, time.monotonic() - started
-
-
 def _head(method: str = "GET", path: str = "/echo/slow", extra: str = "") -> bytes:
     return (
         f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{extra}\r\n"
@@ -87,7 +77,7 @@ async def test_a_stalled_or_trickled_head_is_answered_408(slow: tuple[Daemon, in
     daemon, port, _ = slow
     before = _metric(daemon, "hoopd_auth_failures_total", "header_timeout")
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert data == b"" and took < 3  # idle_timeout (5 s) is not what closed it
     writer.close()
 
@@ -99,7 +89,7 @@ async def test_a_stalled_or_trickled_head_is_answered_408(slow: tuple[Daemon, in
             await asyncio.sleep(0.2)
 
     feeding = asyncio.ensure_future(trickle())
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     feeding.cancel()
     assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and took < 3
     assert b"Connection: close" in data and b'"error":"header_timeout"' in data
@@ -107,7 +97,7 @@ async def test_a_stalled_or_trickled_head_is_answered_408(slow: tuple[Daemon, in
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(_head()[:20])
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert data.startswith(b"HTTP/1.1 408 ") and took < 3
     writer.close()
     assert _metric(daemon, "hoopd_auth_failures_total", "header_timeout") >= before + 3
@@ -126,7 +116,7 @@ async def test_the_next_head_on_a_kept_alive_connection(slow: tuple[Daemon, int,
     await reader.readexactly(length)
     await asyncio.sleep(1.5)  # idle, longer than header_timeout: still open
     writer.write(b"GET /echo/never-fini")
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert data.startswith(b"HTTP/1.1 408 ") and took < 3
     writer.close()
     sid = sessions_with(daemon.recordings, "GET /echo/kept-then-stalled")[0]
@@ -149,24 +139,28 @@ async def test_a_stalled_body_is_answered_408(slow: tuple[Daemon, int, int]) -> 
     assert head.startswith(b"HTTP/1.1 200")
 
     writer.write(_head("POST", "/echo/stalled", "Content-Length: 100\r\n") + b"half")
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert b"HTTP/1.1 408 Request Timeout\r\n" in data and took < 3
     assert b'"error":"body_timeout"' in data
     writer.close()
-    sid = sessions_with(daemon.recordings, "POST /echo/steady")[0]  # (the stalled one is never decided)
+    sid = sessions_with(daemon.recordings, "POST /echo/steady")[
+        0
+    ]  # (the stalled one is never decided)
     ends = session_events(daemon.recordings, sid, "session_end")
     assert ends and ends[0].reason == "body_timeout"
     assert _metric(daemon, "hoopd_sessions_ended_total", "body_timeout") >= 1
 
 
-async def test_a_body_stalled_while_streamed_upstream(slow: tuple[Daemon, int, int], env: Env) -> None:
+async def test_a_body_stalled_while_streamed_upstream(
+    slow: tuple[Daemon, int, int], env: Env
+) -> None:
     """A body larger than inspect_body_bytes is streamed to the upstream as it
     comes: when the client stalls, the client gets 408 and the upstream
     connection is closed (the upstream sees its request cut short), not held."""
     daemon, port, _ = slow
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(_head("POST", "/echo/streamed", "Content-Length: 100000\r\n") + b"y" * 5000)
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert data.startswith(b"HTTP/1.1 408 ") and took < 3
     writer.close()
     sid = sessions_with(daemon.recordings, "POST /echo/streamed")[0]
@@ -179,7 +173,7 @@ async def test_a_stalled_tls_handshake_is_closed(slow: tuple[Daemon, int, int]) 
     default is 60 s whatever the options); then the first head does."""
     _, _, port = slow
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert data == b"" and took < 3
     writer.close()
     ctx = ssl.create_default_context()
@@ -187,7 +181,7 @@ async def test_a_stalled_tls_handshake_is_closed(slow: tuple[Daemon, int, int]) 
     ctx.verify_mode = ssl.CERT_NONE
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
     writer.write(_head()[:10])
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert data.startswith(b"HTTP/1.1 408 ") and took < 3
     writer.close()
 

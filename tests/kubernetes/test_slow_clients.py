@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,14 @@ from pathlib import Path
 import pytest
 
 from hoopd.identity.tokens import KEY_FILE_NAME, GatewayTokens, load_or_create_token_key
-from tests.helpers import Daemon, free_port, hoopd, wait_for
+from tests.helpers import Daemon, free_port, hoopd, read_until_closed_async, wait_for
 from tests.kubernetes.fakeapi import FakeApiServer
 
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+
+
+CLOSED = (ConnectionResetError, ssl.SSLError)
+"""How the gateway's close may look to a TLS client."""
 
 
 @dataclass
@@ -63,17 +66,6 @@ def _tls() -> ssl.SSLContext:
     return ctx
 
 
-async def _until_closed(reader: asyncio.StreamReader, limit: float = 10) -> tuple[bytes, float]:
-    started = time.monotonic()
-    data = b""
-    try:
-        while chunk := await asyncio.wait_for(reader.read(65536), limit):
-            data += chunk
-    except (ConnectionResetError, ssl.SSLError):
-        pass
-    return data, time.monotonic() - started
-
-
 def _status(data: bytes) -> dict[str, object]:
     assert data.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data[:200]
     assert b"Connection: close" in data
@@ -102,17 +94,19 @@ async def test_a_stalled_handshake_or_head_is_closed(env: Env) -> None:
     gets 408 with a Status, counted as a failed login (no one logged in)."""
     before = _metric(env, "hoopd_auth_failures_total", "header_timeout")
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader, tolerate=CLOSED)
     assert data == b"" and took < 3
     writer.close()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port, ssl=_tls())
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader, tolerate=CLOSED)
     assert data == b"" and took < 3
     writer.close()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port, ssl=_tls())
-    head = f"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.token}\r\n\r\n"
+    head = (
+        f"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.token}\r\n\r\n"
+    )
 
     async def trickle() -> None:
         for byte in head.encode():
@@ -120,7 +114,7 @@ async def test_a_stalled_handshake_or_head_is_closed(env: Env) -> None:
             await asyncio.sleep(0.2)
 
     feeding = asyncio.ensure_future(trickle())
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader, tolerate=CLOSED)
     feeding.cancel()
     status = _status(data)
     assert took < 3 and status["kind"] == "Status" and status["code"] == 408
@@ -135,7 +129,7 @@ async def test_a_stalled_body_is_answered_408(env: Env) -> None:
     path) that stop coming: 408 within body_timeout of the last byte."""
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port, ssl=_tls())
     writer.write(_post(env, "Content-Length: 100\r\n") + b'{"kind": ')
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader, tolerate=CLOSED)
     assert took < 3 and "no request body bytes for 1 s" in str(_status(data)["message"])
     writer.close()
 
@@ -206,7 +200,7 @@ async def test_a_head_over_64_kib_is_refused(env: Env, pieces: int) -> None:
             await writer.drain()
     except (ConnectionResetError, BrokenPipeError):
         pass
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader, tolerate=CLOSED)
     assert data.startswith(b"HTTP/1.1 431 "), data[:100]
     assert took < 3
     writer.close()
@@ -219,14 +213,16 @@ async def test_aiohttp_path_closes_after_401(env: Env) -> None:
     (The fast path keeps its connection: its heads are bounded.)"""
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port, ssl=_tls())
     writer.write(b"HEAD /api HTTP/1.1\r\nHost: x\r\n\r\n")
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader, tolerate=CLOSED)
     assert data.startswith(b"HTTP/1.1 401 ") and took < 3
     writer.close()
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port, ssl=_tls())
     writer.write(b"GET /api HTTP/1.1\r\nHost: x\r\n\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 401 ") and b"close" not in head.lower()
-    writer.write(f"GET /api HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.token}\r\n\r\n".encode())
+    writer.write(
+        f"GET /api HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {env.token}\r\n\r\n".encode()
+    )
     rest = await asyncio.wait_for(reader.readuntil(b"HTTP/1.1 200 "), 5)
     assert rest
     writer.close()

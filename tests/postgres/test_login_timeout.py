@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import psycopg
 
 from protocols.postgres import _wire as w
+from tests.helpers import read_until_closed
 from tests.postgres.conftest import Gateway
-
-
-def _read_until_closed(sock: socket.socket, limit: float) -> tuple[bytes, float]:
-    """Everything the gateway sends until it closes, and how long that took."""
-    sock.settimeout(limit)
-    started = time.monotonic()
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data, time.monotonic() - started
 
 
 def test_a_client_that_stalls_before_logging_in_is_closed(gateway: Gateway) -> None:
@@ -30,17 +20,19 @@ def test_a_client_that_stalls_before_logging_in_is_closed(gateway: Gateway) -> N
     logs in in time is not affected."""
     port = gateway.ports["hurry"]
     with socket.create_connection(("127.0.0.1", port)) as silent:
-        data, took = _read_until_closed(silent, 30)
+        data, took = read_until_closed(silent, 30)
     assert data == b"" and took < 20
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(w.startup_message({"user": "someone", "database": "postgres"}))
-        data, took = _read_until_closed(sock, 30)
+        data, took = read_until_closed(sock, 30)
     assert data.startswith(w.auth_cleartext()) and took < 20
     error = data[len(w.auth_cleartext()) :]
     assert error[:1] == b"E" and b"S" + b"FATAL\0" in error and b"C57014\0" in error
     assert b"canceling authentication due to timeout" in error
     metrics = gateway.daemon.metrics()
-    line = next(ln for ln in metrics.splitlines() if "auth_failures" in ln and "login_timeout" in ln)
+    line = next(
+        ln for ln in metrics.splitlines() if "auth_failures" in ln and "login_timeout" in ln
+    )
     assert 'connection="hurry"' in line and float(line.split()[-1]) >= 2
     with psycopg.connect(gateway.dsn("hurry"), sslmode="disable") as conn:
         assert conn.execute("select 1").fetchone() == (1,)

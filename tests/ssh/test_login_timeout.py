@@ -17,7 +17,7 @@ import asyncssh
 import pytest
 
 from hoopd.identity.tokens import GatewayTokens, load_or_create_token_key
-from tests.helpers import Daemon, free_port, hoopd, running
+from tests.helpers import Daemon, free_port, hoopd, read_until_closed_async, running
 from tests.ssh.harness import have_openssh, run_ssh, ssh_conn, sshd
 
 pytestmark = pytest.mark.skipif(not have_openssh(), reason="needs root, sshd and ssh")
@@ -40,14 +40,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         token = GatewayTokens(key).issue("alice", ["ops"], "1h")
         with running(tmp, config) as daemon:
             yield Env(daemon, port, token)
-
-
-async def _until_closed(reader: asyncio.StreamReader, limit: float = 10) -> tuple[bytes, float]:
-    started = time.monotonic()
-    data = b""
-    while chunk := await asyncio.wait_for(reader.read(65536), limit):
-        data += chunk
-    return data, time.monotonic() - started
 
 
 class _StalledPassword(asyncssh.SSHClient):
@@ -73,13 +65,13 @@ async def test_a_client_that_stalls_before_logging_in_is_disconnected(env: Env) 
     keys are exchanged the client is told why (SSH_MSG_DISCONNECT)."""
     before = _login_timeouts(env.daemon)
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert data.startswith(b"SSH-2.0-") and took < 3
     writer.close()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
     writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
-    data, took = await _until_closed(reader)
+    data, took = await read_until_closed_async(reader)
     assert took < 3
     assert b"not logged in within 1 s" in data  # the disconnect, in clear before keys
     writer.close()
