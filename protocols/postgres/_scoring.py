@@ -142,6 +142,7 @@ class Scorer:
         self.offload_min_chars = 1 << 62
         """Texts this long or shorter are never handed to the parse worker."""
         self._cache: OrderedDict[str, Assessment] = OrderedDict()
+        self._last_split: tuple[str, list[str]] | None = None
         self._scorer: Any = None
         self._score_text: Callable[..., Assessment] | None = None
         self._tracker_cls: Callable[[], Any] = _NoTracker
@@ -185,7 +186,14 @@ class Scorer:
         is not split either: it is one (unparseable) statement."""
         if self.max_parsed_chars is not None and len(sql) > self.max_parsed_chars:
             return [sql] if sql.strip() else []
-        return split_statements(sql)
+        if len(sql) <= self.offload_min_chars:
+            return split_statements(sql)
+        # A long Query is split twice in a row: to find what the parse
+        # worker must see first (ClientConnection._analysing), then to judge it.
+        last = self._last_split
+        if last is None or last[0] != sql:
+            last = self._last_split = (sql, split_statements(sql))
+        return list(last[1])
 
     def new_tracker(self) -> Any:
         return self._tracker_cls()
