@@ -130,7 +130,7 @@ async def _mask(bm: BodyMasker, data: bytes, text: str) -> tuple[bytes, Counts]:
     if kind != dict(members).get("kind"):
         raise _NotAList  # the kind came after the list: its items were masked without it
     envelope = {k: v for k, v in members if k != list_key}
-    masked_envelope, found = bm.mask_envelope(envelope)
+    masked_envelope, found = bm.mask_obj(envelope)
     _merge(counts, found)
     if not counts:
         return data, counts

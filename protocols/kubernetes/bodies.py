@@ -236,10 +236,6 @@ class BodyMasker:
                 _add(counts, k, n)
         return item, counts, level == _FULL
 
-    def mask_envelope(self, envelope: dict[str, Any]) -> tuple[Any, Counts]:
-        """A list document without its ``items`` (``rows``), masked."""
-        return self.mask_obj(envelope)
-
     async def mask_large_document(self, data: bytes) -> tuple[bytes, Counts]:
         """``mask_document``, giving the event loop back between slices of a
         large list (``_slices``)."""
