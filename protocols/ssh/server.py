@@ -67,6 +67,15 @@ DROP_LINE = b"\x05\x15\x03"
 """Never Enter: Ctrl-E (end of line, for line editors; a plain character in a
 canonical tty), Ctrl-U (kill to the start of the line: the whole line in a
 canonical tty), Ctrl-C (shells and REPLs discard the line, prompt again)."""
+PROMPT_WAIT = 2.0
+"""After a drop, keys wait (at most this long, in seconds) for the shell's
+fresh prompt. The tty turns the Ctrl-C into SIGINT when it arrives, but a
+shell blocked in read() that finds a key already queued reads it before it
+handles the signal: bash then keeps the refused line, joins the typed-ahead
+keys to it and runs the result (seen: a refused ``rm -rf DIR`` followed by
+``echo x`` ran ``m -rf DIRecho x``)."""
+PROMPT_QUIET = 0.02
+"""Seconds without output after the prompt appeared: it may come in pieces."""
 TRANSFER_COMMANDS = frozenset(
     {"git-upload-pack", "git-receive-pack", "git-upload-archive", "sftp-server", "internal-sftp"}
 )
@@ -114,10 +123,17 @@ def transfer_command(command: str) -> bool:
 _CSI = re.compile(rb"\x1b\[[0-9;?<=>]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b.|[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]")
 
 
-def _visible(data: bytes) -> str:
+def _visible(data: bytes | bytearray) -> str:
     """Terminal output without escape sequences, one line per CR/LF-separated redraw."""
     text = _CSI.sub(b"", data).replace(b"\r", b"\n")
     return "\n".join(line for line in text.decode("utf-8", "replace").split("\n") if line.strip())
+
+
+def _prompted(output: bytes | bytearray) -> bool:
+    """Does terminal output end in a prompt: a new line with something
+    visible on it, not yet ended?"""
+    end = output.rfind(b"\n")
+    return end >= 0 and bool(_visible(output[end + 1 :]).strip())
 
 
 class _Pausable:
@@ -881,6 +897,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self.alt_screen = False
         self._recent = bytearray()
         self._line_echo = bytearray()  # terminal output since the last Enter
+        self._since_drop: bytearray | None = None  # terminal output since a line was dropped
+        self._output_at = 0.0  # when the terminal output last came (loop time)
         self._unechoed: tuple[str, dict[str, Any]] | None = None
         self._ended = False
         self._recorder_wait: asyncio.Task[None] | None = None
@@ -1294,22 +1312,40 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             return
         if cancelled:
             self.gateway_message("cancelled; the line was not run")
-            self.up_chan.write(DROP_LINE)
             session.result(cmd, "cancelled", error="cancelled by the user (Ctrl-C)")
             rest = []
             self._drop_pending_through_ctrl_c()
+            await self._drop_line()
         elif decision is not None and decision.verdict in (Verdict.ALLOW, Verdict.MASK):
             self.up_chan.write(enter.key)
         else:
             why = "; ".join(decision.reasons) if decision is not None else "error"
             self.gateway_message(f"command refused: {why}")
-            self.up_chan.write(DROP_LINE)
             session.result(cmd, "refused", error=why)
+            await self._drop_line()
+        if self._ended:
+            return
         self._holding = False
         self._keystrokes(rest)
         if self._holding:
             return
         self._drain_pending()
+
+    async def _drop_line(self) -> None:
+        """Make the shell discard the held line, then wait for its fresh
+        prompt (see PROMPT_WAIT); keys typed meanwhile stay pending."""
+        loop = asyncio.get_running_loop()
+        self._since_drop = bytearray()
+        self.up_chan.write(DROP_LINE)
+        deadline = loop.time() + PROMPT_WAIT
+        try:
+            while loop.time() < deadline and not self._ended:
+                await asyncio.sleep(PROMPT_QUIET)
+                if _prompted(self._since_drop) and loop.time() - self._output_at >= PROMPT_QUIET:
+                    return
+            self.session.log.info("no fresh prompt %.0f s after a dropped line; typed keys go on", PROMPT_WAIT)
+        finally:
+            self._since_drop = None
 
     def _drop_pending_through_ctrl_c(self) -> None:
         """Typed while held, up to and including the Ctrl-C that cancelled: gone."""
@@ -1451,6 +1487,11 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self._line_echo += data
             if len(self._line_echo) > 8192:
                 del self._line_echo[:-4096]
+            if self._since_drop is not None:
+                self._since_drop += data
+                if len(self._since_drop) > 8192:
+                    del self._since_drop[:-4096]
+                self._output_at = asyncio.get_running_loop().time()
             if self._unechoed is not None and self._echoed(self._unechoed[0]):
                 text, attrs = self._unechoed
                 self._unechoed = None

@@ -571,8 +571,6 @@ def test_pty_shell(env: Env) -> None:
         term.send(b"rm -rf /tmp/hoopd-pty-victim\r")
         _decide_pending(env, False)
         term.expect(b"command refused")
-        # the fresh prompt: typed before the shell took the gateway's Ctrl-C,
-        # keys are flushed with it (the tty discards typeahead on SIGINT)
         term.expect(b"PS> ")
         term.send(b"echo after-deny\r")
         term.expect(b"after-deny")
@@ -629,6 +627,39 @@ def test_pty_shell(env: Env) -> None:
     assert [132, 43] in [[int(x) for x in f[2].split("x")] for f in frames if f[1] == "r"]
     assert any("ok-42" in f[2] for f in frames if f[1] == "o")
     assert all(SECRET not in f[2] for f in frames)
+
+
+def test_pty_keys_typed_ahead_of_a_dropped_line(env: Env) -> None:
+    """Keys typed while a line is held, or with the Ctrl-C that cancels it,
+    reach the shell only once it has dropped that line: they run as typed,
+    and never join (what is left of) the refused line."""
+    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
+    keep = env.tmp / "pty-typeahead-keep"
+    keep.mkdir()
+    try:
+        term.send(b"PS1='P''S> '\r")
+        term.expect(b"PS> ")
+        for i in range(6):
+            term.send(f"rm -rf {keep}\r".encode())
+            term.expect(b"needs a reviewer")
+            if i % 2:
+                term.send(f"\x03echo ahead-$((100+{i}))\r".encode())
+                term.expect(b"cancelled; the line was not run")
+            else:
+                term.send(f"echo ahead-$((100+{i}))\r".encode())
+                _decide_pending(env, False)
+                term.expect(b"command refused")
+            seen = term.expect(rb"ahead-1\d\d|command not found")
+            assert seen[0] == f"ahead-{100 + i}".encode(), term.buf
+            term.expect(b"PS> ")
+            if i % 2:
+                _decide_pending(env, False)  # tidy: the abandoned approval
+        term.send(b"exit 3\r")
+        assert term.wait() == 3
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    assert keep.exists()
 
 
 def test_credential_expiry_ends_the_session(env: Env) -> None:
