@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -492,14 +493,15 @@ class KubeProxy:
         else:
             found = self.assess(kr, body, opaque, cmd.text)
         started = time.perf_counter()
+        params = request_params(request.method, request.raw_path, raw)
         if self.connection.approval.mode == "retry":
-            decision, refusal = await self.decide_retry(session, cmd, found)
+            decision, refusal = await self.decide_retry(session, cmd, found, params)
             if refusal is not None:
                 self._remember_refusal(session, cmd, refusal)
                 session.result(cmd, "403", error="approval required")
                 return status_response(403, refusal, "Forbidden")
         else:
-            decision = await session.decide(cmd, found)
+            decision = await session.decide(cmd, found, params=params)
         if decision.verdict is Verdict.DENY:
             message = "hoopd: request denied: " + "; ".join(decision.reasons or ("by policy",))
             self._remember_refusal(session, cmd, message)
@@ -533,14 +535,16 @@ class KubeProxy:
 
     # ------------------------------------------------------------------ approvals
     async def decide_retry(
-        self, session: Session, cmd: Command, found: Assessment
+        self, session: Session, cmd: Command, found: Assessment, params: dict[str, str] | None = None
     ) -> tuple[Decision, str | None]:
         """approval.mode retry: a held request is refused with the approval id;
-        the same request from the same person succeeds once after approval."""
+        the same request from the same person succeeds once after approval.
+        ``params`` (``request_params``) bind it to the request the reviewer
+        was shown, not only to its text."""
         approvals = self.gateway.approvals
         identity = session.identity
         conn = self.connection
-        digest = command_hash(cmd.text, None)
+        digest = command_hash(cmd.text, params)
         decision = decide_command(cmd.seq, conn.risk, identity, found, break_glass=session.break_glass)
         if decision.verdict is not Verdict.REVIEW:
             return session.final_decision(decision), None
@@ -834,6 +838,20 @@ class KubeProxy:
         if out:
             session.upstream_data(out, Stream.STDOUT, command_seq=cmd.seq, masked=_delta(stream.counts, reported))
             await resp.write(out)
+
+
+def request_params(method: str, target: str, body: bytes) -> dict[str, str]:
+    """What an approval is bound to besides the command text: the method, the
+    request target as sent on (path and query) and a digest of the body. The
+    text leaves out what is in the body (a created object's name, its pod
+    spec, an RBAC binding's subjects) and a ``proxy`` request's path, so a
+    retry-mode approval bound to the text alone let a different object (or
+    proxied request) run under the same words."""
+    return {
+        "method": method,
+        "target": target,
+        "body": hashlib.sha256(body).hexdigest() if body else "",
+    }
 
 
 def log_byte_limit(kr: KubeRequest, raw_path: str) -> tuple[str, int | None]:

@@ -777,3 +777,45 @@ def test_an_echoed_upstream_token_is_masked(
     finally:
         if k is not kube:
             k.close()
+
+
+PRIVILEGED_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+  - name: main
+    image: {image}
+    securityContext: {{privileged: true}}
+"""
+
+
+def test_retry_mode_approval_is_bound_to_the_body(tmp_path: Path, fake: FakeApiServer) -> None:
+    """An approval in retry mode is for the request the reviewer was shown,
+    body included: ``create pods -n default`` (the name is in the body) of
+    another privileged pod, with another image, does not consume it."""
+    k = Kube(tmp_path, fake, approval={"mode": "retry", "timeout": "60s"})
+    try:
+        approved = tmp_path / "approved.yaml"
+        approved.write_text(PRIVILEGED_POD.format(name="debug-approved", image="busybox"))
+        other = tmp_path / "other.yaml"
+        other.write_text(PRIVILEGED_POD.format(name="debug-other", image="evil/miner"))
+        res = k.kubectl("create", "-f", str(approved))
+        assert res.returncode == 1 and "needs a reviewer's approval (id apr_" in res.stderr, res.stderr
+        approval_id = res.stderr.split("(id ")[1].split(")")[0]
+
+        async def approve() -> None:
+            store = open_store("sqlite", k.data_dir)
+            await store.decide(approval_id, Identity("bob", frozenset(), AuthMethod.GATEWAY_TOKEN), True)
+            await store.close()
+
+        asyncio.run(approve())
+        swapped = k.kubectl("create", "-f", str(other))
+        assert swapped.returncode == 1, swapped.stdout
+        assert "needs a reviewer's approval (id apr_" in swapped.stderr and approval_id not in swapped.stderr
+        assert fake.call(fake.api.store.get, fake_kind("pods"), "default", "debug-other") is None
+        # the request that was approved runs, once
+        assert "pod/debug-approved created" in k.ok("create", "-f", str(approved))
+    finally:
+        k.close()
