@@ -36,6 +36,8 @@ from hoopd.policy import LEVEL_SCORES, Assessment
 
 from .config import PathRule
 
+_SEVERITY = {Verdict.ALLOW: 0, Verdict.MASK: 1, Verdict.REVIEW: 2, Verdict.DENY: 3}
+
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -185,6 +187,34 @@ class HttpRiskScorer:
             return LEVEL_SCORES[RiskLevel.MEDIUM], "delete"
         return LEVEL_SCORES[RiskLevel.MEDIUM], "unusual_method"
 
+    def assess_readings(self, methods: tuple[str, ...], path: str, text: str) -> Assessment:
+        """``assess`` for every method a backend may act on (``method_readings``,
+        the request's first), failing closed as path readings do: the highest
+        score and every category, reason and rule verdict of any of them,
+        except that an ``allow`` verdict stands only when every method gets it."""
+        first = self.assess(methods[0], path, text)
+        if len(methods) == 1:
+            return first
+        rest = text[len(methods[0]) :]
+        others = [self.assess(m, path, m + rest) for m in methods[1:]]
+        everyone = [first, *others]
+        verdicts: dict[str, Verdict] = {}
+        for a in everyone:
+            for rid, v in a.rule_verdicts.items():
+                if v is Verdict.ALLOW and not all(b.rule_verdicts.get(rid) is Verdict.ALLOW for b in everyone):
+                    continue
+                if rid not in verdicts or _SEVERITY[v] > _SEVERITY[verdicts[rid]]:
+                    verdicts[rid] = v
+        reasons = list(first.reasons)
+        for m, a in zip(methods[1:], others, strict=True):
+            reasons.extend(f"{r} (the request may act as {m})" for r in a.reasons if r not in reasons)
+        return Assessment(
+            max(a.score for a in everyone),
+            frozenset().union(*(a.categories for a in everyone)),
+            tuple(dict.fromkeys(reasons)),
+            verdicts,
+        )
+
     def assess(self, method: str, path: str, text: str) -> Assessment:
         """``path``: normalized path; ``text``: ``METHOD /path?query``.
 
@@ -231,6 +261,32 @@ class HttpRiskScorer:
                     verdicts[rid] = action
                     reasons.append(f"rule {rid}: {action.value}")
         return Assessment(score, categories, tuple(reasons), verdicts)
+
+
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+"""Request fields in which backends take the method to act on (Google APIs,
+Express's method-override, Rack, Symfony, Laravel, ASP.NET)."""
+_QUERY_SEP = re.compile(r"[&;]")
+
+
+def method_readings(method: str, override_values: list[str], query: str) -> tuple[str, ...]:
+    """The methods a backend may act on, ``method`` first: the method
+    upper-cased (Werkzeug and Jetty read ``delete`` as ``DELETE``), the values
+    of method-override fields and of a ``_method`` query parameter (Symfony,
+    Laravel, Express), upper-cased. One element for a plain request."""
+    found = [method]
+    if not method.isupper():
+        found.append(method.upper())
+    for value in override_values:
+        found.extend(v.strip().upper() for v in value.split(",") if v.strip())
+    if "method" in query.lower():
+        for pair in _QUERY_SEP.split(query):
+            key, _, value = pair.partition("=")
+            if unquote(key.replace("+", " "), errors="replace").strip().lower() == "_method":
+                value = unquote(value.replace("+", " "), errors="replace").strip().upper()
+                if value:
+                    found.append(value)
+    return tuple(dict.fromkeys(found))
 
 
 def split_target(target: str) -> tuple[str, str]:

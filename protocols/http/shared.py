@@ -26,7 +26,13 @@ from .h1 import (
     serialize_head,
     status_line,
 )
-from .risk import HttpRiskScorer, normalize_path, split_target
+from .risk import (
+    METHOD_OVERRIDE_HEADERS,
+    HttpRiskScorer,
+    method_readings,
+    normalize_path,
+    split_target,
+)
 
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
@@ -227,6 +233,13 @@ class HttpProxy:
             attrs["query"] = self.mask_text(query)
         if head.upgrade:
             attrs["upgrade"] = head.upgrade
+        overrides = [v for n, _, v in head.headers.items if n in METHOD_OVERRIDE_HEADERS]
+        methods = method_readings(head.method, overrides, query)
+        identity = text
+        if len(methods) > 1:
+            # what the backend may act on is what is judged and what an approval binds
+            attrs["method_readings"] = [self.mask_text(m) for m in methods]
+            identity = f"{text}\n{' '.join(methods)}"
         prep = Prepared(
             path,
             query,
@@ -234,8 +247,8 @@ class HttpProxy:
             text,
             self.mask_text(text),
             attrs,
-            self.scorer.assess(head.method, npath, text),
-            hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(),
+            self.scorer.assess_readings(methods, npath, text),
+            hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest(),
             self.redacted_head(head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers),
         )
         value = head.headers.get("authorization") or ""
