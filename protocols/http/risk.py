@@ -120,6 +120,20 @@ def rule_paths(npath: str) -> tuple[str, ...]:
     return tuple(paths)
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def _re2_texts(texts: tuple[str, ...]) -> tuple[str, ...]:
+    """Texts for RE2, which takes UTF-8 only: a byte that decoding left
+    undecodable (a surrogate escape, ``/caf%E9`` in Latin-1) is written as
+    its escape again (``%E9``) instead of raising UnicodeEncodeError."""
+    if all(t.isascii() for t in texts):
+        return texts
+    return tuple(
+        _SURROGATE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", t) for t in texts
+    )
+
+
 def glob_to_regex(pattern: str) -> str:
     """``/api/**`` -> matches ``/api``, ``/api/`` and anything below; ``*`` one segment."""
     out = ["^"]
@@ -252,6 +266,7 @@ class HttpRiskScorer:
                 )
             else:
                 strict = loose = (text,)
+            strict, loose = _re2_texts(strict), _re2_texts(loose)
             for rid, rx, action in self._pattern_rules:
                 if action is Verdict.ALLOW:
                     hit = all(rx.search(t) for t in strict)
