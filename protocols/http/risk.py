@@ -134,6 +134,22 @@ def _re2_texts(texts: tuple[str, ...]) -> tuple[str, ...]:
     )
 
 
+def query_readings(rest: str) -> tuple[str, ...]:
+    """The query part of a command text (``?query`` or empty) as backends
+    read it, as sent first: escapes decoded and ``+`` read as a space, up to
+    three times (double-decoding backends exist). One element for a plain query."""
+    readings = [rest]
+    current = rest
+    for _ in range(3):
+        if "%" not in current and "+" not in current:
+            break
+        current = unquote(current.replace("+", " "), errors="surrogateescape")
+        if current in readings:
+            break
+        readings.append(current)
+    return tuple(readings)
+
+
 def glob_to_regex(pattern: str) -> str:
     """``/api/**`` -> matches ``/api``, ``/api/`` and anything below; ``*`` one segment."""
     out = ["^"]
@@ -259,10 +275,14 @@ class HttpRiskScorer:
                 reasons.append(f"rule {rid}: {action.value}")
         if self._pattern_rules:
             if text.startswith(f"{method} {path}"):
-                rest = text[len(method) + 1 + len(path) :]
-                strict = tuple(f"{method} {p}{rest}" for p in paths)
+                rests = query_readings(text[len(method) + 1 + len(path) :])
+                strict = tuple(dict.fromkeys(f"{method} {p}{r}" for p in paths for r in rests))
                 loose = tuple(
-                    dict.fromkeys(strict + tuple(f"{method} {p.lower()}{rest}" for p in paths))
+                    dict.fromkeys(
+                        strict
+                        + tuple(f"{method} {p.lower()}{r}" for p in paths for r in rests)
+                        + tuple(f"{method} {p.lower()}{r.lower()}" for p in paths for r in rests)
+                    )
                 )
             else:
                 strict = loose = (text,)

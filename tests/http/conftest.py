@@ -115,7 +115,13 @@ def _conn(name: str, port: int, upstream: dict[str, Any], **extra: Any) -> dict[
         "upstream": upstream,
         "allow_groups": ["dev"],
         "masking": MASKING,
-        "risk": {"reviewers": ["reviewers"], "rules": [{"pattern": "^GET /api/forbidden", "action": "deny"}]},
+        "risk": {
+            "reviewers": ["reviewers"],
+            "rules": [
+                {"pattern": "^GET /api/forbidden", "action": "deny"},
+                {"pattern": r"^POST /api/refunds\?(?:.*&)?force=true(?:&|$)", "action": "deny"},
+            ],
+        },
         "options": {"rules": RULES},
     }
     conn.update(extra)
