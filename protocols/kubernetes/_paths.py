@@ -24,6 +24,9 @@ from hoopd.transfer import is_tar_stream
 NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 VERB_SUBRESOURCES = {"exec": "exec", "attach": "attach", "portforward": "portforward", "log": "logs", "proxy": "proxy"}
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+KUBELET_STREAMS = {"run": "exec", "exec": "exec", "attach": "attach", "portforward": "portforward"}
+"""The kubelet API's endpoints (``nodes/NAME/proxy/...``) that run a command in,
+attach to or forward a port of a container (lower-cased), as the verb they are."""
 DISCOVERY_PREFIXES = ("/api", "/apis", "/version", "/openapi", "/healthz", "/readyz", "/livez")
 
 
@@ -41,6 +44,8 @@ class KubeRequest:
     name: str = ""
     dry_run: bool = False
     query: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    proxy_path: tuple[str, ...] = ()
+    """The segments after ``.../proxy/`` of a ``proxy`` request."""
 
     @property
     def watch(self) -> bool:
@@ -74,10 +79,46 @@ class KubeRequest:
         cp`` runs (``tar cf - PATH`` from the pod, ``tar xmf - -C DIR`` to it)."""
         return self.verb == "exec" and is_tar_stream(self.exec_command())
 
+    @property
+    def kubelet_stream(self) -> tuple[str, str, str, str, list[str]] | None:
+        """(verb, namespace, pod, container, command) of a request through
+        ``nodes/NAME/proxy`` to the kubelet endpoints that exec in, attach to
+        or port-forward a pod (``/run/NS/POD/[UID/]CONTAINER?cmd=...``,
+        ``/exec/...?command=...``, ``/attach/...``, ``/portForward/NS/POD``):
+        an exec by another door, judged as one. None for anything else."""
+        if self.verb != "proxy" or self.resource != "nodes" or len(self.proxy_path) < 3:
+            return None
+        verb = KUBELET_STREAMS.get(self.proxy_path[0].lower())
+        if verb is None:
+            return None
+        _, namespace, pod, *rest = self.proxy_path
+        if verb == "portforward":
+            return verb, namespace, pod, "", []
+        container = rest[-1] if rest else ""
+        if self.proxy_path[0].lower() == "run":  # the kubelet splits cmd at spaces
+            command = self.query.get("cmd", [""])[0].split(" ")
+        else:
+            command = self.exec_command()
+        return verb, namespace, pod, container, command
+
+    def _kubelet_text(self, found: tuple[str, str, str, str, list[str]]) -> str:
+        verb, namespace, pod, container, command = found
+        parts = [verb, "pods", pod, f"-n {namespace}"]
+        if container:
+            parts.append(f"-c {container}")
+        if verb == "portforward":
+            parts += self.query.get("port", [])
+        elif command and command != [""]:
+            parts.append("-- " + shlex.join(command))
+        return " ".join(parts)
+
     def text(self) -> str:
         """The normalized command text (rules match it, approvals hash it)."""
         if not self.resource_request:
             return f"{self.verb} {self.path}"
+        kubelet = self.kubelet_stream
+        if kubelet is not None:  # the exec rules' words: "exec pods web-0 -n default -c main -- rm ..."
+            return self._kubelet_text(kubelet)
         resource = self.qualified_resource
         if self.verb in VERB_SUBRESOURCES.values():  # "exec pods web-0", not "exec pods/exec web-0"
             resource = resource.rsplit("/", 1)[0]
@@ -105,6 +146,8 @@ class KubeRequest:
         out: dict[str, object] = {"verb": self.verb, "method": self.method, "path": self.path}
         if self.file_transfer:
             out["transfer"] = True
+        if self.kubelet_stream is not None:
+            out["kubelet"] = self.name  # through this node's kubelet API (nodes/NAME/proxy)
         if self.resource_request:
             out.update(
                 group=self.group,
@@ -182,6 +225,7 @@ def _classify(method: str, path: str, query_string: str) -> KubeRequest:
     watch = watch or query_bool(query, "watch")
     verb = _verb(method, name, subresource, watch)
     dry_run = "All" in query.get("dryRun", [])
+    proxy_path = tuple(rest[3:]) if verb == "proxy" else ()
     return KubeRequest(
         method=method,
         path=path,
@@ -195,6 +239,7 @@ def _classify(method: str, path: str, query_string: str) -> KubeRequest:
         name=name,
         dry_run=dry_run,
         query=query,
+        proxy_path=proxy_path,
     )
 
 

@@ -718,7 +718,9 @@ class KubeProxy:
         resp = await self._open_stream(request, code, CIMultiDict(kept))
         error = ""
         try:
-            if kr.watch and ("json" in ctype or not ctype):
+            if (kr.watch and ("json" in ctype or not ctype)) or (kr.verb == "proxy" and "json" in ctype):
+                # JSON through proxy too: a node's kubelet (nodes/NAME/proxy/pods)
+                # answers PodLists with every env value, a pod or service any JSON
                 await self._relay_lines(upstream, resp, session, cmd)
             else:
                 await self._relay_text(upstream, resp, session, cmd, limit)

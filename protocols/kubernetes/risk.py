@@ -15,8 +15,9 @@ privileged_pod           85   privileged containers, hostPID/hostIPC/hostNetwork
                               hostPath volumes, added SYS_ADMIN/ALL capabilities
 opaque_pod_spec          75   a pod-bearing object whose spec could not be inspected
 scale_to_zero            80   replicas set to 0 in a protected namespace
-exec                     50   exec/attach into a pod
-portforward              40   port-forward to a pod
+exec                     50   exec/attach into a pod (also through a node's
+                              kubelet: nodes/NAME/proxy/run|exec|attach/...)
+portforward              40   port-forward to a pod (also nodes/NAME/proxy/portForward)
 read_secret              50   get/list/watch of secrets
 write                    10   any other write
 read                      0   reads, discovery
@@ -183,6 +184,14 @@ def assess(
         cats["exec"] = f"{verb} into pod {req.name}"
     if verb == "portforward":
         cats["portforward"] = f"port-forward to pod {req.name}"
+    kubelet = req.kubelet_stream
+    if kubelet is not None:
+        how, namespace, pod = kubelet[:3]
+        via = f"through the kubelet of node {req.name}"
+        if how == "portforward":
+            cats["portforward"] = f"port-forward to pod {pod} in {namespace} {via}"
+        else:
+            cats["exec"] = f"{how} into pod {pod} in {namespace} {via}"
     if res in POD_BEARING and verb in ("create", "update", "patch") and not req.subresource:
         if opaque_body:
             cats["opaque_pod_spec"] = "pod spec could not be inspected (protobuf, YAML aliases, undecodable)"

@@ -81,6 +81,7 @@ KINDS = [
     Kind("", "v1", "namespaces", "Namespace", "namespace", False, ("ns",), ("status",)),
     Kind("", "v1", "events", "Event", "event", True, ("ev",)),
     Kind("", "v1", "serviceaccounts", "ServiceAccount", "serviceaccount", True, ("sa",)),
+    Kind("", "v1", "nodes", "Node", "node", False, ("no",), ("proxy", "status")),
     Kind("apps", "v1", "deployments", "Deployment", "deployment", True, ("deploy",), ("scale", "status")),
     Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", "clusterrolebinding", False),
     Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", "role", True),
@@ -584,6 +585,8 @@ class FakeApi:
         self.pod_ports: dict[int, int] = {}
         """port-forward: pod port -> local port that answers for it."""
         self.port_forwards = 0
+        self.kubelet_runs: list[tuple[str, str, str, list[str]]] = []
+        """(namespace, pod, container, cmd) of each kubelet ``/run`` through ``nodes/NAME/proxy``."""
         self.node_logs: dict[str, str] = {
             "kube-apiserver.log": "I0101 00:00:00 starting\n"
             "I0101 00:00:01 etcd client: https://root:etcd-pw-9f2c@10.0.0.5:2379\n"
@@ -592,6 +595,7 @@ class FakeApi:
         """/logs/NAME: what the API server's logs handler serves from /var/log."""
         for ns in ("default", "kube-system"):
             self.store.create(BY_PATH[("", "v1", "namespaces")], "", {"metadata": {"name": ns}})
+        self.store.create(BY_PATH[("", "v1", "nodes")], "", {"metadata": {"name": "fake-node"}})
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024, middlewares=[yaml_negotiation])
@@ -683,7 +687,26 @@ class FakeApi:
             return status(404, "NotFound", "the server could not find the requested resource")
         if not kind.namespaced:
             ns = None
+        if kind.resource == "nodes" and sub == "proxy" and name is not None:
+            return await self.kubelet(request, name, rest[3:])
         return await self.resource(request, kind, ns, name, sub)
+
+    async def kubelet(self, request: web.Request, node: str, rest: list[str]) -> web.StreamResponse:
+        """``nodes/NAME/proxy/...``: the API server proxies to that node's
+        kubelet API. ``/pods`` (the kubelet's PodList, env values and all) and
+        ``/run/NS/POD/[UID/]CONTAINER?cmd=...`` (POST: runs a command in the
+        container and answers its output; recorded in ``kubelet_runs``, not run)."""
+        if self.store.get(BY_PATH[("", "v1", "nodes")], "", node.split(":")[0]) is None:
+            return status(404, "NotFound", f'nodes "{node}" not found', name=node, kind="nodes")
+        if rest == ["pods"] and request.method == "GET":
+            pods = self.store.list(BY_PATH[("", "v1", "pods")], None)
+            body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": pods}
+            return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json")
+        if rest[:1] == ["run"] and len(rest) in (4, 5) and request.method == "POST":
+            cmd = request.query.get("cmd", "").split(" ")
+            self.kubelet_runs.append((rest[1], rest[2], rest[-1], cmd))
+            return web.Response(text=f"ran {' '.join(cmd)} in {rest[1]}/{rest[2]}/{rest[-1]}\n")
+        return web.Response(status=404, text="404 page not found\n")
 
     def discovery_list(self, names: list[str], version: str) -> web.Response:
         body = {

@@ -819,3 +819,45 @@ def test_retry_mode_approval_is_bound_to_the_body(tmp_path: Path, fake: FakeApiS
         assert "pod/debug-approved created" in k.ok("create", "-f", str(approved))
     finally:
         k.close()
+
+
+def test_exec_through_the_kubelet_behind_node_proxy_is_an_exec(tmp_path: Path, fake: FakeApiServer) -> None:
+    """``nodes/NAME/proxy/run/NS/POD/CONTAINER?cmd=...`` has the node's kubelet
+    run a command in a container: an exec by another door. The exec rules
+    (the category and a pattern on the command) apply to it as to
+    ``kubectl exec``: it is not a low-risk ``proxy nodes`` request."""
+    k = Kube(
+        tmp_path, fake,
+        risk={"review_at": "high", "rules": [{"match": "exec", "action": "review"},
+                                             {"pattern": r"^exec .* -- rm ", "action": "deny"}]},
+        approval={"mode": "retry", "timeout": "60s"},
+    )
+    try:
+        if k.kubectl("get", "pod", "web-0").returncode != 0:
+            (tmp_path / "pod.yaml").write_text(POD)
+            k.ok("apply", "-f", str(tmp_path / "pod.yaml"))
+        (tmp_path / "empty.json").write_text("{}")
+        before = len(fake.api.kubelet_runs)
+        res = k.kubectl("create", "--raw", "/api/v1/nodes/fake-node/proxy/run/default/web-0/main?cmd=rm%20-rf%20/data",
+                        "-f", str(tmp_path / "empty.json"))
+        assert res.returncode == 1 and "request denied" in res.stderr, (res.stdout, res.stderr)
+        res = k.kubectl("create", "--raw", "/api/v1/nodes/fake-node/proxy/run/default/web-0/uid-1/main?cmd=id",
+                        "-f", str(tmp_path / "empty.json"))
+        assert res.returncode == 1 and "needs a reviewer's approval" in res.stderr, (res.stdout, res.stderr)
+        assert "exec into pod web-0 in default through the kubelet of node fake-node" in res.stderr
+        assert len(fake.api.kubelet_runs) == before
+        [session] = k.sessions("exec pods web-0 -n default -c main -- id")[:1]
+        assert session["user"] == "alice"
+    finally:
+        k.close()
+
+
+def test_kubelet_pod_list_behind_node_proxy_is_masked(kube: Kube) -> None:
+    """The kubelet's ``/pods`` (through ``nodes/NAME/proxy``) is a PodList
+    with every container's env values: masked like the API server's."""
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("apply", "-f", "-", input=POD)
+    out = kube.ok("get", "--raw", "/api/v1/nodes/fake-node/proxy/pods")
+    pods = json.loads(out)["items"]
+    assert any(p["metadata"]["name"] == "web-0" for p in pods)
+    assert "hunter2" not in out
