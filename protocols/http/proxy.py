@@ -48,6 +48,7 @@ from .h1 import (
     chunk,
 )
 from .recording import RequestRecorder
+from .risk import body_method_readings
 from .shared import HttpProxy, Prepared, expire, json_response, ms
 
 if TYPE_CHECKING:
@@ -658,12 +659,19 @@ class ClientConnection(asyncio.Protocol):
             else:
                 battrs["streamed"] = True
             attrs = {**attrs, "body": battrs}
+        found = prep.found
+        extra = body_method_readings(body) if body else ()
+        if extra:
+            # a _method field in the body: the backend may act on that method
+            methods = tuple(dict.fromkeys((*prep.methods, *extra)))
+            if methods != prep.methods:
+                found = proxy.scorer.assess_readings(methods, prep.npath, prep.text)
+                attrs = {**attrs, "method_readings": [proxy.mask_text(m) for m in methods]}
         cmd = session.command(CommandKind.HTTP, prep.cmd_text, attrs)
         text_charset = foreign_charset(charset(head.headers)) if head.has_body else ""
         recorder = RequestRecorder(self, cmd.seq, head, ctype, cenc, text_charset)
         recorder.start(body, complete, prep.recorded_head)
         self.check_recorder()
-        found = prep.found
         params = {
             "request": prep.request_hash,
             "body": body_sha if complete else f"streamed:{head.length if not head.chunked else 'chunked'}",

@@ -324,6 +324,30 @@ def method_readings(method: str, override_values: list[str], query: str) -> tupl
     return tuple(dict.fromkeys(found))
 
 
+_BODY_OVERRIDE = re.compile(
+    rb"(?:^|[&;])\s*(?:_|%5f)method\s*=\s*([^&;\r\n]*)"  # a form field
+    rb'|name\s*=\s*"?_method"?[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]*)'  # a multipart part
+    rb'|"_method"\s*:\s*"([^"\\]*)"',  # a JSON key (Laravel reads JSON input)
+    re.IGNORECASE | re.MULTILINE,
+)
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]{1,32}")
+
+
+def body_method_readings(body: bytes) -> tuple[str, ...]:
+    """Methods a ``_method`` field of a request body names (Rails' default
+    Rack::MethodOverride, Symfony and Laravel read it from forms, Laravel
+    from JSON too), upper-cased; whatever the body's type says (fail closed)."""
+    if b"method" not in body.lower():
+        return ()
+    found: list[str] = []
+    for m in _BODY_OVERRIDE.finditer(body):
+        raw = next(g for g in m.groups() if g is not None)
+        value = unquote(raw.decode("latin-1").replace("+", " "), errors="replace").strip().upper()
+        if _METHOD_TOKEN.fullmatch(value):
+            found.append(value)
+    return tuple(dict.fromkeys(found))
+
+
 def split_target(target: str) -> tuple[str, str]:
     """(path, query) of an origin-form target; absolute-form is reduced to its path."""
     if not target.startswith("/"):

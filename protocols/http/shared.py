@@ -122,6 +122,8 @@ class Prepared:
     """The client's bearer credential in this head (None: none)."""
     up_heads: dict[str, bytes] = field(default_factory=dict)
     """Upstream head of the bodyless request, by client IP (X-Forwarded-For)."""
+    methods: tuple[str, ...] = ()
+    """The methods the backend may act on (``risk.method_readings``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +253,7 @@ class HttpProxy:
             hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest(),
             self.redacted_head(head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers),
         )
+        prep.methods = methods
         value = head.headers.get("authorization") or ""
         if value[:7].lower() == "bearer ":
             prep.bearer = value[7:].strip()

@@ -115,3 +115,36 @@ def test_readings_and_their_merge() -> None:
     assert a.rule_verdicts == {"delete": Verdict.REVIEW} and "delete" in a.categories
     a = scorer.assess_readings(("POST", "DELETE"), "/open/a", "POST /open/a")
     assert a.rule_verdicts == {"open": Verdict.ALLOW, "delete": Verdict.REVIEW}
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        ("application/x-www-form-urlencoded", "name=x&_method=delete"),  # Rails' default
+        ("multipart/form-data; boundary=XyZ",
+         '--XyZ\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--XyZ--\r\n'),
+        ("application/json", '{"name": "x", "_method": "DELETE"}'),  # Laravel
+    ],
+)  # fmt: skip
+async def test_method_field_in_the_body_is_held_for_review(env: Env, ctype: str, body: str) -> None:
+    before = len(env.upstream.requests)
+    path = f"/api/items/4{len(ctype)}"
+    async with aiohttp.ClientSession(headers=auth("alice")) as s:
+        request = asyncio.ensure_future(
+            s.post(env.url("api", path), data=body.encode(), headers={"Content-Type": ctype})
+        )
+        approval = await pending_for(env, "api", f"POST {path}")
+        assert not request.done()
+        assert len(env.upstream.requests) == before
+        await asyncio.to_thread(admin, env, "POST", f"/api/v1/approvals/{approval['id']}/deny")
+        resp = await asyncio.wait_for(request, 10)
+        assert resp.status == 403
+        resp.release()
+    assert len(env.upstream.requests) == before
+
+
+def test_body_without_a_method_field_passes(env: Env) -> None:
+    before = len(env.upstream.requests)
+    data = _raw(env, "POST", "/api/items/49", "Content-Type: application/json\r\n")
+    assert data.startswith(b"HTTP/1.1 200"), data
+    assert len(env.upstream.requests) == before + 1
