@@ -63,6 +63,7 @@ from ._tracker import (
     DESC_STMT,
     EXEC,
     FCALL,
+    LOST,
     PARSE,
     QUERY,
     SYNC,
@@ -895,16 +896,18 @@ class ClientConnection(asyncio.Protocol):
             return hold or bool(probes)
         if t == w.P:
             pm = m.parse_msg(buf, s, e)
-            tracker.on_parse(pm.name, pm.query)
+            st = tracker.on_parse(pm.name, pm.query)
             if pm.name:
                 self.prepared.prepare(pm.name, pm.query)
-            regs.append((PARSE, pm.name, [], None))
+            regs.append((PARSE, pm.name, [], None if pm.name else st))
             return False
         if t == w.B:
             bm = m.bind_msg(buf, s, e)
+            texts = self._statement_texts(bm.statement)
             bound = tracker.on_bind(bm.portal, bm.statement, bm.result_formats)
             bound.bind = bm
-            regs.append((BIND, bm.portal, [], None))
+            bound.texts = texts
+            regs.append((BIND, bm.portal, [], bound))
             return False
         if t == w.D:
             kind, name = m.describe_or_close(buf, s, e)
@@ -918,8 +921,6 @@ class ClientConnection(asyncio.Protocol):
         if t == w.E:
             name, _max_rows = m.execute_msg(buf, s, e)
             portal = tracker.portals.get(name)
-            statement = portal.statement if portal is not None else None
-            text = statement.query if statement is not None else ""
             bind = getattr(portal, "bind", None)
             params, shown = self._params(bind)
             attrs: dict[str, Any] = {"protocol": "extended"}
@@ -927,7 +928,11 @@ class ClientConnection(asyncio.Protocol):
                 attrs["portal"] = name
             if shown:
                 attrs["params"] = shown
-            run, verdict = self._judge(text.strip(), attrs, params, items)
+            text, unknown = self._portal_text(name)
+            if unknown:
+                run, verdict = self._judge_unknown(text, attrs, params, items, unknown)
+            else:
+                run, verdict = self._judge(text, attrs, params, items)
             run.portal = portal
             regs.append((EXEC, name, [run], None))
             return verdict not in _ALLOWED
@@ -939,6 +944,7 @@ class ClientConnection(asyncio.Protocol):
             regs.append((CLOSE, name, [], None))
             return False
         if t == w.S:
+            tracker.on_sync()
             regs.append((SYNC, "", [], None))
             return False
         if t == w.H:
@@ -951,6 +957,74 @@ class ClientConnection(asyncio.Protocol):
         if t == w.PASSWORD:
             raise w.ProtocolViolation("unexpected password message")
         return False
+
+    def _statement_texts(self, name: str) -> tuple[str | None, ...]:
+        """The texts a statement named in a Bind sent now may hold on the
+        server (None: one the gateway does not know). A Parse, Close,
+        PREPARE or DEALLOCATE may have failed or been skipped there."""
+        if name:
+            # every body prepared under the name (Parse or SQL PREPARE),
+            # nothing known if it was never prepared or was forgotten
+            candidates = getattr(self.prepared, "candidates", None)
+            bodies = tuple(candidates(name)) if candidates is not None else ()
+            return bodies or (None,)
+        found = self.tracker.statement_versions(name)
+        return tuple(None if v is LOST else v.query for v in found) or (None,)
+
+    def _portal_text(self, name: str) -> tuple[str, str]:
+        """(statement text to judge for an Execute of portal ``name``, why
+        it is not known -- '' if it is). Several possible texts are judged
+        together, as one text."""
+        texts: list[str] = []
+        unknown = ""
+        for portal in self.tracker.portal_candidates(name):
+            if portal is LOST:
+                unknown = f"portal {name!r}: the gateway lost track of its earlier bindings"
+                continue
+            for text in portal.texts or (None,):
+                if text is None:
+                    unknown = "the prepared statement it runs was not prepared where the gateway saw it"
+                elif text.strip() not in texts:
+                    texts.append(text.strip())
+        if not texts and not unknown:
+            unknown = f"portal {name!r} was not bound where the gateway saw it"
+        if len(texts) > 1:
+            return (
+                "/* hoopd: the server may run any of these (an earlier Parse, Bind or"
+                " Close may not have taken effect) */\n" + ";\n".join(texts)
+            ), unknown
+        return (texts[0] if texts else ""), unknown
+
+    def _judge_unknown(
+        self,
+        text: str,
+        attrs: dict[str, Any],
+        params: Any,
+        items: list[tuple[Running, Assessment, Any]],
+        why: str,
+    ) -> tuple[Running, Verdict]:
+        """An Execute whose statement the gateway cannot know: judged as
+        an EXECUTE of an unknown prepared statement (high)."""
+        session = self.session
+        assert session is not None
+        shown = f"-- Execute: {why}" + (f"\n{text}" if text else "")
+        cmd = session.command(CommandKind.SQL, shown, attrs)
+        verdicts = {
+            r.rule_id: r.action for r in (self._risk.rules or ()) if r.match == "unknown_prepared"
+        }
+        found = Assessment(
+            75, frozenset({"unknown_prepared", "execute"}), (f"Execute: {why}",), verdicts
+        )
+        if text:
+            found = combine([found, self.judge(text).assessment]) if self.judge else found
+        run = Running(cmd)
+        items.append((run, found, params))
+        decision = decide_command(
+            cmd.seq, self._risk, session.identity, found, break_glass=session.break_glass
+        )
+        if decision.verdict in _ALLOWED:
+            session.final_decision(decision)
+        return run, decision.verdict
 
     def _params(self, bind: Any) -> tuple[list[str | None] | None, list[str | None] | None]:
         """(params for the approval hash, params as recorded: masked; one

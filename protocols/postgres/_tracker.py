@@ -75,6 +75,8 @@ class Running:
 class Statement:
     query: str
     columns: list[Column] | None = None
+    batch: int = -1
+    """``Tracker.batch`` when its Parse was sent."""
 
 
 @dataclass(slots=True)
@@ -84,6 +86,57 @@ class Portal:
     columns: list[Column] | None = None
     bind: Any = None
     """The Bind message (parameters) that created it."""
+    batch: int = -1
+    """``Tracker.batch`` when its Bind was sent."""
+    texts: tuple[str | None, ...] = ()
+    """The statement texts it may run (None: one the gateway does not know),
+    set by the relay when the Bind is sent."""
+
+
+LOST: Any = object()
+"""In a list of versions: earlier ones the tracker no longer holds."""
+MAX_VERSIONS = 8
+
+
+class Versions:
+    """What the server may hold under each name (the unnamed statement, the
+    portals): a Parse or Bind can fail on the server or be skipped after an
+    earlier error, and then the server keeps the older object. A version is
+    dropped when its message did not take effect, and the older ones when
+    the server acknowledged it (ParseComplete/BindComplete)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, list[Any]] = {}
+
+    def add(self, name: str, obj: Any) -> None:
+        found = self._by_name.setdefault(name, [])
+        found.append(obj)
+        if len(found) > MAX_VERSIONS:
+            found[: len(found) - MAX_VERSIONS + 1] = [LOST]
+        if len(self._by_name) > 10_000:
+            # too many names (portals): forget one; its name is unknown then
+            del self._by_name[next(iter(self._by_name))]
+
+    def confirm(self, name: str, obj: Any) -> None:
+        found = self._by_name.get(name)
+        if found is not None:
+            for i, v in enumerate(found):
+                if v is obj:
+                    del found[:i]
+                    return
+
+    def drop(self, name: str, obj: Any) -> None:
+        found = self._by_name.get(name)
+        if found is not None:
+            for i, v in enumerate(found):
+                if v is obj:
+                    del found[i]
+                    return
+
+    def get(self, name: str) -> list[Any]:
+        """The versions the server may hold (LOST: others unknown); empty
+        if the name was never sent."""
+        return list(self._by_name.get(name, ()))
 
 
 @dataclass(slots=True)
@@ -123,15 +176,50 @@ class Tracker:
         self.copy_out = False
         self.outstanding_batch = False
         """The last forwarded bytes ended inside an extended batch (no Sync yet)."""
+        self.batch = 0
+        """Counts the client's Syncs: a Bind or Execute runs only if every
+        earlier message of its batch took effect on the server."""
+        self.unnamed = Versions()
+        """Versions of the unnamed statement (named ones: ``risk.PreparedStatements``)."""
+        self.portal_versions = Versions()
 
     # -- frontend side (call when a message is forwarded) ---------------------
-    def on_parse(self, name: str, query: str) -> None:
-        self.statements[name] = Statement(query)
+    def on_parse(self, name: str, query: str) -> Statement:
+        st = self.statements[name] = Statement(query, batch=self.batch)
+        if not name:
+            self.unnamed.add("", st)
+        return st
 
     def on_bind(self, portal: str, statement: str, result_formats: tuple[int, ...]) -> Portal:
-        p = Portal(self.statements.get(statement), result_formats)
+        p = Portal(self.statements.get(statement), result_formats, batch=self.batch)
         self.portals[portal] = p
+        self.portal_versions.add(portal, p)
         return p
+
+    def on_sync(self) -> None:
+        self.batch += 1
+
+    def statement_versions(self, name: str) -> list[Statement]:
+        """The unnamed statement(s) a Bind sent now may use: the one parsed
+        earlier in its batch, else every version the server may hold."""
+        st = self.statements.get(name)
+        if st is not None and st.batch == self.batch:
+            return [st]
+        return self.unnamed.get("")
+
+    def portal_candidates(self, name: str) -> list[Portal]:
+        """The portal(s) an Execute sent now may run (LOST: unknown ones)."""
+        p = self.portals.get(name)
+        if p is not None and p.batch == self.batch:
+            return [p]
+        return self.portal_versions.get(name)
+
+    def _not_taken(self, e: Expect) -> None:
+        """``e``'s message did not take effect on the server."""
+        if e.kind == PARSE and e.target is not None and not e.name:
+            self.unnamed.drop("", e.target)
+        elif e.kind == BIND and e.target is not None:
+            self.portal_versions.drop(e.name, e.target)
 
     def on_close(self, kind: int, name: str) -> None:
         if kind == ord("S"):
@@ -146,6 +234,7 @@ class Tracker:
         if self.discarding and kind not in (SYNC, QUERY, FCALL):
             for run in running or ():
                 self._skip(run, "not run: an earlier statement in the pipeline failed")
+            self._not_taken(Expect(kind, name, [], 0, message, target))
             return False
         if kind == SYNC:
             self.discarding = False
@@ -219,6 +308,11 @@ class Tracker:
         h = self.head()
         if h is not None and h.kind == kind:
             self.queue.popleft()
+            if h.target is not None:
+                if kind == PARSE:
+                    self.unnamed.confirm("", h.target)
+                elif kind == BIND:
+                    self.portal_versions.confirm(h.name, h.target)
 
     def command_complete(self, tag: str) -> None:
         queue = self.queue
@@ -277,6 +371,7 @@ class Tracker:
         failed_one = False
         while self.queue and self.queue[0].kind != SYNC:
             e = self.queue.popleft()
+            self._not_taken(e)
             for run in e.running:
                 if run.done:
                     continue

@@ -429,9 +429,18 @@ class PreparedStatements:
     MAX_CHARS = 16 * 1024 * 1024
     MAX_BODIES_PER_NAME = 8
 
+    MAX_LOST = 10_000
+
     def __init__(self) -> None:
         self._statements: dict[str, list[str]] = {}
         self._chars = 0
+        self._lost: set[str] = set()
+        """Names with bodies forgotten (to stay within the bounds): they
+        resolve to nothing, as unknown, until DEALLOCATE -- a body prepared
+        later may have failed on the server while a forgotten one lives."""
+        self._all_lost = False
+        """Too many lost names to list: every name is unknown until
+        DEALLOCATE ALL."""
 
     def prepare(self, name: str, sql: str) -> None:
         if name == "":
@@ -442,21 +451,43 @@ class PreparedStatements:
         while self._statements and (
             len(self._statements) >= self.MAX_STATEMENTS or self._chars + len(sql) > self.MAX_CHARS
         ):
-            # Forgetting one is safe: an unknown EXECUTE scores high.
-            self.deallocate(next(iter(self._statements)))
+            # An unknown EXECUTE scores high; the name stays unknown.
+            self._lose(next(iter(self._statements)))
         bodies = self._statements.setdefault(name, [])
         if len(bodies) >= self.MAX_BODIES_PER_NAME:
             self._chars -= len(bodies.pop(0))
+            self._lose_name(name)
         bodies.append(sql)
         self._chars += len(sql)
 
+    def _lose(self, name: str) -> None:
+        old = self._statements.pop(name, None)
+        if old is not None:
+            self._chars -= sum(len(b) for b in old)
+        self._lose_name(name)
+
+    def _lose_name(self, name: str) -> None:
+        if name == "":
+            return  # the unnamed statement is replaced, never kept twice
+        if len(self._lost) >= self.MAX_LOST:
+            self._all_lost = True
+            self._lost.clear()
+        if not self._all_lost:
+            self._lost.add(name)
+
+    def _known(self, name: str) -> bool:
+        return name == "" or not (self._all_lost or name in self._lost)
+
     def resolve_execute(self, name: str) -> str | None:
         """The body most recently prepared under ``name``."""
-        bodies = self._statements.get(name)
+        bodies = self._statements.get(name) if self._known(name) else None
         return bodies[-1] if bodies else None
 
     def candidates(self, name: str) -> tuple[str, ...]:
-        """Every body prepared under ``name`` since it was last deallocated."""
+        """Every body prepared under ``name`` since it was last deallocated
+        (none if some of them were forgotten)."""
+        if not self._known(name):
+            return ()
         return tuple(self._statements.get(name, ()))
 
     def deallocate(self, name: str | None) -> None:
@@ -464,10 +495,13 @@ class PreparedStatements:
         if name is None:
             self._statements.clear()
             self._chars = 0
+            self._lost.clear()
+            self._all_lost = False
             return
         old = self._statements.pop(name, None)
         if old is not None:
             self._chars -= sum(len(b) for b in old)
+        self._lost.discard(name)
 
     def __len__(self) -> int:
         return len(self._statements)
