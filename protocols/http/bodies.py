@@ -148,6 +148,13 @@ def plan_response(headers: Headers, masker: Any, unmaskable: str) -> Plan:
     unmask = "refuse" if unmaskable == "refuse" else "pass"
     if kind == "binary":
         return Plan(unmask, reason=f"content type {media_type(headers)} cannot be masked")
+    transfer = [c for c in headers.tokens("transfer-encoding") if c not in ("chunked", "identity")]
+    if transfer:
+        # a transfer coding (never asked for: the gateway sends no TE) is
+        # undone by no one on the way: the maskers would see compressed bytes
+        return Plan(
+            "refuse", reason=f"transfer coding {', '.join(transfer)} cannot be decoded for masking"
+        )
     codings = headers.tokens("content-encoding")
     codings = [c for c in codings if c != "identity"]
     encoding = ""

@@ -103,6 +103,7 @@ class Upstream:
         r.add_get("/deep-json", self.deep_json)
         r.add_get("/truncated", self.truncated)
         r.add_get("/zstd-text", self.zstd_text)
+        r.add_get("/te-gzip", self.te_gzip)
         r.add_get("/ndjson-stream", self.ndjson_stream)
         r.add_get("/early-eof", self.early_eof)
         r.add_get("/sse", self.sse)
@@ -364,6 +365,24 @@ class Upstream:
             f"HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nContent-Encoding: gzip\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body[: len(body) // 2]
+        )
+        await asyncio.sleep(0.1)
+        transport.close()
+        return web.StreamResponse()  # never sent: the connection is gone
+
+    async def te_gzip(self, request: web.Request) -> web.StreamResponse:
+        """A text body in a gzip *transfer* coding (``?te=gzip, chunked`` or
+        ``?te=gzip``: then delimited by the close), which the gateway never
+        asked for (it sends no ``TE``); written raw, aiohttp would not."""
+        te = request.query.get("te", "gzip, chunked")
+        body = gzip.compress(b"mail alice@example.com, badge EMP-123456\n")
+        if te.endswith("chunked"):
+            body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+        transport = request.transport
+        assert transport is not None
+        transport.write(
+            f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: {te}\r\n"
+            "Connection: close\r\n\r\n".encode() + body
         )
         await asyncio.sleep(0.1)
         transport.close()
