@@ -91,6 +91,9 @@ SPDY_MESSAGE = (
 )
 
 
+WEBSOCKET_VERBS = frozenset({"exec", "attach", "portforward", "proxy"})
+"""Requests relayed as websockets (channel protocols); any other upgrade is refused."""
+
 UNMASKABLE_ENCODINGS = ("protobuf", "cbor", "yaml")
 """Response encodings the API server offers that the gateway cannot mask
 structurally: binary ones it cannot read at all, and YAML, where content
@@ -508,6 +511,16 @@ class KubeProxy:
             session.result(cmd, "403", error="denied")
             return status_response(403, message, "Forbidden")
         if upgrade == "websocket":
+            if kr.verb not in WEBSOCKET_VERBS:
+                # e.g. a watch, which the API server also serves over a websocket
+                # (events as text frames): the relay masks channel output by
+                # content only, so a Secret's base64 data would pass
+                message = (
+                    f"hoopd: {kr.verb} over a websocket is not supported by this gateway; "
+                    "send it as a plain HTTP request"
+                )
+                session.result(cmd, "400", error="websocket upgrade refused")
+                return status_response(400, message, "BadRequest")
             return await relay_websocket(self, request, state, session, cmd, kr, started)
         return await self.forward(request, session, cmd, kr, raw, started)
 

@@ -891,7 +891,15 @@ class FakeApi:
         include = request.query.get("includeObject", "Metadata")
         since = int(request.query.get("resourceVersion") or 0)
         timeout = float(request.query.get("timeoutSeconds") or 1800)
-        resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+        ws: web.WebSocketResponse | None = None
+        resp: web.StreamResponse
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            # the API server's watch over a websocket (golang.org/x/net/websocket,
+            # which takes the one subprotocol offered): each event a text frame
+            offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+            resp = ws = web.WebSocketResponse(protocols=offered[:1])
+        else:
+            resp = web.StreamResponse(headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
         await resp.prepare(request)
         queue: asyncio.Queue[WatchEvent] = asyncio.Queue()
         store.watchers.add(queue)
@@ -904,6 +912,9 @@ class FakeApi:
                 return
             obj = table(kind, [ev.obj], str(ev.rv), include, first[0]) if as_table else ev.obj
             first[0] = False
+            if ws is not None:
+                await ws.send_str(json.dumps({"type": ev.type, "object": obj}))
+                return
             await resp.write(json.dumps({"type": ev.type, "object": obj}).encode() + b"\n")
 
         try:
@@ -926,7 +937,10 @@ class FakeApi:
         finally:
             store.watchers.discard(queue)
         with contextlib.suppress(Exception):
-            await resp.write_eof()
+            if ws is not None:
+                await ws.close()
+            else:
+                await resp.write_eof()
         return resp
 
     async def log(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
