@@ -10,7 +10,8 @@ two relay directions of a tunnel.
   RFC 6455 5.4 allows an intermediary when no extension is negotiated; the
   gateway strips ``Sec-WebSocket-Extensions`` from the upgrade request when
   it masks). Binary messages pass unchanged, or end the tunnel when the
-  connection refuses what it cannot mask; control frames pass. Without
+  connection refuses what it cannot mask; control frames pass with their
+  payloads (a close reason, ping data) content-masked. Without
   masking, the bytes are relayed untouched and only parsed for the recording.
 * ``Upstream`` (client -> upstream): bytes are relayed untouched; payloads
   are unmasked and content-masked for the recording only.
@@ -236,9 +237,30 @@ class Downstream(_Direction):
     def __init__(self, masker: Any, mask: bool, refuse_binary: bool = False) -> None:
         super().__init__(masker if mask else None)
         self.mask = mask and self._stream is not None
+        self._masker = masker if self.mask else None
         self._refuse_binary = refuse_binary and self.mask
         self._sent_first = False
         self._pending: list[bytes] = []
+
+    def _mask_control(self, opcode: int, payload: bytes, counts: Counts) -> bytes:
+        """A control frame's payload is text the client sees too (a close
+        reason, a ping's data): content-masked like a text message, the
+        close code kept, cut to the 125 bytes a control frame holds."""
+        masker = self._masker
+        if masker is None or not payload:
+            return payload
+        keep = payload[:2] if opcode == CLOSE else b""
+        text = payload[len(keep) :]
+        if not text:
+            return payload
+        out, found = masker.mask_bytes(text)
+        if not found:
+            return payload
+        _add(counts, dict(found))
+        masked = bytes(out)[: 125 - len(keep)]
+        if opcode == CLOSE:  # the reason must stay UTF-8
+            masked = masked.decode("utf-8", "ignore").encode()
+        return keep + masked
 
     def _emit(self, out: list[bytes], fin: bool) -> None:
         payload = b"".join(self._pending)
@@ -285,7 +307,8 @@ class Downstream(_Direction):
                 if head.opcode >= CLOSE:
                     if self._pending:
                         self._emit(out, False)
-                    out.append(frame(True, head.opcode, b"".join(self._control)))
+                    payload = self._mask_control(head.opcode, b"".join(self._control), counts)
+                    out.append(frame(True, head.opcode, payload))
                     self._control = []
                 elif head.fin:
                     if self._msg == TEXT:

@@ -505,6 +505,11 @@ class Upstream:
                     + b"\x89\x02hi"  # a ping in between
                     + b"\x80\x0c EMP-123456."  # final continuation
                 )
+            elif msg.type == WSMsgType.TEXT and msg.data.startswith("ping:"):
+                await ws.ping(msg.data[5:].encode())
+            elif msg.type == WSMsgType.TEXT and msg.data.startswith("close:"):
+                # a close reason that quotes user data (or the upstream credential)
+                await ws.close(code=4001, message=msg.data[6:].encode())
             elif msg.type == WSMsgType.TEXT:
                 await ws.send_str("echo:" + msg.data)
             elif msg.type == WSMsgType.BINARY:
