@@ -37,7 +37,7 @@ from hoopd.session import SessionEnded
 from hoopd.transfer import is_tar_stream
 
 from .keys import identity_from_cert
-from .lines import Enter, LineTracker
+from .lines import Enter, LineTracker, drawn_lines
 from .output import MaskedStream, RecordBuffer
 from .packets import skip_ignore_padding
 from .scp import ScpAudit, ScpError, ScpFile
@@ -1242,15 +1242,30 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
 
     def _judge_line(self, enter: Enter, rest: list[Any]) -> bool:
         """Record the line; True when it is held for a decision."""
-        self._unechoed = None
         text = enter.line.text
         shown = ""
         if enter.line.uncertain:
             # The last lines the terminal showed: the prompt and the line as
-            # the shell's editor drew it (after cursor edits, history recall).
-            shown = "\n".join(_visible(bytes(self._line_echo)).splitlines()[-2:])
+            # the shell's editor drew it (after cursor edits, history recall),
+            # and, should the drawing be misread, the text it was drawn with.
+            echo = bytes(self._line_echo)
+            drawn = drawn_lines(echo, self.pty[1][0] if self.pty is not None else 80)[-2:]
+            raw = [x for x in _visible(echo).splitlines()[-2:] if x not in drawn]
+            shown = "\n".join(raw + drawn)
             if not text.strip():
-                text = shown.splitlines()[-1] if shown else ""
+                text = drawn[-1] if drawn else ""
+        if enter.partial:
+            # Ctrl-D on a non-empty line: a canonical tty (sh, dash) hands the
+            # line over without its newline. Judged as it stands (with what it
+            # continues); not recorded unless held: the tracker keeps it, and
+            # the Enter that ends it records the whole.
+            if self._continued:
+                text = self._continued + "\n" + text
+            found = self._assess_line(text, enter, shown)
+            if found.score <= 0 and not found.rule_verdicts:
+                return False
+            return self._hold_line(text, self._line_attrs(enter, shown), found, enter, rest)
+        self._unechoed = None
         self._line_echo.clear()
         if not text.strip():
             self._continued = ""
@@ -1261,14 +1276,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self._continued = text  # the shell will ask for more
             return False
         self._continued = ""
-        attrs: dict[str, Any] = {}
-        if enter.line.uncertain:
-            # Edited or recalled: judge what was typed *and* what the terminal
-            # showed, loosely (a command starting at any word counts).
-            attrs = {"uncertain": True, "shown": shown[-1024:]}
-            found = self.handler.risk.assess_loose([text, *shown.splitlines()])
-        else:
-            found = self.handler.risk.assess(text)
+        attrs = self._line_attrs(enter, shown)
+        found = self._assess_line(text, enter, shown)
         if found.score <= 0 and not found.rule_verdicts:
             # Recorded once the terminal has echoed it: input typed with echo
             # off (a password prompt) is not a command and is never recorded.
@@ -1277,6 +1286,25 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             else:
                 self._unechoed = (text, attrs)
             return False
+        return self._hold_line(text, attrs, found, enter, rest)
+
+    @staticmethod
+    def _line_attrs(enter: Enter, shown: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        if enter.line.uncertain:
+            attrs = {"uncertain": True, "shown": shown[-1024:]}
+        if enter.partial:
+            attrs["key"] = "ctrl-d"
+        return attrs
+
+    def _assess_line(self, text: str, enter: Enter, shown: str) -> Any:
+        if enter.line.uncertain:
+            # Edited or recalled: judge what was typed *and* what the terminal
+            # showed, loosely (a command starting at any word counts).
+            return self.handler.risk.assess_loose([text, *shown.splitlines()])
+        return self.handler.risk.assess(text)
+
+    def _hold_line(self, text: str, attrs: dict[str, Any], found: Any, enter: Enter, rest: list[Any]) -> bool:
         self._recent.clear()
         cmd = self.session.command(CommandKind.SHELL_LINE, text, attrs)
         # Reading goes on while the line is held (bounded by PENDING_LIMIT), so
@@ -1315,6 +1343,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             session.result(cmd, "cancelled", error="cancelled by the user (Ctrl-C)")
             rest = []
             self._drop_pending_through_ctrl_c()
+            self._forget_line()
             await self._drop_line()
         elif decision is not None and decision.verdict in (Verdict.ALLOW, Verdict.MASK):
             self.up_chan.write(enter.key)
@@ -1322,6 +1351,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             why = "; ".join(decision.reasons) if decision is not None else "error"
             self.gateway_message(f"command refused: {why}")
             session.result(cmd, "refused", error=why)
+            self._forget_line()
             await self._drop_line()
         if self._ended:
             return
@@ -1330,6 +1360,13 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         if self._holding:
             return
         self._drain_pending()
+
+    def _forget_line(self) -> None:
+        """The shell drops the line (and what it continued): so does the
+        tracker, which still holds a line that Ctrl-D handed over."""
+        self._continued = ""
+        if self.tracker is not None:
+            self.tracker.clear()
 
     async def _drop_line(self) -> None:
         """Make the shell discard the held line, then wait for its fresh

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.ssh.lines import Enter, LineTracker
+from protocols.ssh.lines import Enter, LineTracker, drawn_lines
 
 
 def lines(*chunks: bytes) -> list[tuple[str, bool]]:
@@ -46,3 +46,54 @@ def test_pieces_reassemble_the_input(chunks: list[bytes]) -> None:
 def test_chunking_does_not_change_lines(data: bytes, cut: int) -> None:
     whole = lines(data)
     assert lines(data[:cut], data[cut:]) == whole
+
+
+def test_keys_that_edit_the_line_unseen_make_it_uncertain() -> None:
+    # Home then Ctrl-U or Ctrl-W kills only what is left of the cursor: the rest runs
+    assert lines(b"rm -rf x\x01\x15\r") == [("", True)]
+    assert lines(b"rm -rf x\x1b[H\x17\r") == [("rm -rf ", True)]
+    # undo (Ctrl-_, Ctrl-X Ctrl-U) brings a killed line back
+    assert lines(b"rm -rf x\x15\x1f\r") == [("", True)]
+    assert lines(b"rm -rf x\x15\x18\x15\r") == [("", True)]
+    # Ctrl-X Ctrl-X jumps to the mark; Ctrl-] searches for a character
+    assert lines(b" -rf x\x18\x18rm\r") == [(" -rf xrm", True)]
+    assert lines(b"x\x1dx\r") == [("xx", True)]
+    # Ctrl-V / Ctrl-Q insert the next key as it is, even Ctrl-U, Backspace or Enter
+    assert lines(b"rm -rf x \x16\x15\r") == [("rm -rf x ", True)]
+    assert lines(b"rm -rf x\x16\x7f\r") == [("rm -rf x", True)]
+    assert lines(b"a\x16\rb\r") == [("ab", True)]
+    # pasted control keys may be inserted rather than obeyed
+    assert lines(b"\x1b[200~rm -rf x \x15\x1b[201~\r") == [("rm -rf x ", True)]
+    # only Enter and Ctrl-C start a certain line again
+    assert lines(b"\x01\x15ls\r", b"ls\r") == [("ls", True), ("ls", False)]
+    assert lines(b"\x01\x03ls\r") == [("ls", False)]
+    # harmless keys change nothing
+    assert lines(b"ls\x0c\x07\r") == [("ls", False)]
+
+
+def test_ctrl_o_and_ctrl_d_hand_the_line_over() -> None:
+    t = LineTracker()
+    pieces = t.feed(b"rm -rf x\x0fls\r")
+    enters = [p for p in pieces if isinstance(p, Enter)]
+    assert [(e.line.text, e.line.uncertain, e.key, e.partial) for e in enters] == [
+        ("rm -rf x", False, b"\x0f", False),
+        ("ls", True, b"\r", False),  # Ctrl-O put the next history line in the buffer
+    ]
+    t = LineTracker()
+    enters = [p for p in t.feed(b"\x04rm -r\x04f x\r") if isinstance(p, Enter)]
+    assert [(e.line.text, e.key, e.partial) for e in enters] == [
+        ("rm -r", b"\x04", True),  # a canonical tty hands "rm -r" over, keeps reading
+        ("rm -rf x", b"\r", False),
+    ]
+    t.feed(b"abc\x04")
+    t.clear()  # the line was refused and dropped
+    assert [p.line.text for p in t.feed(b"ls\r") if isinstance(p, Enter)] == ["ls"]
+
+
+def test_drawn_lines_follow_the_line_editor() -> None:
+    # bash's redraw of "xm -rf d", Home, Ctrl-D, "r": only the changed cell is drawn
+    assert drawn_lines(b"$ xm -rf d\r\x1b[C\x1b[C\x1b[1P\x1b[1@r", 80) == ["$ rm -rf d"]
+    assert drawn_lines(b"$ echo x\b\b\b\b\b\b\x1b[K", 80) == ["$"]
+    assert drawn_lines(b"out\r\n$ abcdefghij", 8) == ["out", "$ abcdefghij"]  # wrapped rows join
+    assert drawn_lines(b"$ ls\x1b[2D\x1b[Kcat", 80) == ["$ cat"]
+    assert drawn_lines(b"\x1b]0;title\x07$ ls\x1b[H\x1b[2J$ id", 80) == ["$ id"]

@@ -662,6 +662,61 @@ def test_pty_keys_typed_ahead_of_a_dropped_line(env: Env) -> None:
     assert keep.exists()
 
 
+# Keys a line editor (or a canonical tty) obeys that the gateway once took
+# for plain typing, so each line below ran ``rm -rf DIR`` without a reviewer.
+UNSEEN_EDITS = {
+    "ctrl-o runs the line": lambda d: [f"rm -rf {d}\x0f"],
+    "home, ctrl-u kills nothing": lambda d: [f"rm -rf {d}\x01\x15\r"],
+    "ctrl-u, then undo": lambda d: [f"rm -rf {d}\x15\x1f\r"],
+    "ctrl-u, then ctrl-x ctrl-u": lambda d: [f"rm -rf {d}\x15\x18\x15\r"],
+    "ctrl-v makes ctrl-u a character": lambda d: [f"rm -rf {d} \x16\x15\r"],
+    "ctrl-x ctrl-x jumps to the start": lambda d: [f" -rf {d}\x18\x18rm\r"],
+    "redrawn in place (insert/delete char)": lambda d: [f"xm -rf {d}\x01\x04r\r"],
+    # sh (dash) reads a canonical tty: Ctrl-D hands the line over, a second one ends input
+    "ctrl-d ends the line in sh": lambda d: ["sh\r", f"rm -rf {d}\x04"],
+}
+
+
+def test_pty_keys_that_edit_or_run_a_line_unseen(env: Env) -> None:
+    """Ctrl-O, undo, literal-next, the Ctrl-X prefix, a Ctrl-U after the
+    cursor moved, a line redrawn with insert/delete-character and Ctrl-D in
+    a canonical tty (dash) all left the gateway with a harmless (or no) line
+    while the shell ran ``rm -rf DIR``: each is now held."""
+    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
+    keep = env.tmp / "pty-unseen-keep"
+    keep.mkdir()
+    try:
+        term.send(b"PS1='P''S> '\r")
+        term.expect(b"PS> ")
+        for name, keys in UNSEEN_EDITS.items():
+            parts = keys(keep)
+            for part in parts[:-1]:
+                term.send(part.encode())
+                time.sleep(1)
+            for ch in parts[-1].encode():  # key by key, as typed
+                term.send(bytes([ch]))
+                time.sleep(0.005)
+            try:
+                term.expect(b"needs a reviewer", 10)
+            except AssertionError:
+                raise AssertionError(f"{name}: not held; {keep} exists: {keep.exists()}") from None
+            _decide_pending(env, False)
+            term.expect(b"command refused")
+            if len(parts) > 1:  # leave sh
+                time.sleep(0.5)
+                term.send(b"exit\r")
+            term.expect(b"PS> ")
+            assert keep.exists(), name
+        term.send(b"echo after-$((4+4))\r")
+        term.expect(b"after-8")
+        term.send(b"exit 4\r")
+        assert term.wait() == 4
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    assert keep.exists()
+
+
 def test_credential_expiry_ends_the_session(env: Env) -> None:
     key = load_or_create_token_key(env.tmp / "var" / "token_key.ed25519")
     short = GatewayTokens(key).issue("alice", ["ops"], 2)
