@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -476,12 +477,19 @@ class KubeProxy:
             if len(raw) > self.options.max_body:
                 return status_response(413, "hoopd: request body too large")
             body, opaque = decode_body(request.content_type, raw)
-        attrs = info.attrs
+        text, attrs = info.text, info.attrs
+        if raw and request.method == "DELETE":
+            # the API server takes a DELETE's options from its body when it has
+            # one, and then ignores the query: ?dryRun=All beside a body is no dry run
+            dry_run = delete_dry_run(body)
+            if dry_run != kr.dry_run:
+                kr = dataclasses.replace(kr, dry_run=dry_run)
+                text, attrs = kr.text(), kr.attrs()
         if kr.write and body is not None:
             attrs = {**attrs, "object": summary(body)}
         elif kr.write and opaque:
             attrs = {**attrs, "object": {"opaque": request.content_type}}
-        cmd = session.command(CommandKind.K8S, info.text, attrs)
+        cmd = session.command(CommandKind.K8S, text, attrs)
         if kr.file_transfer and not self.options.file_transfer:
             # Refused by the connection, whatever the risk: no reviewer is asked.
             message = "hoopd: file transfer (kubectl cp) is not allowed on this connection"
@@ -489,7 +497,7 @@ class KubeProxy:
             self._remember_refusal(session, cmd, message)
             session.result(cmd, "403", error="file transfer is not allowed")
             return status_response(403, message, "Forbidden")
-        if body is None and not opaque:
+        if body is None and not opaque and kr is info.kr:
             found = info.found
             if found is None:
                 found = info.found = self.assess(kr, None, False, cmd.text)
@@ -853,6 +861,19 @@ class KubeProxy:
         if out:
             session.upstream_data(out, Stream.STDOUT, command_seq=cmd.seq, masked=_delta(stream.counts, reported))
             await resp.write(out)
+
+
+def delete_dry_run(options: Any) -> bool:
+    """Whether a DELETE's body (its DeleteOptions, decoded) makes it a dry
+    run for the API server: ``dryRun`` a non-empty list of ``All``. A body
+    that did not decode, or that spells the key in another case too (an
+    older API server matched keys case-insensitively), is no dry run."""
+    if not isinstance(options, dict):
+        return False
+    if [k for k in options if isinstance(k, str) and k.lower() == "dryrun"] != ["dryRun"]:
+        return False
+    values = options["dryRun"]
+    return isinstance(values, list) and bool(values) and all(v == "All" for v in values)
 
 
 def request_params(method: str, target: str, body: bytes) -> dict[str, str]:

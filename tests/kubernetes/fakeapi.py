@@ -736,6 +736,13 @@ class FakeApi:
         q = request.query
         m = request.method
         dry = "All" in q.getall("dryRun", [])
+        if m == "DELETE" and request.can_read_body:
+            # as the API server's delete handlers: DeleteOptions come from the
+            # body when there is one, and the query is not read at all
+            raw = await request.read()
+            if raw:
+                options = await self.body(request)
+                dry = isinstance(options, dict) and "All" in (options.get("dryRun") or [])
         if sub == "exec" or sub == "attach":
             return await self.exec(request, kind, ns or "", name or "", sub)
         if sub == "portforward":

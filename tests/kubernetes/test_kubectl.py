@@ -897,3 +897,23 @@ def test_watch_over_a_websocket_is_not_relayed_unmasked(kube: Kube) -> None:
     # a plain watch still works, masked
     res = kube.kubectl("get", "--raw", "/api/v1/namespaces/default/secrets?watch=1&timeoutSeconds=1")
     assert "wsdb" in res.stdout and raw_b64 not in res.stdout
+
+
+def test_delete_with_a_body_is_judged_by_the_body_s_dry_run(tmp_path: Path, fake: FakeApiServer) -> None:
+    """The API server reads a DELETE's options from its body when it has one,
+    and then not from the query: ``?dryRun=All`` beside a body deletes for
+    real, so it must not cap the risk; ``kubectl delete --dry-run=server``
+    (dryRun in the body) is the dry run."""
+    k = Kube(tmp_path, fake, risk={"review_at": "high"}, approval={"mode": "retry", "timeout": "60s"})
+    try:
+        k.ok("create", "ns", "dry-doomed")
+        body = tmp_path / "options.json"
+        body.write_text('{"kind":"DeleteOptions","apiVersion":"v1"}')
+        res = k.kubectl("delete", "--raw", "/api/v1/namespaces/dry-doomed?dryRun=All", "-f", str(body))
+        assert res.returncode == 1 and "needs a reviewer's approval" in res.stderr, (res.stdout, res.stderr)
+        assert "dry-doomed" in k.ok("get", "ns", "dry-doomed")
+        # a dry run as kubectl sends it runs without a reviewer, and deletes nothing
+        assert "(server dry run)" in k.ok("delete", "ns", "dry-doomed", "--dry-run=server")
+        assert "dry-doomed" in k.ok("get", "ns", "dry-doomed")
+    finally:
+        k.close()

@@ -358,3 +358,14 @@ def test_yaml_aliases_of_collections_make_the_body_opaque() -> None:
     pod = b'{"kind": "Pod", "spec": {"containers": [{"securityContext": {"privileged": true}}]}}'
     body, opaque = decode_body("application/apply-patch+yaml", pod)
     assert not opaque and cats("PATCH", "/api/v1/namespaces/a/pods/p", body) == {"privileged_pod"}
+
+
+def test_delete_body_dry_run() -> None:
+    from protocols.kubernetes.proxy import delete_dry_run
+
+    assert delete_dry_run({"kind": "DeleteOptions", "dryRun": ["All"]})
+    assert not delete_dry_run({"kind": "DeleteOptions"})
+    assert not delete_dry_run({"dryRun": []}) and not delete_dry_run({"dryRun": ["All", "x"]})
+    assert not delete_dry_run({"dryRun": "All"}) and not delete_dry_run(None) and not delete_dry_run([])
+    # an older API server matched keys in any case, the last one winning
+    assert not delete_dry_run({"dryRun": ["All"], "dryrun": []})
