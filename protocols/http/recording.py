@@ -44,36 +44,49 @@ class RequestRecorder:
         session = self.client.session
         assert session is not None
         counts: dict[str, int] = {}
-        data = body[: self.left]
+        data = body
         self.total = len(body)
-        if data and complete and len(body) <= self.left and not self.text_charset:
+        if data and self.left > 0 and complete and not self.text_charset:
+            # a whole body (at most inspect_body_bytes) is masked as one (JSON
+            # by key and path too), then cut to the cap
             data, counts = mask_request_body(
                 proxy.masker if proxy.masking else None, data, self.ctype, self.cenc, proxy.docs
             )
+            data = self._cut(data)
         elif data:
             data = self._stream_mask(data)
-        self.left -= min(len(body), self.left)
         session.record(Output(Stream.STDIN, raw_head + data, self.seq, counts))
 
     def _stream_mask(self, data: bytes) -> bytes:
+        """What of ``data`` is recorded (at most ``left`` bytes). Masked text
+        is cut after masking, never before: a value cut at the cap would
+        match no rule and be recorded in part (``alice@ex``, a card
+        number's first twelve digits)."""
+        if self.left <= 0:
+            return b""
         proxy = self.client.proxy
         if proxy.masking and self.text_charset:
             # the maskers read ASCII-compatible bytes only: record none of it
             self.left = 0
             return b"[body in charset " + self.text_charset.encode() + b" not recorded]"
         if not proxy.masking or self.cenc:
-            return data if not self.cenc else b""
+            part = data[: self.left]
+            self.left -= len(part)
+            return part if not self.cenc else b""
         if self.stream is None:
             self.stream = proxy.masker.stream()
-        return bytes(self.stream.feed(data))
+        return self._cut(bytes(self.stream.feed(data)))
+
+    def _cut(self, out: bytes) -> bytes:
+        part = out[: self.left]
+        self.left -= len(part)
+        return part
 
     def feed(self, data: bytes) -> None:
         self.total += len(data)
         if self.left <= 0:
             return
-        part = data[: self.left]
-        self.left -= len(part)
-        out = self._stream_mask(part)
+        out = self._stream_mask(data)
         if out:
             session = self.client.session
             assert session is not None
@@ -81,7 +94,7 @@ class RequestRecorder:
 
     def finish(self) -> None:
         if self.stream is not None:
-            tail = bytes(self.stream.flush())
+            tail = self._cut(bytes(self.stream.flush()))
             session = self.client.session
             if tail and session is not None:
                 session.record(Output(Stream.STDIN, tail, self.seq, dict(self.stream.counts)))
