@@ -195,6 +195,7 @@ class ShellRisk:
         for pipeline in parsed.pipelines:
             stages = [self._effective(cmd, found, depth) for cmd in pipeline]
             decoder_before = download_before = False
+            literal_before: str | None = None
             for argv, cmd in stages:
                 for w in cmd.words:
                     for sub in w.substitutions:
@@ -203,6 +204,7 @@ class ShellRisk:
                     for sub in target.substitutions:
                         self._walk(parse(sub), found, depth + 1)
                 if not argv:
+                    literal_before = None
                     continue
                 name = _base(argv[0])
                 if (decoder_before or download_before) and _reads_stdin_as_code(name, argv):
@@ -216,6 +218,15 @@ class ShellRisk:
                     download_before = True
                 if _runs_code(name):
                     self._substituted_code(name, cmd, found)
+                if name in SHELLS and _reads_stdin_as_code(name, argv):
+                    # the script is in the command line: sh <<< 'rm -rf x',
+                    # echo 'rm -rf x' | sh
+                    for op, target in cmd.redirects:
+                        if op == "<<<":
+                            self._walk(parse(target.text), found, depth + 1)
+                    if literal_before is not None:
+                        self._walk(parse(literal_before), found, depth + 1)
+                literal_before = _literal_output(name, argv)
 
     def _substituted_code(self, name: str, cmd: SimpleCommand, found: _Found) -> None:
         """``sh -c "$(curl ...)"``, ``bash <(curl ...)``, ``eval "$(... | base64 -d)"``."""
@@ -238,7 +249,7 @@ class ShellRisk:
     ) -> tuple[list[str], SimpleCommand]:
         """Strip assignments and wrappers; judge the command and its redirects.
         Returns the argv that actually runs."""
-        words = list(cmd.words)
+        words = _expand_words(cmd.words)
         self._redirects(cmd, found)
         argv = [w.text for w in words]
         guard = 0
@@ -258,6 +269,8 @@ class ShellRisk:
                 continue
             if name in ("su", "runuser"):
                 script = _option_value(argv, ("-c", "--command"))
+                if script is None:
+                    script = next((a[2:] for a in argv[1:] if a.startswith("-c") and len(a) > 2), None)
                 if script is not None:
                     self._walk(parse(script), found, depth + 1)
                 return [], cmd
@@ -276,6 +289,13 @@ class ShellRisk:
                 if name == "watch" and argv:
                     self._walk(parse(" ".join(argv)), found, depth + 1)
                     return [], cmd
+                continue
+            if name in ("exec", "command", "time", "setsid", "coproc"):
+                # exec -a NAME, command -p, time -p, setsid -f
+                argv, words = _skip_options(argv[1:], words[1:], takes_arg="a" if name == "exec" else "")
+                continue
+            if name == "busybox" and len(argv) > 1 and _base(argv[1]) not in SHELLS:
+                argv, words = argv[1:], words[1:]  # busybox rm -rf x: the applet runs
                 continue
             if name in _WRAPPERS:
                 argv, words = argv[1:], words[1:]
@@ -315,7 +335,7 @@ class ShellRisk:
             short = "".join(a[1:] for a in args if a.startswith("-") and not a.startswith("--"))
             longs = {a for a in args if a.startswith("--")}
             recursive = "r" in short or "R" in short or "--recursive" in longs
-            force = "f" in short or "--force" in longs
+            force = "f" in short or "--force" in longs or "--interactive=never" in longs
             targets = [a for a in args if not a.startswith("-")]
             if any(_is_history_file(t) for t in targets):
                 found.add("history_tamper", "deletes a shell history file")
@@ -374,8 +394,65 @@ class ShellRisk:
         elif name == "set":
             if "+o" in args and "history" in args:
                 found.add("history_tamper", "set +o history")
+        elif name == "trap":
+            code = [a for a in args if a == "-" or not a.startswith("-")][:1]
+            if code and code[0] != "-":
+                self._walk(parse(code[0]), found, depth + 1)  # runs on the signal / exit
+        elif name == "alias":
+            for a in args:
+                _, eq, value = a.partition("=")
+                if eq:
+                    self._walk(parse(value), found, depth + 1)  # runs when the alias is used
+        elif name in ("ssh", "slogin"):
+            remote = _ssh_command(args)
+            if remote:
+                self._walk(parse(remote), found, depth + 1)  # runs on the other host
         elif name in ("truncate", "ln", "cp", "mv") and any(_is_history_file(a) for a in args[1:]):
             found.add("history_tamper", f"{name} on a shell history file")
+
+
+def _expand_words(words: list[Word]) -> list[Word]:
+    """The words as brace expansion makes them: ``{rm,-rf,x}`` is ``rm -rf x``."""
+    out: list[Word] = []
+    for w in words:
+        text = w.text
+        if (
+            not w.quoted and len(text) > 2 and text[0] == "{" and text[-1] == "}"
+            and "," in text and "{" not in text[1:-1] and "}" not in text[1:-1]
+        ):
+            out += [Word(p, w.substitutions if k == 0 else []) for k, p in enumerate(text[1:-1].split(","))]
+            continue
+        out.append(w)
+    return out
+
+
+def _literal_output(name: str, argv: list[str]) -> str | None:
+    """What ``echo``/``printf`` with literal arguments write (roughly)."""
+    args = argv[1:]
+    if name == "echo":
+        while args and args[0].startswith("-") and set(args[0][1:]) <= set("neE"):
+            args = args[1:]
+        return " ".join(args)
+    if name == "printf":
+        return " ".join(a for a in args if a != "--")
+    return None
+
+
+_SSH_ARG_OPTS = frozenset("BbcDEeFIiJLlmOoPpQRSWw")
+
+
+def _ssh_command(args: list[str]) -> str:
+    """The remote command of ``ssh [options] host command...``."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            i += 1
+            break
+        if not a.startswith("-") or a == "-":
+            break
+        i += 2 if a[-1] in _SSH_ARG_OPTS and len(a) == 2 else 1
+    return " ".join(args[i + 1 :])
 
 
 def _top_level(path: str) -> bool:
@@ -489,8 +566,11 @@ def _skip_sudo(argv: list[str], words: list[Word]) -> tuple[list[str], list[Word
             break
         if not a.startswith("-"):
             break
-        if not a.startswith("--") and a[-1] in _SUDO_ARG_OPTS and len(a) >= 2:
-            i += 2
+        if not a.startswith("--") and len(a) >= 2:
+            # -u root, -Eu root: the option that takes a value is the last
+            # letter; -uroot carries its value
+            at = next((k for k, ch in enumerate(a[1:], 1) if ch in _SUDO_ARG_OPTS), None)
+            i += 2 if at == len(a) - 1 else 1
             continue
         i += 1
     return argv[i:], words[i:]

@@ -186,6 +186,8 @@ def parse(text: str) -> Parsed:
             continue
         word = _read_word(sc)
         last_op = ""
+        if not word.text and not word.quoted and not word.substitutions and pending_redirect is None:
+            continue  # an unquoted expansion to nothing ($IFS) is no word
         if pending_redirect is not None:
             cmd.redirects.append((pending_redirect, word))
             pending_redirect = None
@@ -269,13 +271,110 @@ def _read_word(sc: _Scanner) -> Word:
             subs.append(sc.skip_balanced("(", ")"))
             parts.append("$(...)")
             continue
+        ifs = _unquoted_ifs(s, sc.i)
+        if ifs:
+            # rm${IFS}-rf${IFS}x: the expansion is split into fields (the
+            # default IFS is white space), so it ends the word
+            sc.i += ifs
+            if parts or subs:
+                break
+            continue
         if c == "$" and sc.peek(2) == "${":
             sc.i += 2
-            parts.append("${" + sc.skip_balanced("{", "}") + "}")
+            inner = sc.skip_balanced("{", "}")
+            parts.append("${" + inner + "}")
+            subs.extend(_nested_substitutions(inner))  # ${x:-$(cmd)}, ${x:-`cmd`}
+            continue
+        if c == "$" and sc.peek(2) == "$'":
+            # ANSI-C quoting: $'rm' is the word rm, $'\x72m' too
+            quoted = True
+            sc.i += 2
+            parts.append(_read_ansi_c(sc))
+            continue
+        if c == "$" and sc.peek(2) == '$"':
+            quoted = True  # $"..." (locale translation): a double-quoted string
+            sc.i += 2
+            parts.append(_read_double(sc, subs))
             continue
         parts.append(c)
         sc.i += 1
     return Word("".join(parts), subs, quoted)
+
+
+def _unquoted_ifs(s: str, i: int) -> int:
+    """The length of ``$IFS`` or ``${IFS}`` at ``i``, else 0."""
+    if s.startswith("${IFS}", i):
+        return 6
+    if s.startswith("$IFS", i) and not (i + 4 < len(s) and (s[i + 4].isalnum() or s[i + 4] == "_")):
+        return 4
+    return 0
+
+
+def _nested_substitutions(text: str) -> list[str]:
+    """Command substitutions in the text of a ``${...}`` expansion."""
+    if "$(" not in text and "`" not in text and "<(" not in text and ">(" not in text:
+        return []
+    found: list[str] = []
+    parsed = parse(text)
+    for cmd in parsed.commands():
+        for w in cmd.words:
+            found += w.substitutions
+        for _, target in cmd.redirects:
+            found += target.substitutions
+    return found
+
+
+_ANSI_C = {"a": "\a", "b": "\b", "e": "\x1b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r",
+           "t": "\t", "v": "\v", "\\": "\\", "'": "'", '"': '"', "?": "?"}
+
+
+def _read_ansi_c(sc: _Scanner) -> str:
+    """The text of ``$'...'`` from just after the opening quote, escapes decoded."""
+    s = sc.s
+    parts: list[str] = []
+    while sc.i < len(s):
+        c = s[sc.i]
+        if c == "'":
+            sc.i += 1
+            return "".join(parts)
+        if c != "\\" or sc.i + 1 >= len(s):
+            parts.append(c)
+            sc.i += 1
+            continue
+        nxt = s[sc.i + 1]
+        sc.i += 2
+        if nxt in _ANSI_C:
+            parts.append(_ANSI_C[nxt])
+        elif nxt in "xuU":
+            digits = {"x": 2, "u": 4, "U": 8}[nxt]
+            j = sc.i
+            while j < len(s) and j - sc.i < digits and s[j] in "0123456789abcdefABCDEF":
+                j += 1
+            if j > sc.i:
+                parts.append(_chr(int(s[sc.i : j], 16)))
+                sc.i = j
+            else:
+                parts.append("\\" + nxt)
+        elif nxt in "01234567":
+            j = sc.i - 1
+            while j < len(s) and j - (sc.i - 1) < 3 and s[j] in "01234567":
+                j += 1
+            parts.append(_chr(int(s[sc.i - 1 : j], 8)))
+            sc.i = j
+        elif nxt == "c" and sc.i < len(s):
+            parts.append(_chr(ord(s[sc.i]) & 0x1F))
+            sc.i += 1
+        else:
+            parts.append("\\" + nxt)
+    sc.incomplete = True
+    return "".join(parts)
+
+
+def _chr(code: int) -> str:
+    try:
+        return chr(code)
+    except (ValueError, OverflowError):
+        return "\ufffd"
 
 
 def _read_double(sc: _Scanner, subs: list[str]) -> str:

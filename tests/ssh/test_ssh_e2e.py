@@ -13,6 +13,7 @@ import json
 import os
 import re
 import select
+import shlex
 import socket
 import struct
 import subprocess
@@ -347,6 +348,38 @@ def test_held_rm_rf(env: Env, approve: bool) -> None:
         assert proc.returncode == 126
         assert b"command refused" in err and b"denied by rita" in err
         assert victim.exists()
+
+
+# Exec commands the bash on the target runs as rm -rf DIR, which the scorer
+# once read as something else and let through without a reviewer.
+DISGUISED_RM = [
+    "$'rm' -rf {d}",
+    "$'\\x72m' -rf {d}",
+    "rm${{IFS}}-rf${{IFS}}{d}",
+    "{{rm,-rf,{d}}}",
+    "echo ${{v:-$(rm -rf {d})}}",
+    "echo 'rm -rf {d}' | sh",
+    "sh <<< 'rm -rf {d}'",
+    "time -p rm -rf {d}",
+    "setsid -w rm -rf {d}",
+    "trap 'rm -rf {d}' EXIT",
+]
+
+
+def test_disguised_rm_rf_in_exec_is_held(env: Env) -> None:
+    victim = env.tmp / "disguised-victim"
+    (victim / "sub").mkdir(parents=True)
+    for template in DISGUISED_RM:
+        command = "exec bash -c " + shlex.quote(template.format(d=victim))  # sshd runs the root's shell
+        proc = popen_ssh(env.port, env.token, command)
+        try:
+            _decide_pending(env, False)
+        except AssertionError:
+            proc.communicate(timeout=30)
+            raise AssertionError(f"{template!r} was not held; {victim} exists: {victim.exists()}") from None
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 126 and b"command refused" in err, (template, err)
+        assert victim.exists(), template
 
 
 # -- file transfer ---------------------------------------------------------------------
