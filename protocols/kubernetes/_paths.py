@@ -17,7 +17,7 @@ import functools
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 from hoopd.transfer import is_tar_stream
 
@@ -172,12 +172,18 @@ def is_discovery_path(path: str) -> bool:
 
 
 def _split(path: str) -> list[str]:
-    return [unquote(p) for p in path.split("/") if p]
+    """The segments of a path decoded once already (aiohttp's, like Go's
+    ``URL.Path``, which the API server splits): not decoded again, or a
+    ``%25xx`` in a name would be read as what the server never sees."""
+    return [p for p in path.split("/") if p]
 
 
 def classify(method: str, path: str, query_string: str = "") -> KubeRequest:
     """Classify a request (cached: kubectl repeats the same few requests;
-    treat the result, including its ``query``, as read-only)."""
+    treat the result, including its ``query``, as read-only). ``path`` is
+    percent-decoded (aiohttp's ``request.path``), ``query_string`` is not
+    (the target's part after ``?`` as sent): each is then decoded once, as
+    the API server decodes them."""
     if len(path) + len(query_string) > 2048:
         return _classify_uncached(method, path, query_string)
     return _classify_cached(method, path, query_string)

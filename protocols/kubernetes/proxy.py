@@ -453,7 +453,10 @@ class KubeProxy:
                 # second request on it
                 resp.force_close()
             return resp
-        info = self.request_info(request.method, request.path, request.query_string)
+        # the query as sent: classify decodes it once, as the API server does
+        # (aiohttp's query_string is decoded already: twice, an exec's "%27"
+        # read as a quote)
+        info = self.request_info(request.method, request.path, request.raw_path.partition("?")[2])
         kr = info.kr
         got = await self.session_for(state, identity, request, kr)
         if isinstance(got, web.Response):

@@ -290,7 +290,7 @@ class FastConn(asyncio.Protocol):
             if len(self._targets) >= 256:
                 self._targets.clear()
             self._targets[raw_path] = target
-        kr = self.proxy.request_info(method, target.path, target.query_string).kr
+        kr = self.proxy.request_info(method, target.path, raw_path.partition("?")[2]).kr
         if kr.verb in STREAMING_VERBS:
             self._buf = buf
             self._hand_over()

@@ -917,3 +917,32 @@ def test_delete_with_a_body_is_judged_by_the_body_s_dry_run(tmp_path: Path, fake
         assert "dry-doomed" in k.ok("get", "ns", "dry-doomed")
     finally:
         k.close()
+
+
+def test_exec_command_text_is_what_the_api_server_runs(tmp_path: Path, fake: FakeApiServer) -> None:
+    """The command text a reviewer approves (and rules match) is the argv the
+    API server decodes from the query, decoded once: an argument with ``%27``
+    in it was decoded twice and shown as a quote, so that ``sh -c "echo %27;
+    rm ...; %27"`` read as an echo of a quoted string."""
+    k = Kube(
+        tmp_path, fake, risk={"review_at": "high", "rules": [{"match": "exec", "action": "review"}]},
+        approval={"mode": "retry", "timeout": "60s"},
+    )
+    try:
+        if k.kubectl("get", "pod", "web-0").returncode != 0:
+            k.ok("apply", "-f", "-", input=POD)
+        script = "echo %27; echo pwned; %27"
+        res = k.kubectl("exec", "web-0", "--", "sh", "-c", script)
+        assert res.returncode == 1 and "needs a reviewer's approval (id apr_" in res.stderr, res.stderr
+        approval_id = res.stderr.split("(id ")[1].split(")")[0]
+
+        async def text() -> str:
+            store = open_store("sqlite", k.data_dir)
+            try:
+                return str((await store.get(approval_id)).command_text)
+            finally:
+                await store.close()
+
+        assert asyncio.run(text()).endswith("-- sh -c 'echo %27; echo pwned; %27'")
+    finally:
+        k.close()
