@@ -566,6 +566,14 @@ class JsonDocuments:
             # which a user can put in a stored object to break every read of
             # it): the tolerant key scan, which keeps a stack, then content
             return self._garbage(data)
+        except UnicodeEncodeError:
+            # a lone surrogate escape ("\ud800": JSON's grammar allows it,
+            # UTF-8 cannot hold it; a user can store one): the walk could not
+            # encode the string it is in. Masked with U+FFFD in its place.
+            fixed = replace_lone_surrogates(data)
+            if fixed == data:  # pragma: no cover - only surrogates raise it
+                return self._garbage(data)
+            return self._mask(fixed)
 
     def _document(self, data: bytes, obj: Any) -> tuple[bytes, Counts]:
         """``mask_document`` of ``data``, already parsed into ``obj``."""
@@ -966,6 +974,24 @@ def _add_counts(into: Counts, found: Any) -> None:
 
 def has_structural_rules(masker: Any) -> bool:
     return bool(masker.paths or masker._field_rules)
+
+
+_SURROGATE_ESCAPES = re.compile(
+    rb"(\\\\)"  # an escaped backslash (keeps the scan on escape boundaries)
+    rb"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"  # a pair: one character
+    rb"|\\u[dD][89a-fA-F][0-9a-fA-F]{2}"  # a lone surrogate
+)
+
+
+def replace_lone_surrogates(data: bytes) -> bytes:
+    """JSON text with each lone surrogate escape (``\\ud800`` with no low
+    surrogate after it, or a lone low one) written as ``\\ufffd``."""
+
+    def fix(m: re.Match[bytes]) -> bytes:
+        text = m.group()
+        return text if m.group(1) is not None or len(text) == 12 else b"\\ufffd"
+
+    return _SURROGATE_ESCAPES.sub(fix, data)
 
 
 class BodyMasker:

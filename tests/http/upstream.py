@@ -104,6 +104,7 @@ class Upstream:
         r.add_get("/truncated", self.truncated)
         r.add_get("/zstd-text", self.zstd_text)
         r.add_get("/te-gzip", self.te_gzip)
+        r.add_get("/lone-surrogate", self.lone_surrogate)
         r.add_get("/ndjson-stream", self.ndjson_stream)
         r.add_get("/early-eof", self.early_eof)
         r.add_get("/sse", self.sse)
@@ -369,6 +370,12 @@ class Upstream:
         await asyncio.sleep(0.1)
         transport.close()
         return web.StreamResponse()  # never sent: the connection is gone
+
+    async def lone_surrogate(self, request: web.Request) -> web.Response:
+        """JSON with a lone surrogate escape (valid JSON text, not valid
+        Unicode: a user can store one) next to values masking changes."""
+        body = b'{"nick": "x\\ud83d", "email": "alice@example.com", "home_ssn": "\\udc00 123"}'
+        return web.Response(body=body, content_type="application/json")
 
     async def te_gzip(self, request: web.Request) -> web.StreamResponse:
         """A text body in a gzip *transfer* coding (``?te=gzip, chunked`` or
