@@ -13,6 +13,7 @@ cluster_admin            95   an RBAC object granting cluster-admin or ``*``
 rbac_change              60   create/update/patch/delete of RBAC objects
 privileged_pod           85   privileged containers, hostPID/hostIPC/hostNetwork,
                               hostPath volumes, added SYS_ADMIN/ALL capabilities
+                              (also ephemeral containers: kubectl debug)
 opaque_pod_spec          75   a pod-bearing object whose spec could not be inspected
 scale_to_zero            80   replicas set to 0 in a protected namespace
 exec                     50   exec/attach into a pod (also through a node's
@@ -192,7 +193,9 @@ def assess(
             cats["portforward"] = f"port-forward to pod {pod} in {namespace} {via}"
         else:
             cats["exec"] = f"{how} into pod {pod} in {namespace} {via}"
-    if res in POD_BEARING and verb in ("create", "update", "patch") and not req.subresource:
+    # pods/ephemeralcontainers (kubectl debug) adds containers to a running pod
+    pod_spec = not req.subresource or (res == "pods" and req.subresource == "ephemeralcontainers")
+    if res in POD_BEARING and verb in ("create", "update", "patch") and pod_spec:
         if opaque_body:
             cats["opaque_pod_spec"] = "pod spec could not be inspected (protobuf, YAML aliases, undecodable)"
         else:

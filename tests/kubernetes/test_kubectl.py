@@ -946,3 +946,22 @@ def test_exec_command_text_is_what_the_api_server_runs(tmp_path: Path, fake: Fak
         assert asyncio.run(text()).endswith("-- sh -c 'echo %27; echo pwned; %27'")
     finally:
         k.close()
+
+
+def test_privileged_debug_container_is_held(tmp_path: Path, fake: FakeApiServer) -> None:
+    """``kubectl debug POD --profile=sysadmin`` adds a privileged ephemeral
+    container (PATCH pods/NAME/ephemeralcontainers): a privileged container
+    like any other, held as creating a privileged pod is."""
+    k = Kube(tmp_path, fake, risk={"review_at": "high"}, approval={"mode": "retry", "timeout": "60s"})
+    try:
+        if k.kubectl("get", "pod", "web-0").returncode != 0:
+            k.ok("apply", "-f", "-", input=POD)
+        res = k.kubectl("debug", "web-0", "--image=busybox", "--profile=sysadmin")
+        assert res.returncode == 1 and "needs a reviewer's approval" in res.stderr, (res.stdout, res.stderr)
+        assert "privileged container" in res.stderr
+        pod = fake.call(fake.api.store.get, fake_kind("pods"), "default", "web-0")
+        assert not pod["spec"].get("ephemeralContainers")
+        # a debug container without privileges is an ordinary write
+        assert "Defaulting debug container name" in k.ok("debug", "web-0", "--image=busybox")
+    finally:
+        k.close()
