@@ -59,6 +59,7 @@ from ._tracker import (
     BIND,
     CLOSE,
     DENIED,
+    DESC_OWN,
     DESC_PORTAL,
     DESC_STMT,
     EXEC,
@@ -67,6 +68,7 @@ from ._tracker import (
     PARSE,
     QUERY,
     SYNC,
+    Portal,
     Running,
     Tracker,
 )
@@ -197,6 +199,12 @@ class ClientConnection(asyncio.Protocol):
         """COPY column probes sent and not yet answered (a cheap test for
         the backend path before it asks the tracker)."""
         self._q_held = False
+        self._own: list[tuple[int, bytes]] = []
+        """Messages of the gateway's own to send before the client message
+        at that offset of the buffer being framed (``_take``)."""
+        self._described = ""
+        """The client's previous message was a Describe of this portal
+        (b"" for the unnamed one; "" for anything else)."""
         self._in_batch = False
         """The Query being framed comes inside an extended batch (no Sync yet)."""
         self._client_encoding = "UTF8"
@@ -780,6 +788,7 @@ class ClientConnection(asyncio.Protocol):
         batch_items: list[tuple[Running, Assessment, Any]] = []
         batch_partial = tracker.outstanding_batch
         copy_bytes = 0
+        self._own.clear()
         for i, (t, s, e) in enumerate(frames):
             if self.state == COLLECTING:
                 unit = self.unit
@@ -788,6 +797,11 @@ class ClientConnection(asyncio.Protocol):
                 unit.size += e - s
                 self._in_batch = True
                 self._frame(t, buf, s, e, unit.regs, unit.items)
+                if self._own:
+                    own = b"".join(d for _, d in self._own)
+                    self._own.clear()
+                    unit.data[-1] = own + unit.data[-1]
+                    unit.size += len(own)
                 if t in (w.S, w.H) or t == w.X:
                     unit.ends_with_sync = t == w.S
                     self._begin_decision(buf[e:])
@@ -810,7 +824,7 @@ class ClientConnection(asyncio.Protocol):
             if t == w.X:
                 self._client_terminated = True
                 self._flush_regs(regs)
-                self._send_up(buf[region:e])
+                self._send_up(self._take(buf, region, e))
                 session.client_data(buf[region:e], record=False)
                 if self.up is not None and self.up.transport is not None:
                     self.up.transport.close()
@@ -826,11 +840,12 @@ class ClientConnection(asyncio.Protocol):
                 # forward what came before this batch; the batch becomes a unit
                 self._flush_regs(regs[:batch_regs])
                 if batch_at > region:
-                    self._send_up(buf[region:batch_at])
+                    self._send_up(self._take(buf, region, batch_at))
                     session.client_data(buf[region:batch_at], record=False)
                 unit = Unit(simple=t in (w.Q, w.F), partial=batch_partial and t == w.E)
                 start_idx = next(j for j, f in enumerate(frames) if f[1] == batch_at)
-                unit.data = [buf[f[1] : f[2]] for f in frames[start_idx : i + 1]]
+                unit.data = [self._take(buf, f[1], f[2]) for f in frames[start_idx : i + 1]]
+                self._own.clear()
                 unit.size = sum(map(len, unit.data))
                 unit.regs = regs[batch_regs:]
                 unit.items = batch_items
@@ -853,12 +868,26 @@ class ClientConnection(asyncio.Protocol):
         end = frames[-1][2]
         self._flush_regs(regs)
         tracker.outstanding_batch = batch_at < end
-        self._send_up(buf[region:end])
+        self._send_up(self._take(buf, region, end))
         session.client_data(buf[region:end], record=copy_bytes > 0)
         if session.congested:
             self._wait_for_recorder()
         if len(tracker.queue) > INFLIGHT_MAX:
             self.pause("inflight")
+
+    def _take(self, buf: bytes, start: int, end: int) -> bytes:
+        """buf[start:end] with the gateway's own messages (``_own``) in it."""
+        own = self._own
+        if not own:
+            return buf[start:end]
+        parts: list[bytes] = []
+        p = start
+        for at, data in own:
+            if start <= at < end:
+                parts += (buf[p:at], data)
+                p = at
+        parts.append(buf[p:end])
+        return b"".join(parts)
 
     def _flush_regs(self, regs: list[Reg]) -> None:
         tracker = self.tracker
@@ -876,6 +905,7 @@ class ClientConnection(asyncio.Protocol):
     ) -> bool:
         """Bookkeeping for one client message. True if it must be held."""
         tracker = self.tracker
+        described, self._described = self._described, ""
         if t == w.Q:
             text = m.query_text(buf, s, e)
             runs: list[Running] = []
@@ -917,6 +947,7 @@ class ClientConnection(asyncio.Protocol):
                 regs.append((DESC_STMT, name, [], tracker.statements.get(name)))
             else:
                 regs.append((DESC_PORTAL, name, [], tracker.portals.get(name)))
+                self._described = name or "\0"
             return False
         if t == w.E:
             name, _max_rows = m.execute_msg(buf, s, e)
@@ -929,6 +960,17 @@ class ClientConnection(asyncio.Protocol):
             if shown:
                 attrs["params"] = shown
             text, unknown = self._portal_text(name)
+            if self.masking is not None and described != (name or "\0"):
+                # The columns the rows will have are known for certain only
+                # from a Describe of this portal right before it runs (a
+                # statement described earlier may not be the one the server
+                # runs; the client need not describe at all): ask for one,
+                # and keep its answer from the client.
+                if portal is None:
+                    portal = Portal(None, None)
+                regs.append((DESC_OWN, name, [], portal))
+                raw = buf[s + 5 : buf.index(b"\0", s + 5) + 1]
+                self._own.append((s, w.message(w.D, b"P" + raw)))
             if unknown:
                 run, verdict = self._judge_unknown(text, attrs, params, items, unknown)
             else:
@@ -1684,7 +1726,10 @@ class ClientConnection(asyncio.Protocol):
         elif t == _READY:
             tracker.ready(buf[s + 5 : s + 6])
         elif t == _ROW_DESCRIPTION:
+            own = tracker.queue and tracker.queue[0].kind == DESC_OWN
             self._row_description(buf, s, e)
+            if own:
+                return b""
         elif t == w.ERROR:
             fields = m.error_fields(buf, s, e)
             if self.masking is not None:
@@ -1702,7 +1747,10 @@ class ClientConnection(asyncio.Protocol):
             kind = {w.PARSE_COMPLETE: PARSE, w.BIND_COMPLETE: BIND, w.CLOSE_COMPLETE: CLOSE}[t]
             tracker.simple_ack(kind)
         elif t == w.NO_DATA:
+            own = tracker.queue and tracker.queue[0].kind == DESC_OWN
             tracker.no_data()
+            if own:
+                return b""
         elif t == w.EMPTY_QUERY:
             tracker.command_complete("EMPTY")
         elif t == w.PORTAL_SUSPENDED:

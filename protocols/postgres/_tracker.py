@@ -39,12 +39,15 @@ from typing import Any, Protocol
 
 from ._messages import Column
 
-PARSE, BIND, DESC_STMT, DESC_PORTAL, EXEC, CLOSE, SYNC, QUERY, FCALL, DENIED, PROBE = range(11)
+PARSE, BIND, DESC_STMT, DESC_PORTAL, EXEC, CLOSE, SYNC, QUERY, FCALL, DENIED, PROBE, DESC_OWN = range(12)
+"""DESC_OWN: the gateway's own Describe of a portal, sent right before an
+Execute whose result columns it must know to mask them; its answer is not
+the client's."""
 _ENDS_AT_READY = frozenset({SYNC, QUERY, FCALL, DENIED})
 """Expectations that ReadyForQuery answers."""
 _NAMES = [
     "parse", "bind", "describe-S", "describe-P", "execute", "close", "sync", "query", "fcall", "denied",
-    "probe",
+    "probe", "describe-own",
 ]  # fmt: skip
 
 
@@ -82,7 +85,8 @@ class Statement:
 @dataclass(slots=True)
 class Portal:
     statement: Statement | None
-    result_formats: tuple[int, ...]
+    result_formats: tuple[int, ...] | None
+    """From the Bind (None: not known, the RowDescription's formats apply)."""
     columns: list[Column] | None = None
     bind: Any = None
     """The Bind message (parameters) that created it."""
@@ -292,7 +296,7 @@ class Tracker:
                 run.columns = columns
                 run.plan = None
                 return run
-        elif h.kind in (DESC_STMT, DESC_PORTAL):
+        elif h.kind in (DESC_STMT, DESC_PORTAL, DESC_OWN):
             if h.target is not None:
                 h.target.columns = columns
             self.queue.popleft()
@@ -300,7 +304,7 @@ class Tracker:
 
     def no_data(self) -> None:
         h = self.head()
-        if h is not None and h.kind in (DESC_STMT, DESC_PORTAL):
+        if h is not None and h.kind in (DESC_STMT, DESC_PORTAL, DESC_OWN):
             self.queue.popleft()
 
     def simple_ack(self, kind: int) -> None:
