@@ -25,6 +25,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+_STYLE = rb"\x1b\[[0-9;:]*[mK]"
+_STYLED_WORD = re.compile(rb"[!-~]+(?:(?:" + _STYLE + rb")+[!-~]+)+")
+_STYLES = re.compile(_STYLE)
+"""Colour (SGR) and erase-in-line sequences inside a word: ``grep --color``
+highlighting part of a token writes ``tok\x1b[01;31m\x1b[Ken\x1b[m\x1b[K...``,
+which the terminal shows as the whole token but no masking pattern matches.
+A word whose text without them holds a secret loses them (and its colour)."""
 _CONTROL = re.compile(rb"\x1b\[[0-9;?<=>]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b.|[\x00-\x1f\x7f]")
 ECHO_MAX = 512
 
@@ -56,6 +63,7 @@ class MaskedStream:
         self._counted = 0
         self._typed = bytearray()
         self._expect_echo = False
+        self._masker = masker
 
     # -- echo ----------------------------------------------------------------
     def typed(self, data: bytes) -> None:
@@ -86,6 +94,8 @@ class MaskedStream:
         if sm is None:
             self._emit(data, None)
             return
+        if b"\x1b[" in data:
+            data = _STYLED_WORD.sub(self._unstyle_secret, data)
         out = sm.feed(data)
         if sm.held:
             if self._is_echo(data):
@@ -98,6 +108,14 @@ class MaskedStream:
             self._expect_echo = False
         if out:
             self._emit(out, self._new_counts())
+
+    def _unstyle_secret(self, m: re.Match[bytes]) -> bytes:
+        plain = _STYLES.sub(b"", m[0])
+        try:
+            _, counts = self._masker.mask_bytes(plain)
+        except Exception:  # never let a check break the stream: mask what we can
+            return plain
+        return plain if counts else m[0]
 
     def flush(self) -> None:
         """Release everything held (end of stream, or before the gateway writes

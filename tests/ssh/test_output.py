@@ -100,3 +100,19 @@ def test_without_flush_interval_held_output_waits_for_more_or_the_end() -> None:
         assert SECRET[:half] not in got and SECRET[half:] not in got and got.endswith(b" tail")
 
     asyncio.run(go())
+
+
+def test_colour_inside_a_secret_does_not_hide_it() -> None:
+    """grep --color highlighting part of a secret splits it with escape
+    sequences the terminal does not show; colour elsewhere is left alone."""
+
+    async def go() -> bytes:
+        stream, out = collect()
+        stream.feed(b"hoopd-secret-\x1b[01;31m\x1b[K012345\x1b[m\x1b[K6789abcdef\n")
+        stream.feed(b"\x1b[01;32mroot@web\x1b[00m:\x1b[01;34m~\x1b[00m# ")
+        stream.flush()
+        return b"".join(out)
+
+    result = asyncio.run(go())
+    assert b"012345" not in result and b"6789abcdef" not in result
+    assert result.endswith(b"\x1b[01;32mroot@web\x1b[00m:\x1b[01;34m~\x1b[00m# ")

@@ -230,6 +230,20 @@ def test_secret_paused_mid_value_is_masked_in_exec(env: Env) -> None:
     assert SECRET[:half].encode() not in r.stdout and SECRET[half:].encode() not in r.stdout
 
 
+def test_secret_highlighted_by_grep_color_is_masked(env: Env) -> None:
+    """grep --color highlighting part of a secret wrote it with colour
+    escapes in the middle: the terminal showed the whole secret, no masking
+    pattern matched it, and it reached the client and the recording."""
+    pre, value = SECRET[:13], SECRET[13:]
+    r = run_ssh(env.port, env.token, f"f=$(mktemp); printf '%s%s\\n' {pre} {value} > $f; "
+                f"grep --color=always {value[:6]} $f; rm -f $f")
+    assert r.returncode == 0, r.stderr
+    shown = re.sub(rb"\x1b\[[0-9;]*[mK]", b"", r.stdout)  # what the terminal shows
+    assert b"[TEST_SECRET]" in shown and value[6:].encode() not in shown, r.stdout
+    out = b"".join(output_bytes(e) for e in all_events(env) if e["type"] == "output")
+    assert value[6:].encode() not in re.sub(rb"\x1b\[[0-9;]*[mK]", b"", out)
+
+
 def test_secret_printed_one_char_at_a_time_is_masked(env: Env) -> None:
     script = (
         "import sys, time\n"
