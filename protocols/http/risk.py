@@ -308,7 +308,9 @@ def method_readings(method: str, override_values: list[str], query: str) -> tupl
     """The methods a backend may act on, ``method`` first: the method
     upper-cased (Werkzeug and Jetty read ``delete`` as ``DELETE``), the values
     of method-override fields and of a ``_method`` query parameter (Symfony,
-    Laravel, Express), upper-cased. One element for a plain request."""
+    Laravel, Express), upper-cased; ``GET`` for ``HEAD``, which Express,
+    Flask, Django, Rails, Go's ServeMux and aiohttp answer with the GET
+    handler (its side effects included). One element for a plain request."""
     found = [method]
     if not method.isupper():
         found.append(method.upper())
@@ -321,6 +323,8 @@ def method_readings(method: str, override_values: list[str], query: str) -> tupl
                 value = unquote(value.replace("+", " "), errors="replace").strip().upper()
                 if value:
                     found.append(value)
+    if "HEAD" in found:
+        found.append("GET")
     return tuple(dict.fromkeys(found))
 
 

@@ -99,6 +99,7 @@ def test_readings_and_their_merge() -> None:
     from protocols.http.risk import HttpRiskScorer, method_readings
 
     assert method_readings("GET", [], "a=1") == ("GET",)
+    assert method_readings("HEAD", [], "") == ("HEAD", "GET")
     assert method_readings("delete", [], "") == ("delete", "DELETE")
     assert method_readings("POST", ["put, Delete"], "_method=patch&_METHOD=%47ET&%5Fmethod=put;_method=HEAD") == (
         "POST", "PUT", "DELETE", "PATCH", "GET", "HEAD",
@@ -148,3 +149,20 @@ def test_body_without_a_method_field_passes(env: Env) -> None:
     data = _raw(env, "POST", "/api/items/49", "Content-Type: application/json\r\n")
     assert data.startswith(b"HTTP/1.1 200"), data
     assert len(env.upstream.requests) == before + 1
+
+
+def test_head_is_judged_as_the_get_it_runs(env: Env) -> None:
+    """``risk.rules`` deny ``^GET /api/forbidden``: HEAD runs the same GET
+    handler on nearly every backend (aiohttp's add_get included), so it is
+    denied too; before, it reached the upstream."""
+    before = len(env.upstream.requests)
+    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=10) as s:
+        s.sendall(
+            f"HEAD /api/forbidden/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while part := s.recv(65536):
+            data += part
+    assert data.startswith(b"HTTP/1.1 403"), data
+    assert len(env.upstream.requests) == before
