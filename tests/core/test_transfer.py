@@ -18,6 +18,14 @@ from hoopd.transfer import is_tar_stream
         (["tar", "-tf", "-"], False),  # listing: text out
         (["sh", "-c", "tar cf - x"], False),  # a shell: an ordinary exec
         (["tar"], False),
+        (["tar", "--no-same-permissions", "--no-same-owner", "-xmf", "-", "-C", "/tmp"], True),
+        # options that run a program: its output would pass as the archive
+        (["tar", "cf", "-", "--use-compress-program=sh -c 'cat /secret'", "x"], False),
+        (["tar", "-cIf", "-", "x"], False),
+        (["tar", "cf", "-", "-I", "sh -c env", "x"], False),
+        (["tar", "-xmf", "-", "--to-command=sh -c env"], False),
+        (["tar", "cf", "-", "--checkpoint=1", "--checkpoint-action=exec=env", "x"], False),
+        (["tar", "cIf", "prog", "-", "x"], False),
         ([], False),
     ],
 )

@@ -965,3 +965,15 @@ def test_privileged_debug_container_is_held(tmp_path: Path, fake: FakeApiServer)
         assert "Defaulting debug container name" in k.ok("debug", "web-0", "--image=busybox")
     finally:
         k.close()
+
+
+def test_tar_running_a_program_is_no_file_transfer(kube: Kube) -> None:
+    """An exec of ``tar cf - ...`` passes unmasked and unrecorded (kubectl
+    cp), but tar options that run a program (``--use-compress-program``)
+    make its output the program's: such an exec is masked like any other."""
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("apply", "-f", "-", input=POD)
+    program = "--use-compress-program=sh -c 'echo key=AKIAIOSFODNN7EXAMPLE; cat >/dev/null'"
+    res = kube.kubectl("exec", "web-0", "--", "tar", "cf", "-", program, "/etc/hostname")
+    assert res.returncode == 0, res.stderr
+    assert "key=" in res.stdout and "AKIAIOSFODNN7EXAMPLE" not in res.stdout
