@@ -665,7 +665,7 @@ class ClientConnection(asyncio.Protocol):
             # a _method field in the body: the backend may act on that method
             methods = tuple(dict.fromkeys((*prep.methods, *extra)))
             if methods != prep.methods:
-                found = proxy.scorer.assess_readings(methods, prep.npath, prep.text)
+                found = proxy.scorer.assess_readings(methods, prep.npath, prep.text, prep.targets)
                 attrs = {**attrs, "method_readings": [proxy.mask_text(m) for m in methods]}
         cmd = session.command(CommandKind.HTTP, prep.cmd_text, attrs)
         text_charset = foreign_charset(charset(head.headers)) if head.has_body else ""

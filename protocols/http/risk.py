@@ -217,27 +217,44 @@ class HttpRiskScorer:
             return LEVEL_SCORES[RiskLevel.MEDIUM], "delete"
         return LEVEL_SCORES[RiskLevel.MEDIUM], "unusual_method"
 
-    def assess_readings(self, methods: tuple[str, ...], path: str, text: str) -> Assessment:
+    def assess_readings(
+        self,
+        methods: tuple[str, ...],
+        path: str,
+        text: str,
+        targets: tuple[tuple[str, str], ...] = (),
+    ) -> Assessment:
         """``assess`` for every method a backend may act on (``method_readings``,
-        the request's first), failing closed as path readings do: the highest
-        score and every category, reason and rule verdict of any of them,
-        except that an ``allow`` verdict stands only when every method gets it."""
+        the request's first) and every target it may route by (``targets``:
+        (normalized path, query) of ``target_readings``), failing closed as
+        path readings do: the highest score and every category, reason and
+        rule verdict of any of them, except that an ``allow`` verdict stands
+        only when every reading gets it."""
         first = self.assess(methods[0], path, text)
-        if len(methods) == 1:
+        if len(methods) == 1 and not targets:
             return first
         rest = text[len(methods[0]) :]
-        others = [self.assess(m, path, m + rest) for m in methods[1:]]
+        variants = [(m, path, m + rest, m) for m in methods[1:]]
+        for tpath, tquery in targets:
+            for m in methods:
+                t = f"{m} {tpath}?{tquery}" if tquery else f"{m} {tpath}"
+                variants.append((m, tpath, t, t))
+        others = [self.assess(m, p, t) for m, p, t, _ in variants]
         everyone = [first, *others]
         verdicts: dict[str, Verdict] = {}
         for a in everyone:
             for rid, v in a.rule_verdicts.items():
-                if v is Verdict.ALLOW and not all(b.rule_verdicts.get(rid) is Verdict.ALLOW for b in everyone):
+                if v is Verdict.ALLOW and not all(
+                    b.rule_verdicts.get(rid) is Verdict.ALLOW for b in everyone
+                ):
                     continue
                 if rid not in verdicts or _SEVERITY[v] > _SEVERITY[verdicts[rid]]:
                     verdicts[rid] = v
         reasons = list(first.reasons)
-        for m, a in zip(methods[1:], others, strict=True):
-            reasons.extend(f"{r} (the request may act as {m})" for r in a.reasons if r not in reasons)
+        for (_, _, _, label), a in zip(variants, others, strict=True):
+            reasons.extend(
+                f"{r} (the request may act as {label})" for r in a.reasons if r not in reasons
+            )
         return Assessment(
             max(a.score for a in everyone),
             frozenset().union(*(a.categories for a in everyone)),
@@ -325,6 +342,23 @@ def method_readings(method: str, override_values: list[str], query: str) -> tupl
                     found.append(value)
     if "HEAD" in found:
         found.append("GET")
+    return tuple(dict.fromkeys(found))
+
+
+TARGET_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
+"""Request fields some backends route by instead of the request line's
+target (Symfony and Zend Framework before 2018, IIS URL Rewrite setups)."""
+
+
+def target_readings(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """(normalized path, query) of each target-override field value."""
+    found: list[tuple[str, str]] = []
+    for value in values:
+        value = value.strip()
+        if not value:
+            continue
+        path, query = split_target(value)
+        found.append((normalize_path(path) if path != "*" else "/", query))
     return tuple(dict.fromkeys(found))
 
 

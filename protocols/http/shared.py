@@ -28,10 +28,12 @@ from .h1 import (
 )
 from .risk import (
     METHOD_OVERRIDE_HEADERS,
+    TARGET_OVERRIDE_HEADERS,
     HttpRiskScorer,
     method_readings,
     normalize_path,
     split_target,
+    target_readings,
 )
 
 if TYPE_CHECKING:
@@ -124,6 +126,8 @@ class Prepared:
     """Upstream head of the bodyless request, by client IP (X-Forwarded-For)."""
     methods: tuple[str, ...] = ()
     """The methods the backend may act on (``risk.method_readings``)."""
+    targets: tuple[tuple[str, str], ...] = ()
+    """Other targets the backend may route by (``risk.target_readings``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,11 +241,17 @@ class HttpProxy:
             attrs["upgrade"] = head.upgrade
         overrides = [v for n, _, v in head.headers.items if n in METHOD_OVERRIDE_HEADERS]
         methods = method_readings(head.method, overrides, query)
+        targets = target_readings(
+            [v for n, _, v in head.headers.items if n in TARGET_OVERRIDE_HEADERS]
+        )
         identity = text
+        # what the backend may act on is what is judged and what an approval binds
         if len(methods) > 1:
-            # what the backend may act on is what is judged and what an approval binds
             attrs["method_readings"] = [self.mask_text(m) for m in methods]
-            identity = f"{text}\n{' '.join(methods)}"
+            identity = f"{identity}\n{' '.join(methods)}"
+        if targets:
+            attrs["target_readings"] = [self.mask_text(f"{p}?{q}" if q else p) for p, q in targets]
+            identity = f"{identity}\n{targets!r}"
         prep = Prepared(
             path,
             query,
@@ -249,11 +259,12 @@ class HttpProxy:
             text,
             self.mask_text(text),
             attrs,
-            self.scorer.assess_readings(methods, npath, text),
+            self.scorer.assess_readings(methods, npath, text, targets),
             hashlib.sha256(identity.encode("utf-8", "surrogateescape")).hexdigest(),
             self.redacted_head(head.raw, f"{head.method} {head.target} HTTP/{head.version}", head.headers),
         )
         prep.methods = methods
+        prep.targets = targets
         value = head.headers.get("authorization") or ""
         if value[:7].lower() == "bearer ":
             prep.bearer = value[7:].strip()
