@@ -1261,7 +1261,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             # the Enter that ends it records the whole.
             if self._continued:
                 text = self._continued + "\n" + text
-            found = self._assess_line(text, enter, shown)
+            found = self._assess_line(text, enter, shown, complete=False)
             if found.score <= 0 and not found.rule_verdicts:
                 return False
             return self._hold_line(text, self._line_attrs(enter, shown), found, enter, rest)
@@ -1272,11 +1272,18 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             return False
         if self._continued:
             text = self._continued + "\n" + text
-        if parse(text).incomplete and len(text) < 16 * 1024:
-            self._continued = text  # the shell will ask for more
-            return False
-        self._continued = ""
         attrs = self._line_attrs(enter, shown)
+        if parse(text).incomplete and len(text) < 16 * 1024:
+            # The shell will (most likely) ask for more, and the whole is
+            # judged then. What is there already is judged now: should the
+            # shell see the line as complete after all (a construct the
+            # parser reads differently), Enter runs it.
+            self._continued = text
+            found = self._assess_line(text, enter, shown, complete=False)
+            if found.score <= 0 and not found.rule_verdicts:
+                return False
+            return self._hold_line(text, attrs, found, enter, rest)
+        self._continued = ""
         found = self._assess_line(text, enter, shown)
         if found.score <= 0 and not found.rule_verdicts:
             # Recorded once the terminal has echoed it: input typed with echo
@@ -1297,12 +1304,12 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             attrs["key"] = "ctrl-d"
         return attrs
 
-    def _assess_line(self, text: str, enter: Enter, shown: str) -> Any:
+    def _assess_line(self, text: str, enter: Enter, shown: str, complete: bool = True) -> Any:
         if enter.line.uncertain:
             # Edited or recalled: judge what was typed *and* what the terminal
             # showed, loosely (a command starting at any word counts).
             return self.handler.risk.assess_loose([text, *shown.splitlines()])
-        return self.handler.risk.assess(text)
+        return self.handler.risk.assess(text, incomplete_is_unparseable=complete)
 
     def _hold_line(self, text: str, attrs: dict[str, Any], found: Any, enter: Enter, rest: list[Any]) -> bool:
         self._recent.clear()

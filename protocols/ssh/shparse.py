@@ -72,6 +72,10 @@ class _Scanner:
             if c == "\\":
                 self.i += 2
                 continue
+            if c == "'" and self.i > start and s[self.i - 1] == "$":
+                self.i += 1
+                _read_ansi_c(self)  # $'...' may hold \'
+                continue
             if c == "'":
                 end = s.find("'", self.i + 1)
                 if end < 0:

@@ -719,6 +719,11 @@ UNSEEN_EDITS = {
     "ctrl-v makes ctrl-u a character": lambda d: [f"rm -rf {d} \x16\x15\r"],
     "ctrl-x ctrl-x jumps to the start": lambda d: [f" -rf {d}\x18\x18rm\r"],
     "redrawn in place (insert/delete char)": lambda d: [f"xm -rf {d}\x01\x04r\r"],
+    # the parser took $'\'' in $(...) for an open quote: the line waited, unjudged,
+    # for a continuation, while bash ran it
+    "a line the parser read as unfinished": lambda d: [f"rm -rf {d}; echo $(echo $'\\'')\r"],
+    # and whatever the parser holds unfinished is judged as far as it goes
+    "an unfinished line": lambda d: [f"rm -rf {d}; echo 'open\r"],
     # sh (dash) reads a canonical tty: Ctrl-D hands the line over, a second one ends input
     "ctrl-d ends the line in sh": lambda d: ["sh\r", f"rm -rf {d}\x04"],
 }
