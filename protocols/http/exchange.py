@@ -85,7 +85,7 @@ class Exchange:
     __slots__ = (
         "_waiter", "body", "bytes_out", "chunked", "client", "client_keep", "cmd", "deadline",
         "deferred", "discard", "finished_early", "got_bytes", "head", "head_sent", "on_done", "out",
-        "prep", "reason", "rec", "record_left", "request_complete", "resp", "result", "started",
+        "prep", "reason", "rec", "rec_mask", "record_left", "request_complete", "resp", "result", "started",
         "status", "trace", "upstream", "upstream_keep",
     )  # fmt: skip
 
@@ -128,6 +128,9 @@ class Exchange:
         """The final response head (the memo key of the client-bound head)."""
         self.reason = ""
         self.record_left = proxy.options.record_body_bytes
+        self.rec_mask: Any = None
+        """A body passed unmasked (``unmaskable: pass``): the stream masker of
+        its recorded copy (the recording is masked by content all the same)."""
         self.rec: list[bytes] = []
         self.bytes_out = 0
         self.out: list[bytes] = []
@@ -258,6 +261,8 @@ class Exchange:
             return
         opts = proxy.options
         self.body = BodyMasker(plan, proxy.masker, opts.mask_json_max_bytes, opts.unmaskable, proxy.docs)
+        if plan.mode == "pass" and self.record_left > 0:
+            self.rec_mask = proxy.masker.stream()
         self.resp = resp
         self.reason = rp.reason
         if rp.counts:
@@ -362,7 +367,11 @@ class Exchange:
 
     def _out(self, out: bytes) -> None:
         self._count(out)
-        self._record(out)
+        rec_mask = self.rec_mask
+        if rec_mask is None:
+            self._record(out)
+        elif self.record_left > 0:
+            self._record(bytes(rec_mask.feed(out)))
         self._send(chunk(out) if self.chunked else out)
 
     def on_end(self) -> None:
@@ -391,6 +400,8 @@ class Exchange:
             self._record(tail)
         elif tail:
             self._out(tail)
+        if self.rec_mask is not None and self.record_left > 0:
+            self._record(bytes(self.rec_mask.flush()))
         if self.chunked:
             self._send(LAST_CHUNK)
         if session is not None:
