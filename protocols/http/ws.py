@@ -238,6 +238,8 @@ class Downstream(_Direction):
         super().__init__(masker if mask else None)
         self.mask = mask and self._stream is not None
         self._masker = masker if self.mask else None
+        self._rec_stream: Any = None
+        """The stream masker of a binary message's recorded copy."""
         self._refuse_binary = refuse_binary and self.mask
         self._sent_first = False
         self._pending: list[bytes] = []
@@ -297,9 +299,16 @@ class Downstream(_Direction):
                 if head.opcode >= CLOSE:
                     self._control.append(ev.data)
                     continue
-                piece = self._mask(ev.data, counts) if self._msg == TEXT else ev.data
+                if self._msg == TEXT:
+                    piece = self._mask(ev.data, counts)
+                    record.append(piece)
+                else:  # binary: passed as it came, its recorded copy masked by content
+                    piece = ev.data
+                    if self._rec_stream is None:
+                        assert self._masker is not None  # self.mask
+                        self._rec_stream = self._masker.stream()
+                    record.append(bytes(self._rec_stream.feed(piece)))
                 self._pending.append(piece)
-                record.append(piece)
             else:
                 head = self._frame
                 assert head is not None
@@ -315,6 +324,9 @@ class Downstream(_Direction):
                         tail = self._flush(counts)
                         self._pending.append(tail)
                         record.append(tail)
+                    elif self._rec_stream is not None:
+                        record.append(bytes(self._rec_stream.flush()))
+                        self._rec_stream = None
                     self._emit(out, True)
                     self._msg = 0
                     self._sent_first = False

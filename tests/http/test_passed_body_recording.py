@@ -41,3 +41,26 @@ def test_large_passed_body_is_recorded_to_the_cap(env: Env) -> None:
     )
     body = rec.partition(b"\r\n\r\n")[2]
     assert len(body) == 64 * 1024 and body == out.stdout[: len(body)]
+
+
+async def test_passed_binary_websocket_message_is_recorded_masked(env: Env) -> None:
+    import asyncio
+
+    import aiohttp
+
+    from tests.http.conftest import auth
+
+    payload = b"\x00\x01 mail alice@example.com \xff"
+    async with (
+        aiohttp.ClientSession(headers=auth("alice")) as s,
+        s.ws_connect(env.url("api", "/ws?binrec=1")) as ws,
+    ):
+        await ws.send_bytes(payload)
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.data == payload  # unmaskable: pass
+    sid = sessions_with(env.recordings, "GET /ws?binrec=1")[-1]
+    outputs = [e for e in session_events(env.recordings, sid, "output") if e.command_seq]
+    got = b"".join(e.data for e in outputs if e.stream.value == "stdout")
+    sent = b"".join(e.data for e in outputs if e.stream.value == "stdin")
+    assert b"alice@example.com" not in got and b"alice@example.com" not in sent
+    assert b"\x00\x01 mail [EMAIL] \xff" in got
