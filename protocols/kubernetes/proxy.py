@@ -944,11 +944,24 @@ def decode_body(content_type: str, raw: bytes) -> tuple[Any, bool]:
     try:
         if "yaml" in content_type:
             return _load_yaml_tree(raw), False
-        return json.loads(raw), False
+        return json.loads(raw, object_pairs_hook=_unique_keys), False
     except (ValueError, UnicodeDecodeError):
         return None, True
     except Exception:  # yaml errors, RecursionError (nested too deep)
         return None, True
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object of a request body; a key given twice makes the body
+    opaque (ValueError). The API server decodes a repeated key into what the
+    first one filled (Go's encoding/json: two objects merge), Python keeps
+    only the last, so the gateway would judge another object than the one
+    created: ``roleRef: {name: cluster-admin}, roleRef: {kind: ClusterRole}``
+    bound cluster-admin as a plain rbac_change."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("a key given twice")
+    return out
 
 
 class _TreeLoader(yaml.SafeLoader):

@@ -138,6 +138,21 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+def go_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as the API server's typed decoding (Go's encoding/json
+    family) reads it: a key given twice whose values are both objects is
+    decoded into the struct (or map) the first one filled -- the two merge --
+    anything else is replaced by the last value. (With fieldValidation=Strict
+    a duplicate field is an error instead.)"""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict):
+            value = go_object([*old.items(), *value.items()])
+        out[key] = value
+    return out
+
+
 def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
     doc = copy.deepcopy(doc)
     for op in ops:
@@ -725,7 +740,7 @@ class FakeApi:
         if request.content_type == PROTOBUF:
             return from_protobuf(raw)
         try:
-            return json.loads(raw) if raw else {}
+            return json.loads(raw, object_pairs_hook=go_object) if raw else {}
         except ValueError:
             import yaml
 

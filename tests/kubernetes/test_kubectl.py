@@ -977,3 +977,28 @@ def test_tar_running_a_program_is_no_file_transfer(kube: Kube) -> None:
     res = kube.kubectl("exec", "web-0", "--", "tar", "cf", "-", program, "/etc/hostname")
     assert res.returncode == 0, res.stderr
     assert "key=" in res.stdout and "AKIAIOSFODNN7EXAMPLE" not in res.stdout
+
+
+def test_a_body_with_a_key_given_twice_is_not_read_as_python_reads_it(tmp_path: Path, fake: FakeApiServer) -> None:
+    """The API server decodes a key given twice into what the first one
+    filled (Go's encoding/json: two objects merge), Python keeps the last:
+    a ClusterRoleBinding whose second ``roleRef`` leaves out the name read
+    as no cluster-admin binding to the gateway and bound cluster-admin on
+    the server. Such a body is opaque: held as an uninspectable RBAC object."""
+    k = Kube(tmp_path, fake, risk={"review_at": "high"}, approval={"mode": "retry", "timeout": "60s"})
+    try:
+        body = tmp_path / "crb.json"
+        body.write_text(
+            '{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding",'
+            '"metadata":{"name":"dup-admin"},'
+            '"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"cluster-admin"},'
+            '"roleRef":{"kind":"ClusterRole"},'
+            '"subjects":[{"kind":"Group","name":"system:authenticated","apiGroup":"rbac.authorization.k8s.io"}]}'
+        )
+        res = k.kubectl("create", "--raw", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings?fieldValidation=Ignore",
+                        "-f", str(body))
+        assert res.returncode == 1 and "needs a reviewer's approval" in res.stderr, (res.stdout, res.stderr)
+        crb = BY_PATH[("rbac.authorization.k8s.io", "v1", "clusterrolebindings")]
+        assert fake.call(fake.api.store.get, crb, "", "dup-admin") is None
+    finally:
+        k.close()
