@@ -463,7 +463,7 @@ class ClientConnection(asyncio.Protocol):
         if session is None or upstream is None or not upstream.usable or head.upgrade:
             return False
         prep = proxy.prepare(head)
-        if (proxy.bearer_auth and prep.bearer != self.token) or prep.npath == "*":
+        if (proxy.bearer_auth and prep.bearer != self.token) or prep.npath == "*" or prep.escapes:
             return False
         tmpl = self._decisions.get(prep)
         if tmpl is None:
@@ -631,6 +631,11 @@ class ClientConnection(asyncio.Protocol):
         prep = proxy.prepare(head)
         if prep.path == "*" and head.method != "OPTIONS":
             self.write(json_response(400, {"error": "bad_request", "message": "invalid target"}, close=True))
+            return False
+        if prep.escapes:
+            message = "the path leaves the upstream's base path as a backend reads it"
+            self.write(json_response(400, {"error": "bad_request", "message": message}, close=True))
+            session.error(message, "protocol_error")
             return False
         try:
             got = await self._body_prefix(head)

@@ -150,6 +150,33 @@ def query_readings(rest: str) -> tuple[str, ...]:
     return tuple(readings)
 
 
+def climbs_above_root(npath: str) -> bool:
+    """True when a backend's reading of the normalized path ``npath``
+    (``;params`` stripped as servlet containers do, escapes decoded, ``\\``
+    read as ``/``, as in ``rule_paths``) has a ``..`` above the root:
+    appended to the upstream's base path (``/v2``), it leaves it
+    (``/v2/..;/admin`` is Tomcat's ``/admin``)."""
+    if not any(c in npath for c in ";%\\"):
+        return False  # normalized: no dot segment is left
+    current = npath
+    for _ in range(4):
+        current = _PARAMS.sub("", current) if ";" in current else current
+        depth = 0
+        for seg in current.split("/")[1:]:
+            if seg == "..":
+                depth -= 1
+                if depth < 0:
+                    return True
+            elif seg not in ("", "."):
+                depth += 1
+        if not any(c in current for c in "%\\"):
+            return False
+        if "%" in current:
+            current = unquote_to_bytes(current).decode("utf-8", "surrogateescape")
+        current = current.replace("\\", "/")
+    return False
+
+
 def glob_to_regex(pattern: str) -> str:
     """``/api/**`` -> matches ``/api``, ``/api/`` and anything below; ``*`` one segment."""
     out = ["^"]

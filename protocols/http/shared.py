@@ -30,6 +30,7 @@ from .risk import (
     METHOD_OVERRIDE_HEADERS,
     TARGET_OVERRIDE_HEADERS,
     HttpRiskScorer,
+    climbs_above_root,
     method_readings,
     normalize_path,
     split_target,
@@ -128,6 +129,9 @@ class Prepared:
     """The methods the backend may act on (``risk.method_readings``)."""
     targets: tuple[tuple[str, str], ...] = ()
     """Other targets the backend may route by (``risk.target_readings``)."""
+    escapes: bool = False
+    """A backend's reading of the path leaves the upstream's base path
+    (``risk.climbs_above_root``, with a base path configured): refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +269,7 @@ class HttpProxy:
         )
         prep.methods = methods
         prep.targets = targets
+        prep.escapes = bool(self.prefix) and npath != "*" and climbs_above_root(npath)
         value = head.headers.get("authorization") or ""
         if value[:7].lower() == "bearer ":
             prep.bearer = value[7:].strip()
