@@ -105,7 +105,13 @@ def foreign_charset(name: str) -> str:
         info = codecs.lookup(name)
     except LookupError:
         return ""
-    probe = "password=Ab1 {}\n"
+    if not getattr(info, "_is_text_encoding", True):
+        # rot13, base64, zlib, hex...: codecs, not charsets (codecs.encode
+        # of text raises LookupError with them): read as bytes, as clients do
+        return ""
+    # '@' and '+': UTF-7 writes them as '+AEA-' and '+-' (an e-mail address
+    # would pass unseen) while it leaves letters and digits as they are
+    probe = "password=Ab1 {}\n@+"
     try:
         same = probe.encode(info.name) == probe.encode("ascii")
     except UnicodeError:

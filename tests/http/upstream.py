@@ -105,6 +105,7 @@ class Upstream:
         r.add_get("/zstd-text", self.zstd_text)
         r.add_get("/te-gzip", self.te_gzip)
         r.add_get("/lone-surrogate", self.lone_surrogate)
+        r.add_get("/charset-text", self.charset_text)
         r.add_get("/ndjson-stream", self.ndjson_stream)
         r.add_get("/early-eof", self.early_eof)
         r.add_get("/sse", self.sse)
@@ -370,6 +371,21 @@ class Upstream:
         await asyncio.sleep(0.1)
         transport.close()
         return web.StreamResponse()  # never sent: the connection is gone
+
+    async def charset_text(self, request: web.Request) -> web.Response:
+        """A text body labelled with ``?cs=`` and, when that names a text
+        encoding, encoded in it (raw bytes otherwise)."""
+        import codecs
+
+        cs = request.query.get("cs", "utf-7")
+        text = "mail alice@example.com\n"
+        try:
+            body = text.encode(cs) if codecs.lookup(cs)._is_text_encoding else text.encode()
+        except LookupError:
+            body = text.encode()
+        if cs == "utf-7":  # '@' as a strict encoder writes it (Python's writes it direct)
+            body = body.replace(b"@", b"+AEA-")
+        return web.Response(body=body, headers={"Content-Type": f"text/plain; charset={cs}"})
 
     async def lone_surrogate(self, request: web.Request) -> web.Response:
         """JSON with a lone surrogate escape (valid JSON text, not valid
