@@ -133,11 +133,12 @@ def _decode(body: bytes) -> ProtoObject:
                     obj.kind = _str(v2)
         elif num == 2 and isinstance(value, bytes):
             obj.raw = value
+    # ObjectMeta given twice is merged, as by Go's generated Unmarshal
+    labels: list[bytes] = []
+    annotations: list[bytes] = []
     for num, _, value in fields(obj.raw):
         if num != 1 or not isinstance(value, bytes):
             continue
-        labels: list[bytes] = []
-        annotations: list[bytes] = []
         for n2, _, v2 in fields(value):
             if n2 == 1:
                 obj.name = _str(v2)
@@ -149,9 +150,8 @@ def _decode(body: bytes) -> ProtoObject:
                 labels.append(v2)
             elif n2 == 12 and isinstance(v2, bytes):
                 annotations.append(v2)
-        obj.labels = {k: v.decode("utf-8", "replace") for k, v in _map(labels).items()}
-        obj.annotations = {k: v.decode("utf-8", "replace") for k, v in _map(annotations).items()}
-        break
+    obj.labels = {k: v.decode("utf-8", "replace") for k, v in _map(labels).items()}
+    obj.annotations = {k: v.decode("utf-8", "replace") for k, v in _map(annotations).items()}
     return obj
 
 
@@ -179,9 +179,19 @@ def rbac_fields(obj: ProtoObject) -> dict[str, object]:
     name = 3}; Role{rules = 2}, PolicyRule{verbs = 1, apiGroups = 2, resources = 3}."""
     try:
         if obj.kind in ("RoleBinding", "ClusterRoleBinding"):
+            # as Go's generated Unmarshal reads it: a message field given twice
+            # is merged into one, a string field's last value wins (the first
+            # roleRef naming "view", a second naming "cluster-admin", is a
+            # cluster-admin binding)
+            ref: dict[str, str] = {}
             for n, _, v in fields(obj.raw):
                 if n == 3 and isinstance(v, bytes):
-                    return {"roleRef": {"kind": string_field(v, 2), "name": string_field(v, 3)}}
+                    for n2, _, v2 in fields(v):
+                        key = {2: "kind", 3: "name"}.get(n2)
+                        if key and isinstance(v2, bytes):
+                            ref[key] = v2.decode("utf-8", "replace")
+            if ref:
+                return {"roleRef": {"kind": ref.get("kind", ""), "name": ref.get("name", "")}}
         if obj.kind in ("Role", "ClusterRole"):
             rules = []
             for n, _, v in fields(obj.raw):

@@ -50,7 +50,7 @@ from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives import serialization
 
 from hoopd.tls import cert_pem, generate_ca, issue_certificate
-from protocols.kubernetes._proto import PROTOBUF, decode, string_field, string_maps
+from protocols.kubernetes._proto import PROTOBUF, decode, fields, string_field, string_maps
 
 MINOR = "32"
 JSON = "application/json"
@@ -201,6 +201,25 @@ def from_protobuf(raw: bytes) -> Any:
             out["stringData"] = {k: v.decode() for k, v in string_data.items()}
     elif obj.kind == "ConfigMap":
         out["data"] = {k: v.decode() for k, v in string_maps(obj.raw, 2).items()}
+    elif obj.kind in ("RoleBinding", "ClusterRoleBinding"):
+        # subjects = 2 (repeated), roleRef = 3; Subject/RoleRef fields: kind,
+        # apiGroup / apiGroup, kind, name. As Go's generated Unmarshal reads
+        # them: a message field given twice is merged, a string's last value wins.
+        role_ref: dict[str, str] = {}
+        subjects = []
+        for num, _, value in fields(obj.raw):
+            if not isinstance(value, bytes):
+                continue
+            if num == 3:
+                for n2, _, v2 in fields(value):
+                    key = {1: "apiGroup", 2: "kind", 3: "name"}.get(n2)
+                    if key and isinstance(v2, bytes):
+                        role_ref[key] = v2.decode()
+            elif num == 2:
+                names = {1: "kind", 2: "apiGroup", 3: "name", 4: "namespace"}
+                subjects.append({names[n2]: v2.decode() for n2, _, v2 in fields(value) if n2 in names and isinstance(v2, bytes)})
+        out["roleRef"] = role_ref
+        out["subjects"] = subjects
     return out
 
 

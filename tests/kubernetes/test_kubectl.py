@@ -1002,3 +1002,48 @@ def test_a_body_with_a_key_given_twice_is_not_read_as_python_reads_it(tmp_path: 
         assert fake.call(fake.api.store.get, crb, "", "dup-admin") is None
     finally:
         k.close()
+
+
+def _pb(num: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    n, length = len(payload), b""
+    while True:
+        length += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            break
+    return bytes([(num << 3) | 2]) + length + payload
+
+
+def test_protobuf_role_ref_given_twice_is_read_as_the_server_reads_it(tmp_path: Path, fake: FakeApiServer) -> None:
+    """A protobuf ClusterRoleBinding (what kubectl's typed create sends) whose
+    roleRef comes twice: the server merges the two, the last name winning.
+    The gateway read the first (``view``) and let a cluster-admin binding
+    through as a plain rbac_change."""
+    k = Kube(tmp_path, fake, risk={"review_at": "high"}, approval={"mode": "retry", "timeout": "60s"})
+    try:
+        group = b"rbac.authorization.k8s.io"
+        raw = (
+            _pb(1, _pb(1, b"pb-dup-admin"))
+            + _pb(2, _pb(1, b"Group") + _pb(2, group) + _pb(3, b"system:authenticated"))
+            + _pb(3, _pb(1, group) + _pb(2, b"ClusterRole") + _pb(3, b"view"))
+            + _pb(3, _pb(3, b"cluster-admin"))
+        )
+        body = b"k8s\x00" + _pb(1, _pb(1, group + b"/v1") + _pb(2, b"ClusterRoleBinding")) + _pb(2, raw)
+        ctx = ssl.create_default_context(cafile=str(k.data_dir / "tls" / "ca.pem"))
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{k.port}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            data=body, method="POST",
+            headers={"Authorization": f"Bearer {k.token('alice', ['dev'])}",
+                     "Content-Type": "application/vnd.kubernetes.protobuf", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                code, text = resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            code, text = exc.code, exc.read().decode()
+        assert code == 403 and "needs a reviewer's approval" in text, (code, text)
+        crb = BY_PATH[("rbac.authorization.k8s.io", "v1", "clusterrolebindings")]
+        assert fake.call(fake.api.store.get, crb, "", "pb-dup-admin") is None
+    finally:
+        k.close()

@@ -369,3 +369,14 @@ def test_delete_body_dry_run() -> None:
     assert not delete_dry_run({"dryRun": "All"}) and not delete_dry_run(None) and not delete_dry_run([])
     # an older API server matched keys in any case, the last one winning
     assert not delete_dry_run({"dryRun": ["All"], "dryrun": []})
+
+
+def test_protobuf_fields_given_twice_read_as_go_reads_them() -> None:
+    """A message field given twice is merged, a string's last value wins."""
+    meta = _pb_field(1, _pb_field(1, b"first") + _pb_field(11, _pb_field(1, b"a") + _pb_field(2, b"1")))
+    meta += _pb_field(1, _pb_field(1, b"second") + _pb_field(11, _pb_field(1, b"b") + _pb_field(2, b"2")))
+    refs = _pb_field(3, _pb_field(2, b"ClusterRole") + _pb_field(3, b"view")) + _pb_field(3, _pb_field(3, b"cluster-admin"))
+    body = _proto.MAGIC + _pb_field(1, _pb_field(2, b"ClusterRoleBinding")) + _pb_field(2, meta + refs)
+    obj = _proto.decode(body)
+    assert obj is not None and obj.name == "second" and obj.labels == {"a": "1", "b": "2"}
+    assert _proto.rbac_fields(obj) == {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}
