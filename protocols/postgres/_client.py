@@ -1273,6 +1273,11 @@ class ClientConnection(asyncio.Protocol):
         encoding = target.encoding or self._client_encoding
         if not target.binary and not ascii_safe(encoding):
             return f"COPY data in encoding {encoding} cannot be masked by column"
+        if self.tracker.discarding:
+            # after an error in its extended batch the server ignores the
+            # COPY (and would end that state at the probe's own Sync): no
+            # probe; a COPY that runs unprobed ends the session
+            return ""
         run.copy = ()  # probed: nothing to mask unless set below
         probe = Probe(target)
         probe.future = asyncio.get_running_loop().create_future()
