@@ -248,6 +248,17 @@ class HttpProxy:
         targets = target_readings(
             [v for n, _, v in head.headers.items if n in TARGET_OVERRIDE_HEADERS]
         )
+        escapes = bool(self.prefix) and npath != "*" and climbs_above_root(npath)
+        if self.prefix and targets:
+            # such a target is the backend's whole path, base path included:
+            # rules see it below the base; one outside the base is refused
+            inside: list[tuple[str, str]] = []
+            for tpath, tquery in targets:
+                rel = tpath[len(self.prefix) :] if tpath.startswith(self.prefix) else "-"
+                if rel[:1] not in ("/", "") or climbs_above_root(rel or "/"):
+                    escapes = True
+                inside.append((rel or "/", tquery))
+            targets = tuple(inside)
         identity = text
         # what the backend may act on is what is judged and what an approval binds
         if len(methods) > 1:
@@ -269,7 +280,7 @@ class HttpProxy:
         )
         prep.methods = methods
         prep.targets = targets
-        prep.escapes = bool(self.prefix) and npath != "*" and climbs_above_root(npath)
+        prep.escapes = escapes
         value = head.headers.get("authorization") or ""
         if value[:7].lower() == "bearer ":
             prep.bearer = value[7:].strip()

@@ -44,3 +44,20 @@ def test_paths_within_the_base_pass(env: Env, path: str) -> None:
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), (path, data)
     assert json.loads(body)["raw_path"].startswith("/echo/base/")
+
+
+@pytest.mark.parametrize(
+    ("field", "status"),
+    [
+        ("X-Original-URL: /admin/users", b"400"),  # the backend's whole path: outside /echo/base
+        ("X-Rewrite-URL: /echo/basement", b"400"),
+        ("X-Original-URL: /echo/base/..;/..;/x", b"400"),
+        ("X-Original-URL: /echo/base/x?y=1", b"200"),
+    ],
+)
+def test_target_override_outside_the_base_is_refused(env: Env, field: str, status: bytes) -> None:
+    out = subprocess.run(
+        ["curl", "-sS", "-i", "--max-time", "10", "-H", field, env.url("prefix", "/a")],
+        capture_output=True, timeout=15,
+    )  # fmt: skip
+    assert out.stdout.startswith(b"HTTP/1.1 " + status), (field, out.stdout)
