@@ -111,7 +111,7 @@ _DEFAULT_RISK = RiskSection()
 _GUC_BLOCKED = frozenset({"user", "database", "options", "replication", "application_name"})
 
 
-_MASKED_OTHER = frozenset({w.COPY_DATA, w.NOTIFICATION, w.ERROR, w.NOTICE})
+_MASKED_OTHER = frozenset({w.COPY_DATA, w.NOTIFICATION, w.ERROR, w.NOTICE, w.PARAMETER_STATUS})
 """Backend messages other than DataRow whose text is masked."""
 _COMMAND_COMPLETE, _READY, _ROW_DESCRIPTION, _COPY_DATA = (
     w.COMMAND_COMPLETE, w.READY, w.ROW_DESCRIPTION, w.COPY_DATA

@@ -47,6 +47,7 @@ from ._wire import (
     ERROR,
     NOTICE,
     NOTIFICATION,
+    PARAMETER_STATUS,
     cstr,
     data_row,
     message,
@@ -469,6 +470,16 @@ class StreamMasking:
             if not changed:
                 return None, counts
             return message(t, b"".join(out) + b"\0"), counts
+        if t == PARAMETER_STATUS:
+            # a reported setting's value can be set from query results
+            # (set_config('application_name', (select email ...), false))
+            body = bytes(buf[start + 5 : end])
+            name, _, rest = body.partition(b"\0")
+            value = rest[:-1] if rest.endswith(b"\0") else rest
+            masked, counts = m.mask_bytes(value)
+            if not counts:
+                return None, counts
+            return message(PARAMETER_STATUS, cstr(name) + cstr(masked)), counts
         return None, {}
 
     def mask_error_fields(self, fields: dict[str, str]) -> dict[str, str]:
