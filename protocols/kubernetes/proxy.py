@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -981,6 +982,26 @@ class _TreeLoader(yaml.SafeLoader):
                     None, None, "an alias of a mapping or sequence", event.start_mark
                 )
         return super().compose_node(parent, index)
+
+
+    # The API server reads YAML with goyaml.v2 (YAML 1.1, its own words):
+    # y/Y/n/N are booleans too, and a plain scalar Go's strconv.ParseInt(s, 0)
+    # takes (0o17, 0X1F, 0B1) is an integer. Read as PyYAML reads them, a
+    # pod's "privileged: y" was a string here and true on the server.
+    bool_values = {**yaml.SafeLoader.bool_values, "y": True, "n": False}
+
+    def construct_go_int(self, node: Any) -> Any:
+        value = str(self.construct_scalar(node))
+        if _GO_INT.match(value):
+            with contextlib.suppress(ValueError):
+                return int(value.replace("_", ""), 0)
+        return self.construct_yaml_int(node)
+
+
+_GO_INT = re.compile(r"^[-+]?0[oObBxX][0-9a-fA-F_]+$")
+_TreeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+_TreeLoader.add_implicit_resolver("tag:yaml.org,2002:int", _GO_INT, list("-+0"))
+_TreeLoader.add_constructor("tag:yaml.org,2002:int", _TreeLoader.construct_go_int)
 
 
 def _load_yaml_tree(raw: bytes) -> Any:

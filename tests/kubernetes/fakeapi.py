@@ -153,6 +153,31 @@ def go_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def go_yaml(raw: bytes) -> Any:
+    """YAML as the API server reads it (sigs.k8s.io/yaml, goyaml.v2's YAML
+    1.1): ``y``/``Y``/``n``/``N`` are booleans too, and a plain scalar Go's
+    ``strconv.ParseInt(s, 0, 64)`` reads (``0o17``, ``0X1F``, ``0B1``,
+    underscores dropped) is an integer."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        bool_values = {**yaml.SafeLoader.bool_values, "y": True, "n": False}
+
+    def go_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        value = loader.construct_scalar(node)
+        try:
+            return int(str(value).replace("_", ""), 0)
+        except ValueError:
+            return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:y|Y|n|N)$"), list("yYnN"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?0[oObBxX][0-9a-fA-F_]+$"), list("-+0"))
+    Loader.add_constructor("tag:yaml.org,2002:int", go_int)
+    return yaml.load(raw, Loader=Loader)  # a SafeLoader
+
+
 def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
     doc = copy.deepcopy(doc)
     for op in ops:
@@ -761,9 +786,7 @@ class FakeApi:
         try:
             return json.loads(raw, object_pairs_hook=go_object) if raw else {}
         except ValueError:
-            import yaml
-
-            return yaml.safe_load(raw)
+            return go_yaml(raw)
 
     async def resource(self, request: web.Request, kind: Kind, ns: str | None, name: str | None, sub: str | None) -> web.StreamResponse:
         store = self.store

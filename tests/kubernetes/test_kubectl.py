@@ -1047,3 +1047,31 @@ def test_protobuf_role_ref_given_twice_is_read_as_the_server_reads_it(tmp_path: 
         assert fake.call(fake.api.store.get, crb, "", "pb-dup-admin") is None
     finally:
         k.close()
+
+
+def test_yaml_body_read_as_the_api_server_reads_yaml(tmp_path: Path, fake: FakeApiServer) -> None:
+    """The API server reads YAML bodies as YAML 1.1 with goyaml.v2's words:
+    ``privileged: y`` is true there (and ``replicas: 0o0`` is 0). PyYAML
+    read ``y`` as a string, and a privileged pod created from YAML ran
+    without a reviewer."""
+    k = Kube(tmp_path, fake, risk={"review_at": "high"}, approval={"mode": "retry", "timeout": "60s"})
+    try:
+        body = (
+            b"apiVersion: v1\nkind: Pod\nmetadata: {name: yaml-priv}\n"
+            b"spec: {containers: [{name: main, image: busybox, securityContext: {privileged: y}}]}\n"
+        )
+        ctx = ssl.create_default_context(cafile=str(k.data_dir / "tls" / "ca.pem"))
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{k.port}/api/v1/namespaces/default/pods", data=body, method="POST",
+            headers={"Authorization": f"Bearer {k.token('alice', ['dev'])}",
+                     "Content-Type": "application/yaml", "Accept": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                code, text = resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            code, text = exc.code, exc.read().decode()
+        assert code == 403 and "privileged container" in text, (code, text)
+        assert fake.call(fake.api.store.get, fake_kind("pods"), "default", "yaml-priv") is None
+    finally:
+        k.close()

@@ -380,3 +380,13 @@ def test_protobuf_fields_given_twice_read_as_go_reads_them() -> None:
     obj = _proto.decode(body)
     assert obj is not None and obj.name == "second" and obj.labels == {"a": "1", "b": "2"}
     assert _proto.rbac_fields(obj) == {"roleRef": {"kind": "ClusterRole", "name": "cluster-admin"}}
+
+
+def test_yaml_bodies_read_with_the_api_server_s_words() -> None:
+    body, opaque = decode_body("application/apply-patch+yaml", b"spec: {replicas: 0o0}\n")
+    assert body == {"spec": {"replicas": 0}} and not opaque
+    path = "/apis/apps/v1/namespaces/prod/deployments/web"
+    assert "scale_to_zero" in cats("PATCH", path, body, protected_namespaces=["prod"])
+    body, _ = decode_body("application/yaml", b"spec: {containers: [{securityContext: {privileged: Y}}]}\n")
+    assert "privileged_pod" in cats("POST", "/api/v1/namespaces/a/pods", body)
+    assert decode_body("application/yaml", b"a: 'y'\nb: '0o0'\n")[0] == {"a": "y", "b": "0o0"}
