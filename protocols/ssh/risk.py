@@ -162,6 +162,18 @@ class ShellRisk:
         score = best.score if best is not None else 0
         return Assessment(score, frozenset(merged), tuple(reasons), verdicts)
 
+    def assess_recalled(self, text: str, recent: Iterable[str]) -> Assessment:
+        """A terminal line that recalls earlier ones (history expansion such
+        as ``!!``, ``!:1*``, ``^old^new``): what runs comes from the shell's
+        history, which the gateway does not see (it reaches back into earlier
+        sessions), so it counts as ``unparseable`` (``risk.unparseable``,
+        review by default); the lines seen lately are judged loosely too."""
+        loose = self.assess_loose([text, *recent])
+        found = _Found(set(loose.categories), list(loose.reasons), loose.score)
+        found.add("unparseable", "history expansion: the line that runs comes from the shell's history")
+        own = self._assessment(text, found)
+        return Assessment(own.score, own.categories, own.reasons, {**loose.rule_verdicts, **own.rule_verdicts})
+
     def _assessment(self, text: str, found: _Found) -> Assessment:
         verdicts: dict[str, Verdict] = {}
         for rule_id, category, action in self._matches:
@@ -174,12 +186,9 @@ class ShellRisk:
                     found.reasons.append(f"matches rule {rule_id}")
             except Exception:
                 continue
-        if (
-            "unparseable" in found.categories
-            and self.risk is not None
-            and self.risk.unparseable != "allow"
-        ):
-            verdicts.setdefault("unparseable", Verdict(self.risk.unparseable))
+        unparseable = (self.risk or RiskSection()).unparseable  # no risk section: the default, review
+        if "unparseable" in found.categories and unparseable != "allow":
+            verdicts.setdefault("unparseable", Verdict(unparseable))
         return Assessment(
             score=found.score,
             categories=frozenset(found.categories),
@@ -394,6 +403,8 @@ class ShellRisk:
         elif name == "set":
             if "+o" in args and "history" in args:
                 found.add("history_tamper", "set +o history")
+        elif name == "fc" and not any(a.startswith("-") and "l" in a for a in args):
+            found.add("unparseable", "fc runs a line from the shell's history")
         elif name == "trap":
             code = [a for a in args if a == "-" or not a.startswith("-")][:1]
             if code and code[0] != "-":

@@ -17,6 +17,7 @@ channel is open is buffered up to ``PENDING_LIMIT`` before reading pauses.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import logging
@@ -42,7 +43,7 @@ from .output import MaskedStream, RecordBuffer
 from .packets import skip_ignore_padding
 from .scp import ScpAudit, ScpError, ScpFile
 from .sftp import FileOp, SftpAudit, SftpError
-from .shparse import parse
+from .shparse import history_expansion, parse
 
 if TYPE_CHECKING:
     from hoopd.session import Session
@@ -891,6 +892,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self.scp: tuple[str, str, ScpAudit] | None = None
         self.tracker: LineTracker | None = None
         self._continued = ""
+        self._history: collections.deque[str] = collections.deque(maxlen=50)  # lines sent to the shell
         self._started = time.monotonic()
         self.out: MaskedStream | None = None
         self.err: MaskedStream | None = None
@@ -1284,6 +1286,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 return False
             return self._hold_line(text, attrs, found, enter, rest)
         self._continued = ""
+        self._history.append(text)
         found = self._assess_line(text, enter, shown)
         if found.score <= 0 and not found.rule_verdicts:
             # Recorded once the terminal has echoed it: input typed with echo
@@ -1305,6 +1308,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         return attrs
 
     def _assess_line(self, text: str, enter: Enter, shown: str, complete: bool = True) -> Any:
+        if history_expansion(text):
+            return self.handler.risk.assess_recalled(text, [*self._history, *shown.splitlines()])
         if enter.line.uncertain:
             # Edited or recalled: judge what was typed *and* what the terminal
             # showed, loosely (a command starting at any word counts).

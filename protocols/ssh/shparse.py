@@ -415,3 +415,38 @@ def _read_double(sc: _Scanner, subs: list[str]) -> str:
         sc.i += 1
     sc.incomplete = True
     return "".join(parts)
+
+
+_NO_EXPANSION_AFTER = " \t\n\r=("
+
+
+def history_expansion(text: str) -> bool:
+    """Would an interactive bash expand history in ``text`` (``!!``,
+    ``!rm``, ``!:1*``, ``!?x?``, a leading ``^old^new``)? Then the line that
+    runs is made of earlier lines of the shell's history. Approximate, erring
+    towards yes (a ``!`` outside single quotes, not escaped, not ``$!`` or
+    ``${!``, followed by something other than white space, ``=`` or ``(``)."""
+    if text.lstrip(" \t").startswith("^"):
+        return True
+    quote = ""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if quote == "'":
+            if c == "'":
+                quote = ""
+        elif c == "'" and not quote:
+            quote = "'"
+        elif c == '"':
+            quote = "" if quote == '"' else '"'
+        elif c == "!" and i + 1 < n:
+            nxt = text[i + 1]
+            before = text[max(i - 2, 0) : i]
+            in_dq_end = quote == '"' and nxt == '"'
+            if nxt not in _NO_EXPANSION_AFTER and not before.endswith(("$", "${")) and not in_dq_end:
+                return True
+        i += 1
+    return False

@@ -189,3 +189,25 @@ def test_loose_assessment_for_edited_lines() -> None:
 def test_loose_never_raises(texts: list[str]) -> None:
     found = SCORER.assess_loose(texts)
     assert 0 <= found.score <= 100 and found.categories <= CATEGORIES
+
+
+def test_history_expansion_is_unknown_text() -> None:
+    from protocols.ssh.shparse import history_expansion
+
+    for text in ("!!", "sudo !!", "!:1*", "!rm", "echo a!b", "^echo ^", "!?rf?"):
+        assert history_expansion(text), text
+    for text in ("echo hi!", 'echo "hi!"', "echo '!x'", "echo $!", "echo ${!v}", "[ ! -f x ]", "x != y", "echo \\!x"):
+        assert not history_expansion(text), text
+    # what runs comes from the shell's history: review by default, and what
+    # the recent lines hold counts too
+    found = SCORER.assess_recalled("!:1*", ["ls", "echo rm -rf /srv/x"])
+    assert found.categories == {"unparseable", "rm_rf"} and found.score == 75
+    assert SCORER.assess_recalled("!!", ["ls"]).rule_verdicts == {"unparseable": Verdict.REVIEW}
+    assert SCORER.assess("fc -s 'echo rm=rm'").categories == {"unparseable"}
+    assert SCORER.assess("fc -l").categories == set()
+
+
+def test_no_risk_section_reviews_unparseable_lines() -> None:
+    # the documented default (risk.unparseable: review) holds without a risk section too
+    assert ShellRisk(None).assess("echo 'open").rule_verdicts == {"unparseable": Verdict.REVIEW}
+    assert ShellRisk(RiskSection(unparseable="allow")).assess("echo 'open").rule_verdicts == {}

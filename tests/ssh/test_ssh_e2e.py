@@ -724,6 +724,10 @@ UNSEEN_EDITS = {
     "a line the parser read as unfinished": lambda d: [f"rm -rf {d}; echo $(echo $'\\'')\r"],
     # and whatever the parser holds unfinished is judged as far as it goes
     "an unfinished line": lambda d: [f"rm -rf {d}; echo 'open\r"],
+    # history expansion and fc make the line from earlier ones: echo rm -rf DIR, then...
+    "history words (!:1*)": lambda d: [f"echo rm -rf {d}\r", "!:1*\r"],
+    "quick substitution (^echo ^)": lambda d: [f"echo rm -rf {d}\r", "^echo ^\r"],
+    "fc -s": lambda d: [f"echo rm -rf {d}\r", "fc -s 'echo rm=rm'\r"],
     # sh (dash) reads a canonical tty: Ctrl-D hands the line over, a second one ends input
     "ctrl-d ends the line in sh": lambda d: ["sh\r", f"rm -rf {d}\x04"],
 }
@@ -754,7 +758,7 @@ def test_pty_keys_that_edit_or_run_a_line_unseen(env: Env) -> None:
                 raise AssertionError(f"{name}: not held; {keep} exists: {keep.exists()}") from None
             _decide_pending(env, False)
             term.expect(b"command refused")
-            if len(parts) > 1:  # leave sh
+            if parts[0] == "sh\r":  # leave sh
                 time.sleep(0.5)
                 term.send(b"exit\r")
             term.expect(b"PS> ")
