@@ -112,8 +112,17 @@ def pod_spec_findings(body: Any) -> list[str]:
                 continue
             path = str(op.get("path", ""))
             leaf = path.rsplit("/", 1)[-1]
-            if (leaf == "privileged" or leaf in HOST_FLAGS) and op.get("value") is True:
+            value = op.get("value")
+            if (leaf == "privileged" or leaf in HOST_FLAGS) and value is True:
                 found.append(f"{leaf}: true (json patch)")
+            # .../capabilities/add (a list) or one element of it (add/-, add/0)
+            segments = path.split("/")
+            if "add" in segments[-2:] and "capabilities" in segments[-3:-1]:
+                added = value if isinstance(value, list) else [value]
+                caps = {str(c).upper().removeprefix("CAP_") for c in added}
+                bad = sorted(caps & DANGEROUS_CAPS)
+                if bad:
+                    found.append("capabilities " + ",".join(bad) + " (json patch)")
             elif "/hostPath" in path or (isinstance(op.get("value"), dict) and "hostPath" in op["value"]):
                 found.append("hostPath volume (json patch)")
     return sorted(set(found))

@@ -1075,3 +1075,28 @@ def test_yaml_body_read_as_the_api_server_reads_yaml(tmp_path: Path, fake: FakeA
         assert fake.call(fake.api.store.get, fake_kind("pods"), "default", "yaml-priv") is None
     finally:
         k.close()
+
+
+def test_capability_added_by_a_json_patch_is_held(tmp_path: Path, fake: FakeApiServer) -> None:
+    """``kubectl patch --type=json`` adding SYS_ADMIN to a container's
+    capabilities (the list, or one element of it) is a privileged pod
+    spec, as the same change in a merge patch or an object is."""
+    k = Kube(tmp_path, fake, risk={"review_at": "high"}, approval={"mode": "retry", "timeout": "60s"})
+    try:
+        dep = (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: caps}\n"
+            "spec: {replicas: 1, selector: {matchLabels: {app: caps}}, template: {metadata: {labels: {app: caps}}, "
+            "spec: {containers: [{name: main, image: nginx, securityContext: {capabilities: {add: [NET_BIND_SERVICE]}}}]}}}\n"
+        )
+        k.ok("apply", "-f", "-", input=dep)
+        base = "/spec/template/spec/containers/0/securityContext/capabilities/add"
+        for patch in (
+            [{"op": "add", "path": base + "/-", "value": "SYS_ADMIN"}],
+            [{"op": "replace", "path": base, "value": ["SYS_ADMIN"]}],
+        ):
+            res = k.kubectl("patch", "deploy", "caps", "--type=json", "-p", json.dumps(patch))
+            assert res.returncode == 1 and "capabilities SYS_ADMIN" in res.stderr, (patch, res.stdout, res.stderr)
+        dep_now = fake.call(fake.api.store.get, fake_kind("deployments"), "default", "caps")
+        assert dep_now["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
+    finally:
+        k.close()
