@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_LINE = 16 * 1024
+MAX_WIDTH = 1024
+"""Columns of the terminal drawn_lines models at most."""
 _HARMLESS = frozenset({0x00, 0x07, 0x0C, 0x1A, 0x1C})
 """Control keys that leave the line as it is: Ctrl-@ (set mark), Ctrl-G,
 Ctrl-L (redraw), Ctrl-Z and Ctrl-\\ (signals)."""
@@ -180,7 +182,7 @@ def drawn_lines(output: bytes, width: int, max_rows: int = 64) -> list[str]:
     editor redraws only what changed (``xm -rf d``, Home, Ctrl-D, ``r`` is
     drawn as ``\\r``, 4 x CSI C, CSI P, CSI @, ``r``), so the text of the
     output alone does not show the line that runs."""
-    width = max(width, 1)
+    width = min(max(width, 1), MAX_WIDTH)  # the client declares it: bound it
     rows: list[list[str]] = [[]]
     wrapped: list[bool] = [False]
     r = c = 0
@@ -205,8 +207,8 @@ def drawn_lines(output: bytes, width: int, max_rows: int = 64) -> list[str]:
                     break
                 params, final = text[i + 1 : j], text[j]
                 i = j + 1
-                nums = [int(p) if p.isdigit() else 0 for p in params.lstrip("?").split(";")]
-                num = max(nums[0], 1) if nums else 1
+                nums = [int(p[:6]) if p.isdigit() else 0 for p in params.lstrip("?").split(";")[:4]]
+                num = min(max(nums[0], 1), width) if nums else 1  # CSI 999999999 @ is a row at most
                 row = row_at(r)
                 c = min(c, width)
                 if final == "C":
@@ -218,7 +220,7 @@ def drawn_lines(output: bytes, width: int, max_rows: int = 64) -> list[str]:
                 elif final == "A":
                     r = max(r - num, 0)
                 elif final == "B":
-                    r += num
+                    r += min(num, max_rows)
                     row_at(r)
                 elif final in "Hf":
                     r, c = len(rows), min(max(nums[1] if len(nums) > 1 else 1, 1) - 1, width - 1)

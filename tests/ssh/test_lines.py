@@ -97,3 +97,11 @@ def test_drawn_lines_follow_the_line_editor() -> None:
     assert drawn_lines(b"out\r\n$ abcdefghij", 8) == ["out", "$ abcdefghij"]  # wrapped rows join
     assert drawn_lines(b"$ ls\x1b[2D\x1b[Kcat", 80) == ["$ cat"]
     assert drawn_lines(b"\x1b]0;title\x07$ ls\x1b[H\x1b[2J$ id", 80) == ["$ id"]
+
+
+def test_drawn_lines_is_bounded() -> None:
+    """The client declares the width and the target writes the output: huge
+    counts and widths cost no memory or time."""
+    huge = b"$ x\x1b[999999999C\x1b[999999999@y\x1b[999999999Bz\x1b[" + b"9" * 8000 + b"Cq"
+    lines = drawn_lines(huge, 2**32 - 1)
+    assert sum(len(line) for line in lines) <= 4 * 1024
