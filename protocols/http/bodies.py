@@ -127,7 +127,11 @@ def body_kind(mtype: str) -> str:
         return "json"
     if mtype in _NDJSON_TYPES:
         return "ndjson"
-    if mtype.startswith("text/") or mtype in _TEXT_APP_TYPES or mtype.endswith("+xml"):
+    if (
+        mtype.startswith(("text/", "message/"))  # message/http (a TRACE echo), message/rfc822
+        or mtype in _TEXT_APP_TYPES
+        or mtype.endswith("+xml")
+    ):
         return "text"
     return "binary"
 

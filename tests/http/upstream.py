@@ -106,6 +106,7 @@ class Upstream:
         r.add_get("/te-gzip", self.te_gzip)
         r.add_get("/lone-surrogate", self.lone_surrogate)
         r.add_get("/charset-text", self.charset_text)
+        r.add_route("TRACE", "/trace", self.trace)
         r.add_get("/ndjson-stream", self.ndjson_stream)
         r.add_get("/early-eof", self.early_eof)
         r.add_get("/sse", self.sse)
@@ -371,6 +372,17 @@ class Upstream:
         await asyncio.sleep(0.1)
         transport.close()
         return web.StreamResponse()  # never sent: the connection is gone
+
+    async def trace(self, request: web.Request) -> web.Response:
+        """TRACE as Apache httpd answers it by default (TraceEnable on): the
+        request as received, headers and all, as ``message/http``."""
+        self.requests.append(_echo_payload(request))
+        lines = [f"TRACE {request.raw_path} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in request.headers.items()]
+        return web.Response(
+            body=("\r\n".join(lines) + "\r\n\r\n").encode(),
+            headers={"Content-Type": "message/http"},
+        )
 
     async def charset_text(self, request: web.Request) -> web.Response:
         """A text body labelled with ``?cs=`` and, when that names a text
