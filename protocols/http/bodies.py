@@ -70,6 +70,7 @@ _NDJSON_TYPES = frozenset(
 )
 _TEXT_APP_TYPES = frozenset(
     {"application/xml", "application/javascript", "application/x-www-form-urlencoded",
+     "application/http",  # an HTTP message (batch APIs), as message/http
      "application/yaml", "application/x-yaml", "application/graphql", "application/sql",
      "application/csv", "application/ecmascript", "application/x-sh", "application/toml"}
 )

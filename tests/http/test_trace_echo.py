@@ -32,3 +32,11 @@ def test_trace_echo_never_hands_the_injected_credential_over(
     assert b"[REDACTED]" in body
     if conn != "echo":  # masking on: the user's data too
         assert b"alice@example.com" not in body
+
+
+def test_application_http_is_masked_as_message_http(env: Env) -> None:
+    """``application/http`` (an HTTP message, as batch APIs send them)."""
+    out = curl("-i", "-X", "TRACE", env.url("api", "/trace?type=application/http"))
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), out.stdout
+    assert UPSTREAM_TOKEN.encode() not in out.stdout and b"[REDACTED]" in body

@@ -381,7 +381,7 @@ class Upstream:
         lines += [f"{k}: {v}" for k, v in request.headers.items()]
         return web.Response(
             body=("\r\n".join(lines) + "\r\n\r\n").encode(),
-            headers={"Content-Type": "message/http"},
+            headers={"Content-Type": request.query.get("type", "message/http")},
         )
 
     async def charset_text(self, request: web.Request) -> web.Response:
