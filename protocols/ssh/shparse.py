@@ -49,11 +49,17 @@ class Parsed:
         return [c for p in self.pipelines for c in p]
 
 
+MAX_NESTING = 8
+"""``${...}`` expansions looked into, one inside another, at most (deeper:
+incomplete); each level is read again, so this bounds the work."""
+
+
 class _Scanner:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, depth: int = 0) -> None:
         self.s = text
         self.i = 0
         self.incomplete = False
+        self.depth = depth
 
     def peek(self, n: int = 1) -> str:
         return self.s[self.i : self.i + n]
@@ -124,13 +130,13 @@ class _Scanner:
         self.incomplete = True
 
 
-def parse(text: str) -> Parsed:
+def parse(text: str, _depth: int = 0) -> Parsed:
     """Split ``text`` into pipelines. Never raises."""
     out = Parsed()
     if len(text) > MAX_INPUT:
         text = text[:MAX_INPUT]
         out.incomplete = True
-    sc = _Scanner(text)
+    sc = _Scanner(text, _depth)
     pipeline: list[SimpleCommand] = []
     cmd = SimpleCommand()
     pending_redirect: str | None = None
@@ -287,7 +293,7 @@ def _read_word(sc: _Scanner) -> Word:
             sc.i += 2
             inner = sc.skip_balanced("{", "}")
             parts.append("${" + inner + "}")
-            subs.extend(_nested_substitutions(inner))  # ${x:-$(cmd)}, ${x:-`cmd`}
+            subs.extend(_nested_substitutions(inner, sc))  # ${x:-$(cmd)}, ${x:-`cmd`}
             continue
         if c == "$" and sc.peek(2) == "$'":
             # ANSI-C quoting: $'rm' is the word rm, $'\x72m' too
@@ -314,12 +320,17 @@ def _unquoted_ifs(s: str, i: int) -> int:
     return 0
 
 
-def _nested_substitutions(text: str) -> list[str]:
+def _nested_substitutions(text: str, sc: _Scanner) -> list[str]:
     """Command substitutions in the text of a ``${...}`` expansion."""
     if "$(" not in text and "`" not in text and "<(" not in text and ">(" not in text:
         return []
+    if sc.depth >= MAX_NESTING:
+        sc.incomplete = True
+        return []
     found: list[str] = []
-    parsed = parse(text)
+    parsed = parse(text, sc.depth + 1)
+    if parsed.incomplete:
+        sc.incomplete = True
     for cmd in parsed.commands():
         for w in cmd.words:
             found += w.substitutions

@@ -211,3 +211,11 @@ def test_no_risk_section_reviews_unparseable_lines() -> None:
     # the documented default (risk.unparseable: review) holds without a risk section too
     assert ShellRisk(None).assess("echo 'open").rule_verdicts == {"unparseable": Verdict.REVIEW}
     assert ShellRisk(RiskSection(unparseable="allow")).assess("echo 'open").rule_verdicts == {}
+
+
+def test_nested_expansions_are_bounded() -> None:
+    # ${...} is looked into for substitutions, a bounded number of levels deep
+    assert SCORER.assess("echo ${a:-${b:-$(rm -rf x)}}").categories == {"rm_rf"}
+    deep = "echo " + "${x:-" * 5000 + "$(id)" + "}" * 5000
+    parse(deep)  # no RecursionError
+    assert "unparseable" in SCORER.assess(deep).categories
