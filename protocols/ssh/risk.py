@@ -282,7 +282,23 @@ class ShellRisk:
                     script = next((a[2:] for a in argv[1:] if a.startswith("-c") and len(a) > 2), None)
                 if script is not None:
                     self._walk(parse(script), found, depth + 1)
+                    return [], cmd
+                if name == "runuser" and "--" in argv:  # runuser -u USER -- COMMAND...
+                    k = argv.index("--") + 1
+                    argv, words = argv[k:], words[k:]
+                    continue
                 return [], cmd
+            if name in ("pkexec", "nsenter", "unshare", "setpriv", "eatmydata", "torsocks", "firejail",
+                        "proxychains", "proxychains4", "faketime", "sg", "script"):
+                string = _option_value(argv, ("-c", "--command")) if name in ("sg", "script") else None
+                if string is not None:
+                    self._walk(parse(string), found, depth + 1)
+                    return [], cmd
+                takes = {"pkexec": "u", "nsenter": "tSG", "setpriv": "", "faketime": "f"}.get(name, "")
+                argv, words = _skip_options(argv[1:], words[1:], takes_arg=takes, long_args=("--user",))
+                if name in ("faketime", "sg") and argv:
+                    argv, words = argv[1:], words[1:]  # the time, the group
+                continue
             if name in ("timeout",):
                 argv, words = _skip_options(argv[1:], words[1:], takes_arg="sk")
                 argv, words = argv[1:], words[1:]  # the duration
@@ -356,6 +372,18 @@ class ShellRisk:
                     found.add("rm_rf", "rm -rf (recursive forced delete)")
         elif name == "find" and ("-delete" in args or _find_exec_rm(args)):
             found.add("rm_rf", "find deletes what it finds")
+        elif name == "find":
+            for command in _find_exec_commands(args):  # find -exec sh -c '...' {} +
+                self._walk(Parsed([[SimpleCommand([Word(a) for a in command])]]), found, depth + 1)
+        elif name == "tar":
+            for a in args:  # tar --to-command=..., -I PROG, --checkpoint-action=exec=...
+                for opt in ("--to-command=", "--use-compress-program=", "--checkpoint-action=exec=",
+                            "--info-script=", "--new-volume-script="):
+                    if a.startswith(opt):
+                        self._walk(parse(a[len(opt):]), found, depth + 1)
+            for i, a in enumerate(args[:-1]):
+                if a in ("-I", "--to-command", "--use-compress-program", "-F", "--info-script"):
+                    self._walk(parse(args[i + 1]), found, depth + 1)
         elif name.startswith("mkfs") or name in ("mke2fs", "mkswap", "wipefs", "mkdosfs"):
             found.add("mkfs", f"{name} destroys a file system")
         elif name == "dd":
@@ -475,6 +503,21 @@ def _top_level(path: str) -> bool:
     return p.endswith("/*") and p[:-2].count("/") <= 1
 
 
+def _find_exec_commands(args: list[str]) -> list[list[str]]:
+    """The commands of ``find ... -exec CMD ARGS... ;`` (or ``+``)."""
+    out: list[list[str]] = []
+    i = 0
+    while i < len(args):
+        if args[i] in ("-exec", "-execdir", "-ok", "-okdir"):
+            j = i + 1
+            while j < len(args) and args[j] not in (";", "+"):
+                j += 1
+            out.append(args[i + 1 : j])
+            i = j
+        i += 1
+    return out
+
+
 def _find_exec_rm(args: list[str]) -> bool:
     for i, a in enumerate(args):
         if a in ("-exec", "-execdir", "-ok") and i + 1 < len(args) and _base(args[i + 1]) == "rm":
@@ -551,7 +594,7 @@ def _option_value(argv: list[str], names: Iterable[str]) -> str | None:
 
 
 def _skip_options(
-    argv: list[str], words: list[Word], takes_arg: str = ""
+    argv: list[str], words: list[Word], takes_arg: str = "", long_args: tuple[str, ...] = ()
 ) -> tuple[list[str], list[Word]]:
     i = 0
     while i < len(argv):
@@ -561,7 +604,7 @@ def _skip_options(
             break
         if not a.startswith("-") or a == "-":
             break
-        if not a.startswith("--") and len(a) == 2 and a[1] in takes_arg:
+        if a in long_args or (not a.startswith("--") and len(a) == 2 and a[1] in takes_arg):
             i += 2
             continue
         i += 1

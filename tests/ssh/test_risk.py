@@ -105,6 +105,20 @@ CASES = [
     ("ssh -p 22 other-host rm -rf x", {"rm_rf"}),
     ("ssh other-host", set()),
     ("echo {a,b}", set()),
+    # more wrappers, and commands that find and tar run
+    ("runuser -u app -- rm -rf x", {"rm_rf"}),
+    ("runuser -l app", set()),
+    ("pkexec --user root rm -rf x", {"rm_rf"}),
+    ("nsenter -t 1 -m rm -rf x", {"rm_rf"}),
+    ("unshare -m rm -rf x", {"rm_rf"}),
+    ("script -q -c 'rm -rf x' /dev/null", {"rm_rf"}),
+    ("find . -exec sh -c 'rm -rf x' \\;", {"rm_rf"}),
+    ("find . -name a -exec bash -c 'rm -rf \"$1\"' _ {} +", {"rm_rf"}),
+    ("find . -exec ls {} +", set()),
+    ("tar xf a.tar --to-command='rm -rf x'", {"rm_rf"}),
+    ("tar cf - . -I 'sh -c \"rm -rf x\"'", {"rm_rf"}),
+    ("tar cf /dev/null . --checkpoint=1 --checkpoint-action=exec='rm -rf x'", {"rm_rf"}),
+    ("tar czf a.tgz dir", set()),
 ]
 
 
