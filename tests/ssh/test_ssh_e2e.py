@@ -377,6 +377,8 @@ DISGUISED_RM = [
     "time -p rm -rf {d}",
     "setsid -w rm -rf {d}",
     "trap 'rm -rf {d}' EXIT",
+    "runuser -u root -- rm -rf {d}",
+    "find {d} -maxdepth 0 -exec sh -c 'rm -rf \"$1\"' _ {{}} \\;",
 ]
 
 
