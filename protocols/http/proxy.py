@@ -48,8 +48,8 @@ from .h1 import (
     chunk,
 )
 from .recording import RequestRecorder
-from .risk import body_method_readings
-from .shared import HttpProxy, Prepared, expire, json_response, ms
+from .risk import MAX_READINGS, body_method_readings
+from .shared import TOO_MANY_READINGS, HttpProxy, Prepared, expire, json_response, ms
 
 if TYPE_CHECKING:
     from hoopd.session import Session
@@ -463,7 +463,7 @@ class ClientConnection(asyncio.Protocol):
         if session is None or upstream is None or not upstream.usable or head.upgrade:
             return False
         prep = proxy.prepare(head)
-        if (proxy.bearer_auth and prep.bearer != self.token) or prep.npath == "*" or prep.escapes:
+        if (proxy.bearer_auth and prep.bearer != self.token) or prep.npath == "*" or prep.refusal:
             return False
         tmpl = self._decisions.get(prep)
         if tmpl is None:
@@ -632,10 +632,9 @@ class ClientConnection(asyncio.Protocol):
         if prep.path == "*" and head.method != "OPTIONS":
             self.write(json_response(400, {"error": "bad_request", "message": "invalid target"}, close=True))
             return False
-        if prep.escapes:
-            message = "the path leaves the upstream's base path as a backend reads it"
-            self.write(json_response(400, {"error": "bad_request", "message": message}, close=True))
-            session.error(message, "protocol_error")
+        if prep.refusal:
+            self.write(json_response(400, {"error": "bad_request", "message": prep.refusal}, close=True))
+            session.error(prep.refusal, "protocol_error")
             return False
         try:
             got = await self._body_prefix(head)
@@ -669,6 +668,11 @@ class ClientConnection(asyncio.Protocol):
         if extra:
             # a _method field in the body: the backend may act on that method
             methods = tuple(dict.fromkeys((*prep.methods, *extra)))
+            if len(methods) > MAX_READINGS:
+                message = TOO_MANY_READINGS
+                self.write(json_response(400, {"error": "bad_request", "message": message}, close=True))
+                session.error(message, "protocol_error")
+                return False
             if methods != prep.methods:
                 found = proxy.scorer.assess_readings(methods, prep.npath, prep.text, prep.targets)
                 attrs = {**attrs, "method_readings": [proxy.mask_text(m) for m in methods]}

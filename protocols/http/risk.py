@@ -390,23 +390,42 @@ def target_readings(values: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 _BODY_OVERRIDE = re.compile(
-    rb"(?:^|[&;])\s*(?:_|%5f)method\s*=\s*([^&;\r\n]*)"  # a form field
-    rb'|name\s*=\s*"?_method"?[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*\r?\n([^\r\n]*)'  # a multipart part
-    rb'|"_method"\s*:\s*"([^"\\]*)"',  # a JSON key (Laravel reads JSON input)
+    rb"(?:^|[&;])[ \t]*(?:_|%5f)method[ \t]*=[ \t]*([^&;\r\n]{0,64})"  # a form field
+    rb'|"_method"[ \t\r\n]*:[ \t\r\n]*"([^"\\]{0,64})"',  # a JSON key (Laravel reads JSON input)
     re.IGNORECASE | re.MULTILINE,
 )
+_MULTIPART_NAME = re.compile(rb'name[ \t]*=[ \t]*"?_method\b"?[^\r\n]{0,256}\r?\n', re.IGNORECASE)
+"""A multipart part named ``_method``: the part's header line (bounded: no
+backtracking over the body, whatever a client sends)."""
 _METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]{1,32}")
+MAX_READINGS = 16
+"""Method or target readings of one request beyond which it is refused
+(each is judged; no backend takes more than one)."""
 
 
 def body_method_readings(body: bytes) -> tuple[str, ...]:
     """Methods a ``_method`` field of a request body names (Rails' default
     Rack::MethodOverride, Symfony and Laravel read it from forms, Laravel
-    from JSON too), upper-cased; whatever the body's type says (fail closed)."""
+    from JSON too), upper-cased; whatever the body's type says (fail closed).
+    Linear in the body: every pattern is bounded."""
     if b"method" not in body.lower():
         return ()
+    raws: list[bytes] = [
+        next(g for g in m.groups() if g is not None) for m in _BODY_OVERRIDE.finditer(body)
+    ]
+    for m in _MULTIPART_NAME.finditer(body):
+        # the part's value: the line after the blank line ending its header
+        pos = m.end()
+        blank = pos if body[pos : pos + 1] == b"\n" or body[pos : pos + 2] == b"\r\n" else -1
+        if blank < 0:
+            ends = [i for i in (body.find(b"\n\r\n", pos, pos + 2048), body.find(b"\n\n", pos, pos + 2048)) if i >= 0]
+            if not ends:
+                continue
+            blank = min(ends) + 1
+        start = blank + (2 if body[blank : blank + 2] == b"\r\n" else 1)
+        raws.append(re.split(rb"[\r\n]", body[start : start + 64], maxsplit=1)[0])
     found: list[str] = []
-    for m in _BODY_OVERRIDE.finditer(body):
-        raw = next(g for g in m.groups() if g is not None)
+    for raw in raws:
         value = unquote(raw.decode("latin-1").replace("+", " "), errors="replace").strip().upper()
         if _METHOD_TOKEN.fullmatch(value):
             found.append(value)

@@ -27,6 +27,7 @@ from .h1 import (
     status_line,
 )
 from .risk import (
+    MAX_READINGS,
     METHOD_OVERRIDE_HEADERS,
     TARGET_OVERRIDE_HEADERS,
     HttpRiskScorer,
@@ -102,6 +103,12 @@ client gets it (``Location`` too: a redirect that carries user data loses it,
 as a body would)."""
 
 
+BASE_ESCAPE = "the path leaves the upstream's base path as a backend reads it"
+TOO_MANY_READINGS = (
+    f"more than {MAX_READINGS} method overrides or target overrides: no backend reads them all"
+)
+
+
 @dataclass(slots=True, eq=False)
 class Prepared:
     """What one request head means, computed once per distinct head (memoized
@@ -129,9 +136,10 @@ class Prepared:
     """The methods the backend may act on (``risk.method_readings``)."""
     targets: tuple[tuple[str, str], ...] = ()
     """Other targets the backend may route by (``risk.target_readings``)."""
-    escapes: bool = False
-    """A backend's reading of the path leaves the upstream's base path
-    (``risk.climbs_above_root``, with a base path configured): refused."""
+    refusal: str = ""
+    """Why the request is refused with 400 before anything else ('' = it is
+    not): a backend's reading of the path leaves the upstream's base path
+    (``risk.climbs_above_root``), or more readings than ``risk.MAX_READINGS``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +256,12 @@ class HttpProxy:
         targets = target_readings(
             [v for n, _, v in head.headers.items if n in TARGET_OVERRIDE_HEADERS]
         )
-        escapes = bool(self.prefix) and npath != "*" and climbs_above_root(npath)
+        refusal = ""
+        if bool(self.prefix) and npath != "*" and climbs_above_root(npath):
+            refusal = BASE_ESCAPE
+        if len(methods) > MAX_READINGS or len(targets) > MAX_READINGS:
+            refusal = TOO_MANY_READINGS
+            methods, targets = methods[:1], ()  # judged no further: refused
         if self.prefix and targets:
             # such a target is the backend's whole path, base path included:
             # rules see it below the base; one outside the base is refused
@@ -256,7 +269,7 @@ class HttpProxy:
             for tpath, tquery in targets:
                 rel = tpath[len(self.prefix) :] if tpath.startswith(self.prefix) else "-"
                 if rel[:1] not in ("/", "") or climbs_above_root(rel or "/"):
-                    escapes = True
+                    refusal = BASE_ESCAPE
                 inside.append((rel or "/", tquery))
             targets = tuple(inside)
         identity = text
@@ -280,7 +293,7 @@ class HttpProxy:
         )
         prep.methods = methods
         prep.targets = targets
-        prep.escapes = escapes
+        prep.refusal = refusal
         value = head.headers.get("authorization") or ""
         if value[:7].lower() == "bearer ":
             prep.bearer = value[7:].strip()

@@ -1,0 +1,62 @@
+"""What a request may act as is judged reading by reading; a hostile
+request must not make that cost more than it costs the client. A body of
+4000 lines ``name="_method"`` (no blank line after any) made the body
+scan backtrack over the rest of the body from every one of them: 7 s on
+the event loop, every session of the daemon stalled. And an override
+field listing thousands of methods was judged once per method. The scan
+is now linear (bounded patterns), and more than ``MAX_READINGS`` method
+or target readings get 400."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+from tests.http.conftest import KEYS, Env
+from tests.http.test_proxy import curl
+
+
+def _request(env: Env, head: str, body: bytes = b"") -> bytes:
+    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=30) as s:
+        s.sendall(
+            f"POST /api/scan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n{head}\r\n".encode()
+            + body
+        )
+        data = b""
+        while part := s.recv(65536):
+            data += part
+    return data
+
+
+def test_a_hostile_body_does_not_stall_the_daemon(env: Env) -> None:
+    body = (b'name="_method"\n' * 4300)[:64000]
+    got: list[bytes] = []
+    worker = threading.Thread(
+        target=lambda: got.append(
+            _request(env, "Content-Type: multipart/form-data; boundary=x\r\n", body)
+        )
+    )
+    started = time.monotonic()
+    worker.start()
+    time.sleep(0.05)
+    other = curl("-o", "/dev/null", "-w", "%{time_total}", env.url("api", "/echo/meanwhile"))
+    worker.join(30)
+    assert float(other.stdout) < 1.0, other.stdout  # another session was served meanwhile
+    assert time.monotonic() - started < 2.0
+    assert got and got[0].startswith(b"HTTP/1.1 200"), got
+
+
+def test_too_many_method_readings_are_refused(env: Env) -> None:
+    before = len(env.upstream.requests)
+    values = ",".join(f"M{i}" for i in range(3000))
+    started = time.monotonic()
+    data = _request(env, f"X-HTTP-Method-Override: {values}\r\n")
+    assert data.startswith(b"HTTP/1.1 400"), data
+    assert b"method overrides" in data
+    body = "&".join(f"_method=M{i}" for i in range(40)).encode()
+    data = _request(env, "Content-Type: application/x-www-form-urlencoded\r\n", body)
+    assert data.startswith(b"HTTP/1.1 400"), data
+    assert time.monotonic() - started < 2.0
+    assert len(env.upstream.requests) == before
