@@ -398,9 +398,12 @@ _MULTIPART_NAME = re.compile(rb'name[ \t]*=[ \t]*"?_method\b"?[^\r\n]{0,256}\r?\
 """A multipart part named ``_method``: the part's header line (bounded: no
 backtracking over the body, whatever a client sends)."""
 _METHOD_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]{1,32}")
-MAX_READINGS = 16
-"""Method or target readings of one request beyond which it is refused
-(each is judged; no backend takes more than one)."""
+MAX_READINGS = 8
+"""Method readings of one request beyond which it is refused (each is
+judged, once per target; no backend takes more than one override)."""
+MAX_TARGETS = 2
+"""Target readings (``X-Original-URL``, ``X-Rewrite-URL``) beyond which a
+request is refused."""
 
 
 def body_method_readings(body: bytes) -> tuple[str, ...]:

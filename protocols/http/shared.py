@@ -28,6 +28,7 @@ from .h1 import (
 )
 from .risk import (
     MAX_READINGS,
+    MAX_TARGETS,
     METHOD_OVERRIDE_HEADERS,
     TARGET_OVERRIDE_HEADERS,
     HttpRiskScorer,
@@ -105,7 +106,8 @@ as a body would)."""
 
 BASE_ESCAPE = "the path leaves the upstream's base path as a backend reads it"
 TOO_MANY_READINGS = (
-    f"more than {MAX_READINGS} method overrides or target overrides: no backend reads them all"
+    f"more than {MAX_READINGS} method readings or {MAX_TARGETS} target overrides:"
+    " no backend reads them all"
 )
 
 
@@ -259,7 +261,7 @@ class HttpProxy:
         refusal = ""
         if bool(self.prefix) and npath != "*" and climbs_above_root(npath):
             refusal = BASE_ESCAPE
-        if len(methods) > MAX_READINGS or len(targets) > MAX_READINGS:
+        if len(methods) > MAX_READINGS or len(targets) > MAX_TARGETS:
             refusal = TOO_MANY_READINGS
             methods, targets = methods[:1], ()  # judged no further: refused
         if self.prefix and targets:

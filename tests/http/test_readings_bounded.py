@@ -4,8 +4,8 @@ request must not make that cost more than it costs the client. A body of
 scan backtrack over the rest of the body from every one of them: 7 s on
 the event loop, every session of the daemon stalled. And an override
 field listing thousands of methods was judged once per method. The scan
-is now linear (bounded patterns), and more than ``MAX_READINGS`` method
-or target readings get 400."""
+is now linear (bounded patterns), and more than ``MAX_READINGS`` (8)
+method readings or ``MAX_TARGETS`` (2) target overrides get 400."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_too_many_method_readings_are_refused(env: Env) -> None:
     started = time.monotonic()
     data = _request(env, f"X-HTTP-Method-Override: {values}\r\n")
     assert data.startswith(b"HTTP/1.1 400"), data
-    assert b"method overrides" in data
+    assert b"method readings" in data
     body = "&".join(f"_method=M{i}" for i in range(40)).encode()
     data = _request(env, "Content-Type: application/x-www-form-urlencoded\r\n", body)
     assert data.startswith(b"HTTP/1.1 400"), data
