@@ -88,6 +88,8 @@ async def _mask(bm: BodyMasker, data: bytes, text: str) -> tuple[bytes, Counts]:
             raise _NotAList
         i = _skip(text, _expect(text, _skip(text, i), ":"))
         if not list_key and key in LIST_KEYS and text.startswith("[", i):
+            if key == "rows" and bm.table_columns(dict(members).get("columnDefinitions")):
+                raise _NotAList  # cells masked by their column: the whole Table
             list_key = key
             members.append((key, None))
             # (a kind after the list is checked below: then this is not done)
@@ -129,6 +131,8 @@ async def _mask(bm: BodyMasker, data: bytes, text: str) -> tuple[bytes, Counts]:
         raise _NotAList  # json.loads keeps the last of duplicate keys: not this
     if kind != dict(members).get("kind"):
         raise _NotAList  # the kind came after the list: its items were masked without it
+    if list_key == "rows" and bm.table_columns(dict(members).get("columnDefinitions")):
+        raise _NotAList  # the column definitions came after the rows
     envelope = {k: v for k, v in members if k != list_key}
     masked_envelope, found = bm.mask_obj(envelope)
     _merge(counts, found)

@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from masking.engine import KV_ID
 from masking.jsonmask import JsonLinesMasker
 from protocols.http.bodies import mask_keys_loosely
 from protocols.kubernetes._slices import SLICED_MIN_BYTES, mask_sliced
@@ -39,6 +40,9 @@ MASK = "***"
 
 Counts = dict[str, int]
 _NONE, _K8S, _FULL = 0, 1, 2
+_COLUMN_DEFS = b'"columnDefinitions"'
+_COLUMN_NAME = re.compile(rb'"name"\s*:\s*("(?:[^"\\]|\\.)*")')
+_NAME_SPACING = re.compile(r"[\s-]+")
 CACHE_MAX_DOC = 64 * 1024  # documents up to this size have their masked form cached
 CACHE_ENTRIES = 256  # at most 16 MiB of input plus output per connection config
 
@@ -106,6 +110,8 @@ class BodyMasker:
         for t in self._k8s_triggers:
             if t in data:
                 return _K8S
+        if _COLUMN_DEFS in data and self._table_names_secret(data):
+            return _K8S
         return _NONE
 
     def _nothing_to_mask(self, data: bytes) -> bool:
@@ -142,6 +148,63 @@ class BodyMasker:
             new.append(var)
         container["env"] = new
 
+    def table_columns(self, defs: Any) -> dict[int, str | None]:
+        """Index -> field rule id (None: the secret key names' rule) of the
+        Table columns whose name names a secret, as a JSON key of that name
+        would be masked: a custom resource's printer column showing
+        ``spec.password`` is its value in another format. ("API Token" is
+        read as ``API_Token``.)"""
+        out: dict[int, str | None] = {}
+        if not isinstance(defs, list) or self.masker is None:
+            return out
+        for i, col in enumerate(defs):
+            name = col.get("name") if isinstance(col, dict) else None
+            if not isinstance(name, str) or not name.strip():
+                continue
+            key = _NAME_SPACING.sub("_", name.strip())
+            rid = self._field_rule(name) or self._field_rule(key)
+            if rid is not None:
+                out[i] = rid
+                continue
+            try:
+                if self.masker.secret_key_name(key):
+                    out[i] = None
+            except Exception:
+                pass
+        return out
+
+    def _table_names_secret(self, data: bytes) -> bool:
+        """Whether a Table's column definitions (raw bytes) name a secret."""
+        start = data.find(_COLUMN_DEFS)
+        end = data.find(b'"rows"', start)
+        names = []
+        for m in _COLUMN_NAME.finditer(data, start, end if end >= 0 else len(data)):
+            try:
+                names.append({"name": json.loads(m[1])})
+            except ValueError:
+                return True  # not understood: the Kubernetes pass decides
+        return bool(self.table_columns(names))
+
+    def _table(self, table: dict[str, Any], counts: Counts, columns: dict[int, str | None] | None) -> None:
+        """The cells of a Table's sensitive columns (``columns``: those of an
+        earlier watch event, when this one carries no definitions)."""
+        defs = table.get("columnDefinitions")
+        cols = self.table_columns(defs) if isinstance(defs, list) and defs else (columns or {})
+        rows = table.get("rows")
+        if not cols or not isinstance(rows, list):
+            return
+        for row in rows:
+            cells = row.get("cells") if isinstance(row, dict) else None
+            if not isinstance(cells, list):
+                continue
+            for i, rid in cols.items():
+                if i < len(cells) and isinstance(cells[i], str) and cells[i]:
+                    if rid is not None:
+                        cells[i] = self._replace(rid, cells[i])
+                    else:
+                        cells[i] = self.masker.replace_secret_value(cells[i].encode()).decode("utf-8", "replace")
+                    _add(counts, rid or KV_ID)
+
     def _configmap(self, obj: dict[str, Any], counts: Counts) -> None:
         for key in ("data", "binaryData"):
             data = obj.get(key)
@@ -157,10 +220,14 @@ class BodyMasker:
                     out[k] = v
             obj[key] = out
 
-    def prepare(self, node: Any, counts: Counts, item_of: Any = None) -> Any:
+    def prepare(
+        self, node: Any, counts: Counts, item_of: Any = None, columns: dict[int, str | None] | None = None
+    ) -> Any:
         """The Kubernetes-specific pass (in place, returns node). ``item_of``:
         ``node`` is one of the ``items`` of a document of that kind, and
-        gets what the pass of the whole document would give it."""
+        gets what the pass of the whole document would give it. ``columns``:
+        the sensitive columns of a Table without column definitions (a
+        watch's later events)."""
         stack = [node]
         secrets: set[int] = set()
         if isinstance(node, dict) and "kind" not in node:
@@ -186,6 +253,8 @@ class BodyMasker:
             items = cur.get("items")
             if kind == "ConfigMap":
                 self._configmap(cur, counts)
+            elif kind == "Table":
+                self._table(cur, counts, columns)
             elif kind in ("ConfigMapList", "SecretList") and isinstance(items, list):
                 # The API server leaves kind out of a list's items.
                 for item in items:
@@ -246,22 +315,24 @@ class BodyMasker:
         return self.mask_document(data)
 
     # ------------------------------------------------------------ public
-    def mask_obj(self, obj: Any) -> tuple[Any, Counts]:
+    def mask_obj(self, obj: Any, columns: dict[int, str | None] | None = None) -> tuple[Any, Counts]:
         counts: Counts = {}
-        obj = self.prepare(obj, counts)
+        obj = self.prepare(obj, counts, columns=columns)
         if self.json is not None:
             obj, c = self.json.mask_obj(obj)
             for k, n in c.items():
                 _add(counts, k, n)
         return obj, counts
 
-    def mask_document(self, data: bytes) -> tuple[bytes, Counts]:
+    def mask_document(self, data: bytes, columns: dict[int, str | None] | None = None) -> tuple[bytes, Counts]:
         """A JSON document (object, list, Table, Status). Unchanged documents
-        are returned as they came.
+        are returned as they came. ``columns``: see ``prepare``.
 
         Results for small documents are remembered (keyed by the exact bytes;
         masking is a pure function of them): kubectl, k9s and controllers poll
         the same objects and lists over and over."""
+        if columns:
+            return self._mask_document(data, columns)
         if len(data) > CACHE_MAX_DOC:
             return self._mask_document(data)
         cache = self._cache
@@ -275,8 +346,10 @@ class BodyMasker:
             cache.popitem(last=False)
         return out, counts
 
-    def _mask_document(self, data: bytes) -> tuple[bytes, Counts]:
+    def _mask_document(self, data: bytes, columns: dict[int, str | None] | None = None) -> tuple[bytes, Counts]:
         level = self._fast_path(data)
+        if columns:
+            level = max(level, _K8S)
         if level == _NONE:
             return data, {}
         try:
@@ -288,9 +361,9 @@ class BodyMasker:
         try:
             if level == _K8S:
                 counts: Counts = {}
-                out = self.prepare(obj, counts)
+                out = self.prepare(obj, counts, columns=columns)
             else:
-                out, counts = self.mask_obj(obj)
+                out, counts = self.mask_obj(obj, columns)
         except RecursionError:
             return self._mask_too_deep(data)
         if not counts:
@@ -350,7 +423,25 @@ class LinesMasker:
     MAX_LINE = 64 * 1024 * 1024
 
     def __init__(self, bm: BodyMasker) -> None:
-        self._lines = JsonLinesMasker(bm.mask_document, bm.stream, self.MAX_LINE, long_line_error=True)
+        self._bm = bm
+        self._columns: dict[int, str | None] = {}
+        """Sensitive columns of this watch's Table: only its first event says them."""
+        self._lines = JsonLinesMasker(self._document, bm.stream, self.MAX_LINE, long_line_error=True)
+
+    def _document(self, line: bytes) -> tuple[bytes, Counts]:
+        if _COLUMN_DEFS in line:
+            try:
+                event = json.loads(line)
+            except (ValueError, RecursionError):
+                event = None
+            table = event.get("object") if isinstance(event, dict) else None
+            if isinstance(table, dict) and table.get("kind") == "Table":
+                defs = table.get("columnDefinitions")
+                if isinstance(defs, list) and defs:
+                    self._columns = self._bm.table_columns(defs)
+                elif self._columns:
+                    return self._bm.mask_document(line, self._columns)
+        return self._bm.mask_document(line)
 
     def feed(self, data: bytes) -> tuple[bytes, Counts]:
         out = self._lines.feed(data)

@@ -85,6 +85,9 @@ KINDS = [
     Kind("apps", "v1", "deployments", "Deployment", "deployment", True, ("deploy",), ("scale", "status")),
     Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", "clusterrolebinding", False),
     Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", "role", True),
+    # a custom resource whose printer columns (additionalPrinterColumns) show
+    # spec fields, a password among them
+    Kind("db.example.com", "v1", "databaseusers", "DatabaseUser", "databaseuser", True, ("dbu",)),
 ]
 BY_PATH = {(k.group, k.version, k.resource): k for k in KINDS}
 SUB_KINDS = {
@@ -419,6 +422,7 @@ def columns(kind: Kind) -> list[tuple[str, str]]:
         "configmaps": [("Data", "string")],
         "namespaces": [("Status", "string")],
         "deployments": [("Ready", "string"), ("Up-to-date", "string"), ("Available", "string")],
+        "databaseusers": [("User", "string"), ("Password", "string")],
     }.get(kind.resource, [])
     return [("Name", "string"), *extra, ("Age", "string")]
 
@@ -439,6 +443,9 @@ def cells(kind: Kind, obj: dict[str, Any]) -> list[Any]:
     elif kind.resource == "deployments":
         n = obj.get("spec", {}).get("replicas", 0)
         extra = [f"{st.get('readyReplicas', 0)}/{n}", st.get("updatedReplicas", 0), st.get("availableReplicas", 0)]
+    elif kind.resource == "databaseusers":
+        spec = obj.get("spec") or {}
+        extra = [spec.get("user", ""), spec.get("password", "")]
     return [name, *extra, age(obj)]
 
 

@@ -1100,3 +1100,28 @@ def test_capability_added_by_a_json_patch_is_held(tmp_path: Path, fake: FakeApiS
         assert dep_now["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] == ["NET_BIND_SERVICE"]
     finally:
         k.close()
+
+
+def test_table_column_named_like_a_secret_is_masked(kube: Kube) -> None:
+    """A custom resource's printer column showing a password: ``kubectl get``
+    (a Table) showed it in clear though ``-o yaml`` masks the same field by
+    its key. A cell under a column whose name names a secret is masked
+    like that key's value, in lists and in watch events (only the first of
+    which carries the column definitions)."""
+    dbu = ("apiVersion: db.example.com/v1\nkind: DatabaseUser\nmetadata: {name: app}\n"
+           "spec: {user: app_rw, password: tbl-hunter2-pw}\n")
+    if kube.kubectl("get", "dbu", "app").returncode != 0:
+        kube.ok("apply", "-f", "-", input=dbu)
+    assert "tbl-hunter2-pw" not in kube.ok("get", "dbu", "app", "-o", "yaml")
+    table = kube.ok("get", "dbu")
+    assert "app_rw" in table and "tbl-hunter2-pw" not in table
+    watch = subprocess.Popen(kube.argv("get", "dbu", "-w"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        kube.ok("apply", "-f", "-", input=dbu.replace("app}", "app2}").replace("tbl-hunter2-pw", "tbl-second-pw"))
+        time.sleep(1.0)
+    finally:
+        watch.terminate()
+        out, _ = watch.communicate(timeout=10)
+    assert "app2" in out
+    assert "tbl-hunter2-pw" not in out and "tbl-second-pw" not in out

@@ -390,3 +390,32 @@ def test_yaml_bodies_read_with_the_api_server_s_words() -> None:
     body, _ = decode_body("application/yaml", b"spec: {containers: [{securityContext: {privileged: Y}}]}\n")
     assert "privileged_pod" in cats("POST", "/api/v1/namespaces/a/pods", body)
     assert decode_body("application/yaml", b"a: 'y'\nb: '0o0'\n")[0] == {"a": "y", "b": "0o0"}
+
+
+def test_table_cells_under_a_secret_column_are_masked() -> None:
+    bm = masker()
+    cols = [{"name": "Name"}, {"name": "Password"}, {"name": "API Token"}, {"name": "Secrets"}]
+    doc = {"kind": "Table", "columnDefinitions": cols, "rows": [{"cells": ["app", "tbl-pw-1", "tok-1", 1]}]}
+    out, counts = bm.mask_document(json.dumps(doc).encode())
+    assert b"tbl-pw-1" not in out and b"tok-1" not in out and counts
+    assert json.loads(out)["rows"][0]["cells"][0] == "app" and json.loads(out)["rows"][0]["cells"][3] == 1
+    # a watch: the first event says the columns, the next ones do not
+    lines = bm.lines()
+    first = {"type": "ADDED", "object": doc}
+    later = {"type": "ADDED", "object": {**doc, "columnDefinitions": [], "rows": [{"cells": ["b", "tbl-pw-2", "tok-2", 0]}]}}
+    got, _ = lines.feed((json.dumps(first) + "\n" + json.dumps(later) + "\n").encode())
+    assert b"tbl-pw-1" not in got and b"tbl-pw-2" not in got and b"tok-2" not in got
+    # a Table without such a column passes as it came
+    plain = json.dumps({"kind": "Table", "columnDefinitions": [{"name": "Name"}], "rows": [{"cells": ["x"]}]}).encode()
+    assert bm.mask_document(plain) == (plain, {})
+
+
+def test_large_table_with_a_secret_column_is_masked() -> None:
+    import asyncio
+
+    bm = masker()
+    rows = [{"cells": [f"user-{i}", f"big-pw-{i:06d}"], "object": {"kind": "PartialObjectMetadata", "metadata": {"name": f"user-{i}"}}} for i in range(4000)]
+    doc = json.dumps({"kind": "Table", "columnDefinitions": [{"name": "Name"}, {"name": "Password"}], "rows": rows}).encode()
+    assert len(doc) > 256 * 1024
+    out, counts = asyncio.run(bm.mask_large_document(doc))
+    assert b"big-pw-" not in out and counts.get("secret_key_value") == 4000
