@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from .proxy import ClientConnection
 
 
+WHOLE_BODY_FACTOR = 4
+"""A whole request body up to this many times the cap is masked as one
+(JSON key and path rules apply) before it is cut to the cap."""
+
+
 class RequestRecorder:
     """Records the request line, headers (credentials redacted) and the first
     ``record_body_bytes`` of the body, masked."""
@@ -46,9 +51,15 @@ class RequestRecorder:
         counts: dict[str, int] = {}
         data = body
         self.total = len(body)
-        if data and self.left > 0 and complete and not self.text_charset:
-            # a whole body (at most inspect_body_bytes) is masked as one (JSON
-            # by key and path too), then cut to the cap
+        if (
+            data
+            and self.left > 0
+            and complete
+            and not self.text_charset
+            and len(body) <= WHOLE_BODY_FACTOR * self.left
+        ):
+            # a whole body is masked as one (JSON by key and path too), then
+            # cut to the cap; a far larger one goes by content (below)
             data, counts = mask_request_body(
                 proxy.masker if proxy.masking else None, data, self.ctype, self.cenc, proxy.docs
             )
@@ -73,9 +84,18 @@ class RequestRecorder:
             part = data[: self.left]
             self.left -= len(part)
             return part if not self.cenc else b""
-        if self.stream is None:
-            self.stream = proxy.masker.stream()
-        return self._cut(bytes(self.stream.feed(data)))
+        stream = self.stream
+        if stream is None:
+            stream = self.stream = proxy.masker.stream()
+        # no more input than the cap and what the stream may hold back: the
+        # output cut at the cap needs no more, and masking costs by the byte
+        limit = self.left + 2 * stream.max_hold
+        if len(data) <= limit:
+            return self._cut(bytes(stream.feed(data)))
+        out = self._cut(bytes(stream.feed(data[:limit])))
+        self.left = 0  # the stream did not see the rest: nothing more of it
+        self.stream = None
+        return out
 
     def _cut(self, out: bytes) -> bytes:
         part = out[: self.left]
