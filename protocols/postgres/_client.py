@@ -587,6 +587,8 @@ class ClientConnection(asyncio.Protocol):
         for k, v in login.parameters:
             if k == "client_encoding":
                 self._client_encoding = v
+        assert self.judge is not None
+        self.judge.wide_encoding = not ascii_safe(self._client_encoding)
         out += login.notices
         out.append(w.backend_key_data(*self.key))
         out.append(w.ready_for_query(login.status))
@@ -1592,6 +1594,8 @@ class ClientConnection(asyncio.Protocol):
                 self._session_bytes += nbytes
         tracker.command_complete(_command_tag(buf[s1 + 5 : e1]))
         tracker.ready(buf[s2 + 5 : s2 + 6])
+        if self.judge is not None and self.judge.encoding_changing and not queue:
+            self.judge.encoding_changing = False
         nxt = tracker.current()
         seq = (nxt if nxt is not None else run).cmd.seq
         return (buf[start:end] if start or end != len(buf) else buf), {}, seq
@@ -1730,6 +1734,9 @@ class ClientConnection(asyncio.Protocol):
             tracker.command_complete(_command_tag(buf[s + 5 : e]))
         elif t == _READY:
             tracker.ready(buf[s + 5 : s + 6])
+            if self.judge is not None and self.judge.encoding_changing and not tracker.queue:
+                # answered: a new client_encoding was reported before this
+                self.judge.encoding_changing = False
         elif t == _ROW_DESCRIPTION:
             own = tracker.queue and tracker.queue[0].kind == DESC_OWN
             self._row_description(buf, s, e)
@@ -1779,6 +1786,8 @@ class ClientConnection(asyncio.Protocol):
             name, value = m.parameter_status(buf, s, e)
             if name == "client_encoding":
                 self._client_encoding = value
+                if not ascii_safe(value) and self.judge is not None:
+                    self.judge.wide_encoding = True  # for the rest of the session
         elif t == w.COPY_IN:
             tracker.copy_in = True
         elif t == w.FUNCTION_RESULT:

@@ -27,6 +27,9 @@ CACHE_SIZE = 4096
 JUDGED_CACHE_SIZE = 512
 """Per session: statement texts whose verdict is remembered."""
 _PREPARED_WORDS = ("prepare", "execute", "deallocate")
+_ENCODING_WORDS = ("encoding", "names", "reset", "discard", "set_config")
+"""Words of statements that may change client_encoding: SET client_encoding,
+SET NAMES, RESET (ALL), DISCARD ALL, set_config(...)."""
 _ALLOWED = (Verdict.ALLOW, Verdict.MASK)
 
 
@@ -64,6 +67,7 @@ class Judge:
 
     __slots__ = (
         "_break_glass", "_by_content", "_by_text", "_identity", "_read", "_risk", "_scorer", "_tracker",
+        "encoding_changing", "wide_encoding",
     )  # fmt: skip
 
     def __init__(self, scorer: Scorer, tracker: Any, risk: Any, identity: Identity, break_glass: bool) -> None:
@@ -75,8 +79,19 @@ class Judge:
         self._read: tuple[Assessment, Judged] | None = None
         self._by_text: dict[str, Judged] = {}
         self._by_content: dict[tuple[Any, ...], Judged] = {}
+        self.wide_encoding = False
+        """The client's encoding is (or was) one whose multi-byte characters
+        can hold ASCII bytes (SJIS, BIG5, GBK...): the server reads such a
+        text otherwise than this UTF-8 decoding of it (a backslash or quote
+        taken into a character ends or continues a literal), so no non-ASCII
+        text can be judged."""
+        self.encoding_changing = False
+        """A statement that may change client_encoding was judged and its
+        answer is not in yet: later texts may be read in the new encoding."""
 
     def __call__(self, text: str) -> Judged:
+        if (self.wide_encoding or self.encoding_changing) and not text.isascii():
+            return self._encoding_unsure()
         hit = self._by_text.get(text)
         if hit is not None:
             return hit
@@ -98,14 +113,25 @@ class Judge:
             judged = Judged(found, decision)
             if len(self._by_content) < JUDGED_CACHE_SIZE:
                 self._by_content[key] = judged
-        if len(text) <= 4096:
-            lowered = text.lower()
-            if not any(word in lowered for word in _PREPARED_WORDS):
-                cache = self._by_text
-                if len(cache) >= JUDGED_CACHE_SIZE:
-                    del cache[next(iter(cache))]
-                cache[text] = judged
+        lowered = text.lower()
+        if any(word in lowered for word in _ENCODING_WORDS):
+            # (never remembered: each one sets the flag)
+            self.encoding_changing = True
+        elif len(text) <= 4096 and not any(word in lowered for word in _PREPARED_WORDS):
+            cache = self._by_text
+            if len(cache) >= JUDGED_CACHE_SIZE:
+                del cache[next(iter(cache))]
+            cache[text] = judged
         return judged
+
+    def _encoding_unsure(self) -> Judged:
+        found = self._scorer.unjudgeable(
+            "non-ASCII text in a client encoding (or while it may change) that the gateway"
+            " cannot read as the server does"
+        )
+        decision = decide_command(0, self._risk, self._identity, found, break_glass=self._break_glass)
+        return Judged(found, decision)
+
 
 def split_statements(sql: str) -> list[str]:
     """Split a simple-query string into statements (comments and empty
@@ -216,6 +242,10 @@ class Scorer:
         if len(cache) > CACHE_SIZE:
             cache.popitem(last=False)
         return found
+
+    def unjudgeable(self, why: str) -> Assessment:
+        """An assessment of a text that cannot be judged (``unparseable``)."""
+        return self._unjudgeable(why)
 
     # -- fallback -----------------------------------------------------------
     def _unjudgeable(self, why: str) -> Assessment:
