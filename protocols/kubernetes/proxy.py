@@ -11,6 +11,7 @@ import logging
 import re
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import unquote_plus
 
 import aiohttp
 import yaml
@@ -909,7 +910,8 @@ def log_byte_limit(kr: KubeRequest, raw_path: str) -> tuple[str, int | None]:
     except ValueError:
         return raw_path, None  # the API server answers the malformed value
     path, _, query = raw_path.partition("?")
-    kept = [p for p in query.split("&") if p.split("=", 1)[0] != "limitBytes"]
+    # by the name the API server decodes (limit%42ytes is limitBytes too)
+    kept = [p for p in query.split("&") if unquote_plus(p.split("=", 1)[0]) != "limitBytes"]
     return (f"{path}?{'&'.join(kept)}" if kept else path), limit
 
 

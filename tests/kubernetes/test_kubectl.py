@@ -1125,3 +1125,25 @@ def test_table_column_named_like_a_secret_is_masked(kube: Kube) -> None:
         out, _ = watch.communicate(timeout=10)
     assert "app2" in out
     assert "tbl-hunter2-pw" not in out and "tbl-second-pw" not in out
+
+
+def test_logs_limit_bytes_spelled_with_an_escape_is_not_sent_on(kube: Kube, fake: FakeApiServer) -> None:
+    """``limit%42ytes`` is ``limitBytes`` to the API server: the gateway
+    applies it (to the masked log) and must not send it on, or the API
+    server's cut leaves a piece of a key that no rule matches."""
+    if kube.kubectl("get", "pod", "pay-1").returncode != 0:
+        kube.ok("run", "pay-1", "--image=busybox")
+    key = "AKIAIOSFODNN7EXAMPLE"
+    fake.call(fake.api.store.append_log, "default", "pay-1", f"uploaded with {key} ok")
+    raw = "".join(f"{entry}\n" for entry in fake.api.store.logs[("default", "pay-1")]).encode()
+    offset = raw.index(key.encode()) + len(key) - 1  # one character short
+    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
+    req = urllib.request.Request(  # (kubectl get --raw would respell it limitBytes)
+        f"https://127.0.0.1:{kube.port}/api/v1/namespaces/default/pods/pay-1/log?limit%42ytes={offset}",
+        headers={"Authorization": f"Bearer {kube.token('alice', ['dev'])}"},
+    )
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+        cut = resp.read().decode()
+    assert key[:12] not in cut
+    assert len(cut.encode()) == offset
+    assert not any("imit%42ytes" in p or "limitBytes" in p for _, p, _ in fake.api.requests if "pay-1/log" in p)
