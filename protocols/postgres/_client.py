@@ -584,10 +584,12 @@ class ClientConnection(asyncio.Protocol):
         self.key = self.handler.register_key(self)
         out = [w.auth_ok()]
         out += [w.parameter_status(k, v) for k, v in login.parameters]
+        assert self.judge is not None
         for k, v in login.parameters:
             if k == "client_encoding":
                 self._client_encoding = v
-        assert self.judge is not None
+            elif k == "standard_conforming_strings":
+                self.judge.backslash_escapes = v != "on"
         self.judge.wide_encoding = not ascii_safe(self._client_encoding)
         out += login.notices
         out.append(w.backend_key_data(*self.key))
@@ -1788,6 +1790,8 @@ class ClientConnection(asyncio.Protocol):
                 self._client_encoding = value
                 if not ascii_safe(value) and self.judge is not None:
                     self.judge.wide_encoding = True  # for the rest of the session
+            elif name == "standard_conforming_strings" and self.judge is not None:
+                self.judge.backslash_escapes = value != "on"
         elif t == w.COPY_IN:
             tracker.copy_in = True
         elif t == w.FUNCTION_RESULT:

@@ -27,9 +27,10 @@ CACHE_SIZE = 4096
 JUDGED_CACHE_SIZE = 512
 """Per session: statement texts whose verdict is remembered."""
 _PREPARED_WORDS = ("prepare", "execute", "deallocate")
-_ENCODING_WORDS = ("encoding", "names", "reset", "discard", "set_config")
-"""Words of statements that may change client_encoding: SET client_encoding,
-SET NAMES, RESET (ALL), DISCARD ALL, set_config(...)."""
+_ENCODING_WORDS = ("encoding", "names", "conforming", "reset", "discard", "set_config")
+"""Words of statements that may change client_encoding or
+standard_conforming_strings: SET client_encoding, SET NAMES, SET
+standard_conforming_strings, RESET (ALL), DISCARD ALL, set_config(...)."""
 _ALLOWED = (Verdict.ALLOW, Verdict.MASK)
 
 
@@ -67,7 +68,7 @@ class Judge:
 
     __slots__ = (
         "_break_glass", "_by_content", "_by_text", "_identity", "_read", "_risk", "_scorer", "_tracker",
-        "encoding_changing", "wide_encoding",
+        "backslash_escapes", "encoding_changing", "wide_encoding",
     )  # fmt: skip
 
     def __init__(self, scorer: Scorer, tracker: Any, risk: Any, identity: Identity, break_glass: bool) -> None:
@@ -85,12 +86,19 @@ class Judge:
         text otherwise than this UTF-8 decoding of it (a backslash or quote
         taken into a character ends or continues a literal), so no non-ASCII
         text can be judged."""
+        self.backslash_escapes = False
+        """standard_conforming_strings is off: the server reads a backslash
+        in '...' as an escape (``'\\''`` is a whole string to it, an
+        unfinished one here), so no text with a backslash can be judged."""
         self.encoding_changing = False
-        """A statement that may change client_encoding was judged and its
-        answer is not in yet: later texts may be read in the new encoding."""
+        """A statement that may change client_encoding (or
+        standard_conforming_strings) was judged and its answer is not in
+        yet: later texts may be read in the new way."""
 
     def __call__(self, text: str) -> Judged:
         if (self.wide_encoding or self.encoding_changing) and not text.isascii():
+            return self._encoding_unsure()
+        if (self.backslash_escapes or self.encoding_changing) and "\\" in text:
             return self._encoding_unsure()
         hit = self._by_text.get(text)
         if hit is not None:
@@ -126,8 +134,9 @@ class Judge:
 
     def _encoding_unsure(self) -> Judged:
         found = self._scorer.unjudgeable(
-            "non-ASCII text in a client encoding (or while it may change) that the gateway"
-            " cannot read as the server does"
+            "non-ASCII text in a client encoding, or a backslash with"
+            " standard_conforming_strings off (or while either may change):"
+            " the gateway cannot read it as the server does"
         )
         decision = decide_command(0, self._risk, self._identity, found, break_glass=self._break_glass)
         return Judged(found, decision)

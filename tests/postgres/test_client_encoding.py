@@ -77,3 +77,38 @@ def test_utf8_text_still_runs(gateway: Gateway) -> None:
     out = _until(s, READY)
     s.close()
     assert "naïve".encode() in out and b"42501" not in out, out
+
+
+SCS_ATTACK = "select '\\'' ; delete from victims; -- '"
+"""With standard_conforming_strings on (the gateway's reading) one string
+literal; with it off, the string ends at the third quote and the DELETE runs."""
+
+
+def test_standard_conforming_strings_off(gateway: Gateway, pg: PgServer) -> None:
+    _reset(pg)
+    s = _session(gateway, "quick")
+    s.sendall(w.query("set standard_conforming_strings = off"))
+    _until(s, READY)
+    s.sendall(w.query(SCS_ATTACK))
+    out = _until(s, READY)
+    s.close()
+    assert _refused(out), out
+    assert _victims(pg) == "10"
+
+
+def test_standard_conforming_strings_off_from_startup(gateway: Gateway, pg: PgServer) -> None:
+    _reset(pg)
+    s = _session(gateway, "quick", standard_conforming_strings="off")
+    s.sendall(w.query(SCS_ATTACK))
+    out = _until(s, READY)
+    s.close()
+    assert _refused(out), out
+    assert _victims(pg) == "10"
+
+
+def test_backslashes_run_with_standard_strings(gateway: Gateway) -> None:
+    s = _session(gateway, "quick")
+    s.sendall(w.query("select 'a1' ~ '\\d' as x, E'tab\\there' as y"))
+    out = _until(s, READY)
+    s.close()
+    assert b"SELECT 1" in out and b"42501" not in out, out
