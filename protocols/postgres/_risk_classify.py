@@ -110,9 +110,26 @@ def _is_constant(node: Any) -> bool:
         return True
     if kind == "TypeCast":
         return _is_constant(body.get("arg"))
-    if kind == "A_Expr" and body.get("kind") == "AEXPR_OP":
-        return _is_constant(body.get("lexpr")) and _is_constant(body.get("rexpr"))
+    if kind == "A_Expr":
+        # 1=1, 1 IN (1, 2), 1 BETWEEN 0 AND 2, 1 IS DISTINCT FROM 2 ...
+        return _is_constant_or_absent(body.get("lexpr")) and _is_constant_or_absent(body.get("rexpr"))
+    if kind == "BoolExpr":
+        args = body.get("args") or []
+        if body.get("boolop") == "OR_EXPR":
+            # value-blind: one constant operand may make it true for every row
+            return any(_is_constant(a) for a in args)
+        return bool(args) and all(_is_constant(a) for a in args)  # AND, NOT
+    if kind in ("NullTest", "BooleanTest"):
+        return _is_constant(body.get("arg"))
+    if kind == "List":
+        items = body.get("items") or []
+        return bool(items) and all(_is_constant(i) for i in items)
     return False
+
+
+def _is_constant_or_absent(node: Any) -> bool:
+    """An operand of an A_Expr: constant, or missing (prefix operators)."""
+    return node is None or _is_constant(node)
 
 
 class _Walk:

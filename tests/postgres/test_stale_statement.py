@@ -162,3 +162,16 @@ def test_ordinary_prepared_statements_still_run(gateway: Gateway, pg: PgServer) 
     with psycopg.connect(gateway.dsn("quick"), sslmode="require", autocommit=True) as conn:
         for _ in range(8):
             assert conn.execute("select count(*) from victims", prepare=True).fetchone() == (10,)
+
+
+@pytest.mark.parametrize(
+    "where", ["not false", "true or false", "1 = 1 or id = 3", "null is null", "1 in (1, 2)"]
+)
+def test_constant_where_of_other_shapes(gateway: Gateway, pg: PgServer, where: str) -> None:
+    """WHERE true and WHERE 1=1 were held; NOT false, an OR with a constant
+    operand, IS NULL of a constant... deleted every row without review."""
+    _reset(pg)
+    with psycopg.connect(gateway.dsn("quick"), sslmode="require", autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"delete from victims where {where}")
+        assert conn.execute("select count(*) from victims").fetchone() == (10,)
