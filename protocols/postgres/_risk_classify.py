@@ -368,7 +368,22 @@ def _delete(w: _Walk, b: Node, text: str, top: bool) -> bool | None:
 
 
 def _merge(w: _Walk, b: Node, text: str, top: bool) -> bool | None:
-    w.add("write", f"MERGE into {w.rel(b.get('relation'))}")
+    rel = w.rel(b.get("relation"))
+    w.add("write", f"MERGE into {rel}")
+    if _is_constant(b.get("joinCondition")):
+        # ON true: every row of the target matches; a WHEN MATCHED DELETE or
+        # UPDATE without a condition of its own reaches all of them
+        for clause in b.get("mergeWhenClauses") or ():
+            when = clause.get("MergeWhenClause", {}) if isinstance(clause, dict) else {}
+            if when.get("matchKind", "MERGE_WHEN_MATCHED") != "MERGE_WHEN_MATCHED":
+                continue
+            cond = when.get("condition")
+            if cond is not None and not _is_constant(cond):
+                continue
+            if when.get("commandType") == "CMD_DELETE":
+                w.add("delete_without_where", f"MERGE deleting every row of {rel} (constant ON)")
+            elif when.get("commandType") == "CMD_UPDATE":
+                w.add("update_without_where", f"MERGE updating every row of {rel} (constant ON)")
     return None
 
 

@@ -175,3 +175,11 @@ def test_constant_where_of_other_shapes(gateway: Gateway, pg: PgServer, where: s
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f"delete from victims where {where}")
         assert conn.execute("select count(*) from victims").fetchone() == (10,)
+
+
+def test_merge_on_true_deleting_everything(gateway: Gateway, pg: PgServer) -> None:
+    _reset(pg)
+    with psycopg.connect(gateway.dsn("quick"), sslmode="require", autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("merge into victims using (select 1) s on true when matched then delete")
+        assert conn.execute("select count(*) from victims").fetchone() == (10,)
