@@ -76,6 +76,12 @@ HOP_BY_HOP = frozenset(
         "accept-encoding",
     }
 )
+IDENTITY_HEADER_PREFIXES = ("impersonate-", "x-remote-")
+"""Headers that tell the API server who the caller is: only the gateway
+says that. ``Impersonate-*`` (kubectl ``--as``) and the front-proxy headers
+``X-Remote-User``/``-Group``/``-Extra-*`` (the API server's
+``--requestheader-*-headers`` defaults; honoured when the gateway's client
+certificate is trusted as a front proxy) are dropped from the client's request."""
 RESPONSE_DROP = frozenset(
     {
         "connection",
@@ -311,7 +317,7 @@ class KubeProxy:
         headers: CIMultiDict[str] = CIMultiDict()
         for key, value in request.headers.items():
             low = key.lower()
-            if low in HOP_BY_HOP or low.startswith("impersonate-"):
+            if low in HOP_BY_HOP or low.startswith(IDENTITY_HEADER_PREFIXES):
                 continue
             if websocket and low.startswith("sec-websocket-"):
                 continue
@@ -362,7 +368,7 @@ class KubeProxy:
             if low == "accept":
                 accept = value if not accept else f"{accept},{value}"
                 continue
-            if low in HOP_BY_HOP or low.startswith("impersonate-"):
+            if low in HOP_BY_HOP or low.startswith(IDENTITY_HEADER_PREFIXES):
                 continue
             out.append(f"{key}: {value}\r\n")
         out.append(f"Accept: {json_accept(accept)}\r\nAccept-Encoding: identity\r\n")

@@ -1147,3 +1147,25 @@ def test_logs_limit_bytes_spelled_with_an_escape_is_not_sent_on(kube: Kube, fake
     assert key[:12] not in cut
     assert len(cut.encode()) == offset
     assert not any("imit%42ytes" in p or "limitBytes" in p for _, p, _ in fake.api.requests if "pay-1/log" in p)
+
+
+def test_the_client_cannot_say_who_it_is_to_the_api_server(kube: Kube, fake: FakeApiServer) -> None:
+    """Impersonation and front-proxy identity headers from the client never
+    reach the API server: only the gateway's own Impersonate-* do."""
+    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
+    claims = {"Impersonate-User": "mallory", "Impersonate-Group": "system:masters",
+              "X-Remote-User": "mallory", "X-Remote-Group": "system:masters", "X-Remote-Extra-Scopes": "all"}
+    for path in ("/api/v1/namespaces/default/configmaps", "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1"):
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{kube.port}{path}",
+            headers={"Authorization": f"Bearer {kube.token('alice', ['dev'])}", **claims},
+        )
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            assert resp.status == 200
+            resp.read()
+    seen = [h for _, p, h in fake.api.requests if "/configmaps" in p][-2:]
+    assert len(seen) == 2
+    for h in seen:
+        assert not any(k.lower().startswith("x-remote-") for k in h), h
+        assert not any(v in ("mallory", "system:masters", "all") for v in h.values()), h
+        assert h.get("Impersonate-User") == "alice" and h.get("Impersonate-Group") == "dev", h
