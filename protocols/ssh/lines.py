@@ -11,7 +11,8 @@ Once a line is uncertain only Enter or Ctrl-C makes the next one certain
 again: after a cursor motion Ctrl-U and Ctrl-W kill only what is left of the
 cursor, and the rest stays. Control keys the tracker does not model (undo,
 the Ctrl-X prefix, Ctrl-V literal-next, Ctrl-]...) make the line uncertain.
-Besides Enter, two keys hand a line to the shell: Ctrl-O (bash's
+Besides Enter, these keys hand a line to the shell: Ctrl-X Ctrl-E (bash
+opens an editor on it and runs what the editor leaves), Ctrl-O (bash's
 operate-and-get-next: the line runs and the next history line is put in
 the buffer) and Ctrl-D on a non-empty line (in a canonical tty, as in
 ``sh``/dash, the line is read without a newline; it stays in the buffer, as
@@ -45,6 +46,9 @@ class Enter:
     partial: bool = False
     """Ctrl-D: the line may have been read without its end (a canonical tty);
     judge it, but the shell may also just have ignored the key."""
+    editor: bool = False
+    """Ctrl-X Ctrl-E (edit-and-execute-command): the shell opens an editor
+    on the line and runs what it is left holding."""
 
 
 Piece = bytes | Enter
@@ -58,6 +62,7 @@ class LineTracker:
         self._last_cr = False
         self._literal = False  # after Ctrl-V / Ctrl-Q: the next byte is inserted as it is
         self._paste = False  # inside a bracketed paste
+        self._ctrl_x = False  # the last key was Ctrl-X (a prefix)
 
     @property
     def current(self) -> Line:
@@ -90,6 +95,14 @@ class LineTracker:
                 start = i + 1
                 continue
             self._last_cr = False
+            ctrl_x, self._ctrl_x = self._ctrl_x, b == 0x18
+            if ctrl_x and b == 0x05 and not self._paste:  # Ctrl-X Ctrl-E: edit, then run
+                if i > start:
+                    out.append(data[start:i])
+                out.append(Enter(Line(self._buf.decode("utf-8", "replace"), True), data[i : i + 1], editor=True))
+                self._reset()
+                start = i + 1
+                continue
             if b == 0x1B:
                 self._esc = b"\x1b"
             elif b >= 0x20 and b != 0x7F:

@@ -21,6 +21,9 @@ history_tamper 75    ``history -c``, ``unset HISTFILE``, ``HISTFILE=/dev/null``,
 decode_to_shell 75   a decoder (``base64 -d``, ``xxd -r``...) piped or
                      substituted into a shell or interpreter
 download_to_shell 75 ``curl``/``wget`` piped or substituted into a shell
+line_editor    75    ``bind`` key bindings, ``stty`` settings, ``set -o vi``,
+                     ``.inputrc``: keys then do what the gateway's line
+                     tracker cannot follow (a key that runs the line, a macro)
 unparseable    0     an open quote or trailing operator (see ``risk.unparseable``)
 ============== ===== =====================================================
 
@@ -51,6 +54,7 @@ SCORES = {
     "history_tamper": 75,
     "decode_to_shell": 75,
     "download_to_shell": 75,
+    "line_editor": 75,
     "unparseable": 0,
 }
 CATEGORIES = frozenset(SCORES)
@@ -162,7 +166,10 @@ class ShellRisk:
         score = best.score if best is not None else 0
         return Assessment(score, frozenset(merged), tuple(reasons), verdicts)
 
-    def assess_recalled(self, text: str, recent: Iterable[str]) -> Assessment:
+    def assess_recalled(
+        self, text: str, recent: Iterable[str],
+        why: str = "history expansion: the line that runs comes from the shell's history",
+    ) -> Assessment:
         """A terminal line that recalls earlier ones (history expansion such
         as ``!!``, ``!:1*``, ``^old^new``): what runs comes from the shell's
         history, which the gateway does not see (it reaches back into earlier
@@ -170,7 +177,7 @@ class ShellRisk:
         review by default); the lines seen lately are judged loosely too."""
         loose = self.assess_loose([text, *recent])
         found = _Found(set(loose.categories), list(loose.reasons), loose.score)
-        found.add("unparseable", "history expansion: the line that runs comes from the shell's history")
+        found.add("unparseable", why)
         own = self._assessment(text, found)
         return Assessment(own.score, own.categories, own.reasons, {**loose.rule_verdicts, **own.rule_verdicts})
 
@@ -341,6 +348,8 @@ class ShellRisk:
 
     def _assignment(self, word: str, found: _Found) -> None:
         name, _, value = word.partition("=")
+        if name == "INPUTRC":
+            found.add("line_editor", "INPUTRC: another readline configuration")
         if name == "HISTFILE" and value in ("/dev/null", ""):
             found.add("history_tamper", "shell history redirected to /dev/null")
         elif name in ("HISTSIZE", "HISTFILESIZE", "SAVEHIST") and value in ("0", ""):
@@ -353,9 +362,12 @@ class ShellRisk:
                 found.add("dd_device", f"writes to device {path}")
             if op in (">", ">|", "&>") and _is_history_file(path):
                 found.add("history_tamper", f"truncates {path}")
+            if op in (">", ">|", "&>", ">>", "&>>") and "inputrc" in _base(path):
+                found.add("line_editor", f"writes {path} (readline key bindings)")
 
     def _judge(self, name: str, argv: list[str], found: _Found, depth: int) -> None:
         args = argv[1:]
+        _line_editor(name, args, found)
         if name == "rm":
             short = "".join(a[1:] for a in args if a.startswith("-") and not a.startswith("--"))
             longs = {a for a in args if a.startswith("--")}
@@ -448,6 +460,33 @@ class ShellRisk:
                 self._walk(parse(remote), found, depth + 1)  # runs on the other host
         elif name in ("truncate", "ln", "cp", "mv") and any(_is_history_file(a) for a in args[1:]):
             found.add("history_tamper", f"{name} on a shell history file")
+
+
+_BIND_QUERIES = frozenset({"-l", "-p", "-P", "-v", "-V", "-s", "-S", "-X"})
+_STTY_QUERIES = frozenset({"-a", "--all", "-g", "--save", "size", "speed", "sane"})
+_READS_ONLY = frozenset({"cat", "less", "more", "head", "tail", "grep", "view", "ls", "stat",
+                         "file", "diff", "wc", "md5sum", "sha256sum", "echo"})
+
+
+def _line_editor(name: str, args: list[str], found: _Found) -> None:
+    """Commands that change what keys do in the terminal (readline's key
+    bindings and mode, the tty's special characters): the gateway's line
+    tracker models the defaults, so after them a key may run a line (``bind
+    '"z": accept-line'``), type one (a macro), or erase differently (``stty
+    werase ^U``) without the gateway seeing it."""
+    if name == "bind":
+        rest = [a for i, a in enumerate(args) if not (i and args[i - 1] in ("-m", "-q"))]
+        if any(a not in _BIND_QUERIES and a not in ("-m", "-q") for a in rest):
+            found.add("line_editor", "bind changes readline's key bindings")
+    elif name == "stty":
+        rest = [a for i, a in enumerate(args)
+                if not a.startswith(("-F", "--file")) and not (i and args[i - 1] in ("-F", "--file"))]
+        if any(a not in _STTY_QUERIES for a in rest):
+            found.add("line_editor", "stty changes the terminal's keys or modes")
+    elif name == "set" and "vi" in args and any(a in ("-o", "+o") for a in args):
+        found.add("line_editor", "set -o vi: vi key bindings")
+    elif name not in _READS_ONLY and any("inputrc" in _base(a) for a in args):
+        found.add("line_editor", "changes readline's configuration (inputrc)")
 
 
 def _expand_words(words: list[Word]) -> list[Word]:

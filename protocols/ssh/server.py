@@ -1305,9 +1305,15 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             attrs = {"uncertain": True, "shown": shown[-1024:]}
         if enter.partial:
             attrs["key"] = "ctrl-d"
+        if enter.editor:
+            attrs["key"] = "ctrl-x ctrl-e"
         return attrs
 
     def _assess_line(self, text: str, enter: Enter, shown: str, complete: bool = True) -> Any:
+        if enter.editor:
+            return self.handler.risk.assess_recalled(
+                text, shown.splitlines(), "edit-and-execute: the command is composed in an editor"
+            )
         if history_expansion(text):
             return self.handler.risk.assess_recalled(text, [*self._history, *shown.splitlines()])
         if enter.line.uncertain:

@@ -105,3 +105,10 @@ def test_drawn_lines_is_bounded() -> None:
     huge = b"$ x\x1b[999999999C\x1b[999999999@y\x1b[999999999Bz\x1b[" + b"9" * 8000 + b"Cq"
     lines = drawn_lines(huge, 2**32 - 1)
     assert sum(len(line) for line in lines) <= 4 * 1024
+
+
+def test_ctrl_x_ctrl_e_hands_the_line_to_an_editor() -> None:
+    t = LineTracker()
+    [enter] = [p for p in t.feed(b"echo x\x18\x05") if isinstance(p, Enter)]
+    assert (enter.line.text, enter.key, enter.editor) == ("echo x", b"\x05", True)
+    assert lines(b"ab\x18\x18c\x05\r") == [("abc", True)]  # Ctrl-E alone: end of line

@@ -119,6 +119,18 @@ CASES = [
     ("tar cf - . -I 'sh -c \"rm -rf x\"'", {"rm_rf"}),
     ("tar cf /dev/null . --checkpoint=1 --checkpoint-action=exec='rm -rf x'", {"rm_rf"}),
     ("tar czf a.tgz dir", set()),
+    # what keys do: the line tracker cannot follow a re-bound terminal
+    ("bind '\"z\": accept-line'", {"line_editor"}),
+    ("bind -x '\"\\eq\": ls'", {"line_editor"}),
+    ("bind -p", set()),
+    ("stty werase ^U", {"line_editor"}),
+    ("stty -isig", {"line_editor"}),
+    ("stty -a", set()),
+    ("set -o vi", {"line_editor"}),
+    ("set -o pipefail", set()),
+    ("printf x > ~/.inputrc", {"line_editor"}),
+    ("INPUTRC=/tmp/x bash", {"line_editor"}),
+    ("cat ~/.inputrc", set()),
 ]
 
 

@@ -730,6 +730,13 @@ UNSEEN_EDITS = {
     "history words (!:1*)": lambda d: [f"echo rm -rf {d}\r", "!:1*\r"],
     "quick substitution (^echo ^)": lambda d: [f"echo rm -rf {d}\r", "^echo ^\r"],
     "fc -s": lambda d: [f"echo rm -rf {d}\r", "fc -s 'echo rm=rm'\r"],
+    # Ctrl-X Ctrl-E runs what the editor leaves: here the editor turns "echo rm" into "rm"
+    "edit-and-execute (ctrl-x ctrl-e)": lambda d: ["export EDITOR='sed -i s/^echo.//'\r",
+                                                   f"echo rm -rf {d}\x18\x05"],
+    # re-binding keys: after these a key ran the line, a macro typed one, Ctrl-U erased a word
+    "bind a key to accept-line": lambda d: ["bind '\"z\": accept-line'\r"],
+    "bind a macro": lambda d: [f"bind '\"\\eq\": \"rm -rf {d}\\n\"'\r"],
+    "stty werase": lambda d: ["stty werase ^U\r"],
     # sh (dash) reads a canonical tty: Ctrl-D hands the line over, a second one ends input
     "ctrl-d ends the line in sh": lambda d: ["sh\r", f"rm -rf {d}\x04"],
 }
