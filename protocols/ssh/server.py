@@ -1251,8 +1251,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             # the shell's editor drew it (after cursor edits, history recall),
             # and, should the drawing be misread, the text it was drawn with.
             echo = bytes(self._line_echo)
-            drawn = drawn_lines(echo, self.pty[1][0] if self.pty is not None else 80)[-2:]
-            raw = [x for x in _visible(echo).splitlines()[-2:] if x not in drawn]
+            drawn = [self._masked(x) for x in drawn_lines(echo, self.pty[1][0] if self.pty is not None else 80)[-2:]]
+            raw = [x for x in (self._masked(y) for y in _visible(echo).splitlines()[-2:]) if x not in drawn]
             shown = "\n".join(raw + drawn)
             if not text.strip():
                 text = drawn[-1] if drawn else ""
@@ -1297,6 +1297,17 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 self._unechoed = (text, attrs)
             return False
         return self._hold_line(text, attrs, found, enter, rest)
+
+    def _masked(self, text: str) -> str:
+        """Text from the target's output (what the terminal showed), as the
+        masking rules leave it: it is recorded and shown to reviewers."""
+        masker = self.handler.gateway.masker(self.handler.connection)
+        if masker is None or not getattr(masker, "active", False):
+            return text
+        try:
+            return str(masker.mask_text(text)[0])
+        except Exception:  # never record what could not be masked
+            return "[not recorded: masking failed]"
 
     @staticmethod
     def _line_attrs(enter: Enter, shown: str) -> dict[str, Any]:

@@ -782,6 +782,33 @@ def test_pty_keys_that_edit_or_run_a_line_unseen(env: Env) -> None:
     assert keep.exists()
 
 
+def test_terminal_lines_recorded_with_an_edited_line_are_masked(env: Env) -> None:
+    """A line edited or recalled (here: Up, Enter) is recorded with the last
+    lines the terminal showed (attribute ``shown``), taken from the target's
+    output: a secret printed just before was recorded there unmasked."""
+    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
+    pre, value = SECRET[:13], SECRET[13:]
+    try:
+        term.send(b"PS1='P''S> '\r")
+        term.expect(b"PS> ")
+        term.send(f"printf '%s%s\\n' {pre} {value}\r".encode())
+        term.expect(b"PS> ")
+        term.send(b"\x1b[A")
+        time.sleep(0.5)
+        term.send(b"\r")
+        term.expect(b"PS> ")
+        term.send(b"exit\r")
+        term.wait()
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    evs = all_events(env)
+    shown = [e for e in evs if e["type"] == "command" and e.get("attrs", e).get("uncertain")]
+    assert shown, "the recalled line was not recorded as uncertain"
+    assert SECRET not in json.dumps([e.get("attrs", e) for e in shown], default=str)
+    assert not [e for e in evs if e["type"] == "command" and SECRET in json.dumps(e, default=str)]
+
+
 def test_credential_expiry_ends_the_session(env: Env) -> None:
     key = load_or_create_token_key(env.tmp / "var" / "token_key.ed25519")
     short = GatewayTokens(key).issue("alice", ["ops"], 2)
