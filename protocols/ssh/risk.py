@@ -36,6 +36,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import re2
 
@@ -83,6 +84,8 @@ class _Found:
     categories: set[str] = field(default_factory=set)
     reasons: list[str] = field(default_factory=list)
     score: int = 0
+    variables: dict[str, str] = field(default_factory=dict)
+    """Values the line gives variables (``r=rm; $r -rf x``)."""
 
     def add(self, category: str, reason: str, score: int | None = None) -> None:
         self.categories.add(category)
@@ -265,7 +268,7 @@ class ShellRisk:
     ) -> tuple[list[str], SimpleCommand]:
         """Strip assignments and wrappers; judge the command and its redirects.
         Returns the argv that actually runs."""
-        words = _expand_words(cmd.words)
+        words = _expand_words(_substitute(cmd.words, found.variables))
         self._redirects(cmd, found)
         argv = [w.text for w in words]
         guard = 0
@@ -348,6 +351,8 @@ class ShellRisk:
 
     def _assignment(self, word: str, found: _Found) -> None:
         name, _, value = word.partition("=")
+        if len(found.variables) < 256:
+            found.variables[name] = value[:4096]
         if name == "INPUTRC":
             found.add("line_editor", "INPUTRC: another readline configuration")
         if name == "HISTFILE" and value in ("/dev/null", ""):
@@ -487,6 +492,34 @@ def _line_editor(name: str, args: list[str], found: _Found) -> None:
         found.add("line_editor", "set -o vi: vi key bindings")
     elif name not in _READS_ONLY and any("inputrc" in _base(a) for a in args):
         found.add("line_editor", "changes readline's configuration (inputrc)")
+
+
+_VARIABLE = re2.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _substitute(words: list[Word], variables: dict[str, str]) -> list[Word]:
+    """Words with the variables the line set earlier put in: ``r=rm; $r -rf
+    x`` runs ``rm -rf x``. An unquoted expansion is split at white space."""
+    if not variables or not any("$" in w.text for w in words):
+        return words
+    out: list[Word] = []
+    for w in words:
+        if "$" not in w.text:
+            out.append(w)
+            continue
+
+        def value(m: Any) -> str:
+            return str(variables.get(m.group(1) or m.group(2), m.group(0)))
+
+        text = _VARIABLE.sub(value, w.text)
+        if text == w.text:
+            out.append(w)
+        elif w.quoted:
+            out.append(Word(text, w.substitutions, True))
+        else:
+            pieces = text.split() or [""]
+            out += [Word(p, w.substitutions if k == 0 else []) for k, p in enumerate(pieces)]
+    return out
 
 
 def _expand_words(words: list[Word]) -> list[Word]:

@@ -119,6 +119,11 @@ CASES = [
     ("tar cf - . -I 'sh -c \"rm -rf x\"'", {"rm_rf"}),
     ("tar cf /dev/null . --checkpoint=1 --checkpoint-action=exec='rm -rf x'", {"rm_rf"}),
     ("tar czf a.tgz dir", set()),
+    # variables the line sets
+    ("r=rm; $r -rf x", {"rm_rf"}),
+    ("R='rm -rf'; ${R} x", {"rm_rf"}),
+    ("export a=-rf; rm $a x", {"rm_rf"}),
+    ("r=rm; echo \"$r -rf x\"", set()),
     # what keys do: the line tracker cannot follow a re-bound terminal
     ("bind '\"z\": accept-line'", {"line_editor"}),
     ("bind -x '\"\\eq\": ls'", {"line_editor"}),

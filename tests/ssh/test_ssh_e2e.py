@@ -378,6 +378,7 @@ DISGUISED_RM = [
     "setsid -w rm -rf {d}",
     "trap 'rm -rf {d}' EXIT",
     "runuser -u root -- rm -rf {d}",
+    "r=rm; $r -rf {d}",
     "find {d} -maxdepth 0 -exec sh -c 'rm -rf \"$1\"' _ {{}} \\;",
 ]
 
