@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import fnmatch
 import json
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,12 +84,17 @@ TEXT_LIKE_OIDS = frozenset({1009, 1015, 1014, 1003, 1002, 143, 2249})
 """Text forms where a replacement inside a value keeps the value loadable:
 arrays of text types (``{a,[EMAIL]}``) and anonymous records."""
 
-PASS, SCAN, SCAN_OR_NULL, REPLACE, NULL, DECODE, REPLACE_JSON, SCAN_JSON = range(8)
+PASS, SCAN, SCAN_OR_NULL, REPLACE, NULL, DECODE, REPLACE_JSON, SCAN_JSON, SCAN_HEX = range(9)
 """Per-column plan kinds. Whatever replaces a value is something a driver's
 loader for the column's type accepts: text for text types, a JSON string
 for json/jsonb, NULL for anything else (a number column holding ``[CARD]``
 fails psycopg's int loader, and ``[SSN]`` is no jsonb binary value)."""
-_FORCED = frozenset({REPLACE, NULL, DECODE, REPLACE_JSON})
+_FORCED = frozenset({REPLACE, NULL, DECODE, REPLACE_JSON, SCAN_HEX})
+BYTEA_OIDS = frozenset({17, 1001})
+"""bytea and bytea[]: in text format their bytes are hex (``\\x616e6e40...``),
+which the prefilter cannot see: decoded and scanned row by row, a hit
+replaced in place by the masked bytes' hex (SCAN_HEX)."""
+_HEX_RUN = re.compile(rb"\\x((?:[0-9a-fA-F]{2})+)")
 _SCANS = frozenset({SCAN, SCAN_OR_NULL, SCAN_JSON})
 
 
@@ -256,6 +262,8 @@ class StreamMasking:
                 kinds.append(PASS)
             elif oid in JSON_OIDS:
                 kinds.append(SCAN_JSON)
+            elif fmt == 0 and oid in BYTEA_OIDS:
+                kinds.append(SCAN_HEX)
             elif oid in TEXT_OIDS or (fmt == 0 and (oid >= USER_OID_MIN or oid in TEXT_LIKE_OIDS)):
                 kinds.append(SCAN)
             elif fmt != 0 and oid in DECODED_OIDS:
@@ -349,6 +357,8 @@ class StreamMasking:
         if kind == SCAN:
             masked, counts = m.mask_bytes(value)
             return (masked if counts else value), counts
+        if kind == SCAN_HEX:
+            return self._mask_hex(value)
         if kind == DECODE:
             if type_oid in NUMBER_ARRAY_OIDS or type_oid == RECORD_OID:
                 parts = binary_parts(value, type_oid)
@@ -369,6 +379,29 @@ class StreamMasking:
         # SCAN_OR_NULL: a value whose type has no room for a replacement
         _, counts = m.mask_bytes(value)
         return (None if counts else value), counts
+
+    def _mask_hex(self, value: bytes) -> tuple[bytes | None, Counts]:
+        """A bytea (or bytea[]) value in text format: each hex run decoded
+        and masked, written back as hex; the rest (escape format) as text."""
+        m = self.masker
+        counts: Counts = {}
+
+        def one(found: re.Match[bytes]) -> bytes:
+            raw = bytes.fromhex(found.group(1).decode("ascii"))
+            masked, c = m.mask_bytes(raw)
+            if not c:
+                return found.group(0)
+            for k, n in c.items():
+                counts[k] = counts.get(k, 0) + n
+            return found.group(0)[: found.start(1) - found.start(0)] + masked.hex().encode()
+
+        out = _HEX_RUN.sub(one, value)
+        masked, c = m.mask_bytes(out)
+        if c:
+            out = masked
+            for k, n in c.items():
+                counts[k] = counts.get(k, 0) + n
+        return (out if counts else value), counts
 
     def mask_json(self, doc: bytes) -> tuple[bytes | None, Counts]:
         """Mask a JSON document by content, in place where that keeps it
