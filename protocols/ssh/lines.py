@@ -96,7 +96,7 @@ class LineTracker:
                 continue
             self._last_cr = False
             ctrl_x, self._ctrl_x = self._ctrl_x, b == 0x18
-            if ctrl_x and b == 0x05 and not self._paste:  # Ctrl-X Ctrl-E: edit, then run
+            if ctrl_x and b == 0x05:  # Ctrl-X Ctrl-E: edit, then run
                 if i > start:
                     out.append(data[start:i])
                 out.append(Enter(Line(self._buf.decode("utf-8", "replace"), True), data[i : i + 1], editor=True))
@@ -107,8 +107,6 @@ class LineTracker:
                 self._esc = b"\x1b"
             elif b >= 0x20 and b != 0x7F:
                 self._append(b)
-            elif self._paste and b != 0x03:
-                self._uncertain = True  # pasted control keys may be inserted, not obeyed
             elif b == 0x0F:  # Ctrl-O: operate-and-get-next runs the line
                 if i > start:
                     out.append(data[start:i])
@@ -122,6 +120,11 @@ class LineTracker:
                         out.append(data[start:i])
                     out.append(Enter(self.current, data[i : i + 1], partial=True))
                     start = i + 1
+            elif self._paste and b != 0x03:
+                # pasted control keys may be inserted, not obeyed (a shell
+                # without bracketed paste obeys them: the keys that run a
+                # line are judged above all the same)
+                self._uncertain = True
             elif b in (0x7F, 0x08):
                 self._delete_char()
             elif b == 0x03:  # Ctrl-C: the shell discards the line

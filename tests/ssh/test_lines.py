@@ -112,3 +112,12 @@ def test_ctrl_x_ctrl_e_hands_the_line_to_an_editor() -> None:
     [enter] = [p for p in t.feed(b"echo x\x18\x05") if isinstance(p, Enter)]
     assert (enter.line.text, enter.key, enter.editor) == ("echo x", b"\x05", True)
     assert lines(b"ab\x18\x18c\x05\r") == [("abc", True)]  # Ctrl-E alone: end of line
+
+
+def test_keys_that_run_a_line_count_inside_a_paste_too() -> None:
+    # a shell without bracketed paste (TERM=dumb) takes the markers as noise
+    # and obeys Ctrl-O: an unclosed paste must not hide it
+    t = LineTracker()
+    enters = [p for p in t.feed(b"\x1b[200~rm -rf x\x0f") if isinstance(p, Enter)]
+    assert [(e.line.text, e.key) for e in enters] == [("rm -rf x", b"\x0f")]
+    assert lines(b"\x1b[200~rm -rf x \x15\x1b[201~\r") == [("rm -rf x ", True)]
