@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from hoopd.aio import spawn
 from hoopd.config import RiskSection
 from hoopd.gateway import AuthFailed, SessionRefused
-from hoopd.model import AuthMethod, CommandKind, Decision, Identity, Stream, Verdict
+from hoopd.model import AuthMethod, CommandKind, Decision, Identity, Output, Stream, Verdict
 from hoopd.policy import Assessment, decide_command
 from hoopd.session import SessionEnded
 from hoopd.tls import identity_from_peercert
@@ -200,6 +200,8 @@ class ClientConnection(asyncio.Protocol):
         the backend path before it asks the tracker)."""
         self._q_held = False
         self._own: list[tuple[int, bytes]] = []
+        self._copy_in: Any = None
+        """The stream masker of the COPY FROM STDIN data being recorded."""
         """Messages of the gateway's own to send before the client message
         at that offset of the buffer being framed (``_take``)."""
         self._described = ""
@@ -791,7 +793,7 @@ class ClientConnection(asyncio.Protocol):
         batch_regs = 0
         batch_items: list[tuple[Running, Assessment, Any]] = []
         batch_partial = tracker.outstanding_batch
-        copy_bytes = 0
+        copy_frames: list[w.Frame] = []
         self._own.clear()
         for i, (t, s, e) in enumerate(frames):
             if self.state == COLLECTING:
@@ -821,7 +823,7 @@ class ClientConnection(asyncio.Protocol):
                     return
                 continue
             if t == w.COPY_DATA or t == w.COPY_DONE or t == w.COPY_FAIL:
-                copy_bytes += e - s
+                copy_frames.append((t, s, e))
                 if batch_at == s:
                     batch_at = e  # COPY FROM data opens no extended batch
                 continue
@@ -873,11 +875,38 @@ class ClientConnection(asyncio.Protocol):
         self._flush_regs(regs)
         tracker.outstanding_batch = batch_at < end
         self._send_up(self._take(buf, region, end))
-        session.client_data(buf[region:end], record=copy_bytes > 0)
+        session.client_data(buf[region:end], record=False)
+        if copy_frames:
+            self._record_copy_in(buf, copy_frames)
         if session.congested:
             self._wait_for_recorder()
         if len(tracker.queue) > INFLIGHT_MAX:
             self.pause("inflight")
+
+    def _record_copy_in(self, buf: bytes, frames: list[w.Frame]) -> None:
+        """Record COPY FROM STDIN data as it went up, masked by content (as
+        Bind parameters are): a stream masker per COPY, so that a value
+        split between CopyData messages is still found."""
+        session = self.session
+        assert session is not None
+        masking = self.handler.masking
+        parts: list[bytes] = []
+        for t, s, e in frames:
+            if t == w.COPY_DATA and masking.scans:
+                if self._copy_in is None:
+                    self._copy_in = masking.masker.stream()
+                data = self._copy_in.feed(buf[s + 5 : e])
+                if data:
+                    parts.append(copy_data(data))
+                continue
+            if t != w.COPY_DATA and self._copy_in is not None:
+                rest = self._copy_in.flush()
+                self._copy_in = None
+                if rest:
+                    parts.append(copy_data(rest))
+            parts.append(buf[s:e])
+        if parts:
+            session.record(Output(Stream.STDIN, b"".join(parts)))
 
     def _take(self, buf: bytes, start: int, end: int) -> bytes:
         """buf[start:end] with the gateway's own messages (``_own``) in it."""
