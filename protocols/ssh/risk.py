@@ -473,6 +473,33 @@ _READS_ONLY = frozenset({"cat", "less", "more", "head", "tail", "grep", "view", 
                          "file", "diff", "wc", "md5sum", "sha256sum", "echo"})
 
 
+FULL_SCREEN = frozenset(
+    {"vi", "vim", "nvim", "view", "vimdiff", "rvim", "gvim", "nano", "pico", "emacs", "mg", "joe",
+     "micro", "ne", "jed", "less", "more", "most", "pager", "man", "info", "top", "htop", "atop", "btop",
+     "iotop", "iftop", "nload", "nethogs", "glances", "watch", "tmux", "screen", "byobu", "mc", "ranger",
+     "nnn", "lf", "tig", "lazygit", "mutt", "neomutt", "alpine", "lynx", "w3m", "links", "elinks", "ncdu",
+     "nmtui", "dialog", "whiptail", "vimtutor", "editor", "sensible-editor", "sensible-pager", "visudo",
+     "vipw", "vigr", "sudoedit", "crontab", "systemctl", "journalctl", "git", "psql", "mysql", "fzf",
+     "k9s", "ctop", "bat", "perf", "gdb", "cgdb", "iptraf-ng", "bmon", "cmus", "irssi", "weechat"}
+)
+
+
+def runs_full_screen(text: str) -> bool:
+    """Does the line end by starting a program that may take the terminal's
+    alternate screen (an editor, a pager, top...)? Its keys are not shell
+    lines; other output that switches screens does not stop the tracking."""
+    cmds = parse(text).commands()
+    if not cmds:
+        return False
+    argv = cmds[-1].argv
+    while argv and (_is_assignment(argv[0]) or argv[0] in _WRAPPERS):
+        if _base(argv[0]) in ("sudo", "doas"):
+            argv = _skip_sudo(argv, [Word(a) for a in argv])[0]
+            continue
+        argv = argv[1:]
+    return bool(argv) and _base(argv[0]) in FULL_SCREEN
+
+
 def _line_editor(name: str, args: list[str], found: _Found) -> None:
     """Commands that change what keys do in the terminal (readline's key
     bindings and mode, the tty's special characters): the gateway's line

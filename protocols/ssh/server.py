@@ -41,6 +41,7 @@ from .keys import identity_from_cert
 from .lines import Enter, LineTracker, drawn_lines
 from .output import MaskedStream, RecordBuffer
 from .packets import skip_ignore_padding
+from .risk import runs_full_screen
 from .scp import ScpAudit, ScpError, ScpFile
 from .sftp import FileOp, SftpAudit, SftpError
 from .shparse import history_expansion, parse
@@ -897,6 +898,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self.out: MaskedStream | None = None
         self.err: MaskedStream | None = None
         self.alt_screen = False
+        self._full_screen_ok = False  # the last line run starts an editor, pager...
+        self._prompt = ""  # the shell's prompt, as drawn before the last line
         self._recent = bytearray()
         self._line_echo = bytearray()  # terminal output since the last Enter
         self._since_drop: bytearray | None = None  # terminal output since a line was dropped
@@ -1268,6 +1271,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 return False
             return self._hold_line(text, self._line_attrs(enter, shown), found, enter, rest)
         self._unechoed = None
+        self._note_prompt(text)
         self._line_echo.clear()
         if not text.strip():
             self._continued = ""
@@ -1287,6 +1291,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             return self._hold_line(text, attrs, found, enter, rest)
         self._continued = ""
         self._history.append(text)
+        self._full_screen_ok = runs_full_screen(text)
         found = self._assess_line(text, enter, shown)
         if found.score <= 0 and not found.rule_verdicts:
             # Recorded once the terminal has echoed it: input typed with echo
@@ -1297,6 +1302,16 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 self._unechoed = (text, attrs)
             return False
         return self._hold_line(text, attrs, found, enter, rest)
+
+    def _note_prompt(self, typed: str) -> None:
+        """Remember the prompt the line was typed after (what the terminal
+        drew before the typed text), to know the shell when it comes back."""
+        drawn = drawn_lines(bytes(self._line_echo), self.pty[1][0] if self.pty is not None else 80)
+        last, typed = (drawn[-1] if drawn else ""), typed.strip()
+        if typed and last.endswith(typed) and len(last) > len(typed):
+            prompt = last[: -len(typed)].strip()
+            if len(prompt) >= 2:
+                self._prompt = prompt
 
     def _masked(self, text: str) -> str:
         """Text from the target's output (what the terminal showed), as the
@@ -1546,7 +1561,13 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             return
         if self.tracker is not None:
             if b"\x1b[?1049" in data or b"\x1b[?47" in data:
-                self.alt_screen = data.rfind(b"\x1b[?1049h") > data.rfind(b"\x1b[?1049l")
+                # Only a program the last line started (vim, less...) gets
+                # its keys untracked: anyone can print the switch itself
+                # (printf '\e[?1049h') and keep typing to the shell.
+                entered = data.rfind(b"\x1b[?1049h") > data.rfind(b"\x1b[?1049l")
+                self.alt_screen = entered and self._full_screen_ok
+            elif self.alt_screen and self._prompt and self._prompt in _visible(data[data.rfind(b"\n") + 1 :]):
+                self.alt_screen = False  # the shell's prompt again: the program is gone
             self._recent += data
             if len(self._recent) > 8192:
                 del self._recent[:-4096]

@@ -346,6 +346,17 @@ def _decide_pending(env: Env, approve: bool) -> str:
     return asyncio.run(go())
 
 
+def _pending_approvals(env: Env) -> int:
+    async def go() -> int:
+        store = _approvals_store(env)
+        try:
+            return len(await store.list(state="pending"))
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
 @pytest.mark.parametrize("approve", [True, False])
 def test_held_rm_rf(env: Env, approve: bool) -> None:
     victim = env.tmp / f"victim-{approve}"
@@ -777,6 +788,44 @@ def test_pty_keys_that_edit_or_run_a_line_unseen(env: Env) -> None:
         term.expect(b"after-8")
         term.send(b"exit 4\r")
         assert term.wait() == 4
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    assert keep.exists()
+
+
+def test_pty_alternate_screen_stops_tracking_only_for_full_screen_programs(env: Env) -> None:
+    """Keys typed in a full-screen program (less, vim) are not shell lines.
+    But the switch to the alternate screen is output anyone can print:
+    after printf '\\e[?1049h' the shell ran rm -rf DIR untracked."""
+    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
+    keep = env.tmp / "pty-altscreen-keep"
+    keep.mkdir()
+    try:
+        term.send(b"PS1='P''S> '\r")
+        term.expect(b"PS> ")
+        term.send(b"printf '\\e[?1049h'\r")
+        term.expect(b"PS> ")
+        term.send(f"rm -rf {keep}\r".encode())
+        term.expect(b"needs a reviewer")
+        _decide_pending(env, False)
+        term.expect(b"command refused")
+        term.expect(b"PS> ")
+        term.send(b"printf '\\e[?1049l'\r")
+        term.expect(b"PS> ")
+        # in less, "/rm -rf x" Enter is a search, not a line to hold
+        term.send(b"seq 1 200 | less\r")
+        term.expect(b"\\x1b\\[\\?1049h")
+        time.sleep(0.5)
+        term.send(b"/rm -rf x\r")
+        time.sleep(1.5)
+        term.send(b"q")
+        term.expect(b"PS> ")
+        assert not _pending_approvals(env), "a search typed in less was held"
+        term.send(b"echo after-$((5+5))\r")
+        term.expect(b"after-10")
+        term.send(b"exit\r")
+        term.wait()
     finally:
         if term.proc.poll() is None:
             term.proc.kill()
