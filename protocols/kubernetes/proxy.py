@@ -82,6 +82,17 @@ says that. ``Impersonate-*`` (kubectl ``--as``) and the front-proxy headers
 ``X-Remote-User``/``-Group``/``-Extra-*`` (the API server's
 ``--requestheader-*-headers`` defaults; honoured when the gateway's client
 certificate is trusted as a front proxy) are dropped from the client's request."""
+RESERVED_PREFIX = "system:"
+"""Kubernetes' own users and groups (``system:masters`` is cluster-admin
+whatever RBAC says). An identity provider's group of that name is not
+impersonated, and a subject of that name is refused: only RBAC bindings the
+cluster admin made for the gateway's users should apply."""
+
+
+def impersonated_groups(identity: Identity) -> list[str]:
+    return sorted(g for g in identity.groups if not g.startswith(RESERVED_PREFIX))
+
+
 RESPONSE_DROP = frozenset(
     {
         "connection",
@@ -278,6 +289,11 @@ class KubeProxy:
             return session
         if session is not None:
             session.end("identity_changed")
+        if self.upstream.impersonate and identity.subject.startswith(RESERVED_PREFIX):
+            log.warning("refused: identity %r is a name Kubernetes reserves", identity.subject)
+            return status_response(
+                403, f"hoopd: {identity.subject!r} is a name Kubernetes reserves; it is not impersonated", "Forbidden"
+            )
         peer = request.transport.get_extra_info("peername") if request.transport else None
         client_addr = f"{peer[0]}:{peer[1]}" if peer else "unknown"
         try:
@@ -329,7 +345,7 @@ class KubeProxy:
             headers["Authorization"] = f"Bearer {token}"
         if self.upstream.impersonate and not identity.anonymous:
             headers["Impersonate-User"] = identity.subject
-            for group in sorted(identity.groups):
+            for group in impersonated_groups(identity):
                 headers.add("Impersonate-Group", group)
         return headers
 
@@ -376,7 +392,7 @@ class KubeProxy:
             out.append(f"Authorization: Bearer {_header_value(token)}\r\n")
         if self.upstream.impersonate and not identity.anonymous:
             out.append(f"Impersonate-User: {_header_value(identity.subject)}\r\n")
-            for group in sorted(identity.groups):
+            for group in impersonated_groups(identity):
                 out.append(f"Impersonate-Group: {_header_value(group)}\r\n")
         return "".join(out)
 

@@ -48,6 +48,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives import serialization
+from multidict import CIMultiDict
 
 from hoopd.tls import cert_pem, generate_ca, issue_certificate
 from protocols.kubernetes._proto import PROTOBUF, decode, fields, string_field, string_maps
@@ -645,7 +646,7 @@ def kubelet_error(pod: dict[str, Any], container: str) -> web.Response | None:
 class FakeApi:
     def __init__(self) -> None:
         self.store = Store()
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, CIMultiDict[str]]] = []  # headers: every value kept
         """(method, path_qs, headers) of every request, for assertions."""
         self.execs = 0
         self.pod_ports: dict[int, int] = {}
@@ -669,7 +670,7 @@ class FakeApi:
         return app
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path_qs, dict(request.headers)))
+        self.requests.append((request.method, request.path_qs, CIMultiDict(request.headers)))
         if len(self.requests) > 20000:
             del self.requests[:10000]
         path = request.path.rstrip("/") or "/"

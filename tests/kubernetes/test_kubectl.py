@@ -1168,4 +1168,22 @@ def test_the_client_cannot_say_who_it_is_to_the_api_server(kube: Kube, fake: Fak
     for h in seen:
         assert not any(k.lower().startswith("x-remote-") for k in h), h
         assert not any(v in ("mallory", "system:masters", "all") for v in h.values()), h
-        assert h.get("Impersonate-User") == "alice" and h.get("Impersonate-Group") == "dev", h
+        assert h.getall("Impersonate-User") == ["alice"] and h.getall("Impersonate-Group") == ["dev"], h
+
+
+def test_kubernetes_reserved_names_are_not_impersonated(kube: Kube, fake: FakeApiServer) -> None:
+    """An identity provider's group called system:masters must not make its
+    members cluster-admin, nor a subject called system:... act as one of
+    Kubernetes' own users."""
+    masters = kube.kubeconfig_for("carol", ["dev", "system:masters"])
+    before = len(fake.api.requests)
+    res = kube.kubectl("get", "ns", kubeconfig=masters)
+    assert res.returncode == 0 and "kube-system" in res.stdout, res.stderr
+    seen = [h for _, p, h in fake.api.requests[before:] if p.startswith("/api/v1/namespaces")]
+    assert seen and all(h.getall("Impersonate-User") == ["carol"] for h in seen)
+    assert all(h.getall("Impersonate-Group") == ["dev"] for h in seen)
+    system = kube.kubeconfig_for("system:kube-controller-manager", ["dev"])
+    before = len(fake.api.requests)
+    res = kube.kubectl("get", "ns", kubeconfig=system)
+    assert res.returncode != 0 and "is a name Kubernetes reserves" in res.stderr, res.stderr
+    assert not any(p.startswith("/api/v1/namespaces") for _, p, _ in fake.api.requests[before:])
