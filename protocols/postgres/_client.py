@@ -1332,7 +1332,7 @@ class ClientConnection(asyncio.Protocol):
         if probe.columns is None:
             return "its columns could not be learned for masking (no result description)"
         plan = masking.plan(probe.columns)
-        if not plan.forced:
+        if not any(plan.rules):
             return ""  # no column is masked by name: content masking as for any COPY
         if target.binary:
             return (

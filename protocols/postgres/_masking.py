@@ -84,12 +84,15 @@ TEXT_LIKE_OIDS = frozenset({1009, 1015, 1014, 1003, 1002, 143, 2249})
 """Text forms where a replacement inside a value keeps the value loadable:
 arrays of text types (``{a,[EMAIL]}``) and anonymous records."""
 
-PASS, SCAN, SCAN_OR_NULL, REPLACE, NULL, DECODE, REPLACE_JSON, SCAN_JSON, SCAN_HEX = range(9)
+PASS, SCAN, SCAN_OR_NULL, REPLACE, NULL, DECODE, REPLACE_JSON, SCAN_JSON, SCAN_HEX, JSON_KEYS = range(10)
 """Per-column plan kinds. Whatever replaces a value is something a driver's
 loader for the column's type accepts: text for text types, a JSON string
 for json/jsonb, NULL for anything else (a number column holding ``[CARD]``
 fails psycopg's int loader, and ``[SSN]`` is no jsonb binary value)."""
-_FORCED = frozenset({REPLACE, NULL, DECODE, REPLACE_JSON, SCAN_HEX})
+_FORCED = frozenset({REPLACE, NULL, DECODE, REPLACE_JSON, SCAN_HEX, JSON_KEYS})
+"""JSON_KEYS: a json/jsonb value on a connection with column rules: its
+keys are names too (``row_to_json(p)``, ``{"ssn": ...}``), masked by the
+same rules as columns, so every row is looked at."""
 BYTEA_OIDS = frozenset({17, 1001})
 """bytea and bytea[]: in text format their bytes are hex (``\\x616e6e40...``),
 which the prefilter cannot see: decoded and scanned row by row, a hit
@@ -258,7 +261,9 @@ class StreamMasking:
                 rules.append(rid)
                 continue
             rules.append("")
-            if not self.scans or oid in OPAQUE_OIDS:
+            if oid in JSON_OIDS and self.by_name:
+                kinds.append(JSON_KEYS)
+            elif not self.scans or oid in OPAQUE_OIDS:
                 kinds.append(PASS)
             elif oid in JSON_OIDS:
                 kinds.append(SCAN_JSON)
@@ -331,7 +336,7 @@ class StreamMasking:
 
     def mask_value(self, value: bytes, kind: int, type_oid: int, rid: str) -> tuple[bytes | None, Counts]:
         m = self.masker
-        if kind in (REPLACE_JSON, SCAN_JSON):
+        if kind in (REPLACE_JSON, SCAN_JSON, JSON_KEYS):
             # jsonb in binary is a version byte and the text
             prefix = value[:1] if type_oid == JSONB_OID and value[:1] == b"\x01" else b""
             doc = value[len(prefix) :]
@@ -342,7 +347,10 @@ class StreamMasking:
                     replaced = m.replace_value(rid, doc)
                 quoted = json.dumps(replaced.decode("utf-8", "replace"), ensure_ascii=False)
                 return prefix + quoted.encode(), {rid: 1}
-            masked_doc, counts = self.mask_json(doc)
+            if kind == JSON_KEYS:
+                masked_doc, counts = self.mask_json_keys(doc)
+            else:
+                masked_doc, counts = self.mask_json(doc)
             if not counts:
                 return value, counts
             return (None if masked_doc is None else prefix + masked_doc), counts
@@ -402,6 +410,34 @@ class StreamMasking:
             for k, n in c.items():
                 counts[k] = counts.get(k, 0) + n
         return (out if counts else value), counts
+
+    def mask_json_keys(self, doc: bytes) -> tuple[bytes | None, Counts]:
+        """Mask a JSON document by its keys (column rules, secret-like
+        names) and then by content (``mask_json``); re-serialized only if a
+        key rule fired."""
+        m = self.masker
+        if self._json is None:
+            self._json = m.json()
+        counts: Counts = {}
+        try:
+            obj = json.loads(doc, parse_constant=_reject)
+        except (ValueError, RecursionError):
+            obj = None
+            if not self.scans:
+                return None, {"json": 1}  # cannot be looked at by key: fail closed
+        if obj is not None:
+            try:
+                out, counts = self._json.mask_obj(obj)
+            except RecursionError:
+                return None, {"json": 1}
+            if counts:
+                doc = json.dumps(out, ensure_ascii=False, allow_nan=False).encode()
+        if not self.scans:
+            return doc, counts
+        masked, more = self.mask_json(doc)
+        for k, n in more.items():
+            counts[k] = counts.get(k, 0) + n
+        return masked, counts
 
     def mask_json(self, doc: bytes) -> tuple[bytes | None, Counts]:
         """Mask a JSON document by content, in place where that keeps it
