@@ -10,7 +10,7 @@ after: all threads, and the main (event-loop) thread, user+system. CPU per
 transaction is far steadier on a shared machine than TPS (reported too).
 
     git worktree add /tmp/hoopd-base <commit>
-    python bench/postgres/cpu_postgres.py --compare-tree /tmp/hoopd-base [--rounds 6] [--txns 3000]
+    python bench/postgres/cpu_postgres.py --compare-tree /tmp/hoopd-base [--rounds 6] [--txns 3000] [--mode prepared]
 
 Without ``--compare-tree`` only this tree (or ``--tree``) is measured.
 """
@@ -71,6 +71,8 @@ def main() -> int:
     ap.add_argument("--tree", help="the tree measured as 'this' (default: this checkout)")
     ap.add_argument("--rounds", type=int, default=6, help="pgbench runs per tree")
     ap.add_argument("--txns", type=int, default=3000, help="transactions per pgbench client")
+    ap.add_argument("--mode", choices=["simple", "extended", "prepared"], default="simple",
+                    help="pgbench -M: the query protocol")
     args = ap.parse_args()
     this = Path(args.tree).resolve() if args.tree else ROOT
     trees = {"this": this}
@@ -117,7 +119,7 @@ def main() -> int:
                 pid = proc.pid
                 a, am = cpu_seconds(pid), cpu_seconds(pid, pid)
                 out = subprocess.run(
-                    ["pgbench", "-n", "-S", "-c", "4", "-j", "2", "-t", str(args.txns), "bench"],
+                    ["pgbench", "-n", "-S", "-M", args.mode, "-c", "4", "-j", "2", "-t", str(args.txns), "bench"],
                     env=envs[name], capture_output=True, text=True, check=True,
                 ).stdout  # fmt: skip
                 b, bm = cpu_seconds(pid), cpu_seconds(pid, pid)
@@ -135,7 +137,7 @@ def main() -> int:
                     f"loop thread {row[1]:6.1f} (system {row[2]:5.1f}), tps {tps:6.0f}",
                     flush=True,
                 )
-        print(f"medians of {args.rounds} runs of pgbench -n -S -c 4 -j 2 -t {args.txns}:")
+        print(f"medians of {args.rounds} runs of pgbench -n -S -M {args.mode} -c 4 -j 2 -t {args.txns}:")
         for name, tree in trees.items():
             rows = got[name]
             med = [statistics.median(r[i] for r in rows) for i in range(4)]
