@@ -179,6 +179,15 @@ class Unit:
     batch goes on after it."""
 
 
+class UnattributedRows(Exception):
+    """DataRows came when the tracker expects none: the gateway and the
+    server disagree about what runs, so the rows cannot be masked by column."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(f"{rows} rows of no statement")
+        self.rows = rows
+
+
 class ClientConnection(asyncio.Protocol):
     def __init__(self, handler: PostgresHandler) -> None:
         self.handler = handler
@@ -1437,6 +1446,15 @@ class ClientConnection(asyncio.Protocol):
         except CopyShapeError as exc:
             self._fatal("42501", f"hoopd: COPY data cannot be masked by column: {exc}", reason="masking_failed")
             return
+        except UnattributedRows as exc:
+            # Fail closed: without their statement the rows' columns (and so
+            # the column rules) are unknown; they are not passed on.
+            log.error("%d rows from the database match no statement the gateway tracked", exc.rows)
+            self._fatal(
+                "08P01", "hoopd: rows from the database match no statement the gateway tracked",
+                reason="masking_failed",
+            )
+            return
         except w.ProtocolViolation as exc:
             self._fatal("08P01", f"hoopd: invalid data from the database: {exc}")
             return
@@ -1482,6 +1500,8 @@ class ClientConnection(asyncio.Protocol):
                 plan = run.plan if run is not None else None
                 if self._probing and tracker.probe_head() is not None:
                     seg = self._probe_rows(buf, pos, s, pieces, seg)
+                elif run is None and masking is not None:
+                    raise UnattributedRows(nrows - before)
                 elif (
                     hits is None
                     and not caps
@@ -1527,6 +1547,8 @@ class ClientConnection(asyncio.Protocol):
             if self._probing and tracker.probe_head() is not None:
                 seg = self._probe_rows(buf, pos, end, pieces, seg)
             else:
+                if run is None and masking is not None:
+                    raise UnattributedRows(rows - before)
                 seg = self._rows(buf, pos, end, rows - before, run, hits, pieces, seg, counts)
         if not pieces:
             return (buf[seg:end] if seg or end != len(buf) else buf), counts, seq

@@ -148,3 +148,29 @@ def test_pgbench_select_takes_the_fast_path(env: Env, monkeypatch: pytest.Monkey
     assert len(taken) == 4 and taken[1:] == [True, True, True]
     kinds = [t for t, _ in fast[1]]
     assert kinds[:4] == ["command", "decision", "result", "output"]
+
+
+@pytest.mark.parametrize("after_a_result", [False, True])
+def test_rows_of_no_statement_end_the_session_unsent(env: Env, after_a_result: bool) -> None:
+    """Rows the tracker cannot give a statement (the gateway and the server
+    disagree about what runs) cannot be masked by column: fail closed, with
+    a FATAL in the protocol's terms, and the rows are not passed on."""
+    loop, daemon = env
+
+    async def go() -> tuple[bytes, Any]:
+        conn, sink, _ = await open_client(daemon.handlers["db"])
+        answer = b""
+        if after_a_result:
+            conn.data_received(w.query("SELECT 1"))
+            answer = _answer([("rows", "note", [b"fine"], False)])
+        stray = _row_description("ssn") + w.data_row([b"123-45-6789"]) + w.command_complete("SELECT 1")
+        if answer:
+            conn.up.data_received(answer)
+        conn.up.data_received(stray + w.ready_for_query(b"I"))
+        return bytes(sink.data), sink
+
+    out, sink = loop.run_until_complete(go())
+    assert b"123-45-6789" not in out
+    assert b"match no statement the gateway tracked" in out and b"08P01" in out
+    assert (b"fine" in out) == after_a_result
+    assert sink.is_closing()
