@@ -65,10 +65,13 @@ UPSTREAM_WINDOW = 4 * 1024 * 1024
 KBDINT_PROMPT = "Password (gateway token or API key): "
 EXIT_REFUSED = 126
 MAX_AUTH_FAILURES = 10
-DROP_LINE = b"\x05\x15\x03"
-"""Never Enter: Ctrl-E (end of line, for line editors; a plain character in a
-canonical tty), Ctrl-U (kill to the start of the line: the whole line in a
-canonical tty), Ctrl-C (shells and REPLs discard the line, prompt again)."""
+DROP_LINE = b"\x07\x05\x15\x03"
+"""Never Enter: Ctrl-G (readline's abort: ends a key sequence in progress,
+so that a Ctrl-X typed before the held key does not make the Ctrl-E that
+follows Ctrl-X Ctrl-E, edit-and-execute, which ran the refused line),
+Ctrl-E (end of line, for line editors; a plain character in a canonical
+tty), Ctrl-U (kill to the start of the line: the whole line in a canonical
+tty), Ctrl-C (shells and REPLs discard the line, prompt again)."""
 PROMPT_WAIT = 2.0
 """After a drop, keys wait (at most this long, in seconds) for the shell's
 fresh prompt. The tty turns the Ctrl-C into SIGINT when it arrives, but a

@@ -121,3 +121,16 @@ def test_keys_that_run_a_line_count_inside_a_paste_too() -> None:
     enters = [p for p in t.feed(b"\x1b[200~rm -rf x\x0f") if isinstance(p, Enter)]
     assert [(e.line.text, e.key) for e in enters] == [("rm -rf x", b"\x0f")]
     assert lines(b"\x1b[200~rm -rf x \x15\x1b[201~\r") == [("rm -rf x ", True)]
+
+
+def test_the_drop_sequence_aborts_a_key_sequence_first() -> None:
+    """A refused line is dropped with keys sent to the shell. With Ctrl-X
+    typed before the held key, bash read the drop's Ctrl-E as Ctrl-X Ctrl-E
+    (edit-and-execute) and ran the refused line: Ctrl-G (abort) comes first,
+    and the drop holds no key that runs a line."""
+    from protocols.ssh.server import DROP_LINE
+
+    assert DROP_LINE.startswith(b"\x07")
+    t = LineTracker()
+    t.feed(b"rm -rf x\x18")
+    assert not [p for p in t.feed(DROP_LINE) if isinstance(p, Enter)]
