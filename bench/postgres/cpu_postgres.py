@@ -11,6 +11,7 @@ transaction is far steadier on a shared machine than TPS (reported too).
 
     git worktree add /tmp/hoopd-base <commit>
     python bench/postgres/cpu_postgres.py --compare-tree /tmp/hoopd-base [--rounds 6] [--txns 3000] [--mode prepared]
+    python bench/postgres/cpu_postgres.py --compare-tree /tmp/hoopd-base --client asyncpg
 
 Without ``--compare-tree`` only this tree (or ``--tree``) is measured.
 """
@@ -63,6 +64,27 @@ def config(listen_port: int, pg: PgServer) -> dict[str, Any]:
     }  # fmt: skip
 
 
+ASYNCPG_CLIENT = """
+import asyncio, random, sys, time
+import asyncpg
+
+async def client(n):
+    conn = await asyncpg.connect()  # PGHOST, PGPORT, PGUSER, PGPASSWORD... from the environment
+    for _ in range(n):
+        await conn.fetchval("SELECT abalance FROM pgbench_accounts WHERE aid = $1", random.randint(1, 200000))
+    await conn.close()
+
+async def main(n):
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n) for _ in range(4)))
+    print(f"tps = {4 * n / (time.perf_counter() - started):.1f}")
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+"""Four asyncpg connections, each running the pgbench -S SELECT as a prepared
+statement (asyncpg's Bind/Execute/Sync, no Describe), -t times."""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,6 +95,8 @@ def main() -> int:
     ap.add_argument("--txns", type=int, default=3000, help="transactions per pgbench client")
     ap.add_argument("--mode", choices=["simple", "extended", "prepared"], default="simple",
                     help="pgbench -M: the query protocol")
+    ap.add_argument("--client", choices=["pgbench", "asyncpg"], default="pgbench",
+                    help="asyncpg: the same SELECT as a prepared statement, Bind/Execute without Describe")
     args = ap.parse_args()
     this = Path(args.tree).resolve() if args.tree else ROOT
     trees = {"this": this}
@@ -118,10 +142,11 @@ def main() -> int:
                 assert proc is not None
                 pid = proc.pid
                 a, am = cpu_seconds(pid), cpu_seconds(pid, pid)
-                out = subprocess.run(
-                    ["pgbench", "-n", "-S", "-M", args.mode, "-c", "4", "-j", "2", "-t", str(args.txns), "bench"],
-                    env=envs[name], capture_output=True, text=True, check=True,
-                ).stdout  # fmt: skip
+                argv = (
+                    [sys.executable, "-c", ASYNCPG_CLIENT, str(args.txns)] if args.client == "asyncpg"
+                    else ["pgbench", "-n", "-S", "-M", args.mode, "-c", "4", "-j", "2", "-t", str(args.txns), "bench"]
+                )  # fmt: skip
+                out = subprocess.run(argv, env=envs[name], capture_output=True, text=True, check=True).stdout
                 b, bm = cpu_seconds(pid), cpu_seconds(pid, pid)
                 m = re.search(r"tps = ([0-9.]+)", out)
                 tps = float(m.group(1)) if m else 0.0
@@ -137,7 +162,8 @@ def main() -> int:
                     f"loop thread {row[1]:6.1f} (system {row[2]:5.1f}), tps {tps:6.0f}",
                     flush=True,
                 )
-        print(f"medians of {args.rounds} runs of pgbench -n -S -M {args.mode} -c 4 -j 2 -t {args.txns}:")
+        what = "the asyncpg client" if args.client == "asyncpg" else f"pgbench -n -S -M {args.mode} -c 4 -j 2"
+        print(f"medians of {args.rounds} runs of {what} -t {args.txns}:")
         for name, tree in trees.items():
             rows = got[name]
             med = [statistics.median(r[i] for r in rows) for i in range(4)]
