@@ -132,6 +132,10 @@ def body_kind(mtype: str) -> str:
         mtype.startswith(("text/", "message/"))  # message/http (a TRACE echo), message/rfc822
         or mtype in _TEXT_APP_TYPES
         or mtype.endswith("+xml")
+        # a batch API's answer (HTTP responses with JSON, one per part); not
+        # byteranges: pieces of a file, often binary (and never asked for
+        # through masking, which drops Range)
+        or (mtype.startswith("multipart/") and mtype != "multipart/byteranges")
     ):
         return "text"
     return "binary"

@@ -107,6 +107,7 @@ class Upstream:
         r.add_get("/lone-surrogate", self.lone_surrogate)
         r.add_get("/charset-text", self.charset_text)
         r.add_route("TRACE", "/trace", self.trace)
+        r.add_get("/batch", self.batch)
         r.add_get("/ndjson-stream", self.ndjson_stream)
         r.add_get("/early-eof", self.early_eof)
         r.add_get("/sse", self.sse)
@@ -382,6 +383,22 @@ class Upstream:
         return web.Response(
             body=("\r\n".join(lines) + "\r\n\r\n").encode(),
             headers={"Content-Type": request.query.get("type", "message/http")},
+        )
+
+    async def batch(self, request: web.Request) -> web.Response:
+        """A batch API's answer (OData ``$batch``, Google's batch endpoints):
+        ``multipart/mixed`` parts, each an HTTP response with a JSON body;
+        ``?type=`` overrides the multipart subtype."""
+        self.requests.append(_echo_payload(request))
+        parts = [
+            'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"id": 1, "email": "alice@example.com"}',
+            'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"id": 2, "card": "4111 1111 1111 1111"}',
+        ]
+        body = "".join(f"--b0undary\r\nContent-Type: application/http\r\n\r\n{p}\r\n" for p in parts)
+        subtype = request.query.get("type", "mixed")
+        return web.Response(
+            body=(body + "--b0undary--\r\n").encode(),
+            headers={"Content-Type": f"multipart/{subtype}; boundary=b0undary"},
         )
 
     async def charset_text(self, request: web.Request) -> web.Response:
