@@ -594,7 +594,7 @@ class ClientConnection(asyncio.Protocol):
         self.backend_key = (login.backend_pid, login.backend_key)
         self.key = self.handler.register_key(self)
         out = [w.auth_ok()]
-        out += [w.parameter_status(k, v) for k, v in login.parameters]
+        out += [self._login_message(w.parameter_status(k, v)) for k, v in login.parameters]
         assert self.judge is not None
         for k, v in login.parameters:
             if k == "client_encoding":
@@ -602,7 +602,7 @@ class ClientConnection(asyncio.Protocol):
             elif k == "standard_conforming_strings":
                 self.judge.backslash_escapes = v != "on"
         self.judge.wide_encoding = not ascii_safe(self._client_encoding)
-        out += login.notices
+        out += [self._login_message(notice) for notice in login.notices]
         out.append(w.backend_key_data(*self.key))
         out.append(w.ready_for_query(login.status))
         self._write(b"".join(out))
@@ -617,6 +617,16 @@ class ClientConnection(asyncio.Protocol):
             data = bytes(self._hs)
             self._hs.clear()
             self._client_data(data)
+
+    def _login_message(self, msg: bytes) -> bytes:
+        """A ParameterStatus or NoticeResponse of the database's login,
+        masked by content as later ones are: ``ALTER ROLE ... SET
+        application_name`` or a login event trigger's RAISE NOTICE can put
+        anything there."""
+        if self.masking is None:
+            return msg
+        masked, _ = self.masking.mask_other(msg[0], msg, 0, len(msg), False)
+        return msg if masked is None else masked
 
     # == external events =============================================================
     async def cancel(self) -> None:

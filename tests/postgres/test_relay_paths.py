@@ -174,3 +174,38 @@ def test_rows_of_no_statement_end_the_session_unsent(env: Env, after_a_result: b
     assert b"match no statement the gateway tracked" in out and b"08P01" in out
     assert (b"fine" in out) == after_a_result
     assert sink.is_closing()
+
+
+def test_login_settings_and_notices_are_masked(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the database says during its login (a setting from ``ALTER ROLE
+    ... SET application_name``, a notice) is masked like the same messages
+    later in the session."""
+    loop, daemon = env
+
+    async def connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
+        up, login = await fake_connect(upstream, startup)
+        login.parameters.append(("application_name", "batch s3cr3t-42"))
+        login.notices.append(w.message(w.NOTICE, b"SNOTICE\0C00000\0Mwelcome s3cr3t-7\0\0"))
+        return up, login
+
+    monkeypatch.setattr(_client, "connect", connect)
+
+    async def go() -> bytes:
+        from tests.support.transports import MemoryTransport
+
+        conn = _client.ClientConnection(daemon.handlers["db"])
+        sink = MemoryTransport()
+        conn.connection_made(sink)
+        conn.data_received(w.startup_message({"user": "x", "database": "postgres"}))
+        for _ in range(200):
+            if conn._relay:
+                break
+            await asyncio.sleep(0.005)
+        assert conn._relay
+        conn.connection_lost(None)
+        return bytes(sink.data)
+
+    out = loop.run_until_complete(go())
+    assert b"application_name\0batch [" in out and b"welcome [" in out, out
+    assert b"s3cr3t" not in out, out
+    assert b"server_version\x0015.8\0" in out
