@@ -7,23 +7,14 @@ the request passed as a POST to /api/x."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from tests.http.conftest import KEYS, Env
+from tests.http.conftest import Env
+from tests.http.test_method_readings import _raw
 
 
 def _post(env: Env, path: str, extra: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=10) as s:
-        s.sendall(
-            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
-            f"Content-Length: 2\r\nConnection: close\r\n{extra}\r\n{{}}".encode()
-        )
-        data = b""
-        while part := s.recv(65536):
-            data += part
-    return data
+    return _raw(env, "POST", path, extra)
 
 
 @pytest.mark.parametrize(

@@ -191,17 +191,7 @@ def test_login_settings_and_notices_are_masked(env: Env, monkeypatch: pytest.Mon
     monkeypatch.setattr(_client, "connect", connect)
 
     async def go() -> bytes:
-        from tests.support.transports import MemoryTransport
-
-        conn = _client.ClientConnection(daemon.handlers["db"])
-        sink = MemoryTransport()
-        conn.connection_made(sink)
-        conn.data_received(w.startup_message({"user": "x", "database": "postgres"}))
-        for _ in range(200):
-            if conn._relay:
-                break
-            await asyncio.sleep(0.005)
-        assert conn._relay
+        conn, sink, _ = await open_client(daemon.handlers["db"], keep_handshake=True)
         conn.connection_lost(None)
         return bytes(sink.data)
 

@@ -38,10 +38,11 @@ def spy_events(recording: Any) -> list[Any]:
     return events
 
 
-async def open_client(handler: Any) -> tuple[Any, MemoryTransport, list[Any]]:
+async def open_client(handler: Any, keep_handshake: bool = False) -> tuple[Any, MemoryTransport, list[Any]]:
     """A client connection through the startup handshake of an ``auth: none``
     connection whose ``connect`` is fake_connect: (connection, its transport
-    with the handshake's bytes cleared, the events recorded from then on)."""
+    with the handshake's bytes cleared unless ``keep_handshake``, the events
+    recorded from then on)."""
     from protocols.postgres import _client
     from protocols.postgres import _wire as w
 
@@ -55,7 +56,8 @@ async def open_client(handler: Any) -> tuple[Any, MemoryTransport, list[Any]]:
         await asyncio.sleep(0.005)
     assert conn._relay and conn.session is not None and conn.up is not None
     events = spy_events(conn.session.recording)
-    sink.data.clear()
+    if not keep_handshake:
+        sink.data.clear()
     return conn, sink, events
 
 
