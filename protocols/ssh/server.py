@@ -900,6 +900,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         self._started = time.monotonic()
         self.out: MaskedStream | None = None
         self.err: MaskedStream | None = None
+        self.inp: MaskedStream | None = None  # exec stdin, masked for the recording only
         self.alt_screen = False
         self._full_screen_ok = False  # the last line run starts an editor, pager...
         self._prompt = ""  # the shell's prompt, as drawn before the last line
@@ -1034,6 +1035,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.channels.discard(self)
         self._ended = True
+        if self.inp is not None:
+            self.inp.flush()
+            self.inp.close()
         if self._rec is not None:
             self._rec.flush()
         for s in (self.out, self.err):
@@ -1094,6 +1098,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self.tracker = LineTracker()  # an interactive terminal (shell, or ssh -t host cmd)
         if self.pty is None and not self.transfer:
             self._rec = RecordBuffer(self._record, self.cmd.seq if self.cmd is not None else 0)
+            self.inp = MaskedStream(masker, self._record_stdin, opts.output_flush)
         if self.pty is None:
             flush_after = opts.exec_output_flush  # None: never on a timer
         if not self.transfer:
@@ -1182,6 +1187,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
     def _send_eof(self) -> None:
         if not self._eof_sent and self.up_chan is not None:
             self._eof_sent = True
+            if self.inp is not None:
+                self.inp.flush()
             self.up_chan.write_eof()
 
     def _refuse(self, message: str) -> None:
@@ -1231,6 +1238,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             if self.out is not None:
                 self.out.typed(data)
             self._keystrokes(self.tracker.feed(data))
+        elif self.inp is not None:
+            session.client_data(data, record=False)
+            self.inp.feed(data)
+            self.up_chan.write(data)
         else:
             session.client_data(data, record=not self.transfer and self.pty is None)
             if self.pty is not None and self.out is not None:
@@ -1238,6 +1249,12 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             self.up_chan.write(data)
         if session.congested:
             self._wait_for_recorder()
+
+    def _record_stdin(self, data: bytes, masked: dict[str, int] | None) -> None:
+        """Exec stdin as the recording keeps it: masked by content like the
+        output (the target gets it as sent)."""
+        if self._rec is not None and not self.session.ended:
+            self._rec.add(Stream.STDIN, data, masked)
 
     def _keystrokes(self, pieces: list[Any]) -> None:
         for i, piece in enumerate(pieces):
@@ -1622,6 +1639,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
 
     def upstream_closed(self, status: int | None, signal: tuple[Any, ...] | None) -> None:
         self._flush_batch()
+        if self.inp is not None:
+            self.inp.flush()
         for s in (self.out, self.err):
             if s is not None:
                 s.flush()

@@ -1489,3 +1489,19 @@ def test_tunnel_destination_denied_by_rule(env: Env) -> None:
         )
 
     wait_for(all_denied, 10)  # the recorder writes in the background
+
+
+def test_exec_stdin_is_masked_in_the_recording(env: Env) -> None:
+    """What an exec command reads reaches the target as sent, and the
+    recording keeps it masked like the output (as the postgres and http
+    recordings keep what their clients send)."""
+    marker = f"stdin-{os.urandom(4).hex()}"
+    chunks = [b"line one\n", f"deploy key {SECRET} end\n".encode(), b"last\n"]
+    r = run_ssh(env.port, env.token, f"sha256sum # {marker}", input=b"".join(chunks))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0].decode() == hashlib.sha256(b"".join(chunks)).hexdigest()
+    events = all_events(env)
+    cmd = next(e for e in events if e["type"] == "command" and marker in e["text"])
+    stdin = b"".join(output_bytes(e) for e in events
+                     if e["session"] == cmd["session"] and e["type"] == "output" and e["stream"] == "stdin")
+    assert stdin == b"line one\ndeploy key [TEST_SECRET] end\nlast\n", stdin
