@@ -89,6 +89,11 @@ impersonated, and a subject of that name is refused: only RBAC bindings the
 cluster admin made for the gateway's users should apply."""
 
 
+def _has_dot_segment(path: str) -> bool:
+    """``.`` or ``..`` as a segment of the (decoded) path; kubectl never sends one."""
+    return "/." in path and any(seg in (".", "..") for seg in path.split("/"))
+
+
 def impersonated_groups(identity: Identity) -> list[str]:
     return sorted(g for g in identity.groups if not g.startswith(RESERVED_PREFIX))
 
@@ -480,6 +485,11 @@ class KubeProxy:
         # the query as sent: classify decodes it once, as the API server does
         # (aiohttp's query_string is decoded already: twice, an exec's "%27"
         # read as a quote)
+        if _has_dot_segment(request.path):
+            # /api/v1/x/../namespaces/doomed: the gateway judges the path as
+            # sent, a proxy in front of the API server may resolve it first
+            log.info("refused a path with dot segments: %r", request.path[:200])
+            return status_response(400, "hoopd: a path with '.' or '..' segments is refused", "BadRequest")
         info = self.request_info(request.method, request.path, request.raw_path.partition("?")[2])
         kr = info.kr
         got = await self.session_for(state, identity, request, kr)

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import termios
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -1187,3 +1188,20 @@ def test_kubernetes_reserved_names_are_not_impersonated(kube: Kube, fake: FakeAp
     res = kube.kubectl("get", "ns", kubeconfig=system)
     assert res.returncode != 0 and "is a name Kubernetes reserves" in res.stderr, res.stderr
     assert not any(p.startswith("/api/v1/namespaces") for _, p, _ in fake.api.requests[before:])
+
+
+@pytest.mark.parametrize("path", ["/api/v1/x/../namespaces/default", "/api/v1/namespaces/./default",
+                                  "/api/v1/x/%2e%2e/namespaces/default"])
+def test_dot_segments_are_refused(kube: Kube, fake: FakeApiServer, path: str) -> None:
+    """A proxy in front of the API server may resolve '..' before it routes:
+    the gateway would have judged another request than the one that runs."""
+    before = len(fake.api.requests)
+    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
+    req = urllib.request.Request(f"https://127.0.0.1:{kube.port}{path}", method="DELETE",
+                                 headers={"Authorization": f"Bearer {kube.token('alice', ['dev'])}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, context=ctx, timeout=10)
+    assert err.value.code == 400
+    assert b"'..' segments is refused" in err.value.read()
+    assert len(fake.api.requests) == before
+    assert "default" in kube.ok("get", "ns")
