@@ -33,6 +33,7 @@ import codecs
 import contextlib
 import functools
 import json
+import math
 import re
 import sys
 import zlib
@@ -596,7 +597,13 @@ class JsonDocuments:
         masked, counts = self._json.mask_obj(obj)
         if not counts:
             return data, {}
-        return json.dumps(masked, separators=(",", ":"), ensure_ascii=False).encode(), dict(counts)
+        try:
+            out = json.dumps(masked, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            # a number too large for a float (1e999) would come back as
+            # Infinity, which is not JSON
+            out = _dumps_non_finite(masked)
+        return out.encode(), dict(counts)
 
     def _several(self, data: bytes) -> tuple[bytes, Counts]:
         """A body that is not one JSON document: NDJSON labelled
@@ -628,6 +635,29 @@ class JsonDocuments:
         out, found = self.masker.mask_bytes(keyed)
         _add_counts(counts, found)
         return bytes(out), counts
+
+
+_NON_FINITE = {"inf": "1e999", "-inf": "-1e999", "nan": "NaN"}
+
+
+def _dumps_non_finite(obj: Any) -> str:
+    """``json.dumps`` of a document with numbers beyond a float (parsed as
+    infinities): each is written back as ``1e999`` / ``-1e999``, valid JSON
+    that parses to the same (a NaN the upstream sent as such stays NaN)."""
+
+    def mark(node: Any) -> Any:
+        if isinstance(node, float) and not math.isfinite(node):
+            return f"\0hoopd-{node!r}\0"
+        if isinstance(node, dict):
+            return {k: mark(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [mark(v) for v in node]
+        return node
+
+    out = json.dumps(mark(obj), separators=(",", ":"), ensure_ascii=False)
+    for name, text in _NON_FINITE.items():
+        out = out.replace(f'"\\u0000hoopd-{name}\\u0000"', text)
+    return out
 
 
 _DECODER = json.JSONDecoder()

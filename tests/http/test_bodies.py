@@ -557,3 +557,13 @@ def test_a_bomb_is_decoded_a_step_at_a_time(coding: str) -> None:
     first = body.feed(data)
     assert body.pending and len(first) <= 2 * DECODE_STEP
     assert first + body.finish() == plain  # finish: the rest at once
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E+400"])
+def test_a_number_beyond_a_float_stays_json_when_the_document_is_rewritten(number: str) -> None:
+    """Re-serialized, 1e999 became ``Infinity``: no JSON parser takes that."""
+    body = f'{{"n": {number}, "password": {{"a": "b"}}, "list": [1, 2]}}'.encode()
+    out, counts = JsonDocuments(MASKERS["fields"]).mask(body)
+    assert counts == {"f": 1}
+    doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert doc == {"n": float(number), "password": {"a": "[F]"}, "list": [1, 2]}
