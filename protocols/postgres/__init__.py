@@ -68,6 +68,12 @@ class PostgresOptions(BaseModel):
     connects and stalls holds no connection slot longer. Then the connection
     is closed, after ``FATAL 57014`` once the client has sent its startup
     message."""
+    max_client_message: Size = Field(default=256 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
+    """Longest message a client may send (a Query's text, a Bind's
+    parameters, one CopyData): the gateway holds a message whole before it
+    judges it, so this bounds the memory one session can make it hold. A
+    longer one ends the session (``FATAL 08P01``). PostgreSQL's own limit is
+    1 GiB."""
     max_parsed_sql: Size = Field(default=4 * 1024 * 1024, ge=1024)
     """Longest statement text (in characters) the risk scorer parses; a
     longer one counts as unparseable (the ``risk.unparseable`` policy

@@ -224,7 +224,7 @@ class ClientConnection(asyncio.Protocol):
         self._analysed = False
         """The frames coming back from the parse worker: do not send them again."""
         self._risk = self.conn.risk or _DEFAULT_RISK
-        self.cframer = w.Framer(frontend=True)
+        self.cframer = w.Framer(frontend=True, max_length=handler.options.max_client_message)
         self.bframer = w.Framer(frontend=False)
         self.key: tuple[int, int] | None = None
         self.backend_key: tuple[int, int] = (0, 0)

@@ -194,6 +194,8 @@ class Framer:
             length = unpack(buf, pos + 1)[0]
             stop = pos + 1 + length
             if t not in types or length < 4 or length > limit:
+                if t in types and length > limit:
+                    raise ProtocolViolation(f"a message of {length} bytes is longer than the limit of {limit}")
                 raise ProtocolViolation(
                     f"invalid message (type {t!r}, length {length}) at offset {pos}"
                 )

@@ -40,6 +40,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 "listen": f"127.0.0.1:{free_port()}",
                 "upstream": {"host": "127.0.0.1", "port": 9, "user": "u", "sslmode": "disable"},
                 "auth": "none",
+                "options": {"max_client_message": "1MiB"},
                 "masking": {
                     "rules": [
                         {"id": "secret-word", "pattern": "s3cr3t-[0-9]+"},
@@ -199,3 +200,22 @@ def test_login_settings_and_notices_are_masked(env: Env, monkeypatch: pytest.Mon
     assert b"application_name\0batch [" in out and b"welcome [" in out, out
     assert b"s3cr3t" not in out, out
     assert b"server_version\x0015.8\0" in out
+
+
+def test_a_client_message_over_max_client_message_ends_the_session(env: Env) -> None:
+    """options.max_client_message bounds what one session can make the
+    gateway hold: the message is refused at its header, before it is read."""
+    loop, daemon = env
+
+    async def go() -> tuple[bytes, bytes, Any]:
+        conn, sink, _ = await open_client(daemon.handlers["db"])
+        conn.data_received(w.query("SELECT 1"))
+        first = bytes(sink.data)
+        big = w.query("SELECT '" + "x" * (1024 * 1024) + "'")
+        conn.data_received(big[:4096])  # the header says more than 1 MiB
+        return first, bytes(sink.data), sink
+
+    first, out, sink = loop.run_until_complete(go())
+    assert b"08P01" not in first
+    assert b"08P01" in out and b"is longer than the limit of 1048576" in out, out
+    assert sink.is_closing()
