@@ -576,21 +576,12 @@ def _literal_output(name: str, argv: list[str]) -> str | None:
     return None
 
 
-_SSH_ARG_OPTS = frozenset("BbcDEeFIiJLlmOoPpQRSWw")
+_SSH_ARG_OPTS = "BbcDEeFIiJLlmOoPpQRSWw"
 
 
 def _ssh_command(args: list[str]) -> str:
     """The remote command of ``ssh [options] host command...``."""
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--":
-            i += 1
-            break
-        if not a.startswith("-") or a == "-":
-            break
-        i += 2 if a[-1] in _SSH_ARG_OPTS and len(a) == 2 else 1
-    return " ".join(args[i + 1 :])
+    return " ".join(args[_options_end(args, _SSH_ARG_OPTS) + 1 :])
 
 
 def _top_level(path: str) -> bool:
@@ -695,19 +686,26 @@ def _option_value(argv: list[str], names: Iterable[str]) -> str | None:
 def _skip_options(
     argv: list[str], words: list[Word], takes_arg: str = "", long_args: tuple[str, ...] = ()
 ) -> tuple[list[str], list[Word]]:
+    i = _options_end(argv, takes_arg, long_args)
+    return argv[i:], words[i:]
+
+
+def _options_end(argv: list[str], takes_arg: str = "", long_args: tuple[str, ...] = ()) -> int:
+    """Index of the first operand: options (``takes_arg``: the letters of
+    short options, ``long_args``: the long options that take the next
+    word) and a ``--`` skipped."""
     i = 0
     while i < len(argv):
         a = argv[i]
         if a == "--":
-            i += 1
-            break
+            return i + 1
         if not a.startswith("-") or a == "-":
             break
         if a in long_args or (not a.startswith("--") and len(a) == 2 and a[1] in takes_arg):
             i += 2
             continue
         i += 1
-    return argv[i:], words[i:]
+    return i
 
 
 def _skip_sudo(argv: list[str], words: list[Word]) -> tuple[list[str], list[Word]]:
