@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from hoopd.aio import SLICE_SECONDS, ReadTime
 from hoopd.model import Output, Stream
 
 from .bodies import BodyDecodeError, BodyMasker, BodyRefused
@@ -41,12 +42,6 @@ log = logging.getLogger("hoopd.http")
 REPLAY_MAX_BYTES = 8192
 """Upstream reads up to this size that hold a whole response are remembered (``Replay``)."""
 REPLAY_ENTRIES = 256
-SLICE_SECONDS = 0.02
-"""Loop time an upstream connection's reads may take before it stops reading
-until the loop has gone round (``UpstreamConnection.data_received``). libuv
-reads a readable socket up to 32 times (256 KiB each) in one loop iteration,
-and each read's body is masked there: a text body dense with e-mails (~4 MB/s)
-held every other session of the listener for up to seconds."""
 
 # What an exchange did, in order (``Exchange.trace``, ``Replay.ops``):
 SEND = 0  # (SEND, bytes): written to the client
@@ -498,7 +493,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self._drain: asyncio.Future[None] | None = None
         self._pauses: set[str] = set()
-        self._busy = 0.0
+        self._reads = ReadTime()
         self.decoding = False
         """A compressed body's decoding is behind (``_pump``): reading is
         paused ("decode") and later parser events wait in ``_held``."""
@@ -581,14 +576,12 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         started = time.perf_counter()
         self._received(data)
-        self._busy += time.perf_counter() - started
-        if self._busy >= SLICE_SECONDS:
+        if self._reads.spent(time.perf_counter() - started):
             self._give_way()
 
     def _give_way(self) -> None:
         """Stop reading until the loop has run what else is ready: the
         bytes are handled in the same order, the other sessions get a turn."""
-        self._busy = 0.0
         transport = self.transport
         if transport is None or transport.is_closing() or self.closed or "slice" in self._pauses:
             return

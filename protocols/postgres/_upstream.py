@@ -18,16 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hoopd.aio import ReadTime
+
 from . import _messages as m
 from . import _wire as w
 
 HANDSHAKE_LIMIT = 1024 * 1024
-SLICE_SECONDS = 0.02
-"""Loop time the relay may spend on this connection's reads before the
-transport is paused until the loop has gone round once (``data_received``).
-libuv reads a readable socket up to 32 times (256 KiB each) in one loop
-iteration, so without this one fast database masking dense rows at ~1.5
-MB/s kept every other session of the listener waiting for seconds."""
 
 
 class UpstreamError(Exception):
@@ -77,7 +73,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.on_lost: Callable[[Exception | None], None] | None = None
         self.on_pause: Callable[[bool], None] | None = None
         self._pauses: set[str] = set()
-        self._busy = 0.0
+        self._reads = ReadTime()
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,8 +83,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.on_data is not None:
             started = time.perf_counter()
             self.on_data(data)
-            self._busy += time.perf_counter() - started
-            if self._busy >= SLICE_SECONDS:
+            if self._reads.spent(time.perf_counter() - started):
                 self._give_way()
             return
         self._buf += data
@@ -130,7 +125,6 @@ class UpstreamProtocol(asyncio.Protocol):
     def _give_way(self) -> None:
         """Stop reading until the loop has run what else is ready: the
         bytes are relayed in the same order, the other sessions get a turn."""
-        self._busy = 0.0
         transport = self.transport
         if transport is None or transport.is_closing() or "slice" in self._pauses:
             return

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from hoopd.aio import SLICE_SECONDS
 from protocols.postgres import _upstream
 from protocols.postgres._upstream import UpstreamProtocol
 from tests.support.transports import ReadingSwitches as FakeTransport
@@ -44,7 +45,7 @@ def test_costly_read_pauses_until_the_loop_went_round() -> None:
         proto = UpstreamProtocol()
         transport = FakeTransport()
         proto.connection_made(transport)  # type: ignore[arg-type]
-        proto.on_data = _busy(_upstream.SLICE_SECONDS * 1.5)
+        proto.on_data = _busy(SLICE_SECONDS * 1.5)
         proto.data_received(b"x")
         paused = list(transport.calls)
         await asyncio.sleep(0)
@@ -61,7 +62,7 @@ def test_cheap_reads_pause_once_their_time_adds_up(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(_upstream, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def costly_read(data: bytes) -> None:
-        clock[0] += _upstream.SLICE_SECONDS / 4.5
+        clock[0] += SLICE_SECONDS / 4.5
 
     async def main() -> tuple[list[str], int]:
         proto = UpstreamProtocol()
@@ -86,7 +87,7 @@ def test_other_pauses_are_kept() -> None:
         proto = UpstreamProtocol()
         transport = FakeTransport()
         proto.connection_made(transport)  # type: ignore[arg-type]
-        proto.on_data = _busy(_upstream.SLICE_SECONDS * 1.5)
+        proto.on_data = _busy(SLICE_SECONDS * 1.5)
         proto.data_received(b"x")
         proto.pause("client_buffer")
         await asyncio.sleep(0)
@@ -104,7 +105,7 @@ def test_closing_transport_is_left_alone() -> None:
         transport = FakeTransport()
         transport.closing = True
         proto.connection_made(transport)  # type: ignore[arg-type]
-        proto.on_data = _busy(_upstream.SLICE_SECONDS * 1.5)
+        proto.on_data = _busy(SLICE_SECONDS * 1.5)
         proto.data_received(b"x")
         await asyncio.sleep(0)
         return transport.calls
