@@ -184,6 +184,7 @@ async def open_connection(work: Path) -> tuple[Any, Any, Any, Any]:
     await asyncio.wait_for(ready, 10)  # ReadyForQuery
     await asyncio.sleep(0.05)
     assert conn._relay and conn.session is not None, "handshake did not finish"
+    pg_inproc.prime_catalog(conn)
     client_transport.on_write = None
     assert daemon.gateway is not None
     return daemon, conn, up, daemon.gateway.recorder

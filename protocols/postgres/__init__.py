@@ -31,6 +31,7 @@ from hoopd.handler import Loc, ServerHandler
 if TYPE_CHECKING:
     from hoopd.config import ConnectionConfig
 
+    from ._catalog import Catalog
     from ._client import ClientConnection
 
 log = logging.getLogger("hoopd.postgres")
@@ -119,8 +120,10 @@ class PostgresHandler(ServerHandler):
         self.options: PostgresOptions = connection.options  # type: ignore[assignment]
         self._server: asyncio.Server | None = None
         self._keys: dict[tuple[int, int], ClientConnection] = {}
-        self.row_descriptions: dict[bytes, tuple[Any, Any]] = {}
-        """RowDescription bytes -> (columns, masking plan): shared by sessions."""
+        self.row_descriptions: dict[bytes, tuple[Any, Any, float]] = {}
+        """RowDescription bytes -> (columns, masking plan, valid until): shared by
+        sessions (per database instead when the catalog is asked)."""
+        from ._catalog import Catalog
         from ._masking import StreamMasking
         from ._parse_worker import ParseWorker
         from ._scoring import Scorer
@@ -139,6 +142,9 @@ class PostgresHandler(ServerHandler):
                 raise
             log.warning("masking engine unavailable: %s", exc)
         self.masking = StreamMasking(masker, getattr(masker, "config", connection.masking))
+        self.catalog: Catalog | None = Catalog(self.upstream) if self.masking.by_name else None
+        """Names of result columns' tables and columns, for column rules that
+        hold whatever a query labels the column (see ``_catalog``)."""
 
     async def start(self) -> None:
         from ._client import ClientConnection
@@ -151,6 +157,8 @@ class PostgresHandler(ServerHandler):
 
     async def stop(self) -> None:
         await super().stop()
+        if self.catalog is not None:
+            self.catalog.close()
         await self.parse_worker.close()
 
     # -- cancel keys ---------------------------------------------------------------

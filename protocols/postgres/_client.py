@@ -35,6 +35,7 @@ import logging
 import ssl
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ from hoopd.tls import identity_from_peercert
 
 from . import _messages as m
 from . import _wire as w
+from ._catalog import CatalogError, Database, Origin
 from ._copy_format import ascii_safe
 from ._copy_mask import CopyColumns, CopyShapeError, copy_data
 from ._copy_probe import ASYNC_TYPES, Probe
@@ -101,6 +103,10 @@ server's socket buffers with every pipelined statement tracked in memory.
 Above what the server holds back unflushed (8 KiB of answers, at most
 ~1600 of them), so a pipeline without Sync cannot wait on itself."""
 ROW_DESCRIPTION_CACHE = 256
+_FOREVER = float("inf")
+_RENAMING_TAGS = ("ALTER ", "DO", "CALL")
+"""Completion tags of statements that can rename columns or tables: the
+catalog's names for the database are dropped (``_catalog``)."""
 DENY_SQL = "HOOPD DENIED"
 SQLSTATE_DENIED = "42501"
 FUNCTION_CALL_SCORE = 75
@@ -247,6 +253,15 @@ class ClientConnection(asyncio.Protocol):
         self._pauses: set[str] = set()
         self._session_rows = 0
         self._session_bytes = 0
+        self._db: Database | None = None
+        """The catalog of the session's database, when column rules need the
+        names of result columns' tables and columns (``_catalog``)."""
+        self._rd_cache: dict[bytes, tuple[Any, Any, float]] = handler.row_descriptions
+        """RowDescription bytes -> (columns, masking plan, valid until)."""
+        self._held_up: list[bytes] | None = None
+        """Server bytes held (from a RowDescription on) while the catalog is asked."""
+        self._renamed = False
+        """A statement that can rename columns ran in the open transaction."""
         opts = handler.options
         self._caps = any(
             x is not None
@@ -553,6 +568,9 @@ class ClientConnection(asyncio.Protocol):
         _, client_addr = self._peer()
         startup = self._upstream_startup(params)
         up = self.handler.upstream
+        if self.handler.catalog is not None:
+            self._db = self.handler.catalog.database(startup["database"])
+            self._rd_cache = self._db.row_descriptions
         attrs = {
             "upstream": f"{up.host}:{up.port}",
             "database": startup["database"],
@@ -1350,7 +1368,14 @@ class ClientConnection(asyncio.Protocol):
             return f"its columns could not be learned for masking ({code}: {msg})"
         if probe.columns is None:
             return "its columns could not be learned for masking (no result description)"
-        plan = masking.plan(probe.columns)
+        cols = probe.columns
+        if self._db is not None and self.handler.catalog is not None:
+            oids = self._db.missing([c.table_oid for c in cols if c.table_oid], time.monotonic())
+            try:
+                await self.handler.catalog.learn(self._db, oids)
+            except CatalogError:
+                return "the names of its columns could not be learned for masking"
+        plan = masking.plan(cols, None, self._origins(cols))
         if not any(plan.rules):
             return ""  # no column is masked by name: content masking as for any COPY
         if target.binary:
@@ -1401,6 +1426,9 @@ class ClientConnection(asyncio.Protocol):
 
     # == sink (results of statements) ===================================================
     def complete(self, run: Running, tag: str) -> None:
+        if self._db is not None and tag.startswith(_RENAMING_TAGS):
+            self._db.forget()
+            self._renamed = True  # and again once committed (_ready)
         session = self.session
         if session is None:
             return
@@ -1435,6 +1463,9 @@ class ClientConnection(asyncio.Protocol):
 
     # == server -> client ================================================================
     def _upstream_data(self, data: bytes) -> None:
+        if self._held_up is not None:
+            self._held_up.append(data)
+            return
         session = self.session
         transport = self.transport
         if session is None or transport is None or transport.is_closing():
@@ -1491,6 +1522,8 @@ class ClientConnection(asyncio.Protocol):
             done = self._one_result(buf, start, end, others, rows)
             if done is not None:
                 return done
+        if self._db is not None and others:
+            end, others, rows = self._hold_for_catalog(buf, end, others, rows)
         tracker = self.tracker
         masking = self.masking
         hits: Hits | None = None
@@ -1645,10 +1678,14 @@ class ClientConnection(asyncio.Protocol):
                 and (s1 - e0) - 7 * rows - 4 >= masking.min_width
             ):
                 return None
-            hit = self.handler.row_descriptions.get(buf[s0:e0])
-            if hit is None or (hit[1] is not None and hit[1].forced):
+            hit = self._rd_cache.get(buf[s0:e0])
+            if (
+                hit is None
+                or (hit[1] is not None and hit[1].forced)
+                or (hit[2] != _FOREVER and hit[2] <= time.monotonic())  # names to learn again
+            ):
                 return None
-            run.columns, run.plan = hit
+            run.columns, run.plan = hit[0], hit[1]
             if rows:
                 nbytes = s1 - e0
                 run.rows += rows
@@ -1657,6 +1694,8 @@ class ClientConnection(asyncio.Protocol):
                 self._session_bytes += nbytes
         tracker.command_complete(_command_tag(buf[s1 + 5 : e1]))
         tracker.ready(buf[s2 + 5 : s2 + 6])
+        if self._renamed:
+            self._ready(buf[s2 + 5])
         if self.judge is not None and self.judge.encoding_changing and not queue:
             self.judge.encoding_changing = False
         nxt = tracker.current()
@@ -1775,7 +1814,7 @@ class ClientConnection(asyncio.Protocol):
 
             run.plan = RowPlan([], [], False, True)
             return run.plan
-        run.plan = masking.plan(cols, formats)
+        run.plan = masking.plan(cols, formats, self._origins(cols))
         return run.plan
 
     def _backend_message(self, t: int, buf: bytes, s: int, e: int, run: Running | None) -> bytes | None:
@@ -1797,6 +1836,8 @@ class ClientConnection(asyncio.Protocol):
             tracker.command_complete(_command_tag(buf[s + 5 : e]))
         elif t == _READY:
             tracker.ready(buf[s + 5 : s + 6])
+            if self._renamed:
+                self._ready(buf[s + 5])
             if self.judge is not None and self.judge.encoding_changing and not tracker.queue:
                 # answered: a new client_encoding was reported before this
                 self.judge.encoding_changing = False
@@ -1864,19 +1905,94 @@ class ClientConnection(asyncio.Protocol):
     def _row_description(self, buf: bytes, s: int, e: int) -> None:
         """Columns of the result that starts, decoded once per distinct
         RowDescription (and planned once for masking)."""
-        raw = buf[s:e]
-        cache = self.handler.row_descriptions
-        hit = cache.get(raw)
+        hit = self._rd_cache.get(buf[s:e])
         if hit is None:
-            cols = m.row_description(buf, s, e)
-            plan = self.masking.plan(cols) if self.masking is not None else None
-            hit = (cols, plan)
-            if len(cache) >= ROW_DESCRIPTION_CACHE:
-                del cache[next(iter(cache))]
-            cache[raw] = hit
+            hit = self._describe(buf, s, e)
         run = self.tracker.row_description(hit[0])
         if run is not None:
             run.plan = hit[1]
+
+    def _describe(self, buf: bytes, s: int, e: int) -> tuple[Any, Any, float]:
+        """Decode and plan a RowDescription, with the column names the
+        catalog has for it; cached until those names expire."""
+        cols = m.row_description(buf, s, e)
+        until = _FOREVER
+        if self._db is not None:
+            until = self._db.valid_until({c.table_oid for c in cols if c.table_oid})
+        plan = self.masking.plan(cols, None, self._origins(cols)) if self.masking is not None else None
+        hit = (cols, plan, until)
+        cache = self._rd_cache
+        if len(cache) >= ROW_DESCRIPTION_CACHE:
+            del cache[next(iter(cache))]
+        cache[buf[s:e]] = hit
+        return hit
+
+    def _origins(self, cols: Sequence[m.Column]) -> list[Origin | None] | None:
+        db = self._db
+        if db is None:
+            return None
+        return [db.origin(c.table_oid, c.column) if c.table_oid else None for c in cols]
+
+    # -- column names from the catalog ---------------------------------------------------
+    def _hold_for_catalog(
+        self, buf: bytes, end: int, others: list[w.RowsFrame], rows: int
+    ) -> tuple[int, list[w.RowsFrame], int]:
+        """Stop before the first RowDescription whose tables the catalog must
+        be asked about: the server stream from there waits (read paused)
+        until the names are learned. Returns what to relay now."""
+        db = self._db
+        assert db is not None
+        cache = self._rd_cache
+        now = 0.0
+        for i, (t, s, e, before) in enumerate(others):
+            if t != _ROW_DESCRIPTION:
+                continue
+            hit = cache.get(buf[s:e])
+            if hit is not None:
+                if hit[2] == _FOREVER:
+                    continue
+                now = now or time.monotonic()
+                if hit[2] > now:
+                    continue
+            now = now or time.monotonic()
+            cols = m.row_description(buf, s, e)
+            missing = db.missing([c.table_oid for c in cols if c.table_oid], now)
+            if not missing:
+                self._describe(buf, s, e)
+                continue
+            self._held_up = [buf[s:end], self.bframer.take_tail()]
+            if self.up is not None:
+                self.up.pause("catalog")
+            spawn(self._learn_names(db, missing), name="pg-catalog")
+            return s, others[:i], before
+        return end, others, rows
+
+    async def _learn_names(self, db: Database, oids: list[int]) -> None:
+        assert self.handler.catalog is not None
+        try:
+            await self.handler.catalog.learn(db, oids)
+        except CatalogError as exc:
+            log.error("could not learn the names of result columns for masking: %s", exc)
+            self._held_up = None
+            self._fatal(
+                "58000",
+                "hoopd: the names of the result's columns could not be learned for masking",
+                reason="masking_failed",
+            )
+            return
+        held, self._held_up = self._held_up, None
+        if self.up is not None:
+            self.up.resume("catalog")
+        if held:
+            self._upstream_data(b"".join(held))
+
+    def _ready(self, status: int) -> None:
+        """ReadyForQuery after a statement that can rename: once its
+        transaction has ended, the catalog's names are dropped again (a
+        lookup in between saw the names from before the commit)."""
+        if status == 73 and self._db is not None:  # b"I": no transaction open
+            self._db.forget()
+            self._renamed = False
 
     # -- caps -------------------------------------------------------------------------
     def _over_cap(self, run: Running, pending_rows: int, pending_bytes: int) -> bool:

@@ -209,7 +209,7 @@ class StreamMasking:
             for field in rule.fields:
                 if "." in field:
                     self._qualified.append((rule.id, field.split(".", 1)[1].lower()))
-        self._plans: dict[tuple[tuple[str, int, int], ...], RowPlan] = {}
+        self._plans: dict[tuple[tuple[str, int, int, tuple[str, str] | None], ...], RowPlan] = {}
         self._json: Any = None
         rules = getattr(config, "rules", ()) or ()
         self.by_name = self.active and (
@@ -221,35 +221,57 @@ class StreamMasking:
         which names no columns, needs them learned first (``_copy_probe``)."""
 
     # -- planning ---------------------------------------------------------------
-    def column_rule(self, name: str) -> str | None:
-        rid: str | None = self.masker.field_rule(name)
+    def column_rule(self, name: str, origin: tuple[str, str] | None = None) -> str | None:
+        """The rule masking a result column named ``name`` whose values come
+        from ``origin`` (table, column: learned from the catalog by the
+        RowDescription's table OID and column number), if any."""
+        masker = self.masker
+        rid: str | None = masker.field_rule(name)
         if rid is not None:
             return rid
-        low = name.lower()
-        for qrid, pat in self._qualified:
-            # The table of a column is known only by OID: a table-qualified rule
-            # masks every column of that name (over-masking is the safe side).
-            if fnmatch.fnmatchcase(low, pat):
-                return qrid
-        if self.masker.secret_key_name(name):
+        if origin is not None:
+            # the column's own name and table, whatever the query labelled it
+            rid = masker.field_rule(origin[1], origin[0])
+            if rid is not None:
+                return rid
+            if masker.secret_key_name(origin[1]):
+                return KV_ID
+        else:
+            low = name.lower()
+            for qrid, pat in self._qualified:
+                # No known table: a table-qualified rule masks every column
+                # of that name (over-masking is the safe side).
+                if fnmatch.fnmatchcase(low, pat):
+                    return qrid
+        if masker.secret_key_name(name):
             # a column named like a secret (password, api_key...) with
             # secret_key_value on: replaced whole, as masking.rows does
             return KV_ID
         return None
 
-    def plan(self, columns: Sequence[Column], formats: Sequence[int] | None = None) -> RowPlan:
+    def plan(
+        self,
+        columns: Sequence[Column],
+        formats: Sequence[int] | None = None,
+        origins: Sequence[tuple[str, str] | None] | None = None,
+    ) -> RowPlan:
         """Plan for a result set. ``formats`` (from Bind) override the
-        RowDescription formats (a statement Describe reports 0 for all)."""
+        RowDescription formats (a statement Describe reports 0 for all);
+        ``origins`` are the columns' table and column names where known."""
         fmts = [_format_of(formats, i, c.format) for i, c in enumerate(columns)]
-        key = tuple((c.name, c.type_oid, f) for c, f in zip(columns, fmts, strict=True))
+        if origins is None:
+            origins = (None,) * len(columns)
+        key = tuple(
+            (c.name, c.type_oid, f, o) for c, f, o in zip(columns, fmts, origins, strict=True)
+        )
         plan = self._plans.get(key)
         if plan is not None:
             return plan
         kinds: list[int] = []
         rules: list[str] = []
-        for col, fmt in zip(columns, fmts, strict=True):
+        for col, fmt, origin in zip(columns, fmts, origins, strict=True):
             oid = col.type_oid
-            rid = self.column_rule(col.name) if self.active else None
+            rid = self.column_rule(col.name, origin) if self.active else None
             if rid is not None:
                 if oid in JSON_OIDS:
                     kinds.append(REPLACE_JSON)

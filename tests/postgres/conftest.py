@@ -11,7 +11,10 @@ whole directory. Connections on the gateway:
 - ``capped``: at most 100 rows per statement;
 - ``nocols``: content masking only (no column rule, secret_key_value off,
   so no value is masked by its column's name);
-- ``hurry``: clients must be logged in within 1 s.
+- ``hurry``: clients must be logged in within 1 s;
+- ``names``: the ``db`` masking rules plus a table-qualified rule
+  (``cn_staff.salary``), on its own database ``hoopd_names``
+  (test_column_origins; the database is created there).
 """
 
 from __future__ import annotations
@@ -109,7 +112,8 @@ def _conn(name: str, port: int, pg: PgServer, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("pg-gateway")
-    ports = {n: free_port() for n in ("db", "plain", "strict", "quick", "capped", "nocols", "hurry")}
+    names = ("db", "plain", "strict", "quick", "capped", "nocols", "hurry", "names")
+    ports = {n: free_port() for n in names}
     masking = {
         "recognizers": {"personal": True},
         "rules": [
@@ -156,6 +160,13 @@ def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 ports["hurry"],
                 pg,
                 options={"allow_plaintext_loopback": True, "login_timeout": "1s"},
+            ),
+            _conn(
+                "names",
+                ports["names"],
+                pg,
+                upstream={**_conn("", 0, pg)["upstream"], "database": "hoopd_names"},
+                masking={**masking, "rules": [*masking["rules"], {"id": "pay", "fields": ["cn_staff.salary"]}]},
             ),
         ]
     }

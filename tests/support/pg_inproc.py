@@ -25,6 +25,24 @@ async def fake_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any
     return up, LoginResult(parameters=[("server_version", "15.8")], backend_pid=1, backend_key=2)
 
 
+INPROC_TABLES = {16397: ("pgbench_accounts", {1: "aid", 2: "bid", 3: "abalance", 4: "filler"})}
+"""The table the in-process RowDescriptions name (table OID 16397)."""
+
+
+def prime_catalog(conn: Any) -> None:
+    """Give the connection's catalog (``protocols.postgres._catalog``, when
+    its handler asks one: column rules) the tables of INPROC_TABLES for good,
+    as a lookup would have: no result waits for a lookup connection, which
+    the fake upstream does not have. Trees without a catalog: nothing."""
+    db = getattr(conn, "_db", None)
+    if db is None:
+        return
+    from protocols.postgres._catalog import Table
+
+    for oid, (name, columns) in INPROC_TABLES.items():
+        db.tables[oid] = Table(name, dict(columns), float("inf"))
+
+
 def spy_events(recording: Any) -> list[Any]:
     """Every event the recording is given from now on, in order (and still recorded)."""
     events: list[Any] = []
@@ -55,6 +73,7 @@ async def open_client(handler: Any, keep_handshake: bool = False) -> tuple[Any, 
             break
         await asyncio.sleep(0.005)
     assert conn._relay and conn.session is not None and conn.up is not None
+    prime_catalog(conn)
     events = spy_events(conn.session.recording)
     if not keep_handshake:
         sink.data.clear()
