@@ -217,10 +217,21 @@ class Session:
             self.record(ErrorEvent(message, code))
 
     # -- commands ------------------------------------------------------------
-    def command(self, kind: CommandKind, text: str, attrs: Mapping[str, Any] | None = None) -> Command:
+    def command(
+        self,
+        kind: CommandKind,
+        text: str,
+        attrs: Mapping[str, Any] | None = None,
+        recorded: str | None = None,
+    ) -> Command:
+        """A new command. ``recorded``: the text the recording keeps, if not
+        ``text`` (values in it masked); policy and approvals use ``text``."""
         self._command_seq += 1
         cmd = Command(self._command_seq, kind, text, dict(attrs or {}))
-        self.record(cmd)
+        if recorded is None or recorded is text:
+            self.record(cmd)
+        else:
+            self.record(Command(cmd.seq, kind, recorded, cmd.attrs))
         self.metrics.command(kind._value_)
         return cmd
 

@@ -56,6 +56,7 @@ from ._copy_mask import CopyColumns, CopyShapeError, copy_data
 from ._copy_probe import ASYNC_TYPES, Probe
 from ._copy_stmt import CopyTarget, CopyUnsupported, copy_target
 from ._masking import BinaryCopyHit, Hits
+from ._recorded_sql import recorded_sql
 from ._scoring import Judge, Judged, combine
 from ._tracker import (
     BIND,
@@ -736,7 +737,8 @@ class ClientConnection(asyncio.Protocol):
             if not j.allowed or (self._copy_names and _COPY_STDOUT in j.assessment.categories):
                 return False
             try:
-                cmd = session.command(_SQL, text, _SIMPLE)
+                shown = text if self.masking is None else recorded_sql(self.masking, text)
+                cmd = session.command(_SQL, text, _SIMPLE, shown)
                 session.final_decision(j.decision(cmd.seq))
             except SessionEnded:
                 return True
@@ -752,7 +754,7 @@ class ClientConnection(asyncio.Protocol):
             runs = []
             try:
                 for text, j in zip(texts, judged, strict=True):
-                    cmd = session.command(_SQL, text, _SIMPLE)
+                    cmd = session.command(_SQL, text, _SIMPLE, self._recorded(text))
                     session.final_decision(j.decision(cmd.seq))
                     runs.append(Running(cmd, perf_counter()))
             except SessionEnded:
@@ -1120,7 +1122,7 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         assert session is not None
         shown = f"-- Execute: {why}" + (f"\n{text}" if text else "")
-        cmd = session.command(CommandKind.SQL, shown, attrs)
+        cmd = session.command(CommandKind.SQL, shown, attrs, self._recorded(shown))
         verdicts = {
             r.rule_id: r.action for r in (self._risk.rules or ()) if r.match == "unknown_prepared"
         }
@@ -1137,6 +1139,10 @@ class ClientConnection(asyncio.Protocol):
         if decision.verdict in _ALLOWED:
             session.final_decision(decision)
         return run, decision.verdict
+
+    def _recorded(self, text: str) -> str:
+        """The statement text as the recording keeps it (``_recorded_sql``)."""
+        return text if self.masking is None else recorded_sql(self.masking, text)
 
     def _params(self, bind: Any) -> tuple[list[str | None] | None, list[str | None] | None]:
         """(params for the approval hash, params as recorded: masked; one
@@ -1185,7 +1191,7 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         assert session is not None and self.judge is not None
         judged = self.judge(text)
-        cmd = session.command(CommandKind.SQL, text, attrs)
+        cmd = session.command(CommandKind.SQL, text, attrs, self._recorded(text))
         run = Running(cmd)
         if self._copy_names and _COPY_STDOUT in judged.assessment.categories:
             if probes is not None and not self._in_batch:
@@ -1271,6 +1277,7 @@ class ClientConnection(asyncio.Protocol):
                     CommandKind.SQL,
                     text,
                     {"batch_of": [r.cmd.seq for r, _, _ in items], "statements": len(items)},
+                    ";\n".join(self._recorded(r.cmd.text) for r, _, _ in items),
                 )
                 decision = await session.decide(
                     batch,
