@@ -1068,7 +1068,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
         elif self.mode == "exec":
             self.transfer = transfer_command(self.command)
             if self.transfer and not opts.file_transfer:
-                self.cmd = session.command(CommandKind.EXEC, self.command, {"transfer": True})
+                self.cmd = session.command(
+                    CommandKind.EXEC, self.command, {"transfer": True}, self._masked(self.command)
+                )
                 session.result(self.cmd, "refused", error="file transfer is not allowed")
                 self._refuse("file transfer (sftp/scp) is not allowed on this connection")
                 return
@@ -1077,7 +1079,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 attrs["agent_forwarded"] = True
             if self.x11 is not None:
                 attrs["x11_forwarded"] = True
-            self.cmd = session.command(CommandKind.EXEC, self.command, attrs)
+            self.cmd = session.command(CommandKind.EXEC, self.command, attrs, self._masked(self.command))
             scp = scp_direction(self.command) if self.transfer else None
             if scp is not None:
                 self.scp = (scp[0], scp[1], ScpAudit())
@@ -1317,7 +1319,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             # Recorded once the terminal has echoed it: input typed with echo
             # off (a password prompt) is not a command and is never recorded.
             if self._echoed(text):
-                self.session.command(CommandKind.SHELL_LINE, text, attrs)
+                self.session.command(CommandKind.SHELL_LINE, text, attrs, self._masked(text))
             else:
                 self._unechoed = (text, attrs)
             return False
@@ -1334,8 +1336,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 self._prompt = prompt
 
     def _masked(self, text: str) -> str:
-        """Text from the target's output (what the terminal showed), as the
-        masking rules leave it: it is recorded and shown to reviewers."""
+        """Text as the masking rules leave it, for the recording: what the
+        terminal showed (also shown to reviewers), and command lines (a
+        token in ``curl -H``, a key in ``export``: the echo of a typed line
+        is masked in the recorded output, and so is the line's Command)."""
         masker = self.handler.gateway.masker(self.handler.connection)
         if masker is None or not getattr(masker, "active", False):
             return text
@@ -1370,7 +1374,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
 
     def _hold_line(self, text: str, attrs: dict[str, Any], found: Any, enter: Enter, rest: list[Any]) -> bool:
         self._recent.clear()
-        cmd = self.session.command(CommandKind.SHELL_LINE, text, attrs)
+        cmd = self.session.command(CommandKind.SHELL_LINE, text, attrs, self._masked(text))
         # Reading goes on while the line is held (bounded by PENDING_LIMIT), so
         # that Ctrl-C can cancel the wait.
         self._holding = True
@@ -1602,7 +1606,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
             if self._unechoed is not None and self._echoed(self._unechoed[0]):
                 text, attrs = self._unechoed
                 self._unechoed = None
-                self.session.command(CommandKind.SHELL_LINE, text, attrs)
+                self.session.command(CommandKind.SHELL_LINE, text, attrs, self._masked(text))
         if self.transfer:
             session = self.session
             seq = self.cmd.seq if self.cmd is not None else 0

@@ -1505,3 +1505,29 @@ def test_exec_stdin_is_masked_in_the_recording(env: Env) -> None:
     stdin = b"".join(output_bytes(e) for e in events
                      if e["session"] == cmd["session"] and e["type"] == "output" and e["stream"] == "stdin")
     assert stdin == b"line one\ndeploy key [TEST_SECRET] end\nlast\n", stdin
+
+
+def test_command_lines_are_masked_in_the_recording(env: Env) -> None:
+    """A secret on a command line (a token in ``curl -H``, a key in
+    ``export``) runs as typed, and the recording keeps the Command masked,
+    as it keeps the terminal's echo of it: for exec and for a typed line."""
+    marker = f"cmdline-{os.urandom(4).hex()}"
+    r = run_ssh(env.port, env.token, f"echo {marker} ${{#X}}; X={SECRET}; echo ${{#X}}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [marker.encode(), b"0", str(len(SECRET)).encode()]
+    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
+    try:
+        term.send(b"PS1='P''S> '\r")
+        term.expect(b"PS> ")
+        term.send(f"K={SECRET}; echo {marker}-typed ${{#K}}\r".encode())
+        term.expect(f"{marker}-typed {len(SECRET)}".encode())
+        term.expect(b"PS> ")
+        term.send(b"exit\r")
+        term.wait()
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    commands = [e for e in all_events(env) if e["type"] == "command" and marker in e["text"]]
+    assert {e["kind"] for e in commands} == {"exec", "shell-line"}, commands
+    for e in commands:
+        assert SECRET not in e["text"] and "[TEST_SECRET]" in e["text"], e
