@@ -309,7 +309,7 @@ class KubeProxy:
                 {
                     "upstream": self.base,
                     "user_agent": request.headers.get("User-Agent", ""),
-                    "first_request": kr.text(),
+                    "first_request": self._recorded(kr.text()),
                 },
             )
         except SessionRefused as exc:
@@ -406,9 +406,14 @@ class KubeProxy:
         masked: a head the parser refuses is quoted (a bad status or header
         line), and it holds whatever the upstream put there, an echoed
         request header too."""
-        reason = str(exc) or type(exc).__name__
+        return self._recorded(str(exc) or type(exc).__name__)
+
+    def _recorded(self, text: str) -> str:
+        """``text`` masked by content for the recording: a Command's text
+        holds an exec's command line (``-- sh -c 'curl -H "Authorization:
+        ..."'``); the risk rules and a reviewer get it as sent."""
         masker = self.bodies.masker if self.bodies is not None else None
-        return masker.mask_text(reason)[0] if masker is not None else reason
+        return masker.mask_text(text)[0] if masker is not None else text
 
     async def send(self, state: ClientConn, method: str, head: bytes, body: bytes) -> UpstreamResponse:
         """On the client connection's upstream connection (opened or reopened
@@ -526,7 +531,7 @@ class KubeProxy:
             attrs = {**attrs, "object": summary(body)}
         elif kr.write and opaque:
             attrs = {**attrs, "object": {"opaque": request.content_type}}
-        cmd = session.command(CommandKind.K8S, text, attrs)
+        cmd = session.command(CommandKind.K8S, text, attrs, self._recorded(text))
         if kr.file_transfer and not self.options.file_transfer:
             # Refused by the connection, whatever the risk: no reviewer is asked.
             message = "hoopd: file transfer (kubectl cp) is not allowed on this connection"
@@ -679,7 +684,8 @@ class KubeProxy:
         )
 
     def refuse_spdy(self, session: Session, kr: KubeRequest) -> web.Response:
-        cmd = session.command(CommandKind.K8S, kr.text(), {**kr.attrs(), "transport": "spdy"})
+        text = kr.text()
+        cmd = session.command(CommandKind.K8S, text, {**kr.attrs(), "transport": "spdy"}, self._recorded(text))
         hit = self._refusals.get((session.identity.subject, cmd.text))
         if hit is None or hit.expires <= time.monotonic():
             hit = _Refused(0.0, 400, SPDY_MESSAGE, status_body(400, SPDY_MESSAGE, "BadRequest"), "application/json")

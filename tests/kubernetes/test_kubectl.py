@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import pty
+import secrets
 import ssl
 import struct
 import subprocess
@@ -1205,3 +1206,24 @@ def test_dot_segments_are_refused(kube: Kube, fake: FakeApiServer, path: str) ->
     assert b"'..' segments is refused" in err.value.read()
     assert len(fake.api.requests) == before
     assert "default" in kube.ok("get", "ns")
+
+
+def test_exec_command_line_is_masked_in_the_recording(kube: Kube) -> None:
+    """A credential on an exec's command line runs as sent; the recorded
+    Command keeps it masked, as the output is."""
+    if kube.kubectl("get", "pod", "web-0").returncode != 0:
+        kube.ok("run", "web-0", "--image=busybox")
+    marker = f"cmdline-{secrets.token_hex(4)}"
+    res = kube.kubectl("exec", "web-0", "--", "sh", "-c", f"X=AKIAIOSFODNN7EXAMPLE; echo {marker} ${{#X}}")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == [marker, "20"]
+    [session] = kube.sessions(marker)
+    events = kube.events(session["session_id"])
+    commands = [e for e in events if e["type"] == "command"]
+    assert any(marker in e["text"] and "X=[" in e["text"] for e in commands), commands
+    recorded = json.dumps(events) + "".join(
+        base64.b64decode(e["data"]["base64"]).decode("utf-8", "replace") if isinstance(e["data"], dict)
+        else str(e["data"])
+        for e in events if e["type"] == "output"
+    )  # fmt: skip
+    assert "AKIAIOSFODNN7EXAMPLE" not in recorded, recorded
