@@ -86,10 +86,11 @@ def play(
     answer: Callable[[Any], bytes],
     cuts: list[int],
     joined: bool,
+    close: bool = True,
 ) -> None:
     """Send each group of simple queries (one ``SELECT i`` per statement;
     ``joined``: a group's queries in one write), then the upstream's answers
-    to them split at ``cuts``; then the client goes away."""
+    to them split at ``cuts``; then (``close``) the client goes away."""
     from protocols.postgres import _wire as w
 
     for qs in groups:
@@ -99,7 +100,33 @@ def play(
         for chunk in split(b"".join(answer(stmts) for stmts in qs), cuts):
             if chunk:
                 conn.up.data_received(chunk)
-    conn.connection_lost(None)
+    if close:
+        conn.connection_lost(None)
+
+
+async def fake_catalog_connect(upstream: Any, startup: dict[str, str]) -> tuple[Any, Any]:
+    """Stands in for ``protocols.postgres._catalog.connect``: a lookup
+    connection that answers each catalog query a loop turn later, naming
+    the tables of INPROC_TABLES (any other OID: not in the catalog)."""
+    import re
+
+    from protocols.postgres import _wire as w
+    from protocols.postgres._upstream import LoginResult, UpstreamProtocol
+
+    up = UpstreamProtocol()
+
+    def answer(data: bytes) -> None:
+        m = re.search(rb"IN \(([0-9,]+)\)", data)
+        rows = []
+        for oid in (m.group(1).split(b",") if m else []):
+            name, columns = INPROC_TABLES.get(int(oid), ("", {}))
+            for num, col in columns.items():
+                rows.append(w.data_row([oid, name.encode(), str(num).encode(), col.encode()]))
+        reply = b"".join(rows) + w.command_complete(f"SELECT {len(rows)}") + w.ready_for_query(b"I")
+        asyncio.get_running_loop().call_soon(up.data_received, reply)
+
+    up.connection_made(MemoryTransport(answer))
+    return up, LoginResult()
 
 
 def event_records(events: list[Any]) -> list[list[Any]]:
