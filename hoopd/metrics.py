@@ -113,6 +113,12 @@ class Metrics:
             (*conn, "reason"),
             registry=r,
         )
+        self.catalog_lookups = Counter(
+            "hoopd_catalog_lookups",
+            "Lookups of result columns' table and column names in a database catalog, by result",
+            (*conn, "result"),
+            registry=r,
+        )
         self.config_reloads = Counter(
             "hoopd_config_reloads", "Config reloads, by result", ("result",), registry=r
         )

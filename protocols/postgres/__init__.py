@@ -75,6 +75,11 @@ class PostgresOptions(BaseModel):
     judges it, so this bounds the memory one session can make it hold. A
     longer one ends the session (``FATAL 08P01``). PostgreSQL's own limit is
     1 GiB."""
+    column_origins: bool = True
+    """Mask a result column by the table column it comes from as well as by
+    its label (``select ssn as x``), learning table and column names from the
+    database's catalog on a connection of the gateway's own per database
+    (docs/postgres.md). Off: by label only, and no extra connection."""
     max_parsed_sql: Size = Field(default=4 * 1024 * 1024, ge=1024)
     """Longest statement text (in characters) the risk scorer parses; a
     longer one counts as unparseable (the ``risk.unparseable`` policy
@@ -142,7 +147,12 @@ class PostgresHandler(ServerHandler):
                 raise
             log.warning("masking engine unavailable: %s", exc)
         self.masking = StreamMasking(masker, getattr(masker, "config", connection.masking))
-        self.catalog: Catalog | None = Catalog(self.upstream) if self.masking.by_name else None
+        lookups = gateway.metrics.catalog_lookups
+        self.catalog: Catalog | None = (
+            Catalog(self.upstream, lambda result: lookups.labels(self.name, connection.name, result).inc())
+            if self.masking.by_name and self.options.column_origins
+            else None
+        )
         """Names of result columns' tables and columns, for column rules that
         hold whatever a query labels the column (see ``_catalog``)."""
 

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,8 +108,10 @@ class Database:
 class Catalog:
     """Column names by table OID for every database of one connection."""
 
-    def __init__(self, upstream: Any) -> None:
+    def __init__(self, upstream: Any, count: Callable[[str], None] = lambda result: None) -> None:
         self.upstream = upstream
+        self._count = count
+        """Called with "ok" or "failed" per lookup (a metric)."""
         self._dbs: OrderedDict[str, Database] = OrderedDict()
 
     def database(self, name: str) -> Database:
@@ -136,10 +138,12 @@ class Catalog:
             except (TimeoutError, OSError, UpstreamError, ValueError) as exc:
                 # (ValueError: an answer that is not what the query returns)
                 _close(db)
+                self._count("failed")
                 detail = str(exc) or type(exc).__name__
                 raise CatalogError(detail) from None
             finally:
                 _idle_later(db)
+            self._count("ok")
 
     async def _learn(self, db: Database, oids: list[int]) -> None:
         for i in range(0, len(oids), BATCH):

@@ -14,7 +14,8 @@ whole directory. Connections on the gateway:
 - ``hurry``: clients must be logged in within 1 s;
 - ``names``: the ``db`` masking rules plus a table-qualified rule
   (``cn_staff.salary``), on its own database ``hoopd_names``
-  (test_column_origins; the database is created there).
+  (test_column_origins; the database is created there);
+- ``labels``: as ``names`` without the catalog (``options.column_origins: false``).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def _conn(name: str, port: int, pg: PgServer, **extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     work = tmp_path_factory.mktemp("pg-gateway")
-    names = ("db", "plain", "strict", "quick", "capped", "nocols", "hurry", "names")
+    names = ("db", "plain", "strict", "quick", "capped", "nocols", "hurry", "names", "labels")
     ports = {n: free_port() for n in names}
     masking = {
         "recognizers": {"personal": True},
@@ -167,6 +168,14 @@ def gateway(pg: PgServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 pg,
                 upstream={**_conn("", 0, pg)["upstream"], "database": "hoopd_names"},
                 masking={**masking, "rules": [*masking["rules"], {"id": "pay", "fields": ["cn_staff.salary"]}]},
+            ),
+            _conn(
+                "labels",
+                ports["labels"],
+                pg,
+                upstream={**_conn("", 0, pg)["upstream"], "database": "hoopd_names"},
+                masking=masking,
+                options={"allow_plaintext_loopback": True, "column_origins": False},
             ),
         ]
     }

@@ -145,3 +145,19 @@ def test_names_that_cannot_be_learned_end_the_session(names: str, pg: PgServer) 
             pg.execute(f"alter database {DB} allow_connections true")
     assert "could not be learned for masking" in str(err.value)
     assert "fail-value" not in str(err.value)
+
+
+def test_labels_only_when_column_origins_is_off(names: str, gateway: Gateway) -> None:
+    """options.column_origins: false -- no lookup connection, and rules match
+    result labels only (the behaviour before the catalog was asked)."""
+    labels = gateway.dsn("labels")
+    assert _fetch(labels, "select ssn from cn_staff where id = 1") == [("[SSN_COL]",)]
+    assert _fetch(labels, "select ssn as x from cn_staff where id = 1") == [("plain-ssn-1",)]
+
+
+def test_lookups_are_counted(names: str, gateway: Gateway) -> None:
+    # (after the tests above: lookups that worked, and the one that failed)
+    metrics = gateway.daemon.metrics()
+    for result in ("ok", "failed"):
+        line = f'hoopd_catalog_lookups_total{{connection="names",protocol="postgres",result="{result}"}}'
+        assert any(m.startswith(line) and float(m.split()[-1]) >= 1 for m in metrics.splitlines()), (result, metrics)
