@@ -1978,7 +1978,7 @@ class ClientConnection(asyncio.Protocol):
         assert self.handler.catalog is not None
         try:
             await self.handler.catalog.learn(db, oids)
-        except CatalogError as exc:
+        except Exception as exc:  # CatalogError, or a bug: never relay the rows unnamed
             log.error("could not learn the names of result columns for masking: %s", exc)
             self._held_up = None
             self._fatal(
