@@ -276,18 +276,19 @@ class Gateway:
 
     # -- approvals -----------------------------------------------------------
     async def create_approval(
-        self, session: Session, cmd: Command, decision: Decision, digest: str
+        self, session: Session, cmd: Command, decision: Decision, digest: str, shown: str | None = None
     ) -> Approval:
         """Record a pending approval of ``cmd`` (REVIEW ``decision``) for
         ``session``'s identity, bound to ``digest``, open for the connection's
-        approval timeout. ``self.approvals`` must be set; store errors
-        propagate (the caller refuses the command)."""
+        approval timeout; ``shown``: the text reviewers see and the store
+        keeps, if not ``cmd.text`` (a password in it redacted). ``self.approvals``
+        must be set; store errors propagate (the caller refuses the command)."""
         conn = session.connection
         approval: Approval = await self.approvals.create(
             requester=session.identity,
             connection=conn.name,
             session_id=session.id,
-            command_text=cmd.text,
+            command_text=cmd.text if shown is None else shown,
             command_hash=digest,
             reasons=list(decision.reasons),
             ttl=conn.approval.timeout,
@@ -301,9 +302,11 @@ class Gateway:
         decision: Decision,
         params: Sequence[Any] | Mapping[str, Any] | None,
         on_held: Callable[[str, str], Awaitable[None] | None] | None,
+        shown: str | None = None,
     ) -> Decision:
         """Create an approval, wait for a reviewer, consume it. Any failure of
-        the approval store denies the command (fail closed)."""
+        the approval store denies the command (fail closed). The approval is
+        bound to ``cmd.text``; ``shown`` is what reviewers see of it."""
         cm = session.metrics
         conn = session.connection
         digest = command_hash(cmd.text, params)
@@ -313,7 +316,7 @@ class Gateway:
                 deny_decision(decision, "approvals are not configured: held commands cannot run")
             )
         try:
-            approval = await self.create_approval(session, cmd, decision, digest)
+            approval = await self.create_approval(session, cmd, decision, digest, shown)
         except Exception as exc:
             cm.approval("store_unavailable")
             session.log.error("approval store unavailable, denying command: %s", exc)

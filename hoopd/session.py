@@ -259,13 +259,15 @@ class Session:
         *,
         params: Sequence[Any] | Mapping[str, Any] | None = None,
         on_held: Callable[[str, str], Awaitable[None] | None] | None = None,
+        shown: str | None = None,
     ) -> Decision:
         """Judge a command; hold it for a reviewer when policy says so.
 
         Returns the effective decision: ALLOW/MASK to forward, DENY to refuse
         (including a denied, expired or failed review). ``on_held(approval_id,
         message)`` lets the handler tell the waiting client how to get the
-        command approved.
+        command approved; ``shown`` is the command's text for reviewers, if
+        not ``cmd.text`` (the approval stays bound to ``cmd.text``).
         """
         decision = decide_command(
             cmd.seq, self.connection.risk, self.identity, found, break_glass=self.break_glass
@@ -273,7 +275,7 @@ class Session:
         self._record_decision(decision)
         if decision.verdict is not Verdict.REVIEW:
             return decision
-        return await self.gateway.hold_for_review(self, cmd, decision, params, on_held)
+        return await self.gateway.hold_for_review(self, cmd, decision, params, on_held, shown)
 
     def approval_event(self, event: ApprovalEvent) -> None:
         self.record(event)

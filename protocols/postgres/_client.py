@@ -56,7 +56,7 @@ from ._copy_mask import CopyColumns, CopyShapeError, copy_data
 from ._copy_probe import ASYNC_TYPES, Probe
 from ._copy_stmt import CopyTarget, CopyUnsupported, copy_target
 from ._masking import BinaryCopyHit, Hits
-from ._recorded_sql import recorded_sql
+from ._recorded_sql import for_reviewers, recorded_sql
 from ._scoring import Judge, Judged, combine
 from ._tracker import (
     BIND,
@@ -1270,7 +1270,9 @@ class ClientConnection(asyncio.Protocol):
         try:
             if unit.decide and len(items) == 1:
                 run, found, params = items[0]
-                decision = await session.decide(run.cmd, found, params=params, on_held=self._on_held)
+                decision = await session.decide(
+                    run.cmd, found, params=params, on_held=self._on_held, shown=for_reviewers(run.cmd.text)
+                )
             elif unit.decide:
                 text = ";\n".join(r.cmd.text for r, _, _ in items)
                 batch = session.command(
@@ -1284,6 +1286,7 @@ class ClientConnection(asyncio.Protocol):
                     combine([a for _, a, _ in items]),
                     params=[p for _, _, p in items],
                     on_held=self._on_held,
+                    shown=for_reviewers(text),
                 )
             if unit.decide and decision.verdict not in _ALLOWED:
                 why = decision.reasons[-1] if decision.reasons else "denied by policy"

@@ -120,3 +120,30 @@ def test_long_statement_recorded_in_part(gateway: Gateway) -> None:
     assert "insert into rs_bulk values ('[EMAIL]'" in long[0]
     assert "@example.com" not in long[0]
     assert len(long[0]) < 8192
+
+
+def test_held_password_statement_shown_redacted(gateway: Gateway, pg: PgServer) -> None:
+    """A held CREATE ROLE ... PASSWORD: reviewers (and the approval store)
+    see the statement with the password redacted; approved, it runs as sent."""
+    from tests.postgres.test_held import Psql
+
+    role = f"rs_{secrets.token_hex(3)}"
+    psql = Psql(gateway.env("db"), f"create role {role} login password 'Held-pw-1';\n")
+    try:
+        assert psql.approval.wait(20), psql.lines
+        r = gateway.approvals("list", "--json", "--state", "pending")
+        assert r.returncode == 0, r.stderr
+        assert "Held-pw-1" not in r.stdout, r.stdout
+        [mine] = [a for a in json.loads(r.stdout) if a["id"] == psql.approval_id]
+        assert mine["command_text"].startswith(f"create role {role} login password '[REDACTED]'"), mine
+        r = gateway.approvals("approve", psql.approval_id)
+        assert r.returncode == 0, r.stdout + r.stderr
+        _, err = psql.finish()
+        assert psql.proc.returncode == 0, err
+    finally:
+        if psql.proc.poll() is None:
+            psql.proc.kill()
+    with psycopg.connect(pg.dsn_for("postgres", user=role, password="Held-pw-1")) as as_role:
+        assert as_role.execute("select current_user").fetchone() == (role,)
+    with psycopg.connect(pg.dsn) as direct:
+        direct.execute(f"drop role {role}")
