@@ -953,6 +953,18 @@ class Masker:
         spans = self._literal_spans(data, 0, n, n)
         return apply_edits(data, [(ls, le, const, INJECTED_ID) for ls, le in spans], 0, n)
 
+    @property
+    def injected_max_len(self) -> int:
+        """Longest match of the injected secrets' forms (0: none)."""
+        return self._lit_len if self._lit is not None else 0
+
+    def injected_spans(self, data: bytes, before: int) -> list[tuple[int, int]]:
+        """The injected secrets' matches in ``data`` that start before
+        ``before``, leftmost first and not overlapping."""
+        if self._lit is None:
+            return []
+        return self._literal_spans(data, 0, len(data), before)
+
     def _literal_spans(self, data: bytes, pos: int, end: int, before: int) -> list[tuple[int, int]]:
         """The injected secrets in data[pos:end] that start before ``before``,
         leftmost first and not overlapping."""

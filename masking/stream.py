@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .engine import _CTX, PEM_TAIL, Counts, apply_edits
+from .literals import INJECTED_ID
 
 if TYPE_CHECKING:
     from .engine import Masker
@@ -115,3 +116,33 @@ class StreamMasker:
         self._pos = self._out = 0
         self.bytes_out += len(out)
         return out
+
+
+class InjectedScrubber:
+    """Bytes relayed as they are (a binary body no rule can read) with the
+    secrets the gateway injects upstream blanked out: each match replaced by
+    as many ``*``, so the length holds (a ``Content-Length`` stays true) and
+    the client never sees the upstream's credential echoed back. Holds back
+    one match's length less one byte until more comes (or ``final``)."""
+
+    def __init__(self, masker: Masker) -> None:
+        self._m = masker
+        self._hold = max(masker.injected_max_len - 1, 0)
+        self._tail = b""
+        self.counts: Counts = {}
+
+    def feed(self, data: bytes, final: bool = False) -> bytes:
+        buf = self._tail + data if self._tail else bytes(data)
+        n = len(buf)
+        cut = n if final else max(n - self._hold, 0)
+        # a match starting before cut ends in buf: it is at most hold + 1 long
+        spans = self._m.injected_spans(buf, cut)
+        if spans:
+            out = bytearray(buf)
+            for s, e in spans:
+                out[s:e] = b"*" * (e - s)
+            self.counts[INJECTED_ID] = self.counts.get(INJECTED_ID, 0) + len(spans)
+            cut = max(cut, spans[-1][1])
+            buf = bytes(out)
+        self._tail = buf[cut:]
+        return buf[:cut]

@@ -45,7 +45,7 @@ from masking._regex import Compiled
 from masking.engine import KV_ID
 from masking.jsonmask import SECRET_RULE, JsonLinesMasker
 from masking.replacements import looks_masked
-from masking.stream import StreamMasker
+from masking.stream import InjectedScrubber, StreamMasker
 
 from .h1 import Headers
 
@@ -1043,7 +1043,7 @@ class BodyMasker:
     """``feed(bytes) -> bytes`` / ``finish() -> bytes`` for one response body."""
 
     __slots__ = (
-        "_buf", "_decoder", "_docs", "_json_cap", "_masker", "_size", "_stream", "_text",
+        "_buf", "_decoder", "_docs", "_json_cap", "_masker", "_scrub", "_size", "_stream", "_text",
         "_transforms", "_unmaskable", "counts", "fell_back", "mode", "plan",
     )  # fmt: skip
 
@@ -1068,6 +1068,10 @@ class BodyMasker:
             self._stream = masker.stream()
         elif self.mode == "ndjson":
             self._stream = self._docs.lines()
+        self._scrub: InjectedScrubber | None = None
+        """A body relayed as it is: the injected secrets still blanked out."""
+        if not transforms and masker is not None and masker.injects:
+            self._scrub = InjectedScrubber(masker)
 
     @property
     def buffering(self) -> bool:
@@ -1090,14 +1094,23 @@ class BodyMasker:
         compressed body is decoded ``DECODE_STEP`` bytes at a time, the rest
         of ``data`` kept (``pending``)."""
         if not self._transforms:
-            return data
+            return data if self._scrub is None else self._scrubbed(data, False)
         if self._text is None:
             return self._feed(data)
         return self._text.from_utf8(self._feed(data))
 
+    def _scrubbed(self, data: bytes, final: bool) -> bytes:
+        scrub = self._scrub
+        assert scrub is not None
+        out = scrub.feed(data, final)
+        if scrub.counts:
+            self._add(scrub.counts)
+            scrub.counts = {}
+        return out
+
     def finish(self) -> bytes:
         if not self._transforms:
-            return b""
+            return b"" if self._scrub is None else self._scrubbed(b"", True)
         head = b""
         if self.pending:  # decoded at once: callers bound memory by feeding b"" first
             parts = []

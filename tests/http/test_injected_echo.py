@@ -127,3 +127,20 @@ def test_echoed_credentials_inside_base64_blobs(env: Env, conn: str) -> None:
         assert b"X-Api-Key: " in readable or b"X-Api-Key" in readable  # the rest is intact
         for secret in (ECHO_HEADER_KEY, ECHO_QUERY_KEY, quote(ECHO_QUERY_KEY, safe="")):
             assert secret.encode() not in readable, (secret, blob)
+
+
+@pytest.mark.parametrize("conn", ["echo", "echomask"])
+def test_echoed_credentials_blanked_in_a_passed_binary_body(env: Env, conn: str) -> None:
+    """A binary body no rule can read is relayed as it is (``unmaskable:
+    pass``) -- but not the injected credential in it: each match becomes as
+    many ``*``, so the body keeps its length (and Content-Length)."""
+    out = curl("-sS", "-D", "-", env.url(conn, "/mirror?as=binary"))
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.partition(b"\r\n\r\n")
+    assert b"application/octet-stream" in head, head
+    length = re.search(rb"(?i)content-length: (\d+)", head)
+    assert length is not None and int(length.group(1)) == len(body), head
+    assert body.startswith(b"\x89DUMP\x00") and b"\x00\xff" in body
+    for secret in _forbidden():
+        assert secret not in body, secret
+    assert b"X-Api-Key: " + b"*" * len(ECHO_HEADER_KEY) + b"\x00\xff" in body, body

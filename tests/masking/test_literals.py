@@ -170,3 +170,40 @@ def test_base64_of_short_secrets_and_unrelated_base64_is_left_alone() -> None:
     assert m.mask_bytes(short) == (short, {})
     noise = base64.b64encode(bytes(random.Random(7).getrandbits(8) for _ in range(300_000)))
     assert m.mask_bytes(noise) == (noise, {})
+
+
+# -- bytes relayed as they are (InjectedScrubber) -----------------------------------
+
+
+def _scrubbed(m: Masker, chunks: list[bytes]) -> bytes:
+    from masking.stream import InjectedScrubber
+
+    scrub = InjectedScrubber(m)
+    return b"".join(scrub.feed(c) for c in chunks) + scrub.feed(b"", final=True)
+
+
+def _forms() -> list[bytes]:
+    return [TOKEN.encode(), SHORT.encode(), quote(TOKEN, safe="").encode(), LOWER_HEX.encode(),
+            base64.b64encode(TOKEN.encode())]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"\x00\xff", b"pw", b"1", b"tok/EN", b"+x=9 z", *_forms()]), max_size=12),
+    st.lists(st.integers(0, 200), max_size=6),
+)
+def test_scrubber_blanks_every_form_at_any_split_keeping_the_length(parts: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(parts)
+    m = masker()
+    whole = _scrubbed(m, [data])
+    pieces, prev = [], 0
+    for c in sorted(set(cuts)):
+        pieces.append(data[prev:c])
+        prev = max(prev, c)
+    pieces.append(data[prev:])
+    assert _scrubbed(m, pieces) == whole  # split anywhere: the same bytes
+    assert len(whole) == len(data)
+    for form in _forms():
+        assert form not in whole
+    # only matches changed: what is left is the input where it is not '*'
+    assert all(a == b for a, b in zip(whole, data, strict=True) if a != ord("*"))
