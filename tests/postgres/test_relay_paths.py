@@ -88,6 +88,12 @@ statement = st.one_of(
 query = st.lists(statement, min_size=1, max_size=3)
 group = st.lists(query, min_size=1, max_size=3)
 """Queries a client sends before reading the answers (pipelined)."""
+PLAYS = (
+    st.lists(group, min_size=1, max_size=4),
+    st.lists(st.integers(0, 2000), max_size=4),  # where the answers are split
+    st.booleans(),  # a group's queries in one write
+)
+"""The arguments of ``play``: groups, cuts, joined."""
 
 
 def _answer(stmts: list[tuple[Any, ...]]) -> bytes:
@@ -127,11 +133,7 @@ def _both(env: Env, groups: list[list[Any]], cuts: list[int], joined: bool) -> t
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(group, min_size=1, max_size=4),
-    st.lists(st.integers(0, 2000), max_size=4),
-    st.booleans(),
-)
+@given(*PLAYS)
 def test_fast_result_path_is_the_general_loop(
     env: Env, groups: list[list[Any]], cuts: list[int], joined: bool
 ) -> None:
@@ -157,11 +159,7 @@ async def _run_learning(daemon: Any, groups: list[list[Any]], cuts: list[int], j
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    st.lists(group, min_size=1, max_size=4),
-    st.lists(st.integers(0, 2000), max_size=4),
-    st.booleans(),
-)
+@given(*PLAYS)
 def test_waiting_for_the_catalog_changes_nothing(
     env: Env, groups: list[list[Any]], cuts: list[int], joined: bool
 ) -> None:
