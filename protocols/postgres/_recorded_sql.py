@@ -5,8 +5,9 @@ the SQL text (``insert ... values ('123-45-6789')``) are masked the same way
 here, by the connection's content rules, and a string literal after
 ``PASSWORD`` (``CREATE ROLE ... PASSWORD '...'``, ``ALTER USER``, a user
 mapping's ``OPTIONS (password '...')``) is replaced by ``'[REDACTED]'``.
-Only the recording sees this text: the risk scorer and a reviewer get the
-statement as sent, and an approval stays bound to it.
+Only the recording sees this text: the risk scorer gets the statement as
+sent, and an approval stays bound to it; reviewers see it as sent but for
+the PASSWORD literal (``for_reviewers``).
 
 A text longer than ``RECORDED_SQL_BYTES`` is recorded by its length, SHA-256
 and masked first ``HEAD_BYTES``: masking megabytes dense with personal data
