@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from masking.stream import InjectedScrubber
+
 Counts = dict[str, int]
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -240,6 +242,8 @@ class Downstream(_Direction):
         self._masker = masker if self.mask else None
         self._rec_stream: Any = None
         """The stream masker of a binary message's recorded copy."""
+        self._scrub: InjectedScrubber | None = None
+        """A binary message, passed as it came but for the injected secrets."""
         self._refuse_binary = refuse_binary and self.mask
         self._sent_first = False
         self._pending: list[bytes] = []
@@ -263,6 +267,16 @@ class Downstream(_Direction):
         if opcode == CLOSE:  # the reason must stay UTF-8
             masked = masked.decode("utf-8", "ignore").encode()
         return keep + masked
+
+    def _scrubbed(self, data: bytes, final: bool, counts: Counts) -> bytes:
+        """The injected secrets blanked out of a binary message (same length)."""
+        scrub = self._scrub
+        assert scrub is not None
+        piece = scrub.feed(data, final)
+        if scrub.counts:
+            _add(counts, scrub.counts)
+            scrub.counts = {}
+        return piece
 
     def _emit(self, out: list[bytes], fin: bool) -> None:
         payload = b"".join(self._pending)
@@ -303,11 +317,14 @@ class Downstream(_Direction):
                     piece = self._mask(ev.data, counts)
                     record.append(piece)
                 else:  # binary: passed as it came, its recorded copy masked by content
-                    piece = ev.data
+                    masker = self._masker
+                    assert masker is not None  # self.mask
                     if self._rec_stream is None:
-                        assert self._masker is not None  # self.mask
-                        self._rec_stream = self._masker.stream()
-                    record.append(bytes(self._rec_stream.feed(piece)))
+                        self._rec_stream = masker.stream()
+                        if masker.injects:
+                            self._scrub = InjectedScrubber(masker)
+                    record.append(bytes(self._rec_stream.feed(ev.data)))
+                    piece = ev.data if self._scrub is None else self._scrubbed(ev.data, False, counts)
                 self._pending.append(piece)
             else:
                 head = self._frame
@@ -327,6 +344,9 @@ class Downstream(_Direction):
                     elif self._rec_stream is not None:
                         record.append(bytes(self._rec_stream.flush()))
                         self._rec_stream = None
+                        if self._scrub is not None:
+                            self._pending.append(self._scrubbed(b"", True, counts))
+                            self._scrub = None
                     self._emit(out, True)
                     self._msg = 0
                     self._sent_first = False

@@ -165,3 +165,29 @@ def test_binary_refused_after_what_came_before_it() -> None:
     assert caught.value.record == b"to [EMAIL]" and caught.value.counts
     passed, _, _ = ws.Downstream(MASKER, True).feed(data)  # the default: pass
     assert passed.endswith(ws.frame(True, ws.BINARY, b"\x00 bob@example.com"))
+
+
+INJECTING = build_masker(MaskingConfig(), b"0123456789abcdef0123456789abcdef", literals=["Hdr/Key+v=1 &z"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 40), st.lists(st.integers(1, 30), max_size=4), st.lists(st.integers(0, 400), max_size=6))
+def test_binary_messages_pass_without_the_injected_secret(
+    before: int, frames_at: list[int], cuts: list[int]
+) -> None:
+    """A binary message is passed as it came (unmaskable: pass) but for the
+    credential the gateway injects upstream, blanked out with as many '*',
+    however the message is fragmented and the bytes split."""
+    secret = b"Hdr/Key+v=1 &z"
+    payload = b"\x00\xff" * before + b"key=" + secret + b"\x01" + secret
+    data = encode([(ws.BINARY, payload, frames_at)], b"")
+    down = ws.Downstream(INJECTING, True)
+    out = b""
+    counts: dict[str, int] = {}
+    for piece in split(data, cuts):
+        got, _, c = down.feed(piece)
+        out += got
+        for k, n in c.items():
+            counts[k] = counts.get(k, 0) + n
+    assert reassemble(out) == [(ws.BINARY, payload.replace(secret, b"*" * len(secret)))]
+    assert counts == {"injected_credential": 2}
