@@ -409,9 +409,10 @@ class KubeProxy:
         return self._recorded(str(exc) or type(exc).__name__)
 
     def _recorded(self, text: str) -> str:
-        """``text`` masked by content for the recording: a Command's text
-        holds an exec's command line (``-- sh -c 'curl -H "Authorization:
-        ..."'``); the risk rules and a reviewer get it as sent."""
+        """``text`` masked by content for the recording and for reviewers: a
+        Command's text holds an exec's command line (``-- sh -c 'curl -H
+        "Authorization: ..."'``); the risk rules and the approval's binding
+        use it as sent."""
         masker = self.bodies.masker if self.bodies is not None else None
         return masker.mask_text(text)[0] if masker is not None else text
 
@@ -554,7 +555,7 @@ class KubeProxy:
                 session.result(cmd, "403", error="approval required")
                 return status_response(403, refusal, "Forbidden")
         else:
-            decision = await session.decide(cmd, found, params=params)
+            decision = await session.decide(cmd, found, params=params, shown=self._recorded(cmd.text))
         if decision.verdict is Verdict.DENY:
             message = "hoopd: request denied: " + "; ".join(decision.reasons or ("by policy",))
             self._remember_refusal(session, cmd, message)
@@ -633,7 +634,9 @@ class KubeProxy:
                     pending = appr
                     break
             if pending is None:
-                pending = await self.gateway.create_approval(session, cmd, decision, digest)
+                pending = await self.gateway.create_approval(
+                    session, cmd, decision, digest, self._recorded(cmd.text)
+                )
                 session.metrics.approval("requested")
                 if self.gateway.notifier is not None:
                     self.gateway.notifier.notify("approval.created", pending)

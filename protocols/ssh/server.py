@@ -1085,7 +1085,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 self.scp = (scp[0], scp[1], ScpAudit())
             found = self.handler.risk.assess(self.command)
             if found.score > 0 or found.rule_verdicts:
-                decision = await session.decide(self.cmd, found, on_held=self._held_message)
+                decision = await session.decide(
+                    self.cmd, found, on_held=self._held_message, shown=self._masked(self.command)
+                )
                 if self._ended:
                     return
                 if decision.verdict is Verdict.DENY:
@@ -1336,10 +1338,11 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
                 self._prompt = prompt
 
     def _masked(self, text: str) -> str:
-        """Text as the masking rules leave it, for the recording: what the
-        terminal showed (also shown to reviewers), and command lines (a
-        token in ``curl -H``, a key in ``export``: the echo of a typed line
-        is masked in the recorded output, and so is the line's Command)."""
+        """Text as the masking rules leave it, for the recording and for
+        reviewers: what the terminal showed, and command lines (a token in
+        ``curl -H``, a key in ``export``: the echo of a typed line is masked
+        in the recorded output, and so is the line's Command; an approval
+        stays bound to the line as typed)."""
         masker = self.handler.gateway.masker(self.handler.connection)
         if masker is None or not getattr(masker, "active", False):
             return text
@@ -1397,7 +1400,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes], _Pausable):
 
         cancelled = False
         try:
-            decision = await session.decide(cmd, found, on_held=on_held)
+            decision = await session.decide(cmd, found, on_held=on_held, shown=self._masked(cmd.text))
         except asyncio.CancelledError:  # Ctrl-C while held (see data_received)
             decision, cancelled = None, True
         except Exception as exc:  # fail closed

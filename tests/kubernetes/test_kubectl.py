@@ -1227,3 +1227,40 @@ def test_exec_command_line_is_masked_in_the_recording(kube: Kube) -> None:
         for e in events if e["type"] == "output"
     )  # fmt: skip
     assert "AKIAIOSFODNN7EXAMPLE" not in recorded, recorded
+
+
+def test_held_exec_shown_to_reviewers_masked(tmp_path: Path, fake: FakeApiServer) -> None:
+    """Retry mode: the approval a reviewer sees (and the store keeps) has a
+    credential on the exec's command line masked; the retry still matches
+    the approval, bound to the command as sent."""
+    k = Kube(
+        tmp_path, fake, risk={"review_at": "high", "rules": [{"match": "exec", "action": "review"}]},
+        approval={"mode": "retry", "timeout": "60s"},
+    )
+    try:
+        if k.kubectl("get", "pod", "web-0").returncode != 0:
+            k.ok("apply", "-f", "-", input=POD)
+        argv = ("exec", "web-0", "--", "sh", "-c", "X=AKIAIOSFODNN7EXAMPLE; echo len ${#X}")
+        res = k.kubectl(*argv)
+        assert res.returncode == 1 and "needs a reviewer's approval (id apr_" in res.stderr, res.stderr
+        approval_id = res.stderr.split("(id ")[1].split(")")[0]
+
+        async def text() -> str:
+            store = open_store("sqlite", k.data_dir)
+            try:
+                return str((await store.get(approval_id)).command_text)
+            finally:
+                await store.close()
+
+        shown = asyncio.run(text())
+        assert "AKIAIOSFODNN7EXAMPLE" not in shown and "X=[" in shown, shown
+        async def approve() -> None:
+            store = open_store("sqlite", k.data_dir)
+            await store.decide(approval_id, Identity("bob", frozenset(), AuthMethod.GATEWAY_TOKEN), True)
+            await store.close()
+
+        asyncio.run(approve())
+        res = k.kubectl(*argv)
+        assert res.returncode == 0 and res.stdout.strip() == "len 20", res.stderr
+    finally:
+        k.close()

@@ -1531,3 +1531,30 @@ def test_command_lines_are_masked_in_the_recording(env: Env) -> None:
     assert {e["kind"] for e in commands} == {"exec", "shell-line"}, commands
     for e in commands:
         assert SECRET not in e["text"] and "[TEST_SECRET]" in e["text"], e
+
+
+def test_held_command_shown_to_reviewers_masked(env: Env) -> None:
+    """A held exec with a secret on its line: the approval store and so the
+    reviewers get it masked; approved, the line runs as typed."""
+    victim = env.tmp / "held-masked-victim"
+    (victim / "sub").mkdir(parents=True)
+    proc = popen_ssh(env.port, env.token, f"X={SECRET}; rm -rf {victim} && echo removed ${{#X}}")
+
+    async def pending_text() -> str:
+        store = _approvals_store(env)
+        try:
+            deadline = time.monotonic() + 20
+            while not (pending := await store.list(state="pending")):
+                assert time.monotonic() < deadline, "no approval was requested"
+                await asyncio.sleep(0.1)
+            return str(pending[0].command_text)
+        finally:
+            await store.close()
+
+    shown = asyncio.run(pending_text())
+    _decide_pending(env, True)
+    out, err = proc.communicate(timeout=30)
+    assert SECRET not in shown and "[TEST_SECRET]" in shown and str(victim) in shown, shown
+    assert proc.returncode == 0, err
+    assert out == f"removed {len(SECRET)}\n".encode()
+    assert not victim.exists()
