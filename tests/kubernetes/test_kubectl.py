@@ -115,6 +115,28 @@ class Kube:
         assert res.returncode == 0, res.stderr
         return [json.loads(line) for line in res.stdout.splitlines()[1:]]
 
+    def approval_text(self, approval_id: str) -> str:
+        """The command text an approval shows reviewers (as the store keeps it)."""
+
+        async def text() -> str:
+            store = open_store("sqlite", self.data_dir)
+            try:
+                return str((await store.get(approval_id)).command_text)
+            finally:
+                await store.close()
+
+        return asyncio.run(text())
+
+    def approve(self, approval_id: str) -> None:
+        """Approve as the reviewer bob, straight in the store."""
+
+        async def approve() -> None:
+            store = open_store("sqlite", self.data_dir)
+            await store.decide(approval_id, Identity("bob", frozenset(), AuthMethod.GATEWAY_TOKEN), True)
+            await store.close()
+
+        asyncio.run(approve())
+
     def close(self) -> None:
         self.daemon.stop()
 
@@ -535,12 +557,7 @@ def test_retry_mode_refuses_then_succeeds_once(tmp_path: Path, fake: FakeApiServ
         assert wait_for(lambda: any(p["approval"]["id"] == approval_id for p in hook.received), 5)
         assert [p["event"] for p in hook.received] == ["approval.created"]  # reviewers are told
 
-        async def approve() -> None:
-            store = open_store("sqlite", k.data_dir)
-            await store.decide(approval_id, Identity("bob", frozenset(), AuthMethod.GATEWAY_TOKEN), True)
-            await store.close()
-
-        asyncio.run(approve())
+        k.approve(approval_id)
         assert 'namespace "retry-me" deleted' in k.ok("delete", "ns", "retry-me")
         k.ok("create", "ns", "retry-me")
         again = k.kubectl("delete", "ns", "retry-me")  # used once: a new approval is needed
@@ -807,12 +824,7 @@ def test_retry_mode_approval_is_bound_to_the_body(tmp_path: Path, fake: FakeApiS
         assert res.returncode == 1 and "needs a reviewer's approval (id apr_" in res.stderr, res.stderr
         approval_id = res.stderr.split("(id ")[1].split(")")[0]
 
-        async def approve() -> None:
-            store = open_store("sqlite", k.data_dir)
-            await store.decide(approval_id, Identity("bob", frozenset(), AuthMethod.GATEWAY_TOKEN), True)
-            await store.close()
-
-        asyncio.run(approve())
+        k.approve(approval_id)
         swapped = k.kubectl("create", "-f", str(other))
         assert swapped.returncode == 1, swapped.stdout
         assert "needs a reviewer's approval (id apr_" in swapped.stderr and approval_id not in swapped.stderr
@@ -938,14 +950,7 @@ def test_exec_command_text_is_what_the_api_server_runs(tmp_path: Path, fake: Fak
         assert res.returncode == 1 and "needs a reviewer's approval (id apr_" in res.stderr, res.stderr
         approval_id = res.stderr.split("(id ")[1].split(")")[0]
 
-        async def text() -> str:
-            store = open_store("sqlite", k.data_dir)
-            try:
-                return str((await store.get(approval_id)).command_text)
-            finally:
-                await store.close()
-
-        assert asyncio.run(text()).endswith("-- sh -c 'echo %27; echo pwned; %27'")
+        assert k.approval_text(approval_id).endswith("-- sh -c 'echo %27; echo pwned; %27'")
     finally:
         k.close()
 
@@ -1245,21 +1250,9 @@ def test_held_exec_shown_to_reviewers_masked(tmp_path: Path, fake: FakeApiServer
         assert res.returncode == 1 and "needs a reviewer's approval (id apr_" in res.stderr, res.stderr
         approval_id = res.stderr.split("(id ")[1].split(")")[0]
 
-        async def text() -> str:
-            store = open_store("sqlite", k.data_dir)
-            try:
-                return str((await store.get(approval_id)).command_text)
-            finally:
-                await store.close()
-
-        shown = asyncio.run(text())
+        shown = k.approval_text(approval_id)
         assert "AKIAIOSFODNN7EXAMPLE" not in shown and "X=[" in shown, shown
-        async def approve() -> None:
-            store = open_store("sqlite", k.data_dir)
-            await store.decide(approval_id, Identity("bob", frozenset(), AuthMethod.GATEWAY_TOKEN), True)
-            await store.close()
-
-        asyncio.run(approve())
+        k.approve(approval_id)
         res = k.kubectl(*argv)
         assert res.returncode == 0 and res.stdout.strip() == "len 20", res.stderr
     finally:
