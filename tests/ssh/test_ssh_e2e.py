@@ -603,11 +603,22 @@ class Term:
         return self.proc.wait(1)
 
 
-def test_pty_shell(env: Env) -> None:
+@contextlib.contextmanager
+def shell(env: Env) -> Iterator[Term]:
+    """A terminal on a PTY shell through the gateway, its prompt set to
+    ``PS> `` and seen; the ssh client is killed if the test fails first."""
     term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
     try:
         term.send(b"PS1='P''S> '\r")
         term.expect(b"PS> ")
+        yield term
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+
+
+def test_pty_shell(env: Env) -> None:
+    with shell(env) as term:
         term.send(b"stty size\r")
         term.expect(b"30 100")
         term.resize(43, 132)
@@ -669,9 +680,6 @@ def test_pty_shell(env: Env) -> None:
         assert keep.exists()
         term.send(b"exit 5\r")
         assert term.wait() == 5
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     evs = all_events(env)
     lines = [e["text"] for e in evs if e["type"] == "command" and e["kind"] == "shell-line"]
     assert "stty size" in lines and "sleep 30" in lines and "echo ok-$((6*7))" in lines
@@ -694,12 +702,9 @@ def test_pty_keys_typed_ahead_of_a_dropped_line(env: Env) -> None:
     """Keys typed while a line is held, or with the Ctrl-C that cancels it,
     reach the shell only once it has dropped that line: they run as typed,
     and never join (what is left of) the refused line."""
-    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
     keep = env.tmp / "pty-typeahead-keep"
     keep.mkdir()
-    try:
-        term.send(b"PS1='P''S> '\r")
-        term.expect(b"PS> ")
+    with shell(env) as term:
         for i in range(6):
             term.send(f"rm -rf {keep}\r".encode())
             term.expect(b"needs a reviewer")
@@ -717,9 +722,6 @@ def test_pty_keys_typed_ahead_of_a_dropped_line(env: Env) -> None:
                 _decide_pending(env, False)  # tidy: the abandoned approval
         term.send(b"exit 3\r")
         assert term.wait() == 3
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     assert keep.exists()
 
 
@@ -759,12 +761,9 @@ def test_pty_keys_that_edit_or_run_a_line_unseen(env: Env) -> None:
     cursor moved, a line redrawn with insert/delete-character and Ctrl-D in
     a canonical tty (dash) all left the gateway with a harmless (or no) line
     while the shell ran ``rm -rf DIR``: each is now held."""
-    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
     keep = env.tmp / "pty-unseen-keep"
     keep.mkdir()
-    try:
-        term.send(b"PS1='P''S> '\r")
-        term.expect(b"PS> ")
+    with shell(env) as term:
         for name, keys in UNSEEN_EDITS.items():
             parts = keys(keep)
             for part in parts[:-1]:
@@ -788,9 +787,6 @@ def test_pty_keys_that_edit_or_run_a_line_unseen(env: Env) -> None:
         term.expect(b"after-8")
         term.send(b"exit 4\r")
         assert term.wait() == 4
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     assert keep.exists()
 
 
@@ -798,12 +794,9 @@ def test_pty_alternate_screen_stops_tracking_only_for_full_screen_programs(env: 
     """Keys typed in a full-screen program (less, vim) are not shell lines.
     But the switch to the alternate screen is output anyone can print:
     after printf '\\e[?1049h' the shell ran rm -rf DIR untracked."""
-    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
     keep = env.tmp / "pty-altscreen-keep"
     keep.mkdir()
-    try:
-        term.send(b"PS1='P''S> '\r")
-        term.expect(b"PS> ")
+    with shell(env) as term:
         term.send(b"printf '\\e[?1049h'\r")
         term.expect(b"PS> ")
         term.send(f"rm -rf {keep}\r".encode())
@@ -826,9 +819,6 @@ def test_pty_alternate_screen_stops_tracking_only_for_full_screen_programs(env: 
         term.expect(b"after-10")
         term.send(b"exit\r")
         term.wait()
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     assert keep.exists()
 
 
@@ -836,11 +826,8 @@ def test_terminal_lines_recorded_with_an_edited_line_are_masked(env: Env) -> Non
     """A line edited or recalled (here: Up, Enter) is recorded with the last
     lines the terminal showed (attribute ``shown``), taken from the target's
     output: a secret printed just before was recorded there unmasked."""
-    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
     pre, value = SECRET[:13], SECRET[13:]
-    try:
-        term.send(b"PS1='P''S> '\r")
-        term.expect(b"PS> ")
+    with shell(env) as term:
         term.send(f"printf '%s%s\\n' {pre} {value}\r".encode())
         term.expect(b"PS> ")
         term.send(b"\x1b[A")
@@ -849,9 +836,6 @@ def test_terminal_lines_recorded_with_an_edited_line_are_masked(env: Env) -> Non
         term.expect(b"PS> ")
         term.send(b"exit\r")
         term.wait()
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     evs = all_events(env)
     recalled = [e for e in evs if e["type"] == "command" and e.get("attrs", e).get("uncertain")
                 and "printf '%s%s" in e["text"]]
@@ -1515,18 +1499,12 @@ def test_command_lines_are_masked_in_the_recording(env: Env) -> None:
     r = run_ssh(env.port, env.token, f"echo {marker} ${{#X}}; X={SECRET}; echo ${{#X}}")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [marker.encode(), b"0", str(len(SECRET)).encode()]
-    term = Term(key_ssh(env, env.port, "-tt", "")[:-1], 30, 100)
-    try:
-        term.send(b"PS1='P''S> '\r")
-        term.expect(b"PS> ")
+    with shell(env) as term:
         term.send(f"K={SECRET}; echo {marker}-typed ${{#K}}\r".encode())
         term.expect(f"{marker}-typed {len(SECRET)}".encode())
         term.expect(b"PS> ")
         term.send(b"exit\r")
         term.wait()
-    finally:
-        if term.proc.poll() is None:
-            term.proc.kill()
     commands = [e for e in all_events(env) if e["type"] == "command" and marker in e["text"]]
     assert {e["kind"] for e in commands} == {"exec", "shell-line"}, commands
     for e in commands:
