@@ -3,6 +3,7 @@ http connections, shared by the tests of this directory."""
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,6 +44,31 @@ RULES = [
     {"method": "DELETE", "path": "/api/**", "action": "review"},
     {"method": "POST", "path": "/admin/**", "action": "deny"},
 ]
+
+
+def exchange(env: Env, request: bytes, conn: str = "api", timeout: float = 10) -> bytes:
+    """``request`` (raw bytes) sent on a plain socket: everything read until
+    the gateway closes the connection."""
+    with socket.create_connection(("127.0.0.1", env.ports[conn]), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while part := s.recv(65536):
+            data += part
+    return data
+
+
+def raw_request(
+    env: Env, method: str, target: str, *, headers: str = "", body: bytes | None = None,
+    conn: str = "api", timeout: float = 10,
+) -> bytes:
+    """One request as alice, exactly as written (what curl would not send):
+    ``headers`` are extra header lines, ``body`` comes with its
+    ``Content-Length``; ``Connection: close``, and the whole answer read."""
+    head = f"{method} {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
+    if body is not None:
+        head += f"Content-Length: {len(body)}\r\n"
+    request = f"{head}Connection: close\r\n{headers}\r\n".encode() + (body or b"")
+    return exchange(env, request, conn, timeout)
 
 
 def auth(user: str) -> dict[str, str]:

@@ -9,25 +9,15 @@ lone escape is read as U+FFFD and the document masked as any other."""
 from __future__ import annotations
 
 import json
-import socket
 
-from tests.http.conftest import KEYS, Env
+from tests.http.conftest import KEYS, Env, exchange
 from tests.http.recordings import session_events, sessions_with
 
 BODY = b'{"email": "alice@example.com", "nick": "\\ud800", "home_ssn": "x"}'
 
 
-def _exchange(env: Env, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=10) as s:
-        s.sendall(request)
-        data = b""
-        while part := s.recv(65536):
-            data += part
-    return data
-
-
 def test_request_body_with_a_lone_surrogate_is_answered_and_recorded_masked(env: Env) -> None:
-    data = _exchange(
+    data = exchange(
         env,
         f"POST /echo/lone HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\nConnection: close\r\n\r\n".encode()
@@ -44,7 +34,7 @@ def test_request_body_with_a_lone_surrogate_is_answered_and_recorded_masked(env:
 
 
 def test_response_with_a_lone_surrogate_is_masked(env: Env) -> None:
-    data = _exchange(
+    data = exchange(
         env,
         f"GET /lone-surrogate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
         "Connection: close\r\n\r\n".encode(),

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import subprocess
 import time
 
 import pytest
 
-from tests.http.conftest import KEYS, Env
+from tests.http.conftest import KEYS, Env, raw_request
 from tests.http.recordings import session_events, sessions_with
 from tests.http.upstream import SECRET_JSON, Upstream
 
@@ -29,15 +28,7 @@ def curl(*args: str, timeout: float = 30, input: bytes | None = None) -> subproc
 
 def raw_get(env: Env, path: str, extra: str = "") -> bytes:
     """Everything a plain socket client reads for one request, until the gateway closes."""
-    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=15) as sock:
-        sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
-            f"{extra}Connection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-        return data
+    return raw_request(env, "GET", path, headers=extra, timeout=15)
 
 
 def recorded(env: Env, text: str) -> tuple[bytes, list[str]]:

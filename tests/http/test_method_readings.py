@@ -9,25 +9,16 @@ upstream at once past a ``DELETE /api/**`` review rule."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import aiohttp
 import pytest
 
-from tests.http.conftest import KEYS, Env, auth
+from tests.http.conftest import Env, auth, raw_request
 from tests.http.test_approvals import admin, pending_for
 
 
 def _raw(env: Env, method: str, path: str, extra: str = "") -> bytes:
-    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=10) as s:
-        s.sendall(
-            f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
-            f"Content-Length: 2\r\nConnection: close\r\n{extra}\r\n{{}}".encode()
-        )
-        data = b""
-        while part := s.recv(65536):
-            data += part
-    return data
+    return raw_request(env, method, path, headers=extra, body=b"{}")
 
 
 @pytest.mark.parametrize(
@@ -156,13 +147,6 @@ def test_head_is_judged_as_the_get_it_runs(env: Env) -> None:
     handler on nearly every backend (aiohttp's add_get included), so it is
     denied too; before, it reached the upstream."""
     before = len(env.upstream.requests)
-    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=10) as s:
-        s.sendall(
-            f"HEAD /api/forbidden/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while part := s.recv(65536):
-            data += part
+    data = raw_request(env, "HEAD", "/api/forbidden/x")
     assert data.startswith(b"HTTP/1.1 403"), data
     assert len(env.upstream.requests) == before

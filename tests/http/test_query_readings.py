@@ -5,23 +5,13 @@ reads ``force=true``) passed a ``force=true`` deny pattern to the upstream."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
-from tests.http.conftest import KEYS, Env
+from tests.http.conftest import Env, raw_request
 
 
 def _post(env: Env, target: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=10) as s:
-        s.sendall(
-            f"POST {target} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
-            "Content-Length: 2\r\nConnection: close\r\n\r\n{}".encode()
-        )
-        data = b""
-        while part := s.recv(65536):
-            data += part
-    return data
+    return raw_request(env, "POST", target, body=b"{}")
 
 
 @pytest.mark.parametrize(

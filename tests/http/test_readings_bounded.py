@@ -9,25 +9,15 @@ method readings or ``MAX_TARGETS`` (2) target overrides get 400."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
-from tests.http.conftest import KEYS, Env
+from tests.http.conftest import Env, raw_request
 from tests.http.test_proxy import curl
 
 
 def _request(env: Env, head: str, body: bytes = b"") -> bytes:
-    with socket.create_connection(("127.0.0.1", env.ports["api"]), timeout=30) as s:
-        s.sendall(
-            f"POST /api/scan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n{head}\r\n".encode()
-            + body
-        )
-        data = b""
-        while part := s.recv(65536):
-            data += part
-    return data
+    return raw_request(env, "POST", "/api/scan", headers=head, body=body, timeout=30)
 
 
 def test_a_hostile_body_does_not_stall_the_daemon(env: Env) -> None:

@@ -10,26 +10,17 @@ is refused with 502, whatever ``options.unmaskable`` says, as an unknown
 from __future__ import annotations
 
 import contextlib
-import socket
 import zlib
 
 import pytest
 
-from tests.http.conftest import KEYS, Env
+from tests.http.conftest import Env, raw_request
 
 SECRETS = (b"alice@example.com", b"EMP-123456")
 
 
 def _get(env: Env, conn: str, path: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", env.ports[conn]), timeout=10) as s:
-        s.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEYS['alice'][0]}\r\n"
-            "Connection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while part := s.recv(65536):
-            data += part
-    return data
+    return raw_request(env, "GET", path, conn=conn)
 
 
 def _unchunk(body: bytes) -> bytes:

@@ -201,8 +201,8 @@ class Upstream:
         if request.query.get("as") == "binary":
             # a binary debug dump (no type masking reads: passed as it is
             # under unmaskable: pass), the headers among non-text bytes
-            dump = b"".join(f"{k}: {v}".encode() + b"\x00\xff" for k, v in request.headers.items())
-            return web.Response(body=b"\x89DUMP\x00" + dump, content_type="application/octet-stream", headers=headers)
+            blob = b"".join(f"{k}: {v}".encode() + b"\x00\xff" for k, v in request.headers.items())
+            return web.Response(body=b"\x89DUMP\x00" + blob, content_type="application/octet-stream", headers=headers)
         if request.query.get("as") == "b64":
             # a debug dump of the request kept base64-encoded (as a Secret's
             # data or a JSON field holds it), after 0, 1 and 2 bytes of
