@@ -737,8 +737,7 @@ class ClientConnection(asyncio.Protocol):
             if not j.allowed or (self._copy_names and _COPY_STDOUT in j.assessment.categories):
                 return False
             try:
-                shown = text if self.masking is None else recorded_sql(self.masking, text)
-                cmd = session.command(_SQL, text, _SIMPLE, shown)
+                cmd = session.command(_SQL, text, _SIMPLE, self._recorded(text))
                 session.final_decision(j.decision(cmd.seq))
             except SessionEnded:
                 return True
@@ -1382,7 +1381,8 @@ class ClientConnection(asyncio.Protocol):
         if self._db is not None and self.handler.catalog is not None:
             oids = self._db.missing([c.table_oid for c in cols if c.table_oid], time.monotonic())
             try:
-                await self.handler.catalog.learn(self._db, oids)
+                if oids:
+                    await self.handler.catalog.learn(self._db, oids)
             except CatalogError:
                 return "the names of its columns could not be learned for masking"
         plan = masking.plan(cols, None, self._origins(cols))
@@ -1922,10 +1922,12 @@ class ClientConnection(asyncio.Protocol):
         if run is not None:
             run.plan = hit[1]
 
-    def _describe(self, buf: bytes, s: int, e: int) -> tuple[Any, Any, float]:
-        """Decode and plan a RowDescription, with the column names the
-        catalog has for it; cached until those names expire."""
-        cols = m.row_description(buf, s, e)
+    def _describe(self, buf: bytes, s: int, e: int, cols: Any = None) -> tuple[Any, Any, float]:
+        """Decode (unless ``cols`` are given) and plan a RowDescription, with
+        the column names the catalog has for it; cached until those names
+        expire."""
+        if cols is None:
+            cols = m.row_description(buf, s, e)
         until = _FOREVER
         if self._db is not None:
             until = self._db.valid_until({c.table_oid for c in cols if c.table_oid})
@@ -1968,7 +1970,7 @@ class ClientConnection(asyncio.Protocol):
             cols = m.row_description(buf, s, e)
             missing = db.missing([c.table_oid for c in cols if c.table_oid], now)
             if not missing:
-                self._describe(buf, s, e)
+                self._describe(buf, s, e, cols)
                 continue
             self._held_up = [buf[s:end], self.bframer.take_tail()]
             if self.up is not None:

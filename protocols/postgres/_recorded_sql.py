@@ -34,15 +34,15 @@ dollar-quoted."""
 def recorded_sql(masking: Any, text: str) -> str:
     """``text`` as recorded (``text`` itself when nothing is masked).
     ``masking``: the connection's ``StreamMasking`` (active)."""
-    if len(text) > RECORDED_SQL_BYTES // 4:
-        raw = text.encode("utf-8", "surrogatepass")
-        if len(raw) > RECORDED_SQL_BYTES:
-            return _in_part(masking, raw)
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) > RECORDED_SQL_BYTES:
+        return _in_part(masking, raw)
     out = for_reviewers(text)
     if masking.scans:
         # (the masker's own scan decides the common no-match case: ~1 us for
         # a pgbench statement, where a separate RE2 search costs ~2-3 us)
-        masked, counts = masking.masker.mask_value(out.encode("utf-8", "surrogatepass"))
+        data = raw if out is text else out.encode("utf-8", "surrogatepass")
+        masked, counts = masking.masker.mask_value(data)
         if counts:
             out = masked.decode("utf-8", "surrogatepass")
     return out
