@@ -115,6 +115,22 @@ class Kube:
         assert res.returncode == 0, res.stderr
         return [json.loads(line) for line in res.stdout.splitlines()[1:]]
 
+    def request(
+        self, path: str, *, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """One HTTPS request to the gateway as alice, not through kubectl:
+        (status, body), error statuses included."""
+        ctx = ssl.create_default_context(cafile=str(self.data_dir / "tls" / "ca.pem"))
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{self.port}{path}", data=body, method=method,
+            headers={"Authorization": f"Bearer {self.token('alice', ['dev'])}", **(headers or {})},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
     def approval_text(self, approval_id: str) -> str:
         """The command text an approval shows reviewers (as the store keeps it)."""
 
@@ -601,23 +617,13 @@ def test_many_kubectl_clients_at_once(kube: Kube) -> None:
 
 
 def test_spdy_is_refused_with_a_clear_message(kube: Kube) -> None:
-    import urllib.request
-
-    token = kube.token("alice", ["dev"])
-    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
-    req = urllib.request.Request(
-        f"https://127.0.0.1:{kube.port}/api/v1/namespaces/default/pods/web-0/exec?command=true&stdout=true",
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Upgrade": "SPDY/3.1", "Connection": "Upgrade", "X-Stream-Protocol-Version": "v4.channel.k8s.io"},
-    )
-    try:
-        urllib.request.urlopen(req, context=ctx, timeout=10)
-    except urllib.error.HTTPError as exc:
-        assert exc.code == 400
-        body = json.loads(exc.read())
-        assert body["kind"] == "Status" and "SPDY is not supported" in body["message"]
-    else:
-        raise AssertionError("SPDY upgrade was not refused")
+    code, raw = kube.request(
+        "/api/v1/namespaces/default/pods/web-0/exec?command=true&stdout=true", method="POST",
+        headers={"Upgrade": "SPDY/3.1", "Connection": "Upgrade", "X-Stream-Protocol-Version": "v4.channel.k8s.io"},
+    )  # fmt: skip
+    assert code == 400, "SPDY upgrade was not refused"
+    body = json.loads(raw)
+    assert body["kind"] == "Status" and "SPDY is not supported" in body["message"]
 
 
 class _Raw:
@@ -1037,18 +1043,11 @@ def test_protobuf_role_ref_given_twice_is_read_as_the_server_reads_it(tmp_path: 
             + _pb(3, _pb(3, b"cluster-admin"))
         )
         body = b"k8s\x00" + _pb(1, _pb(1, group + b"/v1") + _pb(2, b"ClusterRoleBinding")) + _pb(2, raw)
-        ctx = ssl.create_default_context(cafile=str(k.data_dir / "tls" / "ca.pem"))
-        req = urllib.request.Request(
-            f"https://127.0.0.1:{k.port}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-            data=body, method="POST",
-            headers={"Authorization": f"Bearer {k.token('alice', ['dev'])}",
-                     "Content-Type": "application/vnd.kubernetes.protobuf", "Accept": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-                code, text = resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            code, text = exc.code, exc.read().decode()
+        code, raw = k.request(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", method="POST", body=body,
+            headers={"Content-Type": "application/vnd.kubernetes.protobuf", "Accept": "application/json"},
+        )  # fmt: skip
+        text = raw.decode()
         assert code == 403 and "needs a reviewer's approval" in text, (code, text)
         crb = BY_PATH[("rbac.authorization.k8s.io", "v1", "clusterrolebindings")]
         assert fake.call(fake.api.store.get, crb, "", "pb-dup-admin") is None
@@ -1067,17 +1066,11 @@ def test_yaml_body_read_as_the_api_server_reads_yaml(tmp_path: Path, fake: FakeA
             b"apiVersion: v1\nkind: Pod\nmetadata: {name: yaml-priv}\n"
             b"spec: {containers: [{name: main, image: busybox, securityContext: {privileged: y}}]}\n"
         )
-        ctx = ssl.create_default_context(cafile=str(k.data_dir / "tls" / "ca.pem"))
-        req = urllib.request.Request(
-            f"https://127.0.0.1:{k.port}/api/v1/namespaces/default/pods", data=body, method="POST",
-            headers={"Authorization": f"Bearer {k.token('alice', ['dev'])}",
-                     "Content-Type": "application/yaml", "Accept": "application/json"},
+        code, raw = k.request(
+            "/api/v1/namespaces/default/pods", method="POST", body=body,
+            headers={"Content-Type": "application/yaml", "Accept": "application/json"},
         )
-        try:
-            with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-                code, text = resp.status, resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            code, text = exc.code, exc.read().decode()
+        text = raw.decode()
         assert code == 403 and "privileged container" in text, (code, text)
         assert fake.call(fake.api.store.get, fake_kind("pods"), "default", "yaml-priv") is None
     finally:
@@ -1144,13 +1137,10 @@ def test_logs_limit_bytes_spelled_with_an_escape_is_not_sent_on(kube: Kube, fake
     fake.call(fake.api.store.append_log, "default", "pay-1", f"uploaded with {key} ok")
     raw = "".join(f"{entry}\n" for entry in fake.api.store.logs[("default", "pay-1")]).encode()
     offset = raw.index(key.encode()) + len(key) - 1  # one character short
-    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
-    req = urllib.request.Request(  # (kubectl get --raw would respell it limitBytes)
-        f"https://127.0.0.1:{kube.port}/api/v1/namespaces/default/pods/pay-1/log?limit%42ytes={offset}",
-        headers={"Authorization": f"Bearer {kube.token('alice', ['dev'])}"},
-    )
-    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-        cut = resp.read().decode()
+    # (kubectl get --raw would respell it limitBytes)
+    code, raw = kube.request(f"/api/v1/namespaces/default/pods/pay-1/log?limit%42ytes={offset}")
+    assert code == 200, raw
+    cut = raw.decode()
     assert key[:12] not in cut
     assert len(cut.encode()) == offset
     assert not any("imit%42ytes" in p or "limitBytes" in p for _, p, _ in fake.api.requests if "pay-1/log" in p)
@@ -1159,17 +1149,11 @@ def test_logs_limit_bytes_spelled_with_an_escape_is_not_sent_on(kube: Kube, fake
 def test_the_client_cannot_say_who_it_is_to_the_api_server(kube: Kube, fake: FakeApiServer) -> None:
     """Impersonation and front-proxy identity headers from the client never
     reach the API server: only the gateway's own Impersonate-* do."""
-    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
     claims = {"Impersonate-User": "mallory", "Impersonate-Group": "system:masters",
               "X-Remote-User": "mallory", "X-Remote-Group": "system:masters", "X-Remote-Extra-Scopes": "all"}
     for path in ("/api/v1/namespaces/default/configmaps", "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1"):
-        req = urllib.request.Request(
-            f"https://127.0.0.1:{kube.port}{path}",
-            headers={"Authorization": f"Bearer {kube.token('alice', ['dev'])}", **claims},
-        )
-        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-            assert resp.status == 200
-            resp.read()
+        code, _ = kube.request(path, headers=claims)
+        assert code == 200
     seen = [h for _, p, h in fake.api.requests if "/configmaps" in p][-2:]
     assert len(seen) == 2
     for h in seen:
@@ -1202,13 +1186,9 @@ def test_dot_segments_are_refused(kube: Kube, fake: FakeApiServer, path: str) ->
     """A proxy in front of the API server may resolve '..' before it routes:
     the gateway would have judged another request than the one that runs."""
     before = len(fake.api.requests)
-    ctx = ssl.create_default_context(cafile=str(kube.data_dir / "tls" / "ca.pem"))
-    req = urllib.request.Request(f"https://127.0.0.1:{kube.port}{path}", method="DELETE",
-                                 headers={"Authorization": f"Bearer {kube.token('alice', ['dev'])}"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, context=ctx, timeout=10)
-    assert err.value.code == 400
-    assert b"'..' segments is refused" in err.value.read()
+    code, body = kube.request(path, method="DELETE")
+    assert code == 400
+    assert b"'..' segments is refused" in body
     assert len(fake.api.requests) == before
     assert "default" in kube.ok("get", "ns")
 
