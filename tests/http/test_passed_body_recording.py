@@ -7,18 +7,13 @@ now content-masked too; the client still gets every byte as sent."""
 
 from __future__ import annotations
 
-import subprocess
-
-from tests.http.conftest import KEYS, Env
+from tests.http.conftest import Env
 from tests.http.recordings import session_events, sessions_with
+from tests.http.test_proxy import curl
 
 
 def test_passed_binary_body_is_recorded_masked(env: Env) -> None:
-    out = subprocess.run(
-        ["curl", "-sS", "--max-time", "10", "-H", f"Authorization: Bearer {KEYS['alice'][0]}",
-         env.url("api", "/binary?rec=1")],
-        capture_output=True, timeout=15,
-    )  # fmt: skip
+    out = curl(env.url("api", "/binary?rec=1"), timeout=10)
     assert out.stdout == b"\x00\x01 alice@example.com"  # unmaskable: pass
     sid = sessions_with(env.recordings, "GET /binary?rec=1")[-1]
     rec = b"".join(
@@ -29,11 +24,7 @@ def test_passed_binary_body_is_recorded_masked(env: Env) -> None:
 
 
 def test_large_passed_body_is_recorded_to_the_cap(env: Env) -> None:
-    out = subprocess.run(
-        ["curl", "-sS", "--max-time", "30", "-H", f"Authorization: Bearer {KEYS['alice'][0]}",
-         env.url("api", "/big?n=300000")],
-        capture_output=True, timeout=35,
-    )  # fmt: skip
+    out = curl(env.url("api", "/big?n=300000"))
     assert len(out.stdout) == 300000
     sid = sessions_with(env.recordings, "GET /big?n=300000")[-1]
     rec = b"".join(
